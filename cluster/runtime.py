@@ -1,0 +1,221 @@
+"""Connecting to Ray: embedded local by default, a cluster when an address is given.
+
+Addresses mean different things (as in Ray itself):
+- none               -> an embedded local Ray started in this process (laptop default)
+- http(s)://HOST:8265 -> a cluster's job server: the command is *submitted* as a Ray job
+- HOST:6379, "auto", ray://... -> ``ray.init(address=...)`` joins that cluster directly
+  (this is what a submitted job sees in RAY_ADDRESS).
+
+Token authentication stays on. Ray 2.60 clients with RAY_AUTH_MODE unset treat auth
+as disabled, so before talking to a cluster we turn token mode on whenever a token
+can be found the way Ray finds it (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.errors import UserError
+
+DASHBOARD_PORT = 8265
+LOCAL_JOBS_URL = f"http://127.0.0.1:{DASHBOARD_PORT}"
+
+
+@dataclass
+class Target:
+    """Where a workload runs: ``mode`` is "local" (in-process or ray.init) or "submit"."""
+
+    mode: str
+    address: str | None = None
+
+
+def resolve_target(address: str | None) -> Target:
+    """Decide from ``--address`` (or RAY_ADDRESS) whether to run here or submit a job."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith(("http://", "https://")):
+        return Target("submit", address.rstrip("/"))
+    return Target("local", address)
+
+
+# ------------------------------------------------------------------ authentication
+
+
+def find_auth_token() -> str | None:
+    """The cluster token as Ray's own clients find it, or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    candidates = [Path(path).expanduser()] if path else []
+    candidates.append(Path.home() / ".ray" / "auth_token")
+    for p in candidates:
+        if p.is_file() and p.read_text().strip():
+            return p.read_text().strip()
+    return None
+
+
+def ensure_client_auth() -> None:
+    """Turn on token mode for this process (and children) when a token exists.
+
+    Respects an explicit RAY_AUTH_MODE. Without a token the request is sent
+    unauthenticated and the server's refusal is turned into a clear message
+    by :func:`auth_hint`.
+    """
+    if os.environ.get("RAY_AUTH_MODE") is None and find_auth_token():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def auth_hint() -> str:
+    return (
+        "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, found on the "
+        "head node in ~/.ray/auth_token or with `ray get-auth-token`"
+    )
+
+
+# ------------------------------------------------------------------ connecting
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+    """Connect this process to Ray (idempotent).
+
+    With no address (and no RAY_ADDRESS) we join the local head of `evalctl cluster
+    up` when one runs, else an embedded instance starts in this process, token auth
+    on as Ray's default. Inside a submitted job RAY_ADDRESS points at
+    the cluster and we join it.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith(("http://", "https://")):
+        raise UserError(
+            f"{address} is a job-server address; it is used to submit jobs, "
+            "not to run here (drop --address to run locally)"
+        )
+    ensure_client_auth()
+    kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True, "logging_level": "WARNING"}
+    if address:
+        kwargs["address"] = address
+    elif head_running():
+        kwargs["address"] = "auto"  # join the persistent local head (`evalctl cluster up`)
+    else:
+        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise UserError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from None
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the connected cluster (CPU, GPU, memory, ...)."""
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def max_gpus_per_node() -> float:
+    """The most GPUs any single alive node has (0 on CPU-only clusters)."""
+    import ray
+
+    return max((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+
+
+def worker_threads() -> int:
+    """Torch threads a Ray worker should use: the CPUs Ray assigned it (at least 1).
+
+    Ray sets OMP_NUM_THREADS from ``num_cpus`` but torch can still run on one
+    thread (measured on these machines), so callers pass this to
+    ``torch.set_num_threads`` explicitly.
+    """
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ctx = ray.get_runtime_context()
+            cpus = ctx.get_assigned_resources().get("CPU")
+            if cpus:
+                return max(1, int(cpus))
+    except Exception:  # noqa: BLE001 - outside a worker we fall back to the env
+        pass
+    return max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1))
+
+
+# ------------------------------------------------------------------ a persistent local head
+
+
+def _ray_cli() -> str:
+    """The `ray` executable of this interpreter's environment (not whatever is on PATH)."""
+    exe = Path(sys.executable).with_name("ray")
+    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
+
+
+def head_up(num_cpus: int | None = None, dashboard_port: int = DASHBOARD_PORT) -> str:
+    """Start a persistent local head (dashboard + job server on 127.0.0.1).
+
+    Returns the job-server URL. Token auth is on; the token is ~/.ray/auth_token.
+    """
+    if head_running():
+        return f"http://127.0.0.1:{dashboard_port}"
+    cmd = [
+        _ray_cli(),
+        "start",
+        "--head",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard_port),
+        "--include-dashboard",
+        "true",
+        "--disable-usage-stats",
+    ]
+    if num_cpus:
+        cmd += ["--num-cpus", str(num_cpus)]
+    # `ray start` turns token auth on only when told to (or when a token already
+    # exists): make sure there is a token and ask for token mode explicitly.
+    if find_auth_token() is None:
+        subprocess.run([_ray_cli(), "get-auth-token", "--generate"], capture_output=True, check=True)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        raise UserError(f"`ray start --head` failed: {tail[0] if tail else proc.returncode}")
+    return f"http://127.0.0.1:{dashboard_port}"
+
+
+def head_down() -> bool:
+    """Stop the local head started by :func:`head_up` (and Serve with it)."""
+    was_running = head_running()
+    subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, text=True)
+    return was_running
+
+
+def head_running() -> bool:
+    """True when a local head's GCS address file exists and its process is alive."""
+    addr_file = Path("/tmp/ray/ray_current_cluster")
+    if not addr_file.is_file():
+        return False
+    proc = subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def head_status() -> dict:
+    """Describe the local head: address, dashboard, resources, nodes."""
+    if not head_running():
+        return {"running": False}
+    gcs = Path("/tmp/ray/ray_current_cluster").read_text().strip()
+    ensure_client_auth()
+    proc = subprocess.run(
+        [_ray_cli(), "status", "--address", gcs], capture_output=True, text=True, env=os.environ.copy()
+    )
+    return {
+        "running": True,
+        "gcs_address": gcs,
+        "dashboard": LOCAL_JOBS_URL,
+        "ray_status": proc.stdout.strip() or proc.stderr.strip(),
+    }

@@ -1,0 +1,188 @@
+"""evalctl: one CLI for data, sweeps, evaluation, serving and the team's registry.
+
+Thin by design: each command parses its options, builds a spec and calls a
+plain function (which tests call directly). Heavy imports (ray, torch) happen
+inside the commands so that `evalctl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from jobs.entry import console, run
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="evalcluster: fine-tune, evaluate and serve pretrained language models on Ray.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Sample data and dataset checks.")
+cluster_app = typer.Typer(no_args_is_help=True, help="A persistent local Ray head.")
+models_app = typer.Typer(no_args_is_help=True, help="Registered models and aliases.")
+runs_app = typer.Typer(no_args_is_help=True, help="The team's runs.")
+app.add_typer(data_app, name="data")
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(models_app, name="models")
+app.add_typer(runs_app, name="runs")
+
+
+# ------------------------------------------------------------------ data
+
+
+@data_app.command("sample")
+def data_sample(
+    out: Path = typer.Option(..., "--out", help="Directory for the three splits."),
+    seed: int = typer.Option(0, help="Seed of the stratified split."),
+) -> None:
+    """Write train/validation/test Parquet splits of the bundled tweet corpus (80/10/10)."""
+    from cluster.data import LABELS, sample_splits
+
+    counts = sample_splits(out, seed)
+    table = Table("split", "rows", *LABELS, title=f"sample corpus -> {out}")
+    for split, by_label in counts.items():
+        table.add_row(split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in LABELS])
+    console.print(table)
+
+
+@data_app.command("check")
+def data_check(
+    path: str = typer.Argument(..., help="File, directory, glob or URI."),
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+) -> None:
+    """Validate a dataset (columns, null/empty texts) and print its size, labels and fingerprint."""
+    from cluster.config import DataSpec
+    from cluster.data import scan
+
+    summary = scan(DataSpec(path, text_column, label_column, id_column))
+    console.print(f"{path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")
+    for label, n in summary.label_counts.items():
+        console.print(f"  {label}: {n}")
+
+
+# ------------------------------------------------------------------ cluster
+
+
+@cluster_app.command("up")
+def cluster_up(num_cpus: int | None = typer.Option(None, help="CPUs to offer (default: all).")) -> None:
+    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265)."""
+    from cluster.runtime import head_up
+
+    url = head_up(num_cpus)
+    console.print(
+        f"Ray head running; jobs and dashboard at {url} (token auth on, token in "
+        "~/.ray/auth_token). Stop it with `evalctl cluster down`."
+    )
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop the local Ray head (and anything served on it)."""
+    from cluster.runtime import head_down
+
+    console.print("Ray head stopped." if head_down() else "No local Ray head was running.")
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """Describe the local Ray head, if any."""
+    from cluster.runtime import head_status
+
+    status = head_status()
+    if not status["running"]:
+        console.print("No local Ray head is running (start one with `evalctl cluster up`).")
+        raise typer.Exit(1)
+    console.print(f"GCS address: {status['gcs_address']}\nJobs/dashboard: {status['dashboard']}")
+    console.print(status["ray_status"], markup=False)
+
+
+# ------------------------------------------------------------------ registry
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Registered models, newest first, with their aliases."""
+    from cluster.registry import Registry
+
+    rows = Registry().list_models()
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table("id", "aliases", "created", "base", "run", "path")
+    for r in rows:
+        table.add_row(
+            r["id"], r["aliases"] or "", r["created_at"], r["base_model"] or "", r["run_id"] or "", r["path"]
+        )
+    console.print(table)
+
+
+@models_app.command("alias")
+def models_alias(name: str, model: str) -> None:
+    """Point alias NAME (e.g. serving) at MODEL (an id or another alias)."""
+    from cluster.registry import Registry
+
+    model_id = Registry().set_alias(name, model)
+    console.print(f"{name} -> {model_id}")
+
+
+@runs_app.command("list")
+def runs_list(
+    owner: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The team's runs, newest first."""
+    from cluster.registry import Registry
+
+    rows = Registry().list_runs(owner=owner, kind=kind, status=status, limit=limit)
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table("id", "kind", "status", "owner", "created", "model", "dataset")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["kind"],
+            r["status"],
+            r["owner"],
+            r["created_at"],
+            r["model_id"] or "",
+            r["dataset_fingerprint"] or "",
+        )
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str) -> None:
+    """Everything recorded about one run."""
+    from cluster.registry import Registry
+
+    console.print_json(json.dumps(Registry().get_run(run_id), default=str))
+
+
+# ------------------------------------------------------------------ demo
+
+
+@app.command("demo")
+def demo(out: Path = typer.Option(Path("data/sample"), help="Where the sample splits go.")) -> None:
+    """The end-to-end story on embedded defaults (grows as the workloads land)."""
+    from jobs.demo import run_demo
+
+    run_demo(out)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    run(app)
+
+
+if __name__ == "__main__":
+    main()

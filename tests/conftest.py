@@ -1,0 +1,111 @@
+"""Shared fixtures: an isolated registry per test, a tiny random BERT, one local Ray.
+
+Plumbing tests use a tiny randomly initialised BERT (built from a BertConfig,
+with the base model's tokenizer) so they run in seconds; quality is not their
+business. Tests marked ``head`` start and stop a real `ray start --head`; they
+are moved to the front of the run because `ray stop` ends every Ray process on
+the machine, the shared test cluster included.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = ["negative", "neutral", "positive"]
+
+# Tests and the Ray workers they start never reach a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.pop("RAY_ADDRESS", None)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: 0 if item.get_closest_marker("head") else 1)
+
+
+@pytest.fixture(autouse=True)
+def evalcluster_home(tmp_path, monkeypatch):
+    """Every test gets its own EVALCLUSTER_HOME (registry + artifacts)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("EVALCLUSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random BertForSequenceClassification (3 labels) saved as a model directory."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from cluster.modeling import base_model_dir, save_model_dir
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=3,
+        id2label=dict(enumerate(LABELS)),
+        label2id={lab: i for i, lab in enumerate(LABELS)},
+    )
+    model = BertForSequenceClassification(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    return save_model_dir(model, tokenizer, out, {"base_model": "tiny-random-bert"})
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """The real sample corpus split (train/validation/test Parquet)."""
+    from cluster.data import sample_splits
+
+    out = tmp_path_factory.mktemp("sample")
+    sample_splits(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole session (2 CPUs, token auth on as Ray's default)."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+        },
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def evalctl():
+    """Run `evalctl ARGS...` in a subprocess; returns CompletedProcess (text)."""
+    import subprocess
+
+    def run(*args: str, timeout: float = 600, **kwargs):
+        return subprocess.run(
+            [sys.executable, "-m", "jobs.cli", *map(str, args)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **kwargs.pop("env", {})},
+            **kwargs,
+        )
+
+    return run

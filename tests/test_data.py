@@ -1,0 +1,123 @@
+"""Reading and validating datasets; the sample corpus splits."""
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cluster.config import DataSpec
+from cluster.data import check_columns, iter_tables, plan_shards, read_pandas, scan
+from cluster.errors import UserError
+
+
+def write(path, df):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=3)
+    elif path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in df.to_dict("records")))
+    return path
+
+
+DF = pd.DataFrame(
+    {"tweet": [f"text {i}" for i in range(10)], "y": ["a", "b"] * 5, "uid": [f"u{i}" for i in range(10)]}
+)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_formats_keep_input_order_and_row_numbers(tmp_path, suffix):
+    f = write(tmp_path / f"d{suffix}", DF)
+    spec = DataSpec(str(f), text_column="tweet", label_column="y", id_column="uid")
+    got = read_pandas(spec)
+    assert got["row"].tolist() == list(range(10))
+    assert got["text"].tolist() == DF["tweet"].tolist()
+    assert got["label"].tolist() == DF["y"].tolist() and got["id"].tolist() == DF["uid"].tolist()
+    assert scan(spec).label_counts == {"a": 5, "b": 5}
+
+
+def test_directory_glob_and_uri_read_files_in_order(tmp_path):
+    write(tmp_path / "d" / "part-0.parquet", DF.iloc[:4])
+    write(tmp_path / "d" / "part-1.parquet", DF.iloc[4:])
+    for path in [tmp_path / "d", tmp_path / "d" / "*.parquet", f"file://{tmp_path / 'd'}"]:
+        got = read_pandas(DataSpec(str(path), text_column="tweet", label_column="y"))
+        assert got["text"].tolist() == DF["tweet"].tolist(), path
+        assert got["row"].tolist() == list(range(10))
+
+
+def test_parquet_shards_follow_row_groups_and_limit(tmp_path, monkeypatch):
+    import cluster.data as data
+
+    monkeypatch.setattr(data, "ROWS_PER_SHARD", 3)
+    f = write(tmp_path / "d.parquet", DF)
+    _, shards = plan_shards(DataSpec(str(f), "tweet", "y"), limit=7)
+    assert [(s.offset, s.num_rows) for s in shards] == [(0, 3), (3, 3), (6, 1)]
+    assert sum(t.num_rows for t in iter_tables(DataSpec(str(f), "tweet", "y"), limit=7)) == 7
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(UserError, match="data path not found"):
+        scan(DataSpec(str(tmp_path / "nope.parquet")))
+
+
+def test_unsupported_extension(tmp_path):
+    f = tmp_path / "d.xlsx"
+    f.write_text("x")
+    with pytest.raises(UserError, match=r"unsupported file type .xlsx .*allowed: .parquet, .csv, .jsonl"):
+        scan(DataSpec(str(f)))
+
+
+def test_truncated_parquet(tmp_path):
+    f = write(tmp_path / "d.parquet", DF)
+    f.write_bytes(f.read_bytes()[:-40])
+    with pytest.raises(UserError, match="cannot read .*d.parquet as parquet"):
+        scan(DataSpec(str(f), "tweet", "y"))
+
+
+def test_missing_column_lists_existing_columns(tmp_path):
+    f = write(tmp_path / "d.parquet", DF)
+    with pytest.raises(UserError, match=r'text column "text" not found .*columns: tweet, y, uid'):
+        check_columns(DataSpec(str(f)))
+    f2 = write(tmp_path / "e.parquet", DF.rename(columns={"y": "label"}))
+    with pytest.raises(UserError, match=r'label column "labl" .*\(did you mean "label"\?\)'):
+        check_columns(DataSpec(str(f2), "tweet", "labl"))
+
+
+def test_null_and_empty_texts_counted_with_first_rows(tmp_path):
+    df = DF.copy()
+    df.loc[[2, 5], "tweet"] = None
+    df.loc[7, "tweet"] = "   "
+    f = write(tmp_path / "d.parquet", df)
+    with pytest.raises(UserError, match=r"3 row\(s\) .* null or empty \"tweet\" \(first rows: 2, 5, 7\)"):
+        scan(DataSpec(str(f), "tweet", "y"))
+
+
+def test_empty_dataset(tmp_path):
+    f = write(tmp_path / "d.parquet", DF.iloc[:0])
+    with pytest.raises(UserError, match="is empty"):
+        scan(DataSpec(str(f), "tweet", "y"))
+
+
+def test_fingerprint_depends_on_content_not_location(tmp_path):
+    a = write(tmp_path / "a.parquet", DF)
+    b = write(tmp_path / "b.csv", DF)
+    c = write(tmp_path / "c.parquet", DF.assign(y=["b", "a"] * 5))
+    fp = [scan(DataSpec(str(p), "tweet", "y")).fingerprint for p in (a, b, c)]
+    assert fp[0] == fp[1] != fp[2]
+
+
+def test_sample_splits_are_disjoint_and_stratified(sample_dir):
+    parts = {n: pd.read_parquet(sample_dir / f"{n}.parquet") for n in ("train", "validation", "test")}
+    everything = pd.concat(parts.values())
+    assert list(everything.columns) == ["text", "label"]
+    assert everything["text"].is_unique
+    assert set(everything["label"]) == {"negative", "neutral", "positive"}
+    overall = everything["label"].value_counts(normalize=True)
+    for part in parts.values():
+        share = part["label"].value_counts(normalize=True)
+        assert (share - overall).abs().max() < 0.01
+    sizes = {n: len(p) / len(everything) for n, p in parts.items()}
+    assert abs(sizes["train"] - 0.8) < 0.01 and abs(sizes["test"] - 0.1) < 0.01
