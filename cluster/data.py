@@ -36,7 +36,8 @@ FORMATS = {
     ".json": "jsonl",
     ".ndjson": "jsonl",
 }
-ROWS_PER_SHARD = 4096  # Parquet row groups are merged up to about this many rows per shard
+ROWS_PER_SHARD = 1024  # target rows per shard (= per Ray Data block, the unit of parallel work)
+MAX_PIECES_PER_TEXT_FILE = 8  # a CSV/JSONL piece re-reads its whole file: cap the re-reads
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Shard:
     offset: int
     num_rows: int
     row_groups: list[int] | None = None  # Parquet only
+    start: int = 0  # rows to skip in what is read (the file, or its row groups)
 
 
 # ------------------------------------------------------------------ locating files
@@ -169,7 +171,8 @@ def plan_shards(spec: DataSpec, limit: int | None = None) -> tuple[pafs.FileSyst
             offset = shards[-1].offset + shards[-1].num_rows if shards else offset
         else:
             n = _read_file(fs, path, fmt, columns=None).num_rows
-            shards.append(Shard(uri, fmt, offset, n))
+            size = max(ROWS_PER_SHARD, -(-n // MAX_PIECES_PER_TEXT_FILE))
+            shards += _pieces(uri, fmt, offset, n, size)
             offset += n
         if limit is not None and offset >= limit:
             break
@@ -179,6 +182,7 @@ def plan_shards(spec: DataSpec, limit: int | None = None) -> tuple[pafs.FileSyst
 
 
 def _parquet_shards(fs: pafs.FileSystem, path: str, offset: int) -> list[Shard]:
+    """Small row groups are merged up to ROWS_PER_SHARD; large ones are split into pieces."""
     try:
         with fs.open_input_file(path) as f:
             meta = pq.ParquetFile(f).metadata
@@ -186,12 +190,29 @@ def _parquet_shards(fs: pafs.FileSystem, path: str, offset: int) -> list[Shard]:
         raise UserError(f"cannot read {path} as parquet: {str(exc).splitlines()[0]}") from None
     shards, group, rows = [], [], 0
     for i in range(meta.num_row_groups):
+        n = meta.row_group(i).num_rows
+        if n > ROWS_PER_SHARD:
+            if group:
+                shards.append(Shard(path, "parquet", offset, rows, group))
+                offset, group, rows = offset + rows, [], 0
+            for piece in _pieces(path, "parquet", offset, n, ROWS_PER_SHARD, [i]):
+                shards.append(piece)
+            offset += n
+            continue
         group.append(i)
-        rows += meta.row_group(i).num_rows
-        if rows >= ROWS_PER_SHARD or i == meta.num_row_groups - 1:
+        rows += n
+        if rows >= ROWS_PER_SHARD:
             shards.append(Shard(path, "parquet", offset, rows, group))
             offset, group, rows = offset + rows, [], 0
+    if group:
+        shards.append(Shard(path, "parquet", offset, rows, group))
     return shards
+
+
+def _pieces(path: str, fmt: str, offset: int, n: int, size: int, groups: list[int] | None = None):
+    """Shards of ``size`` rows covering ``n`` rows that are read together."""
+    for start in range(0, n, size):
+        yield Shard(path, fmt, offset + start, min(size, n - start), groups, start)
 
 
 def _cut(shards: list[Shard], limit: int) -> list[Shard]:
@@ -199,7 +220,7 @@ def _cut(shards: list[Shard], limit: int) -> list[Shard]:
     for s in shards:
         if s.offset >= limit:
             break
-        out.append(Shard(s.uri, s.fmt, s.offset, min(s.num_rows, limit - s.offset), s.row_groups))
+        out.append(Shard(s.uri, s.fmt, s.offset, min(s.num_rows, limit - s.offset), s.row_groups, s.start))
     return out
 
 
@@ -213,7 +234,7 @@ def read_shard(shard: Shard, spec: DataSpec, fs: pafs.FileSystem | None = None) 
         path = shard.uri.split("://", 1)[-1] if "://" in shard.uri else shard.uri
     wanted = _source_columns(spec)
     table = _read_file(fs, path, shard.fmt, columns=wanted, row_groups=shard.row_groups)
-    table = table.slice(0, shard.num_rows)
+    table = table.slice(shard.start, shard.num_rows)
     out = {
         "row": pa.array(range(shard.offset, shard.offset + table.num_rows), pa.int64()),
         "text": table[spec.text_column].cast(pa.string()),
@@ -317,14 +338,19 @@ def _raise_if_bad(spec: DataSpec, n: int, bad_text: list[int], bad_label: list[i
 # ------------------------------------------------------------------ consumers
 
 
-def to_ray_dataset(spec: DataSpec, limit: int | None = None):
-    """A ``ray.data.Dataset`` with one block per shard: columns row, text[, label, id, slice]."""
+def to_ray_dataset(spec: DataSpec, limit: int | None = None, read_cpus: float = 0.0):
+    """A ``ray.data.Dataset`` with one block per shard: columns row, text[, label, id, slice].
+
+    ``read_cpus``: CPUs each read task asks for. Reading a shard is light I/O next
+    to inference, and with 0 the reads never wait behind inference actors that
+    hold every CPU of a small machine (Ray Data's backpressure still bounds them).
+    """
     import ray.data
 
     _, shards = plan_shards(spec, limit)
     items = [asdict(s) for s in shards]
 
-    def read(batch: dict) -> pa.Table:
+    def read_shards(batch: dict) -> pa.Table:
         tables = [
             read_shard(Shard(**{k: batch[k][i] for k in batch}), spec) for i in range(len(batch["uri"]))
         ]
@@ -332,16 +358,17 @@ def to_ray_dataset(spec: DataSpec, limit: int | None = None):
 
     # batch_size=1: one input item (a shard) per task call, so blocks follow shards.
     return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
-        _to_lists(read), batch_size=1, batch_format="pyarrow"
+        _to_lists(read_shards), batch_size=1, batch_format="pyarrow", num_cpus=read_cpus
     )
 
 
 def _to_lists(fn):
-    def wrapped(batch: pa.Table) -> pa.Table:
+    def wrapped(batch: pa.Table) -> pa.Table:  # Arrow list cells -> Python lists
         d = batch.to_pydict()
         d["row_groups"] = [list(v) if v is not None else None for v in d.get("row_groups", [])]
         return fn(d)
 
+    wrapped.__name__ = fn.__name__  # Ray Data names the stage after the function
     return wrapped
 
 

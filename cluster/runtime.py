@@ -67,6 +67,11 @@ def ensure_client_auth() -> None:
     """
     if os.environ.get("RAY_AUTH_MODE") is None and find_auth_token():
         os.environ["RAY_AUTH_MODE"] = "token"
+        # Ray caches its config (auth mode included) at first use: refresh it, as
+        # Ray's own _enable_token_auth does, or this process keeps "disabled".
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 def auth_hint() -> str:
@@ -97,7 +102,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
             f"{address} is a job-server address; it is used to submit jobs, "
             "not to run here (drop --address to run locally)"
         )
-    ensure_client_auth()
+    # ray.init handles token auth itself: on for a new local instance, and on when
+    # joining a cluster if a token is found. (Forcing the mode here would desync it.)
     kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True, "logging_level": "WARNING"}
     if address:
         kwargs["address"] = address

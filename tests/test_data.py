@@ -58,6 +58,21 @@ def test_parquet_shards_follow_row_groups_and_limit(tmp_path, monkeypatch):
     assert sum(t.num_rows for t in iter_tables(DataSpec(str(f), "tweet", "y"), limit=7)) == 7
 
 
+def test_large_row_groups_and_text_files_split_into_pieces(tmp_path, monkeypatch):
+    import cluster.data as data
+
+    monkeypatch.setattr(data, "ROWS_PER_SHARD", 4)
+    big = pd.concat([DF] * 3, ignore_index=True)  # 30 rows
+    pq.write_table(pa.Table.from_pandas(big, preserve_index=False), tmp_path / "b.parquet", row_group_size=25)
+    write(tmp_path / "c.csv", big)
+    for name in ("b.parquet", "c.csv"):
+        spec = DataSpec(str(tmp_path / name), "tweet", "y")
+        _, shards = plan_shards(spec)
+        assert len(shards) > 2 and sum(s.num_rows for s in shards) == 30
+        got = read_pandas(spec)
+        assert got["row"].tolist() == list(range(30)) and got["text"].tolist() == big["tweet"].tolist()
+
+
 def test_missing_path(tmp_path):
     with pytest.raises(UserError, match="data path not found"):
         scan(DataSpec(str(tmp_path / "nope.parquet")))

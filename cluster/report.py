@@ -1,0 +1,184 @@
+"""One self-contained HTML report of an evaluation (plots embedded as PNG data URIs)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+HEADLINE = (
+    "accuracy",
+    "f1_macro",
+    "precision_macro",
+    "recall_macro",
+    "f1_weighted",
+    "f1_micro",
+    "log_loss",
+    "ece",
+)
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.plots img{max-width:48%;margin:1%}
+.meta{color:#555;font-size:.9em}"""
+
+
+def write_report(metrics: dict, path: str | Path) -> Path:
+    """Write report.html for a metrics.json dict; returns the path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render(metrics))
+    tmp.replace(path)
+    return path
+
+
+def render(m: dict) -> str:
+    """The report as an HTML string."""
+    model = m.get("model", {}).get("id", "?")
+    data = m.get("dataset", {})
+    parts = [
+        f"<h1>Evaluation of {_e(model)}</h1>",
+        f"<p class=meta>dataset {_e(data.get('path'))} (fingerprint {_e(data.get('fingerprint'))}), "
+        f"{m['n']} rows, precision {_e(m.get('precision_mode'))}, run {_e(m.get('run_id'))}</p>",
+        "<h2>Metrics</h2>",
+        _metrics_table(m),
+        "<h2>Per class</h2>",
+        _per_class_table(m),
+        "<div class=plots>",
+        _img(_confusion_plot(m)),
+        _img(_reliability_plot(m)),
+        _img(_per_class_plot(m)),
+        "</div>",
+    ]
+    if m.get("slices"):
+        parts += ["<h2>Slices</h2>", _slices_table(m["slices"])]
+    parts.append(f"<p class=meta>timings: {_e(m.get('timings'))}</p>")
+    return (
+        f"<!doctype html><meta charset=utf-8><title>evalcluster: {_e(model)}</title>"
+        f"<style>{CSS}</style>" + "\n".join(parts)
+    )
+
+
+def _metrics_table(m: dict) -> str:
+    ci = m.get("ci95", {})
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{m[k]:.4f}</td><td>{_ci(ci.get(k))}</td></tr>" for k in HEADLINE if k in m
+    )
+    return f"<table><tr><th>metric</th><th>value</th><th>95% CI (bootstrap)</th></tr>{rows}</table>"
+
+
+def _per_class_table(m: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(lab)}</td><td>{v['precision']:.4f}</td><td>{v['recall']:.4f}</td>"
+        f"<td>{v['f1']:.4f}</td><td>{v['support']}</td></tr>"
+        for lab, v in m["per_class"].items()
+    )
+    return (
+        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _slices_table(s: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td>{v['n']}</td><td>{v['accuracy']:.4f}</td><td>{v['f1_macro']:.4f}</td></tr>"
+        for k, v in s["slices"].items()
+    )
+    gap = "".join(
+        f"<li>{_e(metric)}: best {_e(g['best'])}, worst {_e(g['worst'])}, gap {g['gap']:.4f}</li>"
+        for metric, g in s["gap"].items()
+    )
+    return (
+        f"<table><tr><th>slice</th><th>n</th><th>accuracy</th><th>f1_macro</th></tr>{rows}</table>"
+        f"<ul>{gap}</ul>"
+    )
+
+
+def _ci(pair) -> str:
+    return f"[{pair[0]:.4f}, {pair[1]:.4f}]" if pair else "-"
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to PNG
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(5, 4), dpi=100)
+
+
+def _img(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _confusion_plot(m: dict):
+    fig, ax = _figure()
+    cm = np.array(m["confusion_matrix"])
+    labels = m["labels"]
+    ax.imshow(cm, cmap="Blues")
+    ax.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xticklabels=labels,
+        yticklabels=labels,
+        xlabel="predicted",
+        ylabel="true",
+        title="Confusion matrix",
+    )
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    return fig
+
+
+def _reliability_plot(m: dict):
+    fig, ax = _figure()
+    cal = m["calibration"]
+    count = np.array(cal["bin_count"])
+    nb = len(count)
+    centers = (np.arange(nb) + 0.5) / nb
+    used = count > 0
+    ax.bar(
+        centers[used],
+        np.array(cal["bin_accuracy"])[used],
+        width=1 / nb,
+        edgecolor="k",
+        alpha=0.7,
+        label="accuracy",
+    )
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="confidence",
+        ylabel="accuracy",
+        title=f"Reliability diagram (ECE {m['ece']:.3f})",
+    )
+    ax.legend(loc="upper left")
+    return fig
+
+
+def _per_class_plot(m: dict):
+    fig, ax = _figure()
+    labels = list(m["per_class"])
+    x = np.arange(len(labels))
+    for i, key in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (i - 1) * 0.27, [m["per_class"][lab][key] for lab in labels], width=0.27, label=key)
+    ax.set(xticks=x, xticklabels=labels, ylim=(0, 1), title="Per-class scores")
+    ax.legend()
+    return fig

@@ -1,0 +1,223 @@
+"""Sharded evaluation end to end on the shared local Ray, with a tiny random BERT."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score, log_loss
+
+from cluster.config import DataSpec, EvaluateSpec
+from cluster.errors import UserError
+from cluster.modeling import load_classifier, predict_proba
+from cluster.registry import Registry
+from jobs.evaluate import run_evaluate
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def tweets(sample_dir, tmp_path_factory):
+    """300 real tweets with non-default column names, an id and a slice column."""
+    df = pd.read_parquet(sample_dir / "test.parquet").head(300)
+    df = df.rename(columns={"text": "tweet", "label": "gold"})
+    df["tweet_id"] = [f"t{i:04d}" for i in range(len(df))]
+    df["source"] = np.where(np.arange(len(df)) % 3 == 0, "mobile", "web")
+    path = tmp_path_factory.mktemp("tweets") / "tweets.parquet"
+    df.to_parquet(path, row_group_size=50)
+    return path, df
+
+
+def spec_for(path, out=None, **kw):
+    data = DataSpec(
+        str(path),
+        text_column="tweet",
+        label_column="gold",
+        id_column="tweet_id",
+        slice_column=kw.pop("slice_column", None),
+    )
+    return EvaluateSpec(data=data, out=str(out) if out else None, bootstrap=kw.pop("bootstrap", 200), **kw)
+
+
+@pytest.mark.ray
+def test_cli_evaluate_matches_single_process_forward(
+    evalctl, tweets, tiny_model_dir, tmp_path, evalcluster_home
+):
+    path, df = tweets
+    proc = evalctl(
+        "evaluate",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        path,
+        "--text-column",
+        "tweet",
+        "--label-column",
+        "gold",
+        "--id-column",
+        "tweet_id",
+        "--out",
+        tmp_path / "out",
+        "--bootstrap",
+        "100",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "64",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "f1_macro" in proc.stdout
+    preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert list(preds.columns) == ["row", "label", "pred", "score", "probs", "tweet_id"]
+    assert preds["row"].tolist() == list(range(300))
+    assert preds["tweet_id"].tolist() == df["tweet_id"].tolist()
+    assert preds["label"].tolist() == df["gold"].tolist()
+    # A plain single-process forward pass at the same precision gives the same answers.
+    model, tok, labels = load_classifier(tiny_model_dir)
+    ref = predict_proba(
+        model, tok, df["tweet"].tolist(), max_length=64, precision=metrics["precision_mode"], batch_size=16
+    )
+    got = np.stack(preds["probs"].to_numpy())
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert preds["pred"].tolist() == [labels[i] for i in ref.argmax(1)]
+    np.testing.assert_allclose(preds["score"], ref.max(1), atol=1e-6)
+    # metrics.json follows the contract and equals scikit-learn on the written predictions.
+    y = df["gold"].map(LABELS.index).to_numpy()
+    assert metrics["n"] == 300 and metrics["labels"] == LABELS
+    assert metrics["f1_macro"] == pytest.approx(
+        f1_score(y, ref.argmax(1), average="macro", labels=[0, 1, 2], zero_division=0), abs=1e-9
+    )
+    assert metrics["log_loss"] == pytest.approx(log_loss(y, got, labels=[0, 1, 2]), abs=1e-9)
+    for key in (
+        "precision_micro",
+        "recall_weighted",
+        "per_class",
+        "confusion_matrix",
+        "ece",
+        "ci95",
+        "model",
+        "dataset",
+        "precision_mode",
+        "timings",
+    ):
+        assert key in metrics, key
+    assert (tmp_path / "out" / "report.html").read_text().count("data:image/png;base64") >= 3
+    run = Registry().get_run(metrics["run_id"])
+    assert run["status"] == "finished" and run["artifact_path"] == str(tmp_path / "out")
+    assert run["dataset_fingerprint"] == metrics["dataset"]["fingerprint"]
+
+
+@pytest.mark.ray
+def test_same_metrics_with_one_or_two_workers_and_any_block_size(
+    ray_cluster, tweets, tiny_model_dir, tmp_path, monkeypatch
+):
+    import cluster.data as data
+
+    path, _ = tweets
+    runs = []
+    for i, (workers, rows_per_shard) in enumerate([(1, 1024), (2, 50), (2, 100)]):
+        monkeypatch.setattr(data, "ROWS_PER_SHARD", rows_per_shard)
+        spec = spec_for(
+            path,
+            tmp_path / f"o{i}",
+            model=str(tiny_model_dir),
+            workers=workers,
+            precision="fp32",
+            slice_column="source",
+        )
+        runs.append(run_evaluate(spec).metrics)
+    base = runs[0]
+    assert [r["workers"] for r in runs] == [1, 2, 2]
+    for other in runs[1:]:
+        assert other["confusion_matrix"] == base["confusion_matrix"]
+        assert other["f1_macro"] == base["f1_macro"]  # from integer counts: exactly equal
+        assert other["log_loss"] == pytest.approx(base["log_loss"], rel=1e-9)
+        for key, ci in base["ci95"].items():
+            assert other["ci95"][key] == pytest.approx(ci, rel=1e-9), key
+        assert other["slices"]["slices"].keys() == {"mobile", "web"}
+        assert other["slices"]["gap"]["accuracy"]["gap"] == pytest.approx(
+            base["slices"]["gap"]["accuracy"]["gap"], abs=1e-12
+        )
+
+
+@pytest.mark.ray
+def test_failure_midway_marks_run_failed_and_leaves_no_metrics(
+    ray_cluster, tweets, tiny_model_dir, tmp_path, monkeypatch
+):
+    import jobs.evaluate as ev
+
+    def broken_report(metrics, path):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("cluster.report.write_report", broken_report)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="disk full"):
+        ev.run_evaluate(spec_for(tweets[0], out, model=str(tiny_model_dir), bootstrap=0))
+    assert not (out / "metrics.json").exists() and not (out / "predictions.parquet").exists()
+    assert not list(out.glob(".*tmp"))
+    (run,) = Registry().list_runs()
+    assert run["status"] == "failed" and "disk full" in run["error"]
+
+
+# ------------------------------------------------------------------ bad input (no Ray needed)
+
+
+def test_unknown_labels_are_listed_with_counts(tweets, tiny_model_dir, tmp_path):
+    _, df = tweets
+    bad = df.copy()
+    bad.loc[:4, "gold"] = "angry"
+    bad.loc[5, "gold"] = "Positive"
+    bad.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(UserError, match=r"unknown to the model: 'Positive' \(1 rows\), 'angry' \(5 rows\)"):
+        run_evaluate(spec_for(tmp_path / "bad.parquet", model=str(tiny_model_dir)))
+    assert Registry().list_runs() == []  # nothing registered on a user error
+
+
+def test_model_without_id2label(tweets):
+    with pytest.raises(UserError, match="has no id2label"):
+        run_evaluate(spec_for(tweets[0], model="base"))
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("batch_size", 0, "--batch-size must be at least 1"),
+        ("workers", 0, "--workers must be at least 1"),
+        ("bootstrap", -1, "--bootstrap must be 0"),
+    ],
+)
+def test_bad_numbers(tweets, tiny_model_dir, field, value, match):
+    with pytest.raises(UserError, match=match):
+        run_evaluate(spec_for(tweets[0], model=str(tiny_model_dir), **{field: value}))
+
+
+def test_out_dir_holding_another_run_is_refused(tweets, tiny_model_dir, tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(UserError, match="already holds another run .*--overwrite"):
+        run_evaluate(spec_for(tweets[0], tmp_path, model=str(tiny_model_dir)))
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--data", "/nope/x.parquet"], "data path not found"),
+        (["--model", "nosuchmodel"], 'MODEL "nosuchmodel" resolves to nothing'),
+        (["--text-column", "body"], 'text column "body" not found'),
+        (["--precision", "fp8"], "--precision must be"),
+    ],
+)
+def test_cli_user_errors(evalctl, tweets, tiny_model_dir, args, fragment):
+    base = {
+        "--model": str(tiny_model_dir),
+        "--data": str(tweets[0]),
+        "--text-column": "tweet",
+        "--label-column": "gold",
+    }
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    proc = evalctl("evaluate", *[x for kv in base.items() for x in kv])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().startswith("error: ") and fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
