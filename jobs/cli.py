@@ -179,6 +179,11 @@ def demo(out: Path = typer.Option(Path("data/sample"), help="Where the sample sp
     run_demo(out)
 
 
+from jobs import evaluate  # noqa: E402  (workload commands are registered after the core ones)
+
+app.command("evaluate")(evaluate.command)
+
+
 def main() -> None:
     """Console-script entry point."""
     run(app)
