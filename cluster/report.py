@@ -182,3 +182,29 @@ def _per_class_plot(m: dict):
     ax.set(xticks=x, xticklabels=labels, ylim=(0, 1), title="Per-class scores")
     ax.legend()
     return fig
+
+
+def render_comparison(result: dict, ma: dict, mb: dict) -> str:
+    """Side-by-side HTML of two evaluations: metric differences, both confusion matrices."""
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{d['a']:.4f}</td><td>{d['b']:.4f}</td><td>{d['diff']:+.4f}</td>"
+        f"<td>{_ci(d['ci95'])}</td></tr>"
+        for k, d in result["metrics"].items()
+    )
+    per = "".join(
+        f"<tr><td>{_e(lab)}</td><td>{ma['per_class'][lab]['f1']:.4f}</td><td>{mb['per_class'][lab]['f1']:.4f}</td>"
+        f"<td>{mb['per_class'][lab]['f1'] - ma['per_class'][lab]['f1']:+.4f}</td></tr>"
+        for lab in ma["labels"]
+    )
+    mc = result["mcnemar"]
+    return (
+        f"<!doctype html><meta charset=utf-8><title>compare {_e(result['a'])} vs {_e(result['b'])}</title>"
+        f"<style>{CSS}</style><h1>{_e(result['verdict'])}</h1>"
+        f"<p class=meta>A = {_e(result['a'])} (model {_e(result['model_a'])}), B = {_e(result['b'])} "
+        f"(model {_e(result['model_b'])}), dataset {_e(result['dataset'])}, {result['n']} rows</p>"
+        "<table><tr><th>metric</th><th>A</th><th>B</th><th>B - A</th><th>paired 95% CI</th></tr>"
+        f"{rows}</table><p>McNemar exact: A right / B wrong {mc['a_right_b_wrong']}, "
+        f"A wrong / B right {mc['a_wrong_b_right']}, p = {mc['p_value']:.3g}</p>"
+        "<h2>Per-class F1</h2><table><tr><th>class</th><th>A</th><th>B</th><th>B - A</th></tr>"
+        f"{per}</table><div class=plots>{_img(_confusion_plot(ma))}{_img(_confusion_plot(mb))}</div>"
+    )

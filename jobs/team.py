@@ -1,0 +1,204 @@
+"""The team's shared record: leaderboard, paired comparison of two runs, reports.
+
+evalctl leaderboard [--data PATH | --dataset FINGERPRINT] [--metric f1_macro]
+evalctl compare RUN_A RUN_B [--json]
+evalctl report RUN
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cluster.errors import UserError, did_you_mean
+from cluster.registry import Registry
+from jobs.entry import console
+
+LOWER_IS_BETTER = {"log_loss", "ece"}
+
+
+# ------------------------------------------------------------------ leaderboard
+
+
+def leaderboard(registry: Registry, fingerprint: str | None, metric: str) -> dict[str, list[dict]]:
+    """Finished evaluation runs grouped by dataset fingerprint, each group ranked by ``metric``."""
+    runs = registry.list_runs(kind="evaluate", status="finished", dataset_fingerprint=fingerprint)
+    known = sorted({k for r in runs for k in (r["metrics"] or {}) if isinstance(r["metrics"][k], float)})
+    if runs and metric not in known:
+        raise UserError(
+            f'unknown metric "{metric}"{did_you_mean(metric, known)}; choose from {", ".join(known)}'
+        )
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(r["dataset_fingerprint"], []).append(r)
+    for rows in groups.values():
+        rows.sort(key=lambda r: r["metrics"][metric], reverse=metric not in LOWER_IS_BETTER)
+    return groups
+
+
+def leaderboard_command(
+    data: str | None = typer.Option(None, help="Rank runs on this dataset (its content fingerprint)."),
+    dataset: str | None = typer.Option(None, help="Or give the dataset fingerprint directly."),
+    metric: str = typer.Option("f1_macro", help="Ranking metric (log_loss and ece: lower is better)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Evaluation runs on the same dataset, ranked, with 95% CIs (datasets are never mixed)."""
+    if data and dataset:
+        raise UserError("give --data or --dataset, not both")
+    if data:
+        from cluster.config import DataSpec
+        from cluster.data import scan
+
+        dataset = scan(DataSpec(data)).fingerprint
+    groups = leaderboard(Registry(), dataset, metric)
+    if as_json:
+        console.print_json(json.dumps(groups, default=str))
+        return
+    if not groups:
+        console.print("No finished evaluation runs" + (f" on dataset {dataset}." if dataset else "."))
+        return
+    for fp, rows in groups.items():
+        table = Table(
+            "#",
+            "run",
+            "model",
+            "owner",
+            metric,
+            "95% CI",
+            "n",
+            "created",
+            title=f"dataset {fp} ({rows[0]['dataset_path']})",
+        )
+        for i, r in enumerate(rows, 1):
+            m = r["metrics"]
+            ci = m.get("ci95", {}).get(metric)
+            table.add_row(
+                str(i),
+                r["id"],
+                str(r["model_id"]),
+                r["owner"],
+                f"{m[metric]:.4f}",
+                f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "",
+                str(m.get("n", "")),
+                r["created_at"],
+            )
+        console.print(table)
+
+
+# ------------------------------------------------------------------ compare
+
+
+def compare_runs(
+    registry: Registry,
+    ref_a: str,
+    ref_b: str,
+    metric: str = "f1_macro",
+    replicates: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Paired comparison of two evaluation runs of the same dataset; writes a side-by-side report."""
+    from cluster.compare import compare_predictions, mcnemar_exact, verdict
+
+    a, b = (_evaluation(registry, ref) for ref in (ref_a, ref_b))
+    if a["dataset_fingerprint"] != b["dataset_fingerprint"]:
+        raise UserError(
+            f"{a['id']} and {b['id']} evaluated different datasets "
+            f"({a['dataset_fingerprint']} vs {b['dataset_fingerprint']}); compare runs on the same data"
+        )
+    ma, mb = (json.loads((Path(r["artifact_path"]) / "metrics.json").read_text()) for r in (a, b))
+    if ma["labels"] != mb["labels"]:
+        raise UserError(f"the models predict different labels ({ma['labels']} vs {mb['labels']})")
+    counts, diffs = compare_predictions(
+        Path(a["artifact_path"]) / "predictions.parquet",
+        Path(b["artifact_path"]) / "predictions.parquet",
+        ma["labels"],
+        replicates,
+        seed,
+    )
+    if metric not in diffs:
+        raise UserError(
+            f'cannot compare on "{metric}"{did_you_mean(metric, diffs)}; choose from {", ".join(diffs)}'
+        )
+    p = mcnemar_exact(counts.b, counts.c)
+    result = {
+        "a": a["id"],
+        "b": b["id"],
+        "model_a": a["model_id"],
+        "model_b": b["model_id"],
+        "dataset": a["dataset_fingerprint"],
+        "n": int(counts.cm_a.sum()),
+        "metrics": diffs,
+        "mcnemar": {"a_right_b_wrong": counts.b, "a_wrong_b_right": counts.c, "p_value": p},
+        "verdict": verdict(metric, diffs[metric], p),
+    }
+    result["report"] = str(_write_compare_report(registry, result, ma, mb))
+    return result
+
+
+def _evaluation(registry: Registry, ref: str) -> dict:
+    run = registry.get_run(ref)
+    if run["kind"] != "evaluate" or run["status"] != "finished":
+        raise UserError(
+            f"run {run['id']} is a {run['status']} {run['kind']} run; compare finished evaluations"
+        )
+    return run
+
+
+def _write_compare_report(registry: Registry, result: dict, ma: dict, mb: dict) -> Path:
+    from cluster.report import render_comparison
+
+    path = registry.home / "compare" / f"{result['a']}__{result['b']}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render_comparison(result, ma, mb))
+    tmp.replace(path)
+    return path
+
+
+def compare_command(
+    run_a: str = typer.Argument(..., help="Run id (or unique prefix) of model A's evaluation."),
+    run_b: str = typer.Argument(..., help="Run id of model B's evaluation, same dataset."),
+    metric: str = typer.Option("f1_macro", help="Metric of the one-line verdict."),
+    bootstrap: int = typer.Option(1000, help="Paired bootstrap replicates."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """B vs A: differences with paired-bootstrap 95% CIs, McNemar's exact test, a verdict."""
+    result = compare_runs(Registry(), run_a, run_b, metric, bootstrap)
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    table = Table(
+        "metric", "A", "B", "B - A", "95% CI of B - A", title=f"A = {result['a']}  B = {result['b']}"
+    )
+    for m, d in result["metrics"].items():
+        ci = d["ci95"]
+        table.add_row(
+            m,
+            f"{d['a']:.4f}",
+            f"{d['b']:.4f}",
+            f"{d['diff']:+.4f}",
+            f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
+        )
+    console.print(table)
+    mc = result["mcnemar"]
+    console.print(
+        f"McNemar: A right/B wrong {mc['a_right_b_wrong']}, A wrong/B right {mc['a_wrong_b_right']}, "
+        f"exact p = {mc['p_value']:.3g}"
+    )
+    console.print(f"[bold]{result['verdict']}[/]")
+    console.print(f"side-by-side report: {result['report']}")
+
+
+# ------------------------------------------------------------------ report
+
+
+def report_command(run: str = typer.Argument(..., help="Run id or unique prefix.")) -> None:
+    """Print the path of a run's HTML report."""
+    r = Registry().get_run(run)
+    path = Path(r["artifact_path"] or "") / "report.html"
+    if r["status"] != "finished" or not path.is_file():
+        raise UserError(f"run {r['id']} ({r['kind']}, {r['status']}) has no report")
+    console.print(str(path))
