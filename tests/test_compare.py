@@ -1,6 +1,7 @@
 """Leaderboard and paired comparison: statistics checked by hand and by simulation."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,13 +16,16 @@ from jobs.team import compare_runs, leaderboard
 LABELS = ["negative", "neutral", "positive"]
 
 
-@pytest.mark.parametrize("b, c, p", [
-    (0, 0, 1.0),
-    (5, 0, 2 / 32),  # n=5: P(X<=0) = 1/32, two-sided
-    (1, 9, 2 * (1 + 10) / 1024),  # n=10: P(X<=1) = (C(10,0)+C(10,1))/2^10
-    (3, 3, 1.0),  # symmetric: capped at 1
-    (2, 4, min(1.0, 2 * (1 + 6 + 15) / 64)),
-])
+@pytest.mark.parametrize(
+    "b, c, p",
+    [
+        (0, 0, 1.0),
+        (5, 0, 2 / 32),  # n=5: P(X<=0) = 1/32, two-sided
+        (1, 9, 2 * (1 + 10) / 1024),  # n=10: P(X<=1) = (C(10,0)+C(10,1))/2^10
+        (3, 3, 1.0),  # symmetric: capped at 1
+        (2, 4, min(1.0, 2 * (1 + 6 + 15) / 64)),
+    ],
+)
 def test_mcnemar_exact_by_hand(b, c, p):
     assert mcnemar_exact(b, c) == pytest.approx(p, abs=1e-15)
     assert mcnemar_exact(c, b) == pytest.approx(p, abs=1e-15)
@@ -73,16 +77,26 @@ def fake_eval(reg, tmp_path, name, fingerprint, y, pred, model="m"):
     """A finished evaluation run with real artifact files (no Ray needed)."""
     out = tmp_path / name
     out.mkdir()
-    pd.DataFrame({"row": np.arange(len(y)), "label": [LABELS[i] for i in y],
-                  "pred": [LABELS[i] for i in pred], "score": 1.0,
-                  "probs": [np.eye(3)[i].tolist() for i in pred]}).to_parquet(out / "predictions.parquet")
+    pd.DataFrame(
+        {
+            "row": np.arange(len(y)),
+            "label": [LABELS[i] for i in y],
+            "pred": [LABELS[i] for i in pred],
+            "score": 1.0,
+            "probs": [np.eye(3)[i].tolist() for i in pred],
+        }
+    ).to_parquet(out / "predictions.parquet")
     acc = float(np.mean(y == pred))
     per = {lab: {"precision": 0.0, "recall": 0.0, "f1": acc, "support": 1} for lab in LABELS}
-    (out / "metrics.json").write_text(json.dumps({"labels": LABELS, "per_class": per,
-                                                  "confusion_matrix": np.eye(3, dtype=int).tolist()}))
+    (out / "metrics.json").write_text(
+        json.dumps({"labels": LABELS, "per_class": per, "confusion_matrix": np.eye(3, dtype=int).tolist()})
+    )
     run = reg.start_run("evaluate", {}, dataset_fingerprint=fingerprint, model_id=model, dataset_path="d")
-    reg.finish_run(run, metrics={"accuracy": acc, "f1_macro": acc, "ci95": {"f1_macro": [acc - .1, acc + .1]}},
-                   artifact_path=str(out))
+    reg.finish_run(
+        run,
+        metrics={"accuracy": acc, "f1_macro": acc, "ci95": {"f1_macro": [acc - 0.1, acc + 0.1]}},
+        artifact_path=str(out),
+    )
     return run
 
 
@@ -94,8 +108,12 @@ def test_leaderboard_ranks_within_one_dataset(tmp_path):
     other = fake_eval(reg, tmp_path, "c", "fp2", y, y)
     board = leaderboard(reg, "fp1", "f1_macro")
     assert list(board) == ["fp1"] and [r["id"] for r in board["fp1"]] == [strong, weak]
-    assert other not in [r["id"] for rows in leaderboard(reg, None, "f1_macro").values() for r in rows
-                         if r["dataset_fingerprint"] == "fp1"]
+    assert other not in [
+        r["id"]
+        for rows in leaderboard(reg, None, "f1_macro").values()
+        for r in rows
+        if r["dataset_fingerprint"] == "fp1"
+    ]
     with pytest.raises(UserError, match='unknown metric "f1_macr" \\(did you mean "f1_macro"'):
         leaderboard(reg, None, "f1_macr")
 
@@ -112,7 +130,7 @@ def test_compare_runs_verdict_and_errors(tmp_path):
     assert res["metrics"]["accuracy"]["diff"] == pytest.approx(np.mean(pb == y) - np.mean(pa == y))
     assert res["mcnemar"]["a_right_b_wrong"] == 0 and res["mcnemar"]["p_value"] < 0.001
     assert res["verdict"].startswith("B better on accuracy: +") and "p < 0.001" in res["verdict"]
-    assert "<img" in open(res["report"]).read()
+    assert "<img" in Path(res["report"]).read_text()
     c = fake_eval(reg, tmp_path, "c", "fp2", y, pb)
     with pytest.raises(UserError, match="evaluated different datasets"):
         compare_runs(reg, a, c)
