@@ -187,3 +187,84 @@ def _tname_type(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "a boolean", type(None): "null"}.get(
         tp, str(tp)
     )
+
+
+# --------------------------------------------------------------------------- sweeps
+
+# A hyperparameter is a fixed value or one distribution, written as a one-key mapping:
+#   {choice: [16, 32]}  {grid: [1, 2]}  {uniform: [0.0, 0.1]}  {loguniform: [1e-5, 1e-4]}  {randint: [0, 100]}
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
+Param = int | float | dict[str, list[Any]]
+
+
+@dataclass
+class SearchSpace:
+    """What each trial's fine-tuning uses (fixed values or distributions, see DISTRIBUTIONS)."""
+
+    learning_rate: Param = field(default_factory=lambda: {"loguniform": [2e-5, 1e-4]})
+    batch_size: Param = 32  # rows per optimizer step
+    epochs: Param = 2  # passes over the training rows
+    warmup_ratio: Param = 0.1  # share of steps with linearly rising learning rate
+    weight_decay: Param = 0.01
+    max_length: Param = 64  # tokens per text; tweets average ~33
+    seed: Param = 0  # model head init and data order
+
+
+@dataclass
+class SchedulerSpec:
+    kind: Literal["asha", "none"] = "asha"  # asha: stop weak trials early
+    grace_period: int = 1  # validations before a trial can be stopped
+    reduction_factor: int = 2  # keep the best 1/reduction_factor at each rung
+
+
+@dataclass
+class ResourcesSpec:
+    cpus: float | None = None  # per trial; None = all CPUs of a node / max_concurrent_trials
+    gpus: float | None = None  # per trial; None = 1 when the cluster has GPUs, else 0
+
+
+@dataclass
+class SweepSpec:
+    """A Ray Tune fine-tuning sweep (jobs/sweep.py)."""
+
+    name: str | None = None  # experiment name (default: sweep-<time>); `sweep resume NAME`
+    model: str = "base"  # any MODEL argument; a bare encoder gets a new classification head
+    train: DataSpec = field(default_factory=lambda: DataSpec("data/sample/train.parquet"))
+    validation: DataSpec = field(default_factory=lambda: DataSpec("data/sample/validation.parquet"))
+    search: SearchSpace = field(default_factory=SearchSpace)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    search_alg: Literal["random", "grid"] = "random"
+    num_samples: int = 4  # random: trials; grid: repeats of the whole grid
+    max_concurrent_trials: int | None = None  # None = as many as the resources allow
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    metric: str = "f1_macro"  # validation metric that ranks trials and checkpoints
+    mode: Literal["max", "min"] = "max"
+    precision: Precision = "auto"  # auto = bf16 autocast where native
+    evals_per_epoch: int = 2  # validations per epoch (ASHA decides at each one)
+    max_train_rows: int | None = None  # stratified subsample of the training rows
+    max_validation_rows: int | None = None
+    storage_path: str | None = None  # local dir or URI; default EVALCLUSTER_HOME/sweeps
+    max_failures: int = 2  # retries of a failed trial, from its last checkpoint
+    checkpoints_to_keep: int = 1  # per trial, best by `metric`
+    seed: int = 0  # seeds the search: same spec + seed = same trial configurations
+    owner: str | None = None
+
+
+@dataclass
+class PretrainSpec:
+    """Masked-language-model continued pretraining (jobs/pretrain.py)."""
+
+    data: DataSpec = field(default_factory=lambda: DataSpec("data/sample/train.parquet", label_column=None))
+    model: str = "base"
+    epochs: int = 1
+    mlm_probability: float = 0.15  # share of tokens masked
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 64
+    max_rows: int | None = None  # cap on training texts
+    heldout_fraction: float = 0.05  # texts kept aside for perplexity before/after
+    precision: Precision = "auto"
+    seed: int = 0
+    out: str | None = None  # default: EVALCLUSTER_HOME/models/<id>
+    workers: int = 1  # >1: data-parallel Ray Train TorchTrainer (one GPU each when available)
+    owner: str | None = None

@@ -1,0 +1,124 @@
+"""The fine-tuning loop: plain PyTorch over a Hugging Face classifier.
+
+Used as is inside a Ray Tune trial (jobs/sweep.py) and bare (benchmarks), so the
+two can be compared. Cross-entropy, AdamW, linear warm-up then decay, bf16
+autocast where the hardware runs it natively, validation ``evals_per_epoch``
+times per epoch with the evaluation's own metric code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Split:
+    """Texts and their class ids (in model label order)."""
+
+    texts: list[str]
+    y: np.ndarray  # (n,) int64
+
+
+def make_optimizer(model, hp: dict, total_steps: int):
+    """AdamW (no decay on biases and LayerNorm) + linear warm-up/decay schedule."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=hp["learning_rate"],
+    )
+    warmup = int(hp["warmup_ratio"] * total_steps)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    return math.ceil(n_rows / batch_size)
+
+
+def fine_tune(
+    model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    train: Split,
+    val: Split,
+    hp: dict,
+    *,
+    labels: list[str],
+    precision: str,
+    evals_per_epoch: int,
+    start_step: int,
+    report: Callable[[dict, int], None],
+) -> None:
+    """Train from ``start_step`` to the end, calling ``report(metrics, step)`` at each validation.
+
+    The data order of epoch e is a permutation seeded by (seed, e), so a resumed
+    run sees exactly the batches it would have seen.
+    """
+    import torch
+
+    from cluster.metrics import compute_metrics
+    from cluster.modeling import autocast, predict_proba
+
+    device = next(model.parameters()).device
+    bs, epochs = int(hp["batch_size"]), int(hp["epochs"])
+    per_epoch = steps_per_epoch(len(train.texts), bs)
+    total = per_epoch * epochs
+    # Validate after these steps of each epoch (1-based), the epoch's last step included.
+    eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
+    y_all = torch.as_tensor(train.y, dtype=torch.long)
+    loss_sum, rows, train_s = 0.0, 0, 0.0
+    for step in range(start_step, total):
+        epoch, i = divmod(step, per_epoch)
+        order = np.random.default_rng([int(hp["seed"]), epoch]).permutation(len(train.texts))
+        idx = order[i * bs : (i + 1) * bs]
+        t0 = time.perf_counter()
+        model.train()
+        batch = tokenizer(
+            [train.texts[j] for j in idx],
+            truncation=True,
+            max_length=int(hp["max_length"]),
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
+        with autocast(precision, device.type):
+            logits = model(**batch).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), y_all[idx].to(device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_s += time.perf_counter() - t0
+        loss_sum, rows = loss_sum + loss.item() * len(idx), rows + len(idx)
+        done = step + 1
+        if i + 1 in eval_at:
+            model.eval()
+            probs = predict_proba(
+                model,
+                tokenizer,
+                val.texts,
+                max_length=int(hp["max_length"]),
+                precision=precision,
+                batch_size=128,
+            )
+            scores = compute_metrics(val.y, probs, labels)
+            metrics = {k: v for k, v in scores.items() if isinstance(v, float)}
+            metrics.update(
+                epoch=done / per_epoch,
+                step=done,
+                start_step=start_step,
+                train_loss=loss_sum / max(rows, 1),
+                train_rows_per_s=rows / max(train_s, 1e-9),
+            )
+            report(metrics, done)
+            loss_sum, rows, train_s = 0.0, 0, 0.0

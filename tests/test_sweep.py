@@ -1,0 +1,197 @@
+"""Ray Tune sweeps with a tiny random BERT on the shared local cluster: ASHA, export, faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cluster.config import DataSpec, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec, load_yaml
+from cluster.errors import UserError
+from cluster.modeling import read_lineage
+from cluster.registry import Registry
+from jobs.sweep import resume_sweep, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_spec(tiny_model_dir, sample_dir, **kw) -> SweepSpec:
+    spec = SweepSpec(
+        model=str(tiny_model_dir),
+        train=DataSpec(str(sample_dir / "train.parquet")),
+        validation=DataSpec(str(sample_dir / "validation.parquet")),
+        search=SearchSpace(
+            learning_rate={"loguniform": [1e-4, 1e-3]}, batch_size=16, epochs=2, max_length=32
+        ),
+        scheduler=SchedulerSpec("asha", grace_period=1, reduction_factor=2),
+        num_samples=2,
+        max_concurrent_trials=2,
+        resources=ResourcesSpec(cpus=1),
+        max_train_rows=200,
+        max_validation_rows=100,
+        precision="fp32",
+    )
+    return replace(spec, **kw)
+
+
+@pytest.mark.ray
+def test_asha_sweep_registers_a_loadable_best_model_and_is_seeded(ray_cluster, tiny_model_dir, sample_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    first = run_sweep(tiny_spec(tiny_model_dir, sample_dir, name="s1"))
+    reg = Registry()
+    best = reg.resolve_model("best")
+    assert best["id"] == first["model_id"] and first["trials"] == 2
+    model = AutoModelForSequenceClassification.from_pretrained(best["path"], local_files_only=True)
+    assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    lineage = read_lineage(best["path"])
+    assert lineage["sweep_run"] == first["run_id"] and lineage["trial_config"] == first["best_config"]
+    assert reg.get_run(first["run_id"])["status"] == "finished"
+    second = run_sweep(tiny_spec(tiny_model_dir, sample_dir, name="s2"))
+    configs = lambda s: sorted(d["config"]["learning_rate"] for d in s["trial_details"])  # noqa: E731
+    assert configs(first) == configs(second)  # same spec + seed = same trials
+    third = run_sweep(tiny_spec(tiny_model_dir, sample_dir, name="s3", seed=1, num_samples=1))
+    assert configs(third)[0] not in configs(first)
+    assert reg.resolve_model("best")["id"] == third["model_id"]  # best = latest finished sweep
+
+
+@pytest.mark.ray
+def test_killed_trial_resumes_from_its_checkpoint(ray_cluster, tiny_model_dir, sample_dir, evalcluster_home):
+    spec = tiny_spec(
+        tiny_model_dir,
+        sample_dir,
+        name="crash",
+        num_samples=1,
+        max_train_rows=1500,
+        evals_per_epoch=4,
+        max_failures=2,
+        scheduler=SchedulerSpec("none"),
+    )
+    killed = []
+
+    def kill_after_first_checkpoint():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            # Kill once the driver has recorded a report (and so its checkpoint): result.json has a row.
+            results = list((evalcluster_home / "sweeps" / "crash").glob("*/result.json"))
+            if results and results[0].read_text().count("\n") >= 2:
+                # The trial's worker process is titled after Tune's function-trainable actor.
+                pids = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True)
+                for pid in map(int, pids.stdout.split()):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint)
+    killer.start()
+    summary = run_sweep(spec)
+    killer.join()
+    assert killed, "the trial finished before it could be killed"
+    (trial,) = summary["trial_details"]
+    assert trial["resumed_from_steps"], "the retried trial started from scratch"
+    assert trial["epochs"] == 2.0  # and still finished its whole budget
+
+
+@pytest.mark.ray
+def test_killed_driver_then_resume_finishes_without_rerunning(
+    ray_cluster, tiny_model_dir, sample_dir, evalcluster_home, tmp_path
+):
+    spec = tiny_spec(
+        tiny_model_dir,
+        sample_dir,
+        name="drv",
+        max_concurrent_trials=1,
+        scheduler=SchedulerSpec("none"),
+        max_train_rows=600,
+    )
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(json.dumps({**json.loads(json.dumps(spec.__dict__, default=lambda o: o.__dict__))}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.sweep", "--config", str(cfg)],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "EVALCLUSTER_HOME": str(evalcluster_home)},
+    )
+    exp = evalcluster_home / "sweeps" / "drv"
+    finished = _wait_for_finished_trial(exp, timeout=240)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+    proc.wait()
+    lines_before = (finished / "result.json").read_text().count("\n")
+    summary = resume_sweep("drv")
+    assert summary["trials"] == 2 and all(d["epochs"] == 2.0 for d in summary["trial_details"])
+    assert (finished / "result.json").read_text().count("\n") == lines_before  # not run again
+    runs = {r["status"] for r in Registry().list_runs(kind="sweep")}
+    assert runs == {"failed", "finished"}  # the interrupted run is closed, the resumed one finished
+
+
+def _wait_for_finished_trial(exp: Path, timeout: float) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for result in exp.glob("*/result.json"):
+            rows = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+            if rows and rows[-1].get("epoch") == 2.0:
+                return result.parent
+        time.sleep(0.2)
+    raise AssertionError("no trial finished in time")
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_unknown_key_and_wrong_type_in_yaml(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("search:\n  learnig_rate: 1\n")
+    with pytest.raises(UserError, match=r'unknown key "search.learnig_rate" \(did you mean "learning_rate"'):
+        load_yaml(f, SweepSpec)
+    f.write_text("num_samples: many\n")
+    with pytest.raises(UserError, match='"num_samples" must be an integer'):
+        load_yaml(f, SweepSpec)
+
+
+def test_default_config_is_valid():
+    spec = load_yaml(ROOT / "jobs" / "configs" / "sweep.yaml", SweepSpec)
+    assert spec.model == "base" and spec.scheduler.kind == "asha"
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"search_alg": "grid"}, "search space is empty"),
+        ({"search": SearchSpace(batch_size={"grid": []})}, r"search.batch_size.grid: empty list"),
+        ({"search": SearchSpace(epochs={"normal": [1, 2]})}, "give one of choice, grid"),
+        ({"storage_path": "/proc/not-writable"}, "storage path /proc/not-writable cannot be written"),
+    ],
+)
+def test_spec_errors_before_starting(tiny_model_dir, sample_dir, change, match):
+    with pytest.raises(UserError, match=match):
+        run_sweep(tiny_spec(tiny_model_dir, sample_dir, **change))
+    assert Registry().list_runs() == []
+
+
+def test_validation_labels_missing_from_training(tiny_model_dir, sample_dir, tmp_path):
+    import pandas as pd
+
+    val = pd.read_parquet(sample_dir / "validation.parquet").head(50)
+    val.loc[:2, "label"] = "sarcastic"
+    val.to_parquet(tmp_path / "val.parquet")
+    spec = tiny_spec(tiny_model_dir, sample_dir, validation=DataSpec(str(tmp_path / "val.parquet")))
+    with pytest.raises(
+        UserError, match=r"labels in validation missing from training: 'sarcastic' \(3 rows\)"
+    ):
+        run_sweep(spec)
+
+
+@pytest.mark.ray
+def test_more_gpus_per_trial_than_any_node(ray_cluster, tiny_model_dir, sample_dir):
+    with pytest.raises(UserError, match="no node has more than 0 GPUs"):
+        run_sweep(tiny_spec(tiny_model_dir, sample_dir, resources=ResourcesSpec(cpus=1, gpus=1)))
+    (run,) = Registry().list_runs()
+    assert run["status"] == "failed"
