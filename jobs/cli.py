@@ -179,10 +179,14 @@ def demo(out: Path = typer.Option(Path("data/sample"), help="Where the sample sp
     run_demo(out)
 
 
-from jobs import evaluate, sweep, team  # noqa: E402  (workload commands are registered after the core ones)
+from jobs import deploy, evaluate, jobs_cli, pretrain, query, sweep, team  # noqa: E402  (workload commands are registered after the core ones)
 
 app.command("evaluate")(evaluate.command)
 app.add_typer(sweep.sweep_app, name="sweep")
+app.command("pretrain")(pretrain.command)
+app.add_typer(deploy.serve_app, name="serve")
+app.command("query")(query.query)
+app.add_typer(jobs_cli.jobs_app, name="jobs")
 app.command("leaderboard")(team.leaderboard_command)
 app.command("compare")(team.compare_command)
 app.command("report")(team.report_command)

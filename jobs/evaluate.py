@@ -361,6 +361,10 @@ def command(
     wait: bool = typer.Option(False, help="With --address: stream logs, exit with the job's outcome."),
 ) -> None:
     """Sharded evaluation: metrics.json, predictions.parquet, report.html; registers the run."""
+    from jobs.submit import own_argv, submit_if_remote
+
+    if submit_if_remote("jobs.evaluate", own_argv("evaluate"), address, wait, [data, out, model]):
+        return
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise UserError(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")
     spec = EvaluateSpec(

@@ -476,7 +476,11 @@ def command(
     wait: bool = typer.Option(False, help="With --address: stream logs, exit with the job's outcome."),
 ) -> None:
     """Run a sweep from a YAML spec; prints the best trial and the registered model id."""
+    from jobs.submit import own_argv, submit_if_remote
+
     if ctx.invoked_subcommand is not None:
+        return
+    if submit_if_remote("jobs.sweep", own_argv("sweep"), address, wait, [str(config)]):
         return
     spec = load_yaml(config, SweepSpec)
     spec.name = name or spec.name

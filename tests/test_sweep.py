@@ -157,7 +157,10 @@ def test_unknown_key_and_wrong_type_in_yaml(tmp_path):
 
 
 def test_default_config_is_valid():
+    from jobs.sweep import check_spec
+
     spec = load_yaml(ROOT / "jobs" / "configs" / "sweep.yaml", SweepSpec)
+    check_spec(spec)  # distributions well formed, grid not empty
     assert spec.model == "base" and spec.scheduler.kind == "asha"
 
 

@@ -1,0 +1,297 @@
+"""Stage 1: masked-language-model (MLM) continued pretraining on unlabelled in-domain text.
+
+    python -m jobs.pretrain --data data/sample/train.parquet [--epochs 1] [--out DIR]
+
+Steps: read texts -> hold some out -> perplexity before -> MLM training (one
+process, or data-parallel on several workers with Ray Train's TorchTrainer) ->
+perplexity after -> save a model directory (a bare encoder + MLM head) that
+`sweep` accepts as its model: load_classifier puts a new classification head on it.
+
+Note: the bundled `base` ships without an MLM head (it is a sentence encoder), so
+its head starts from the tied word embeddings and a fresh transform; the
+"before" perplexity is of that model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from cluster.config import DataSpec, PretrainSpec, to_dict
+from cluster.errors import UserError
+from cluster.registry import Registry, new_id
+
+
+def load_mlm(path: str | Path, device: str = "cpu"):
+    from cluster.modeling import set_offline
+
+    set_offline()
+    import transformers
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()  # the MLM head of a sentence encoder is new: expected
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForMaskedLM.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, trust_remote_code=False
+    )
+    return model.to(device), tokenizer
+
+
+def batches(tokenizer, texts: list[str], spec: PretrainSpec, seed: int):
+    """Masked batches (input_ids, attention_mask, labels); masking seeded, so reproducible."""
+    import torch
+    from transformers import DataCollatorForLanguageModeling
+
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=spec.mlm_probability)
+    torch.manual_seed(seed)
+    for i in range(0, len(texts), spec.batch_size):
+        enc = tokenizer(texts[i : i + spec.batch_size], truncation=True, max_length=spec.max_length)
+        yield collator([{k: enc[k][j] for k in enc} for j in range(len(enc["input_ids"]))])
+
+
+def perplexity(model, tokenizer, texts: list[str], spec: PretrainSpec) -> float:
+    """exp(mean cross-entropy over masked tokens), the same masks every time (seed fixed)."""
+    import torch
+
+    device = next(model.parameters()).device
+    model.eval()
+    loss_sum, tokens = 0.0, 0
+    with torch.inference_mode():
+        for batch in batches(tokenizer, texts, spec, seed=12345):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            n = int((batch["labels"] != -100).sum())
+            loss_sum += float(model(**batch).loss) * n
+            tokens += n
+    return math.exp(loss_sum / max(tokens, 1))
+
+
+def train_mlm(model, tokenizer, texts: list[str], spec: PretrainSpec, precision: str, on_step=None) -> None:
+    """Plain MLM loop: AdamW, linear decay, autocast; ``on_step(step)`` for callers' progress."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from cluster.modeling import autocast
+
+    device = next(model.parameters()).device
+    steps = math.ceil(len(texts) / spec.batch_size) * spec.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * steps), steps)
+    step = 0
+    for epoch in range(spec.epochs):
+        model.train()
+        order = np.random.default_rng([spec.seed, epoch]).permutation(len(texts))
+        for batch in batches(tokenizer, [texts[i] for i in order], spec, seed=spec.seed + epoch):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with autocast(precision, device.type):
+                loss = model(**batch).loss
+            loss.float().backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if on_step:
+                on_step(step)
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
+    """MLM-pretrain ``spec.model`` on ``spec.data``; save, register and return perplexities."""
+    from cluster.data import read_pandas, scan
+    from cluster.modeling import resolve_model
+
+    registry = registry or Registry()
+    check_spec(spec)
+    model_ref = resolve_model(spec.model, registry)
+    summary = scan(spec.data, spec.max_rows)
+    texts = read_pandas(spec.data, spec.max_rows)["text"].tolist()
+    train, heldout = split_heldout(texts, spec)
+    out = _out_dir(spec, registry)
+    with registry.run(
+        "pretrain",
+        to_dict(spec),
+        owner=spec.owner,
+        dataset_path=spec.data.path,
+        dataset_fingerprint=summary.fingerprint,
+        model_id=model_ref.model_id,
+    ) as run_id:
+        t0 = time.perf_counter()
+        if spec.workers > 1:
+            model, tokenizer, before, after = _train_distributed(model_ref.path, train, heldout, spec)
+        else:
+            model, tokenizer, before, after = _train_here(model_ref.path, train, heldout, spec)
+        result = {
+            "perplexity_before": before,
+            "perplexity_after": after,
+            "train_texts": len(train),
+            "heldout_texts": len(heldout),
+            "wall_s": time.perf_counter() - t0,
+        }
+        lineage = {"base_model": model_ref.model_id, "pretrain_run": run_id, "stage": "mlm", **result}
+        model_id = out.name
+        path = _save(model, tokenizer, out, lineage)
+        registry.register_model(
+            path,
+            run_id=run_id,
+            base_model=model_ref.model_id,
+            lineage=lineage,
+            metrics=result,
+            model_id=model_id,
+        )
+        registry.finish_run(run_id, metrics=result, artifact_path=str(path), model_id=model_id)
+    return {**result, "model_id": model_id, "path": str(path), "run_id": run_id}
+
+
+def _train_here(path, train, heldout, spec):
+    import torch
+
+    from cluster.modeling import pick_device, resolve_precision
+
+    torch.manual_seed(spec.seed)
+    device = pick_device()
+    precision = resolve_precision(spec.precision, device)
+    model, tokenizer = load_mlm(path, device)
+    before = perplexity(model, tokenizer, heldout, spec)
+    train_mlm(model, tokenizer, train, spec, precision)
+    return model, tokenizer, before, perplexity(model, tokenizer, heldout, spec)
+
+
+def _train_distributed(path, train, heldout, spec):
+    """Data-parallel MLM with Ray Train (DDP; one GPU per worker when the cluster has them)."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from cluster.runtime import init_ray
+
+    init_ray()
+    use_gpu = bool(ray.cluster_resources().get("GPU"))
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={"path": str(path), "train": train, "heldout": heldout, "spec": spec},
+        scaling_config=ScalingConfig(
+            num_workers=spec.workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}
+        ),
+        run_config=RunConfig(name=new_id("pretrain"), storage_path=str(Registry().home / "pretrain")),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        model, tokenizer = load_mlm(Path(d) / "model")
+    return model, tokenizer, result.metrics["perplexity_before"], result.metrics["perplexity_after"]
+
+
+def _worker_loop(config: dict) -> None:
+    """One Ray Train worker: its shard of the texts; rank 0 measures and checkpoints."""
+    import tempfile
+
+    import ray.train
+    import torch
+    from ray.train.torch import get_device, prepare_model
+
+    from cluster.modeling import resolve_precision
+
+    spec, ctx = config["spec"], ray.train.get_context()
+    torch.manual_seed(spec.seed)
+    device = get_device()
+    model, tokenizer = load_mlm(config["path"], device)
+    before = perplexity(model, tokenizer, config["heldout"], spec)
+    ddp = prepare_model(model)  # DistributedDataParallel: gradients averaged across workers
+    shard = config["train"][ctx.get_world_rank() :: ctx.get_world_size()]
+    train_mlm(ddp, tokenizer, shard, spec, resolve_precision(spec.precision, device.type))
+    after = perplexity(model, tokenizer, config["heldout"], spec)
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if ctx.get_world_rank() == 0:
+            model.save_pretrained(Path(d) / "model", safe_serialization=True)
+            tokenizer.save_pretrained(Path(d) / "model")
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report({"perplexity_before": before, "perplexity_after": after}, checkpoint=checkpoint)
+
+
+def split_heldout(texts: list[str], spec: PretrainSpec) -> tuple[list[str], list[str]]:
+    order = np.random.default_rng(spec.seed).permutation(len(texts))
+    n_held = max(1, int(round(len(texts) * spec.heldout_fraction)))
+    if len(texts) - n_held < 1:
+        raise UserError(f"{spec.data.path} has {len(texts)} texts: too few to hold {n_held} out and train")
+    return [texts[i] for i in order[n_held:]], [texts[i] for i in order[:n_held]]
+
+
+def check_spec(spec: PretrainSpec) -> None:
+    if not 0 < spec.mlm_probability < 1:
+        raise UserError(f"--mlm-probability must be between 0 and 1, got {spec.mlm_probability}")
+    if not 0 < spec.heldout_fraction < 1:
+        raise UserError(f"heldout_fraction must be between 0 and 1, got {spec.heldout_fraction}")
+    for name in ("epochs", "batch_size", "max_length", "workers"):
+        if getattr(spec, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(spec, name)}")
+
+
+def _out_dir(spec: PretrainSpec, registry: Registry) -> Path:
+    out = Path(spec.out).expanduser().resolve() if spec.out else registry.model_dir(new_id("m"))
+    if out.exists():
+        raise UserError(f"--out {out} already exists; choose a new directory")
+    return out
+
+
+def _save(model, tokenizer, out: Path, lineage: dict) -> Path:
+    from cluster.modeling import save_model_dir
+
+    return save_model_dir(getattr(model, "module", model), tokenizer, out, lineage)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def command(
+    data: str = typer.Option(..., help="Unlabelled text: Parquet/CSV/JSONL file, directory, glob or URI."),
+    text_column: str = "text",
+    model: str = typer.Option("base", help="MODEL to continue pretraining (base, a dir, an id or alias)."),
+    epochs: int = typer.Option(1, help="Passes over the training texts."),
+    mlm_probability: float = typer.Option(0.15, help="Share of tokens masked."),
+    max_rows: int | None = typer.Option(None, help="Use at most this many texts."),
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    workers: int = typer.Option(1, help=">1: data-parallel Ray Train workers (a GPU each when available)."),
+    out: str | None = typer.Option(None, help="Model dir to write (default: in the registry)."),
+    owner: str | None = None,
+    address: str | None = typer.Option(None, help="http://HEAD:8265 submits a Ray job (or RAY_ADDRESS)."),
+    wait: bool = typer.Option(False, help="With --address: stream logs, exit with the job's outcome."),
+) -> None:
+    """MLM continued pretraining; prints held-out perplexity before and after."""
+    from jobs.entry import console
+    from jobs.submit import own_argv, submit_if_remote
+
+    if submit_if_remote("jobs.pretrain", own_argv("pretrain"), address, wait, [data, out, model]):
+        return
+    spec = PretrainSpec(
+        data=DataSpec(data, text_column, label_column=None),
+        model=model,
+        epochs=epochs,
+        mlm_probability=mlm_probability,
+        max_rows=max_rows,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        workers=workers,
+        out=out,
+        owner=owner,
+    )
+    r = run_pretrain(spec)
+    console.print(
+        f"held-out perplexity {r['perplexity_before']:.2f} -> {r['perplexity_after']:.2f} "
+        f"({r['train_texts']} training texts, {r['wall_s']:.0f}s)"
+    )
+    console.print(
+        f"registered model {r['model_id']} at {r['path']}; fine-tune it with model: {r['model_id']}"
+    )
+
+
+if __name__ == "__main__":
+    from jobs.entry import run
+
+    run(command, prog="python -m jobs.pretrain")

@@ -1,0 +1,96 @@
+"""`evalctl query`: score texts against the served model over HTTP (with retries)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cluster.errors import UserError
+from jobs.entry import console
+
+RETRIES = 4  # connection errors and 5xx are retried with exponential back-off (0.25 s, 0.5 s, ...)
+
+
+def post(url: str, path: str, payload: dict, retries: int = RETRIES, timeout: float = 60) -> dict:
+    """POST JSON; retry connection errors and 5xx (e.g. a replica being replaced); 4xx fail at once."""
+    headers = (
+        {"Authorization": f"Bearer {os.environ['EVALCLUSTER_API_KEY']}"}
+        if os.environ.get("EVALCLUSTER_API_KEY")
+        else {}
+    )
+    last = ""
+    for attempt in range(retries + 1):
+        try:
+            r = httpx.post(f"{url.rstrip('/')}{path}", json=payload, headers=headers, timeout=timeout)
+            if r.status_code < 500:
+                if r.status_code >= 400:
+                    raise UserError(f"{url}{path} refused the request ({r.status_code}): {_detail(r)}")
+                return r.json()
+            last = f"HTTP {r.status_code}: {_detail(r)}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if attempt < retries:
+            time.sleep(0.25 * 2**attempt)
+    raise UserError(
+        f"no answer from {url}{path} after {retries + 1} tries ({last}); "
+        "is the model served? (`evalctl serve status`)"
+    )
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+        return json.dumps(body.get("detail", body))[:300]
+    except ValueError:
+        return r.text[:300]
+
+
+def query(
+    texts: list[str] = typer.Argument(None, help="Texts to score."),
+    file: Path | None = typer.Option(None, help="A file with one text per line."),
+    url: str = typer.Option("http://127.0.0.1:8000", envvar="EVALCLUSTER_URL", help="The scorer's base URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw JSON response."),
+    explain: bool = typer.Option(False, help="Also show per-token attributions (POST /v1/explain)."),
+) -> None:
+    """Print label, score and probabilities per text (retries while a replica restarts)."""
+    texts = list(texts or [])
+    if file:
+        if not file.is_file():
+            raise UserError(f"--file {file} not found")
+        texts += [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise UserError('nothing to score: give texts (evalctl query "some text") or --file FILE')
+    result = post(url, "/v1/predict", {"texts": texts})
+    if as_json:
+        console.print_json(data=result)
+    else:
+        _print_predictions(texts, result)
+    if explain:
+        for text in texts:
+            _print_explanation(post(url, "/v1/explain", {"text": text}))
+
+
+def _print_predictions(texts: list[str], result: dict) -> None:
+    labels = result["model"]["labels"]
+    table = Table("text", "label", "score", *labels, title=f"model {result['model']['id']}")
+    for text, p in zip(texts, result["predictions"], strict=True):
+        table.add_row(
+            text[:60], p["label"], f"{p['score']:.3f}", *[f"{p['probs'][lab]:.3f}" for lab in labels]
+        )
+    console.print(table)
+
+
+def _print_explanation(result: dict) -> None:
+    parts = []
+    for t in result["tokens"]:
+        a = t["attribution"]
+        style = "green" if a > 0 else "red"
+        parts.append(f"[{style}]{escape(t['token'])}({a:+.2f})[/]")
+    console.print(f"{result['label']} {result['score']:.3f} ({result['method']}): " + " ".join(parts))

@@ -1,0 +1,208 @@
+"""Workloads submitted as Ray jobs to a real local head (`ray start --head`, token auth on).
+
+Marked `head`: these run first in the suite, because `evalctl cluster down` is
+`ray stop`, which ends every Ray process on the machine.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cluster.registry import Registry
+
+pytestmark = pytest.mark.head
+ROOT = Path(__file__).resolve().parent.parent
+URL = "http://127.0.0.1:8265"
+
+
+@pytest.fixture(scope="module")
+def head():
+    from cluster.runtime import head_down, head_up
+
+    head_up(num_cpus=2)
+    yield URL
+    head_down()
+
+
+@pytest.fixture
+def project_files(tiny_model_dir, sample_dir):
+    """A tiny model and data inside the project dir, so they travel with the job's working dir."""
+    d = ROOT / f".jobtest-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(tiny_model_dir, d / "tiny")
+    pd.read_parquet(sample_dir / "test.parquet").head(120).to_parquet(d / "test.parquet")
+    yield d.relative_to(ROOT)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def evalctl(*args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_evaluate_submitted_with_wait_registers_its_run(head, project_files):
+    proc = evalctl(
+        "evaluate",
+        "--model",
+        project_files / "tiny",
+        "--data",
+        project_files / "test.parquet",
+        "--bootstrap",
+        "50",
+        "--address",
+        head,
+        "--wait",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "submitted evaluate-" in proc.stdout and "succeeded" in proc.stdout
+    (run,) = Registry().list_runs(kind="evaluate")
+    assert run["status"] == "finished" and run["metrics"]["n"] == 120
+    job_id = proc.stdout.split("submitted ")[1].split()[0]
+    logs = evalctl("jobs", "logs", job_id, "--address", head)
+    assert logs.returncode == 0 and "f1_macro" in logs.stdout
+    listed = evalctl("jobs", "list", "--address", head)
+    assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+
+
+def test_rays_own_job_submit_runs_the_documented_entrypoint(head, project_files):
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": head}
+    runtime_env = json.dumps(
+        {"env_vars": {"EVALCLUSTER_HOME": os.environ["EVALCLUSTER_HOME"], "HF_HUB_OFFLINE": "1"}}
+    )
+    proc = subprocess.run(
+        [
+            ray_cli,
+            "job",
+            "submit",
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            runtime_env,
+            "--",
+            "python",
+            "-m",
+            "jobs.evaluate",
+            "--model",
+            str(project_files / "tiny"),
+            "--data",
+            str(project_files / "test.parquet"),
+            "--bootstrap",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert Registry().list_runs(kind="evaluate")[0]["status"] == "finished"
+
+
+def test_stop_a_running_sweep_job(head, project_files, tmp_path):
+    cfg = ROOT / project_files / "sweep.yaml"
+    cfg.write_text(
+        f"model: {project_files / 'tiny'}\ntrain: {{path: {project_files / 'test.parquet'}}}\n"
+        f"validation: {{path: {project_files / 'test.parquet'}}}\n"
+        "search: {epochs: 200, batch_size: 8, max_length: 16}\nnum_samples: 1\nresources: {cpus: 1}\n"
+    )
+    proc = evalctl("sweep", "--config", project_files / "sweep.yaml", "--address", head)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.split("submitted ")[1].split()[0]
+    _wait_status(job_id, head, "RUNNING")
+    time.sleep(3)
+    stop = evalctl("jobs", "stop", job_id, "--address", head)
+    assert stop.returncode == 0 and "stop requested" in stop.stdout
+    _wait_status(job_id, head, "STOPPED")
+
+
+def _wait_status(job_id, address, wanted, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = evalctl("jobs", "status", job_id, "--address", address).stdout
+        if wanted in out:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{job_id} never reached {wanted}: {out}")
+
+
+def test_failed_job_with_wait_exits_nonzero_with_log_tail(head, project_files):
+    proc = evalctl(
+        "evaluate",
+        "--model",
+        "no-such-model",
+        "--data",
+        project_files / "test.parquet",
+        "--address",
+        head,
+        "--wait",
+    )
+    assert proc.returncode == 1
+    assert "ended FAILED" in proc.stdout and 'MODEL "no-such-model" resolves to nothing' in proc.stdout
+
+
+def test_wrong_token_is_one_clear_line(head, project_files):
+    proc = evalctl(
+        "evaluate",
+        "--model",
+        project_files / "tiny",
+        "--data",
+        project_files / "test.parquet",
+        "--address",
+        head,
+        env={"RAY_AUTH_TOKEN": "wrong-token", "RAY_AUTH_MODE": "token"},
+    )
+    assert proc.returncode == 2 and "refused the token" in proc.stderr and "RAY_AUTH_TOKEN" in proc.stderr
+
+
+def test_working_dir_over_the_upload_limit_says_what_to_exclude(head, project_files):
+    proc = evalctl(
+        "evaluate",
+        "--model",
+        project_files / "tiny",
+        "--data",
+        project_files / "test.parquet",
+        "--address",
+        head,
+        env={"RAY_max_grpc_message_size": "100000"},
+    )
+    assert proc.returncode == 2 and "too large to upload" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_unreachable_address_and_invisible_paths(project_files, sample_dir):
+    t0 = time.time()
+    proc = evalctl(
+        "evaluate",
+        "--model",
+        project_files / "tiny",
+        "--data",
+        project_files / "test.parquet",
+        "--address",
+        "http://127.0.0.1:9",
+    )
+    assert proc.returncode == 2 and "cannot reach the Ray job server at http://127.0.0.1:9" in proc.stderr
+    assert time.time() - t0 < 30
+    outside = evalctl(
+        "evaluate",
+        "--model",
+        project_files / "tiny",
+        "--data",
+        sample_dir / "test.parquet",
+        "--address",
+        "http://127.0.0.1:9",
+    )
+    assert outside.returncode == 2 and "the cluster cannot see" in outside.stderr

@@ -1,0 +1,146 @@
+"""KubeRay manifests: strict CRD validation, serveConfigV2, entrypoints, image tags."""
+
+import re
+import shlex
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CRDS = ROOT.parent / "shared" / "kuberay-crds"
+K8S = ROOT / "k8s"
+KIND_TO_CRD = {
+    "RayCluster": "ray.io_rayclusters.yaml",
+    "RayJob": "ray.io_rayjobs.yaml",
+    "RayService": "ray.io_rayservices.yaml",
+}
+
+
+def strict(schema: dict) -> dict:
+    """The CRD's OpenAPI schema with unknown fields rejected, as `kubectl --validate=strict` does."""
+    schema = dict(schema)
+    if schema.get("x-kubernetes-int-or-string"):
+        schema.pop("type", None)
+        schema["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if "properties" in schema:
+        schema["properties"] = {k: strict(v) for k, v in schema["properties"].items()}
+        if not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema.setdefault("additionalProperties", False)
+    if isinstance(schema.get("items"), dict):
+        schema["items"] = strict(schema["items"])
+    if isinstance(schema.get("additionalProperties"), dict):
+        schema["additionalProperties"] = strict(schema["additionalProperties"])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in schema:
+            schema[key] = [strict(s) for s in schema[key]]
+    return schema
+
+
+def crd_schema(kind: str) -> dict:
+    crd = yaml.safe_load((CRDS / KIND_TO_CRD[kind]).read_text())
+    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema = strict(v1["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta is validated by the API server
+    return schema
+
+
+def manifests():
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                yield pytest.param(doc, id=f"{path.name}:{doc['kind']}")
+
+
+@pytest.mark.skipif(not CRDS.is_dir(), reason="the KubeRay CRDs are in ../shared/kuberay-crds only")
+@pytest.mark.parametrize("doc", list(manifests()))
+def test_manifest_validates_strictly_against_kuberay_crd(doc):
+    if doc["kind"] not in KIND_TO_CRD:
+        assert doc["kind"] == "PersistentVolumeClaim" and doc["spec"]["accessModes"] == ["ReadWriteMany"]
+        return
+    jsonschema.validate(doc, crd_schema(doc["kind"]))
+
+
+@pytest.mark.skipif(not CRDS.is_dir(), reason="needs ../shared/kuberay-crds")
+def test_strict_validation_catches_a_misspelled_field():
+    doc = yaml.safe_load((K8S / "ray-job.evaluate.yaml").read_text())
+    doc["spec"]["shutdownAfterJobFinish"] = True
+    with pytest.raises(jsonschema.ValidationError, match="shutdownAfterJobFinish"):
+        jsonschema.validate(doc, crd_schema("RayJob"))
+
+
+def pods(doc):
+    spec = doc["spec"].get("rayClusterSpec") or doc["spec"].get("rayClusterConfig") or doc["spec"]
+    yield spec["headGroupSpec"]["template"]["spec"]
+    for group in spec["workerGroupSpecs"]:
+        yield group["template"]["spec"]
+
+
+@pytest.mark.parametrize("doc", [d for d in manifests() if d.values[0]["kind"] in KIND_TO_CRD])
+def test_every_container_has_limits_non_root_and_token_auth(doc):
+    for pod in pods(doc):
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for c in pod["containers"]:
+            assert c["resources"]["requests"] and c["resources"]["limits"], c["name"]
+            assert c["securityContext"]["runAsNonRoot"] is True
+            env = {e["name"]: e for e in c["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token"
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "evalcluster-ray-token"
+            assert any(m["mountPath"] == env["EVALCLUSTER_HOME"]["value"] for m in c["volumeMounts"])
+
+
+def test_cluster_has_cpu_and_gpu_groups_with_autoscaling():
+    doc = [
+        d for d in yaml.safe_load_all((K8S / "ray-cluster.yaml").read_text()) if d["kind"] == "RayCluster"
+    ][0]
+    assert doc["spec"]["enableInTreeAutoscaling"] is True
+    groups = {g["groupName"]: g for g in doc["spec"]["workerGroupSpecs"]}
+    gpu = groups["gpu"]["template"]["spec"]["containers"][0]
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1" and gpu["image"].endswith("-gpu")
+    assert "nvidia.com/gpu" not in groups["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_ray_service_embeds_serve_config_and_it_validates():
+    from ray.serve.schema import ServeDeploySchema
+
+    service = yaml.safe_load((K8S / "ray-service.yaml").read_text())
+    embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert embedded == yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    ServeDeploySchema.model_validate(embedded)
+
+
+@pytest.mark.parametrize("name", ["ray-job.sweep.yaml", "ray-job.evaluate.yaml"])
+def test_rayjob_entrypoint_parses_with_the_cli_parser(name):
+    import importlib
+
+    import typer
+
+    doc = yaml.safe_load((K8S / name).read_text())
+    assert doc["spec"]["shutdownAfterJobFinishes"] is True and doc["spec"]["backoffLimit"] >= 1
+    assert doc["spec"]["ttlSecondsAfterFinished"] > 0
+    argv = shlex.split(doc["spec"]["entrypoint"])
+    assert argv[:2] == ["python", "-m"] and argv[2].startswith("jobs.")
+    module = importlib.import_module(argv[2])
+    target = getattr(module, "sweep_app", None) or module.command
+    app = target if isinstance(target, typer.Typer) else typer.Typer()
+    if not isinstance(target, typer.Typer):
+        app.command()(target)
+    cmd = typer.main.get_command(app)
+    ctx = cmd.make_context("entrypoint", argv[3:], resilient_parsing=False)  # raises on unknown options
+    assert ctx.params
+
+
+def test_image_tags_match_the_pinned_ray_version():
+    import ray
+
+    pin = re.search(r'"ray\[[^\]]+\]>=([\d.]+),<([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pin and ray.__version__.startswith(pin.group(1))
+    dockerfile = (K8S / "Dockerfile").read_text()
+    assert f"rayproject/ray:{ray.__version__}-py311" in dockerfile
+    for path in K8S.glob("*.yaml"):
+        text = path.read_text()
+        for version in re.findall(r"rayVersion: \"?([\d.]+)", text):
+            assert version == ray.__version__, path.name
+        for tag in re.findall(r"image: (\S+)", text):
+            assert f"ray{ray.__version__}" in tag, (path.name, tag)

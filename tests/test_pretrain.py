@@ -1,0 +1,65 @@
+"""Masked-LM continued pretraining with a tiny random BERT."""
+
+import pandas as pd
+import pytest
+
+from cluster.config import DataSpec, PretrainSpec
+from cluster.errors import UserError
+from cluster.modeling import classifier_labels, load_classifier, read_lineage
+from cluster.registry import Registry
+from jobs.pretrain import run_pretrain
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def texts(sample_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("mlm") / "texts.parquet"
+    pd.read_parquet(sample_dir / "train.parquet").head(400)[["text"]].to_parquet(path)
+    return path
+
+
+def spec_for(texts, tiny_model_dir, **kw):
+    base = {
+        "epochs": 2,
+        "learning_rate": 1e-3,
+        "batch_size": 16,
+        "max_length": 32,
+        "heldout_fraction": 0.1,
+        "precision": "fp32",
+    }
+    return PretrainSpec(
+        data=DataSpec(str(texts), label_column=None), model=str(tiny_model_dir), **{**base, **kw}
+    )
+
+
+def test_perplexity_falls_and_output_is_a_sweepable_encoder(texts, tiny_model_dir):
+    result = run_pretrain(spec_for(texts, tiny_model_dir))
+    assert result["perplexity_after"] < result["perplexity_before"]
+    assert result["train_texts"] == 360 and result["heldout_texts"] == 40
+    assert classifier_labels(result["path"]) is None  # a bare encoder + MLM head
+    model, _, labels = load_classifier(result["path"], labels=LABELS)  # what `sweep` does with it
+    assert labels == LABELS and model.config.num_labels == 3
+    lineage = read_lineage(result["path"])
+    assert lineage["stage"] == "mlm" and lineage["base_model"] == str(tiny_model_dir)
+    assert Registry().resolve_model(result["model_id"])["path"] == result["path"]
+
+
+@pytest.mark.ray
+def test_data_parallel_with_ray_train(ray_cluster, texts, tiny_model_dir):
+    result = run_pretrain(spec_for(texts, tiny_model_dir, workers=2))
+    assert result["perplexity_after"] < result["perplexity_before"]
+    assert classifier_labels(result["path"]) is None
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"mlm_probability": 1.5}, "--mlm-probability must be between 0 and 1"),
+        ({"epochs": 0}, "--epochs must be at least 1"),
+    ],
+)
+def test_bad_arguments(texts, tiny_model_dir, change, match):
+    with pytest.raises(UserError, match=match):
+        run_pretrain(spec_for(texts, tiny_model_dir, **change))
+    assert Registry().list_runs() == []
