@@ -172,11 +172,14 @@ def runs_show(run_id: str) -> None:
 
 
 @app.command("demo")
-def demo(out: Path = typer.Option(Path("data/sample"), help="Where the sample splits go.")) -> None:
-    """The end-to-end story on embedded defaults (grows as the workloads land)."""
+def demo(
+    out: Path = typer.Option(Path("data/sample"), help="Where the sample splits go."),
+    full: bool = typer.Option(False, help="Run the quality sweep configuration (about 20 minutes)."),
+) -> None:
+    """The whole story: sample data, sweep, evaluation, serving, queries, leaderboard."""
     from jobs.demo import run_demo
 
-    run_demo(out)
+    run_demo(out, full)
 
 
 from jobs import deploy, evaluate, jobs_cli, pretrain, query, sweep, team  # noqa: E402  (workload commands are registered after the core ones)

@@ -16,6 +16,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 
@@ -50,15 +51,19 @@ def submit_if_remote(
 ) -> bool:
     """Submit ``python -m module argv`` when the address is a job server; False = run locally.
 
-    ``paths``: the command's path arguments; local paths outside the project are refused
-    (the cluster cannot see them), paths inside it travel with the working dir.
+    ``paths``: the command's path arguments. A head on this machine sees this disk; for
+    a remote cluster, local paths outside the project are refused (it cannot see them)
+    and paths inside it travel with the working dir.
     """
     target = resolve_target(address)
     if target.mode != "submit":
         return False
-    check_paths(p for p in paths if p)
+    same_machine = urlparse(target.address).hostname in ("127.0.0.1", "localhost", "::1")
+    if not same_machine:
+        check_paths(p for p in paths if p)
+    check_upload_size()
     client = connect(target.address)
-    job_argv = job_arguments(argv)
+    job_argv = job_arguments(argv, absolute=same_machine)
     entrypoint = f"python -m {module} {shlex.join(job_argv)}".strip()
     submission_id = new_id(module.rsplit(".", 1)[-1])
     try:
@@ -72,8 +77,12 @@ def submit_if_remote(
     return True
 
 
-def job_arguments(argv: list[str]) -> list[str]:
-    """The command's own arguments minus the submission flags; project paths made relative."""
+def job_arguments(argv: list[str], absolute: bool = False) -> list[str]:
+    """The command's own arguments minus the submission flags.
+
+    Paths that exist here become absolute for a head on this machine (it sees this
+    disk), else relative to the project (the job runs in an uploaded copy of it).
+    """
     out, skip = [], False
     for arg in argv:
         if skip:
@@ -83,13 +92,17 @@ def job_arguments(argv: list[str]) -> list[str]:
         if name in LOCAL_FLAGS:
             skip = name == "--address" and "=" not in arg
             continue
-        out.append(_relative(arg))
+        out.append(_localize(arg, absolute))
     return out
 
 
-def _relative(arg: str) -> str:
+def _localize(arg: str, absolute: bool) -> str:
     p = Path(arg)
-    if p.is_absolute() and p.exists() and p.resolve().is_relative_to(PROJECT_ROOT):
+    if "://" in arg or not arg or arg.startswith("-") or not p.exists():
+        return arg
+    if absolute:
+        return str(p.resolve())
+    if p.resolve().is_relative_to(PROJECT_ROOT):
         return str(p.resolve().relative_to(PROJECT_ROOT))
     return arg
 
@@ -109,6 +122,32 @@ def check_paths(paths) -> None:
                 f"{path} lies under an excluded directory ({', '.join(('data', '.venv', 'artifacts'))}) "
                 "that is not uploaded with the job; use a URI or another directory"
             )
+
+
+def check_upload_size() -> None:
+    """Refuse early, naming the biggest entries, when the working dir exceeds Ray's upload limit.
+
+    Counts uncompressed bytes (the zip Ray uploads is smaller, so this errs on the safe side).
+    """
+    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+
+    top = {ex for ex in EXCLUDES if "*" not in ex}
+    sizes: dict[str, int] = {}
+    for entry in PROJECT_ROOT.iterdir():
+        if entry.name in top:
+            continue
+        files = [entry] if entry.is_file() else (f for f in entry.rglob("*") if f.is_file())
+        sizes[entry.name] = sum(f.stat().st_size for f in files if "__pycache__" not in f.parts)
+    total = sum(sizes.values())
+    if total >= GCS_STORAGE_MAX_SIZE:
+        biggest = ", ".join(
+            f"{k} ({v / 2**20:.1f} MiB)" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+        )
+        raise UserError(
+            f"the project dir is too large to upload as the job's working dir ({total / 2**20:.1f} MiB "
+            f"> Ray's limit of {GCS_STORAGE_MAX_SIZE / 2**20:.1f} MiB); biggest: {biggest}. Move large "
+            "files out, or into data/ or artifacts/ (not uploaded), and pass them as URIs"
+        )
 
 
 def runtime_env() -> dict:

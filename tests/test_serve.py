@@ -232,12 +232,14 @@ def test_killed_replica_is_replaced_with_few_failures(served, tiny_model_dir):
 
     deploy_model, url = served
     deploy_model(tiny_model_dir, replicas=2)
+
     def pids():
         return subprocess.run(
             ["pgrep", "-f", "ServeReplica:evalcluster:Scorer"],
             capture_output=True,
             text=True,
         ).stdout.split()
+
     assert len(pids()) == 2
     with Load(url) as load:
         time.sleep(1)

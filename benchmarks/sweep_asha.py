@@ -1,0 +1,87 @@
+"""ASHA vs no early stopping on the same search space and seed.
+
+    python benchmarks/sweep_asha.py [--trials 8] [--rows 1200]
+
+Both sweeps fine-tune MiniLM (`base`) on the same stratified subsample of the
+sample corpus with the same random learning rates (seeded search), one trial at
+a time with both CPUs. Prints each sweep's compute (total trial-epochs), wall
+time and best validation macro-F1, and the ratios the issue targets
+(ASHA compute <= 50%, best within 1.0 point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=1200)
+    parser.add_argument("--validation-rows", type=int, default=600)
+    opts = parser.parse_args()
+
+    import ray
+
+    from cluster.config import DataSpec, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
+    from cluster.data import sample_splits
+    from cluster.registry import Registry
+    from jobs.sweep import run_sweep
+
+    tmp = Path(tempfile.mkdtemp(prefix="ashabench-"))
+    sample_splits(tmp / "sample")
+    registry = Registry(tmp / "home")
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    out = {}
+    for kind in ("none", "asha"):
+        spec = SweepSpec(
+            name=f"bench-{kind}",
+            model="base",
+            train=DataSpec(str(tmp / "sample" / "train.parquet")),
+            validation=DataSpec(str(tmp / "sample" / "validation.parquet")),
+            search=SearchSpace(learning_rate={"loguniform": [1e-5, 3e-4]}, epochs=2, max_length=64),
+            scheduler=SchedulerSpec(kind, grace_period=1, reduction_factor=3),
+            num_samples=opts.trials,
+            max_concurrent_trials=1,
+            resources=ResourcesSpec(cpus=float(os.cpu_count())),
+            evals_per_epoch=2,
+            max_train_rows=opts.rows,
+            max_validation_rows=opts.validation_rows,
+            seed=0,
+        )
+        t0 = time.perf_counter()
+        summary = run_sweep(spec, registry)
+        out[kind] = {
+            "trial_epochs": summary["trial_epochs"],
+            "wall_s": time.perf_counter() - t0,
+            "best_f1_macro": summary["validation"]["f1_macro"],
+            "learning_rates": sorted(d["config"]["learning_rate"] for d in summary["trial_details"]),
+        }
+        print(
+            f"{kind:>5}: {out[kind]['trial_epochs']:.1f} trial-epochs, {out[kind]['wall_s']:.0f}s, "
+            f"best validation macro-F1 {out[kind]['best_f1_macro']:.4f}",
+            flush=True,
+        )
+    assert out["none"]["learning_rates"] == out["asha"]["learning_rates"], "search not seeded alike"
+    compute = out["asha"]["trial_epochs"] / out["none"]["trial_epochs"]
+    gap = (out["none"]["best_f1_macro"] - out["asha"]["best_f1_macro"]) * 100
+    wall = out["asha"]["wall_s"] / out["none"]["wall_s"]
+    print(
+        f"ASHA compute {compute:.0%} of no early stopping (target <= 50%); wall {wall:.0%}; "
+        f"best macro-F1 {gap:+.2f} points behind (target <= 1.0)"
+    )
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

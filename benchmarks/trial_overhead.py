@@ -1,0 +1,117 @@
+"""Training throughput inside a Ray Tune trial vs the same loop run bare, in one script.
+
+    python benchmarks/trial_overhead.py [--rows 1500] [--repeats 2]
+
+Both run jobs/train_loop.fine_tune on the same rows with the same hyperparameters
+and precision; rows/s counts training steps only (validation excluded), as each
+run reports it. Bare and trial runs alternate to spread machine noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HP = {
+    "learning_rate": 5e-5,
+    "batch_size": 32,
+    "epochs": 1,
+    "warmup_ratio": 0.06,
+    "weight_decay": 0.01,
+    "max_length": 64,
+    "seed": 0,
+}
+
+
+def bare(train, val, labels, model_path) -> float:
+    import torch
+
+    from cluster.modeling import load_classifier, resolve_precision
+    from jobs.train_loop import fine_tune, make_optimizer, steps_per_epoch
+
+    torch.set_num_threads(os.cpu_count())
+    model, tok, _ = load_classifier(model_path, labels=labels, seed=0)
+    opt, sched = make_optimizer(model, HP, steps_per_epoch(len(train.texts), 32))
+    rates = []
+    fine_tune(
+        model,
+        tok,
+        opt,
+        sched,
+        train,
+        val,
+        HP,
+        labels=labels,
+        precision=resolve_precision("auto", "cpu"),
+        evals_per_epoch=2,
+        start_step=0,
+        report=lambda m, step: rates.append(m["train_rows_per_s"]),
+    )
+    return float(np.mean(rates))
+
+
+def in_trial(train, val, labels, model_path, storage) -> float:
+    from ray import tune
+
+    from jobs.sweep import train_trial
+
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            train=train,
+            val=val,
+            model_path=str(model_path),
+            labels=labels,
+            precision="auto",
+            evals_per_epoch=2,
+        ),
+        {"cpu": os.cpu_count()},
+    )
+    results = tune.Tuner(trainable, param_space=HP, run_config=tune.RunConfig(storage_path=storage)).fit()
+    return float(results[0].metrics_dataframe["train_rows_per_s"].mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1500)
+    parser.add_argument("--repeats", type=int, default=2)
+    opts = parser.parse_args()
+
+    import ray
+
+    from cluster.config import DataSpec, SweepSpec
+    from cluster.data import sample_splits
+    from cluster.modeling import base_model_dir
+    from jobs.sweep import load_splits
+
+    tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
+    sample_splits(tmp / "sample")
+    spec = SweepSpec(
+        train=DataSpec(str(tmp / "sample" / "train.parquet")),
+        validation=DataSpec(str(tmp / "sample" / "validation.parquet")),
+        max_train_rows=opts.rows,
+        max_validation_rows=300,
+    )
+    train, val, labels, _ = load_splits(spec)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    bare_rates, trial_rates = [], []
+    for _ in range(opts.repeats):
+        bare_rates.append(bare(train, val, labels, base_model_dir()))
+        trial_rates.append(in_trial(train, val, labels, base_model_dir(), str(tmp / "tune")))
+        print(f"bare {bare_rates[-1]:.1f} rows/s, in a Tune trial {trial_rates[-1]:.1f} rows/s", flush=True)
+    ratio = np.mean(trial_rates) / np.mean(bare_rates)
+    print(f"trial / bare training rows/s: {ratio:.3f} (target >= 0.9)")
+    print(json.dumps({"bare": bare_rates, "trial": trial_rates, "ratio": ratio}))
+
+
+if __name__ == "__main__":
+    main()
