@@ -34,8 +34,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Each benchmark prints ratios measured side by side in one run (minutes each on 2 cores).
 bench: $(STAMP)
-	@echo "benchmarks: see benchmarks/ (each prints ratios measured side by side)"
+	$(BIN)/python benchmarks/eval_throughput.py
+	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/trial_overhead.py
+	$(BIN)/python benchmarks/sweep_asha.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

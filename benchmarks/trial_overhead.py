@@ -62,20 +62,9 @@ def bare(train, val, labels, model_path) -> float:
 def in_trial(train, val, labels, model_path, storage) -> float:
     from ray import tune
 
-    from jobs.sweep import train_trial
+    from jobs.sweep import make_trainable
 
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            train_trial,
-            train=train,
-            val=val,
-            model_path=str(model_path),
-            labels=labels,
-            precision="auto",
-            evals_per_epoch=2,
-        ),
-        {"cpu": os.cpu_count()},
-    )
+    trainable = make_trainable(train, val, model_path, labels, "auto", 2, float(os.cpu_count()), 0.0)
     results = tune.Tuner(trainable, param_space=HP, run_config=tune.RunConfig(storage_path=storage)).fit()
     return float(results[0].metrics_dataframe["train_rows_per_s"].mean())
 

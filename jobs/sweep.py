@@ -185,17 +185,8 @@ def make_tuner(
 
     # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            train_trial,
-            train=train,
-            val=val,
-            model_path=str(model_path),
-            labels=labels,
-            precision=spec.precision,
-            evals_per_epoch=spec.evals_per_epoch,
-        ),
-        {"cpu": cpus, "gpu": gpus},
+    trainable = make_trainable(
+        train, val, model_path, labels, spec.precision, spec.evals_per_epoch, cpus, gpus
     )
     path = f"{storage.rstrip('/')}/{spec.name}"
     if resume and tune.Tuner.can_restore(path):
@@ -212,6 +203,26 @@ def make_tuner(
     )
     return tune.Tuner(
         trainable, param_space=param_space(spec), run_config=run_config, tune_config=tune_config(spec)
+    )
+
+
+def make_trainable(
+    train, val, model_path, labels, precision: str, evals_per_epoch: int, cpus: float, gpus: float
+):
+    """train_trial with its data in the object store and its resources attached."""
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            train=train,
+            val=val,
+            model_path=str(model_path),
+            labels=labels,
+            precision=precision,
+            evals_per_epoch=evals_per_epoch,
+        ),
+        {"cpu": cpus, "gpu": gpus},
     )
 
 

@@ -53,13 +53,22 @@ def evalctl(*args, env=None, timeout=600):
     )
 
 
-def test_evaluate_submitted_with_wait_registers_its_run(head, project_files):
-    proc = evalctl(
+def evaluate_tiny(project_files, *args, env=None):
+    """`evalctl evaluate` of the tiny model on the project's test file, plus ARGS."""
+    return evalctl(
         "evaluate",
         "--model",
         project_files / "tiny",
         "--data",
         project_files / "test.parquet",
+        *args,
+        env=env,
+    )
+
+
+def test_evaluate_submitted_with_wait_registers_its_run(head, project_files):
+    proc = evaluate_tiny(
+        project_files,
         "--bootstrap",
         "50",
         "--address",
@@ -156,12 +165,8 @@ def test_failed_job_with_wait_exits_nonzero_with_log_tail(head, project_files):
 
 
 def test_wrong_token_is_one_clear_line(head, project_files):
-    proc = evalctl(
-        "evaluate",
-        "--model",
-        project_files / "tiny",
-        "--data",
-        project_files / "test.parquet",
+    proc = evaluate_tiny(
+        project_files,
         "--address",
         head,
         env={"RAY_AUTH_TOKEN": "wrong-token", "RAY_AUTH_MODE": "token"},
@@ -170,12 +175,8 @@ def test_wrong_token_is_one_clear_line(head, project_files):
 
 
 def test_working_dir_over_the_upload_limit_says_what_to_exclude(head, project_files):
-    proc = evalctl(
-        "evaluate",
-        "--model",
-        project_files / "tiny",
-        "--data",
-        project_files / "test.parquet",
+    proc = evaluate_tiny(
+        project_files,
         "--address",
         head,
         env={"RAY_max_grpc_message_size": "100000"},
@@ -185,12 +186,8 @@ def test_working_dir_over_the_upload_limit_says_what_to_exclude(head, project_fi
 
 def test_unreachable_address_and_invisible_paths(project_files, sample_dir):
     t0 = time.time()
-    proc = evalctl(
-        "evaluate",
-        "--model",
-        project_files / "tiny",
-        "--data",
-        project_files / "test.parquet",
+    proc = evaluate_tiny(
+        project_files,
         "--address",
         "http://127.0.0.1:9",
     )
