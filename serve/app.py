@@ -14,8 +14,6 @@ precision give the same probabilities online and offline.
 (serve/config.yaml) and for ``evalctl serve deploy``.
 """
 
-from __future__ import annotations
-
 import asyncio
 import os
 from pathlib import Path
@@ -24,6 +22,7 @@ from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.config import ServeSpec, from_dict
 from serve.schemas import (
@@ -57,6 +56,15 @@ def _spec(args: dict) -> ServeSpec:
     return from_dict(ServeSpec, {k: v for k, v in args.items() if k not in RUNTIME_ARGS}, where="serve args")
 
 
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's body-parsing failure (e.g. bytes that are not UTF-8) named plainly."""
+    detail = exc.detail
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        detail = "request body is not valid JSON text (it must be UTF-8 encoded JSON)"
+    return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
+
+
 def _api_key() -> str | None:
     """The API key from $EVALCLUSTER_API_KEY or the file named by $EVALCLUSTER_API_KEY_FILE."""
     key = os.environ.get("EVALCLUSTER_API_KEY")
@@ -64,6 +72,18 @@ def _api_key() -> str | None:
     if not key and path and Path(path).is_file():
         key = Path(path).read_text().strip()
     return key or None
+
+
+def _latest_metrics(home: str | None, model_id: str) -> dict | None:
+    """Headline metrics of the latest finished evaluation of this model in the registry."""
+    from cluster.registry import Registry
+
+    try:
+        runs = Registry(home).list_runs(kind="evaluate", status="finished")
+    except Exception:  # noqa: BLE001 - the registry may not be reachable from every node
+        return None
+    run = next((r for r in runs if r["model_id"] == model_id), None)
+    return {"run_id": run["id"], **(run["metrics"] or {})} if run else None
 
 
 @serve.deployment(name="Scorer", max_ongoing_requests=64, health_check_period_s=10)
@@ -192,18 +212,6 @@ class Scorer:
     async def healthz(self) -> Health:
         await self._batch("health check")
         return Health(status="ok", model=self.model_id)
-
-
-def _latest_metrics(home: str | None, model_id: str) -> dict | None:
-    """Headline metrics of the latest finished evaluation of this model in the registry."""
-    from cluster.registry import Registry
-
-    try:
-        runs = Registry(home).list_runs(kind="evaluate", status="finished")
-    except Exception:  # noqa: BLE001 - the registry may not be reachable from every node
-        return None
-    run = next((r for r in runs if r["model_id"] == model_id), None)
-    return {"run_id": run["id"], **(run["metrics"] or {})} if run else None
 
 
 # ------------------------------------------------------------------ building the application

@@ -123,7 +123,7 @@ def test_model_info_has_lineage_and_registry_metrics(served, tiny_model_dir, eva
             "201 characters",
         ),
         (json.dumps({"texts": [1, 2]}).encode(), {"content-type": "application/json"}, 422, "string"),
-        (b'{"texts": ["\xff\xfe bad bytes"]}', {"content-type": "application/json"}, 422, "detail"),
+        (b'{"texts": ["\xff\xfe bad bytes"]}', {"content-type": "application/json"}, 400, "UTF-8"),
         (json.dumps({"texts": ["   "]}).encode(), {"content-type": "application/json"}, 422, "empty"),
     ],
 )
