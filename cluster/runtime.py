@@ -185,7 +185,10 @@ def head_up(num_cpus: int | None = None, dashboard_port: int = DASHBOARD_PORT) -
     # exists): make sure there is a token and ask for token mode explicitly.
     if find_auth_token() is None:
         subprocess.run([_ray_cli(), "get-auth-token", "--generate"], capture_output=True, check=True)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    # A job's entrypoint runs `python` from the raylet's PATH: make it this environment's
+    # interpreter (with the project installed), not whatever `python` the shell finds first.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:

@@ -15,6 +15,8 @@ precision give the same probabilities online and offline.
 """
 
 import asyncio
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -36,7 +38,8 @@ from serve.schemas import (
 )
 
 APP_NAME = "evalcluster"
-RUNTIME_ARGS = ("path", "model_id", "home", "api_key")  # resolved values passed beside the ServeSpec fields
+# Resolved values passed beside the ServeSpec fields.
+RUNTIME_ARGS = ("path", "model_id", "home", "api_key_sha256")
 api = FastAPI(
     title="evalcluster scorer", version="1", description="Online scoring of a fine-tuned classifier."
 )
@@ -65,13 +68,17 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
 
-def _api_key() -> str | None:
-    """The API key from $EVALCLUSTER_API_KEY or the file named by $EVALCLUSTER_API_KEY_FILE."""
-    key = os.environ.get("EVALCLUSTER_API_KEY")
-    path = os.environ.get("EVALCLUSTER_API_KEY_FILE")
+def api_key_digest(env_name: str) -> str | None:
+    """SHA-256 of the API key in $ENV_NAME, or in the file named by $ENV_NAME_FILE; None = no key.
+
+    Only the digest travels in the application's args (visible in `serve status`),
+    never the key itself.
+    """
+    key = os.environ.get(env_name, "").strip()
+    path = os.environ.get(f"{env_name}_FILE")
     if not key and path and Path(path).is_file():
         key = Path(path).read_text().strip()
-    return key or None
+    return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
 def _latest_metrics(home: str | None, model_id: str) -> dict | None:
@@ -96,15 +103,17 @@ class Scorer:
 
         from cluster.modeling import load_classifier, pick_device, read_lineage, resolve_precision
 
+        from cluster.runtime import worker_threads
+
         self.spec = _spec(args)
-        torch.set_num_threads(max(1, int(self.spec.cpus_per_replica)))
+        torch.set_num_threads(worker_threads())  # the CPUs Ray gave this replica (Ray may leave torch at 1)
         self.device = pick_device(self.spec.gpus_per_replica)
         self.model, self.tokenizer, self.labels = load_classifier(args["path"], device=self.device)
         self.precision = resolve_precision(self.spec.precision, self.device)
         self.model_id, self.path = args["model_id"], args["path"]
         self.lineage = read_lineage(args["path"])
         self.home = args.get("home")
-        self.key = args.get("api_key") or _api_key()
+        self.key_digest = args.get("api_key_sha256") or api_key_digest(self.spec.api_key_env)
         self._batch.set_max_batch_size(self.spec.max_batch_size)
         self._batch.set_batch_wait_timeout_s(self.spec.batch_wait_ms / 1000)
 
@@ -128,16 +137,25 @@ class Scorer:
             batch_size=max(len(texts), 1),
         )
 
-    def check_health(self) -> None:
-        """Serve's health check: a real forward pass."""
-        self._probs(["health check"])
+    async def check_health(self) -> None:
+        """Serve's health check: a real forward pass (through the batch queue, so the model
+        is only ever called from one thread)."""
+        await self._batch("health check")
 
     def _ref(self) -> dict:
         return {"id": self.model_id, "labels": self.labels}
 
     def _authorize(self, authorization: str | None) -> None:
-        if self.key and authorization != f"Bearer {self.key}":
-            raise HTTPException(401, detail="missing or wrong API key: send 'Authorization: Bearer KEY'")
+        if self.key_digest is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        digest = hashlib.sha256(token.strip().encode()).hexdigest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(digest, self.key_digest):
+            raise HTTPException(
+                401,
+                detail="missing or wrong API key: send 'Authorization: Bearer KEY'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def _check_limits(self, texts: list[str]) -> None:
         if len(texts) > self.spec.max_texts:
@@ -255,4 +273,6 @@ def build_app(args: dict):
                 f"model {ref.model_id} has no id2label: serve a fine-tuned classifier, not a bare encoder"
             )
         args.update(path=str(ref.path), model_id=ref.model_id)
+    if not args.get("api_key_sha256"):  # the key of whoever builds the app (the deployer, or the cluster)
+        args["api_key_sha256"] = api_key_digest(spec.api_key_env)
     return Scorer.options(**deployment_options(spec)).bind(args)

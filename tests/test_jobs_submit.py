@@ -200,6 +200,6 @@ def test_unreachable_address_and_invisible_paths(project_files, sample_dir):
         "--data",
         sample_dir / "test.parquet",
         "--address",
-        "http://127.0.0.1:9",
+        "http://ray-head.invalid:8265",  # a remote cluster: it cannot see this machine's /tmp
     )
     assert outside.returncode == 2 and "the cluster cannot see" in outside.stderr
