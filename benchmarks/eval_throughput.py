@@ -90,7 +90,8 @@ def run_driver(model: str, path: Path, out: Path, precision: str) -> dict:
     )
     if proc.returncode != 0:
         sys.exit(f"evaluation failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The child prints one JSON line; Ray may print other lines around it.
+    result = json.loads(next(line for line in reversed(proc.stdout.splitlines()) if line.startswith("{")))
     result["process_wall_s"] = time.perf_counter() - t0
     return result
 

@@ -266,5 +266,5 @@ class PretrainSpec:
     precision: Precision = "auto"
     seed: int = 0
     out: str | None = None  # default: EVALCLUSTER_HOME/models/<id>
-    workers: int = 1  # >1: data-parallel Ray Train TorchTrainer (one GPU each when available)
+    workers: int | None = None  # >1: data-parallel Ray Train TorchTrainer; None = one per GPU if >1 GPUs
     owner: str | None = None

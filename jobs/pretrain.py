@@ -122,6 +122,7 @@ def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
         model_id=model_ref.model_id,
     ) as run_id:
         t0 = time.perf_counter()
+        spec.workers = spec.workers or _gpu_workers()
         if spec.workers > 1:
             model, tokenizer, before, after = _train_distributed(model_ref.path, train, heldout, spec)
         else:
@@ -146,6 +147,16 @@ def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
         )
         registry.finish_run(run_id, metrics=result, artifact_path=str(path), model_id=model_id)
     return {**result, "model_id": model_id, "path": str(path), "run_id": run_id}
+
+
+def _gpu_workers() -> int:
+    """Default data parallelism: one worker per GPU when the cluster has several, else 1."""
+    import ray
+
+    from cluster.runtime import init_ray
+
+    init_ray()
+    return max(1, int(ray.cluster_resources().get("GPU", 0)))
 
 
 def _train_here(path, train, heldout, spec):
@@ -228,7 +239,7 @@ def check_spec(spec: PretrainSpec) -> None:
     if not 0 < spec.heldout_fraction < 1:
         raise UserError(f"heldout_fraction must be between 0 and 1, got {spec.heldout_fraction}")
     for name in ("epochs", "batch_size", "max_length", "workers"):
-        if getattr(spec, name) < 1:
+        if getattr(spec, name) is not None and getattr(spec, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(spec, name)}")
 
 
@@ -257,7 +268,9 @@ def command(
     max_rows: int | None = typer.Option(None, help="Use at most this many texts."),
     batch_size: int = 32,
     learning_rate: float = 5e-5,
-    workers: int = typer.Option(1, help=">1: data-parallel Ray Train workers (a GPU each when available)."),
+    workers: int | None = typer.Option(
+        None, help="Data-parallel Ray Train workers (default: one per GPU when the cluster has several)."
+    ),
     out: str | None = typer.Option(None, help="Model dir to write (default: in the registry)."),
     owner: str | None = None,
     address: str | None = typer.Option(None, help="http://HEAD:8265 submits a Ray job (or RAY_ADDRESS)."),

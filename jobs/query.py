@@ -20,11 +20,8 @@ RETRIES = 4  # connection errors and 5xx are retried with exponential back-off (
 
 def post(url: str, path: str, payload: dict, retries: int = RETRIES, timeout: float = 60) -> dict:
     """POST JSON; retry connection errors and 5xx (e.g. a replica being replaced); 4xx fail at once."""
-    headers = (
-        {"Authorization": f"Bearer {os.environ['EVALCLUSTER_API_KEY']}"}
-        if os.environ.get("EVALCLUSTER_API_KEY")
-        else {}
-    )
+    key = api_key()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     last = ""
     for attempt in range(retries + 1):
         try:
@@ -42,6 +39,15 @@ def post(url: str, path: str, payload: dict, retries: int = RETRIES, timeout: fl
         f"no answer from {url}{path} after {retries + 1} tries ({last}); "
         "is the model served? (`evalctl serve status`)"
     )
+
+
+def api_key(env_name: str = "EVALCLUSTER_API_KEY") -> str | None:
+    """The client's API key: $EVALCLUSTER_API_KEY, or the file named by $EVALCLUSTER_API_KEY_FILE."""
+    key = os.environ.get(env_name, "").strip()
+    path = os.environ.get(f"{env_name}_FILE")
+    if not key and path and Path(path).is_file():
+        key = Path(path).read_text().strip()
+    return key or None
 
 
 def _detail(r: httpx.Response) -> str:

@@ -102,7 +102,6 @@ class Scorer:
         import torch
 
         from cluster.modeling import load_classifier, pick_device, read_lineage, resolve_precision
-
         from cluster.runtime import worker_threads
 
         self.spec = _spec(args)

@@ -164,6 +164,13 @@ def test_failed_job_with_wait_exits_nonzero_with_log_tail(head, project_files):
     assert "ended FAILED" in proc.stdout and 'MODEL "no-such-model" resolves to nothing' in proc.stdout
 
 
+def test_missing_token_says_what_to_set(head, project_files, tmp_path):
+    proc = evaluate_tiny(
+        project_files, "--address", head, env={"HOME": str(tmp_path)}
+    )  # no ~/.ray/auth_token
+    assert proc.returncode == 2 and "refused the token" in proc.stderr and "RAY_AUTH_TOKEN" in proc.stderr
+
+
 def test_wrong_token_is_one_clear_line(head, project_files):
     proc = evaluate_tiny(
         project_files,

@@ -1,0 +1,116 @@
+"""The scorer's plumbing without Ray: deployment options, spec checks, API keys, CLI errors."""
+
+import hashlib
+
+import pytest
+import yaml
+
+from cluster.config import ServeSpec
+from cluster.errors import UserError
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def test_fixed_replicas_and_batching_compatible_concurrency():
+    from serve.app import deployment_options
+
+    opts = deployment_options(ServeSpec(replicas=3, max_batch_size=48, cpus_per_replica=0.5))
+    assert opts["num_replicas"] == 3 and "autoscaling_config" not in opts
+    assert opts["max_ongoing_requests"] >= 48  # else batches could never fill up
+    assert opts["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.0}  # no Ray, no GPU
+
+
+def test_autoscaling_and_gpu_per_replica():
+    from serve.app import deployment_options
+
+    opts = deployment_options(
+        ServeSpec(autoscale_min=1, autoscale_max=4, target_ongoing_requests=8, gpus_per_replica=1)
+    )
+    assert opts["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8}
+    assert "num_replicas" not in opts and opts["ray_actor_options"]["num_gpus"] == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_batch_size": 0}, "--max-batch-size must be at least 1"),
+        ({"replicas": 0}, "--replicas must be at least 1"),
+        ({"max_texts": 0}, "--max-texts must be at least 1"),
+        ({"autoscale_min": 3, "autoscale_max": 2}, "0 <= MIN <= MAX"),
+        ({"autoscale_min": 0, "autoscale_max": 0}, "MAX >= 1"),
+        ({"batch_wait_ms": -1}, "--batch-wait-ms must be 0 or more"),
+        ({"cpus_per_replica": -1}, "must be 0 or more"),
+    ],
+)
+def test_check_spec_refuses_nonsense(kwargs, message):
+    from jobs.deploy import check_spec
+
+    with pytest.raises(UserError, match=message):
+        check_spec(ServeSpec(**kwargs))
+
+
+def test_parse_autoscale():
+    from jobs.deploy import parse_autoscale
+
+    assert parse_autoscale("1:4") == (1, 4) and parse_autoscale(None) == (None, None)
+    with pytest.raises(UserError, match="--autoscale must be MIN:MAX"):
+        parse_autoscale("4")
+
+
+def test_api_key_digest_from_env_or_file(monkeypatch, tmp_path):
+    from serve.app import api_key_digest
+
+    monkeypatch.delenv("MY_KEY", raising=False)
+    monkeypatch.delenv("MY_KEY_FILE", raising=False)
+    assert api_key_digest("MY_KEY") is None
+    (tmp_path / "k").write_text("from-file\n")
+    monkeypatch.setenv("MY_KEY_FILE", str(tmp_path / "k"))
+    assert api_key_digest("MY_KEY") == hashlib.sha256(b"from-file").hexdigest()
+    monkeypatch.setenv("MY_KEY", "from-env")  # the variable wins over the file
+    assert api_key_digest("MY_KEY") == hashlib.sha256(b"from-env").hexdigest()
+
+
+def test_build_app_from_the_config_file_args(tiny_model_dir, monkeypatch):
+    from serve.app import build_app
+
+    monkeypatch.delenv("EVALCLUSTER_API_KEY", raising=False)
+    cfg = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    args = {**cfg["applications"][0]["args"], "model": str(tiny_model_dir)}
+    app = build_app(args)
+    bound_args = app._bound_deployment.init_args[0]  # what each replica is constructed with
+    assert bound_args["path"] == str(tiny_model_dir) and bound_args["api_key_sha256"] is None
+    assert "api_key" not in bound_args  # only a digest ever travels in the app config
+
+
+def test_build_app_refuses_a_bare_encoder_and_unknown_args(tiny_model_dir):
+    from serve.app import build_app
+
+    with pytest.raises(UserError, match="has no id2label"):
+        build_app({"model": "base"})
+    with pytest.raises(UserError, match='unknown key "max_batch"'):
+        build_app({"model": str(tiny_model_dir), "max_batch": 4})
+
+
+def test_serve_config_is_a_valid_serve_deploy_schema():
+    from ray.serve.schema import ServeDeploySchema
+
+    cfg = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    (app,) = ServeDeploySchema.model_validate(cfg).applications
+    assert app.import_path == "serve.app:build_app" and app.route_prefix == "/"
+    ServeSpec(**app.args)  # every arg is a ServeSpec field
+
+
+def test_cli_errors_are_one_line_exit_2(evalctl, tiny_model_dir, tmp_path):
+    # each is refused before any Ray or head is started
+    for args, message in [
+        (["serve", "deploy", "--model", "base"], "has no id2label"),
+        (["serve", "deploy", "--model", "nope"], 'MODEL "nope" resolves to nothing'),
+        (["serve", "deploy", "--model", tiny_model_dir, "--autoscale", "4"], "--autoscale must be MIN:MAX"),
+        (["serve", "deploy", "--model", tiny_model_dir, "--autoscale", "3:1"], "0 <= MIN <= MAX"),
+        (["serve", "deploy", "--model", tiny_model_dir, "--precision", "fp8"], '"precision" must be one of'),
+        (["query"], "nothing to score"),
+        (["query", "--file", tmp_path / "missing.txt"], "missing.txt not found"),
+    ]:
+        proc = evalctl(*args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
