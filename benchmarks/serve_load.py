@@ -4,7 +4,9 @@
 
 Closed-loop async HTTP clients (httpx) at concurrency 1, 8 and 32, one text per
 request (tweets of the sample test split, in order), against:
-  (a) the evalcluster Serve deployment with dynamic batching (max_batch_size 32)
+  (a) the evalcluster Serve deployment with dynamic batching, as deployed by default
+      (max_batch_size 32; a batch waits up to 50 ms to fill while the previous one
+      held more than one text, and not at all after a lone request)
   (b) the same deployment with batching off (max_batch_size 1)
   (c) a plain FastAPI + uvicorn app calling the model once per request (what a user
       would write: a sync endpoint, so FastAPI runs requests in its thread pool)
@@ -12,8 +14,10 @@ and, in the same run, the offline throughput of the same model at the same preci
   - predict_proba in this process, length-sorted batches of 64, torch on all cores
   - `evalctl evaluate` (jobs.evaluate.run_evaluate on Ray Data, bootstrap off) in a
     child process: steady-state rows/s (model loading and Ray start-up excluded)
-Prints p50/p95/p99 latency, requests/s and errors per run, then the ratios the issue
-targets at concurrency 32: (a)/(b) >= 3, (a)/(c) >= 3, (a)/offline >= 50%, no errors.
+and (d) Serve with a handler that runs no model: the ceiling of Serve's HTTP path
+(client, proxy, replica, all on the same cores). Prints p50/p95/p99 latency,
+requests/s and errors per run, then the ratios the issue targets at concurrency 32:
+(a)/(b) >= 3, (a)/(c) >= 3, (a)/offline >= 50%, no errors.
 
 The model should be fine-tuned-sized: `--model base` (the default when `best` does not
 resolve) puts a fresh 3-class head on the real pretrained MiniLM; speed does not care
@@ -43,6 +47,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 A, B, C = "(a) serve, batching", "(b) serve, no batching", "(c) plain FastAPI"
+D = "(d) serve, no model"  # Serve's own ceiling here: the same HTTP path, a handler that does nothing
 
 PLAIN_APP = """
 import os, sys, torch
@@ -166,8 +171,27 @@ def serve_runs(path: Path, model_id: str, texts: list[str], opts, results: dict,
             route_prefix="/",
         )
         measure(name, url, texts, opts, results)
+    serve.run(noop_app(), name="evalcluster", route_prefix="/")
+    measure(D, url, texts, opts, results)
     serve.shutdown()
     ray.shutdown()
+
+
+def noop_app():
+    """A FastAPI ingress deployment that answers /v1/predict without a model."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    api = FastAPI()
+
+    @serve.deployment(max_ongoing_requests=64)
+    @serve.ingress(api)
+    class Noop:
+        @api.post("/v1/predict")
+        async def predict(self, body: dict) -> dict:
+            return {"predictions": [{"label": "none", "score": 1.0, "probs": {}}]}
+
+    return Noop.bind()
 
 
 def plain_run(path: Path, texts: list[str], opts, results: dict, precision: str) -> None:
@@ -255,7 +279,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--replicas", type=int, default=1, help="replicas of (a) and (b); CPUs split evenly")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--batch-wait-ms", type=float, default=50.0)
     parser.add_argument("--precision", default="auto", help="auto = bf16 where native, as in evaluation")
     parser.add_argument("--skip-evaluate", action="store_true", help="skip the Ray Data evaluation run")
     opts = parser.parse_args()
@@ -295,7 +319,8 @@ def report(opts, results: dict, offline: float, evaluation: dict | None) -> None
     errors = sum(r["errors"] for r in results.values())
     line = (
         f"at concurrency {top}: (a)/(b) = {a / b:.2f}x, (a)/(c) = {a / c:.2f}x, "
-        f"(a)/offline predict_proba = {a / offline:.0%}"
+        f"(a)/offline predict_proba = {a / offline:.0%}, "
+        f"(d) no-model ceiling/offline = {results[(D, top)]['rps'] / offline:.0%}"
     )
     if evaluation and evaluation.get("steady_rows_per_s"):
         line += f", (a)/offline evaluate = {a / evaluation['steady_rows_per_s']:.0%}"

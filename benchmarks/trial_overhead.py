@@ -32,6 +32,23 @@ HP = {
 }
 
 
+def sample_train_val(tmp: Path, rows: int, val_rows: int):
+    """(train, validation, labels): subsamples of the sample corpus's splits, loaded as a sweep does."""
+    from cluster.config import DataSpec, SweepSpec
+    from cluster.data import sample_splits
+    from jobs.sweep import load_splits
+
+    sample_splits(tmp / "sample")
+    spec = SweepSpec(
+        train=DataSpec(str(tmp / "sample" / "train.parquet")),
+        validation=DataSpec(str(tmp / "sample" / "validation.parquet")),
+        max_train_rows=rows,
+        max_validation_rows=val_rows,
+    )
+    train, val, labels, _ = load_splits(spec)
+    return train, val, labels
+
+
 def bare(train, val, labels, model_path) -> float:
     import torch
 
@@ -77,20 +94,10 @@ def main() -> None:
 
     import ray
 
-    from cluster.config import DataSpec, SweepSpec
-    from cluster.data import sample_splits
     from cluster.modeling import base_model_dir
-    from jobs.sweep import load_splits
 
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
-    sample_splits(tmp / "sample")
-    spec = SweepSpec(
-        train=DataSpec(str(tmp / "sample" / "train.parquet")),
-        validation=DataSpec(str(tmp / "sample" / "validation.parquet")),
-        max_train_rows=opts.rows,
-        max_validation_rows=300,
-    )
-    train, val, labels, _ = load_splits(spec)
+    train, val, labels = sample_train_val(tmp, opts.rows, 300)
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     bare_rates, trial_rates = [], []
     for _ in range(opts.repeats):

@@ -66,7 +66,7 @@ class ServeSpec:
     autoscale_max: int | None = None
     target_ongoing_requests: float = 16.0
     max_batch_size: int = 32
-    batch_wait_ms: float = 10.0
+    batch_wait_ms: float = 50.0  # under concurrent load only: a lone request never waits
     max_texts: int = 64  # texts per request
     max_chars: int = 5000  # characters per text
     max_length: int = 128

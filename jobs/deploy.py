@@ -186,7 +186,9 @@ def deploy_command(
     ),
     target_ongoing_requests: float = typer.Option(16.0, help="Autoscaling target per replica."),
     max_batch_size: int = typer.Option(32, help="Texts per dynamic batch (1 = batching off)."),
-    batch_wait_ms: float = typer.Option(10.0, help="How long a batch waits to fill (ms)."),
+    batch_wait_ms: float = typer.Option(
+        50.0, help="Under concurrent load, how long a batch waits to fill (ms); a lone request never waits."
+    ),
     max_texts: int = typer.Option(64, help="Texts per request (more: 413)."),
     max_chars: int = typer.Option(5000, help="Characters per text (more: 413)."),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16 (auto: bf16 where native)."),

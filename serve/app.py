@@ -114,7 +114,7 @@ class Scorer:
         self.home = args.get("home")
         self.key_digest = args.get("api_key_sha256") or api_key_digest(self.spec.api_key_env)
         self._batch.set_max_batch_size(self.spec.max_batch_size)
-        self._batch.set_batch_wait_timeout_s(self.spec.batch_wait_ms / 1000)
+        self._batch.set_batch_wait_timeout_s(0.0)  # idle until the first batch shows concurrent load
 
     # -------------------------------------------------------------- model calls
 
@@ -122,7 +122,14 @@ class Scorer:
     async def _batch(self, texts: list[str]) -> list:
         """A batch of single texts from concurrent requests -> their probability rows."""
         probs = await asyncio.to_thread(self._probs, texts)  # the event loop keeps accepting requests
+        self._batch.set_batch_wait_timeout_s(self.batch_wait_s(len(texts)))
         return list(probs)
+
+    def batch_wait_s(self, last_batch: int) -> float:
+        """How long the next batch waits to fill: ``batch_wait_ms`` while the last batch held
+        more than one text (concurrent load: on 2 cores a 50 ms wait doubled requests/s at
+        32 clients, benchmarks/serve_load.py), else 0 so a lone request never waits."""
+        return self.spec.batch_wait_ms / 1000 if last_batch > 1 else 0.0
 
     def _probs(self, texts: list[str]):
         from cluster.modeling import predict_proba
@@ -244,7 +251,10 @@ def deployment_options(spec: ServeSpec) -> dict:
     opts = {
         "ray_actor_options": {"num_cpus": spec.cpus_per_replica, "num_gpus": gpus},
         # A batch can only fill up if a replica takes at least that many requests at once.
-        "max_ongoing_requests": max(2 * spec.max_batch_size, 8),
+        # >= the batch size, else batches never fill; and at least 64, because requests
+        # beyond the limit queue in the proxy: with a limit of 8, 32 clients got 8 requests/s
+        # from a no-batching replica that served 8 clients 54/s (benchmarks/serve_load.py).
+        "max_ongoing_requests": max(2 * spec.max_batch_size, 64),
     }
     if spec.autoscale_min is not None and spec.autoscale_max is not None:
         opts["autoscaling_config"] = {

@@ -92,20 +92,22 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture
-def evalctl():
-    """Run `evalctl ARGS...` in a subprocess; returns CompletedProcess (text)."""
+def run_evalctl(*args, timeout: float = 600, env: dict | None = None, **kwargs):
+    """Run `evalctl ARGS...` in a subprocess (extra ``env`` on top of ours); returns CompletedProcess."""
     import subprocess
 
-    def run(*args: str, timeout: float = 600, **kwargs):
-        return subprocess.run(
-            [sys.executable, "-m", "jobs.cli", *map(str, args)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **kwargs.pop("env", {})},
-            **kwargs,
-        )
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
 
-    return run
+
+@pytest.fixture
+def evalctl():
+    """``run_evalctl`` as a fixture."""
+    return run_evalctl

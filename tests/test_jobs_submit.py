@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_evalctl as evalctl
 
 from cluster.registry import Registry
 
@@ -40,17 +41,6 @@ def project_files(tiny_model_dir, sample_dir):
     pd.read_parquet(sample_dir / "test.parquet").head(120).to_parquet(d / "test.parquet")
     yield d.relative_to(ROOT)
     shutil.rmtree(d, ignore_errors=True)
-
-
-def evalctl(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def evaluate_tiny(project_files, *args, env=None):
@@ -164,20 +154,16 @@ def test_failed_job_with_wait_exits_nonzero_with_log_tail(head, project_files):
     assert "ended FAILED" in proc.stdout and 'MODEL "no-such-model" resolves to nothing' in proc.stdout
 
 
-def test_missing_token_says_what_to_set(head, project_files, tmp_path):
-    proc = evaluate_tiny(
-        project_files, "--address", head, env={"HOME": str(tmp_path)}
-    )  # no ~/.ray/auth_token
-    assert proc.returncode == 2 and "refused the token" in proc.stderr and "RAY_AUTH_TOKEN" in proc.stderr
-
-
-def test_wrong_token_is_one_clear_line(head, project_files):
-    proc = evaluate_tiny(
-        project_files,
-        "--address",
-        head,
-        env={"RAY_AUTH_TOKEN": "wrong-token", "RAY_AUTH_MODE": "token"},
-    )
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({"HOME": "{tmp}"}, id="no-token-file"),
+        pytest.param({"RAY_AUTH_TOKEN": "wrong-token", "RAY_AUTH_MODE": "token"}, id="wrong-token"),
+    ],
+)
+def test_missing_or_wrong_token_says_what_to_set(head, project_files, tmp_path, env):
+    env = {k: v.format(tmp=tmp_path) for k, v in env.items()}  # HOME={tmp}: no ~/.ray/auth_token
+    proc = evaluate_tiny(project_files, "--address", head, env=env)
     assert proc.returncode == 2 and "refused the token" in proc.stderr and "RAY_AUTH_TOKEN" in proc.stderr
 
 

@@ -20,6 +20,17 @@ def test_fixed_replicas_and_batching_compatible_concurrency():
     assert opts["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.0}  # no Ray, no GPU
 
 
+def test_batches_wait_to_fill_only_under_concurrent_load():
+    from types import SimpleNamespace
+
+    from serve.app import Scorer
+
+    batch_wait_s = Scorer.func_or_class.batch_wait_s
+    replica = SimpleNamespace(spec=ServeSpec(batch_wait_ms=50))
+    assert batch_wait_s(replica, 1) == 0.0  # the last batch was a lone request: do not delay the next
+    assert batch_wait_s(replica, 7) == 0.05
+
+
 def test_autoscaling_and_gpu_per_replica():
     from serve.app import deployment_options
 
