@@ -1,6 +1,6 @@
 """ASHA vs no early stopping on the same search space and seed.
 
-    python benchmarks/sweep_asha.py [--trials 8] [--rows 1200]
+    python benchmarks/sweep_asha.py [--trials 8] [--rows 1200] [--epochs 4]
 
 Both sweeps fine-tune MiniLM (`base`) on the same stratified subsample of the
 sample corpus with the same random learning rates (seeded search), one trial at
@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--rows", type=int, default=1200)
     parser.add_argument("--validation-rows", type=int, default=600)
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="per trial; ASHA can only save what comes after its rungs"
+    )
     opts = parser.parse_args()
 
     import ray
@@ -49,7 +52,7 @@ def main() -> None:
             model="base",
             train=DataSpec(str(tmp / "sample" / "train.parquet")),
             validation=DataSpec(str(tmp / "sample" / "validation.parquet")),
-            search=SearchSpace(learning_rate={"loguniform": [1e-5, 3e-4]}, epochs=2, max_length=64),
+            search=SearchSpace(learning_rate={"loguniform": [1e-5, 3e-4]}, epochs=opts.epochs, max_length=64),
             scheduler=SchedulerSpec(kind, grace_period=1, reduction_factor=3),
             num_samples=opts.trials,
             max_concurrent_trials=1,
