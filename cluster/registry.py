@@ -68,22 +68,46 @@ class Registry:
 
     def __init__(self, home: str | Path | None = None):
         self.home = Path(home).expanduser() if home else default_home()
+        self._ready = False  # WAL mode and schema checked by this instance
 
     # -------------------------------------------------------------- plumbing
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        self.home.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.home / "registry.db", timeout=60, isolation_level=None)
-        con.row_factory = sqlite3.Row
+        if not self._ready:
+            self._init_db()
+        con = self._connect()
         try:
-            con.execute("PRAGMA busy_timeout = 60000")
-            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                con.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
-            con.executescript(SCHEMA)
             yield con
         finally:
             con.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.home / "registry.db", timeout=60, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout = 60000")
+        return con
+
+    def _init_db(self) -> None:
+        """WAL mode (readers never block the writer) and the schema, under a file lock.
+
+        Switching the journal mode needs an exclusive lock that SQLite may refuse at
+        once ("database is locked") instead of waiting, when other processes open the
+        new database at the same moment; the lock serialises that first step.
+        """
+        import fcntl
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "registry.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            con = self._connect()
+            try:
+                if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    con.execute("PRAGMA journal_mode = WAL")
+                con.executescript(SCHEMA)
+            finally:
+                con.close()
+        self._ready = True
 
     def run_dir(self, run_id: str) -> Path:
         return self.home / "runs" / run_id
