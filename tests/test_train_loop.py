@@ -1,4 +1,4 @@
-"""The training loop's batching: every row once per epoch, seeded, length-grouped."""
+"""The training loop's batching: every row once per epoch, seeded; length grouping when asked."""
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def test_seeded_by_seed_and_epoch():
 def test_length_grouping_cuts_padding_but_keeps_batch_order_random():
     rng = np.random.default_rng(3)
     lengths = rng.integers(5, 140, size=8_000)
-    grouped = epoch_batches(lengths, 32, seed=0, epoch=0)
+    grouped = epoch_batches(lengths, 32, seed=0, epoch=0, megabatch=50)
     shuffled = np.array_split(rng.permutation(len(lengths)), len(grouped))
     assert padded(lengths, grouped) < 0.8 * padded(lengths, shuffled)
     # Batch order is shuffled: mean lengths of consecutive batches are not sorted.
