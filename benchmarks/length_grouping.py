@@ -30,32 +30,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def run(megabatch: int, train, val, labels, model_path) -> tuple[float, float]:
     """(training rows/s, final validation macro-F1) of one epoch with ``MEGABATCH = megabatch``."""
-    import torch
-    from trial_overhead import HP
+    from trial_overhead import fine_tune_bare
 
-    from cluster.modeling import load_classifier, resolve_precision
     from jobs import train_loop
 
-    train_loop.MEGABATCH = megabatch
-    torch.set_num_threads(os.cpu_count())
-    model, tok, _ = load_classifier(model_path, labels=labels, seed=0)
-    opt, sched = train_loop.make_optimizer(model, HP, train_loop.steps_per_epoch(len(train.texts), 32))
-    reports = []
-    train_loop.fine_tune(
-        model,
-        tok,
-        opt,
-        sched,
-        train,
-        val,
-        HP,
-        labels=labels,
-        precision=resolve_precision("auto", "cpu"),
-        evals_per_epoch=1,
-        start_step=0,
-        report=lambda m, step: reports.append(m),
-    )
-    return reports[-1]["train_rows_per_s"], reports[-1]["f1_macro"]
+    train_loop.MEGABATCH = megabatch  # fine_tune reads it at each epoch
+    last = fine_tune_bare(train, val, labels, model_path, evals_per_epoch=1)[-1]
+    return last["train_rows_per_s"], last["f1_macro"]
 
 
 def main() -> None:

@@ -49,7 +49,8 @@ def sample_train_val(tmp: Path, rows: int, val_rows: int):
     return train, val, labels
 
 
-def bare(train, val, labels, model_path) -> float:
+def fine_tune_bare(train, val, labels, model_path, evals_per_epoch: int) -> list[dict]:
+    """Run jobs/train_loop.fine_tune outside Ray on all cores; returns each validation's report."""
     import torch
 
     from cluster.modeling import load_classifier, resolve_precision
@@ -57,8 +58,8 @@ def bare(train, val, labels, model_path) -> float:
 
     torch.set_num_threads(os.cpu_count())
     model, tok, _ = load_classifier(model_path, labels=labels, seed=0)
-    opt, sched = make_optimizer(model, HP, steps_per_epoch(len(train.texts), 32))
-    rates = []
+    opt, sched = make_optimizer(model, HP, steps_per_epoch(len(train.texts), int(HP["batch_size"])))
+    reports: list[dict] = []
     fine_tune(
         model,
         tok,
@@ -69,11 +70,16 @@ def bare(train, val, labels, model_path) -> float:
         HP,
         labels=labels,
         precision=resolve_precision("auto", "cpu"),
-        evals_per_epoch=2,
+        evals_per_epoch=evals_per_epoch,
         start_step=0,
-        report=lambda m, step: rates.append(m["train_rows_per_s"]),
+        report=lambda m, step: reports.append(m),
     )
-    return float(np.mean(rates))
+    return reports
+
+
+def bare(train, val, labels, model_path) -> float:
+    reports = fine_tune_bare(train, val, labels, model_path, evals_per_epoch=2)
+    return float(np.mean([m["train_rows_per_s"] for m in reports]))
 
 
 def in_trial(train, val, labels, model_path, storage) -> float:

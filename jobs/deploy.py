@@ -134,7 +134,7 @@ def status(address: str | None = None, port: int = 8000) -> dict:
     if app is None:
         return {"status": "NOT_DEPLOYED"}
     out = {
-        "status": str(app.status.value if hasattr(app.status, "value") else app.status),
+        "status": str(getattr(app.status, "value", app.status)),
         "deployments": {
             name: {
                 "status": str(getattr(d.status, "value", d.status)),

@@ -15,6 +15,7 @@ its head starts from the tied word embeddings and a fresh transform; the
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -150,13 +151,22 @@ def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
 
 
 def _gpu_workers() -> int:
-    """Default data parallelism: one worker per GPU when the cluster has several, else 1."""
+    """Default data parallelism: one worker per GPU when there are several, else 1.
+
+    A cluster in reach (this process's Ray, RAY_ADDRESS, the local head) counts its
+    GPUs; a machine on its own counts with torch, so a single-process run never
+    starts Ray just to find out.
+    """
     import ray
 
-    from cluster.runtime import init_ray
+    from cluster.runtime import head_running, init_ray
 
-    init_ray()
-    return max(1, int(ray.cluster_resources().get("GPU", 0)))
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS") or head_running():
+        init_ray()
+        return max(1, int(ray.cluster_resources().get("GPU", 0)))
+    import torch
+
+    return max(1, torch.cuda.device_count())
 
 
 def _train_here(path, train, heldout, spec):

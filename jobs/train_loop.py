@@ -54,7 +54,7 @@ MEGABATCH = 1
 
 
 def epoch_batches(
-    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, megabatch: int = 1
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, megabatch: int = MEGABATCH
 ) -> list[np.ndarray]:
     """The row indices of each batch of ``epoch``, a function of (seed, epoch) only.
 
@@ -89,8 +89,8 @@ def fine_tune(
 ) -> None:
     """Train from ``start_step`` to the end, calling ``report(metrics, step)`` at each validation.
 
-    The batches of epoch e are seeded by (seed, e)
-    (``epoch_batches``), so a resumed run sees exactly the batches it would have seen.
+    The batches of epoch e are seeded by (seed, e) (``epoch_batches``), so a resumed
+    run sees exactly the batches it would have seen.
     """
     import torch
 
@@ -105,13 +105,12 @@ def fine_tune(
     eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
     y_all = torch.tensor(train.y, dtype=torch.long)  # a copy: train.y may be read-only
     lengths = np.array([len(t) for t in train.texts])
-    batches: dict[int, list[np.ndarray]] = {}  # epoch -> its batches, built when reached
     loss_sum, rows, train_s = 0.0, 0, 0.0
     for step in range(start_step, total):
         epoch, i = divmod(step, per_epoch)
-        if epoch not in batches:
-            batches = {epoch: epoch_batches(lengths, bs, int(hp["seed"]), epoch, MEGABATCH)}
-        idx = batches[epoch][i]
+        if i == 0 or step == start_step:  # a new epoch, or resuming mid-epoch
+            batches = epoch_batches(lengths, bs, int(hp["seed"]), epoch, MEGABATCH)
+        idx = batches[i]
         t0 = time.perf_counter()
         model.train()
         batch = tokenizer(

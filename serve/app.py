@@ -250,7 +250,6 @@ def deployment_options(spec: ServeSpec) -> dict:
         gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU") else 0.0
     opts = {
         "ray_actor_options": {"num_cpus": spec.cpus_per_replica, "num_gpus": gpus},
-        # A batch can only fill up if a replica takes at least that many requests at once.
         # >= the batch size, else batches never fill; and at least 64, because requests
         # beyond the limit queue in the proxy: with a limit of 8, 32 clients got 8 requests/s
         # from a no-batching replica that served 8 clients 54/s (benchmarks/serve_load.py).
