@@ -150,71 +150,73 @@ def finetune(args, data) -> None:
     """Fine-tune for ``args.steps`` steps; validation accuracy every ``args.eval_every`` steps."""
     import torch
 
-    from cluster.image_data import ANIMAL_LABELS
-    from cluster.images import Preprocessing, normalize
-    from cluster.modeling import autocast, resolve_precision
-    from cluster.vision import new_image_classifier, predict_proba_pixels
-    from jobs.train_loop import make_optimizer
+    from cluster.modeling import resolve_precision
+    from cluster.vision import predict_proba_pixels
+    from jobs.train_loop import epoch_batches, make_optimizer
 
     torch.set_num_threads(os.cpu_count())
-    prep = Preprocessing(image_size=args.size)
     (tr_im, tr_y), (va_im, va_y), (te_im, te_y) = data["train"], data["validation"], data["test"]
     tr_px, va_px, te_px = (decoded(im, args.size) for im in (tr_im, va_im, te_im))
     precision = resolve_precision(args.precision, "cpu")
+    model = finetune_model(args)
+    hp = {"learning_rate": args.lr, "weight_decay": 0.01, "warmup_ratio": 0.06}
+    opt, sched = make_optimizer(model, hp, args.steps)
+    per_epoch = -(-len(tr_y) // args.batch)
+    train_s, t_start = 0.0, time.perf_counter()
+    for step in range(args.steps):
+        epoch, i = divmod(step, per_epoch)
+        if i == 0:  # the sweep's shuffled batches, seeded by (seed, epoch)
+            batches = epoch_batches(np.zeros(len(tr_y)), args.batch, 0, epoch)
+        t0 = time.perf_counter()
+        loss = train_step(model, opt, sched, tr_px[batches[i]], tr_y[batches[i]], precision)
+        train_s += time.perf_counter() - t0
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            acc = (predict_proba_pixels(model, va_px, precision=precision).argmax(1) == va_y).mean()
+            row = {"step": step + 1, "epoch": round((step + 1) / per_epoch, 2), "loss": round(loss, 3)}
+            row.update(val_acc=round(float(acc), 4), train_img_s=round((step + 1) * args.batch / train_s, 1))
+            print(json.dumps({**row, "wall_s": round(time.perf_counter() - t_start, 1)}), flush=True)
+    test_acc = (predict_proba_pixels(model, te_px, precision=precision).argmax(1) == te_y).mean()
+    summary = {
+        "init": args.init,
+        "size": args.size,
+        "precision": precision,
+        "lr": args.lr,
+        "steps": args.steps,
+    }
+    print(json.dumps({**summary, "bn_momentum": args.bn_momentum, "test_acc": round(float(test_acc), 4)}))
+
+
+def finetune_model(args):
+    import torch
+
+    from cluster.image_data import ANIMAL_LABELS
+    from cluster.vision import new_image_classifier
+
     model = new_image_classifier(ANIMAL_LABELS, image_size=args.size, pretrained=args.init == "imagenet")
     if args.bn_momentum is not None:  # the architecture's is 0.01 (TF's 0.99): slow running statistics
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.momentum = args.bn_momentum
-    hp = {"learning_rate": args.lr, "weight_decay": 0.01, "warmup_ratio": 0.06}
-    opt, sched = make_optimizer(model, hp, args.steps)
-    rng = np.random.default_rng(0)
-    order, train_s, t_start = rng.permutation(len(tr_y)), 0.0, time.perf_counter()
-    for step in range(args.steps):
-        start = (step * args.batch) % len(tr_y)
-        if start + args.batch > len(tr_y):  # a new epoch, a new permutation
-            order = rng.permutation(len(tr_y))
-        idx = order[start : start + args.batch]
-        t0 = time.perf_counter()
-        model.train()
-        with autocast(precision, "cpu"):
-            logits = model(normalize(tr_px[idx], prep)).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), torch.as_tensor(tr_y[idx]))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        train_s += time.perf_counter() - t0
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            acc = (predict_proba_pixels(model, va_px, precision=precision).argmax(1) == va_y).mean()
-            print(
-                json.dumps(
-                    {
-                        "step": step + 1,
-                        "epoch": round((step + 1) * args.batch / len(tr_y), 2),
-                        "loss": round(loss.item(), 3),
-                        "val_acc": round(float(acc), 4),
-                        "train_img_s": round((step + 1) * args.batch / train_s, 1),
-                        "wall_s": round(time.perf_counter() - t_start, 1),
-                    }
-                ),
-                flush=True,
-            )
-    test_acc = (predict_proba_pixels(model, te_px, precision=precision).argmax(1) == te_y).mean()
-    print(
-        json.dumps(
-            {
-                "init": args.init,
-                "size": args.size,
-                "precision": precision,
-                "lr": args.lr,
-                "steps": args.steps,
-                "bn_momentum": args.bn_momentum,
-                "test_acc": round(float(test_acc), 4),
-            }
-        )
-    )
+    return model
+
+
+def train_step(model, opt, sched, pixels, y, precision: str) -> float:
+    """One step of the sweep's recipe: cross-entropy, gradient clipping at 1, AdamW, schedule."""
+    import torch
+
+    from cluster.images import normalize
+    from cluster.modeling import autocast
+
+    model.train()
+    with autocast(precision, "cpu"):
+        logits = model(normalize(pixels, model.config.preprocessing)).logits
+    loss = torch.nn.functional.cross_entropy(logits.float(), torch.as_tensor(y))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
 
 
 def logreg(data) -> None:
