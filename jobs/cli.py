@@ -1,19 +1,23 @@
 """evalctl: one CLI for data, sweeps, evaluation, serving and the team's registry.
 
-Thin by design: each command parses its options, builds a spec and calls a
-plain function (which tests call directly). Heavy imports (ray, torch) happen
-inside the commands so that `evalctl --help` stays fast.
+Thin by design: each workload command is generated from its spec (jobs/spec_cli.py:
+--config plus one option per spec field) and calls a plain function (which tests
+call directly). Heavy imports (ray, torch) happen inside the commands so that
+`evalctl --help` stays fast.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from jobs.entry import console, run
+from cluster.config import DataSpec
+from jobs.entry import LEVELS, configure_logging, console, run
+from jobs.spec_cli import Workload, options, spec_command
 
 app = typer.Typer(
     add_completion=False,
@@ -31,6 +35,22 @@ app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 
 
+@app.callback()
+def main_options(
+    log_level: str | None = typer.Option(
+        None,
+        help=f"Log level of evalcluster and Ray's Python loggers ({' | '.join(LEVELS)}); "
+        "default WARNING, or $EVALCLUSTER_LOG_LEVEL.",
+    ),
+    debug: bool = typer.Option(False, help="Print the full traceback of an error (or EVALCLUSTER_DEBUG=1)."),
+) -> None:
+    """evalcluster: fine-tune, evaluate and serve pretrained language models on Ray."""
+    if debug:
+        os.environ["EVALCLUSTER_DEBUG"] = "1"
+    if log_level:
+        configure_logging(log_level)
+
+
 # ------------------------------------------------------------------ data
 
 
@@ -40,7 +60,7 @@ def data_sample(
     seed: int = typer.Option(0, help="Seed of the stratified split."),
 ) -> None:
     """Write train/validation/test Parquet splits of the bundled tweet corpus (80/10/10)."""
-    from cluster.data import LABELS, sample_splits
+    from cluster.corpus import LABELS, sample_splits
 
     counts = sample_splits(out, seed)
     table = Table("split", "rows", *LABELS, title=f"sample corpus -> {out}")
@@ -49,21 +69,28 @@ def data_sample(
     console.print(table)
 
 
-@data_app.command("check")
-def data_check(
-    path: str = typer.Argument(..., help="File, directory, glob or URI."),
-    text_column: str = "text",
-    label_column: str = "label",
-    id_column: str | None = None,
-) -> None:
-    """Validate a dataset (columns, null/empty texts) and print its size, labels and fingerprint."""
-    from cluster.config import DataSpec
+def _check(spec: DataSpec) -> None:
     from cluster.data import scan
 
-    summary = scan(DataSpec(path, text_column, label_column, id_column))
-    console.print(f"{path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")
+    summary = scan(spec)
+    console.print(f"{spec.path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")
     for label, n in summary.label_counts.items():
         console.print(f"  {label}: {n}")
+
+
+data_app.command("check")(
+    spec_command(
+        Workload(
+            spec=DataSpec,
+            options=options(
+                DataSpec, ["path", "text_column", "label_column", "id_column"], flags={"path": ""}
+            ),
+            run=_check,
+            config=False,
+        ),
+        "Validate a dataset (columns, null/empty texts) and print its size, labels and fingerprint.",
+    )
+)
 
 
 # ------------------------------------------------------------------ cluster

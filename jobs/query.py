@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cluster.apikey import api_key
 from cluster.errors import UserError
 from jobs.entry import console
 
@@ -39,15 +39,6 @@ def post(url: str, path: str, payload: dict, retries: int = RETRIES, timeout: fl
         f"no answer from {url}{path} after {retries + 1} tries ({last}); "
         "is the model served? (`evalctl serve status`)"
     )
-
-
-def api_key(env_name: str = "EVALCLUSTER_API_KEY") -> str | None:
-    """The client's API key: $EVALCLUSTER_API_KEY, or the file named by $EVALCLUSTER_API_KEY_FILE."""
-    key = os.environ.get(env_name, "").strip()
-    path = os.environ.get(f"{env_name}_FILE")
-    if not key and path and Path(path).is_file():
-        key = Path(path).read_text().strip()
-    return key or None
 
 
 def _detail(r: httpx.Response) -> str:

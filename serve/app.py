@@ -17,8 +17,6 @@ precision give the same probabilities online and offline.
 import asyncio
 import hashlib
 import hmac
-import os
-from pathlib import Path
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +24,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster.config import ServeSpec, from_dict
+from cluster.apikey import api_key_digest  # noqa: F401  (part of this module's API)
+from cluster.config import ServeSpec, load_spec
 from serve.schemas import (
     ExplainRequest,
     ExplainResponse,
@@ -56,7 +55,7 @@ async def _invalid_payload(request: Request, exc: RequestValidationError) -> JSO
 
 
 def _spec(args: dict) -> ServeSpec:
-    return from_dict(ServeSpec, {k: v for k, v in args.items() if k not in RUNTIME_ARGS}, where="serve args")
+    return load_spec(ServeSpec, {k: v for k, v in args.items() if k not in RUNTIME_ARGS}, where="serve args")
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -66,19 +65,6 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     if exc.status_code == 400 and detail == "There was an error parsing the body":
         detail = "request body is not valid JSON text (it must be UTF-8 encoded JSON)"
     return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
-
-
-def api_key_digest(env_name: str) -> str | None:
-    """SHA-256 of the API key in $ENV_NAME, or in the file named by $ENV_NAME_FILE; None = no key.
-
-    Only the digest travels in the application's args (visible in `serve status`),
-    never the key itself.
-    """
-    key = os.environ.get(env_name, "").strip()
-    path = os.environ.get(f"{env_name}_FILE")
-    if not key and path and Path(path).is_file():
-        key = Path(path).read_text().strip()
-    return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
 def _latest_metrics(home: str | None, model_id: str) -> dict | None:
@@ -112,7 +98,9 @@ class Scorer:
         self.model_id, self.path = args["model_id"], args["path"]
         self.lineage = read_lineage(args["path"])
         self.home = args.get("home")
-        self.key_digest = args.get("api_key_sha256") or api_key_digest(self.spec.api_key_env)
+        # "" = deployed without a key on purpose (--no-api-key); None = the replica's own env decides
+        sent = args.get("api_key_sha256")
+        self.key_digest = (sent if sent is not None else api_key_digest(self.spec.api_key_env)) or None
         self._batch.set_max_batch_size(self.spec.max_batch_size)
         self._batch.set_batch_wait_timeout_s(0.0)  # idle until the first batch shows concurrent load
 
@@ -126,10 +114,11 @@ class Scorer:
         return list(probs)
 
     def batch_wait_s(self, last_batch: int) -> float:
-        """How long the next batch waits to fill: ``batch_wait_ms`` while the last batch held
-        more than one text (concurrent load: on 2 cores a 50 ms wait doubled requests/s at
-        32 clients, benchmarks/serve_load.py), else 0 so a lone request never waits."""
-        return self.spec.batch_wait_ms / 1000 if last_batch > 1 else 0.0
+        return batch_wait_s(self.spec, last_batch)
+
+    def api_key_sha256(self) -> str | None:
+        """The digest of the API key this replica requires (None: open); asked by a redeploy."""
+        return self.key_digest
 
     def _probs(self, texts: list[str]):
         from cluster.modeling import predict_proba
@@ -241,6 +230,13 @@ class Scorer:
 # ------------------------------------------------------------------ building the application
 
 
+def batch_wait_s(spec: ServeSpec, last_batch: int) -> float:
+    """How long the next batch waits to fill: ``batch_wait_ms`` while the last batch held
+    more than one text (concurrent load: on 2 cores a 50 ms wait doubled requests/s at
+    32 clients, benchmarks/serve_load.py), else 0 so a lone request never waits."""
+    return spec.batch_wait_ms / 1000 if last_batch > 1 else 0.0
+
+
 def deployment_options(spec: ServeSpec) -> dict:
     """Replicas or autoscaling, batching-compatible concurrency, GPU per replica when available."""
     import ray
@@ -255,10 +251,10 @@ def deployment_options(spec: ServeSpec) -> dict:
         # from a no-batching replica that served 8 clients 54/s (benchmarks/serve_load.py).
         "max_ongoing_requests": max(2 * spec.max_batch_size, 64),
     }
-    if spec.autoscale_min is not None and spec.autoscale_max is not None:
+    if spec.autoscale is not None:
         opts["autoscaling_config"] = {
-            "min_replicas": spec.autoscale_min,
-            "max_replicas": spec.autoscale_max,
+            "min_replicas": spec.autoscale[0],
+            "max_replicas": spec.autoscale[1],
             "target_ongoing_requests": spec.target_ongoing_requests,
         }
     else:
@@ -268,6 +264,13 @@ def deployment_options(spec: ServeSpec) -> dict:
 
 def build_app(args: dict):
     """Serve application for ``args``: ServeSpec fields; ``model`` is resolved unless a path is given."""
+    args = app_args(args)
+    return Scorer.options(**deployment_options(_spec(args))).bind(args)
+
+
+def app_args(args: dict) -> dict:
+    """What each replica is constructed with: the ServeSpec fields (validated), the resolved
+    model path and id, and the API key's digest (never the key)."""
     from cluster.errors import UserError
     from cluster.modeling import resolve_model
     from cluster.registry import Registry
@@ -281,6 +284,6 @@ def build_app(args: dict):
                 f"model {ref.model_id} has no id2label: serve a fine-tuned classifier, not a bare encoder"
             )
         args.update(path=str(ref.path), model_id=ref.model_id)
-    if not args.get("api_key_sha256"):  # the key of whoever builds the app (the deployer, or the cluster)
+    if args.get("api_key_sha256") is None:  # the key of whoever builds the app (serve deploy config.yaml)
         args["api_key_sha256"] = api_key_digest(spec.api_key_env)
-    return Scorer.options(**deployment_options(spec)).bind(args)
+    return args

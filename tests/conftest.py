@@ -2,9 +2,11 @@
 
 Plumbing tests use a tiny randomly initialised BERT (built from a BertConfig,
 with the base model's tokenizer) so they run in seconds; quality is not their
-business. Tests marked ``head`` start and stop a real `ray start --head`; they
-are moved to the front of the run because `ray stop` ends every Ray process on
-the machine, the shared test cluster included.
+business. Tiers (markers): ``ray`` starts Ray (a test without it that calls
+ray.init fails), ``cli`` runs evalctl in a subprocess, ``head`` starts and stops
+a real `ray start --head` (moved to the front of the run because `ray stop` ends
+every Ray process on the machine, the shared test cluster included), ``slow`` and
+``real_model``. Unmarked tests are the fast tier (`make test-fast`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,19 @@ os.environ.pop("RAY_ADDRESS", None)
 
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: 0 if item.get_closest_marker("head") else 1)
+
+
+@pytest.fixture(autouse=True)
+def ray_only_when_marked(request, monkeypatch):
+    """Tests not marked ``ray`` or ``head`` must not start Ray (they form the fast tier)."""
+    if request.node.get_closest_marker("ray") or request.node.get_closest_marker("head"):
+        return
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts Ray: mark it @pytest.mark.ray")
+
+    monkeypatch.setattr(ray, "init", refuse)
 
 
 @pytest.fixture(autouse=True)

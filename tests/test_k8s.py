@@ -8,6 +8,8 @@ import jsonschema
 import pytest
 import yaml
 
+pytestmark = pytest.mark.heavy  # strict validation against the large KubeRay CRDs takes CPU seconds each
+
 ROOT = Path(__file__).resolve().parent.parent
 CRDS = ROOT.parent / "shared" / "kuberay-crds"
 K8S = ROOT / "k8s"

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from cluster.config import ServeSpec
+from cluster.errors import UserError
 from cluster.modeling import load_classifier, predict_proba
 from cluster.registry import Registry
 
@@ -34,7 +35,7 @@ def served(ray_cluster, tiny_model_dir, tmp_path_factory):
 
     port = free_port()
 
-    def deploy_model(model_dir, **kw):
+    def deploy_model(model_dir, no_api_key=False, **kw):
         spec = ServeSpec(
             model=str(model_dir),
             port=port,
@@ -44,7 +45,7 @@ def served(ray_cluster, tiny_model_dir, tmp_path_factory):
             max_chars=200,
             **kw,
         )
-        return deploy(spec, start_head=False, timeout_s=180)
+        return deploy(spec, start_head=False, timeout_s=180, no_api_key=no_api_key)
 
     deploy_model(tiny_model_dir)
     yield deploy_model, f"http://127.0.0.1:{port}"
@@ -196,8 +197,28 @@ def test_api_key_from_a_file_guards_everything_but_health(
         assert evalctl("query", "hi", "--url", url, env={"EVALCLUSTER_API_KEY": "s3cret"}).returncode == 0
     finally:
         monkeypatch.delenv("EVALCLUSTER_API_KEY_FILE", raising=False)
-        deploy_model(tiny_model_dir)
+        deploy_model(tiny_model_dir, no_api_key=True)  # a redeploy keeps the key unless told otherwise
     assert httpx.post(f"{url}/v1/predict", json={"texts": ["hi"]}).status_code == 200
+
+
+def test_redeploy_without_the_key_keeps_auth_unless_no_api_key(served, tiny_model_dir, monkeypatch):
+    deploy_model, url = served
+    monkeypatch.delenv("EVALCLUSTER_API_KEY_FILE", raising=False)
+    monkeypatch.setenv("EVALCLUSTER_API_KEY", "k-7731")
+    first = deploy_model(tiny_model_dir)
+    assert first["auth"] == "API key: required (from $EVALCLUSTER_API_KEY)"
+    monkeypatch.delenv("EVALCLUSTER_API_KEY")  # a hot swap from a shell without the key
+    kept = deploy_model(tiny_model_dir)
+    assert "kept from the running deployment" in kept["auth"]
+    assert httpx.post(f"{url}/v1/predict", json={"texts": ["hi"]}).status_code == 401
+    headers = {"Authorization": "Bearer k-7731"}
+    assert httpx.post(f"{url}/v1/predict", json={"texts": ["hi"]}, headers=headers).status_code == 200
+    opened = deploy_model(tiny_model_dir, no_api_key=True)
+    assert opened["auth"] == "API key: none, the endpoint is open (auth turned off by --no-api-key)"
+    assert httpx.post(f"{url}/v1/predict", json={"texts": ["hi"]}).status_code == 200
+    monkeypatch.setenv("EVALCLUSTER_API_KEY", "k-7731")
+    with pytest.raises(UserError, match="--no-api-key was given: choose one"):
+        deploy_model(tiny_model_dir, no_api_key=True)
 
 
 class Load:

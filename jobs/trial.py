@@ -1,0 +1,93 @@
+"""One sweep trial: a fine-tuning run of jobs/train_loop.py inside Ray Tune, with checkpoints.
+
+A trial reports validation metrics with ``tune.report(metrics, checkpoint=...)`` at
+each validation; a trial restarted after a failure resumes from
+``tune.get_checkpoint()`` (model, optimizer, scheduler, step and RNG states).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def train_trial(
+    config: dict, *, train, val, model_path: str, labels: list[str], precision: str, evals_per_epoch: int
+) -> None:
+    """Ray Tune function trainable: fine-tune with ``config``; resume from tune.get_checkpoint()."""
+    import torch
+    from ray import tune
+
+    from cluster.modeling import load_classifier, pick_device, resolve_precision
+    from cluster.runtime import worker_threads
+    from jobs.train_loop import fine_tune, steps_per_epoch
+    from jobs.train_step import make_optimizer
+
+    torch.set_num_threads(worker_threads())
+    device = pick_device()
+    precision = resolve_precision(precision, device)
+    checkpoint = tune.get_checkpoint()
+    ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
+    model, tokenizer, _ = load_classifier(
+        ckpt_dir / "model" if ckpt_dir else model_path, labels=labels, seed=int(config["seed"]), device=device
+    )
+    total = steps_per_epoch(len(train.texts), int(config["batch_size"])) * int(config["epochs"])
+    optimizer, scheduler = make_optimizer(model, config, total)
+    start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
+
+    def report(metrics: dict, step: int) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            _save(Path(d), model, tokenizer, optimizer, scheduler, step)
+            tune.report({**metrics, "precision": precision}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fine_tune(
+        model,
+        tokenizer,
+        optimizer,
+        scheduler,
+        train,
+        val,
+        config,
+        labels=labels,
+        precision=precision,
+        evals_per_epoch=evals_per_epoch,
+        start_step=start_step,
+        report=report,
+    )
+
+
+def _save(d: Path, model, tokenizer, optimizer, scheduler, step: int) -> None:
+    """Checkpoint = model (safetensors) + optimizer, scheduler, step and every RNG state."""
+    import random
+
+    import torch
+
+    model.save_pretrained(d / "model", safe_serialization=True)
+    tokenizer.save_pretrained(d / "model")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+        },
+        d / "state.pt",
+    )
+
+
+def _restore(d: Path, optimizer, scheduler) -> int:
+    import random
+
+    import torch
+
+    state = torch.load(d / "state.pt", weights_only=False)  # our own file, written by _save
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+    random.setstate(state["python_rng"])
+    return int(state["step"])
