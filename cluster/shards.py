@@ -9,6 +9,7 @@ the driver.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -19,6 +20,7 @@ from cluster.config import DataSpec
 from cluster.datafiles import read_file, resolve_files, source_columns
 from cluster.errors import UserError
 
+log = logging.getLogger(__name__)
 ROWS_PER_SHARD = 1024  # default target rows per shard (= per Ray Data block, the unit of parallel work)
 MAX_PIECES_PER_TEXT_FILE = 8  # a CSV/JSONL piece re-reads its whole file: cap the re-reads
 
@@ -56,7 +58,9 @@ def plan_shards(
             break
     if limit is not None:
         shards = _cut(shards, limit)
-    return fs, [s for s in shards if s.num_rows > 0]
+    shards = [s for s in shards if s.num_rows > 0]
+    log.debug("%s: %d %s file(s) -> %d shards", spec.path, len(files), fmt, len(shards))
+    return fs, shards
 
 
 def _parquet_shards(fs: pafs.FileSystem, path: str, offset: int, size: int) -> list[Shard]:

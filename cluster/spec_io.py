@@ -153,18 +153,14 @@ _BRANCHES = {"fixed", "choice", "grid", "uniform", "loguniform", "randint"}
 
 
 def _clean_loc(loc: tuple) -> Key:
-    """Drop union-branch names pydantic adds to a location (a tag directly after its field)."""
-    out: list[str] = []
-    for i, part in enumerate(loc):
-        part = str(part)
-        if part in _BRANCHES and i + 1 < len(loc) and str(loc[i + 1]) == part:
-            continue  # {"uniform": [...]} -> loc (..., "uniform", "uniform", 0): keep one
-        if part in _BRANCHES and i == len(loc) - 1 and out and part == "fixed":
-            continue
-        if part.startswith(("function-", "tagged-union", "union[")) or part in ("fixed",):
-            continue
-        out.append(part)
-    return tuple(out)
+    """Drop the union-branch tags pydantic puts in a location: ("search", "epochs", "fixed") and
+    ("search", "lr", "uniform", "uniform", 0) name search.epochs and search.lr.uniform.0."""
+    parts = [str(p) for p in loc]
+    return tuple(
+        p
+        for i, p in enumerate(parts)
+        if not (p in _BRANCHES and (p == "fixed" or parts[i + 1 : i + 2] == [p]))
+    )
 
 
 def _place(key: Key, where: str, flags: dict[Key, str]) -> str:

@@ -15,6 +15,7 @@ its head starts from the tied word embeddings and a fresh transform; the
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -26,6 +27,8 @@ from cluster.config import PretrainSpec
 from cluster.errors import UserError
 from cluster.registry import Registry, new_id
 from jobs.spec_cli import Workload, options, spec_command
+
+log = logging.getLogger(__name__)
 
 
 def load_mlm(path: str | Path, device: str = "cpu"):
@@ -114,6 +117,7 @@ def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
     ) as run_id:
         t0 = time.perf_counter()
         spec = spec.model_copy(update={"workers": spec.workers or _gpu_workers()})
+        log.info("MLM training on %d texts with %d worker(s)", len(train), spec.workers)
         if spec.workers > 1:
             model, tokenizer, before, after = _train_distributed(model_ref.path, train, heldout, spec)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from cluster.apikey import api_key
 from cluster.errors import UserError
 from jobs.entry import console
 
+log = logging.getLogger(__name__)
 RETRIES = 4  # connection errors and 5xx are retried with exponential back-off (0.25 s, 0.5 s, ...)
 
 
@@ -34,6 +36,7 @@ def post(url: str, path: str, payload: dict, retries: int = RETRIES, timeout: fl
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
         if attempt < retries:
+            log.info("%s%s: %s; retry %d of %d", url, path, last, attempt + 1, retries)
             time.sleep(0.25 * 2**attempt)
     raise UserError(
         f"no answer from {url}{path} after {retries + 1} tries ({last}); "

@@ -208,7 +208,11 @@ def _common(w: Workload) -> list[inspect.Parameter]:
 
     out = []
     if w.config:
-        default = f" (default: {w.default_config.relative_to(ROOT)})" if w.default_config else ""
+        default = (
+            f" (default: {w.default_config.relative_to(ROOT)}; its values replace the defaults shown below)"
+            if w.default_config
+            else ""
+        )
         out.append(
             opt(
                 "config",

@@ -82,7 +82,7 @@ def fine_tune(
     import torch
 
     device = next(model.parameters()).device
-    bs, epochs = int(hp["batch_size"]), int(hp["epochs"])
+    bs, epochs, max_length = int(hp["batch_size"]), int(hp["epochs"]), int(hp["max_length"])
     per_epoch = steps_per_epoch(len(train.texts), bs)
     # Validate after these steps of each epoch (1-based), the epoch's last step included.
     eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
@@ -96,20 +96,16 @@ def fine_tune(
             batches = epoch_batches(lengths, bs, int(hp["seed"]), epoch, MEGABATCH)
         idx = batches[i]
         t0 = time.perf_counter()
-        batch = tokenizer(
-            [train.texts[j] for j in idx],
-            truncation=True,
-            max_length=int(hp["max_length"]),
-            padding=True,
-            return_tensors="pt",
-        ).to(device)
+        texts = [train.texts[j] for j in idx]
+        batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        batch = batch.to(device)
         y = y_all[idx].to(device)
         loss = step_fn(lambda: torch.nn.functional.cross_entropy(model(**batch).logits.float(), y))  # noqa: B023
         window["train_s"] += time.perf_counter() - t0
         window["loss"] += loss * len(idx)
         window["rows"] += len(idx)
         if i + 1 in eval_at:
-            metrics = validate(model, tokenizer, val, labels, int(hp["max_length"]), precision)
+            metrics = validate(model, tokenizer, val, labels, max_length, precision)
             rows = max(window["rows"], 1)
             metrics.update(
                 epoch=(step + 1) / per_epoch,

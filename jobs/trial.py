@@ -7,10 +7,13 @@ each validation; a trial restarted after a failure resumes from
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def train_trial(
@@ -36,6 +39,8 @@ def train_trial(
     total = steps_per_epoch(len(train.texts), int(config["batch_size"])) * int(config["epochs"])
     optimizer, scheduler = make_optimizer(model, config, total)
     start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
+    if start_step:
+        log.info("trial resumed from its checkpoint at step %d", start_step)
 
     def report(metrics: dict, step: int) -> None:
         with tempfile.TemporaryDirectory() as d:

@@ -117,8 +117,7 @@ def tune_config(spec: SweepSpec, max_concurrent: int):
         metric=spec.metric,
         mode=spec.metric_mode,
         num_samples=spec.num_samples,
-        max_concurrent_trials=spec.max_concurrent_trials,
-        scheduler=scheduler,
+        scheduler=scheduler,  # concurrency is the search algorithm's (Tune ignores it for a generator)
         search_alg=search_alg(spec, max_concurrent),
     )
 
@@ -128,7 +127,7 @@ def search_alg(spec: SweepSpec, max_concurrent: int):
     if spec.search_alg in ("random", "grid"):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=spec.seed)
+        return BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent_trials or 0)
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch

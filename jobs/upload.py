@@ -63,8 +63,13 @@ JUNK = ("__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", ".hypothesis", "
 
 
 def secret_shaped(rel: Path) -> bool:
-    """True when any component of ``rel`` looks like a secret (see SECRET_PATTERNS)."""
-    return any(fnmatch.fnmatch(part.lower(), pat) for part in rel.parts for pat in SECRET_PATTERNS)
+    """True when any component of ``rel`` looks like a secret (see SECRET_PATTERNS).
+
+    A Python source file's own name is not judged (``cluster/apikey.py`` is code that
+    reads a key, not a key); the directories above it still are.
+    """
+    parts = rel.parts[:-1] if rel.suffix == ".py" else rel.parts
+    return any(fnmatch.fnmatch(part.lower(), pat) for part in parts for pat in SECRET_PATTERNS)
 
 
 def _junk(rel: Path) -> bool:

@@ -85,7 +85,11 @@ def test_cli_evaluate_matches_single_process_forward(
     np.testing.assert_allclose(got, ref, atol=1e-6)
     assert preds["pred"].tolist() == [labels[i] for i in ref.argmax(1)]
     np.testing.assert_allclose(preds["score"], ref.max(1), atol=1e-6)
-    # metrics.json follows the contract and equals scikit-learn on the written predictions.
+    check_metrics_contract(metrics, df, ref, got, tmp_path / "out")
+
+
+def check_metrics_contract(metrics, df, ref, got, out):
+    """metrics.json follows the contract and equals scikit-learn on the written predictions."""
     y = df["gold"].map(LABELS.index).to_numpy()
     assert metrics["n"] == 300 and metrics["labels"] == LABELS
     assert metrics["f1_macro"] == pytest.approx(
@@ -105,9 +109,9 @@ def test_cli_evaluate_matches_single_process_forward(
         "timings",
     ):
         assert key in metrics, key
-    assert (tmp_path / "out" / "report.html").read_text().count("data:image/png;base64") >= 3
+    assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
     run = Registry().get_run(metrics["run_id"])
-    assert run["status"] == "finished" and run["artifact_path"] == str(tmp_path / "out")
+    assert run["status"] == "finished" and run["artifact_path"] == str(out)
     assert run["dataset_fingerprint"] == metrics["dataset"]["fingerprint"]
 
 

@@ -340,6 +340,8 @@ def test_serve_config_file_deploys_the_same_application(served, tiny_model_dir):
     cfg["http_options"] = {"host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1])}  # the running proxy
     (app,) = cfg["applications"]
     app["args"].update(model=str(tiny_model_dir), precision="fp32", cpus_per_replica=0.5)
+    # Ray has no public in-process call that deploys a Serve config file (only its CLI and REST API,
+    # which need the dashboard this shared test cluster runs without): this is what they call.
     serve.context._get_global_client().deploy_apps(ServeDeploySchema.model_validate(cfg), _blocking=True)
     r = httpx.post(f"{url}/v1/predict", json={"texts": ["from the config file"]}, timeout=60)
     assert r.status_code == 200 and r.json()["model"]["id"] == str(tiny_model_dir), r.text

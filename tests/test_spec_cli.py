@@ -127,3 +127,33 @@ def test_compare_spec_refuses_a_metric_without_paired_ci():
     with pytest.raises(UserError, match="cannot compare on log_loss"):
         click_command("compare").main(args=["a", "b", "--metric", "log_loss"], standalone_mode=False)
     assert team.compare_command.__doc__.startswith("B vs A")
+
+
+@pytest.mark.parametrize(
+    "words, flags",
+    [
+        (
+            ("evaluate",),
+            "--model --data --text-column --label-column --id-column --slice-column --out --batch-size --workers "
+            "--gpus-per-worker --precision --max-length --bootstrap --limit --seed --owner --overwrite "
+            "--no-overwrite --address --wait --config",
+        ),
+        (("sweep",), "--config --name --num-samples --max-train-rows --owner --address --wait"),
+        (
+            ("pretrain",),
+            "--data --text-column --model --epochs --mlm-probability --max-rows --batch-size --learning-rate "
+            "--workers --out --owner --address --wait --config",
+        ),
+        (
+            ("serve", "deploy"),
+            "--model --replicas --autoscale --target-ongoing-requests --max-batch-size --batch-wait-ms --max-texts "
+            "--max-chars --precision --cpus-per-replica --gpus-per-replica --host --port --address --wait "
+            "--config --no-api-key",
+        ),
+        (("leaderboard",), "--data --dataset --metric --json"),
+        (("compare",), "--metric --bootstrap --json"),
+    ],
+)
+def test_every_earlier_option_name_still_works(words, flags):
+    opts = {o for p in click_command(*words).params for o in (*p.opts, *p.secondary_opts)}
+    assert set(flags.split()) <= opts, set(flags.split()) - opts

@@ -30,7 +30,7 @@ SECRETS = [
 def planted_project(root: Path) -> Path:
     """A project dir with the packages, a data file, and secrets at the top and inside packages."""
     for rel in [
-        "cluster/config.py",
+        "cluster/apikey.py",
         "jobs/cli.py",
         "jobs/configs/sweep.yaml",
         "serve/app.py",
@@ -40,7 +40,13 @@ def planted_project(root: Path) -> Path:
         (root / rel).write_text("# code\n")
     (root / "data").mkdir()
     (root / "data" / "test.parquet").write_bytes(b"PAR1")
-    for rel in [*SECRETS, "jobs/.env", "cluster/secrets/key.json", "serve/id_ed25519"]:
+    for rel in [
+        *SECRETS,
+        "jobs/.env",
+        "cluster/secrets/key.json",
+        "cluster/secrets/loader.py",
+        "serve/id_ed25519",
+    ]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("s3cret-value\n")
     return root
@@ -52,7 +58,7 @@ def test_upload_is_an_allow_list_and_says_what_it_left_out(tmp_path):
     try:
         uploaded = sorted(str(p.relative_to(staged.root)) for p in staged.root.rglob("*") if p.is_file())
         assert uploaded == [
-            "cluster/config.py",
+            "cluster/apikey.py",  # code that reads a key is code
             "data/test.parquet",
             "jobs/cli.py",
             "jobs/configs/sweep.yaml",
@@ -63,7 +69,12 @@ def test_upload_is_an_allow_list_and_says_what_it_left_out(tmp_path):
             "s3cret" in p.read_text(errors="ignore") for p in staged.root.rglob("*") if p.is_file()
         )
         line = staged.summary()
-        for left_out in ["jobs/.env", "cluster/secrets/key.json", "serve/id_ed25519"]:
+        for left_out in [
+            "jobs/.env",
+            "cluster/secrets/key.json",
+            "cluster/secrets/loader.py",
+            "serve/id_ed25519",
+        ]:
             assert left_out in staged.secrets and left_out in line
         for top in [
             ".env",
@@ -93,6 +104,13 @@ def test_the_real_project_uploads_its_packages_only():
     try:
         tops = {f.split("/", 1)[0] for f in staged.files}
         assert tops == {"cluster", "jobs", "serve", "pyproject.toml"}
+        assert staged.secrets == []  # no project module is mistaken for a secret
+        on_disk = {
+            str(p.relative_to(PROJECT_ROOT))
+            for d in ("cluster", "jobs", "serve")
+            for p in (PROJECT_ROOT / d).rglob("*.py")
+        }
+        assert on_disk <= set(staged.files)
         assert "jobs/configs/sweep.yaml" in staged.files and "cluster/config.py" in staged.files
         assert not any("__pycache__" in f for f in staged.files)
     finally:
