@@ -108,18 +108,14 @@ def _parse_autoscale(value: Any) -> Any:
     return value
 
 
-def _check_autoscale(value: list[int] | None) -> list[int] | None:
-    if value is not None and not (0 <= value[0] <= value[1] and value[1] >= 1):
+def _check_autoscale(value: list[int]) -> list[int]:
+    if not (0 <= value[0] <= value[1] and value[1] >= 1):
         raise ValueError(f"needs 0 <= MIN <= MAX and MAX >= 1, got {value[0]}:{value[1]}")
     return value
 
 
-Autoscale = Annotated[
-    list[Int] | None,
-    BeforeValidator(_parse_autoscale),
-    Field(min_length=2, max_length=2),
-    AfterValidator(_check_autoscale),
-]
+AutoscaleRange = Annotated[list[Int], Field(min_length=2, max_length=2), AfterValidator(_check_autoscale)]
+Autoscale = Annotated[AutoscaleRange | None, BeforeValidator(_parse_autoscale)]
 
 
 class ServeSpec(Spec):

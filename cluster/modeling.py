@@ -33,10 +33,14 @@ LINEAGE_FILE = "evalcluster.json"
 
 
 def set_offline() -> None:
-    """Make sure nothing reaches for a model hub (called before any loading)."""
+    """Make sure nothing reaches for a model hub (called before any loading), and keep
+    transformers' per-file progress bars off the user's terminal."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
 
 
 def base_model_dir() -> Path:
@@ -238,6 +242,7 @@ def save_model_dir(model, tokenizer, out: str | Path, lineage: dict) -> Path:
     if out.exists():
         raise UserError(f"model directory {out} already exists")
     out.parent.mkdir(parents=True, exist_ok=True)
+    set_offline()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)

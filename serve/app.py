@@ -79,6 +79,14 @@ def _latest_metrics(home: str | None, model_id: str) -> dict | None:
     return {"run_id": run["id"], **(run["metrics"] or {})} if run else None
 
 
+# Helpers the replica calls are defined above the class: Serve pickles it when it is decorated.
+def batch_wait_s(spec: ServeSpec, last_batch: int) -> float:
+    """How long the next batch waits to fill: ``batch_wait_ms`` while the last batch held
+    more than one text (concurrent load: on 2 cores a 50 ms wait doubled requests/s at
+    32 clients, benchmarks/serve_load.py), else 0 so a lone request never waits."""
+    return spec.batch_wait_ms / 1000 if last_batch > 1 else 0.0
+
+
 @serve.deployment(name="Scorer", max_ongoing_requests=64, health_check_period_s=10)
 @serve.ingress(api)
 class Scorer:
@@ -228,13 +236,6 @@ class Scorer:
 
 
 # ------------------------------------------------------------------ building the application
-
-
-def batch_wait_s(spec: ServeSpec, last_batch: int) -> float:
-    """How long the next batch waits to fill: ``batch_wait_ms`` while the last batch held
-    more than one text (concurrent load: on 2 cores a 50 ms wait doubled requests/s at
-    32 clients, benchmarks/serve_load.py), else 0 so a lone request never waits."""
-    return spec.batch_wait_ms / 1000 if last_batch > 1 else 0.0
 
 
 def deployment_options(spec: ServeSpec) -> dict:

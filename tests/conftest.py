@@ -5,8 +5,9 @@ with the base model's tokenizer) so they run in seconds; quality is not their
 business. Tiers (markers): ``ray`` starts Ray (a test without it that calls
 ray.init fails), ``cli`` runs evalctl in a subprocess, ``head`` starts and stops
 a real `ray start --head` (moved to the front of the run because `ray stop` ends
-every Ray process on the machine, the shared test cluster included), ``slow`` and
-``real_model``. Unmarked tests are the fast tier (`make test-fast`).
+every Ray process on the machine, the shared test cluster included), ``heavy``
+(CPU-heavy without Ray), ``slow`` and ``real_model``. Unmarked tests are the fast
+tier (`make test-fast`).
 """
 
 from __future__ import annotations

@@ -107,3 +107,16 @@ def test_defaults_and_serialisation_round_trip():
         assert again == spec
     assert PretrainSpec().data.label_column is None  # unlabelled text
     assert ServeSpec(autoscale="1:4").autoscale == [1, 4]
+
+
+def test_every_spec_validates_its_own_dump():
+    """What the registry records and a job receives (model_dump) validates again, defaults included."""
+    for spec in (
+        EvaluateSpec(data=DataSpec(path="x")),
+        SweepSpec(),
+        PretrainSpec(),
+        ServeSpec(),
+        ServeSpec(autoscale="2:3"),
+    ):
+        assert load_spec(type(spec), spec.model_dump()) == spec
+        assert load_spec(type(spec), spec.model_dump(mode="json")) == spec
