@@ -16,6 +16,7 @@ from rich.table import Table
 from cluster.errors import UserError, did_you_mean
 from cluster.registry import Registry
 from jobs.entry import console
+from jobs.registry_cli import cell
 
 LOWER_IS_BETTER = {"log_loss", "ece"}
 
@@ -70,20 +71,20 @@ def leaderboard_command(
             "95% CI",
             "n",
             "created",
-            title=f"dataset {fp} ({rows[0]['dataset_path']})",
+            title=f"dataset {cell(fp)} ({cell(rows[0]['dataset_path'])})",
         )
         for i, r in enumerate(rows, 1):
             m = r["metrics"]
             ci = m.get("ci95", {}).get(metric)
             table.add_row(
                 str(i),
-                r["id"],
-                str(r["model_id"]),
-                r["owner"],
+                cell(r["id"]),
+                cell(r["model_id"]),
+                cell(r["owner"]),
                 f"{m[metric]:.4f}",
                 f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "",
                 str(m.get("n", "")),
-                r["created_at"],
+                cell(r["created_at"]),
             )
         console.print(table)
 
