@@ -64,12 +64,17 @@ def check_alias(name: str) -> str:
             f'"{name}" is reserved (it always means the bundled pretrained model); pick another alias'
         )
     if not ALIAS_PATTERN.fullmatch(name):
-        shown = printable(name[:80]) + ("..." if len(name) > 80 else "")
+        shown = _shown(name)
         raise UserError(
             f'invalid alias name "{shown}": use 1-64 letters, digits, ".", "_" or "-", starting with a'
             " letter or digit"
         )
     return name
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A user-supplied string for a one-line message: control characters visible, cut at ``limit``."""
+    return printable(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 def check_ref(ref: str, what: str) -> str:
@@ -139,7 +144,7 @@ class Registry:
         try:
             self.database.write_one(insert(runs), row)
         except IntegrityError as exc:
-            raise UserError(f'run id "{printable(run_id)}" is already taken') from exc
+            raise UserError(f'run id "{_shown(run_id)}" is already taken') from exc
         return run_id
 
     def finish_run(
@@ -241,10 +246,10 @@ class Registry:
                 ).all()
             )
         if not rows:
-            shown = printable(ref)
+            shown = _shown(ref)
             raise UserError(f'no run "{shown}" in {self._where()}{did_you_mean(shown, self._run_ids())}')
         if len(rows) > 1:
-            raise UserError(f'run "{printable(ref)}" is ambiguous: {", ".join(r.id for r in rows[:5])}')
+            raise UserError(f'run "{_shown(ref)}" is ambiguous: {", ".join(r.id for r in rows[:5])}')
         return _decode(rows[0])
 
     def list_runs(
@@ -304,7 +309,7 @@ class Registry:
         try:
             self.database.write_one(insert(models), row)
         except IntegrityError as exc:
-            raise UserError(f'model id "{printable(model_id)}" is already taken') from exc
+            raise UserError(f'model id "{_shown(model_id)}" is already taken') from exc
         return model_id
 
     def set_alias(self, name: str, model_ref: str) -> str:
@@ -312,7 +317,7 @@ class Registry:
         check_alias(name)
         row = self.resolve_model(model_ref)
         if row is None:
-            shown = printable(model_ref)
+            shown = _shown(model_ref)
             raise UserError(f'no registered model "{shown}"{did_you_mean(shown, self.model_names())}')
         self.database.write_one(_upsert_alias(self.database.engine.dialect.name, name, row["id"]))
         return row["id"]
@@ -325,15 +330,20 @@ class Registry:
             model_id = conn.execute(stmt).scalar()
         if model_id is None:
             known = [a for a in self.model_names() if not a.startswith("m-")]
-            shown = printable(name)
+            shown = _shown(name)
             raise UserError(
                 f'no alias "{shown}"{did_you_mean(shown, known)}; aliases: {", ".join(known) or "none"}'
             )
         return model_id
 
     def resolve_model(self, ref: str) -> dict | None:
-        """A model row by alias, id, or unique id prefix; None when nothing matches."""
-        check_ref(ref, "model")
+        """A model row by alias, id, or unique id prefix; None when nothing matches.
+
+        (An empty or over-long reference matches nothing: it is usually a path that
+        does not exist, and the caller says so.)
+        """
+        if not ref or len(ref) > MAX_REF:
+            return None
         with self.database.read() as conn:
             row = conn.execute(_MODEL_BY_ALIAS_OR_ID, {"ref": ref}).first()
             if row is None and len(ref) >= 6:

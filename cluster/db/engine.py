@@ -27,6 +27,7 @@ from cluster.errors import UserError
 BUSY_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 10
 SQLITE_MAGIC = b"SQLite format 3\x00"
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied"
 WRITE = "evalcluster_write"  # execution option: this connection's transactions write
 
 
@@ -111,14 +112,23 @@ def translated(target: Target) -> Iterator[None]:
     except (exc.OperationalError, exc.InterfaceError) as err:
         raise UserError(describe(err, target)) from scrubbed(err, target.url.password)
     except exc.DatabaseError as err:
-        if type(err) is not exc.DatabaseError:  # IntegrityError, ProgrammingError, ...: not the user's
+        # IntegrityError, ProgrammingError, ...: the code's business, except a missing privilege.
+        if (
+            type(err) is not exc.DatabaseError
+            and getattr(err.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE
+        ):
             raise
         raise UserError(describe(err, target)) from scrubbed(err, target.url.password)
 
 
 def describe(err: exc.DBAPIError, target: Target) -> str:
     """One line: which database, what the driver said (scrubbed), what to check."""
-    said = target.scrub(" ".join(str(err.orig).split()))
+    said = driver_message(err, target)
+    if getattr(err.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+        return (
+            f"the registry database {target.display} refused: {said} (its user needs to create and use"
+            " evalcluster's tables there: e.g. make it the database's owner)"
+        )
     if target.backend == "postgresql":
         return (
             f"cannot use the registry database {target.display}: {said}"
@@ -127,6 +137,12 @@ def describe(err: exc.DBAPIError, target: Target) -> str:
     if "locked" in said:
         return f"registry {target.display} stayed locked by another process for {BUSY_TIMEOUT_S} s: {said}"
     return f"registry {target.display} is damaged{_truncation(target.path)}: {said}; restore it from a backup"
+
+
+def driver_message(err: exc.DBAPIError, target: Target) -> str:
+    """The driver's first line (the rest quotes SQL), on one line, without the password."""
+    lines = [line for line in str(err.orig).splitlines() if line.strip()] or [type(err.orig).__name__]
+    return target.scrub(" ".join(lines[0].split()))
 
 
 def _truncation(path: Path | None) -> str:

@@ -27,7 +27,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from cluster.db.engine import WRITE, check_sqlite_file, make_engine, set_wal, sqlite_engine, translated
+from cluster.db.engine import (
+    WRITE,
+    check_sqlite_file,
+    driver_message,
+    make_engine,
+    set_wal,
+    sqlite_engine,
+    translated,
+)
 from cluster.db.migrate import SchemaState, head_revision, inspect_schema, upgrade
 from cluster.db.url import Target, resolve, scrubbed
 from cluster.errors import UserError
@@ -102,7 +110,7 @@ class Database:
             raise UserError(
                 f"cannot upgrade registry {self.target.display} from revision"
                 f" {before.label} to {before.head}, left as it was:"
-                f" {self.target.scrub(' '.join(str(err.orig).split()))}"
+                f" {driver_message(err, self.target)}"
             ) from scrubbed(err, self.target.url.password)
         return before
 
@@ -161,10 +169,22 @@ def _create_sqlite(target: Target) -> None:
         engine.dispose()  # the last connection closes: WAL checkpointed into the file and removed
         if Path(f"{tmp}-wal").exists():
             raise RuntimeError(f"{tmp}: SQLite left its WAL behind; not linking a partial registry")
-        os.link(tmp, target.path)  # fails rather than replace a file that appeared meanwhile
+        _place(tmp, target.path)
     finally:
         engine.dispose()
         _remove_sqlite_files(tmp)
+
+
+def _place(tmp: Path, path: Path) -> None:
+    """Give the new file its name without ever replacing a file that appeared meanwhile."""
+    try:
+        os.link(tmp, path)  # fails if ``path`` exists
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: rename, checked under registry.lock
+        if path.exists():
+            raise
+        os.rename(tmp, path)
 
 
 def _remove_sqlite_files(path: Path) -> None:
