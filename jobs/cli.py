@@ -65,11 +65,18 @@ def data_check(
 
 
 @cluster_app.command("up")
-def cluster_up(num_cpus: int | None = typer.Option(None, help="CPUs to offer (default: all).")) -> None:
+def cluster_up(
+    num_cpus: int | None = typer.Option(None, help="CPUs to offer (default: all)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Where the head listens: 127.0.0.1 = this machine only; 0.0.0.0 or one of its IPs = "
+        "the network too (other nodes can join; the token is then all that guards it).",
+    ),
+) -> None:
     """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265)."""
     from cluster.runtime import head_up
 
-    url = head_up(num_cpus)
+    url = head_up(num_cpus, host=host)
     console.print(
         f"Ray head running; jobs and dashboard at {url} (token auth on, token in "
         "~/.ray/auth_token). Stop it with `evalctl cluster down`."

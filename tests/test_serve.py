@@ -1,9 +1,11 @@
 """The scorer on Ray Serve (shared local cluster), over real HTTP, with tiny models."""
 
+import asyncio
 import json
 import socket
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -93,6 +95,7 @@ def test_model_info_has_lineage_and_registry_metrics(served, tiny_model_dir, eva
     reg.finish_run(run, metrics={"f1_macro": 0.5})
     info = httpx.get(f"{url}/v1/model").json()
     assert info["lineage"] == {"base_model": "tiny-random-bert"} and info["precision"] == "fp32"
+    assert "path" not in info  # an open endpoint never shows the server's file system
     # The replica reads the registry of the deploying user's EVALCLUSTER_HOME (passed at deploy time);
     # this test's home is newer than the module's deployment, so redeploy to point at it.
     deploy_model(tiny_model_dir)
@@ -184,6 +187,14 @@ def test_api_key_from_a_file_guards_everything_but_health(
         assert bad.status_code == 401 and "API key" in bad.json()["detail"]
         assert httpx.get(f"{url}/v1/model").status_code == 401
         assert httpx.post(f"{url}/v1/explain", json={"text": "hi"}).status_code == 401
+        # the key is checked before the body: without it, a bad body says nothing about the schema
+        for content in (b'{"texts": 5}', b'{"texts": ["a",', b'{"text": ["a"]}'):
+            r = httpx.post(f"{url}/v1/predict", content=content, headers={"content-type": "application/json"})
+            assert r.status_code == 401 and "texts" not in r.text, (content, r.text)
+        assert httpx.get(f"{url}/openapi.json").status_code == 401
+        assert httpx.get(f"{url}/docs").status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(f"{url}/v1/model", headers=auth).json()["path"] == str(tiny_model_dir)
         ok = httpx.post(
             f"{url}/v1/predict", json={"texts": ["hi"]}, headers={"Authorization": "Bearer s3cret"}
         )
@@ -198,6 +209,100 @@ def test_api_key_from_a_file_guards_everything_but_health(
         monkeypatch.delenv("EVALCLUSTER_API_KEY_FILE", raising=False)
         deploy_model(tiny_model_dir)
     assert httpx.post(f"{url}/v1/predict", json={"texts": ["hi"]}).status_code == 200
+
+
+BAD_UNICODE = "x\ud800"  # a lone surrogate: valid JSON ("x\\ud800"), but not encodable text
+VALID = "is my flight on time?"  # every token id < 5,000 (see vocab_limited_model)
+
+
+def concurrent_rounds(url: str, bad: dict, path: str = "/v1/predict", rounds: int = 10, valid: int = 31):
+    """``rounds`` times: ``valid`` good requests and one ``bad`` one sent at once; the responses
+    of each round in order (the bad one last)."""
+
+    async def one_round(client):
+        payloads = [{"texts": [VALID]}] * valid + [bad]
+        return await asyncio.gather(
+            *(
+                # json.dumps escapes a lone surrogate as \ud800 (httpx's json= would fail to encode it)
+                client.post(
+                    url + (path if p is bad else "/v1/predict"),
+                    content=json.dumps(p).encode(),
+                    headers={"content-type": "application/json"},
+                )
+                for p in payloads
+            )
+        )
+
+    async def main():
+        async with httpx.AsyncClient(timeout=120) as client:
+            return [await one_round(client) for _ in range(rounds)]
+
+    return asyncio.run(main())
+
+
+def split(results):
+    good = [r for round_ in results for r in round_[:-1]]
+    return Counter(r.status_code for r in good), [round_[-1] for round_ in results]
+
+
+@pytest.mark.parametrize(
+    "path, bad", [("/v1/predict", {"texts": [BAD_UNICODE]}), ("/v1/explain", {"text": BAD_UNICODE})]
+)
+def test_one_bad_text_fails_only_its_own_request(served, path, bad):
+    _, url = served
+    statuses, bad_answers = split(concurrent_rounds(url, bad, path))
+    assert statuses == {200: 310}, statuses
+    for r in bad_answers:
+        assert r.status_code == 422 and r.headers["content-type"] == "application/json", r.text
+        assert "surrogate" in r.text and "text" in r.text, r.text
+    mixed = httpx.post(
+        f"{url}/v1/predict",
+        content=json.dumps({"texts": ["fine", BAD_UNICODE]}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert mixed.status_code == 422 and ["body", "texts", 1] in [d["loc"] for d in mixed.json()["detail"]]
+
+
+def vocab_limited_model(tiny_model_dir, tmp_path) -> Path:
+    """The tiny model with 5,000 embedding rows: a text with a higher token id ("zebra" is 29145)
+    passes every check and then fails inside the model, as an unforeseen bug would."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from cluster.modeling import save_model_dir
+
+    config = BertConfig.from_pretrained(tiny_model_dir)
+    config.vocab_size = 5000
+    _, tok, _ = load_classifier(tiny_model_dir)
+    model = BertForSequenceClassification(config).eval()
+    return save_model_dir(model, tok, tmp_path / "small-vocab", {"base_model": "tiny-random-bert"})
+
+
+def replica_logs_mention(text: str, timeout: float = 60) -> bool:
+    """Whether a Scorer replica's log (this session's logs/serve/) mentions ``text``."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(text in f.read_text(errors="replace") for f in logs.glob("replica_evalcluster_Scorer_*")):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_a_text_the_model_fails_on_fails_only_its_own_request(served, tiny_model_dir, tmp_path):
+    deploy_model, url = served
+    deploy_model(vocab_limited_model(tiny_model_dir, tmp_path))
+    try:
+        statuses, bad_answers = split(concurrent_rounds(url, {"texts": ["zebra"]}))
+        assert statuses == {200: 310}, statuses
+        for r in bad_answers:  # an unexpected error: JSON naming the request, never a bare text page
+            assert r.status_code == 500 and r.headers["content-type"] == "application/json", r.text
+            body = r.json()
+            assert body["detail"] and body["request_id"] == r.headers["x-request-id"], body
+        assert replica_logs_mention(bad_answers[-1].json()["request_id"])
+    finally:
+        deploy_model(tiny_model_dir)
 
 
 class Load:
