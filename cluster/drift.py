@@ -44,8 +44,10 @@ def _result(test: str, statistic: float, p: float, effect: dict, **extra) -> dic
 def prediction_drift(*, reference_counts: np.ndarray, current_counts: np.ndarray) -> dict:
     """Chi-square test that predicted classes are distributed alike (counts per class)."""
     table = np.vstack([reference_counts, current_counts]).astype(float)
+    if (table.sum(1) == 0).any():
+        raise UserError("prediction drift needs predictions on both datasets")
     table = table[:, table.sum(0) > 0]  # a class neither side predicts carries no information
-    if table.shape[1] < 2 or (table.sum(1) == 0).any():
+    if table.shape[1] < 2:  # both sides predict one and the same class
         return _result("chi-square", 0.0, 1.0, {"cramers_v": 0.0}, dof=0)
     chi2, p, dof, _ = sps.chi2_contingency(table, correction=False)
     v = np.sqrt(chi2 / (table.sum() * (min(table.shape) - 1)))
@@ -193,29 +195,25 @@ def _subsample(x: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.nda
 
 def mean_pooled_embeddings(
     model, tokenizer, texts: list[str], *, max_length: int = 128, batch_size: int = 64
-):
-    """(n, hidden) float32: the encoder's last hidden states averaged over each text's tokens.
-
-    ``model`` is a transformers encoder or a sequence classifier (its ``base_model`` is used).
-    """
+) -> np.ndarray:
+    """(n, hidden) float32, in input order: the encoder's last hidden states averaged over each
+    text's tokens. ``model`` is a transformers encoder or a sequence classifier (its
+    ``base_model`` is used). Texts are length-sorted into batches, as predict_proba does."""
     import torch
 
     encoder = getattr(model, "base_model", model)
     device = next(encoder.parameters()).device
-    out = []
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
+    out = np.zeros((len(order), encoder.config.hidden_size), np.float32)
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                list(texts[start : start + batch_size]),
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            ).to(device)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer.pad([{k: enc[k][i] for k in enc} for i in idx], return_tensors="pt").to(device)
             hidden = encoder(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
-            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, encoder.config.hidden_size), np.float32)
+            out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+    return out
 
 
 # ------------------------------------------------------------------ with labels: the metric gap

@@ -44,14 +44,21 @@ def corpus_by_domain():
 
 
 @pytest.fixture(scope="module")
-def embed():
+def embedded(corpus_by_domain):
+    """Base-model embeddings of 150 airline tweets, 150 driverless-car tweets, 300 of any domain."""
     from transformers import AutoModel, AutoTokenizer
 
     from cluster.modeling import base_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     model = AutoModel.from_pretrained(base_model_dir(), local_files_only=True, use_safetensors=True).eval()
-    return lambda texts: mean_pooled_embeddings(model, tok, list(texts), max_length=64)
+    df = corpus_by_domain
+    texts = {
+        "airline": df[df["domain"] == "airline"].sample(150, random_state=0)["text"],
+        "driverless": df[df["domain"] == "driverless"].sample(150, random_state=0)["text"],
+        "mixed": df.sample(300, random_state=1)["text"],
+    }
+    return {k: mean_pooled_embeddings(model, tok, list(v), max_length=48) for k, v in texts.items()}
 
 
 def test_prediction_drift_equals_scipy_and_skips_unused_classes():
@@ -61,6 +68,10 @@ def test_prediction_drift_equals_scipy_and_skips_unused_classes():
     assert (r["statistic"], r["p_value"], r["dof"]) == pytest.approx((chi2, p, dof))
     same = prediction_drift(reference_counts=ref, current_counts=ref * 3)
     assert same["statistic"] == pytest.approx(0) and same["p_value"] == pytest.approx(1)
+    one = prediction_drift(reference_counts=np.array([0, 5]), current_counts=np.array([0, 9]))
+    assert one["p_value"] == 1.0
+    with pytest.raises(UserError, match="needs predictions on both datasets"):
+        prediction_drift(reference_counts=ref, current_counts=np.zeros(4))
 
 
 def test_confidence_drift_is_scipys_ks():
@@ -149,26 +160,38 @@ def test_drift_report_verdicts_are_bonferroni_corrected():
         drift_report({})
 
 
-def test_airline_vs_driverless_tweets_drift(corpus_by_domain, embed):
-    df = corpus_by_domain
-    air = df[df["domain"] == "airline"].sample(200, random_state=0)["text"]
-    car = df[df["domain"] == "driverless"].sample(200, random_state=0)["text"]
-    r = domain_classifier(reference=embed(air), current=embed(car), bootstrap=300)
+def test_airline_vs_driverless_tweets_drift(embedded):
+    r = domain_classifier(reference=embedded["airline"], current=embedded["driverless"], bootstrap=300)
     assert r["statistic"] > 0.8 and r["p_value"] < 1e-6 and r["ci95"][0] > 0.75
     assert drift_report({"domain": r})["verdict"] == "drift"
 
 
-def test_a_dataset_against_its_shuffled_copy_shows_no_drift(corpus_by_domain, embed):
-    mixed = corpus_by_domain.sample(400, random_state=1)["text"].tolist()
-    x = embed(mixed)
+def test_a_dataset_against_its_shuffled_copy_shows_no_drift(embedded):
+    x = embedded["mixed"]
     # Two halves of one shuffled sample: same distribution.
-    halves = domain_classifier(reference=x[:200], current=x[200:], bootstrap=300)
+    halves = domain_classifier(reference=x[:150], current=x[150:], bootstrap=300)
     assert 0.4 <= halves["statistic"] <= 0.6 and halves["p_value"] > 0.05
     assert halves["ci95"][0] < 0.5 < halves["ci95"][1]
     # The very same rows in another order: identical rows share a fold, so nothing to learn.
-    copy = domain_classifier(reference=x, current=x[np.random.default_rng(0).permutation(400)], bootstrap=300)
+    copy = domain_classifier(
+        reference=x, current=x[np.random.default_rng(0).permutation(len(x))], bootstrap=300
+    )
     assert copy["statistic"] == 0.5 and copy["p_value"] > 0.05
     assert drift_report({"domain": halves})["verdict"] == "no drift"
+
+
+def test_embeddings_keep_input_order(embedded, corpus_by_domain):
+    """Length-sorted batches are put back in input order: one text alone embeds the same."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from cluster.modeling import base_model_dir
+
+    tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
+    model = AutoModel.from_pretrained(base_model_dir(), local_files_only=True, use_safetensors=True).eval()
+    texts = corpus_by_domain.sample(300, random_state=1)["text"].tolist()
+    for i in (0, 123):
+        alone = mean_pooled_embeddings(model, tok, [texts[i]], max_length=48)[0]
+        np.testing.assert_allclose(alone, embedded["mixed"][i], atol=1e-4)
 
 
 def test_docstring_examples_run():
