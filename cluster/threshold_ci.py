@@ -5,7 +5,8 @@ exact (the sum of c Poisson(1) row weights is Poisson(c)), but a row sits in
 one cell of *every* class, and its weight must move those cells together.
 Drawn independently per class, the macro-AUC spread came out about 23% too
 narrow on simulated 3-class data (500 rows: bootstrap SD 0.0100 against 0.0129
-across fresh samples; coverage of a nominal 95% interval ~87%).
+across fresh samples), so a nominal 95% interval would cover only ~87%
+(+-1.96 x 0.77 SDs, normal approximation).
 
 So rows are hashed into BUCKETS = 256 clusters (a pure function of the row id,
 :func:`cluster.threshold_cells.row_buckets`) and each (bucket, replicate) gets

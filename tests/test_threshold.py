@@ -248,8 +248,8 @@ def population(rng, n):
 def test_cluster_bootstrap_covers_true_values_about_95_percent():
     """400 simulated test sets of 300 rows; truth from 1,000,000 rows of the same population.
 
-    Independent per-class cell weights would make the macro-AUC intervals ~23% too narrow and
-    cover ~87% (cluster/threshold_ci.py). Percentile intervals on 300 rows cover ~94%; with 400
+    Independent per-class cell weights would make the macro-AUC intervals ~23% too narrow
+    (measured; ~87% coverage by the normal approximation, cluster/threshold_ci.py). Percentile intervals on 300 rows cover ~94%; with 400
     trials one binomial SD is 1.2 points. The width check is the sharper one: mean interval
     width against 2 x 1.96 x the spread of the estimates over the trials.
     """
