@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serve_load.py
 	$(BIN)/python benchmarks/trial_overhead.py
 	$(BIN)/python benchmarks/sweep_asha.py
+	$(BIN)/python benchmarks/registry_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

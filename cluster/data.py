@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.config import DataSpec
-from cluster.corpus import LABELS, load_corpus, sample_splits  # noqa: F401  (re-exported)
+from cluster.corpus import LABELS, corpus_path, load_corpus, sample_splits  # noqa: F401  (re-exported)
 from cluster.datafiles import FORMATS, check_columns, resolve_files  # noqa: F401
 from cluster.errors import UserError, first_items
 from cluster.shards import ROWS_PER_SHARD, Shard, plan_shards, read_shard, to_ray_dataset  # noqa: F401

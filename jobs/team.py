@@ -19,6 +19,7 @@ from cluster.errors import UserError, did_you_mean
 from cluster.metrics import metric_info
 from cluster.registry import Registry
 from jobs.entry import console
+from jobs.registry_cli import cell
 from jobs.spec_cli import Workload, options, spec_command
 
 # ------------------------------------------------------------------ leaderboard
@@ -65,20 +66,20 @@ def _board_table(fp: str, rows: list[dict], metric: str) -> Table:
         "95% CI",
         "n",
         "created",
-        title=f"dataset {fp} ({rows[0]['dataset_path']})",
+        title=f"dataset {cell(fp)} ({cell(rows[0]['dataset_path'])})",
     )
     for i, r in enumerate(rows, 1):
         m = r["metrics"]
         ci = m.get("ci95", {}).get(metric)
         table.add_row(
             str(i),
-            r["id"],
-            str(r["model_id"]),
-            r["owner"],
+            cell(r["id"]),
+            cell(r["model_id"]),
+            cell(r["owner"]),
             f"{m[metric]:.4f}",
             f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "",
             str(m.get("n", "")),
-            r["created_at"],
+            cell(r["created_at"]),
         )
     return table
 

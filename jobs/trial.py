@@ -11,8 +11,6 @@ import logging
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 
@@ -64,35 +62,17 @@ def train_trial(
 
 
 def _save(d: Path, model, tokenizer, optimizer, scheduler, step: int) -> None:
-    """Checkpoint = model (safetensors) + optimizer, scheduler, step and every RNG state."""
-    import random
-
-    import torch
+    """Checkpoint = model (safetensors) + optimizer, scheduler, step and every RNG state
+    (safetensors + JSON: cluster/checkpoint.py; nothing in a checkpoint is ever unpickled)."""
+    from cluster.checkpoint import save_trainer_state
 
     model.save_pretrained(d / "model", safe_serialization=True)
     tokenizer.save_pretrained(d / "model")
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
-        },
-        d / "state.pt",
-    )
+    save_trainer_state(d, optimizer, scheduler, step)
 
 
 def _restore(d: Path, optimizer, scheduler) -> int:
-    import random
+    """Optimizer, scheduler and RNG states from checkpoint ``d``; the step to resume at."""
+    from cluster.checkpoint import load_trainer_state
 
-    import torch
-
-    state = torch.load(d / "state.pt", weights_only=False)  # our own file, written by _save
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    np.random.set_state(state["numpy_rng"])
-    random.setstate(state["python_rng"])
-    return int(state["step"])
+    return load_trainer_state(d, optimizer, scheduler)

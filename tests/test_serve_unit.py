@@ -113,3 +113,62 @@ def test_cli_errors_are_one_line_exit_2(evalctl, tiny_model_dir, tmp_path):
         proc = evalctl(*args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+@pytest.mark.parametrize(
+    "payload, where",
+    [
+        ({"texts": ["fine", "x\ud800"]}, "texts.1"),  # a lone surrogate: valid JSON, not encodable text
+        ({"texts": ["   "]}, "texts.0"),
+    ],
+)
+def test_texts_are_checked_before_they_are_batched(payload, where):
+    from pydantic import ValidationError
+
+    from serve.schemas import ExplainRequest, PredictRequest
+
+    for cls, body in ((PredictRequest, payload), (ExplainRequest, {"text": payload["texts"][-1]})):
+        with pytest.raises(ValidationError) as info:
+            cls.model_validate(body)
+        (error,) = info.value.errors()
+        loc = ".".join(map(str, error["loc"]))
+        assert loc == (where if cls is PredictRequest else "text"), error
+        assert ("surrogate" if "\ud800" in payload["texts"][-1] else "empty") in error["msg"]
+
+
+def test_healthz_answers_from_the_last_health_check_without_a_forward_pass():
+    import asyncio
+    from types import SimpleNamespace
+
+    from fastapi import HTTPException
+
+    from serve.app import Scorer
+
+    cls = Scorer.func_or_class
+    calls = []
+
+    async def forward_pass(text):
+        calls.append(text)
+        raise RuntimeError("the model broke")
+
+    replica = SimpleNamespace(model_id="m-1", _batch=forward_pass, health_failed_at=None)
+    assert asyncio.run(cls.healthz(replica)).model_dump() == {"status": "ok", "model": "m-1"}
+    assert calls == []  # polling /healthz costs no model time
+    with pytest.raises(RuntimeError):  # Serve's periodic check runs the model and records the outcome
+        asyncio.run(cls.check_health(replica))
+    assert calls == ["health check"]
+    with pytest.raises(HTTPException) as info:
+        asyncio.run(cls.healthz(replica))
+    assert info.value.status_code == 503 and "last health check failed" in info.value.detail
+    assert "the model broke" not in info.value.detail  # /healthz is open: no internals in it
+    assert calls == ["health check"]
+
+
+def test_api_key_check():
+    from serve.app import key_matches
+
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    assert key_matches(None, None)  # no key configured: open
+    assert key_matches(digest, "Bearer s3cret") and key_matches(digest, "bearer  s3cret ")
+    for header in (None, "", "Bearer", "Bearer nope", "Basic s3cret", "s3cret", f"Bearer {digest}"):
+        assert not key_matches(digest, header), header
