@@ -40,7 +40,16 @@ LOCAL_JOBS_URL = f"http://{LOOPBACK}:{DASHBOARD_PORT}"
 # --node-ip-address` and in the address a client joins) unless multi-node clusters are off,
 # which this variable says; with 127.0.0.1 kept, Ray's gRPC servers bind loopback only.
 LOOPBACK_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # the local head's GCS address (`ray start`)
+
+
+def address_file() -> Path:
+    """Where `ray start` (and ray.cluster_utils) record the local head's GCS address.
+
+    The same rule as Ray's own ``get_ray_address_file`` (RAY_TMPDIR, else TMPDIR on
+    Linux, else /tmp), without importing Ray on the CLI's start-up path.
+    """
+    tmp = os.environ.get("RAY_TMPDIR") or (sys.platform.startswith("linux") and os.environ.get("TMPDIR"))
+    return Path(tmp or "/tmp") / "ray" / "ray_current_cluster"
 
 
 @dataclass
@@ -201,7 +210,7 @@ def _bootstrap_host(address: str) -> str | None:
     if address == "local":
         return LOOPBACK
     if address == "auto":
-        address = ADDRESS_FILE.read_text().strip() if ADDRESS_FILE.is_file() else ""
+        address = _recorded_address() or ""
     return address.split("://")[-1].rsplit(":", 1)[0] or None
 
 
@@ -328,19 +337,33 @@ def head_down() -> bool:
     return was_running
 
 
+def _recorded_address() -> str | None:
+    path = address_file()
+    return path.read_text().strip() or None if path.is_file() else None
+
+
 def head_running() -> bool:
-    """True when a local head's GCS address file exists and its process is alive."""
-    if not ADDRESS_FILE.is_file():
+    """True when a local head recorded its GCS address and that address accepts connections.
+
+    Checking the recorded address itself (not "some gcs_server process exists") keeps an
+    unrelated embedded Ray on this machine from being mistaken for the head.
+    """
+    address = _recorded_address()
+    if not address:
         return False
-    proc = subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True, text=True)
-    return proc.returncode == 0
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or LOOPBACK, int(port)), timeout=1):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def head_status() -> dict:
     """Describe the local head: address, dashboard, resources, nodes."""
     if not head_running():
         return {"running": False}
-    gcs = ADDRESS_FILE.read_text().strip()
+    gcs = _recorded_address()
     ensure_client_auth()
     if is_loopback(_bootstrap_host(gcs)):
         keep_loopback()  # `ray status` must keep 127.0.0.1 too
