@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-fast test-all lint bench clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/evalctl demo
 
+# What CI runs (.ci/run): every tier but `slow`.
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# Pure unit tests: no Ray, no subprocesses, no real model (under a minute); for editing metrics or config.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not ray and not head and not cli and not heavy and not slow and not real_model" -q
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -40,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serve_load.py
 	$(BIN)/python benchmarks/trial_overhead.py
 	$(BIN)/python benchmarks/sweep_asha.py
+	$(BIN)/python benchmarks/registry_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -62,7 +62,12 @@ def driver(args: list[str]) -> None:
     t0 = time.perf_counter()
     result = run_evaluate(
         EvaluateSpec(
-            model=model, data=DataSpec(path), out=out, precision=precision, bootstrap=1000, overwrite=True
+            model=model,
+            data=DataSpec(path=path),
+            out=out,
+            precision=precision,
+            bootstrap=1000,
+            overwrite=True,
         )
     )
     wall = time.perf_counter() - t0
@@ -103,7 +108,7 @@ def main() -> None:
     parser.add_argument("--skip-10x", action="store_true")
     opts = parser.parse_args()
 
-    from cluster.data import sample_splits
+    from cluster.corpus import sample_splits
     from cluster.modeling import resolve_model
 
     tmp = Path(tempfile.mkdtemp(prefix="evalbench-"))

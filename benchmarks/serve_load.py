@@ -75,8 +75,8 @@ import json, sys
 sys.path.insert(0, {root!r})
 from cluster.config import DataSpec, EvaluateSpec
 from jobs.evaluate import run_evaluate
-r = run_evaluate(EvaluateSpec(model={path!r}, data=DataSpec({data!r}), out={out!r}, precision={precision!r},
-                              bootstrap=0, overwrite=True))
+r = run_evaluate(EvaluateSpec(model={path!r}, data=DataSpec(path={data!r}), out={out!r},
+                              precision={precision!r}, bootstrap=0, overwrite=True))
 print("RESULT " + json.dumps(r.metrics["timings"]))
 """
 
@@ -147,7 +147,7 @@ def serve_runs(path: Path, model_id: str, texts: list[str], opts, results: dict,
     import ray
     from ray import serve
 
-    from cluster.config import ServeSpec, to_dict
+    from cluster.config import ServeSpec
     from serve.app import build_app
 
     port = free_port()
@@ -166,7 +166,7 @@ def serve_runs(path: Path, model_id: str, texts: list[str], opts, results: dict,
             cpus_per_replica=cpus,
         )
         serve.run(
-            build_app({**to_dict(spec), "path": str(path), "model_id": model_id}),
+            build_app({**spec.model_dump(mode="json"), "path": str(path), "model_id": model_id}),
             name="evalcluster",
             route_prefix="/",
         )

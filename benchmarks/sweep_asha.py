@@ -24,6 +24,43 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def bench_spec(tmp: Path, name: str, trials: int, rows: int, validation_rows: int, epochs: int, **kw):
+    """The benchmarks' sweep: MiniLM, a seeded log-uniform learning-rate search, trials one at a time."""
+    from cluster.config import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
+
+    search = kw.pop("search", None) or SearchSpace(
+        learning_rate=LogUniform(loguniform=[1e-5, 3e-4]), epochs=epochs, max_length=64
+    )
+    return SweepSpec(
+        name=name,
+        model="base",
+        train=DataSpec(path=str(tmp / "sample" / "train.parquet")),
+        validation=DataSpec(path=str(tmp / "sample" / "validation.parquet")),
+        search=search,
+        scheduler=kw.pop("scheduler", SchedulerSpec(kind="asha", grace_period=1, reduction_factor=3)),
+        num_samples=trials,
+        max_concurrent_trials=1,
+        resources=ResourcesSpec(cpus=float(os.cpu_count())),
+        evals_per_epoch=2,
+        max_train_rows=rows,
+        max_validation_rows=validation_rows,
+        seed=kw.pop("seed", 0),
+        **kw,
+    )
+
+
+def start(tmp: Path):
+    """Sample splits, a registry and an embedded Ray with every CPU, under ``tmp``."""
+    import ray
+
+    from cluster.data import sample_splits
+    from cluster.registry import Registry
+
+    sample_splits(tmp / "sample")
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    return Registry(tmp / "home")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=8)
@@ -34,33 +71,21 @@ def main() -> None:
     )
     opts = parser.parse_args()
 
-    import ray
-
-    from cluster.config import DataSpec, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
-    from cluster.data import sample_splits
-    from cluster.registry import Registry
+    from cluster.config import SchedulerSpec
     from jobs.sweep import run_sweep
 
     tmp = Path(tempfile.mkdtemp(prefix="ashabench-"))
-    sample_splits(tmp / "sample")
-    registry = Registry(tmp / "home")
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    registry = start(tmp)
     out = {}
     for kind in ("none", "asha"):
-        spec = SweepSpec(
-            name=f"bench-{kind}",
-            model="base",
-            train=DataSpec(str(tmp / "sample" / "train.parquet")),
-            validation=DataSpec(str(tmp / "sample" / "validation.parquet")),
-            search=SearchSpace(learning_rate={"loguniform": [1e-5, 3e-4]}, epochs=opts.epochs, max_length=64),
-            scheduler=SchedulerSpec(kind, grace_period=1, reduction_factor=3),
-            num_samples=opts.trials,
-            max_concurrent_trials=1,
-            resources=ResourcesSpec(cpus=float(os.cpu_count())),
-            evals_per_epoch=2,
-            max_train_rows=opts.rows,
-            max_validation_rows=opts.validation_rows,
-            seed=0,
+        spec = bench_spec(
+            tmp,
+            f"bench-{kind}",
+            opts.trials,
+            opts.rows,
+            opts.validation_rows,
+            opts.epochs,
+            scheduler=SchedulerSpec(kind=kind, grace_period=1, reduction_factor=3),
         )
         t0 = time.perf_counter()
         summary = run_sweep(spec, registry)

@@ -40,8 +40,8 @@ def sample_train_val(tmp: Path, rows: int, val_rows: int):
 
     sample_splits(tmp / "sample")
     spec = SweepSpec(
-        train=DataSpec(str(tmp / "sample" / "train.parquet")),
-        validation=DataSpec(str(tmp / "sample" / "validation.parquet")),
+        train=DataSpec(path=str(tmp / "sample" / "train.parquet")),
+        validation=DataSpec(path=str(tmp / "sample" / "validation.parquet")),
         max_train_rows=rows,
         max_validation_rows=val_rows,
     )
@@ -54,7 +54,8 @@ def fine_tune_bare(train, val, labels, model_path, evals_per_epoch: int) -> list
     import torch
 
     from cluster.modeling import load_classifier, resolve_precision
-    from jobs.train_loop import fine_tune, make_optimizer, steps_per_epoch
+    from jobs.train_loop import fine_tune, steps_per_epoch
+    from jobs.train_step import make_optimizer
 
     torch.set_num_threads(os.cpu_count())
     model, tok, _ = load_classifier(model_path, labels=labels, seed=0)
@@ -85,7 +86,7 @@ def bare(train, val, labels, model_path) -> float:
 def in_trial(train, val, labels, model_path, storage) -> float:
     from ray import tune
 
-    from jobs.sweep import make_trainable
+    from jobs.tune_setup import make_trainable
 
     trainable = make_trainable(train, val, model_path, labels, "auto", 2, float(os.cpu_count()), 0.0)
     results = tune.Tuner(trainable, param_space=HP, run_config=tune.RunConfig(storage_path=storage)).fit()

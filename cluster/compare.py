@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from cluster.errors import UserError
-from cluster.metrics import CI_METRICS, poisson_weights, scores_from_confusion
+from cluster.metrics import metric_names, poisson_weights, scores_from_confusion
 
-COMPARED = tuple(m for m in CI_METRICS if m != "log_loss")
+COMPARED = metric_names(has_ci=True, from_counts=True)  # paired CIs from confusion counts
 
 
 @dataclass

@@ -1,270 +1,302 @@
-"""Typed specs (dataclasses) for every workload, and strict YAML loading.
+"""One pydantic spec per workload: the only place a default, a range or a help text is written.
 
-YAML maps onto the dataclasses field by field. An unknown key or a value of the
-wrong type fails at once with one line naming the key, e.g.
-
-    error: sweep.yaml: unknown key "search.learnign_rate" (did you mean "learning_rate"?)
-
-Specs are plain data: the jobs turn them into Ray calls.
+The CLI's options are generated from these fields (jobs/spec_cli.py), YAML files
+(``--config``) are validated against them, and jobs are submitted as their JSON
+(``python -m jobs.<name> --spec-json ...``). The registry records
+``spec.model_dump(mode="json")``. Loading and the one-line errors: cluster/spec_io.py;
+the sweep's search space: cluster/search_space.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, model_validator
 
-from cluster.errors import UserError, did_you_mean
-
-T = TypeVar("T")
+from cluster.errors import UserError
+from cluster.metrics import metric_info, metric_mode, metric_names
+from cluster.search_space import (  # noqa: F401  (re-exported for callers)
+    DISTRIBUTIONS,
+    Choice,
+    Float,
+    Grid,
+    Int,
+    LogUniform,
+    RandInt,
+    SearchAlg,
+    SearchSpace,
+    Uniform,
+    check_search_alg,
+)
+from cluster.spec_io import PathField, Spec, load_spec, load_spec_file, load_yaml  # noqa: F401
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Bool = Annotated[bool, Strict()]
+Name = Annotated[str, Field(min_length=1)]
+DataPath = Annotated[str, Field(min_length=1), PathField("input")]
+OutPath = Annotated[str | None, PathField("output")]
+ModelArg = Annotated[str, Field(min_length=1), PathField("model")]
 
 
-@dataclass
-class DataSpec:
-    """Where labelled (or unlabelled) text lives and which columns to use."""
-
-    path: str = ""  # file, directory or glob; local or a pyarrow-filesystem URI (s3://, gs://)
-    text_column: str = "text"
-    label_column: str | None = "label"  # None for unlabelled text (pretraining)
-    id_column: str | None = None  # copied into predictions.parquet when set
-    slice_column: str | None = None  # per-slice metrics in evaluation
+def _known_metric(name: str) -> str:
+    try:
+        metric_info(name)
+    except UserError as exc:
+        raise ValueError(str(exc)) from exc
+    return name
 
 
-@dataclass
-class EvaluateSpec:
+Metric = Annotated[str, AfterValidator(_known_metric)]  # a row of cluster.metrics.METRICS
+PRECISION_HELP = "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."
+OWNER_HELP = "Recorded owner of the run (default: the OS user)."
+
+
+class DataSpec(Spec):
+    """Where labelled text lives and which columns to use."""
+
+    path: DataPath = Field(description="Parquet/CSV/JSONL file, directory, glob or URI (s3://, gs://).")
+    text_column: Name = Field("text", description="Column holding the text.")
+    label_column: Name | None = Field("label", description="Column holding the class name.")
+    id_column: Name | None = Field(None, description="Id column, copied into predictions.parquet.")
+    slice_column: Name | None = Field(None, description="Metrics per value of this column.")
+
+
+class TextSpec(DataSpec):
+    """Unlabelled text (pretraining): no label column unless one is named."""
+
+    label_column: Name | None = Field(None, description="Not used for pretraining.")
+
+
+class EvaluateSpec(Spec):
     """One sharded evaluation run (jobs/evaluate.py)."""
 
-    model: str = "best"  # directory, registered id, alias (best, serving) or `base`
-    data: DataSpec = field(default_factory=DataSpec)
-    out: str | None = None  # default: the run's artifact directory
-    batch_size: int = 64  # rows per forward pass
-    workers: int | None = None  # inference actors; None = one per GPU, or per 2 free CPUs
-    gpus_per_worker: float | None = None  # None = 1 when the cluster has GPUs, else 0
-    precision: Precision = "auto"  # auto = bf16 where the hardware runs it natively
-    max_length: int = 128  # tokens per text (longer texts are truncated)
-    bootstrap: int = 1000  # Poisson bootstrap replicates for the 95% CIs (0 = off)
-    limit: int | None = None  # evaluate only the first N rows
-    seed: int = 0  # bootstrap seed
-    owner: str | None = None  # default: the OS user
-    overwrite: bool = False  # allow --out to hold an earlier run
+    model: ModelArg = Field("best", description="Model dir, registered id, alias (best, serving) or base.")
+    data: DataSpec = Field(description="The labelled evaluation data.")
+    out: OutPath = Field(None, description="Output dir (default: the run's artifact dir).")
+    batch_size: Int = Field(64, ge=1, description="Rows per forward pass.")
+    workers: Int | None = Field(
+        None,
+        ge=1,
+        description="Inference actors (default: one per GPU, else one per CPU; at most one per shard).",
+    )
+    gpus_per_worker: Float | None = Field(
+        None, ge=0, description="GPUs per actor (default: 1 when the cluster has GPUs, else 0)."
+    )
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+    max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
+    bootstrap: Int = Field(1000, ge=0, description="Poisson bootstrap replicates for the 95% CIs (0 = off).")
+    limit: Int | None = Field(None, ge=1, description="Evaluate only the first N rows.")
+    rows_per_shard: Int = Field(1024, ge=1, description="Rows per shard, the unit of parallel work.")
+    seed: Int = Field(0, ge=0, description="Bootstrap seed.")
+    owner: str | None = Field(None, description=OWNER_HELP)
+    overwrite: Bool = Field(False, description="Allow --out to hold an earlier run.")
+
+    @model_validator(mode="after")
+    def _labelled(self):
+        if not self.data.label_column:
+            raise ValueError("evaluation needs a label column (data.label_column, --label-column)")
+        return self
 
 
-@dataclass
-class ServeSpec:
-    """The online scorer (serve/app.py)."""
-
-    model: str = "best"
-    replicas: int = 1
-    autoscale_min: int | None = None  # both set = autoscaling instead of fixed replicas
-    autoscale_max: int | None = None
-    target_ongoing_requests: float = 16.0
-    max_batch_size: int = 32
-    batch_wait_ms: float = 50.0  # under concurrent load only: a lone request never waits
-    max_texts: int = 64  # texts per request
-    max_chars: int = 5000  # characters per text
-    max_length: int = 128
-    precision: Precision = "auto"
-    gpus_per_replica: float | None = None  # None = 1 when the cluster has GPUs, else 0
-    cpus_per_replica: float = 1.0
-    api_key_env: str = "EVALCLUSTER_API_KEY"  # requests need `Authorization: Bearer KEY` when set
-    host: str = "127.0.0.1"
-    port: int = 8000
+def _parse_autoscale(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            low, high = (int(x) for x in value.split(":"))
+        except ValueError as exc:
+            raise ValueError(f"must be MIN:MAX, e.g. 1:4; got {value!r}") from exc
+        return [low, high]
+    return value
 
 
-# --------------------------------------------------------------------------- loading
+def _check_autoscale(value: list[int]) -> list[int]:
+    if not (0 <= value[0] <= value[1] and value[1] >= 1):
+        raise ValueError(f"needs 0 <= MIN <= MAX and MAX >= 1, got {value[0]}:{value[1]}")
+    return value
 
 
-def load_yaml(path: str | Path, cls: type[T]) -> T:
-    """Read a YAML file into the dataclass ``cls``; errors name the file and the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return from_dict(cls, raw, where=path.name)
+AutoscaleRange = Annotated[list[Int], Field(min_length=2, max_length=2), AfterValidator(_check_autoscale)]
+Autoscale = Annotated[AutoscaleRange | None, BeforeValidator(_parse_autoscale)]
 
 
-def from_dict(cls: type[T], data: Any, where: str = "spec", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    if not isinstance(data, dict):
-        what = f'"{prefix.rstrip(".")}"' if prefix else "the top level"
-        raise UserError(f"{where}: {what} must be a mapping, got {_tname(data)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if key not in names:
-            raise UserError(
-                f'{where}: unknown key "{dotted}"{did_you_mean(key, names)}; allowed: {", ".join(names)}'
-            )
-        kwargs[key] = _coerce(hints[key], value, where, dotted)
-    return cls(**kwargs)
+class ServeSpec(Spec):
+    """The online scorer (serve/app.py, jobs/deploy.py)."""
+
+    model: ModelArg = Field("best", description="Model dir, registered id or alias (best, serving).")
+    replicas: Int = Field(1, ge=1, description="Fixed number of replicas.")
+    autoscale: Autoscale = Field(
+        None,
+        description="MIN:MAX replicas, autoscaled on ongoing requests per replica (instead of --replicas).",
+    )
+    target_ongoing_requests: Float = Field(16.0, gt=0, description="Autoscaling target per replica.")
+    max_batch_size: Int = Field(32, ge=1, description="Texts per dynamic batch (1 = batching off).")
+    batch_wait_ms: Float = Field(
+        50.0,
+        ge=0,
+        description="Under concurrent load, how long a batch waits to fill (ms); a lone request never waits.",
+    )
+    max_texts: Int = Field(64, ge=1, description="Texts per request (more: 413).")
+    max_chars: Int = Field(5000, ge=1, description="Characters per text (more: 413).")
+    max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+    gpus_per_replica: Float | None = Field(
+        None, ge=0, description="GPUs per replica (default: 1 when the cluster has GPUs, else 0)."
+    )
+    cpus_per_replica: Float = Field(1.0, ge=0, description="CPUs (and torch threads) per replica.")
+    api_key_env: Name = Field(
+        "EVALCLUSTER_API_KEY",
+        description="Variable holding the API key (or ${NAME}_FILE a file with it); set = requests need it.",
+    )
+    host: Name = Field("127.0.0.1", description="Interface Serve's HTTP proxy listens on.")
+    port: Int = Field(8000, ge=1, le=65535, description="HTTP port of Serve's proxy.")
 
 
-def to_dict(spec: Any) -> dict:
-    """Plain-data view of a spec (for the registry and job entrypoints)."""
-    return dataclasses.asdict(spec)
+class SchedulerSpec(Spec):
+    """Early stopping of weak trials."""
+
+    kind: Literal["asha", "none"] = Field("asha", description="asha: stop weak trials early; none: run all.")
+    grace_period: Int = Field(1, ge=1, description="Validations before a trial can be stopped.")
+    reduction_factor: Int = Field(2, ge=2, description="Keep the best 1/reduction_factor at each rung.")
 
 
-def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, where, key)
-            except UserError as exc:
-                errors.append(exc)
-        raise errors[0] if len(errors) == 1 else _type_error(where, key, tp, value)
-    if origin is Literal:
-        if value in args:
-            return value
-        raise UserError(
-            f'{where}: "{key}" must be one of {", ".join(map(str, args))}, '
-            f"got {value!r}{did_you_mean(value, args)}"
-        )
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where, prefix=f"{key}.")
-    if origin is list:
-        if not isinstance(value, list):
-            raise _type_error(where, key, tp, value)
-        return [_coerce(args[0], v, where, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _type_error(where, key, tp, value)
-        return {k: _coerce(args[1], v, where, f"{key}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool):
-        if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
-            return value
-        raise _type_error(where, key, tp, value)
-    raise TypeError(f"unsupported spec type {tp!r} for {key}")  # a bug in a spec, not user input
+class ResourcesSpec(Spec):
+    """Resources per trial."""
 
-
-def _type_error(where: str, key: str, tp: Any, value: Any) -> UserError:
-    return UserError(f'{where}: "{key}" must be {_tname_type(tp)}, got {_tname(value)} {value!r}')
-
-
-def _tname(value: Any) -> str:
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
-
-
-def _tname_type(tp: Any) -> str:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_tname_type(a) for a in args)
-    if origin is list:
-        return f"a list of {_tname_type(args[0])}"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        tp, str(tp)
+    cpus: Float | None = Field(
+        None,
+        gt=0,
+        description="CPUs per trial (default: a node's CPUs / max_concurrent_trials; 1 with GPUs).",
+    )
+    gpus: Float | None = Field(
+        None, ge=0, description="GPUs per trial (default: 1 when the cluster has GPUs)."
     )
 
 
-# --------------------------------------------------------------------------- sweeps
-
-# A hyperparameter is a fixed value or one distribution, written as a one-key mapping:
-#   {choice: [16, 32]}  {grid: [1, 2]}  {uniform: [0.0, 0.1]}  {loguniform: [1e-5, 1e-4]}  {randint: [0, 100]}
-DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
-Param = int | float | dict[str, list[Any]]
+def _sample(split: str) -> DataSpec:
+    return DataSpec(path=f"data/sample/{split}.parquet")
 
 
-@dataclass
-class SearchSpace:
-    """What each trial's fine-tuning uses (fixed values or distributions, see DISTRIBUTIONS)."""
-
-    learning_rate: Param = field(default_factory=lambda: {"loguniform": [2e-5, 1e-4]})
-    batch_size: Param = 32  # rows per optimizer step
-    epochs: Param = 2  # passes over the training rows
-    warmup_ratio: Param = 0.1  # share of steps with linearly rising learning rate
-    weight_decay: Param = 0.01
-    max_length: Param = 64  # tokens per text; tweets average ~33
-    seed: Param = 0  # model head init and data order
-
-
-@dataclass
-class SchedulerSpec:
-    kind: Literal["asha", "none"] = "asha"  # asha: stop weak trials early
-    grace_period: int = 1  # validations before a trial can be stopped
-    reduction_factor: int = 2  # keep the best 1/reduction_factor at each rung
-
-
-@dataclass
-class ResourcesSpec:
-    cpus: float | None = None  # per trial; None = all CPUs of a node / max_concurrent_trials
-    gpus: float | None = None  # per trial; None = 1 when the cluster has GPUs, else 0
-
-
-@dataclass
-class SweepSpec:
+class SweepSpec(Spec):
     """A Ray Tune fine-tuning sweep (jobs/sweep.py)."""
 
-    name: str | None = None  # experiment name (default: sweep-<time>); `sweep resume NAME`
-    model: str = "base"  # any MODEL argument; a bare encoder gets a new classification head
-    train: DataSpec = field(default_factory=lambda: DataSpec("data/sample/train.parquet"))
-    validation: DataSpec = field(default_factory=lambda: DataSpec("data/sample/validation.parquet"))
-    search: SearchSpace = field(default_factory=SearchSpace)
-    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
-    search_alg: Literal["random", "grid"] = "random"
-    num_samples: int = 4  # random: trials; grid: repeats of the whole grid
-    max_concurrent_trials: int | None = None  # None = as many as the resources allow
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    metric: str = "f1_macro"  # validation metric that ranks trials and checkpoints
-    mode: Literal["max", "min"] = "max"
-    precision: Precision = "auto"  # auto = bf16 autocast where native
-    evals_per_epoch: int = 2  # validations per epoch (ASHA decides at each one)
-    max_train_rows: int | None = None  # stratified subsample of the training rows
-    max_validation_rows: int | None = None
-    storage_path: str | None = None  # local dir or URI; default EVALCLUSTER_HOME/sweeps
-    max_failures: int = 2  # retries of a failed trial, from its last checkpoint
-    checkpoints_to_keep: int = 1  # per trial, best by `metric`
-    seed: int = 0  # seeds the search: same spec + seed = same trial configurations
-    owner: str | None = None
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] | None = Field(
+        None, description="Experiment name (default: sweep-<time>); resume with `evalctl sweep resume NAME`."
+    )
+    model: ModelArg = Field(
+        "base", description="MODEL to fine-tune; a bare encoder gets a new classification head."
+    )
+    train: DataSpec = Field(default_factory=lambda: _sample("train"), description="Training data.")
+    validation: DataSpec = Field(
+        default_factory=lambda: _sample("validation"), description="Validation data."
+    )
+    search: SearchSpace = Field(
+        default_factory=SearchSpace, description="Hyperparameters: values or distributions."
+    )
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec, description="Early stopping.")
+    search_alg: SearchAlg = Field(
+        "random",
+        description="random (sample), grid (every grid value) or optuna (TPE; sampled distributions only).",
+    )
+    num_samples: Int = Field(4, ge=1, description="random/optuna: trials; grid: repeats of the whole grid.")
+    max_concurrent_trials: Int | None = Field(
+        None, ge=1, description="Trials at once (default: as many as the resources allow)."
+    )
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources per trial.")
+    metric: Metric = Field(
+        "f1_macro",
+        description="Validation metric ranking trials and checkpoints (direction from the metric table).",
+    )
+    mode: Literal["max", "min"] | None = Field(
+        None, description="Optional: must agree with the metric's direction (it is derived from the metric)."
+    )
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+    evals_per_epoch: Int = Field(2, ge=1, description="Validations per epoch (ASHA decides at each one).")
+    max_train_rows: Int | None = Field(None, ge=1, description="Stratified subsample of the training rows.")
+    max_validation_rows: Int | None = Field(
+        None, ge=1, description="Stratified subsample of the validation rows."
+    )
+    storage_path: OutPath = Field(
+        None, description="Local dir or URI for trials (default: EVALCLUSTER_HOME/sweeps)."
+    )
+    max_failures: Int = Field(2, ge=0, description="Retries of a failed trial, from its last checkpoint.")
+    checkpoints_to_keep: Int = Field(1, ge=1, description="Checkpoints kept per trial, best by the metric.")
+    seed: Int = Field(
+        0, ge=0, description="Seeds the search: same spec and seed = same trial configurations."
+    )
+    owner: str | None = Field(None, description=OWNER_HELP)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.mode is not None and self.mode != self.metric_mode:
+            raise ValueError(
+                f"mode {self.mode} disagrees with metric {self.metric}, which is "
+                f"{'higher' if self.metric_mode == 'max' else 'lower'}-is-better; drop mode (it is derived)"
+            )
+        check_search_alg(self.search_alg, self.search)
+        return self
+
+    @property
+    def metric_mode(self) -> str:
+        """Ray Tune's mode for the metric: "max" when higher is better, else "min"."""
+        return metric_mode(self.metric)
 
 
-@dataclass
-class PretrainSpec:
+class PretrainSpec(Spec):
     """Masked-language-model continued pretraining (jobs/pretrain.py)."""
 
-    data: DataSpec = field(default_factory=lambda: DataSpec("data/sample/train.parquet", label_column=None))
-    model: str = "base"
-    epochs: int = 1
-    mlm_probability: float = 0.15  # share of tokens masked
-    learning_rate: float = 5e-5
-    batch_size: int = 32
-    max_length: int = 64
-    max_rows: int | None = None  # cap on training texts
-    heldout_fraction: float = 0.05  # texts kept aside for perplexity before/after
-    precision: Precision = "auto"
-    seed: int = 0
-    out: str | None = None  # default: EVALCLUSTER_HOME/models/<id>
-    workers: int | None = None  # >1: data-parallel Ray Train TorchTrainer; None = one per GPU if >1 GPUs
-    owner: str | None = None
+    data: TextSpec = Field(
+        default_factory=lambda: TextSpec(path="data/sample/train.parquet"), description="Unlabelled text."
+    )
+    model: ModelArg = Field(
+        "base", description="MODEL to continue pretraining (base, a dir, an id or alias)."
+    )
+    epochs: Int = Field(1, ge=1, description="Passes over the training texts.")
+    mlm_probability: Float = Field(0.15, gt=0, lt=1, description="Share of tokens masked.")
+    learning_rate: Float = Field(5e-5, gt=0, description="AdamW peak learning rate.")
+    warmup_ratio: Float = Field(0.06, ge=0, le=1, description="Share of steps with a rising learning rate.")
+    weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay (not on biases, LayerNorm).")
+    batch_size: Int = Field(32, ge=1, description="Texts per optimizer step.")
+    max_length: Int = Field(64, ge=1, description="Tokens per text.")
+    max_rows: Int | None = Field(None, ge=1, description="Use at most this many texts.")
+    heldout_fraction: Float = Field(
+        0.05, gt=0, lt=1, description="Share of texts kept aside for perplexity before and after."
+    )
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+    seed: Int = Field(0, ge=0, description="Seeds the held-out split, masking and data order.")
+    out: OutPath = Field(None, description="Model dir to write (default: in the registry).")
+    workers: Int | None = Field(
+        None,
+        ge=1,
+        description="Data-parallel Ray Train workers (default: one per GPU when there are several).",
+    )
+    owner: str | None = Field(None, description=OWNER_HELP)
+
+
+class LeaderboardSpec(Spec):
+    """Which evaluations `evalctl leaderboard` ranks."""
+
+    data: DataSpec | None = Field(None, description="Rank runs on this dataset (by its content fingerprint).")
+    dataset: str | None = Field(None, description="Or give the dataset fingerprint directly.")
+    metric: Metric = Field(
+        "f1_macro", description="Ranking metric (its direction comes from the metric table)."
+    )
+
+    @model_validator(mode="after")
+    def _one_dataset(self):
+        if self.data is not None and self.dataset is not None:
+            raise ValueError("give --data or --dataset, not both")
+        return self
+
+
+class CompareSpec(Spec):
+    """How `evalctl compare` compares two evaluations."""
+
+    metric: Metric = Field("f1_macro", description="Metric of the one-line verdict.")
+    bootstrap: Int = Field(1000, ge=1, description="Paired bootstrap replicates (the CIs need at least 1).")
+    seed: Int = Field(0, ge=0, description="Bootstrap seed.")
+
+    @model_validator(mode="after")
+    def _comparable(self):
+        comparable = metric_names(has_ci=True, from_counts=True)
+        if self.metric not in comparable:
+            raise ValueError(f"cannot compare on {self.metric}; choose from {', '.join(comparable)}")
+        return self

@@ -25,3 +25,24 @@ def first_items(items: Iterable[object], n: int = 5) -> str:
     items = list(items)
     shown = ", ".join(str(i) for i in items[:n])
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+# Bidirectional-text controls reorder what a terminal shows ("Trojan Source"); they are escaped too.
+_BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters (ANSI escapes, newlines, bidi controls) shown as ``\\x1b`` etc.
+
+    For user- or data-supplied strings that reach a terminal or a one-line message.
+    """
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif code in _BIDI:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)

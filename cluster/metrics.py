@@ -22,8 +22,81 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cluster.errors import UserError, did_you_mean
+
 ECE_BINS = 15  # equal-width confidence bins
-CI_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted", "log_loss")
+
+
+# ------------------------------------------------------------------ the metric table
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One row of the metric table: how a metric is named, ranked and reported.
+
+    Everything that ranks, compares, reports or sweeps on a metric reads this
+    table (leaderboard, compare, report, sweep ``mode``, the CLI), so a new
+    metric is one row here (or one :func:`register` call from its own module)
+    plus the code that computes it.
+    """
+
+    name: str  # key in metrics.json and in the registry
+    display: str  # human-readable name (reports)
+    higher_is_better: bool = True
+    has_ci: bool = False  # metrics.json's ci95 holds its bootstrap interval
+    from_counts: bool = True  # computable from a confusion matrix (paired comparison)
+    headline: bool = False  # shown in CLI summaries and reports
+
+
+METRICS: dict[str, MetricInfo] = {}
+
+
+def register(*infos: MetricInfo) -> None:
+    """Add (or replace) rows of the metric table."""
+    METRICS.update({info.name: info for info in infos})
+
+
+register(
+    MetricInfo("accuracy", "Accuracy", has_ci=True, headline=True),
+    MetricInfo("f1_macro", "Macro F1", has_ci=True, headline=True),
+    MetricInfo("precision_macro", "Macro precision", has_ci=True, headline=True),
+    MetricInfo("recall_macro", "Macro recall", has_ci=True, headline=True),
+    MetricInfo("f1_weighted", "Weighted F1", has_ci=True, headline=True),
+    MetricInfo("f1_micro", "Micro F1"),
+    MetricInfo("precision_micro", "Micro precision"),
+    MetricInfo("recall_micro", "Micro recall"),
+    MetricInfo("precision_weighted", "Weighted precision"),
+    MetricInfo("recall_weighted", "Weighted recall"),
+    MetricInfo("log_loss", "Log-loss", higher_is_better=False, has_ci=True, from_counts=False, headline=True),
+    MetricInfo("ece", "ECE (15 bins)", higher_is_better=False, from_counts=False, headline=True),
+)
+
+
+def metric_info(name: str) -> MetricInfo:
+    """The table row of ``name``, or a UserError naming the known metrics."""
+    if name not in METRICS:
+        raise UserError(
+            f'unknown metric "{name}"{did_you_mean(name, METRICS)}; choose from {", ".join(METRICS)}'
+        )
+    return METRICS[name]
+
+
+def metric_mode(name: str) -> str:
+    """ "max" for a higher-is-better metric, else "min" (Ray Tune's ``mode``)."""
+    return "max" if metric_info(name).higher_is_better else "min"
+
+
+def metric_names(
+    *, has_ci: bool | None = None, from_counts: bool | None = None, headline: bool | None = None
+):
+    """Names of the table's metrics, in table order, filtered by the given flags."""
+    wanted = {"has_ci": has_ci, "from_counts": from_counts, "headline": headline}
+    return tuple(
+        m.name for m in METRICS.values() if all(v is None or getattr(m, k) == v for k, v in wanted.items())
+    )
+
+
+CI_METRICS = metric_names(has_ci=True)  # kept for callers of the earlier constant
 
 
 @dataclass
@@ -132,6 +205,20 @@ def poisson_weights(rows: np.ndarray, replicates: int, seed: int = 0) -> np.ndar
     return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.int64)
 
 
+def hash64(values: np.ndarray, salt: int = 0) -> np.ndarray:
+    """A well-mixed uint64 hash of each non-negative integer in ``values`` (splitmix64), salted.
+
+    The same counter-based hash as :func:`poisson_weights`, for anything that must be a pure
+    function of a row id (bootstrap buckets, per-row perturbation seeds).
+    """
+    x = np.asarray(values, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = x * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF) * np.uint64(
+            0xD6E8FEB86659FD93
+        )
+        return _splitmix64(x)
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     x = x + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -221,7 +308,9 @@ def bootstrap_ci(stats: Stats, confidence: float = 0.95) -> dict[str, list[float
     reps["log_loss"] = _div(stats.boot_log_loss, stats.boot_confusion.sum((-2, -1)))
     alpha = (1 - confidence) / 2
     return {
-        m: [float(np.quantile(reps[m], alpha)), float(np.quantile(reps[m], 1 - alpha))] for m in CI_METRICS
+        m: [float(np.quantile(reps[m], alpha)), float(np.quantile(reps[m], 1 - alpha))]
+        for m in metric_names(has_ci=True)
+        if m in reps  # a metric from another module reports its own interval
     }
 
 

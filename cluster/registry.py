@@ -1,53 +1,47 @@
-"""The team's shared record of runs and models: SQLite under EVALCLUSTER_HOME.
+"""The team's shared record of runs and models, on SQLite or PostgreSQL (SQLAlchemy Core).
 
 Layout of ``EVALCLUSTER_HOME`` (default ``~/.evalcluster``)::
 
-    registry.db          runs, models, aliases (SQLite, WAL mode)
+    registry.db          runs, models, aliases (SQLite, WAL mode), unless EVALCLUSTER_DB
+                         or EVALCLUSTER_DB_FILE name a PostgreSQL database (cluster/db/url.py)
     runs/<run-id>/       a run's artifacts (metrics.json, predictions.parquet, ...)
     models/<model-id>/   registered model directories
 
-A run moves ``running -> finished | failed`` exactly once; the UPDATE only
-applies to a running row, so a finished record is never rewritten. Writers use
-short transactions with a busy timeout, so several processes can write at once.
+A run moves ``running -> finished | failed`` exactly once. The database holds
+the rules, not only this code: a CHECK on the status, UPDATEs that only match a
+running row, and a trigger that refuses any change to a finished or failed run
+(revision 0002). A running run records its owner process and a heartbeat
+(cluster/heartbeat.py), so a killed process's run can be seen and marked failed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import getpass
-import importlib.metadata
 import json
 import os
+import re
 import secrets
-import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import UserError, did_you_mean
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-  id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT, owner TEXT NOT NULL,
-  created_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
-  spec TEXT NOT NULL, git_commit TEXT, git_dirty INTEGER, versions TEXT,
-  dataset_path TEXT, dataset_fingerprint TEXT, model_id TEXT,
-  metrics TEXT, artifact_path TEXT, error TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_dataset ON runs(dataset_fingerprint);
-CREATE TABLE IF NOT EXISTS models (
-  id TEXT PRIMARY KEY, path TEXT NOT NULL, created_at TEXT NOT NULL, run_id TEXT,
-  base_model TEXT, lineage TEXT, metrics TEXT
-);
-CREATE TABLE IF NOT EXISTS aliases (
-  name TEXT PRIMARY KEY, model_id TEXT NOT NULL REFERENCES models(id), updated_at TEXT NOT NULL
-);
-"""
-STATUSES = ("running", "finished", "failed")
+from cluster.db.schema import JSON_COLUMNS, STATUSES, aliases, models, runs
+from cluster.db.store import Database
+from cluster.errors import UserError, did_you_mean, printable
+from cluster.heartbeat import Heartbeat, heartbeat_period, owner_process, seconds_since, stale_reason
+from cluster.provenance import default_owner, git_state, package_versions
+
+__all__ = ["STATUSES", "Registry", "check_alias", "default_home", "default_owner", "new_id", "now"]
+
+# Alias names: a letter or digit, then letters, digits, '.', '_', '-'; 64 characters at most.
+ALIAS_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED_ALIASES = {"base"}  # `base` always means the bundled pretrained model
+MAX_REF = 200  # ids are ~30 characters; a longer reference is a mistake, not a lookup
 
 
 def default_home() -> Path:
@@ -63,51 +57,57 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
+def check_alias(name: str) -> str:
+    """``name`` if it is a valid alias name, else a UserError saying what is allowed."""
+    if name in RESERVED_ALIASES:
+        raise UserError(
+            f'"{name}" is reserved (it always means the bundled pretrained model); pick another alias'
+        )
+    if not ALIAS_PATTERN.fullmatch(name):
+        shown = _shown(name)
+        raise UserError(
+            f'invalid alias name "{shown}": use 1-64 letters, digits, ".", "_" or "-", starting with a'
+            " letter or digit"
+        )
+    return name
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A user-supplied string for a one-line message: control characters visible, cut at ``limit``."""
+    return printable(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def check_ref(ref: str, what: str) -> str:
+    """A run/model reference fit for a lookup (not empty, not absurdly long)."""
+    if not ref:
+        raise UserError(f"empty {what} id")
+    if len(ref) > MAX_REF:
+        raise UserError(f"{what} id of {len(ref)} characters; ids are at most {MAX_REF} characters")
+    return ref
+
+
 class Registry:
-    """Runs, models and aliases of one ``EVALCLUSTER_HOME``."""
+    """Runs, models and aliases of one ``EVALCLUSTER_HOME`` (or of the shared database it names)."""
 
     def __init__(self, home: str | Path | None = None):
         self.home = Path(home).expanduser() if home else default_home()
-        self._ready = False  # WAL mode and schema checked by this instance
+        self._db: Database | None = None
 
-    # -------------------------------------------------------------- plumbing
+    @property
+    def database(self) -> Database:
+        """The opened database, its schema checked (and upgraded where that is automatic) on first use."""
+        if self._db is not None and self._db.pid != os.getpid():
+            self._db.engine.dispose(close=False)  # a forked child must not close its parent's connections
+            self._db = None
+        if self._db is None:
+            self._db = Database.open(self.home)
+        return self._db
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        if not self._ready:
-            self._init_db()
-        con = self._connect()
-        try:
-            yield con
-        finally:
-            con.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.home / "registry.db", timeout=60, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout = 60000")
-        return con
-
-    def _init_db(self) -> None:
-        """WAL mode (readers never block the writer) and the schema, under a file lock.
-
-        Switching the journal mode needs an exclusive lock that SQLite may refuse at
-        once ("database is locked") instead of waiting, when other processes open the
-        new database at the same moment; the lock serialises that first step.
-        """
-        import fcntl
-
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.home / "registry.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            con = self._connect()
-            try:
-                if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    con.execute("PRAGMA journal_mode = WAL")
-                con.executescript(SCHEMA)
-            finally:
-                con.close()
-        self._ready = True
+    def close(self) -> None:
+        """Close the database connections (reopened on the next use)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def run_dir(self, run_id: str) -> Path:
         return self.home / "runs" / run_id
@@ -129,29 +129,22 @@ class Registry:
         model_id: str | None = None,
         run_id: str | None = None,
     ) -> str:
-        """Record a new ``running`` run with everything needed to reproduce it."""
+        """Record a new ``running`` run with everything needed to reproduce it, owned by this process."""
         run_id = run_id or new_id(kind)
         commit, dirty = git_state()
-        with self._db() as con:
-            con.execute(
-                "INSERT INTO runs (id, kind, name, owner, created_at, status, spec, git_commit,"
-                " git_dirty, versions, dataset_path, dataset_fingerprint, model_id)"
-                " VALUES (?,?,?,?,?,'running',?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    kind,
-                    name,
-                    owner or default_owner(),
-                    now(),
-                    json.dumps(spec, default=str),
-                    commit,
-                    dirty,
-                    json.dumps(package_versions()),
-                    dataset_path,
-                    dataset_fingerprint,
-                    model_id,
-                ),
-            )
+        host, pid = owner_process()
+        started = now()
+        row = {
+            "id": run_id, "kind": kind, "name": name, "owner": owner or default_owner(),
+            "created_at": started, "status": "running", "spec": json.dumps(spec, default=str),
+            "git_commit": commit, "git_dirty": dirty, "versions": json.dumps(package_versions()),
+            "dataset_path": dataset_path, "dataset_fingerprint": dataset_fingerprint,
+            "model_id": model_id, "host": host, "pid": pid, "heartbeat_at": started,
+        }  # fmt: skip
+        try:
+            self.database.write_one(insert(runs), row)
+        except IntegrityError as exc:
+            raise UserError(f'run id "{_shown(run_id)}" is already taken') from exc
         return run_id
 
     def finish_run(
@@ -174,39 +167,89 @@ class Registry:
         """running -> failed (a no-op for a run that already ended)."""
         self._transition(run_id, "failed", error=error[:2000], strict=False)
 
-    def _transition(self, run_id: str, status: str, strict: bool = True, **fields: Any) -> None:
-        fields = {k: v for k, v in fields.items() if v is not None}
-        sets = ", ".join(["status = ?", "finished_at = ?"] + [f"{k} = ?" for k in fields])
-        with self._db() as con:
-            cur = con.execute(
-                f"UPDATE runs SET {sets} WHERE id = ? AND status = 'running'",
-                (status, now(), *fields.values(), run_id),
+    def _transition(self, run_id: str, status: str, strict: bool = True, **fields: Any) -> bool:
+        values = {
+            "status": status,
+            "finished_at": now(),
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        changed = self.database.write_one(_UPDATE_RUNNING, {"run_id": run_id, **values}) == 1
+        if not changed and strict:
+            raise RuntimeError(
+                f"run {run_id} is not running (it ended, or was marked failed); finished runs are immutable"
             )
-        if cur.rowcount != 1 and strict:
-            raise RuntimeError(f"run {run_id} is not running; finished runs are immutable")
+        return changed
+
+    def beat(self, run_id: str) -> bool:
+        """Record that the run's process is alive; False once the run is no longer running."""
+        return self.database.write_one(_UPDATE_RUNNING, {"run_id": run_id, "heartbeat_at": now()}) == 1
 
     @contextmanager
     def run(self, kind: str, spec: dict, **kwargs: Any) -> Iterator[str]:
-        """Start a run; mark it failed if the block raises (the caller finishes it)."""
+        """Start a run and keep its heartbeat while the block runs; mark it failed if the block raises.
+
+        The caller finishes the run (``finish_run``) inside the block.
+        """
         run_id = self.start_run(kind, spec, **kwargs)
+        heartbeat = Heartbeat(lambda: self.beat(run_id), heartbeat_period(), f"heartbeat-{run_id}").start()
         try:
             yield run_id
         except BaseException as exc:
             self.fail_run(run_id, f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            heartbeat.stop()
+
+    def mark_failed(self, ref: str, reason: str) -> dict:
+        """A user's `runs fail RUN`: the running run ``ref`` -> failed with ``reason``; returns the run."""
+        run = self.get_run(ref)
+        if run["status"] != "running" or not self._transition(
+            run["id"], "failed", False, error=reason[:2000]
+        ):
+            run = self.get_run(run["id"])
+            raise UserError(f"run {run['id']} is {run['status']}, not running; its record is final")
+        return run
+
+    def fail_stale_runs(self, reason: str, older_than_s: float | None = None) -> list[dict]:
+        """Mark failed every stale running run (last seen more than ``older_than_s`` ago, if given).
+
+        Each UPDATE also matches the heartbeat it judged by, so a run that beats in
+        the meantime is left running.
+        """
+        failed = []
+        for run in self.list_runs(status="running"):
+            why = stale_reason(run)
+            seen = seconds_since(run["heartbeat_at"] or run["created_at"])
+            if why is None or (older_than_s is not None and seen <= older_than_s):
+                continue
+            stmt = (
+                update(runs)
+                .where(runs.c.id == run["id"], runs.c.status == "running")
+                .where(runs.c.heartbeat_at.is_not_distinct_from(run["heartbeat_at"]))
+                .values(status="failed", finished_at=now(), error=f"{reason}: {why}"[:2000])
+            )
+            if self.database.write_one(stmt) == 1:
+                failed.append({**run, "stale": why})
+        return failed
 
     def get_run(self, ref: str) -> dict:
         """A run by id or unique id prefix; UserError if none or ambiguous."""
-        with self._db() as con:
-            rows = con.execute(
-                "SELECT * FROM runs WHERE id = ? OR id LIKE ? ORDER BY id", (ref, f"{ref}%")
-            ).fetchall()
-        exact = [r for r in rows if r["id"] == ref]
-        rows = exact or rows
+        check_ref(ref, "run")
+        with self.database.read() as conn:
+            rows = (
+                conn.execute(_RUN_BY_ID, {"ref": ref}).all()
+                or conn.execute(
+                    select(runs)
+                    .where(runs.c.id.startswith(ref, autoescape=True))
+                    .order_by(runs.c.id)
+                    .limit(6)
+                ).all()
+            )
         if not rows:
-            raise UserError(f'no run "{ref}" in {self.home}{did_you_mean(ref, self._run_ids())}')
+            shown = _shown(ref)
+            raise UserError(f'no run "{shown}" in {self._where()}{did_you_mean(shown, self._run_ids())}')
         if len(rows) > 1:
-            raise UserError(f'run "{ref}" is ambiguous: {", ".join(r["id"] for r in rows[:5])}')
+            raise UserError(f'run "{_shown(ref)}" is ambiguous: {", ".join(r.id for r in rows[:5])}')
         return _decode(rows[0])
 
     def list_runs(
@@ -219,24 +262,26 @@ class Registry:
         limit: int | None = None,
     ) -> list[dict]:
         """Runs, newest first, filtered by the given fields."""
-        where, args = [], []
+        stmt = select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
         for col, val in [
-            ("owner", owner),
-            ("kind", kind),
-            ("status", status),
-            ("dataset_fingerprint", dataset_fingerprint),
+            (runs.c.owner, owner),
+            (runs.c.kind, kind),
+            (runs.c.status, status),
+            (runs.c.dataset_fingerprint, dataset_fingerprint),
         ]:
             if val is not None:
-                where.append(f"{col} = ?")
-                args.append(val)
-        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC, id DESC" + (f" LIMIT {int(limit)}" if limit else "")
-        with self._db() as con:
-            return [_decode(r) for r in con.execute(sql, args).fetchall()]
+                stmt = stmt.where(col == val)
+        if limit:
+            stmt = stmt.limit(int(limit))
+        with self.database.read() as conn:
+            return [_decode(r) for r in conn.execute(stmt)]
 
     def _run_ids(self) -> list[str]:
-        with self._db() as con:
-            return [r[0] for r in con.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 500")]
+        with self.database.read() as conn:
+            return list(conn.execute(select(runs.c.id).order_by(runs.c.id.desc()).limit(500)).scalars())
+
+    def _where(self) -> str:
+        return self.database.target.display
 
     # -------------------------------------------------------------- models
 
@@ -252,101 +297,102 @@ class Registry:
     ) -> str:
         """Record a model directory (already complete on disk); returns its id."""
         model_id = model_id or new_id("m")
-        with self._db() as con:
-            con.execute(
-                "INSERT INTO models VALUES (?,?,?,?,?,?,?)",
-                (
-                    model_id,
-                    str(path),
-                    now(),
-                    run_id,
-                    base_model,
-                    json.dumps(lineage or {}, default=str),
-                    json.dumps(metrics or {}, default=str),
-                ),
-            )
+        row = {
+            "id": model_id,
+            "path": str(path),
+            "created_at": now(),
+            "run_id": run_id,
+            "base_model": base_model,
+            "lineage": json.dumps(lineage or {}, default=str),
+            "metrics": json.dumps(metrics or {}, default=str),
+        }
+        try:
+            self.database.write_one(insert(models), row)
+        except IntegrityError as exc:
+            raise UserError(f'model id "{_shown(model_id)}" is already taken') from exc
         return model_id
 
     def set_alias(self, name: str, model_ref: str) -> str:
         """Point alias ``name`` (e.g. best, serving) at a model id or another alias."""
+        check_alias(name)
         row = self.resolve_model(model_ref)
         if row is None:
-            raise UserError(f'no registered model "{model_ref}"{did_you_mean(model_ref, self.model_names())}')
-        with self._db() as con:
-            con.execute(
-                "INSERT INTO aliases VALUES (?,?,?) ON CONFLICT(name) DO UPDATE SET "
-                "model_id = excluded.model_id, updated_at = excluded.updated_at",
-                (name, row["id"], now()),
-            )
+            shown = _shown(model_ref)
+            raise UserError(f'no registered model "{shown}"{did_you_mean(shown, self.model_names())}')
+        self.database.write_one(_upsert_alias(self.database.engine.dialect.name, name, row["id"]))
         return row["id"]
 
+    def remove_alias(self, name: str) -> str:
+        """Remove alias ``name`` (the model stays registered); returns the model id it pointed at."""
+        check_ref(name, "alias")
+        stmt = delete(aliases).where(aliases.c.name == name).returning(aliases.c.model_id)
+        with self.database.write() as conn:
+            model_id = conn.execute(stmt).scalar()
+        if model_id is None:
+            known = [a for a in self.model_names() if not a.startswith("m-")]
+            shown = _shown(name)
+            raise UserError(
+                f'no alias "{shown}"{did_you_mean(shown, known)}; aliases: {", ".join(known) or "none"}'
+            )
+        return model_id
+
     def resolve_model(self, ref: str) -> dict | None:
-        """A model row by alias, id, or unique id prefix; None when nothing matches."""
-        with self._db() as con:
-            alias = con.execute("SELECT model_id FROM aliases WHERE name = ?", (ref,)).fetchone()
-            mid = alias[0] if alias else ref
-            row = con.execute("SELECT * FROM models WHERE id = ?", (mid,)).fetchone()
+        """A model row by alias, id, or unique id prefix; None when nothing matches.
+
+        (An empty or over-long reference matches nothing: it is usually a path that
+        does not exist, and the caller says so.)
+        """
+        if not ref or len(ref) > MAX_REF:
+            return None
+        with self.database.read() as conn:
+            row = conn.execute(_MODEL_BY_ALIAS_OR_ID, {"ref": ref}).first()
             if row is None and len(ref) >= 6:
-                rows = con.execute("SELECT * FROM models WHERE id LIKE ?", (f"{ref}%",)).fetchall()
+                prefix = models.c.id.startswith(ref, autoescape=True)
+                rows = conn.execute(select(models).where(prefix).limit(2)).all()
                 row = rows[0] if len(rows) == 1 else None
         return _decode(row) if row else None
 
     def list_models(self) -> list[dict]:
-        with self._db() as con:
-            rows = con.execute(
-                "SELECT m.*, group_concat(a.name) AS aliases FROM models m "
-                "LEFT JOIN aliases a ON a.model_id = m.id GROUP BY m.id "
-                "ORDER BY m.created_at DESC"
-            ).fetchall()
-        return [_decode(r) for r in rows]
+        """Models, newest first; ``aliases`` is their comma-joined alias names (None without any)."""
+        with self.database.read() as conn:
+            rows = conn.execute(select(models).order_by(models.c.created_at.desc(), models.c.id.desc())).all()
+            pairs = conn.execute(select(aliases.c.model_id, aliases.c.name).order_by(aliases.c.name)).all()
+        names: dict[str, list[str]] = {}
+        for model_id, name in pairs:
+            names.setdefault(model_id, []).append(name)
+        return [{**_decode(r), "aliases": ",".join(names.get(r.id, [])) or None} for r in rows]
 
     def model_names(self) -> list[str]:
         """Aliases and ids, for "did you mean" and error messages."""
-        with self._db() as con:
-            aliases = [r[0] for r in con.execute("SELECT name FROM aliases ORDER BY name")]
-            ids = [r[0] for r in con.execute("SELECT id FROM models ORDER BY created_at DESC")]
-        return aliases + ids
+        with self.database.read() as conn:
+            names = list(conn.execute(select(aliases.c.name).order_by(aliases.c.name)).scalars())
+            ids = list(conn.execute(select(models.c.id).order_by(models.c.created_at.desc())).scalars())
+        return names + ids
 
 
-def _decode(row: sqlite3.Row) -> dict:
-    d = dict(row)
-    for key in ("spec", "versions", "metrics", "lineage"):
+# Statements with their values bound at execution: compiled once per process (measured: a
+# start+finish pair cost 2.0-2.4 ms of client CPU with values baked into each statement, 0.8 ms so).
+# The SET columns of an UPDATE come from the parameters it is executed with.
+_UPDATE_RUNNING = update(runs).where(runs.c.id == bindparam("run_id"), runs.c.status == "running")
+_RUN_BY_ID = select(runs).where(runs.c.id == bindparam("ref"))
+# The model an alias points at, else the model with that id (an alias wins, as it always has);
+# one round trip, and the scalar subquery lets both lookups use their primary keys.
+_ALIASED = select(aliases.c.model_id).where(aliases.c.name == bindparam("ref")).scalar_subquery()
+_MODEL_BY_ALIAS_OR_ID = select(models).where(models.c.id == func.coalesce(_ALIASED, bindparam("ref")))
+
+
+def _upsert_alias(dialect: str, name: str, model_id: str):
+    stmt = (postgresql if dialect == "postgresql" else sqlite).insert(aliases)
+    stmt = stmt.values(name=name, model_id=model_id, updated_at=now())
+    return stmt.on_conflict_do_update(
+        index_elements=[aliases.c.name],
+        set_={"model_id": stmt.excluded.model_id, "updated_at": stmt.excluded.updated_at},
+    )
+
+
+def _decode(row) -> dict:
+    d = dict(row._mapping)
+    for key in JSON_COLUMNS:
         if d.get(key):
             d[key] = json.loads(d[key])
     return d
-
-
-def default_owner() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def git_state() -> tuple[str | None, int | None]:
-    """(commit, dirty) of the code that runs, or (None, None) outside a git checkout."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        if commit.returncode != 0:
-            return None, None
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return commit.stdout.strip(), int(bool(dirty.stdout.strip()))
-    except (OSError, subprocess.TimeoutExpired):
-        return None, None
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("ray", "torch", "transformers", "scikit-learn", "evalcluster"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            out[pkg] = importlib.metadata.version(pkg)
-    out["python"] = ".".join(map(str, sys.version_info[:3]))
-    return out

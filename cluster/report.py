@@ -9,16 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-HEADLINE = (
-    "accuracy",
-    "f1_macro",
-    "precision_macro",
-    "recall_macro",
-    "f1_weighted",
-    "f1_micro",
-    "log_loss",
-    "ece",
-)
+from cluster.metrics import METRICS, metric_names
+
+HEADLINE = metric_names(headline=True)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
@@ -65,7 +58,9 @@ def render(m: dict) -> str:
 def _metrics_table(m: dict) -> str:
     ci = m.get("ci95", {})
     rows = "".join(
-        f"<tr><td>{k}</td><td>{m[k]:.4f}</td><td>{_ci(ci.get(k))}</td></tr>" for k in HEADLINE if k in m
+        f"<tr><td>{METRICS[k].display}</td><td>{m[k]:.4f}</td><td>{_ci(ci.get(k))}</td></tr>"
+        for k in HEADLINE
+        if k in m
     )
     return f"<table><tr><th>metric</th><th>value</th><th>95% CI (bootstrap)</th></tr>{rows}</table>"
 
@@ -187,7 +182,8 @@ def _per_class_plot(m: dict):
 def render_comparison(result: dict, ma: dict, mb: dict) -> str:
     """Side-by-side HTML of two evaluations: metric differences, both confusion matrices."""
     rows = "".join(
-        f"<tr><td>{k}</td><td>{d['a']:.4f}</td><td>{d['b']:.4f}</td><td>{d['diff']:+.4f}</td>"
+        f"<tr><td>{METRICS[k].display if k in METRICS else _e(k)}</td><td>{d['a']:.4f}</td>"
+        f"<td>{d['b']:.4f}</td><td>{d['diff']:+.4f}</td>"
         f"<td>{_ci(d['ci95'])}</td></tr>"
         for k, d in result["metrics"].items()
     )

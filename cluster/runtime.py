@@ -9,12 +9,22 @@ Addresses mean different things (as in Ray itself):
 Token authentication stays on. Ray 2.60 clients with RAY_AUTH_MODE unset treat auth
 as disabled, so before talking to a cluster we turn token mode on whenever a token
 can be found the way Ray finds it (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).
+A token file we create is readable by its owner only (0600); a looser one is tightened.
+
+Ray on this machine stays on this machine: the local head (unless `evalctl cluster up
+--host` says otherwise) and an embedded Ray take 127.0.0.1 as their node address, and
+Ray's servers (GCS, raylet, workers, agents, Ray client) then listen on loopback only;
+the dashboard and job server on 127.0.0.1:8265.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,8 +32,24 @@ from pathlib import Path
 
 from cluster.errors import UserError
 
+log = logging.getLogger(__name__)
 DASHBOARD_PORT = 8265
-LOCAL_JOBS_URL = f"http://127.0.0.1:{DASHBOARD_PORT}"
+LOOPBACK = "127.0.0.1"
+LOCAL_JOBS_URL = f"http://{LOOPBACK}:{DASHBOARD_PORT}"
+# Ray turns a node address of 127.0.0.1 into the machine's address (in `ray start
+# --node-ip-address` and in the address a client joins) unless multi-node clusters are off,
+# which this variable says; with 127.0.0.1 kept, Ray's gRPC servers bind loopback only.
+LOOPBACK_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def address_file() -> Path:
+    """Where `ray start` (and ray.cluster_utils) record the local head's GCS address.
+
+    The same rule as Ray's own ``get_ray_address_file`` (RAY_TMPDIR, else TMPDIR on
+    Linux, else /tmp), without importing Ray on the CLI's start-up path.
+    """
+    tmp = os.environ.get("RAY_TMPDIR") or (sys.platform.startswith("linux") and os.environ.get("TMPDIR"))
+    return Path(tmp or "/tmp") / "ray" / "ray_current_cluster"
 
 
 @dataclass
@@ -49,13 +75,41 @@ def find_auth_token() -> str | None:
     """The cluster token as Ray's own clients find it, or None."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return os.environ["RAY_AUTH_TOKEN"].strip()
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    candidates = [Path(path).expanduser()] if path else []
-    candidates.append(Path.home() / ".ray" / "auth_token")
-    for p in candidates:
+    for p in _token_files():
         if p.is_file() and p.read_text().strip():
             return p.read_text().strip()
     return None
+
+
+def _token_files() -> list[Path]:
+    """Where Ray looks for the token file, in order ($RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return ([Path(path).expanduser()] if path else []) + [Path.home() / ".ray" / "auth_token"]
+
+
+def ensure_auth_token(create: bool = True) -> None:
+    """Make sure the token file a new local Ray uses is private to its owner (0600).
+
+    Creates it when no token is found and ``create`` (256 random bits in hex, as Ray's
+    ``ray get-auth-token --generate`` makes them; Ray writes its file with the default
+    umask, readable by every local user, so we write it ourselves); tightens an existing
+    file that others can read, and says so.
+    """
+    if create and find_auth_token() is None:
+        path = _token_files()[0]
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:  # O_EXCL: never overwrite a token another process wrote meanwhile
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    for path in _token_files():
+        if path.is_file() and path.stat().st_mode & 0o077:
+            old = oct(path.stat().st_mode & 0o777)[2:]
+            path.chmod(0o600)
+            log.warning("%s was readable by others (mode %s); it is now 0600 (owner only)", path, old)
 
 
 def ensure_client_auth() -> None:
@@ -104,17 +158,69 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         )
     # ray.init handles token auth itself: on for a new local instance, and on when
     # joining a cluster if a token is found. (Forcing the mode here would desync it.)
-    kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True, "logging_level": "WARNING"}
+    level = "INFO" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "WARNING"
+    kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True, "logging_level": level}
     if address:
         kwargs["address"] = address
     elif head_running():
         kwargs["address"] = "auto"  # join the persistent local head (`evalctl cluster up`)
-    else:
-        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False)
+    else:  # an embedded Ray, on loopback only, with a private token file
+        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK)
+        ensure_auth_token(create=os.environ.get("RAY_AUTH_MODE", "token").lower() != "disabled")
+    if is_loopback(_bootstrap_host(kwargs["address"])):
+        keep_loopback()
+    log.info("ray.init(%s)", ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:
-        raise UserError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from exc
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's console progress (INFO lines, progress bars) only when our log level asks for INFO.
+
+    Its full logs still go to Ray's session directory (logs/ray-data/).
+    """
+    import ray.data
+
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):  # the console; the session file keeps everything
+            handler.setLevel(logging.INFO if verbose else logging.WARNING)
+            if not any(isinstance(f, _NoProgressNotice) for f in handler.filters):
+                handler.addFilter(_NoProgressNotice())
+
+
+class _NoProgressNotice(logging.Filter):
+    """Drops Ray Data's notice that progress bars are off: we turned them off on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled.")
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` names this machine's loopback interface."""
+    return host in ("localhost", "::1") or (host or "").startswith("127.")
+
+
+def _bootstrap_host(address: str) -> str | None:
+    """The host ``ray.init(address)`` connects to ("local": this machine; "auto": the local head)."""
+    if address == "local":
+        return LOOPBACK
+    if address == "auto":
+        address = _recorded_address() or ""
+    return address.split("://")[-1].rsplit(":", 1)[0] or None
+
+
+def keep_loopback() -> None:
+    """Let this process and its children use 127.0.0.1 as a Ray node's address (see LOOPBACK_VAR).
+    Ray reads the variable once, at import, so its constant is set too if Ray is loaded."""
+    os.environ[LOOPBACK_VAR] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def cluster_resources() -> dict[str, float]:
@@ -160,41 +266,68 @@ def _ray_cli() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
-def head_up(num_cpus: int | None = None, dashboard_port: int = DASHBOARD_PORT) -> str:
-    """Start a persistent local head (dashboard + job server on 127.0.0.1).
+def head_command(
+    num_cpus: int | None = None, dashboard_port: int = DASHBOARD_PORT, host: str = LOOPBACK
+) -> tuple[list[str], dict[str, str]]:
+    """The `ray start --head` command line and its environment for a head listening on ``host``.
 
-    Returns the job-server URL. Token auth is on; the token is ~/.ray/auth_token.
+    127.0.0.1 (the default): Ray's servers and the dashboard on loopback only. 0.0.0.0: on
+    every interface, as Ray does by default. Another address of this machine: the node
+    takes that address (Ray's gRPC servers then listen on every interface; only 127.0.0.1
+    makes them loopback-only) and the dashboard listens on it.
     """
-    if head_running():
-        return f"http://127.0.0.1:{dashboard_port}"
-    cmd = [
-        _ray_cli(),
-        "start",
-        "--head",
-        "--dashboard-host",
-        "127.0.0.1",
-        "--dashboard-port",
-        str(dashboard_port),
-        "--include-dashboard",
-        "true",
-        "--disable-usage-stats",
-    ]
+    host = LOOPBACK if is_loopback(host) else host
+    cmd = [_ray_cli(), "start", "--head", "--dashboard-host", host, "--dashboard-port", str(dashboard_port)]
+    cmd += ["--include-dashboard", "true", "--disable-usage-stats"]
+    if host not in ("0.0.0.0", "::"):  # all interfaces: Ray picks the node address itself
+        cmd += ["--node-ip-address", host]
     if num_cpus:
         cmd += ["--num-cpus", str(num_cpus)]
-    # `ray start` turns token auth on only when told to (or when a token already
-    # exists): make sure there is a token and ask for token mode explicitly.
-    if find_auth_token() is None:
-        subprocess.run([_ray_cli(), "get-auth-token", "--generate"], capture_output=True, check=True)
     # A job's entrypoint runs `python` from the raylet's PATH: make it this environment's
     # interpreter (with the project installed), not whatever `python` the shell finds first.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", LOOPBACK_VAR)}
+    # `ray start` turns token auth on only when told to (or when a token already exists).
+    env.update(PATH=path, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
+    if host == LOOPBACK:
+        env[LOOPBACK_VAR] = "0"  # inherited by every process of the head: workers, agents, jobs
+    return cmd, env
+
+
+def head_up(num_cpus: int | None = None, dashboard_port: int = DASHBOARD_PORT, host: str = LOOPBACK) -> str:
+    """Start a persistent local head listening on ``host`` (see :func:`head_command`).
+
+    Returns the job-server URL. Token auth is on; the token is ~/.ray/auth_token (0600).
+    """
+    if head_running():
+        return head_jobs_url(dashboard_port)
+    check_host(host)
+    ensure_auth_token()
+    cmd, env = head_command(num_cpus, dashboard_port, host)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         raise UserError(f"`ray start --head` failed: {tail[0] if tail else proc.returncode}")
-    return f"http://127.0.0.1:{dashboard_port}"
+    return head_jobs_url(dashboard_port)
+
+
+def check_host(host: str) -> None:
+    """``--host`` must be an IP address this machine can listen on."""
+    try:
+        ipaddress.ip_address(LOOPBACK if host == "localhost" else host)
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+    except (ValueError, OSError) as exc:
+        raise UserError(
+            f"--host {host} is not an IP address of this machine (use 127.0.0.1, 0.0.0.0 or one of "
+            f"its addresses): {exc}"
+        ) from exc
+
+
+def head_jobs_url(dashboard_port: int = DASHBOARD_PORT) -> str:
+    """The running local head's job-server URL (its node address; 127.0.0.1 on loopback)."""
+    host = _bootstrap_host("auto") or LOOPBACK
+    return f"http://{LOOPBACK if is_loopback(host) else host}:{dashboard_port}"
 
 
 def head_down() -> bool:
@@ -204,27 +337,42 @@ def head_down() -> bool:
     return was_running
 
 
+def _recorded_address() -> str | None:
+    path = address_file()
+    return path.read_text().strip() or None if path.is_file() else None
+
+
 def head_running() -> bool:
-    """True when a local head's GCS address file exists and its process is alive."""
-    addr_file = Path("/tmp/ray/ray_current_cluster")
-    if not addr_file.is_file():
+    """True when a local head recorded its GCS address and that address accepts connections.
+
+    Checking the recorded address itself (not "some gcs_server process exists") keeps an
+    unrelated embedded Ray on this machine from being mistaken for the head.
+    """
+    address = _recorded_address()
+    if not address:
         return False
-    proc = subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True, text=True)
-    return proc.returncode == 0
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or LOOPBACK, int(port)), timeout=1):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def head_status() -> dict:
     """Describe the local head: address, dashboard, resources, nodes."""
     if not head_running():
         return {"running": False}
-    gcs = Path("/tmp/ray/ray_current_cluster").read_text().strip()
+    gcs = _recorded_address()
     ensure_client_auth()
+    if is_loopback(_bootstrap_host(gcs)):
+        keep_loopback()  # `ray status` must keep 127.0.0.1 too
     proc = subprocess.run(
         [_ray_cli(), "status", "--address", gcs], capture_output=True, text=True, env=os.environ.copy()
     )
     return {
         "running": True,
         "gcs_address": gcs,
-        "dashboard": LOCAL_JOBS_URL,
+        "dashboard": head_jobs_url(),
         "ray_status": proc.stdout.strip() or proc.stderr.strip(),
     }

@@ -1,19 +1,22 @@
 """evalctl: one CLI for data, sweeps, evaluation, serving and the team's registry.
 
-Thin by design: each command parses its options, builds a spec and calls a
-plain function (which tests call directly). Heavy imports (ray, torch) happen
-inside the commands so that `evalctl --help` stays fast.
+Thin by design: each workload command is generated from its spec (jobs/spec_cli.py:
+--config plus one option per spec field) and calls a plain function (which tests
+call directly). Heavy imports (ray, torch) happen inside the commands so that
+`evalctl --help` stays fast.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from jobs.entry import console, run
+from cluster.config import DataSpec
+from jobs.entry import LEVELS, configure_logging, console, run
+from jobs.spec_cli import Workload, options, spec_command
 
 app = typer.Typer(
     add_completion=False,
@@ -23,12 +26,24 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Sample data and dataset checks.")
 cluster_app = typer.Typer(no_args_is_help=True, help="A persistent local Ray head.")
-models_app = typer.Typer(no_args_is_help=True, help="Registered models and aliases.")
-runs_app = typer.Typer(no_args_is_help=True, help="The team's runs.")
 app.add_typer(data_app, name="data")
 app.add_typer(cluster_app, name="cluster")
-app.add_typer(models_app, name="models")
-app.add_typer(runs_app, name="runs")
+
+
+@app.callback()
+def main_options(
+    log_level: str | None = typer.Option(
+        None,
+        help=f"Log level of evalcluster and Ray's Python loggers ({' | '.join(LEVELS)}); "
+        "default WARNING, or $EVALCLUSTER_LOG_LEVEL.",
+    ),
+    debug: bool = typer.Option(False, help="Print the full traceback of an error (or EVALCLUSTER_DEBUG=1)."),
+) -> None:
+    """evalcluster: fine-tune, evaluate and serve pretrained language models on Ray."""
+    if debug:
+        os.environ["EVALCLUSTER_DEBUG"] = "1"
+    if log_level:
+        configure_logging(log_level)
 
 
 # ------------------------------------------------------------------ data
@@ -40,7 +55,7 @@ def data_sample(
     seed: int = typer.Option(0, help="Seed of the stratified split."),
 ) -> None:
     """Write train/validation/test Parquet splits of the bundled tweet corpus (80/10/10)."""
-    from cluster.data import LABELS, sample_splits
+    from cluster.corpus import LABELS, sample_splits
 
     counts = sample_splits(out, seed)
     table = Table("split", "rows", *LABELS, title=f"sample corpus -> {out}")
@@ -49,32 +64,46 @@ def data_sample(
     console.print(table)
 
 
-@data_app.command("check")
-def data_check(
-    path: str = typer.Argument(..., help="File, directory, glob or URI."),
-    text_column: str = "text",
-    label_column: str = "label",
-    id_column: str | None = None,
-) -> None:
-    """Validate a dataset (columns, null/empty texts) and print its size, labels and fingerprint."""
-    from cluster.config import DataSpec
+def _check(spec: DataSpec) -> None:
     from cluster.data import scan
 
-    summary = scan(DataSpec(path, text_column, label_column, id_column))
-    console.print(f"{path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")
+    summary = scan(spec)
+    console.print(f"{spec.path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")
     for label, n in summary.label_counts.items():
         console.print(f"  {label}: {n}")
+
+
+data_app.command("check")(
+    spec_command(
+        Workload(
+            spec=DataSpec,
+            options=options(
+                DataSpec, ["path", "text_column", "label_column", "id_column"], flags={"path": ""}
+            ),
+            run=_check,
+            config=False,
+        ),
+        "Validate a dataset (columns, null/empty texts) and print its size, labels and fingerprint.",
+    )
+)
 
 
 # ------------------------------------------------------------------ cluster
 
 
 @cluster_app.command("up")
-def cluster_up(num_cpus: int | None = typer.Option(None, help="CPUs to offer (default: all).")) -> None:
+def cluster_up(
+    num_cpus: int | None = typer.Option(None, help="CPUs to offer (default: all)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Where the head listens: 127.0.0.1 = this machine only; 0.0.0.0 or one of its IPs = "
+        "the network too (other nodes can join; the token is then all that guards it).",
+    ),
+) -> None:
     """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265)."""
     from cluster.runtime import head_up
 
-    url = head_up(num_cpus)
+    url = head_up(num_cpus, host=host)
     console.print(
         f"Ray head running; jobs and dashboard at {url} (token auth on, token in "
         "~/.ray/auth_token). Stop it with `evalctl cluster down`."
@@ -102,72 +131,6 @@ def cluster_status() -> None:
     console.print(status["ray_status"], markup=False)
 
 
-# ------------------------------------------------------------------ registry
-
-
-@models_app.command("list")
-def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Registered models, newest first, with their aliases."""
-    from cluster.registry import Registry
-
-    rows = Registry().list_models()
-    if as_json:
-        console.print_json(json.dumps(rows, default=str))
-        return
-    table = Table("id", "aliases", "created", "base", "run", "path")
-    for r in rows:
-        table.add_row(
-            r["id"], r["aliases"] or "", r["created_at"], r["base_model"] or "", r["run_id"] or "", r["path"]
-        )
-    console.print(table)
-
-
-@models_app.command("alias")
-def models_alias(name: str, model: str) -> None:
-    """Point alias NAME (e.g. serving) at MODEL (an id or another alias)."""
-    from cluster.registry import Registry
-
-    model_id = Registry().set_alias(name, model)
-    console.print(f"{name} -> {model_id}")
-
-
-@runs_app.command("list")
-def runs_list(
-    owner: str | None = None,
-    kind: str | None = None,
-    status: str | None = None,
-    limit: int = 20,
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """The team's runs, newest first."""
-    from cluster.registry import Registry
-
-    rows = Registry().list_runs(owner=owner, kind=kind, status=status, limit=limit)
-    if as_json:
-        console.print_json(json.dumps(rows, default=str))
-        return
-    table = Table("id", "kind", "status", "owner", "created", "model", "dataset")
-    for r in rows:
-        table.add_row(
-            r["id"],
-            r["kind"],
-            r["status"],
-            r["owner"],
-            r["created_at"],
-            r["model_id"] or "",
-            r["dataset_fingerprint"] or "",
-        )
-    console.print(table)
-
-
-@runs_app.command("show")
-def runs_show(run_id: str) -> None:
-    """Everything recorded about one run."""
-    from cluster.registry import Registry
-
-    console.print_json(json.dumps(Registry().get_run(run_id), default=str))
-
-
 # ------------------------------------------------------------------ demo
 
 
@@ -182,7 +145,9 @@ def demo(
     run_demo(out, full)
 
 
-from jobs import deploy, evaluate, jobs_cli, pretrain, query, sweep, team  # noqa: E402  (workload commands are registered after the core ones)
+from jobs import deploy, evaluate, jobs_cli, pretrain, query, registry_cli, sweep, team  # noqa: E402  (workload commands are registered after the core ones)
+
+registry_cli.register(app)  # runs, models, db
 
 app.command("evaluate")(evaluate.command)
 app.add_typer(sweep.sweep_app, name="sweep")

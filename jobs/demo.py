@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cluster.config import DataSpec, EvaluateSpec, ServeSpec, SweepSpec, load_yaml
+from cluster.config import DataSpec, EvaluateSpec, LeaderboardSpec, ServeSpec, SweepSpec, load_spec_file
 from jobs.entry import console
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -37,13 +37,13 @@ def run_demo(out: Path, full: bool = False) -> None:
     console.print(f"Ray head at {head_up()} (token auth on)")
 
     console.rule(f"3/6 fine-tuning sweep ({'quality' if full else 'demo'} configuration)")
-    spec = load_yaml(CONFIGS / ("sweep.yaml" if full else "demo.yaml"), SweepSpec)
-    spec.train = DataSpec(str(out / "train.parquet"))
-    spec.validation = DataSpec(str(out / "validation.parquet"))
+    spec = load_spec_file(SweepSpec, CONFIGS / ("sweep.yaml" if full else "demo.yaml"))
+    spec.train = DataSpec(path=str(out / "train.parquet"))
+    spec.validation = DataSpec(path=str(out / "validation.parquet"))
     sweep.print_summary(sweep.run_sweep(spec))
 
     console.rule("4/6 sharded evaluation of `best` on the test split")
-    result = evaluate.run_evaluate(EvaluateSpec(model="best", data=DataSpec(str(out / "test.parquet"))))
+    result = evaluate.run_evaluate(EvaluateSpec(model="best", data=DataSpec(path=str(out / "test.parquet"))))
     evaluate.print_summary(result)
 
     console.rule("5/6 serving `best` and three queries")
@@ -52,9 +52,7 @@ def run_demo(out: Path, full: bool = False) -> None:
     query._print_predictions(QUERIES, query.post(served["url"], "/v1/predict", {"texts": QUERIES}))
 
     console.rule("6/6 leaderboard on the test split")
-    team.leaderboard_command(
-        data=None, dataset=result.metrics["dataset"]["fingerprint"], metric="f1_macro", as_json=False
-    )
+    team.show_leaderboard(LeaderboardSpec(dataset=result.metrics["dataset"]["fingerprint"]))
     console.print(
         f'demo done in {time.perf_counter() - t0:.0f}s. Try `evalctl query "your text"`, '
         f"`evalctl runs list`, open {result.out / 'report.html'}."

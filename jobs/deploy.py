@@ -1,16 +1,24 @@
 """`evalctl serve deploy|status|stop`: put a model online on Ray Serve.
 
-    python -m jobs.deploy --model best [--replicas N | --autoscale MIN:MAX]
+    evalctl serve deploy --model best [--replicas N | --autoscale MIN:MAX] [--config jobs/configs/serve.yaml]
+    python -m jobs.deploy deploy --model best
 
 The application is reached by its import path ``serve.app:build_app`` (jobs never
 import serve/). Without --address, the persistent local head is started if none
 runs (Serve must outlive this command). Deploying again with another model
 updates the running application in place: Serve starts the new replicas, then
 drains the old ones, so no request fails during the swap.
+
+API key: the key in $EVALCLUSTER_API_KEY (or its _FILE) reaches the replicas as its
+SHA-256 digest only, also through a submitted job. A redeploy from a shell without
+the key keeps the running application's key; ``--no-api-key`` turns auth off, and
+says so.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 import socket
 import time
@@ -18,18 +26,26 @@ import time
 import httpx
 import typer
 
-from cluster.config import ServeSpec, from_dict, to_dict
+from cluster.apikey import api_key, api_key_digest, digest_env
+from cluster.config import ServeSpec
 from cluster.errors import UserError
 from jobs.entry import console
+from jobs.spec_cli import Workload, options, spec_command
 
+log = logging.getLogger(__name__)
 APP_NAME = "evalcluster"
+DEPLOYMENT = "Scorer"
 IMPORT_PATH = "serve.app:build_app"
 
 serve_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Online scoring on Ray Serve.")
 
 
 def deploy(
-    spec: ServeSpec, address: str | None = None, start_head: bool = True, timeout_s: float = 300
+    spec: ServeSpec,
+    address: str | None = None,
+    start_head: bool = True,
+    timeout_s: float = 300,
+    no_api_key: bool = False,
 ) -> dict:
     """Deploy (or hot-swap) the scorer and wait until /healthz answers; returns the served model.
 
@@ -42,8 +58,9 @@ def deploy(
 
     from cluster.modeling import resolve_model
     from cluster.registry import Registry
-    from cluster.runtime import head_running, head_up, init_ray
 
+    if no_api_key and api_key(spec.api_key_env):
+        raise UserError(f"${spec.api_key_env} holds an API key and --no-api-key was given: choose one")
     registry = Registry()
     ref = resolve_model(spec.model, registry)
     if ref.labels is None:
@@ -51,18 +68,64 @@ def deploy(
             f"model {ref.model_id} has no id2label: serve a fine-tuned classifier, not a bare encoder "
             "(fine-tune it with `evalctl sweep` first)"
         )
-    check_spec(spec)
+    address = _join(address, start_head)
+    remote_host = _remote_host(address)
+    serve.start(http_options={"host": "0.0.0.0" if remote_host else spec.host, "port": spec.port})
+    key_sha256, auth = _auth(spec, no_api_key)
+    args = {
+        **spec.model_dump(mode="json"),
+        "path": str(ref.path),
+        "model_id": ref.model_id,
+        "home": str(registry.home),
+        "api_key_sha256": key_sha256,
+    }
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    url = f"http://{remote_host or _local_host(spec.host)}:{spec.port}"
+    wait_until_serving(url, ref.model_id, timeout_s)
+    return {"url": url, "model_id": ref.model_id, "labels": ref.labels, "auth": auth}
+
+
+def _join(address: str | None, start_head: bool) -> str | None:
+    from cluster.runtime import head_running, head_up, init_ray
+
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None and start_head and not head_running():
         head_up()  # Serve must outlive this command: an embedded Ray would die with it
     init_ray(address)
-    remote_host = _remote_host(address)
-    serve.start(http_options={"host": "0.0.0.0" if remote_host else spec.host, "port": spec.port})
-    args = {**to_dict(spec), "path": str(ref.path), "model_id": ref.model_id, "home": str(registry.home)}
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
-    url = f"http://{remote_host or _local_host(spec.host)}:{spec.port}"
-    wait_until_serving(url, ref.model_id, timeout_s)
-    return {"url": url, "model_id": ref.model_id, "labels": ref.labels}
+    return address
+
+
+def _auth(spec: ServeSpec, no_api_key: bool) -> tuple[str | None, str]:
+    """(the key digest the new deployment gets, a line saying what that means)."""
+    env = spec.api_key_env
+    if no_api_key:
+        was = running_key_digest(env) is not None
+        return None, "API key: none, the endpoint is open" + (
+            " (auth turned off by --no-api-key)" if was else ""
+        )
+    mine = api_key_digest(env)
+    if mine:
+        return mine, f"API key: required (from ${env})"
+    running = running_key_digest(env)
+    if running:
+        return running, "API key: required, kept from the running deployment (--no-api-key turns it off)"
+    return None, f"API key: none, the endpoint is open (set ${env} to require one)"
+
+
+def running_key_digest(env: str) -> str | None:
+    """The API key digest the running scorer checks (asked through a Serve handle); None = open or none."""
+    from ray import serve
+
+    if APP_NAME not in serve.status().applications:
+        return None
+    try:
+        handle = serve.get_deployment_handle(DEPLOYMENT, app_name=APP_NAME)
+        return handle.api_key_sha256.remote().result(timeout_s=60)
+    except Exception as exc:  # noqa: BLE001 - any failure means we cannot tell
+        raise UserError(
+            f"cannot tell whether the running {APP_NAME} application requires an API key "
+            f"({type(exc).__name__}); set ${env} to deploy with a key, or pass --no-api-key"
+        ) from exc
 
 
 def build_app(args: dict):
@@ -105,20 +168,6 @@ def wait_until_serving(url: str, model_id: str, timeout_s: float) -> None:
         f"{url} did not serve model {model_id} within {timeout_s:.0f}s; "
         "see `evalctl serve status` and the replica logs (`ray logs` / the dashboard)"
     )
-
-
-def check_spec(spec: ServeSpec) -> None:
-    """Refuse settings Serve would reject later (or that make no sense) with one clear line."""
-    for name in ("max_batch_size", "replicas", "max_texts", "max_chars", "max_length", "port"):
-        if getattr(spec, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(spec, name)}")
-    if spec.cpus_per_replica < 0 or (spec.gpus_per_replica or 0) < 0:
-        raise UserError("--cpus-per-replica and --gpus-per-replica must be 0 or more")
-    lo, hi = spec.autoscale_min, spec.autoscale_max
-    if (lo, hi) != (None, None) and (lo is None or hi is None or not 0 <= lo <= hi or hi < 1):
-        raise UserError(f"--autoscale MIN:MAX needs 0 <= MIN <= MAX and MAX >= 1, got {lo}:{hi}")
-    if spec.batch_wait_ms < 0:
-        raise UserError(f"--batch-wait-ms must be 0 or more, got {spec.batch_wait_ms}")
 
 
 def status(address: str | None = None, port: int = 8000) -> dict:
@@ -177,75 +226,45 @@ def _connect(address: str | None) -> bool:
 # ------------------------------------------------------------------ command line
 
 
-@serve_app.command("deploy")
-def deploy_command(
-    model: str = typer.Option("best", help="Model dir, registered id or alias (best, serving)."),
-    replicas: int = typer.Option(1, help="Fixed number of replicas."),
-    autoscale: str | None = typer.Option(
-        None, help="MIN:MAX replicas, autoscaled on ongoing requests per replica."
-    ),
-    target_ongoing_requests: float = typer.Option(16.0, help="Autoscaling target per replica."),
-    max_batch_size: int = typer.Option(32, help="Texts per dynamic batch (1 = batching off)."),
-    batch_wait_ms: float = typer.Option(
-        50.0, help="Under concurrent load, how long a batch waits to fill (ms); a lone request never waits."
-    ),
-    max_texts: int = typer.Option(64, help="Texts per request (more: 413)."),
-    max_chars: int = typer.Option(5000, help="Characters per text (more: 413)."),
-    precision: str = typer.Option("auto", help="auto | fp32 | bf16 (auto: bf16 where native)."),
-    cpus_per_replica: float = typer.Option(1.0, help="CPUs (and torch threads) per replica."),
-    gpus_per_replica: float | None = typer.Option(None, help="Default: 1 when the cluster has GPUs."),
-    host: str = typer.Option("127.0.0.1", help="Interface Serve's HTTP proxy listens on."),
-    port: int = typer.Option(8000, help="HTTP port of Serve's proxy."),
-    address: str | None = typer.Option(
-        None,
-        help="Default: the local head (started if needed). http://HEAD:8265 submits a Ray job; "
-        "HOST:6379 or ray://... joins that Ray directly.",
-    ),
-    wait: bool = typer.Option(False, help="With an http address: stream the job's logs."),
-) -> None:
-    """Put a model online (POST /v1/predict) and return once it answers; again = hot swap."""
-    from jobs.submit import own_argv, submit_if_remote
-
-    if submit_if_remote("jobs.deploy", ["deploy", *own_argv("serve", "deploy")], address, wait, [model]):
-        return
-    lo, hi = parse_autoscale(autoscale)
-    spec = from_dict(
-        ServeSpec,
-        dict(
-            model=model,
-            replicas=replicas,
-            autoscale_min=lo,
-            autoscale_max=hi,
-            target_ongoing_requests=target_ongoing_requests,
-            max_batch_size=max_batch_size,
-            batch_wait_ms=batch_wait_ms,
-            max_texts=max_texts,
-            max_chars=max_chars,
-            precision=precision,
-            cpus_per_replica=cpus_per_replica,
-            gpus_per_replica=gpus_per_replica,
-            host=host,
-            port=port,
-        ),
-        where="serve deploy",
-    )
-    served = deploy(spec, address)
+def _run(spec: ServeSpec, address: str | None = None, no_api_key: bool = False) -> None:
+    served = deploy(spec, address, no_api_key=no_api_key)
     console.print(f"serving {served['model_id']} ({', '.join(served['labels'])}) at {served['url']}")
+    console.print(served["auth"])
     console.print(
         f'try: evalctl query "what a great flight"   |   docs: {served["url"]}/docs   |   '
         "stop: evalctl serve stop"
     )
 
 
-def parse_autoscale(value: str | None) -> tuple[int | None, int | None]:
-    """ "MIN:MAX" -> (MIN, MAX); None -> (None, None)."""
-    if not value:
-        return None, None
-    try:
-        lo, hi = (int(x) for x in value.split(":"))
-    except ValueError:
-        raise UserError(f"--autoscale must be MIN:MAX, e.g. 1:4; got {value!r}") from None
-    return lo, hi
+def _job_extras(spec: ServeSpec, extras: dict) -> tuple[list[str], dict[str, str]]:
+    """A submitted deploy gets this shell's key as a digest only, and --no-api-key when given."""
+    if extras.get("no_api_key"):
+        return ["--no-api-key"], {}
+    return [], digest_env(spec.api_key_env)
+
+
+NO_API_KEY = inspect.Parameter(
+    "no_api_key",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=typer.Option(False, "--no-api-key", help="Serve without an API key, even if one is running."),
+    annotation=bool,
+)
+WORKLOAD = Workload(
+    spec=ServeSpec,
+    options=options(ServeSpec, ["*"]),
+    run=_run,
+    module="jobs.deploy",
+    extras=[NO_API_KEY],
+    submit_argv=["deploy"],
+    job_extras=_job_extras,
+    address_help="Default: the local head (started if needed). http://HEAD:8265 submits a Ray job; "
+    "HOST:6379 or ray://... joins that Ray directly.",
+)
+deploy_command = serve_app.command("deploy")(
+    spec_command(
+        WORKLOAD, "Put a model online (POST /v1/predict) and return once it answers; again = hot swap."
+    )
+)
 
 
 @serve_app.command("status")

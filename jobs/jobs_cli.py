@@ -23,7 +23,7 @@ def _status(client, job_id: str) -> str:
     try:
         return str(client.get_job_status(job_id)).split(".")[-1]
     except RuntimeError as exc:
-        raise UserError(f'no job "{job_id}" on this cluster ({str(exc).splitlines()[0]})') from None
+        raise UserError(f'no job "{job_id}" on this cluster ({str(exc).splitlines()[0]})') from exc
 
 
 @jobs_app.command("list")

@@ -1,6 +1,7 @@
 """Stage 1: masked-language-model (MLM) continued pretraining on unlabelled in-domain text.
 
     python -m jobs.pretrain --data data/sample/train.parquet [--epochs 1] [--out DIR]
+    evalctl pretrain --config jobs/configs/pretrain.yaml [--max-rows 3000]
 
 Steps: read texts -> hold some out -> perplexity before -> MLM training (one
 process, or data-parallel on several workers with Ray Train's TorchTrainer) ->
@@ -14,17 +15,20 @@ its head starts from the tied word embeddings and a fresh transform; the
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
 from pathlib import Path
 
 import numpy as np
-import typer
 
-from cluster.config import DataSpec, PretrainSpec, to_dict
+from cluster.config import PretrainSpec
 from cluster.errors import UserError
 from cluster.registry import Registry, new_id
+from jobs.spec_cli import Workload, options, spec_command
+
+log = logging.getLogger(__name__)
 
 
 def load_mlm(path: str | Path, device: str = "cpu"):
@@ -71,29 +75,19 @@ def perplexity(model, tokenizer, texts: list[str], spec: PretrainSpec) -> float:
 
 
 def train_mlm(model, tokenizer, texts: list[str], spec: PretrainSpec, precision: str, on_step=None) -> None:
-    """Plain MLM loop: AdamW, linear decay, autocast; ``on_step(step)`` for callers' progress."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    from cluster.modeling import autocast
+    """Plain MLM loop through the shared TrainStep; ``on_step(step)`` for callers' progress."""
+    from jobs.train_step import TrainStep, make_optimizer
 
     device = next(model.parameters()).device
     steps = math.ceil(len(texts) / spec.batch_size) * spec.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * steps), steps)
+    optimizer, scheduler = make_optimizer(model, spec.model_dump(), steps)
+    step_fn = TrainStep(model, optimizer, scheduler, precision)
     step = 0
     for epoch in range(spec.epochs):
-        model.train()
         order = np.random.default_rng([spec.seed, epoch]).permutation(len(texts))
         for batch in batches(tokenizer, [texts[i] for i in order], spec, seed=spec.seed + epoch):
             batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast(precision, device.type):
-                loss = model(**batch).loss
-            loss.float().backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            step_fn(lambda: model(**batch).loss)  # noqa: B023  (called at once)
             step += 1
             if on_step:
                 on_step(step)
@@ -108,7 +102,6 @@ def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
     from cluster.modeling import resolve_model
 
     registry = registry or Registry()
-    check_spec(spec)
     model_ref = resolve_model(spec.model, registry)
     summary = scan(spec.data, spec.max_rows)
     texts = read_pandas(spec.data, spec.max_rows)["text"].tolist()
@@ -116,14 +109,15 @@ def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
     out = _out_dir(spec, registry)
     with registry.run(
         "pretrain",
-        to_dict(spec),
+        spec.model_dump(mode="json"),
         owner=spec.owner,
         dataset_path=spec.data.path,
         dataset_fingerprint=summary.fingerprint,
         model_id=model_ref.model_id,
     ) as run_id:
         t0 = time.perf_counter()
-        spec.workers = spec.workers or _gpu_workers()
+        spec = spec.model_copy(update={"workers": spec.workers or _gpu_workers()})
+        log.info("MLM training on %d texts with %d worker(s)", len(train), spec.workers)
         if spec.workers > 1:
             model, tokenizer, before, after = _train_distributed(model_ref.path, train, heldout, spec)
         else:
@@ -243,16 +237,6 @@ def split_heldout(texts: list[str], spec: PretrainSpec) -> tuple[list[str], list
     return [texts[i] for i in order[n_held:]], [texts[i] for i in order[:n_held]]
 
 
-def check_spec(spec: PretrainSpec) -> None:
-    if not 0 < spec.mlm_probability < 1:
-        raise UserError(f"--mlm-probability must be between 0 and 1, got {spec.mlm_probability}")
-    if not 0 < spec.heldout_fraction < 1:
-        raise UserError(f"heldout_fraction must be between 0 and 1, got {spec.heldout_fraction}")
-    for name in ("epochs", "batch_size", "max_length", "workers"):
-        if getattr(spec, name) is not None and getattr(spec, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(spec, name)}")
-
-
 def _out_dir(spec: PretrainSpec, registry: Registry) -> Path:
     out = Path(spec.out).expanduser().resolve() if spec.out else registry.model_dir(new_id("m"))
     if out.exists():
@@ -269,41 +253,9 @@ def _save(model, tokenizer, out: Path, lineage: dict) -> Path:
 # ------------------------------------------------------------------ command line
 
 
-def command(
-    data: str = typer.Option(..., help="Unlabelled text: Parquet/CSV/JSONL file, directory, glob or URI."),
-    text_column: str = "text",
-    model: str = typer.Option("base", help="MODEL to continue pretraining (base, a dir, an id or alias)."),
-    epochs: int = typer.Option(1, help="Passes over the training texts."),
-    mlm_probability: float = typer.Option(0.15, help="Share of tokens masked."),
-    max_rows: int | None = typer.Option(None, help="Use at most this many texts."),
-    batch_size: int = 32,
-    learning_rate: float = 5e-5,
-    workers: int | None = typer.Option(
-        None, help="Data-parallel Ray Train workers (default: one per GPU when the cluster has several)."
-    ),
-    out: str | None = typer.Option(None, help="Model dir to write (default: in the registry)."),
-    owner: str | None = None,
-    address: str | None = typer.Option(None, help="http://HEAD:8265 submits a Ray job (or RAY_ADDRESS)."),
-    wait: bool = typer.Option(False, help="With --address: stream logs, exit with the job's outcome."),
-) -> None:
-    """MLM continued pretraining; prints held-out perplexity before and after."""
+def _run(spec: PretrainSpec, **_) -> None:
     from jobs.entry import console
-    from jobs.submit import own_argv, submit_if_remote
 
-    if submit_if_remote("jobs.pretrain", own_argv("pretrain"), address, wait, [data, out, model]):
-        return
-    spec = PretrainSpec(
-        data=DataSpec(data, text_column, label_column=None),
-        model=model,
-        epochs=epochs,
-        mlm_probability=mlm_probability,
-        max_rows=max_rows,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        workers=workers,
-        out=out,
-        owner=owner,
-    )
     r = run_pretrain(spec)
     console.print(
         f"held-out perplexity {r['perplexity_before']:.2f} -> {r['perplexity_after']:.2f} "
@@ -312,6 +264,15 @@ def command(
     console.print(
         f"registered model {r['model_id']} at {r['path']}; fine-tune it with model: {r['model_id']}"
     )
+
+
+WORKLOAD = Workload(
+    spec=PretrainSpec,
+    options=options(PretrainSpec, ["data.path", "data.text_column", "*"], flags={"data.path": "--data"}),
+    run=_run,
+    module="jobs.pretrain",
+)
+command = spec_command(WORKLOAD, "MLM continued pretraining; prints held-out perplexity before and after.")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 import time
 from pathlib import Path
 
@@ -12,9 +12,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cluster.apikey import api_key
 from cluster.errors import UserError
 from jobs.entry import console
 
+log = logging.getLogger(__name__)
 RETRIES = 4  # connection errors and 5xx are retried with exponential back-off (0.25 s, 0.5 s, ...)
 
 
@@ -34,20 +36,12 @@ def post(url: str, path: str, payload: dict, retries: int = RETRIES, timeout: fl
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
         if attempt < retries:
+            log.info("%s%s: %s; retry %d of %d", url, path, last, attempt + 1, retries)
             time.sleep(0.25 * 2**attempt)
     raise UserError(
         f"no answer from {url}{path} after {retries + 1} tries ({last}); "
         "is the model served? (`evalctl serve status`)"
     )
-
-
-def api_key(env_name: str = "EVALCLUSTER_API_KEY") -> str | None:
-    """The client's API key: $EVALCLUSTER_API_KEY, or the file named by $EVALCLUSTER_API_KEY_FILE."""
-    key = os.environ.get(env_name, "").strip()
-    path = os.environ.get(f"{env_name}_FILE")
-    if not key and path and Path(path).is_file():
-        key = Path(path).read_text().strip()
-    return key or None
 
 
 def _detail(r: httpx.Response) -> str:

@@ -1,10 +1,12 @@
-"""Submitting workload commands to a Ray cluster as Ray jobs.
+"""Submitting a workload to a Ray cluster as a Ray job, as its validated spec.
 
 `evalctl evaluate ... --address http://HEAD:8265` (or RAY_ADDRESS=http://...) becomes
-``JobSubmissionClient(address).submit_job(entrypoint="python -m jobs.evaluate ...",
-runtime_env={"working_dir": <this project>, ...})``: the same command runs in the
-cluster, from an uploaded copy of the project (so its cwd is never /tmp, where
-Ray's session dir could shadow the ``ray`` package). Ray's own CLI does the same:
+``JobSubmissionClient(address).submit_job(entrypoint="python -m jobs.evaluate --spec-json
+'<spec>'", runtime_env={"working_dir": <staged allow-list>, ...})``. The spec's path fields
+(marked in cluster/config.py) are localised by name: absolute for a head on this
+machine (it sees this disk); for a remote cluster, paths inside the project travel
+with the upload and paths outside it are refused. Ray's own CLI runs the same modules
+with plain options:
 
     ray job submit --working-dir . -- python -m jobs.evaluate --model best --data data/x.parquet
 """
@@ -12,149 +14,139 @@ Ray's session dir could shadow the ``ray`` package). Ray's own CLI does the same
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 
 from cluster.errors import UserError
-from cluster.registry import new_id
+from cluster.registry import default_owner, new_id
 from cluster.runtime import auth_hint, ensure_client_auth, resolve_target
+from cluster.spec_io import Key, PathField, Spec, path_fields, replace_paths
 from jobs.entry import console
+from jobs.upload import Staged, check_size, stage
 
+log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Not uploaded: VCS, environments, caches, local data and outputs (pass those as URIs).
-EXCLUDES = [
-    ".git",
-    ".venv",
-    "venv",
-    "data",
-    "artifacts",
-    "out",
-    "**/__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".hypothesis",
-    "*.egg-info",
-    ".notes",
-    "build",
-    "dist",
-]
-LOCAL_FLAGS = ("--address", "--wait")  # consumed here, not passed to the job
+JOB_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+FORWARDED_ENV = ("EVALCLUSTER_HOME", "EVALCLUSTER_LOG_LEVEL", "EVALCLUSTER_DEBUG")
+
+
+@dataclass
+class JobRequest:
+    """Everything submit_job gets; ``staged`` is the working dir (removed after submission)."""
+
+    submission_id: str
+    entrypoint: str
+    runtime_env: dict
+    staged: Staged
 
 
 def submit_if_remote(
-    module: str, argv: list[str], address: str | None, wait: bool, paths: list[str | None] = ()
+    module: str, spec: Spec, address: str | None, wait: bool, argv=(), env: dict | None = None
 ) -> bool:
-    """Submit ``python -m module argv`` when the address is a job server; False = run locally.
+    """Submit ``python -m module ARGV --spec-json SPEC`` when the address is a job server.
 
-    ``paths``: the command's path arguments. A head on this machine sees this disk; for
-    a remote cluster, local paths outside the project are refused (it cannot see them)
-    and paths inside it travel with the working dir.
+    Returns False when the workload should run here instead (no job-server address).
     """
     target = resolve_target(address)
     if target.mode != "submit":
         return False
-    same_machine = urlparse(target.address).hostname in ("127.0.0.1", "localhost", "::1")
-    if not same_machine:
-        check_paths(p for p in paths if p)
-    check_upload_size()
-    client = connect(target.address)
-    job_argv = job_arguments(argv, absolute=same_machine)
-    entrypoint = f"python -m {module} {shlex.join(job_argv)}".strip()
-    submission_id = new_id(module.rsplit(".", 1)[-1])
+    request = job_request(module, spec, target.address, argv, env or {})  # path errors before connecting
     try:
-        client.submit_job(entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env())
-    except Exception as exc:  # noqa: BLE001 - Ray raises plain RuntimeError/ValueError here
-        raise UserError(_explain_submit_error(exc)) from None
-    console.print(f"submitted {submission_id} to {target.address}: {entrypoint}")
+        client = connect(target.address)
+        console.print(request.staged.summary(), markup=False)
+        _submit(client, request)
+    finally:
+        request.staged.cleanup()
+    console.print(f"submitted {request.submission_id} to {target.address}: {_shown(request)}", markup=False)
     if wait:
-        sys.exit(follow(client, submission_id))
-    console.print(f"follow it with: evalctl jobs logs {submission_id} --follow --address {target.address}")
+        sys.exit(follow(client, request.submission_id))
+    console.print(
+        f"follow it with: evalctl jobs logs {request.submission_id} --follow --address {target.address}"
+    )
     return True
 
 
-def job_arguments(argv: list[str], absolute: bool = False) -> list[str]:
-    """The command's own arguments minus the submission flags.
-
-    Paths that exist here become absolute for a head on this machine (it sees this
-    disk), else relative to the project (the job runs in an uploaded copy of it).
-    """
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in LOCAL_FLAGS:
-            skip = name == "--address" and "=" not in arg
-            continue
-        out.append(_localize(arg, absolute))
-    return out
-
-
-def _localize(arg: str, absolute: bool) -> str:
-    p = Path(arg)
-    if "://" in arg or not arg or arg.startswith("-") or not p.exists():
-        return arg
-    if absolute:
-        return str(p.resolve())
-    if p.resolve().is_relative_to(PROJECT_ROOT):
-        return str(p.resolve().relative_to(PROJECT_ROOT))
-    return arg
-
-
-def check_paths(paths) -> None:
-    for path in paths:
-        if "://" in path:
-            continue
-        p = Path(path).expanduser().resolve()
-        if p.exists() and not p.is_relative_to(PROJECT_ROOT):
-            raise UserError(
-                f"{path} is a local path the cluster cannot see (outside the project dir "
-                f"{PROJECT_ROOT}); copy it into the project or use a URI (s3://, gs://, shared FS)"
-            )
-        if p.exists() and any(p.is_relative_to(PROJECT_ROOT / ex) for ex in ("data", ".venv", "artifacts")):
-            raise UserError(
-                f"{path} lies under an excluded directory ({', '.join(('data', '.venv', 'artifacts'))}) "
-                "that is not uploaded with the job; use a URI or another directory"
-            )
-
-
-def check_upload_size() -> None:
-    """Refuse early, naming the biggest entries, when the working dir exceeds Ray's upload limit.
-
-    Counts uncompressed bytes (the zip Ray uploads is smaller, so this errs on the safe side).
-    """
+def job_request(module: str, spec: Spec, address: str, argv=(), env: dict | None = None) -> JobRequest:
+    """The job to submit: localised spec as JSON in the entrypoint, staged upload, env vars."""
     from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
 
-    top = {ex for ex in EXCLUDES if "*" not in ex}
-    sizes: dict[str, int] = {}
-    for entry in PROJECT_ROOT.iterdir():
-        if entry.name in top:
-            continue
-        files = [entry] if entry.is_file() else (f for f in entry.rglob("*") if f.is_file())
-        sizes[entry.name] = sum(f.stat().st_size for f in files if "__pycache__" not in f.parts)
-    total = sum(sizes.values())
-    if total >= GCS_STORAGE_MAX_SIZE:
-        biggest = ", ".join(
-            f"{k} ({v / 2**20:.1f} MiB)" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
-        )
-        raise UserError(
-            f"the project dir is too large to upload as the job's working dir ({total / 2**20:.1f} MiB "
-            f"> Ray's limit of {GCS_STORAGE_MAX_SIZE / 2**20:.1f} MiB); biggest: {biggest}. Move large "
-            "files out, or into data/ or artifacts/ (not uploaded), and pass them as URIs"
-        )
+    same_machine = urlparse(address).hostname in ("127.0.0.1", "localhost", "::1")
+    if "owner" in type(spec).model_fields and spec.owner is None:
+        spec = spec.model_copy(update={"owner": default_owner()})  # the submitter, not the cluster's user
+    spec = localize(spec, same_machine)
+    named = [] if same_machine else [PROJECT_ROOT / p for p in uploaded_paths(spec)]
+    staged = stage(PROJECT_ROOT, named)
+    try:
+        check_size(staged, GCS_STORAGE_MAX_SIZE)
+    except UserError:
+        staged.cleanup()
+        raise
+    spec_json = spec.model_dump_json(exclude_defaults=False)
+    entrypoint = shlex.join(["python", "-m", module, *argv, "--spec-json", spec_json])
+    env_vars = {**JOB_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}, **(env or {})}
+    runtime_env = {"working_dir": str(staged.root), "env_vars": env_vars}
+    return JobRequest(new_id(module.rsplit(".", 1)[-1]), entrypoint, runtime_env, staged)
 
 
-def runtime_env() -> dict:
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if os.environ.get("EVALCLUSTER_HOME"):  # a local head shares this disk: register into the same home
-        env["EVALCLUSTER_HOME"] = os.environ["EVALCLUSTER_HOME"]
-    return {"working_dir": str(PROJECT_ROOT), "excludes": EXCLUDES, "env_vars": env}
+def localize(spec: Spec, same_machine: bool) -> Spec:
+    """The spec with its local paths as the job will see them (see the module docstring)."""
+
+    def fix(key: Key, marker: PathField, value: str) -> str:
+        if "://" in value:
+            return value
+        p = Path(value).expanduser()
+        exists = p.exists() if marker.kind != "model" else p.is_dir()
+        if marker.kind == "model" and not exists:
+            return value  # a name: best, serving, a registered id
+        if same_machine:
+            return str(p.absolute())
+        if marker.kind == "output" or not exists:
+            return value  # written (or looked for) on the cluster
+        inside = p.resolve().is_relative_to(PROJECT_ROOT)
+        if not inside:
+            raise UserError(
+                f"{'.'.join(key)} = {value} is a local path the cluster cannot see (outside the project "
+                f"dir {PROJECT_ROOT}); copy it into the project or use a URI (s3://, gs://, shared FS)"
+            )
+        return str(p.resolve().relative_to(PROJECT_ROOT))
+
+    return replace_paths(spec, fix)
+
+
+def uploaded_paths(spec: Spec) -> list[str]:
+    """The localised spec's project-relative input paths (uploaded with a remote job)."""
+    return [
+        value
+        for _, marker, value in path_fields(spec)
+        if value and marker.kind != "output" and "://" not in value and not Path(value).is_absolute()
+        if (PROJECT_ROOT / value).exists()
+    ]
+
+
+def _submit(client, request: JobRequest) -> None:
+    log.info("submitting %s: %s", request.submission_id, request.entrypoint)
+    try:
+        client.submit_job(
+            entrypoint=request.entrypoint,
+            submission_id=request.submission_id,
+            runtime_env=request.runtime_env,
+        )
+    except Exception as exc:  # noqa: BLE001 - Ray raises plain RuntimeError/ValueError here
+        raise UserError(_explain_submit_error(exc)) from exc
+
+
+def _shown(request: JobRequest) -> str:
+    """The entrypoint with the spec shortened (its JSON is in the job's info)."""
+    words = shlex.split(request.entrypoint)
+    i = words.index("--spec-json")
+    return shlex.join(words[:i]) + f" --spec-json '<{len(words[i + 1])} bytes>'"
 
 
 def connect(address: str):
@@ -167,12 +159,12 @@ def connect(address: str):
         raise UserError(
             f"cannot reach the Ray job server at {address} ({type(exc).__name__}); "
             "is the cluster up and the address right?"
-        ) from None
+        ) from exc
     ensure_client_auth()
     try:
         return JobSubmissionClient(address)
     except Exception as exc:  # noqa: BLE001
-        raise UserError(_explain_submit_error(exc, address)) from None
+        raise UserError(_explain_submit_error(exc, address)) from exc
 
 
 def _explain_submit_error(exc: Exception, address: str = "") -> str:
@@ -182,8 +174,8 @@ def _explain_submit_error(exc: Exception, address: str = "") -> str:
         return f"the Ray cluster {address} refused the token ({text}); {auth_hint()}"
     if "exceeds the limit" in low or "package size" in low or "grpc" in low and "size" in low:
         return (
-            f"the project is too large to upload as the job's working dir ({text}); "
-            f"move large files out of {PROJECT_ROOT} or under an excluded dir ({', '.join(EXCLUDES[:6])})"
+            f"the job's upload is too large ({text}); pass large data and models as URIs "
+            "(s3://, gs://, a shared filesystem) instead of project paths"
         )
     return f"job submission failed: {text}"
 
@@ -203,12 +195,3 @@ def follow(client, submission_id: str) -> int:
     tail = "\n".join(client.get_job_logs(submission_id).splitlines()[-20:])
     console.print(f"job {submission_id} ended {status}; last log lines:\n{tail}", markup=False)
     return 1
-
-
-def own_argv(*command: str) -> list[str]:
-    """This process's arguments after the command words (`evalctl serve deploy` or `python -m ...`)."""
-    argv = sys.argv[1:]
-    for word in command:
-        if argv and argv[0] == word:
-            argv = argv[1:]
-    return argv

@@ -1,12 +1,12 @@
-"""Fine-tuning sweeps on Ray Tune: one trial = one fine-tuning run of jobs/train_loop.py.
+"""Fine-tuning sweeps on Ray Tune: one trial = one fine-tuning run (jobs/trial.py).
 
-    python -m jobs.sweep --config jobs/configs/sweep.yaml [--name NAME] [--num-samples N]
+    evalctl sweep --config jobs/configs/sweep.yaml [--name NAME] [--num-samples N]
     python -m jobs.sweep resume NAME
 
-Steps: load the spec -> check data, labels, resources and storage -> Tuner.fit
-(trials report validation metrics and checkpoints; ASHA stops weak ones; failed
-trials retry from their last checkpoint) -> export the best checkpoint as a model
-directory -> register it and point the alias ``best`` at it.
+Steps: the validated spec -> check data, labels, resources and storage -> Tuner.fit
+(jobs/tune_setup.py: trials report validation metrics and checkpoints; ASHA stops
+weak ones; failed trials retry from their last checkpoint) -> export the best
+checkpoint as a model directory -> register it and point the alias ``best`` at it.
 
 ``best`` always names the best trial of the most recently *finished* sweep;
 earlier sweeps' models stay registered under their ids (`evalctl models list`)
@@ -16,102 +16,23 @@ and can be re-promoted with `evalctl models alias best MODEL_ID`.
 from __future__ import annotations
 
 import json
+import logging
 import math
-import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import typer
 
-from cluster.config import DISTRIBUTIONS, SweepSpec, from_dict, load_yaml
+from cluster.config import SweepSpec, load_spec
 from cluster.errors import UserError, first_items
+from cluster.metrics import metric_names
 from cluster.registry import Registry, new_id
+from jobs.spec_cli import Workload, options, spec_command
 
+log = logging.getLogger(__name__)
 SPEC_FILE = "evalcluster_sweep.json"  # in the experiment dir: what `sweep resume` needs
-
-
-# ------------------------------------------------------------------ the trial
-
-
-def train_trial(
-    config: dict, *, train, val, model_path: str, labels: list[str], precision: str, evals_per_epoch: int
-) -> None:
-    """Ray Tune function trainable: fine-tune with ``config``; resume from tune.get_checkpoint()."""
-    import torch
-    from ray import tune
-
-    from cluster.modeling import load_classifier, pick_device, resolve_precision
-    from cluster.runtime import worker_threads
-    from jobs.train_loop import fine_tune, make_optimizer, steps_per_epoch
-
-    torch.set_num_threads(worker_threads())
-    device = pick_device()
-    precision = resolve_precision(precision, device)
-    checkpoint = tune.get_checkpoint()
-    ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
-    model, tokenizer, _ = load_classifier(
-        ckpt_dir / "model" if ckpt_dir else model_path, labels=labels, seed=int(config["seed"]), device=device
-    )
-    total = steps_per_epoch(len(train.texts), int(config["batch_size"])) * int(config["epochs"])
-    optimizer, scheduler = make_optimizer(model, config, total)
-    start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
-
-    def report(metrics: dict, step: int) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            _save(Path(d), model, tokenizer, optimizer, scheduler, step)
-            tune.report({**metrics, "precision": precision}, checkpoint=tune.Checkpoint.from_directory(d))
-
-    fine_tune(
-        model,
-        tokenizer,
-        optimizer,
-        scheduler,
-        train,
-        val,
-        config,
-        labels=labels,
-        precision=precision,
-        evals_per_epoch=evals_per_epoch,
-        start_step=start_step,
-        report=report,
-    )
-
-
-def _save(d: Path, model, tokenizer, optimizer, scheduler, step: int) -> None:
-    """Checkpoint = model (safetensors) + optimizer, scheduler, step and every RNG state."""
-    import random
-
-    import torch
-
-    model.save_pretrained(d / "model", safe_serialization=True)
-    tokenizer.save_pretrained(d / "model")
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
-        },
-        d / "state.pt",
-    )
-
-
-def _restore(d: Path, optimizer, scheduler) -> int:
-    import random
-
-    import torch
-
-    state = torch.load(d / "state.pt", weights_only=False)  # our own file, written by _save
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    np.random.set_state(state["numpy_rng"])
-    random.setstate(state["python_rng"])
-    return int(state["step"])
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 # ------------------------------------------------------------------ orchestration
@@ -121,10 +42,10 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     """Run (or resume) a sweep; returns the best trial's summary and the registered model id."""
     from cluster.modeling import resolve_model
     from cluster.runtime import init_ray
+    from jobs.tune_setup import make_tuner, trial_resources
 
     registry = registry or Registry()
-    spec.name = spec.name or new_id("sweep")
-    check_spec(spec)
+    spec = spec.model_copy(update={"name": spec.name or new_id("sweep")})
     model = resolve_model(spec.model, registry)
     train, val, labels, fingerprint = load_splits(spec)
     storage = storage_path(spec, registry)
@@ -135,10 +56,10 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         "dataset_fingerprint": fingerprint,
         "model_id": model.model_id,
     }
-    with registry.run("sweep", asdict(spec), **run_kwargs) as run_id:
+    with registry.run("sweep", spec.model_dump(mode="json"), **run_kwargs) as run_id:
         init_ray()
-        cpus, gpus = trial_resources(spec)
-        tuner = make_tuner(spec, storage, model.path, labels, train, val, cpus, gpus, resume)
+        resources = trial_resources(spec)
+        tuner = make_tuner(spec, storage, model.path, labels, (train, val), resources, resume)
         _write_spec_file(storage, spec, run_id)
         t0 = time.perf_counter()
         results = tuner.fit()
@@ -162,125 +83,38 @@ def resume_sweep(name: str, registry: Registry | None = None, storage: str | Non
         known = sorted(p.name for p in root.parent.glob("*") if (p / SPEC_FILE).is_file())
         raise UserError(f'no sweep "{name}" under {root.parent}; known: {", ".join(known) or "none"}')
     saved = json.loads((root / SPEC_FILE).read_text())
-    spec = from_dict(SweepSpec, saved["spec"], where=str(root / SPEC_FILE))
+    spec = load_spec(SweepSpec, saved["spec"], where=str(root / SPEC_FILE))
     registry.fail_run(saved["run_id"], "interrupted; resumed by `evalctl sweep resume`")  # if still running
     return run_sweep(spec, registry, resume=True)
 
 
-def make_tuner(
-    spec: SweepSpec,
-    storage: str,
-    model_path: Path,
-    labels: list[str],
-    train,
-    val,
-    cpus: float,
-    gpus: float,
-    resume: bool,
-):
-    """The Tuner: function trainable with its data in the object store, ASHA, checkpoints, retries."""
-    import os
-
-    from ray import tune
-
-    # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    trainable = make_trainable(
-        train, val, model_path, labels, spec.precision, spec.evals_per_epoch, cpus, gpus
-    )
-    path = f"{storage.rstrip('/')}/{spec.name}"
-    if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable, resume_errored=True)
-    run_config = tune.RunConfig(
-        name=spec.name,
-        storage_path=storage,
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=spec.checkpoints_to_keep,
-            checkpoint_score_attribute=spec.metric,
-            checkpoint_score_order=spec.mode,
-        ),
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-    )
-    return tune.Tuner(
-        trainable, param_space=param_space(spec), run_config=run_config, tune_config=tune_config(spec)
-    )
-
-
-def make_trainable(
-    train, val, model_path, labels, precision: str, evals_per_epoch: int, cpus: float, gpus: float
-):
-    """train_trial with its data in the object store and its resources attached."""
-    from ray import tune
-
-    return tune.with_resources(
-        tune.with_parameters(
-            train_trial,
-            train=train,
-            val=val,
-            model_path=str(model_path),
-            labels=labels,
-            precision=precision,
-            evals_per_epoch=evals_per_epoch,
-        ),
-        {"cpu": cpus, "gpu": gpus},
-    )
-
-
-def param_space(spec: SweepSpec) -> dict:
-    """The YAML search space as Ray Tune's sample/grid objects."""
-    from ray import tune
-
-    makers = {
-        "choice": tune.choice,
-        "grid": tune.grid_search,
-        "uniform": lambda v: tune.uniform(*v),
-        "loguniform": lambda v: tune.loguniform(*v),
-        "randint": lambda v: tune.randint(*v),
-    }
-    space = {}
-    for name, value in asdict(spec.search).items():
-        if isinstance(value, dict):
-            ((kind, args),) = value.items()
-            space[name] = makers[kind](args)
-        else:
-            space[name] = value
-    return space
-
-
-def tune_config(spec: SweepSpec):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    scheduler = FIFOScheduler()
-    if spec.scheduler.kind == "asha":
-        max_t = max(_values(spec.search.epochs)) * spec.evals_per_epoch  # validations of the longest trial
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=int(max_t),
-            grace_period=spec.scheduler.grace_period,
-            reduction_factor=spec.scheduler.reduction_factor,
-        )
-    return tune.TuneConfig(
-        metric=spec.metric,
-        mode=spec.mode,
-        num_samples=spec.num_samples,
-        max_concurrent_trials=spec.max_concurrent_trials,
-        scheduler=scheduler,
-        search_alg=BasicVariantGenerator(random_state=spec.seed),
-    )
-
-
 def export_best(spec: SweepSpec, results, registry: Registry, run_id: str, model, labels) -> dict:
-    """Best checkpoint -> model directory in the registry, alias ``best``."""
-    from cluster.modeling import load_classifier, save_model_dir
-
+    """Best checkpoint -> model directory in the registry, alias ``best``; returns the sweep's summary."""
     ok = [r for r in results if r.metrics and spec.metric in r.metrics]
     if not ok:
         raise RuntimeError(f"no trial reported {spec.metric}; first error: {results.errors[:1]}")
-    best = results.get_best_result(spec.metric, spec.mode, scope="all")
-    checkpoint = best.get_best_checkpoint(spec.metric, spec.mode)
+    best = results.get_best_result(spec.metric, spec.metric_mode, scope="all")
     best_metrics = _best_row(best, spec)
+    model_id = _register_best(spec, best, best_metrics, registry, run_id, model, labels)
+    reported = [r for r in results if r.metrics]
+    return {
+        "model_id": model_id,
+        "best_trial": best.metrics.get("trial_id"),
+        "best_config": best.config,
+        spec.metric: best_metrics[spec.metric],
+        "validation": best_metrics,
+        "trials": len(results),
+        "errored_trials": len(results.errors),
+        "trial_epochs": sum(float(r.metrics.get("epoch", 0)) for r in reported),
+        "trial_details": [_trial_detail(r) for r in reported],
+    }
+
+
+def _register_best(
+    spec: SweepSpec, best, best_metrics: dict, registry: Registry, run_id, model, labels
+) -> str:
+    from cluster.modeling import load_classifier, save_model_dir
+
     model_id = new_id("m")
     lineage = {
         "base_model": model.model_id,
@@ -293,6 +127,7 @@ def export_best(spec: SweepSpec, results, registry: Registry, run_id: str, model
         "train_data": spec.train.path,
         "labels": labels,
     }
+    checkpoint = best.get_best_checkpoint(spec.metric, spec.metric_mode)
     with checkpoint.as_directory() as d:
         m, tok, _ = load_classifier(Path(d) / "model", labels=labels)
         path = save_model_dir(m, tok, registry.model_dir(model_id), lineage)
@@ -305,75 +140,30 @@ def export_best(spec: SweepSpec, results, registry: Registry, run_id: str, model
         model_id=model_id,
     )
     registry.set_alias("best", model_id)
-    trial_epochs = sum(float(r.metrics.get("epoch", 0)) for r in results if r.metrics)
-    details = [
-        {
-            "trial_id": r.metrics.get("trial_id"),
-            "config": r.config,
-            "epochs": r.metrics.get("epoch"),
-            "resumed_from_steps": sorted(
-                {int(x) for x in r.metrics_dataframe.get("start_step", []) if x > 0}
-            ),
-        }
-        for r in results
-        if r.metrics
-    ]
+    log.info("registered %s as best (%s = %s)", model_id, spec.metric, best_metrics[spec.metric])
+    return model_id
+
+
+def _trial_detail(result) -> dict:
     return {
-        "model_id": model_id,
-        "best_trial": best.metrics.get("trial_id"),
-        "best_config": best.config,
-        spec.metric: best_metrics[spec.metric],
-        "validation": best_metrics,
-        "trials": len(results),
-        "errored_trials": len(results.errors),
-        "trial_epochs": trial_epochs,
-        "trial_details": details,
+        "trial_id": result.metrics.get("trial_id"),
+        "config": result.config,
+        "epochs": result.metrics.get("epoch"),
+        "resumed_from_steps": sorted(
+            {int(x) for x in result.metrics_dataframe.get("start_step", []) if x > 0}
+        ),
     }
 
 
 def _best_row(result, spec: SweepSpec) -> dict:
     """The validation row of the trial's best checkpoint (not just its last report)."""
     df = result.metrics_dataframe
-    row = df.loc[df[spec.metric].idxmax() if spec.mode == "max" else df[spec.metric].idxmin()]
-    keep = (
-        "accuracy",
-        "f1_macro",
-        "precision_macro",
-        "recall_macro",
-        "f1_weighted",
-        "log_loss",
-        "ece",
-        "epoch",
-        "step",
-    )
-    return {k: float(row[k]) for k in keep if k in row}
+    row = df.loc[df[spec.metric].idxmax() if spec.metric_mode == "max" else df[spec.metric].idxmin()]
+    keep = (*metric_names(headline=True), spec.metric, "epoch", "step")
+    return {k: float(row[k]) for k in dict.fromkeys(keep) if k in row}
 
 
-# ------------------------------------------------------------------ checks at the boundary
-
-
-def check_spec(spec: SweepSpec) -> None:
-    """Distributions well formed, grid non-empty, numbers in range."""
-    has_grid = False
-    for name, value in asdict(spec.search).items():
-        if isinstance(value, dict):
-            if len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
-                raise UserError(f"search.{name}: give one of {', '.join(DISTRIBUTIONS)}, got {value}")
-            ((kind, args),) = value.items()
-            if not args:
-                raise UserError(f"search.{name}.{kind}: empty list")
-            if kind in ("uniform", "loguniform", "randint") and len(args) != 2:
-                raise UserError(f"search.{name}.{kind}: give [low, high], got {args}")
-            has_grid |= kind == "grid"
-    if spec.search_alg == "grid" and not has_grid:
-        raise UserError(
-            "search_alg grid needs at least one {grid: [...]} in search; the search space is empty"
-        )
-    for name in ("num_samples", "evals_per_epoch", "checkpoints_to_keep"):
-        if getattr(spec, name) < 1:
-            raise UserError(f"{name} must be at least 1, got {getattr(spec, name)}")
-    if spec.max_failures < 0:
-        raise UserError(f"max_failures must be 0 or more, got {spec.max_failures}")
+# ------------------------------------------------------------------ data and storage
 
 
 def load_splits(spec: SweepSpec):
@@ -423,37 +213,8 @@ def storage_path(spec: SweepSpec, registry: Registry) -> str:
             f.write(b"ok")
         fs.delete_file(probe)
     except (OSError, ValueError) as exc:
-        raise UserError(f"storage path {path} cannot be written: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"storage path {path} cannot be written: {str(exc).splitlines()[0]}") from exc
     return path if "://" in path else root
-
-
-def trial_resources(spec: SweepSpec) -> tuple[float, float]:
-    """(CPUs, GPUs) per trial; auto = one GPU per trial on GPU clusters. Fails before starting
-    when no node could ever hold a trial (Tune would wait forever)."""
-    import ray
-
-    from cluster.runtime import max_gpus_per_node
-
-    res = ray.cluster_resources()
-    gpus = spec.resources.gpus if spec.resources.gpus is not None else (1.0 if res.get("GPU") else 0.0)
-    if gpus > max_gpus_per_node():
-        raise UserError(
-            f"resources.gpus = {gpus:g} per trial, but no node has more than {max_gpus_per_node():g} GPUs"
-        )
-    max_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
-    cpus = spec.resources.cpus or (
-        1.0 if gpus else float(max(1, max_cpus // (spec.max_concurrent_trials or 1)))
-    )
-    if cpus > max_cpus:
-        raise UserError(f"resources.cpus = {cpus:g} per trial, but no node has more than {max_cpus:g} CPUs")
-    return float(cpus), float(gpus)
-
-
-def _values(param) -> list:
-    if isinstance(param, dict):
-        ((kind, args),) = param.items()
-        return list(range(args[0], args[1])) if kind == "randint" else list(args)
-    return [param]
 
 
 def _write_spec_file(storage: str, spec: SweepSpec, run_id: str) -> None:
@@ -462,7 +223,7 @@ def _write_spec_file(storage: str, spec: SweepSpec, run_id: str) -> None:
     fs, root = pafs.FileSystem.from_uri(storage) if "://" in storage else (pafs.LocalFileSystem(), storage)
     fs.create_dir(f"{root}/{spec.name}", recursive=True)
     with fs.open_output_stream(f"{root}/{spec.name}/{SPEC_FILE}") as f:
-        f.write(json.dumps({"spec": asdict(spec), "run_id": run_id}, indent=2).encode())
+        f.write(json.dumps({"spec": spec.model_dump(mode="json"), "run_id": run_id}, indent=2).encode())
 
 
 # ------------------------------------------------------------------ command line
@@ -475,32 +236,20 @@ sweep_app = typer.Typer(
 )
 
 
-@sweep_app.callback()
-def command(
-    ctx: typer.Context,
-    config: Path = typer.Option(Path("jobs/configs/sweep.yaml"), help="Sweep spec (YAML)."),
-    name: str | None = typer.Option(None, help="Experiment name (for `sweep resume NAME`)."),
-    num_samples: int | None = typer.Option(None, help="Override num_samples."),
-    max_train_rows: int | None = typer.Option(None, help="Override max_train_rows."),
-    owner: str | None = typer.Option(None, help="Recorded owner (default: OS user)."),
-    address: str | None = typer.Option(None, help="http://HEAD:8265 submits a Ray job (or RAY_ADDRESS)."),
-    wait: bool = typer.Option(False, help="With --address: stream logs, exit with the job's outcome."),
-) -> None:
-    """Run a sweep from a YAML spec; prints the best trial and the registered model id."""
-    from jobs.submit import own_argv, submit_if_remote
-
-    if ctx.invoked_subcommand is not None:
-        return
-    if submit_if_remote("jobs.sweep", own_argv("sweep"), address, wait, [str(config)]):
-        return
-    spec = load_yaml(config, SweepSpec)
-    spec.name = name or spec.name
-    spec.owner = owner or spec.owner
-    if num_samples is not None:
-        spec.num_samples = num_samples
-    if max_train_rows is not None:
-        spec.max_train_rows = max_train_rows
+def _run(spec: SweepSpec, **_) -> None:
     print_summary(run_sweep(spec))
+
+
+WORKLOAD = Workload(
+    spec=SweepSpec,
+    options=options(SweepSpec, ["*"], flags={}),
+    run=_run,
+    module="jobs.sweep",
+    default_config=CONFIGS / "sweep.yaml",
+)
+command = sweep_app.callback()(
+    spec_command(WORKLOAD, "Run a sweep from a YAML spec; prints the best trial and the registered model id.")
+)
 
 
 @sweep_app.command("resume")

@@ -7,53 +7,45 @@ evalctl report RUN
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from cluster.config import CompareSpec, LeaderboardSpec
 from cluster.errors import UserError, did_you_mean
+from cluster.metrics import metric_info
 from cluster.registry import Registry
 from jobs.entry import console
-
-LOWER_IS_BETTER = {"log_loss", "ece"}
-
+from jobs.registry_cli import cell
+from jobs.spec_cli import Workload, options, spec_command
 
 # ------------------------------------------------------------------ leaderboard
 
 
 def leaderboard(registry: Registry, fingerprint: str | None, metric: str) -> dict[str, list[dict]]:
     """Finished evaluation runs grouped by dataset fingerprint, each group ranked by ``metric``."""
+    info = metric_info(metric)  # an unknown metric is an error even before any run exists
     runs = registry.list_runs(kind="evaluate", status="finished", dataset_fingerprint=fingerprint)
-    known = sorted({k for r in runs for k in (r["metrics"] or {}) if isinstance(r["metrics"][k], float)})
-    if runs and metric not in known:
-        raise UserError(
-            f'unknown metric "{metric}"{did_you_mean(metric, known)}; choose from {", ".join(known)}'
-        )
     groups: dict[str, list[dict]] = {}
     for r in runs:
-        groups.setdefault(r["dataset_fingerprint"], []).append(r)
+        if isinstance((r["metrics"] or {}).get(metric), float):
+            groups.setdefault(r["dataset_fingerprint"], []).append(r)
     for rows in groups.values():
-        rows.sort(key=lambda r: r["metrics"][metric], reverse=metric not in LOWER_IS_BETTER)
+        rows.sort(key=lambda r: r["metrics"][metric], reverse=info.higher_is_better)
     return groups
 
 
-def leaderboard_command(
-    data: str | None = typer.Option(None, help="Rank runs on this dataset (its content fingerprint)."),
-    dataset: str | None = typer.Option(None, help="Or give the dataset fingerprint directly."),
-    metric: str = typer.Option("f1_macro", help="Ranking metric (log_loss and ece: lower is better)."),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Evaluation runs on the same dataset, ranked, with 95% CIs (datasets are never mixed)."""
-    if data and dataset:
-        raise UserError("give --data or --dataset, not both")
-    if data:
-        from cluster.config import DataSpec
+def show_leaderboard(spec: LeaderboardSpec, as_json: bool = False) -> None:
+    """Print the leaderboard of ``spec`` (a table per dataset, or JSON)."""
+    dataset = spec.dataset
+    if spec.data is not None:
         from cluster.data import scan
 
-        dataset = scan(DataSpec(data)).fingerprint
-    groups = leaderboard(Registry(), dataset, metric)
+        dataset = scan(spec.data).fingerprint
+    groups = leaderboard(Registry(), dataset, spec.metric)
     if as_json:
         console.print_json(json.dumps(groups, default=str))
         return
@@ -61,31 +53,54 @@ def leaderboard_command(
         console.print("No finished evaluation runs" + (f" on dataset {dataset}." if dataset else "."))
         return
     for fp, rows in groups.items():
-        table = Table(
-            "#",
-            "run",
-            "model",
-            "owner",
-            metric,
-            "95% CI",
-            "n",
-            "created",
-            title=f"dataset {fp} ({rows[0]['dataset_path']})",
+        console.print(_board_table(fp, rows, spec.metric))
+
+
+def _board_table(fp: str, rows: list[dict], metric: str) -> Table:
+    table = Table(
+        "#",
+        "run",
+        "model",
+        "owner",
+        metric,
+        "95% CI",
+        "n",
+        "created",
+        title=f"dataset {cell(fp)} ({cell(rows[0]['dataset_path'])})",
+    )
+    for i, r in enumerate(rows, 1):
+        m = r["metrics"]
+        ci = m.get("ci95", {}).get(metric)
+        table.add_row(
+            str(i),
+            cell(r["id"]),
+            cell(r["model_id"]),
+            cell(r["owner"]),
+            f"{m[metric]:.4f}",
+            f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "",
+            str(m.get("n", "")),
+            cell(r["created_at"]),
         )
-        for i, r in enumerate(rows, 1):
-            m = r["metrics"]
-            ci = m.get("ci95", {}).get(metric)
-            table.add_row(
-                str(i),
-                r["id"],
-                str(r["model_id"]),
-                r["owner"],
-                f"{m[metric]:.4f}",
-                f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "",
-                str(m.get("n", "")),
-                r["created_at"],
-            )
-        console.print(table)
+    return table
+
+
+JSON_OPTION = inspect.Parameter(
+    "as_json", inspect.Parameter.KEYWORD_ONLY, default=typer.Option(False, "--json"), annotation=bool
+)
+leaderboard_command = spec_command(
+    Workload(
+        spec=LeaderboardSpec,
+        options=options(
+            LeaderboardSpec,
+            ["data.path", "data.text_column", "data.label_column", "*"],
+            flags={"data.path": "--data"},
+        ),
+        run=show_leaderboard,
+        config=False,
+        extras=[JSON_OPTION],
+    ),
+    "Evaluation runs on the same dataset, ranked, with 95% CIs (datasets are never mixed).",
+)
 
 
 # ------------------------------------------------------------------ compare
@@ -158,15 +173,9 @@ def _write_compare_report(registry: Registry, result: dict, ma: dict, mb: dict) 
     return path
 
 
-def compare_command(
-    run_a: str = typer.Argument(..., help="Run id (or unique prefix) of model A's evaluation."),
-    run_b: str = typer.Argument(..., help="Run id of model B's evaluation, same dataset."),
-    metric: str = typer.Option("f1_macro", help="Metric of the one-line verdict."),
-    bootstrap: int = typer.Option(1000, help="Paired bootstrap replicates."),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """B vs A: differences with paired-bootstrap 95% CIs, McNemar's exact test, a verdict."""
-    result = compare_runs(Registry(), run_a, run_b, metric, bootstrap)
+def show_comparison(spec: CompareSpec, run_a: str, run_b: str, as_json: bool = False) -> None:
+    """Print the comparison of B against A (a table, McNemar, the verdict), or JSON."""
+    result = compare_runs(Registry(), run_a, run_b, spec.metric, spec.bootstrap, spec.seed)
     if as_json:
         console.print_json(json.dumps(result))
         return
@@ -190,6 +199,28 @@ def compare_command(
     )
     console.print(f"[bold]{result['verdict']}[/]")
     console.print(f"side-by-side report: {result['report']}")
+
+
+def _argument(name: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=typer.Argument(..., help=help), annotation=str
+    )
+
+
+compare_command = spec_command(
+    Workload(
+        spec=CompareSpec,
+        options=options(CompareSpec, ["*"]),
+        run=show_comparison,
+        config=False,
+        extras=[
+            _argument("run_a", "Run id (or unique prefix) of model A's evaluation."),
+            _argument("run_b", "Run id of model B's evaluation, same dataset."),
+            JSON_OPTION,
+        ],
+    ),
+    "B vs A: differences with paired-bootstrap 95% CIs, McNemar's exact test, a verdict.",
+)
 
 
 # ------------------------------------------------------------------ report

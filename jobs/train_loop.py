@@ -1,9 +1,10 @@
 """The fine-tuning loop: plain PyTorch over a Hugging Face classifier.
 
-Used as is inside a Ray Tune trial (jobs/sweep.py) and bare (benchmarks), so the
-two can be compared. Cross-entropy, AdamW, linear warm-up then decay, bf16
-autocast where the hardware runs it natively, validation ``evals_per_epoch``
-times per epoch with the evaluation's own metric code.
+Used as is inside a Ray Tune trial (jobs/trial.py) and bare (benchmarks), so the
+two can be compared. Cross-entropy; the optimizer, schedule, precision (autocast,
+fp16 loss scaling) and clipping are jobs/train_step.py's, shared with MLM
+pretraining; validation ``evals_per_epoch`` times per epoch with the evaluation's
+own metric code.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jobs.train_step import TrainStep, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
+
 
 @dataclass
 class Split:
@@ -22,22 +25,6 @@ class Split:
 
     texts: list[str]
     y: np.ndarray  # (n,) int64
-
-
-def make_optimizer(model, hp: dict, total_steps: int):
-    """AdamW (no decay on biases and LayerNorm) + linear warm-up/decay schedule."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=hp["learning_rate"],
-    )
-    warmup = int(hp["warmup_ratio"] * total_steps)
-    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -94,61 +81,51 @@ def fine_tune(
     """
     import torch
 
-    from cluster.metrics import compute_metrics
-    from cluster.modeling import autocast, predict_proba
-
     device = next(model.parameters()).device
-    bs, epochs = int(hp["batch_size"]), int(hp["epochs"])
+    bs, epochs, max_length = int(hp["batch_size"]), int(hp["epochs"]), int(hp["max_length"])
     per_epoch = steps_per_epoch(len(train.texts), bs)
-    total = per_epoch * epochs
     # Validate after these steps of each epoch (1-based), the epoch's last step included.
     eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
     y_all = torch.tensor(train.y, dtype=torch.long)  # a copy: train.y may be read-only
     lengths = np.array([len(t) for t in train.texts])
-    loss_sum, rows, train_s = 0.0, 0, 0.0
-    for step in range(start_step, total):
+    step_fn = TrainStep(model, optimizer, scheduler, precision)
+    window = {"loss": 0.0, "rows": 0, "train_s": 0.0}  # since the last validation
+    for step in range(start_step, per_epoch * epochs):
         epoch, i = divmod(step, per_epoch)
         if i == 0 or step == start_step:  # a new epoch, or resuming mid-epoch
             batches = epoch_batches(lengths, bs, int(hp["seed"]), epoch, MEGABATCH)
         idx = batches[i]
         t0 = time.perf_counter()
-        model.train()
-        batch = tokenizer(
-            [train.texts[j] for j in idx],
-            truncation=True,
-            max_length=int(hp["max_length"]),
-            padding=True,
-            return_tensors="pt",
-        ).to(device)
-        with autocast(precision, device.type):
-            logits = model(**batch).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), y_all[idx].to(device))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        train_s += time.perf_counter() - t0
-        loss_sum, rows = loss_sum + loss.item() * len(idx), rows + len(idx)
-        done = step + 1
+        texts = [train.texts[j] for j in idx]
+        batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        batch = batch.to(device)
+        y = y_all[idx].to(device)
+        loss = step_fn(lambda: torch.nn.functional.cross_entropy(model(**batch).logits.float(), y))  # noqa: B023
+        window["train_s"] += time.perf_counter() - t0
+        window["loss"] += loss * len(idx)
+        window["rows"] += len(idx)
         if i + 1 in eval_at:
-            model.eval()
-            probs = predict_proba(
-                model,
-                tokenizer,
-                val.texts,
-                max_length=int(hp["max_length"]),
-                precision=precision,
-                batch_size=128,
-            )
-            scores = compute_metrics(val.y, probs, labels)
-            metrics = {k: v for k, v in scores.items() if isinstance(v, float)}
+            metrics = validate(model, tokenizer, val, labels, max_length, precision)
+            rows = max(window["rows"], 1)
             metrics.update(
-                epoch=done / per_epoch,
-                step=done,
+                epoch=(step + 1) / per_epoch,
+                step=step + 1,
                 start_step=start_step,
-                train_loss=loss_sum / max(rows, 1),
-                train_rows_per_s=rows / max(train_s, 1e-9),
+                train_loss=window["loss"] / rows,
+                train_rows_per_s=window["rows"] / max(window["train_s"], 1e-9),
             )
-            report(metrics, done)
-            loss_sum, rows, train_s = 0.0, 0, 0.0
+            report(metrics, step + 1)
+            window = {"loss": 0.0, "rows": 0, "train_s": 0.0}
+
+
+def validate(model, tokenizer, val: Split, labels: list[str], max_length: int, precision: str) -> dict:
+    """The evaluation's own scalar metrics of ``model`` on the validation split."""
+    from cluster.metrics import compute_metrics
+    from cluster.modeling import predict_proba
+
+    model.eval()
+    probs = predict_proba(
+        model, tokenizer, val.texts, max_length=max_length, precision=precision, batch_size=128
+    )
+    scores = compute_metrics(val.y, probs, labels)
+    return {k: v for k, v in scores.items() if isinstance(v, float)}

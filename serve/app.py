@@ -3,12 +3,19 @@
     POST /v1/predict {"texts": [...]}   -> labels, scores, probabilities
     POST /v1/explain {"text": "..."}    -> gradient x input attributions per token
     GET  /v1/model                      -> id, labels, lineage, evaluation metrics
-    GET  /healthz                       -> 200 once the model answers
+    GET  /healthz                       -> 200 while the last health check passed
 
 Each text of a request goes through ``@serve.batch``, so texts of concurrent
 requests share forward passes, which run through the same length-sorted,
 dynamically padded ``predict_proba`` as offline evaluation: the same model and
 precision give the same probabilities online and offline.
+
+One request never fails another: every text is checked before it is batched
+(serve/schemas.py), and a batch that fails anyway is scored text by text, so
+only the failing text's request gets the error. With an API key configured, the
+key is checked before anything else (the body is not even read without it), on
+every path but /healthz. An unexpected error is a JSON 500 naming the request id
+(Serve's ``X-Request-ID``), which the replica log has with the traceback.
 
 ``build_app(args)`` is the import path for ``serve run``/``serve deploy``
 (serve/config.yaml) and for ``evalctl serve deploy``.
@@ -17,16 +24,19 @@ precision give the same probabilities online and offline.
 import asyncio
 import hashlib
 import hmac
-import os
-from pathlib import Path
+import logging
+import time
+import uuid
+from collections.abc import Callable
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster.config import ServeSpec, from_dict
+from cluster.apikey import api_key_digest
+from cluster.config import ServeSpec, load_spec
 from serve.schemas import (
     ExplainRequest,
     ExplainResponse,
@@ -40,9 +50,53 @@ from serve.schemas import (
 APP_NAME = "evalcluster"
 # Resolved values passed beside the ServeSpec fields.
 RUNTIME_ARGS = ("path", "model_id", "home", "api_key_sha256")
+OPEN_PATHS = frozenset({"/healthz"})  # answered without the API key
+# Serve's replica logger: its records land in the replica log with Serve's request id.
+logger = logging.getLogger("ray.serve")
 api = FastAPI(
     title="evalcluster scorer", version="1", description="Online scoring of a fine-tuned classifier."
 )
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next) -> JSONResponse:
+    """Runs before routing and body parsing: the API key check (so a request without the key
+    learns nothing, not even the schema from a 422); and any unexpected error as JSON."""
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex  # set by Serve's proxy
+    try:  # fails closed: no key digest to compare with is a 500, never an open door
+        authorized = key_matches(_replica_key_digest(), request.headers.get("authorization"))
+        if request.url.path not in OPEN_PATHS and not authorized:
+            return JSONResponse(
+                status_code=401,
+                content={"detail": "missing or wrong API key: send 'Authorization: Bearer KEY'"},
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
+    except Exception:
+        logger.exception("request %s failed", request_id)
+        return JSONResponse(
+            status_code=500,
+            content={
+                "detail": "internal error; the server log has it under this request id",
+                "request_id": request_id,
+            },
+        )
+
+
+def _replica_key_digest() -> str | None:
+    """The API key digest of the replica serving this request (None: no key configured)."""
+    return serve.get_replica_context().servable_object.key_digest
+
+
+def key_matches(digest: str | None, authorization: str | None) -> bool:
+    """Whether ``Authorization: Bearer KEY`` carries the key whose SHA-256 is ``digest``
+    (always True when no key is configured); compared in constant time."""
+    if digest is None:
+        return True
+    scheme, _, token = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        hashlib.sha256(token.strip().encode()).hexdigest(), digest
+    )
 
 
 @api.exception_handler(RequestValidationError)
@@ -56,29 +110,19 @@ async def _invalid_payload(request: Request, exc: RequestValidationError) -> JSO
 
 
 def _spec(args: dict) -> ServeSpec:
-    return from_dict(ServeSpec, {k: v for k, v in args.items() if k not in RUNTIME_ARGS}, where="serve args")
+    return load_spec(ServeSpec, {k: v for k, v in args.items() if k not in RUNTIME_ARGS}, where="serve args")
 
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """FastAPI's body-parsing failure (e.g. bytes that are not UTF-8) named plainly."""
-    detail = exc.detail
-    if exc.status_code == 400 and detail == "There was an error parsing the body":
-        detail = "request body is not valid JSON text (it must be UTF-8 encoded JSON)"
-    return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
-
-
-def api_key_digest(env_name: str) -> str | None:
-    """SHA-256 of the API key in $ENV_NAME, or in the file named by $ENV_NAME_FILE; None = no key.
-
-    Only the digest travels in the application's args (visible in `serve status`),
-    never the key itself.
-    """
-    key = os.environ.get(env_name, "").strip()
-    path = os.environ.get(f"{env_name}_FILE")
-    if not key and path and Path(path).is_file():
-        key = Path(path).read_text().strip()
-    return hashlib.sha256(key.encode()).hexdigest() if key else None
+    """Refusals as JSON; FastAPI's body-parsing failure (e.g. bytes that are not UTF-8) named
+    plainly; a 5xx (e.g. /healthz's 503) names the request id, as every 5xx does."""
+    content = {"detail": exc.detail}
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        content["detail"] = "request body is not valid JSON text (it must be UTF-8 encoded JSON)"
+    if exc.status_code >= 500:
+        content["request_id"] = request.headers.get("x-request-id") or uuid.uuid4().hex
+    return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
 
 
 def _latest_metrics(home: str | None, model_id: str) -> dict | None:
@@ -91,6 +135,45 @@ def _latest_metrics(home: str | None, model_id: str) -> dict | None:
         return None
     run = next((r for r in runs if r["model_id"] == model_id), None)
     return {"run_id": run["id"], **(run["metrics"] or {})} if run else None
+
+
+def batch_wait_s(spec: ServeSpec, last_batch: int) -> float:
+    """How long the next batch waits to fill: ``batch_wait_ms`` while the last batch held
+    more than one text (concurrent load: on 2 cores a 50 ms wait doubled requests/s at
+    32 clients, benchmarks/serve_load.py), else 0 so a lone request never waits."""
+    return spec.batch_wait_ms / 1000 if last_batch > 1 else 0.0
+
+
+# Helpers the deployment uses are defined above it: Serve copies the class when it is
+# decorated, with the module's names as they are at that point.
+def score_each(score: Callable[[list[str]], object], texts: list[str]) -> list:
+    """``score(texts)`` as a list of rows. When the batch fails, each text is scored alone, so a
+    text that fails gets its exception in its place and every other text its row: one bad
+    request never fails the requests it shared a batch with.
+
+    >>> score_each(lambda ts: [len(t) / 0 if t == "bad" else len(t) for t in ts], ["ab", "bad"])
+    [2, ZeroDivisionError('division by zero')]
+    """
+    try:
+        return list(score(texts))
+    except Exception as exc:
+        if len(texts) == 1:
+            return [exc]
+        logger.warning("a batch of %d texts failed (%r); scoring them one by one", len(texts), exc)
+    rows = []
+    for text in texts:
+        try:
+            rows.append(score([text])[0])
+        except Exception as exc:  # noqa: BLE001 - handed to the request that sent this text
+            rows.append(exc)
+    return rows
+
+
+def _row_or_raise(row):
+    """A row from :func:`score_each`, or its exception raised in the request that owns it."""
+    if isinstance(row, BaseException):
+        raise row
+    return row
 
 
 @serve.deployment(name="Scorer", max_ongoing_requests=64, health_check_period_s=10)
@@ -112,24 +195,34 @@ class Scorer:
         self.model_id, self.path = args["model_id"], args["path"]
         self.lineage = read_lineage(args["path"])
         self.home = args.get("home")
-        self.key_digest = args.get("api_key_sha256") or api_key_digest(self.spec.api_key_env)
+        # "" = deployed without a key on purpose (--no-api-key); None = the replica's own env decides
+        sent = args.get("api_key_sha256")
+        self.key_digest = (sent if sent is not None else api_key_digest(self.spec.api_key_env)) or None
         self._batch.set_max_batch_size(self.spec.max_batch_size)
         self._batch.set_batch_wait_timeout_s(0.0)  # idle until the first batch shows concurrent load
+        self._probs(["health check"])  # a replica whose model cannot run never starts
+        self.health_failed_at: str | None = None  # when Serve's last health check failed
 
     # -------------------------------------------------------------- model calls
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _batch(self, texts: list[str]) -> list:
-        """A batch of single texts from concurrent requests -> their probability rows."""
-        probs = await asyncio.to_thread(self._probs, texts)  # the event loop keeps accepting requests
+        """A batch of single texts from concurrent requests -> their probability rows
+        (an exception in the place of a text that failed: see :func:`score_each`)."""
+        rows = await asyncio.to_thread(score_each, self._probs, texts)  # the loop keeps accepting
         self._batch.set_batch_wait_timeout_s(self.batch_wait_s(len(texts)))
-        return list(probs)
+        return rows
+
+    async def _score(self, text: str):
+        """One text's probability row, through the batch queue; its own error if it failed."""
+        return _row_or_raise(await self._batch(text))
 
     def batch_wait_s(self, last_batch: int) -> float:
-        """How long the next batch waits to fill: ``batch_wait_ms`` while the last batch held
-        more than one text (concurrent load: on 2 cores a 50 ms wait doubled requests/s at
-        32 clients, benchmarks/serve_load.py), else 0 so a lone request never waits."""
-        return self.spec.batch_wait_ms / 1000 if last_batch > 1 else 0.0
+        return batch_wait_s(self.spec, last_batch)
+
+    def api_key_sha256(self) -> str | None:
+        """The digest of the API key this replica requires (None: open); asked by a redeploy."""
+        return self.key_digest
 
     def _probs(self, texts: list[str]):
         from cluster.modeling import predict_proba
@@ -144,26 +237,20 @@ class Scorer:
         )
 
     async def check_health(self) -> None:
-        """Serve's health check: a real forward pass (through the batch queue, so the model
-        is only ever called from one thread)."""
-        await self._batch("health check")
+        """Serve's periodic health check (every 10 s): a real forward pass, through the batch
+        queue so the model is only ever called from one thread. /healthz reports its outcome."""
+        try:
+            _row_or_raise(await self._batch("health check"))
+        except Exception:
+            self.health_failed_at = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+            raise
+        self.health_failed_at = None
 
     def _ref(self) -> dict:
         return {"id": self.model_id, "labels": self.labels}
 
-    def _authorize(self, authorization: str | None) -> None:
-        if self.key_digest is None:
-            return
-        scheme, _, token = (authorization or "").partition(" ")
-        digest = hashlib.sha256(token.strip().encode()).hexdigest()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(digest, self.key_digest):
-            raise HTTPException(
-                401,
-                detail="missing or wrong API key: send 'Authorization: Bearer KEY'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
     def _check_limits(self, texts: list[str]) -> None:
+        """Sizes (the texts themselves were checked by the request schema)."""
         if len(texts) > self.spec.max_texts:
             raise HTTPException(413, detail=f"too many texts: {len(texts)} > limit {self.spec.max_texts}")
         for i, t in enumerate(texts):
@@ -171,16 +258,13 @@ class Scorer:
                 raise HTTPException(
                     413, detail=f"texts[{i}] has {len(t)} characters > limit {self.spec.max_chars}"
                 )
-            if not t.strip():
-                raise HTTPException(422, detail=f"texts[{i}] is empty")
 
     # -------------------------------------------------------------- HTTP routes
 
     @api.post("/v1/predict", response_model=PredictResponse)
-    async def predict(self, req: PredictRequest, authorization: str | None = Header(None)) -> PredictResponse:
-        self._authorize(authorization)
+    async def predict(self, req: PredictRequest) -> PredictResponse:
         self._check_limits(req.texts)
-        rows = await asyncio.gather(*(self._batch(t) for t in req.texts))
+        rows = await asyncio.gather(*(self._score(t) for t in req.texts))
         preds = [
             Prediction(
                 label=self.labels[int(p.argmax())],
@@ -192,8 +276,7 @@ class Scorer:
         return PredictResponse(model=self._ref(), predictions=preds)
 
     @api.post("/v1/explain", response_model=ExplainResponse)
-    async def explain(self, req: ExplainRequest, authorization: str | None = Header(None)) -> ExplainResponse:
-        self._authorize(authorization)
+    async def explain(self, req: ExplainRequest) -> ExplainResponse:
         self._check_limits([req.text])
         return await asyncio.to_thread(self._explain, req.text)
 
@@ -219,13 +302,15 @@ class Scorer:
             tokens=[{"token": t, "attribution": a} for t, a in zip(tokens, attr, strict=True)],
         )
 
-    @api.get("/v1/model", response_model=ModelInfo)
-    async def model_info(self, authorization: str | None = Header(None)) -> ModelInfo:
-        self._authorize(authorization)
+    # Unset fields are left out: ``path`` is only set behind an API key.
+    @api.get("/v1/model", response_model=ModelInfo, response_model_exclude_unset=True)
+    async def model_info(self) -> ModelInfo:
+        """The served model; its directory on the server only for callers holding the API key
+        (an open endpoint never shows the server's file system)."""
         return ModelInfo(
             id=self.model_id,
             labels=self.labels,
-            path=str(self.path),
+            **({"path": str(self.path)} if self.key_digest else {}),
             precision=self.precision,
             lineage=self.lineage,
             metrics=_latest_metrics(self.home, self.model_id),
@@ -234,7 +319,12 @@ class Scorer:
 
     @api.get("/healthz", response_model=Health)
     async def healthz(self) -> Health:
-        await self._batch("health check")
+        """200 with the model id while Serve's last health check passed, 503 after one failed.
+        Runs no model: anyone may poll it, so it must cost nothing."""
+        if self.health_failed_at is not None:
+            raise HTTPException(
+                503, detail=f"the last health check failed ({self.health_failed_at}); see the replica log"
+            )
         return Health(status="ok", model=self.model_id)
 
 
@@ -255,10 +345,10 @@ def deployment_options(spec: ServeSpec) -> dict:
         # from a no-batching replica that served 8 clients 54/s (benchmarks/serve_load.py).
         "max_ongoing_requests": max(2 * spec.max_batch_size, 64),
     }
-    if spec.autoscale_min is not None and spec.autoscale_max is not None:
+    if spec.autoscale is not None:
         opts["autoscaling_config"] = {
-            "min_replicas": spec.autoscale_min,
-            "max_replicas": spec.autoscale_max,
+            "min_replicas": spec.autoscale[0],
+            "max_replicas": spec.autoscale[1],
             "target_ongoing_requests": spec.target_ongoing_requests,
         }
     else:
@@ -268,6 +358,13 @@ def deployment_options(spec: ServeSpec) -> dict:
 
 def build_app(args: dict):
     """Serve application for ``args``: ServeSpec fields; ``model`` is resolved unless a path is given."""
+    args = app_args(args)
+    return Scorer.options(**deployment_options(_spec(args))).bind(args)
+
+
+def app_args(args: dict) -> dict:
+    """What each replica is constructed with: the ServeSpec fields (validated), the resolved
+    model path and id, and the API key's digest (never the key)."""
     from cluster.errors import UserError
     from cluster.modeling import resolve_model
     from cluster.registry import Registry
@@ -281,6 +378,6 @@ def build_app(args: dict):
                 f"model {ref.model_id} has no id2label: serve a fine-tuned classifier, not a bare encoder"
             )
         args.update(path=str(ref.path), model_id=ref.model_id)
-    if not args.get("api_key_sha256"):  # the key of whoever builds the app (the deployer, or the cluster)
+    if args.get("api_key_sha256") is None:  # the key of whoever builds the app (serve deploy config.yaml)
         args["api_key_sha256"] = api_key_digest(spec.api_key_env)
-    return Scorer.options(**deployment_options(spec)).bind(args)
+    return args

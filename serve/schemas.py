@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def check_text(text: object) -> object:
+    """A text the tokenizer can take: encodable as UTF-8 and not blank (other types: left to pydantic).
+
+    JSON may carry a lone surrogate (``"x\\ud800"``), which Python decodes into a str the
+    tokenizer rejects; refused here, per text, it never reaches a batch shared with other
+    requests. The message shows the character escaped, never raw (it could not be encoded).
+    """
+    if not isinstance(text, str):
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"not valid Unicode text: lone surrogate {text[exc.start]!r} at character {exc.start}"
+        ) from exc
+    if not text.strip():
+        raise ValueError("text is empty (only whitespace)")
+    return text
+
+
+# Before pydantic's own str check, which words a lone surrogate differently in a plain field
+# and lets it through inside a list: one rule and one message for /v1/predict and /v1/explain.
+Text = Annotated[str, BeforeValidator(check_text)]
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(..., min_length=1, description="Texts to classify (limits: see GET /v1/model).")
+    texts: list[Text] = Field(..., min_length=1, description="Texts to classify (limits: see GET /v1/model).")
 
 
 class Prediction(BaseModel):
@@ -28,7 +55,7 @@ class PredictResponse(BaseModel):
 
 class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(..., min_length=1)
+    text: Text = Field(..., min_length=1)
 
 
 class TokenAttribution(BaseModel):
@@ -47,7 +74,9 @@ class ExplainResponse(BaseModel):
 class ModelInfo(BaseModel):
     id: str
     labels: list[str]
-    path: str
+    path: str | None = Field(
+        None, description="The model directory on the server: only with an API key configured (and sent)."
+    )
     precision: str
     lineage: dict
     metrics: dict | None = Field(None, description="Latest finished evaluation of this model, if any.")

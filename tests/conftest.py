@@ -2,9 +2,12 @@
 
 Plumbing tests use a tiny randomly initialised BERT (built from a BertConfig,
 with the base model's tokenizer) so they run in seconds; quality is not their
-business. Tests marked ``head`` start and stop a real `ray start --head`; they
-are moved to the front of the run because `ray stop` ends every Ray process on
-the machine, the shared test cluster included.
+business. Tiers (markers): ``ray`` starts Ray (a test without it that calls
+ray.init fails), ``cli`` runs evalctl in a subprocess, ``head`` starts and stops
+a real `ray start --head` (moved to the front of the run because `ray stop` ends
+every Ray process on the machine, the shared test cluster included), ``heavy``
+(CPU-heavy without Ray), ``slow`` and ``real_model``. Unmarked tests are the fast
+tier (`make test-fast`).
 """
 
 from __future__ import annotations
@@ -31,10 +34,25 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
+def ray_only_when_marked(request, monkeypatch):
+    """Tests not marked ``ray`` or ``head`` must not start Ray (they form the fast tier)."""
+    if request.node.get_closest_marker("ray") or request.node.get_closest_marker("head"):
+        return
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts Ray: mark it @pytest.mark.ray")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+@pytest.fixture(autouse=True)
 def evalcluster_home(tmp_path, monkeypatch):
     """Every test gets its own EVALCLUSTER_HOME (registry + artifacts)."""
     home = tmp_path / "home"
     monkeypatch.setenv("EVALCLUSTER_HOME", str(home))
+    for var in ("EVALCLUSTER_DB", "EVALCLUSTER_DB_FILE"):  # never a developer's shared registry
+        monkeypatch.delenv(var, raising=False)
     return home
 
 
@@ -111,3 +129,74 @@ def run_evalctl(*args, timeout: float = 600, env: dict | None = None, **kwargs):
 def evalctl():
     """``run_evalctl`` as a fixture."""
     return run_evalctl
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL 15 server on 127.0.0.1 for the session (tests/pg.py), with a login
+    role ``evalcluster`` whose password is random per session (``pg_server.password``)."""
+    import secrets
+
+    from tests.pg import PostgresServer
+
+    with PostgresServer() as server:
+        server.role, server.password = "evalcluster", f"pw-{secrets.token_hex(8)}"
+        server.create_role(server.role, server.password)
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A new empty database owned by the test role; its psycopg URL (with the password)."""
+    name = pg_server.create_database(owner=pg_server.role)
+    yield pg_server.url(name, pg_server.role, pg_server.password)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, monkeypatch):
+    """Run a test once on the SQLite file under EVALCLUSTER_HOME and once on PostgreSQL."""
+    monkeypatch.delenv("EVALCLUSTER_DB_FILE", raising=False)
+    if request.param == "postgresql":
+        monkeypatch.setenv("EVALCLUSTER_DB", request.getfixturevalue("pg_url"))
+    else:
+        monkeypatch.delenv("EVALCLUSTER_DB", raising=False)
+    return request.param
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")  # one deployment per test module (Serve shut down after it)
+def served(ray_cluster, tiny_model_dir, tmp_path_factory):
+    """Serve on a free port; yields (deploy function, url); shuts Serve down afterwards."""
+    from ray import serve
+
+    from cluster.config import ServeSpec
+    from jobs.deploy import deploy
+
+    port = free_port()
+
+    def deploy_model(model_dir, no_api_key=False, **kw):
+        spec = ServeSpec(
+            model=str(model_dir),
+            port=port,
+            precision="fp32",
+            cpus_per_replica=0.5,
+            max_texts=8,
+            max_chars=200,
+            **kw,
+        )
+        return deploy(spec, start_head=False, timeout_s=180, no_api_key=no_api_key)
+
+    deploy_model(tiny_model_dir)
+    yield deploy_model, f"http://127.0.0.1:{port}"
+    serve.shutdown()

@@ -3,6 +3,8 @@
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.cli
+
 
 def assert_user_error(proc, *fragments):
     assert proc.returncode == 2, proc.stderr
@@ -46,3 +48,27 @@ def test_user_errors_are_one_line_exit_2(evalctl, tmp_path, setup, args, fragmen
 def test_usage_errors_exit_2(evalctl):
     assert evalctl("data", "sample").returncode == 2  # missing --out
     assert evalctl("no-such-command").returncode == 2
+
+
+def test_debug_shows_the_traceback_with_its_cause(evalctl, tmp_path):
+    f = tmp_path / "sweep.yaml"
+    f.write_text("num_samples: 0\n")
+    quiet = evalctl("sweep", "--config", f)
+    assert_user_error(quiet, "sweep.yaml: num_samples: must be >= 1, got 0")
+    for args, env in ((["--debug"], None), ([], {"EVALCLUSTER_DEBUG": "1"})):
+        loud = evalctl(*args, "sweep", "--config", f, env=env)
+        assert loud.returncode == 2
+        assert "Traceback" in loud.stderr and "ValidationError" in loud.stderr  # the cause is kept
+        assert "direct cause of the following exception" in loud.stderr
+        assert loud.stderr.strip().splitlines()[-1].startswith("error: sweep.yaml: num_samples")
+
+
+def test_log_level_is_checked_and_info_logs_show(evalctl, tmp_path):
+    assert_user_error(
+        evalctl("--log-level", "LOUD", "data", "sample", "--out", tmp_path), "log level must be one of"
+    )
+    pd.DataFrame({"text": ["a"], "label": ["b"]}).to_parquet(tmp_path / "x.parquet")
+    quiet = evalctl("leaderboard", "--data", tmp_path / "x.parquet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    loud = evalctl("--log-level", "INFO", "leaderboard", "--data", tmp_path / "x.parquet")
+    assert loud.returncode == 0 and "INFO cluster." in loud.stderr, loud.stderr

@@ -56,6 +56,7 @@ def test_identical_models_differ_by_exactly_zero():
     assert mcnemar_exact(counts.b, counts.c) == 1.0
 
 
+@pytest.mark.heavy
 def test_paired_ci_covers_the_true_difference_93_to_97_percent():
     """1,000 simulated test sets of 500 rows; A right w.p. 0.70, B right w.p. 0.75 (correlated)."""
     rng = np.random.default_rng(123)

@@ -31,7 +31,7 @@ DF = pd.DataFrame(
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
 def test_formats_keep_input_order_and_row_numbers(tmp_path, suffix):
     f = write(tmp_path / f"d{suffix}", DF)
-    spec = DataSpec(str(f), text_column="tweet", label_column="y", id_column="uid")
+    spec = DataSpec(path=str(f), text_column="tweet", label_column="y", id_column="uid")
     got = read_pandas(spec)
     assert got["row"].tolist() == list(range(10))
     assert got["text"].tolist() == DF["tweet"].tolist()
@@ -43,62 +43,57 @@ def test_directory_glob_and_uri_read_files_in_order(tmp_path):
     write(tmp_path / "d" / "part-0.parquet", DF.iloc[:4])
     write(tmp_path / "d" / "part-1.parquet", DF.iloc[4:])
     for path in [tmp_path / "d", tmp_path / "d" / "*.parquet", f"file://{tmp_path / 'd'}"]:
-        got = read_pandas(DataSpec(str(path), text_column="tweet", label_column="y"))
+        got = read_pandas(DataSpec(path=str(path), text_column="tweet", label_column="y"))
         assert got["text"].tolist() == DF["tweet"].tolist(), path
         assert got["row"].tolist() == list(range(10))
 
 
-def test_parquet_shards_follow_row_groups_and_limit(tmp_path, monkeypatch):
-    import cluster.data as data
-
-    monkeypatch.setattr(data, "ROWS_PER_SHARD", 3)
+def test_parquet_shards_follow_row_groups_and_limit(tmp_path):
     f = write(tmp_path / "d.parquet", DF)
-    _, shards = plan_shards(DataSpec(str(f), "tweet", "y"), limit=7)
+    spec = DataSpec(path=str(f), text_column="tweet", label_column="y")
+    _, shards = plan_shards(spec, limit=7, rows_per_shard=3)
     assert [(s.offset, s.num_rows) for s in shards] == [(0, 3), (3, 3), (6, 1)]
-    assert sum(t.num_rows for t in iter_tables(DataSpec(str(f), "tweet", "y"), limit=7)) == 7
+    assert sum(t.num_rows for t in iter_tables(spec, limit=7, rows_per_shard=3)) == 7
 
 
-def test_large_row_groups_and_text_files_split_into_pieces(tmp_path, monkeypatch):
-    import cluster.data as data
-
-    monkeypatch.setattr(data, "ROWS_PER_SHARD", 4)
+def test_large_row_groups_and_text_files_split_into_pieces(tmp_path):
     big = pd.concat([DF] * 3, ignore_index=True)  # 30 rows
     pq.write_table(pa.Table.from_pandas(big, preserve_index=False), tmp_path / "b.parquet", row_group_size=25)
     write(tmp_path / "c.csv", big)
     for name in ("b.parquet", "c.csv"):
-        spec = DataSpec(str(tmp_path / name), "tweet", "y")
-        _, shards = plan_shards(spec)
+        spec = DataSpec(path=str(tmp_path / name), text_column="tweet", label_column="y")
+        _, shards = plan_shards(spec, rows_per_shard=4)
         assert len(shards) > 2 and sum(s.num_rows for s in shards) == 30
-        got = read_pandas(spec)
+        got = pd.concat([t.to_pandas() for t in iter_tables(spec, rows_per_shard=4)])
         assert got["row"].tolist() == list(range(30)) and got["text"].tolist() == big["tweet"].tolist()
 
 
 def test_missing_path(tmp_path):
     with pytest.raises(UserError, match="data path not found"):
-        scan(DataSpec(str(tmp_path / "nope.parquet")))
+        scan(DataSpec(path=str(tmp_path / "nope.parquet")))
 
 
 def test_unsupported_extension(tmp_path):
     f = tmp_path / "d.xlsx"
     f.write_text("x")
     with pytest.raises(UserError, match=r"unsupported file type .xlsx .*allowed: .parquet, .csv, .jsonl"):
-        scan(DataSpec(str(f)))
+        scan(DataSpec(path=str(f)))
 
 
 def test_truncated_parquet(tmp_path):
     f = write(tmp_path / "d.parquet", DF)
     f.write_bytes(f.read_bytes()[:-40])
     with pytest.raises(UserError, match="cannot read .*d.parquet as parquet"):
-        scan(DataSpec(str(f), "tweet", "y"))
+        scan(DataSpec(path=str(f), text_column="tweet", label_column="y"))
 
 
 def test_missing_column_lists_existing_columns(tmp_path):
     f = write(tmp_path / "d.parquet", DF)
     with pytest.raises(UserError, match=r'text column "text" not found .*columns: tweet, y, uid'):
-        check_columns(DataSpec(str(f)))
+        check_columns(DataSpec(path=str(f)))
     f2 = write(tmp_path / "e.parquet", DF.rename(columns={"y": "label"}))
     with pytest.raises(UserError, match=r'label column "labl" .*\(did you mean "label"\?\)'):
-        check_columns(DataSpec(str(f2), "tweet", "labl"))
+        check_columns(DataSpec(path=str(f2), text_column="tweet", label_column="labl"))
 
 
 def test_null_and_empty_texts_counted_with_first_rows(tmp_path):
@@ -107,20 +102,20 @@ def test_null_and_empty_texts_counted_with_first_rows(tmp_path):
     df.loc[7, "tweet"] = "   "
     f = write(tmp_path / "d.parquet", df)
     with pytest.raises(UserError, match=r"3 row\(s\) .* null or empty \"tweet\" \(first rows: 2, 5, 7\)"):
-        scan(DataSpec(str(f), "tweet", "y"))
+        scan(DataSpec(path=str(f), text_column="tweet", label_column="y"))
 
 
 def test_empty_dataset(tmp_path):
     f = write(tmp_path / "d.parquet", DF.iloc[:0])
     with pytest.raises(UserError, match="is empty"):
-        scan(DataSpec(str(f), "tweet", "y"))
+        scan(DataSpec(path=str(f), text_column="tweet", label_column="y"))
 
 
 def test_fingerprint_depends_on_content_not_location(tmp_path):
     a = write(tmp_path / "a.parquet", DF)
     b = write(tmp_path / "b.csv", DF)
     c = write(tmp_path / "c.parquet", DF.assign(y=["b", "a"] * 5))
-    fp = [scan(DataSpec(str(p), "tweet", "y")).fingerprint for p in (a, b, c)]
+    fp = [scan(DataSpec(path=str(p), text_column="tweet", label_column="y")).fingerprint for p in (a, b, c)]
     assert fp[0] == fp[1] != fp[2]
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, log_loss
 
-from cluster.config import DataSpec, EvaluateSpec
+from cluster.config import DataSpec, EvaluateSpec, load_spec
 from cluster.errors import UserError
 from cluster.modeling import load_classifier, predict_proba
 from cluster.registry import Registry
@@ -30,7 +30,7 @@ def tweets(sample_dir, tmp_path_factory):
 
 def spec_for(path, out=None, **kw):
     data = DataSpec(
-        str(path),
+        path=str(path),
         text_column="tweet",
         label_column="gold",
         id_column="tweet_id",
@@ -67,6 +67,9 @@ def test_cli_evaluate_matches_single_process_forward(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "f1_macro" in proc.stdout
+    # Quiet by default: no Ray Data progress lines, no core_worker actor-argument line.
+    for noise in ("logging_progress", "streaming_executor", "core_worker.cc", "Traceback"):
+        assert noise not in proc.stderr, proc.stderr
     preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert list(preds.columns) == ["row", "label", "pred", "score", "probs", "tweet_id"]
@@ -82,7 +85,11 @@ def test_cli_evaluate_matches_single_process_forward(
     np.testing.assert_allclose(got, ref, atol=1e-6)
     assert preds["pred"].tolist() == [labels[i] for i in ref.argmax(1)]
     np.testing.assert_allclose(preds["score"], ref.max(1), atol=1e-6)
-    # metrics.json follows the contract and equals scikit-learn on the written predictions.
+    check_metrics_contract(metrics, df, ref, got, tmp_path / "out")
+
+
+def check_metrics_contract(metrics, df, ref, got, out):
+    """metrics.json follows the contract and equals scikit-learn on the written predictions."""
     y = df["gold"].map(LABELS.index).to_numpy()
     assert metrics["n"] == 300 and metrics["labels"] == LABELS
     assert metrics["f1_macro"] == pytest.approx(
@@ -102,22 +109,19 @@ def test_cli_evaluate_matches_single_process_forward(
         "timings",
     ):
         assert key in metrics, key
-    assert (tmp_path / "out" / "report.html").read_text().count("data:image/png;base64") >= 3
+    assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
     run = Registry().get_run(metrics["run_id"])
-    assert run["status"] == "finished" and run["artifact_path"] == str(tmp_path / "out")
+    assert run["status"] == "finished" and run["artifact_path"] == str(out)
     assert run["dataset_fingerprint"] == metrics["dataset"]["fingerprint"]
 
 
 @pytest.mark.ray
 def test_same_metrics_with_one_or_two_workers_and_any_block_size(
-    ray_cluster, tweets, tiny_model_dir, tmp_path, monkeypatch
+    ray_cluster, tweets, tiny_model_dir, tmp_path
 ):
-    import cluster.data as data
-
     path, _ = tweets
     runs = []
     for i, (workers, rows_per_shard) in enumerate([(1, 1024), (2, 50), (2, 100)]):
-        monkeypatch.setattr(data, "ROWS_PER_SHARD", rows_per_shard)
         spec = spec_for(
             path,
             tmp_path / f"o{i}",
@@ -125,6 +129,7 @@ def test_same_metrics_with_one_or_two_workers_and_any_block_size(
             workers=workers,
             precision="fp32",
             slice_column="source",
+            rows_per_shard=rows_per_shard,
         )
         runs.append(run_evaluate(spec).metrics)
     base = runs[0]
@@ -182,14 +187,16 @@ def test_model_without_id2label(tweets):
 @pytest.mark.parametrize(
     "field, value, match",
     [
-        ("batch_size", 0, "--batch-size must be at least 1"),
-        ("workers", 0, "--workers must be at least 1"),
-        ("bootstrap", -1, "--bootstrap must be 0"),
+        ("batch_size", 0, "batch_size: must be >= 1, got 0"),
+        ("workers", 0, "workers: must be >= 1, got 0"),
+        ("bootstrap", -1, "bootstrap: must be >= 0, got -1"),
+        ("rows_per_shard", 0, "rows_per_shard: must be >= 1, got 0"),
     ],
 )
 def test_bad_numbers(tweets, tiny_model_dir, field, value, match):
+    raw = spec_for(tweets[0], model=str(tiny_model_dir)).model_dump()
     with pytest.raises(UserError, match=match):
-        run_evaluate(spec_for(tweets[0], model=str(tiny_model_dir), **{field: value}))
+        load_spec(EvaluateSpec, {**raw, field: value})
 
 
 def test_out_dir_holding_another_run_is_refused(tweets, tiny_model_dir, tmp_path):
@@ -201,13 +208,14 @@ def test_out_dir_holding_another_run_is_refused(tweets, tiny_model_dir, tmp_path
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
         (["--data", "/nope/x.parquet"], "data path not found"),
         (["--model", "nosuchmodel"], 'MODEL "nosuchmodel" resolves to nothing'),
         (["--text-column", "body"], 'text column "body" not found'),
-        (["--precision", "fp8"], "--precision must be"),
+        (["--precision", "fp8"], "--precision: must be one of auto, fp32, bf16, fp16, got 'fp8'"),
     ],
 )
+@pytest.mark.cli
 def test_cli_user_errors(evalctl, tweets, tiny_model_dir, args, fragment):
     base = {
         "--model": str(tiny_model_dir),

@@ -196,3 +196,28 @@ def test_unreachable_address_and_invisible_paths(project_files, sample_dir):
         "http://ray-head.invalid:8265",  # a remote cluster: it cannot see this machine's /tmp
     )
     assert outside.returncode == 2 and "the cluster cannot see" in outside.stderr
+
+
+def test_deploy_submitted_with_a_key_serves_with_auth(head, project_files):
+    """Issue 16.2a: the submitted deploy job carries the key's digest (never the key), so auth holds."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = "k-submitted-4471"
+    args = ["serve", "deploy", "--model", project_files / "tiny", "--port", port, "--precision", "fp32"]
+    proc = evalctl(
+        *args, "--cpus-per-replica", "0.5", "--address", head, "--wait", env={"EVALCLUSTER_API_KEY": key}
+    )
+    try:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert key not in proc.stdout + proc.stderr
+        url = f"http://127.0.0.1:{port}/v1/predict"
+        assert httpx.post(url, json={"texts": ["hi"]}, timeout=60).status_code == 401
+        ok = httpx.post(url, json={"texts": ["hi"]}, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        assert ok.status_code == 200, ok.text
+    finally:
+        evalctl("serve", "stop")

@@ -84,6 +84,7 @@ def test_poisson_weights_have_poisson_moments():
     assert abs((w == 0).mean() - np.exp(-1)) < 0.005
 
 
+@pytest.mark.heavy
 def test_bootstrap_ci_covers_true_accuracy_about_95_percent():
     """Simulation: a classifier with true accuracy 0.7 on 400 rows, 1,000 test sets."""
     rng = np.random.default_rng(0)

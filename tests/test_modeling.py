@@ -81,3 +81,50 @@ def test_precision_resolution():
     assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", "cpu")
+
+
+@pytest.fixture
+def pickled_model_dir(tmp_path, tiny_model_dir):
+    """The tiny model with its weights as a pickled pytorch_model.bin only (no safetensors)."""
+    d = tmp_path / "pickled"
+    d.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.name != "model.safetensors":
+            (d / f.name).write_bytes(f.read_bytes())
+    model, _, _ = load_classifier(tiny_model_dir)
+    torch.save(model.state_dict(), d / "pytorch_model.bin")
+    return d
+
+
+def test_a_model_dir_without_safetensors_is_refused_when_resolved(pickled_model_dir, evalcluster_home):
+    reg = Registry()
+    with pytest.raises(UserError, match="safetensors weights required") as info:
+        resolve_model(str(pickled_model_dir), reg)
+    assert "pytorch_model.bin" in str(info.value) and "\n" not in str(info.value)
+    reg.set_alias("pickled", reg.register_model(pickled_model_dir))
+    with pytest.raises(UserError, match="safetensors weights required"):
+        resolve_model("pickled", reg)
+    with pytest.raises(UserError, match="safetensors weights required"):
+        load_classifier(pickled_model_dir)
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("command", ["evaluate", "sweep", "serve deploy"])
+def test_cli_refuses_pickled_weights_before_any_actor(
+    command, pickled_model_dir, tmp_path, evalctl, evalcluster_home
+):
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\ngood,positive\nbad,negative\nmeh,neutral\n")
+    args = {
+        "evaluate": ["evaluate", "--model", pickled_model_dir, "--data", data],
+        "sweep": ["sweep", "--config", tmp_path / "s.yaml"],
+        "serve deploy": ["serve", "deploy", "--model", pickled_model_dir],
+    }[command]
+    (tmp_path / "s.yaml").write_text(
+        f"model: {pickled_model_dir}\ntrain: {{path: {data}}}\nvalidation: {{path: {data}}}\n"
+    )
+    proc = evalctl(*args, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().count("\n") == 0 and "safetensors weights required" in proc.stderr
+    assert "ActorDiedError" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+    assert Registry().list_runs() == [] and Registry().list_models() == []

@@ -9,14 +9,13 @@ from cluster.data import to_ray_dataset
 pytestmark = pytest.mark.ray
 
 
-def test_ray_dataset_keeps_rows_and_columns(ray_cluster, tmp_path, monkeypatch):
-    import cluster.data as data
-
-    monkeypatch.setattr(data, "ROWS_PER_SHARD", 7)
+def test_ray_dataset_keeps_rows_and_columns(ray_cluster, tmp_path):
     df = pd.DataFrame({"body": [f"t{i}" for i in range(50)], "gold": ["x", "y"] * 25, "key": range(100, 150)})
     df.to_parquet(tmp_path / "d.parquet", row_group_size=7)
-    spec = DataSpec(str(tmp_path / "d.parquet"), text_column="body", label_column="gold", id_column="key")
-    ds = to_ray_dataset(spec, limit=40)
+    spec = DataSpec(
+        path=str(tmp_path / "d.parquet"), text_column="body", label_column="gold", id_column="key"
+    )
+    ds = to_ray_dataset(spec, limit=40, rows_per_shard=7)
     got = ds.to_pandas().sort_values("row")
     assert got["row"].tolist() == list(range(40))
     assert got["text"].tolist() == df["body"][:40].tolist()

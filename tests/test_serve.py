@@ -1,7 +1,6 @@
 """The scorer on Ray Serve (shared local cluster), over real HTTP, with tiny models."""
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,38 +16,6 @@ from cluster.registry import Registry
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served(ray_cluster, tiny_model_dir, tmp_path_factory):
-    """Serve on a free port; yields (deploy function, url); shuts Serve down afterwards."""
-    from ray import serve
-
-    from jobs.deploy import deploy
-
-    port = free_port()
-
-    def deploy_model(model_dir, **kw):
-        spec = ServeSpec(
-            model=str(model_dir),
-            port=port,
-            precision="fp32",
-            cpus_per_replica=0.5,
-            max_texts=8,
-            max_chars=200,
-            **kw,
-        )
-        return deploy(spec, start_head=False, timeout_s=180)
-
-    deploy_model(tiny_model_dir)
-    yield deploy_model, f"http://127.0.0.1:{port}"
-    serve.shutdown()
 
 
 def other_model(tiny_model_dir, tmp_path) -> Path:
@@ -93,6 +60,7 @@ def test_model_info_has_lineage_and_registry_metrics(served, tiny_model_dir, eva
     reg.finish_run(run, metrics={"f1_macro": 0.5})
     info = httpx.get(f"{url}/v1/model").json()
     assert info["lineage"] == {"base_model": "tiny-random-bert"} and info["precision"] == "fp32"
+    assert "path" not in info  # an open endpoint never shows the server's file system
     # The replica reads the registry of the deploying user's EVALCLUSTER_HOME (passed at deploy time);
     # this test's home is newer than the module's deployment, so redeploy to point at it.
     deploy_model(tiny_model_dir)
@@ -165,39 +133,6 @@ def test_fuzzing_the_openapi_schema_finds_no_5xx(served):
                     assert response.json()["detail"], response.text
 
             check()
-
-
-def test_api_key_from_a_file_guards_everything_but_health(
-    served, tiny_model_dir, monkeypatch, tmp_path, evalctl
-):
-    deploy_model, url = served
-    key_file = tmp_path / "key"
-    key_file.write_text("s3cret\n")
-    monkeypatch.setenv("EVALCLUSTER_API_KEY_FILE", str(key_file))
-    deploy_model(tiny_model_dir)
-    try:
-        r = httpx.post(f"{url}/v1/predict", json={"texts": ["hi"]})
-        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-        bad = httpx.post(
-            f"{url}/v1/predict", json={"texts": ["hi"]}, headers={"Authorization": "Bearer nope"}
-        )
-        assert bad.status_code == 401 and "API key" in bad.json()["detail"]
-        assert httpx.get(f"{url}/v1/model").status_code == 401
-        assert httpx.post(f"{url}/v1/explain", json={"text": "hi"}).status_code == 401
-        ok = httpx.post(
-            f"{url}/v1/predict", json={"texts": ["hi"]}, headers={"Authorization": "Bearer s3cret"}
-        )
-        assert ok.status_code == 200
-        assert httpx.get(f"{url}/healthz").status_code == 200  # health stays open
-        # evalctl query sends $EVALCLUSTER_API_KEY (or the file's key) as a bearer token
-        monkeypatch.delenv("EVALCLUSTER_API_KEY_FILE")
-        refused = evalctl("query", "hi", "--url", url)
-        assert refused.returncode == 2 and "401" in refused.stderr
-        assert evalctl("query", "hi", "--url", url, env={"EVALCLUSTER_API_KEY": "s3cret"}).returncode == 0
-    finally:
-        monkeypatch.delenv("EVALCLUSTER_API_KEY_FILE", raising=False)
-        deploy_model(tiny_model_dir)
-    assert httpx.post(f"{url}/v1/predict", json={"texts": ["hi"]}).status_code == 200
 
 
 class Load:
@@ -319,6 +254,8 @@ def test_serve_config_file_deploys_the_same_application(served, tiny_model_dir):
     cfg["http_options"] = {"host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1])}  # the running proxy
     (app,) = cfg["applications"]
     app["args"].update(model=str(tiny_model_dir), precision="fp32", cpus_per_replica=0.5)
+    # Ray has no public in-process call that deploys a Serve config file (only its CLI and REST API,
+    # which need the dashboard this shared test cluster runs without): this is what they call.
     serve.context._get_global_client().deploy_apps(ServeDeploySchema.model_validate(cfg), _blocking=True)
     r = httpx.post(f"{url}/v1/predict", json={"texts": ["from the config file"]}, timeout=60)
     assert r.status_code == 200 and r.json()["model"]["id"] == str(tiny_model_dir), r.text

@@ -7,12 +7,20 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from cluster.config import DataSpec, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec, load_yaml
+from cluster.config import (
+    DataSpec,
+    LogUniform,
+    ResourcesSpec,
+    SchedulerSpec,
+    SearchSpace,
+    SweepSpec,
+    load_spec,
+    load_spec_file,
+)
 from cluster.errors import UserError
 from cluster.modeling import read_lineage
 from cluster.registry import Registry
@@ -22,14 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_spec(tiny_model_dir, sample_dir, **kw) -> SweepSpec:
-    spec = SweepSpec(
+    spec = dict(
         model=str(tiny_model_dir),
-        train=DataSpec(str(sample_dir / "train.parquet")),
-        validation=DataSpec(str(sample_dir / "validation.parquet")),
+        train=DataSpec(path=str(sample_dir / "train.parquet")),
+        validation=DataSpec(path=str(sample_dir / "validation.parquet")),
         search=SearchSpace(
-            learning_rate={"loguniform": [1e-4, 1e-3]}, batch_size=16, epochs=2, max_length=32
+            learning_rate=LogUniform(loguniform=[1e-4, 1e-3]), batch_size=16, epochs=2, max_length=32
         ),
-        scheduler=SchedulerSpec("asha", grace_period=1, reduction_factor=2),
+        scheduler=SchedulerSpec(kind="asha", grace_period=1, reduction_factor=2),
         num_samples=2,
         max_concurrent_trials=2,
         resources=ResourcesSpec(cpus=1),
@@ -37,7 +45,7 @@ def tiny_spec(tiny_model_dir, sample_dir, **kw) -> SweepSpec:
         max_validation_rows=100,
         precision="fp32",
     )
-    return replace(spec, **kw)
+    return SweepSpec(**{**spec, **kw})
 
 
 @pytest.mark.ray
@@ -71,7 +79,7 @@ def test_killed_trial_resumes_from_its_checkpoint(ray_cluster, tiny_model_dir, s
         max_train_rows=1500,
         evals_per_epoch=4,
         max_failures=2,
-        scheduler=SchedulerSpec("none"),
+        scheduler=SchedulerSpec(kind="none"),
     )
     killed = []
 
@@ -107,11 +115,11 @@ def test_killed_driver_then_resume_finishes_without_rerunning(
         sample_dir,
         name="drv",
         max_concurrent_trials=1,
-        scheduler=SchedulerSpec("none"),
+        scheduler=SchedulerSpec(kind="none"),
         max_train_rows=600,
     )
     cfg = tmp_path / "sweep.yaml"
-    cfg.write_text(json.dumps({**json.loads(json.dumps(spec.__dict__, default=lambda o: o.__dict__))}))
+    cfg.write_text(spec.model_dump_json())  # JSON is YAML
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.sweep", "--config", str(cfg)],
         cwd=ROOT,
@@ -149,33 +157,49 @@ def _wait_for_finished_trial(exp: Path, timeout: float) -> Path:
 def test_unknown_key_and_wrong_type_in_yaml(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("search:\n  learnig_rate: 1\n")
-    with pytest.raises(UserError, match=r'unknown key "search.learnig_rate" \(did you mean "learning_rate"'):
-        load_yaml(f, SweepSpec)
+    with pytest.raises(
+        UserError, match=r'^s.yaml: search.learnig_rate: unknown key \(did you mean "learning_rate"'
+    ):
+        load_spec_file(SweepSpec, f)
     f.write_text("num_samples: many\n")
-    with pytest.raises(UserError, match='"num_samples" must be an integer'):
-        load_yaml(f, SweepSpec)
+    with pytest.raises(UserError, match="num_samples: must be an integer"):
+        load_spec_file(SweepSpec, f)
 
 
-def test_default_config_is_valid():
-    from jobs.sweep import check_spec
-
-    spec = load_yaml(ROOT / "jobs" / "configs" / "sweep.yaml", SweepSpec)
-    check_spec(spec)  # distributions well formed, grid not empty
-    assert spec.model == "base" and spec.scheduler.kind == "asha"
+@pytest.mark.parametrize("name", ["sweep.yaml", "demo.yaml"])
+def test_shipped_configs_are_valid(name):
+    spec = load_spec_file(SweepSpec, ROOT / "jobs" / "configs" / name)
+    assert spec.model == "base" and spec.scheduler.kind == "asha" and spec.search_alg == "grid"
 
 
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"search_alg": "grid"}, "search space is empty"),
-        ({"search": SearchSpace(batch_size={"grid": []})}, r"search.batch_size.grid: empty list"),
-        ({"search": SearchSpace(epochs={"normal": [1, 2]})}, "give one of choice, grid"),
-        ({"storage_path": "/proc/not-writable"}, "storage path /proc/not-writable cannot be written"),
+        ({"search_alg": "grid"}, r"search_alg grid needs at least one \{grid: \[...\]\}"),
+        ({"search": {"batch_size": {"grid": []}}}, r"search.batch_size.grid: needs at least 1 item"),
+        ({"search": {"epochs": {"normal": [1, 2]}}}, "unknown distribution 'normal'"),
+        (
+            {"search": {"epochs": {"grid": [1, 2]}}},
+            "search_alg random samples distributions, but search.epochs is a grid",
+        ),
+        ({"mode": "min"}, "mode min disagrees with metric f1_macro"),
+        ({"search_alg": "optuna", "search": {"learning_rate": 1e-4}}, "search_alg optuna needs at least one"),
     ],
 )
-def test_spec_errors_before_starting(tiny_model_dir, sample_dir, change, match):
+def test_spec_errors(change, match):
     with pytest.raises(UserError, match=match):
-        run_sweep(tiny_spec(tiny_model_dir, sample_dir, **change))
+        load_spec(SweepSpec, change)
+
+
+def test_mode_comes_from_the_metric_table():
+    assert SweepSpec(metric="f1_macro").metric_mode == "max"
+    assert SweepSpec(metric="log_loss").metric_mode == "min"
+    assert SweepSpec(metric="log_loss", mode="min").metric_mode == "min"  # an old YAML that agrees
+
+
+def test_unwritable_storage_fails_before_anything_is_recorded(tiny_model_dir, sample_dir):
+    with pytest.raises(UserError, match="storage path /proc/not-writable cannot be written"):
+        run_sweep(tiny_spec(tiny_model_dir, sample_dir, storage_path="/proc/not-writable"))
     assert Registry().list_runs() == []
 
 
@@ -185,7 +209,7 @@ def test_validation_labels_missing_from_training(tiny_model_dir, sample_dir, tmp
     val = pd.read_parquet(sample_dir / "validation.parquet").head(50)
     val.loc[:2, "label"] = "sarcastic"
     val.to_parquet(tmp_path / "val.parquet")
-    spec = tiny_spec(tiny_model_dir, sample_dir, validation=DataSpec(str(tmp_path / "val.parquet")))
+    spec = tiny_spec(tiny_model_dir, sample_dir, validation=DataSpec(path=str(tmp_path / "val.parquet")))
     with pytest.raises(
         UserError, match=r"labels in validation missing from training: 'sarcastic' \(3 rows\)"
     ):
@@ -198,3 +222,28 @@ def test_more_gpus_per_trial_than_any_node(ray_cluster, tiny_model_dir, sample_d
         run_sweep(tiny_spec(tiny_model_dir, sample_dir, resources=ResourcesSpec(cpus=1, gpus=1)))
     (run,) = Registry().list_runs()
     assert run["status"] == "failed"
+
+
+@pytest.mark.ray
+def test_optuna_search_runs_seeded_tpe_trials(ray_cluster, tiny_model_dir, sample_dir):
+    spec = tiny_spec(
+        tiny_model_dir,
+        sample_dir,
+        name="tpe",
+        search_alg="optuna",
+        num_samples=3,
+        max_concurrent_trials=1,
+        search=SearchSpace(
+            learning_rate=LogUniform(loguniform=[1e-4, 1e-3]),
+            batch_size={"choice": [8, 16]},
+            epochs=1,
+            max_length=32,
+        ),
+        scheduler=SchedulerSpec(kind="none"),
+        max_train_rows=100,
+    )
+    summary = run_sweep(spec)
+    rates = [d["config"]["learning_rate"] for d in summary["trial_details"]]
+    assert summary["trials"] == 3 and len(set(rates)) == 3 and all(1e-4 <= r <= 1e-3 for r in rates)
+    assert {d["config"]["batch_size"] for d in summary["trial_details"]} <= {8, 16}
+    assert Registry().resolve_model("best")["id"] == summary["model_id"]

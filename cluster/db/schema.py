@@ -1,0 +1,63 @@
+"""The registry's tables at the newest revision, for queries (SQLAlchemy Core).
+
+The migrations under ``migrations/versions`` create and change the tables; this
+module only describes them as they are at the head revision. Times are ISO 8601
+UTC strings (``2026-11-28T18:30:12+00:00``) and JSON columns are text, as since
+the first SQLite registry, so rows read the same on every backend.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text
+
+STATUSES = ("running", "finished", "failed")
+OUR_TABLES = frozenset({"runs", "models", "aliases"})
+VERSION_TABLE = "evalcluster_schema"  # Alembic's version table, named so it cannot be another app's
+JSON_COLUMNS = ("spec", "versions", "metrics", "lineage")
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("name", Text),
+    Column("owner", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("finished_at", Text),
+    Column("status", Text, nullable=False),  # CHECK: one of STATUSES (revision 0002)
+    Column("spec", Text, nullable=False),
+    Column("git_commit", Text),
+    Column("git_dirty", Integer),
+    Column("versions", Text),
+    Column("dataset_path", Text),
+    Column("dataset_fingerprint", Text),
+    Column("model_id", Text),
+    Column("metrics", Text),
+    Column("artifact_path", Text),
+    Column("error", Text),
+    Column("host", Text),  # the process that owns a running run (revision 0002)
+    Column("pid", Integer),
+    Column("heartbeat_at", Text),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("run_id", Text),
+    Column("base_model", Text),
+    Column("lineage", Text),
+    Column("metrics", Text),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("model_id", Text, ForeignKey("models.id"), nullable=False),
+    Column("updated_at", Text, nullable=False),
+)

@@ -1,0 +1,171 @@
+"""Shards: row-contiguous pieces of a dataset that keep their input offsets.
+
+Shards are planned on the driver from cheap metadata (Parquet row groups; CSV/JSONL
+files in pieces) so that every row keeps its 0-based position in the input (``row``),
+which predictions.parquet needs and Ray's own readers do not expose. Each shard is
+read inside a Ray Data task, so no table that grows with the dataset passes through
+the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from cluster.config import DataSpec
+from cluster.datafiles import read_file, resolve_files, source_columns
+from cluster.errors import UserError
+
+log = logging.getLogger(__name__)
+ROWS_PER_SHARD = 1024  # default target rows per shard (= per Ray Data block, the unit of parallel work)
+MAX_PIECES_PER_TEXT_FILE = 8  # a CSV/JSONL piece re-reads its whole file: cap the re-reads
+
+
+@dataclass
+class Shard:
+    """A contiguous run of input rows: ``num_rows`` rows starting at input row ``offset``."""
+
+    uri: str  # filesystem URI or local path of one file
+    fmt: str  # parquet | csv | jsonl
+    offset: int
+    num_rows: int
+    row_groups: list[int] | None = None  # Parquet only
+    start: int = 0  # rows to skip in what is read (the file, or its row groups)
+
+
+def plan_shards(
+    spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PER_SHARD
+) -> tuple[pafs.FileSystem, list[Shard]]:
+    """Split the input into row-contiguous shards of about ``rows_per_shard`` rows, with their offsets."""
+    fs, files, fmt = resolve_files(spec.path)
+    shards: list[Shard] = []
+    offset = 0
+    for path in files:
+        uri = path if "://" in spec.path else path
+        if fmt == "parquet":
+            shards += _parquet_shards(fs, uri, offset, rows_per_shard)
+            offset = shards[-1].offset + shards[-1].num_rows if shards else offset
+        else:
+            n = read_file(fs, path, fmt, columns=None).num_rows
+            size = max(rows_per_shard, -(-n // MAX_PIECES_PER_TEXT_FILE))
+            shards += _pieces(uri, fmt, offset, n, size)
+            offset += n
+        if limit is not None and offset >= limit:
+            break
+    if limit is not None:
+        shards = _cut(shards, limit)
+    shards = [s for s in shards if s.num_rows > 0]
+    log.debug("%s: %d %s file(s) -> %d shards", spec.path, len(files), fmt, len(shards))
+    return fs, shards
+
+
+def _parquet_shards(fs: pafs.FileSystem, path: str, offset: int, size: int) -> list[Shard]:
+    """Small row groups are merged up to ``size`` rows; large ones are split into pieces."""
+    try:
+        with fs.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserError(f"cannot read {path} as parquet: {str(exc).splitlines()[0]}") from exc
+    shards, group, rows = [], [], 0
+    for i in range(meta.num_row_groups):
+        n = meta.row_group(i).num_rows
+        if n > size:
+            if group:
+                shards.append(Shard(path, "parquet", offset, rows, group))
+                offset, group, rows = offset + rows, [], 0
+            for piece in _pieces(path, "parquet", offset, n, size, [i]):
+                shards.append(piece)
+            offset += n
+            continue
+        group.append(i)
+        rows += n
+        if rows >= size:
+            shards.append(Shard(path, "parquet", offset, rows, group))
+            offset, group, rows = offset + rows, [], 0
+    if group:
+        shards.append(Shard(path, "parquet", offset, rows, group))
+    return shards
+
+
+def _pieces(path: str, fmt: str, offset: int, n: int, size: int, groups: list[int] | None = None):
+    """Shards of ``size`` rows covering ``n`` rows that are read together."""
+    for start in range(0, n, size):
+        yield Shard(path, fmt, offset + start, min(size, n - start), groups, start)
+
+
+def _cut(shards: list[Shard], limit: int) -> list[Shard]:
+    out = []
+    for s in shards:
+        if s.offset >= limit:
+            break
+        out.append(Shard(s.uri, s.fmt, s.offset, min(s.num_rows, limit - s.offset), s.row_groups, s.start))
+    return out
+
+
+def read_shard(shard: Shard, spec: DataSpec, fs: pafs.FileSystem | None = None) -> pa.Table:
+    """Read one shard as a table with ``row``, ``text`` and, when set, ``label``/``id``/``slice``."""
+    if fs is None:
+        fs, path = (
+            pafs.FileSystem.from_uri(shard.uri) if "://" in shard.uri else (pafs.LocalFileSystem(), shard.uri)
+        )
+    else:
+        path = shard.uri.split("://", 1)[-1] if "://" in shard.uri else shard.uri
+    wanted = source_columns(spec)
+    table = read_file(fs, path, shard.fmt, columns=wanted, row_groups=shard.row_groups)
+    table = table.slice(shard.start, shard.num_rows)
+    out = {
+        "row": pa.array(range(shard.offset, shard.offset + table.num_rows), pa.int64()),
+        "text": table[spec.text_column].cast(pa.string()),
+    }
+    if spec.label_column:
+        out["label"] = table[spec.label_column].cast(pa.string())
+    if spec.id_column:
+        out["id"] = table[spec.id_column]
+    if spec.slice_column:
+        out["slice"] = table[spec.slice_column].cast(pa.string())
+    return pa.table(out)
+
+
+def to_ray_dataset(
+    spec: DataSpec, limit: int | None = None, read_cpus: float = 0.0, rows_per_shard: int = ROWS_PER_SHARD
+):
+    """A ``ray.data.Dataset`` with one block per shard: columns row, text[, label, id, slice]."""
+    _, shards = plan_shards(spec, limit, rows_per_shard)
+    return shards_dataset(spec, shards, read_cpus)
+
+
+def shards_dataset(spec: DataSpec, shards: list[Shard], read_cpus: float = 0.0):
+    """A ``ray.data.Dataset`` reading the planned ``shards``, one block each.
+
+    ``read_cpus``: CPUs each read task asks for. Reading a shard is light I/O next
+    to inference, and with 0 the reads never wait behind inference actors that
+    hold every CPU of a small machine (Ray Data's backpressure still bounds them).
+    """
+    import ray.data
+
+    items = [asdict(s) for s in shards]
+
+    def read_shards(batch: dict) -> pa.Table:
+        tables = [
+            read_shard(Shard(**{k: batch[k][i] for k in batch}), spec) for i in range(len(batch["uri"]))
+        ]
+        return pa.concat_tables(tables)
+
+    # batch_size=1: one input item (a shard) per task call, so blocks follow shards.
+    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+        _to_lists(read_shards), batch_size=1, batch_format="pyarrow", num_cpus=read_cpus
+    )
+
+
+def _to_lists(fn):
+    def wrapped(batch: pa.Table) -> pa.Table:  # Arrow list cells -> Python lists
+        d = batch.to_pydict()
+        d["row_groups"] = [list(v) if v is not None else None for v in d.get("row_groups", [])]
+        return fn(d)
+
+    wrapped.__name__ = fn.__name__  # Ray Data names the stage after the function
+    return wrapped

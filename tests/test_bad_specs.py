@@ -1,0 +1,75 @@
+"""Bad values fail before Ray starts: one line, exit 2, nothing recorded (issue 16, point 7).
+
+Each YAML below was accepted by the earlier dataclass specs: the sweep started Ray
+and ended in a traceback (exit 1) with a failed run in the registry, or (epochs
+drawn from a uniform distribution, an empty file) ran something the user did not ask for.
+"""
+
+import pytest
+
+from cluster.config import SweepSpec, load_spec_file
+from cluster.errors import UserError
+from cluster.registry import Registry
+
+BAD_SWEEPS = [
+    ("search: {batch_size: -8}", "search.batch_size: must be >= 1, got -8"),
+    ("search: {epochs: 0}", "search.epochs: must be >= 1, got 0"),
+    ("search: {learning_rate: -1.0e-5}", "search.learning_rate: must be > 0, got -1e-05"),
+    ("search: {learning_rate: {uniform: [1.0e-4, 1.0e-5]}}", "uniform needs [low, high] with low < high"),
+    ("search: {seed: {randint: [10, 1]}}", "randint needs [low, high] with low < high"),
+    ("search: {learning_rate: {loguniform: [0, 1.0e-4]}}", "loguniform needs low > 0"),
+    ("scheduler: {grace_period: 0}", "scheduler.grace_period: must be >= 1, got 0"),
+    ("resources: {cpus: -1}", "resources.cpus: must be > 0, got -1"),
+    ("resources: {gpus: -1}", "resources.gpus: must be >= 0, got -1"),
+    ("max_concurrent_trials: -2", "max_concurrent_trials: must be >= 1, got -2"),
+    ("metric: f1_macr", 'unknown metric "f1_macr" (did you mean "f1_macro"?)'),
+    ("search: {weight_decay: -0.1}", "search.weight_decay: must be >= 0, got -0.1"),
+    (
+        "search: {epochs: {uniform: [1, 2]}}",
+        "search.epochs: takes integers, but uniform draws fractional values",
+    ),
+    ("search: {batch_size: {choice: [16, 0]}}", "search.batch_size: must be >= 1, got 0 (in choice)"),
+    ("search_alg: optuna\nsearch: {learning_rate: {grid: [1.0e-4, 2.0e-4]}}", "search_alg optuna"),
+    ("", "the file is empty"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_SWEEPS, ids=[m[:40] for _, m in BAD_SWEEPS])
+def test_bad_sweep_spec_is_one_line(tmp_path, text, message):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(text + "\n")
+    with pytest.raises(UserError) as err:
+        load_spec_file(SweepSpec, f)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith("sweep.yaml")
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("text, message", BAD_SWEEPS, ids=[m[:40] for _, m in BAD_SWEEPS])
+def test_bad_sweep_yaml_exits_2_before_ray_with_nothing_recorded(
+    evalctl, tmp_path, evalcluster_home, text, message
+):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(text + "\n")
+    proc = evalctl("sweep", "--config", f)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()  # one line: no Ray start-up logs, no traceback
+    assert line.startswith("error: sweep.yaml") and message in line, line
+    assert not (evalcluster_home / "registry.db").exists() or Registry().list_runs() == []
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_compare_bootstrap_must_be_positive(evalctl, value):
+    proc = evalctl("compare", "run-a", "run-b", "--bootstrap", value)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: --bootstrap: must be >= 1, got {value}"
+
+
+@pytest.mark.cli
+def test_options_override_the_file_and_are_named_in_errors(evalctl, tmp_path, evalcluster_home):
+    f = tmp_path / "sweep.yaml"
+    f.write_text("num_samples: 2\nsearch: {epochs: 1}\n")
+    proc = evalctl("sweep", "--config", f, "--num-samples", "0")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --num-samples: must be >= 1, got 0"
+    assert Registry().list_runs() == []
