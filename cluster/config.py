@@ -56,6 +56,9 @@ class DataSpec(Spec):
 
     path: DataPath = Field(description="Parquet/CSV/JSONL file, directory, glob or URI (s3://, gs://).")
     text_column: Name = Field("text", description="Column holding the text.")
+    image_column: Name = Field(
+        "image", description="Column holding the image (PNG/JPEG bytes, or a path or URI), for image models."
+    )
     label_column: Name | None = Field("label", description="Column holding the class name.")
     id_column: Name | None = Field(None, description="Id column, copied into predictions.parquet.")
     slice_column: Name | None = Field(None, description="Metrics per value of this column.")
@@ -88,6 +91,11 @@ class EvaluateSpec(Spec):
     limit: Int | None = Field(None, ge=1, description="Evaluate only the first N rows.")
     rows_per_shard: Int = Field(1024, ge=1, description="Rows per shard, the unit of parallel work.")
     seed: Int = Field(0, ge=0, description="Bootstrap seed.")
+    skip_bad_rows: Bool = Field(
+        False,
+        description="Leave out images that cannot be decoded, counted and listed in metrics.json "
+        "(default: the first one stops the run, naming its row).",
+    )
     owner: str | None = Field(None, description=OWNER_HELP)
     overwrite: Bool = Field(False, description="Allow --out to hold an earlier run.")
 
@@ -136,6 +144,13 @@ class ServeSpec(Spec):
     )
     max_texts: Int = Field(64, ge=1, description="Texts per request (more: 413).")
     max_chars: Int = Field(5000, ge=1, description="Characters per text (more: 413).")
+    max_images: Int = Field(16, ge=1, description="Images per request, image models (more: 413).")
+    max_image_bytes: Int = Field(
+        4 * 2**20, ge=1, description="Bytes per encoded image, image models (more: 413)."
+    )
+    max_image_pixels: Int = Field(
+        4096 * 4096, ge=1, description="Pixels per image, checked from its header (more: 422)."
+    )
     max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
     precision: Precision = Field("auto", description=PRECISION_HELP)
     gpus_per_replica: Float | None = Field(
@@ -182,7 +197,17 @@ class SweepSpec(Spec):
         None, description="Experiment name (default: sweep-<time>); resume with `evalctl sweep resume NAME`."
     )
     model: ModelArg = Field(
-        "base", description="MODEL to fine-tune; a bare encoder gets a new classification head."
+        "base",
+        description="MODEL to fine-tune (base, efficientnet-lite0, a dir, an id or alias); "
+        "a bare encoder or image backbone gets a new classification head.",
+    )
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="pretrained: start from MODEL's weights; random: the same architecture randomly "
+        "initialised (the baseline that shows what pretraining brings).",
+    )
+    image_size: Int = Field(
+        224, ge=32, le=1024, description="Input side in pixels of a new image classifier (image models only)."
     )
     train: DataSpec = Field(default_factory=lambda: _sample("train"), description="Training data.")
     validation: DataSpec = Field(

@@ -34,30 +34,30 @@ class DataSummary:
     fingerprint: str  # sha256 over text and label content, in input order
 
 
-def scan(spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PER_SHARD) -> DataSummary:
+def scan(
+    spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PER_SHARD, modality: str = "text"
+) -> DataSummary:
     """Validate every row and fingerprint the content, streaming one shard at a time.
 
-    Raises UserError on an empty dataset, null or empty texts (how many, first rows)
-    and null labels.
+    Raises UserError on an empty dataset, null or empty texts / images (how many, first
+    rows) and null labels. Images are decoded later, by the model's preprocessing.
     """
-    check_columns(spec)
+    check_columns(spec, modality)
     fs, shards = plan_shards(spec, limit, rows_per_shard)
     digest = hashlib.sha256()
     labels: Counter[str] = Counter()
     bad_text, bad_label, n = [], [], 0
     for shard in shards:
-        t = read_shard(shard, spec, fs)
+        t = read_shard(shard, spec, fs, modality)
         n += t.num_rows
-        text = t["text"]
-        empty = pc.or_(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(pc.fill_null(text, "")), ""))
-        bad_text += _rows_where(t["row"], empty, len(bad_text))
-        digest.update(_column_bytes(text))
+        bad_text += _rows_where(t["row"], _empty(t[modality]), len(bad_text))
+        digest.update(_column_bytes(t[modality]))
         if "label" in t.column_names:
             bad_label += _rows_where(t["row"], pc.is_null(t["label"]), len(bad_label))
             counts = pc.value_counts(t["label"].drop_null()).to_pylist()
             labels.update({d["values"]: d["counts"] for d in counts})
             digest.update(_column_bytes(t["label"]))
-    _raise_if_bad(spec, n, bad_text, bad_label)
+    _raise_if_bad(spec, n, bad_text, bad_label, modality)
     summary = DataSummary(n, dict(sorted(labels.items())), digest.hexdigest()[:16])
     log.info("%s: %d rows in %d shards, fingerprint %s", spec.path, n, len(shards), summary.fingerprint)
     return summary
@@ -69,16 +69,26 @@ def _rows_where(rows: pa.ChunkedArray, mask: pa.ChunkedArray, seen: int) -> list
     return hits.to_pylist()[: max(0, 1_000_000 - seen)] if len(hits) else []
 
 
+def _empty(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Null or blank texts; null or zero-length images (bytes or paths)."""
+    if pa.types.is_binary(col.type):
+        return pc.or_(pc.is_null(col), pc.equal(pc.binary_length(pc.fill_null(col, b"")), 0))
+    return pc.or_(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(pc.fill_null(col, "")), ""))
+
+
 def _column_bytes(col: pa.ChunkedArray) -> bytes:
+    if pa.types.is_binary(col.type):  # images: each one's sha256, so row boundaries count
+        return b"".join(hashlib.sha256(v or b"").digest() for v in col.to_pylist()) + b"\x1e"
     return "\x1f".join("" if v is None else v for v in col.to_pylist()).encode() + b"\x1e"
 
 
-def _raise_if_bad(spec: DataSpec, n: int, bad_text: list[int], bad_label: list[int]) -> None:
+def _raise_if_bad(spec: DataSpec, n: int, bad_text: list[int], bad_label: list[int], modality: str) -> None:
     if n == 0:
         raise UserError(f"dataset {spec.path} is empty (0 rows)")
     if bad_text:
+        column = spec.image_column if modality == "image" else spec.text_column
         raise UserError(
-            f'{len(bad_text)} row(s) of {spec.path} have a null or empty "{spec.text_column}" '
+            f'{len(bad_text)} row(s) of {spec.path} have a null or empty "{column}" '
             f"(first rows: {first_items(bad_text)}); drop or fill them"
         )
     if bad_label:
@@ -89,15 +99,15 @@ def _raise_if_bad(spec: DataSpec, n: int, bad_text: list[int], bad_label: list[i
 
 
 def iter_tables(
-    spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PER_SHARD
+    spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PER_SHARD, modality: str = "text"
 ) -> Iterator[pa.Table]:
     """Shard tables in input order, read here (small data, tests, training sets)."""
     fs, shards = plan_shards(spec, limit, rows_per_shard)
     for s in shards:
-        yield read_shard(s, spec, fs)
+        yield read_shard(s, spec, fs, modality)
 
 
-def read_pandas(spec: DataSpec, limit: int | None = None):
+def read_pandas(spec: DataSpec, limit: int | None = None, modality: str = "text"):
     """The whole dataset as a pandas DataFrame (training data that fits in memory)."""
-    tables = list(iter_tables(spec, limit))
+    tables = list(iter_tables(spec, limit, modality=modality))
     return pa.concat_tables(tables).to_pandas()

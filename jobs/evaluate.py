@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.config import DataSpec, EvaluateSpec
+from cluster.datafiles import input_column
 from cluster.errors import UserError, first_items
 from cluster.metrics import METRICS, metric_names
 from cluster.registry import Registry
@@ -47,7 +48,7 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
     model = resolve_model(spec.model, registry)
     labels = require_labels(model)
     t0 = time.perf_counter()
-    summary = scan(spec.data, spec.limit, spec.rows_per_shard)
+    summary = scan(spec.data, spec.limit, spec.rows_per_shard, model.modality)
     check_labels(summary.label_counts, labels, spec.data)
     timings = {"scan_s": time.perf_counter() - t0}
     out = prepare_out(spec)
@@ -69,7 +70,12 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
     return EvalResult(run_id, out, metrics)
 
 
+def input_key(modality: str) -> str:
+    return f"{modality}_column"
+
+
 def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings: dict) -> dict:
+    from cluster.images import BadRow, bad_rows_report
     from cluster.metrics import finalize, slice_metrics
     from cluster.report import write_report
     from jobs.predictor import run_pipeline
@@ -77,7 +83,8 @@ def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings
     out.mkdir(parents=True, exist_ok=True)
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
     t0 = time.perf_counter()
-    stats, info = run_pipeline(spec, model.path, labels, out / ".predictions.parquet.tmp", timings)
+    pred_tmp = out / ".predictions.parquet.tmp"
+    stats, info = run_pipeline(spec, model.path, labels, pred_tmp, timings, model.modality)
     timings["total_s"] = timings["scan_s"] + time.perf_counter() - t0
     metrics = finalize(stats, labels)
     if spec.data.slice_column:
@@ -88,7 +95,8 @@ def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings
             "path": spec.data.path,
             "fingerprint": summary.fingerprint,
             "rows": summary.num_rows,
-            "text_column": spec.data.text_column,
+            "modality": model.modality,
+            input_key(model.modality): input_column(spec.data, model.modality),
             "label_column": spec.data.label_column,
         },
         precision_mode=info["precision"],
@@ -101,6 +109,8 @@ def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings
         seed=spec.seed,
         timings={k: round(v, 3) for k, v in timings.items()},
     )
+    if model.modality == "image":
+        metrics["bad_rows"] = bad_rows_report([BadRow(r, why) for r, why in info["bad"]])
     (out / ".predictions.parquet.tmp").replace(out / "predictions.parquet")
     write_report(metrics, out / "report.html")
     _write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
@@ -187,6 +197,12 @@ def print_summary(result: EvalResult) -> None:
         ci = m["ci95"].get(key)
         table.add_row(key, f"{m[key]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
     console.print(table)
+    bad = m.get("bad_rows") or {}
+    if bad.get("count"):
+        rows = ", ".join(str(b["row"]) for b in bad["first_rows"][:10])
+        console.print(
+            f"skipped {bad['count']} bad image row(s) (--skip-bad-rows): rows {rows}; see metrics.json"
+        )
     console.print(f"run {result.run_id}; artifacts in {result.out}")
 
 

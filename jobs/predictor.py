@@ -24,35 +24,43 @@ log = logging.getLogger(__name__)
 
 
 class Predictor:
-    """One model per actor: text batch in, predictions + sufficient statistics out."""
+    """One model per actor: a batch of texts or images in, predictions + sufficient statistics out.
+
+    The modality's own step (tokenise, or decode and preprocess) is cluster/modality.py's;
+    everything after the probabilities is the same for both.
+    """
 
     def __init__(self, model_path: str, labels: list[str], spec: EvaluateSpec, gpus: float):
         import torch
 
-        from cluster.modeling import load_classifier, pick_device, resolve_precision
+        from cluster.modality import load_trained
+        from cluster.modeling import pick_device, resolve_precision
         from cluster.runtime import worker_threads
 
         torch.set_num_threads(worker_threads())  # Ray's OMP_NUM_THREADS alone is not honoured
         self.device = pick_device(gpus)
-        self.model, self.tokenizer, _ = load_classifier(model_path, device=self.device)
+        self.clf = load_trained(model_path, device=self.device)
         self.precision = resolve_precision(spec.precision, self.device)
         self.labels = np.array(labels, dtype=object)
         self.label2id = {lab: i for i, lab in enumerate(labels)}
         self.spec = spec
+        self.base_dir = data_base_dir(spec.data.path)
         self.ready_at = time.time()  # wall clock: model loaded, inference can start
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from cluster.metrics import batch_stats
-        from cluster.modeling import predict_proba
 
-        s = self.spec
-        probs = predict_proba(
-            self.model,
-            self.tokenizer,
-            batch["text"].to_pylist(),
-            max_length=s.max_length,
-            precision=self.precision,
-            batch_size=s.batch_size,
+        s, column = self.spec, self.clf.modality
+        prepared = self.clf.prepare(
+            batch[column].to_pylist(),
+            batch["row"].to_pylist(),
+            skip_bad_rows=s.skip_bad_rows,
+            base_dir=self.base_dir,
+        )
+        if prepared.bad:  # skipped rows leave the predictions and the statistics, counted
+            batch = batch.take(pa.array(prepared.kept))
+        probs = self.clf.predict_proba(
+            prepared.inputs, precision=self.precision, batch_size=s.batch_size, max_length=s.max_length
         )
         rows = batch["row"].to_numpy()
         y_true = np.array([self.label2id[lab] for lab in batch["label"].to_pylist()], dtype=np.int64)
@@ -72,15 +80,37 @@ class Predictor:
         if "id" in batch.column_names:
             out["id"] = batch["id"]
         # The batch's statistics ride along in the first row (a few KB whatever the rows).
-        payload = pickle.dumps(
-            {"stats": stats, "precision": self.precision, "device": self.device, "ready_at": self.ready_at}
-        )
+        info = {"precision": self.precision, "device": self.device, "ready_at": self.ready_at}
+        payload = pickle.dumps({"stats": stats, **info, "bad": [(b.row, b.reason) for b in prepared.bad]})
         out["_stats"] = pa.array([payload] + [b""] * (len(pred) - 1), pa.binary())
-        return pa.table(out)
+        return pa.table(out, schema=_output_schema(out))
 
 
-def run_pipeline(spec: EvaluateSpec, model_path: Path, labels: list[str], pred_path: Path, timings: dict):
-    """Ray Data read -> actor-pool inference -> streamed Parquet + merged statistics."""
+def _output_schema(out: dict) -> pa.Schema:
+    """Explicit types: a batch whose every row was skipped still has the others' schema."""
+    types = {"pred": pa.string(), "score": pa.float64(), "probs": pa.list_(pa.float64())}
+    return pa.schema([(k, types.get(k, v.type)) for k, v in out.items()])
+
+
+def data_base_dir(path: str) -> str | None:
+    """Where relative image paths in a dataset are resolved: the data file's directory."""
+    if "://" in path:
+        return None
+    p = Path(path).expanduser()
+    return str(p if p.is_dir() else p.parent)
+
+
+def run_pipeline(
+    spec: EvaluateSpec,
+    model_path: Path,
+    labels: list[str],
+    pred_path: Path,
+    timings: dict,
+    modality: str = "text",
+):
+    """Ray Data read -> actor-pool inference -> streamed Parquet + merged statistics.
+
+    Returns (statistics, info); ``info["bad"]``: the (row, reason) of images skipped."""
     from cluster.runtime import init_ray
     from cluster.shards import plan_shards
 
@@ -90,16 +120,17 @@ def run_pipeline(spec: EvaluateSpec, model_path: Path, labels: list[str], pred_p
     _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
     workers, cpus, gpus = plan_workers(spec, len(shards))
     log.info("%d shards, %d inference actors (%g CPUs, %g GPUs each)", len(shards), workers, cpus, gpus)
-    ds = _dataset(spec, shards, model_path, labels, (workers, cpus, gpus))
+    ds = _dataset(spec, shards, model_path, labels, (workers, cpus, gpus), modality)
     stats, info = _stream(ds, spec, len(labels), pred_path)
     t_start = t0 + timings["ray_init_s"]
     timings["pipeline_s"] = time.perf_counter() - t_start  # actors' model loading included
     timings["rows_per_s"] = stats.n / timings["pipeline_s"]
     timings.update(_steady_rate(info.get("first_ready"), stats.n))
-    return stats, {"precision": info.get("precision"), "device": info.get("device"), "workers": workers}
+    keep = ("precision", "device", "bad")
+    return stats, {**{k: info.get(k) for k in keep}, "workers": workers}
 
 
-def _dataset(spec: EvaluateSpec, shards, model_path: Path, labels: list[str], plan: tuple):
+def _dataset(spec: EvaluateSpec, shards, model_path: Path, labels: list[str], plan: tuple, modality: str):
     import ray
 
     from cluster.shards import shards_dataset
@@ -110,7 +141,8 @@ def _dataset(spec: EvaluateSpec, shards, model_path: Path, labels: list[str], pl
         # Ray 2.60 takes max_restarts only through **ray_remote_args, which it marks as
         # deprecated for Ray 2.64 (pyproject pins ray < 2.61).
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        return _map(ray, spec, shards_dataset(spec.data, shards), model_path, labels, plan)
+        ds = shards_dataset(spec.data, shards, modality=modality)
+        return _map(ray, spec, ds, model_path, labels, plan)
 
 
 def _map(ray, spec: EvaluateSpec, ds, model_path: Path, labels: list[str], plan: tuple):
@@ -139,14 +171,16 @@ def _stream(ds, spec: EvaluateSpec, k: int, pred_path: Path) -> tuple:
 
     stats, info, writer = empty_stats(k, spec.bootstrap), {}, None
     first_ready = None  # wall-clock time the first actor had its model loaded
+    bad: list = []  # (row, reason) of skipped images
     rename = {"id": spec.data.id_column} if spec.data.id_column else {}
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+        for batch in _batches(ds):
             for payload in batch["_stats"].to_pylist():
                 if payload:
                     part = pickle.loads(payload)
                     stats, info = stats + part["stats"], part
                     first_ready = min(first_ready or part["ready_at"], part["ready_at"])
+                    bad += part.get("bad", [])
             table = batch.drop_columns(["_stats"]).rename_columns(
                 [rename.get(c, c) for c in batch.column_names if c != "_stats"]
             )
@@ -155,7 +189,34 @@ def _stream(ds, spec: EvaluateSpec, k: int, pred_path: Path) -> tuple:
     finally:
         if writer:
             writer.close()
-    return stats, {**info, "first_ready": first_ready}
+    return stats, {**info, "first_ready": first_ready, "bad": bad}
+
+
+def _batches(ds):
+    """The pipeline's output blocks; a user error raised in an actor (a bad image) comes out
+    as that one line, not as Ray's wrapped traceback."""
+    it = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
+    while True:
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+        except Exception as exc:
+            cause = user_error_in(exc)
+            if cause is None:
+                raise
+            raise UserError(str(cause)) from exc
+
+
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError among ``exc``'s causes (Ray wraps an actor's exception), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError) and not hasattr(exc, "cause"):  # not Ray's wrapper of one
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
 
 
 def _steady_rate(ready_at: float | None, n: int) -> dict[str, float]:

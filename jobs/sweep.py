@@ -47,7 +47,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     registry = registry or Registry()
     spec = spec.model_copy(update={"name": spec.name or new_id("sweep")})
     model = resolve_model(spec.model, registry)
-    train, val, labels, fingerprint = load_splits(spec)
+    train, val, labels, fingerprint = load_splits(spec, model.modality)
     storage = storage_path(spec, registry)
     run_kwargs = {
         "owner": spec.owner,
@@ -65,6 +65,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         results = tuner.fit()
         summary = export_best(spec, results, registry, run_id, model, labels)
         summary["wall_s"] = time.perf_counter() - t0
+        summary["report"] = _write_report(storage, spec, summary)
         registry.finish_run(
             run_id,
             metrics=summary,
@@ -107,17 +108,21 @@ def export_best(spec: SweepSpec, results, registry: Registry, run_id: str, model
         "errored_trials": len(results.errors),
         "trial_epochs": sum(float(r.metrics.get("epoch", 0)) for r in reported),
         "trial_details": [_trial_detail(r) for r in reported],
+        "init": spec.init,
+        "metric": spec.metric,
+        "curves": [_curve(r, spec.metric) for r in reported],
     }
 
 
 def _register_best(
     spec: SweepSpec, best, best_metrics: dict, registry: Registry, run_id, model, labels
 ) -> str:
-    from cluster.modeling import load_classifier, save_model_dir
+    from cluster.modality import load_trained
 
     model_id = new_id("m")
     lineage = {
         "base_model": model.model_id,
+        "init": spec.init,
         "sweep_run": run_id,
         "sweep": spec.name,
         "trial_id": best.metrics.get("trial_id"),
@@ -129,8 +134,7 @@ def _register_best(
     }
     checkpoint = best.get_best_checkpoint(spec.metric, spec.metric_mode)
     with checkpoint.as_directory() as d:
-        m, tok, _ = load_classifier(Path(d) / "model", labels=labels)
-        path = save_model_dir(m, tok, registry.model_dir(model_id), lineage)
+        path = load_trained(Path(d) / "model").save(registry.model_dir(model_id), lineage)
     registry.register_model(
         path,
         run_id=run_id,
@@ -155,6 +159,25 @@ def _trial_detail(result) -> dict:
     }
 
 
+def _curve(result, metric: str) -> dict:
+    """A trial's learning curve: the validation metric at each validation, by trial-epoch."""
+    df = result.metrics_dataframe
+    return {
+        "trial_id": result.metrics.get("trial_id"),
+        "epoch": [round(float(x), 4) for x in df.get("epoch", [])],
+        metric: [float(x) for x in df.get(metric, [])],
+    }
+
+
+def _write_report(storage: str, spec: SweepSpec, summary: dict) -> str | None:
+    """report.html (learning curves, trials) beside the experiment; local storage only."""
+    if "://" in storage:
+        return None
+    from cluster.sweep_report import write_sweep_report
+
+    return str(write_sweep_report([summary], Path(storage) / spec.name / "report.html"))
+
+
 def _best_row(result, spec: SweepSpec) -> dict:
     """The validation row of the trial's best checkpoint (not just its last report)."""
     df = result.metrics_dataframe
@@ -166,12 +189,15 @@ def _best_row(result, spec: SweepSpec) -> dict:
 # ------------------------------------------------------------------ data and storage
 
 
-def load_splits(spec: SweepSpec):
-    """Validated train/validation splits as Split objects, labels in sorted order, train fingerprint."""
+def load_splits(spec: SweepSpec, modality: str = "text"):
+    """Validated train/validation splits as Split objects, labels in sorted order, train fingerprint.
+
+    Images stay encoded here (a fraction of their decoded size in the object store); each
+    trial decodes them at its model's input size."""
     from cluster.data import read_pandas, scan
     from jobs.train_loop import Split
 
-    st, sv = scan(spec.train), scan(spec.validation)
+    st, sv = scan(spec.train, modality=modality), scan(spec.validation, modality=modality)
     missing = {lab: n for lab, n in sv.label_counts.items() if lab not in st.label_counts}
     if missing:
         raise UserError(
@@ -182,8 +208,8 @@ def load_splits(spec: SweepSpec):
     index = {lab: i for i, lab in enumerate(labels)}
     splits = []
     for data, cap in ((spec.train, spec.max_train_rows), (spec.validation, spec.max_validation_rows)):
-        df = _stratified_head(read_pandas(data), cap, spec.seed)
-        splits.append(Split(df["text"].tolist(), df["label"].map(index).to_numpy(np.int64)))
+        df = _stratified_head(read_pandas(data, modality=modality), cap, spec.seed)
+        splits.append(Split(df[modality].tolist(), df["label"].map(index).to_numpy(np.int64)))
     return splits[0], splits[1], labels, st.fingerprint
 
 
@@ -261,6 +287,25 @@ def resume_command(
     print_summary(resume_sweep(name, storage=storage))
 
 
+@sweep_app.command("report")
+def report_command(
+    runs: list[str] = typer.Argument(..., help="Sweep run ids (e.g. one with init: pretrained, one random)."),
+    out: Path = typer.Option(Path("sweep_report.html"), help="The HTML file to write."),
+) -> None:
+    """Learning curves of several sweeps in one figure (pretrained vs random init)."""
+    from cluster.sweep_report import write_sweep_report
+    from jobs.entry import console
+
+    registry = Registry()
+    summaries = []
+    for ref in runs:
+        run = registry.get_run(ref)
+        if run["kind"] != "sweep" or not (run.get("metrics") or {}).get("curves"):
+            raise UserError(f"run {ref} is not a finished sweep with learning curves")
+        summaries.append({**run["metrics"], "run_id": run["id"]})
+    console.print(f"wrote {write_sweep_report(summaries, out)}")
+
+
 def print_summary(summary: dict) -> None:
     from jobs.entry import console
 
@@ -272,6 +317,8 @@ def print_summary(summary: dict) -> None:
         f"{summary['wall_s']:.0f}s)"
     )
     console.print(f"registered model {summary['model_id']} (alias best); run {summary['run_id']}")
+    if summary.get("report"):
+        console.print(f"learning curves: {summary['report']}")
 
 
 if __name__ == "__main__":

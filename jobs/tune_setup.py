@@ -36,7 +36,7 @@ def make_tuner(
     # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     cpus, gpus = resources
-    trainable = make_trainable(*splits, model_path, labels, spec.precision, spec.evals_per_epoch, cpus, gpus)
+    trainable = make_trainable(*splits, model_path, labels, spec, cpus, gpus)
     path = f"{storage.rstrip('/')}/{spec.name}"
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_errored=True)
@@ -58,9 +58,7 @@ def make_tuner(
     )
 
 
-def make_trainable(
-    train, val, model_path, labels, precision: str, evals_per_epoch: int, cpus: float, gpus: float
-):
+def make_trainable(train, val, model_path, labels, spec: SweepSpec, cpus: float, gpus: float):
     """jobs.trial.train_trial with its data in the object store and its resources attached."""
     from ray import tune
 
@@ -73,8 +71,10 @@ def make_trainable(
             val=val,
             model_path=str(model_path),
             labels=labels,
-            precision=precision,
-            evals_per_epoch=evals_per_epoch,
+            precision=spec.precision,
+            evals_per_epoch=spec.evals_per_epoch,
+            init=spec.init,
+            image_size=spec.image_size,
         ),
         {"cpu": cpus, "gpu": gpus},
     )

@@ -12,6 +12,7 @@ from PIL import Image
 from cluster.errors import UserError
 from cluster.image_data import ANIMAL_LABELS, encode_png, load_animal_mnist
 from cluster.images import decode_images
+from cluster.modality import model_modality
 from cluster.modeling import read_lineage
 from cluster.saliency import explain_image
 from cluster.vision import (
@@ -19,7 +20,6 @@ from cluster.vision import (
     image_labels,
     load_image_model,
     load_pretrained_state,
-    model_modality,
     new_image_classifier,
     predict_proba_images,
     predict_proba_pixels,

@@ -1,0 +1,101 @@
+"""Sharded evaluation of an image model: the same pipeline, outputs and metrics as for text."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_score, recall_score
+
+from cluster.config import DataSpec, EvaluateSpec
+from cluster.errors import UserError
+from cluster.modality import load_trained
+from jobs.evaluate import run_evaluate
+
+LABELS = ["zero", "one", "two"]
+
+
+def image_spec(path, out, **kw) -> EvaluateSpec:
+    data = DataSpec(path=str(path), image_column="picture", label_column="digit", id_column="pid")
+    return EvaluateSpec(model=kw.pop("model"), data=data, out=str(out), bootstrap=50, rows_per_shard=40, **kw)
+
+
+@pytest.mark.ray
+def test_image_evaluation_equals_sklearn_and_keeps_row_ids(
+    ray_cluster, tiny_image_model_dir, digits_images, tmp_path
+):
+    result = run_evaluate(image_spec(digits_images, tmp_path / "out", model=str(tiny_image_model_dir)))
+    preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    source = pq.read_table(digits_images).to_pandas()
+    assert preds["row"].tolist() == list(range(150))
+    assert preds["pid"].tolist() == source["pid"].tolist()
+    # The same probabilities as a plain single-process forward pass at the same precision.
+    clf = load_trained(tiny_image_model_dir)
+    ref = clf.predict_proba(
+        clf.prepare(source["picture"].tolist()).inputs, precision=metrics["precision_mode"]
+    )
+    got = np.stack(preds["probs"].to_numpy())
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    y, pred = source["digit"].map(LABELS.index).to_numpy(), got.argmax(1)
+    expected = {
+        "accuracy": accuracy_score(y, pred),
+        "f1_macro": f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0),
+        "precision_weighted": precision_score(y, pred, average="weighted", labels=[0, 1, 2], zero_division=0),
+        "recall_macro": recall_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0),
+        "log_loss": log_loss(y, got, labels=[0, 1, 2]),
+    }
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-9), key
+    assert metrics["dataset"]["modality"] == "image" and metrics["dataset"]["image_column"] == "picture"
+    assert metrics["bad_rows"]["count"] == 0 and result.metrics["n"] == 150
+
+
+@pytest.fixture(scope="module")
+def with_bad_rows(digits_images, tmp_path_factory):
+    """The digits with row 7 undecodable and row 23 an empty image."""
+    table = pq.read_table(digits_images).slice(0, 60)
+    pictures = table["picture"].to_pylist()
+    pictures[7], pictures[23] = b"not an image at all", b"\x89PNG\r\n\x1a\n"
+    table = table.set_column(0, "picture", pa.array(pictures, pa.binary()))
+    path = tmp_path_factory.mktemp("bad") / "bad.parquet"
+    pq.write_table(table, path, row_group_size=40)
+    return path
+
+
+@pytest.mark.ray
+def test_a_bad_image_is_one_line_naming_its_row(ray_cluster, tiny_image_model_dir, with_bad_rows, tmp_path):
+    with pytest.raises(UserError, match=r"image at row 7 cannot be decoded.*--skip-bad-rows") as exc:
+        run_evaluate(image_spec(with_bad_rows, tmp_path / "out", model=str(tiny_image_model_dir)))
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.mark.cli
+def test_cli_skip_bad_rows_counts_and_reports_them(evalctl, tiny_image_model_dir, with_bad_rows, tmp_path):
+    args = ["--model", tiny_image_model_dir, "--data", with_bad_rows, "--image-column", "picture"]
+    args += ["--label-column", "digit", "--id-column", "pid", "--out", tmp_path / "out", "--bootstrap", "20"]
+    proc = evalctl("evaluate", *args, "--skip-bad-rows")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipped 2 bad image row(s): rows 7, 23" in proc.stdout
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["n"] == 58 and metrics["bad_rows"]["count"] == 2
+    assert [b["row"] for b in metrics["bad_rows"]["first_rows"]] == [7, 23]
+    preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    assert preds["row"].tolist() == [r for r in range(60) if r not in (7, 23)]
+    # Without --skip-bad-rows: exit 2 and one line naming the row, no traceback.
+    proc = evalctl("evaluate", *args, "--out", tmp_path / "out2")
+    assert proc.returncode == 2 and "image at row 7" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_text_model_on_image_data_and_back_name_the_missing_column(tiny_model_dir, digits_images):
+    from cluster.data import scan
+
+    with pytest.raises(UserError, match='image column "image" not found'):
+        scan(DataSpec(path=str(digits_images), label_column="digit"), modality="image")
+    summary = scan(
+        DataSpec(path=str(digits_images), image_column="picture", label_column="digit"), modality="image"
+    )
+    assert summary.num_rows == 150 and set(summary.label_counts) == set(LABELS)
