@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from cluster.config import DataSpec
+from cluster.errors import UserError
 from jobs.entry import LEVELS, configure_logging, console, run
 from jobs.spec_cli import Workload, options, spec_command
 
@@ -51,16 +52,30 @@ def main_options(
 
 @data_app.command("sample")
 def data_sample(
-    out: Path = typer.Option(..., "--out", help="Directory for the three splits."),
+    out: Path | None = typer.Option(None, "--out", help="Directory for the three text splits."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Directory for the three animal-mnist image splits (image, label)."
+    ),
     seed: int = typer.Option(0, help="Seed of the stratified split."),
 ) -> None:
-    """Write train/validation/test Parquet splits of the bundled tweet corpus (80/10/10)."""
-    from cluster.corpus import LABELS, sample_splits
+    """Write train/validation/test Parquet splits (80/10/10) of the bundled tweet corpus (--out)
+    and/or of animal-mnist, 28x28 animal silhouettes in 10 classes, as PNG bytes (--images)."""
+    if out is None and images is None:
+        raise UserError("give --out DIR (the tweet corpus), --images DIR (animal-mnist), or both")
+    if out is not None:
+        from cluster.corpus import LABELS, sample_splits
 
-    counts = sample_splits(out, seed)
-    table = Table("split", "rows", *LABELS, title=f"sample corpus -> {out}")
+        _print_counts(sample_splits(out, seed), LABELS, f"sample corpus -> {out}")
+    if images is not None:
+        from cluster.image_data import ANIMAL_LABELS, sample_image_splits
+
+        _print_counts(sample_image_splits(images, seed), ANIMAL_LABELS, f"animal-mnist images -> {images}")
+
+
+def _print_counts(counts: dict, labels: list[str], title: str) -> None:
+    table = Table("split", "rows", *labels, title=title)
     for split, by_label in counts.items():
-        table.add_row(split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in LABELS])
+        table.add_row(split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in labels])
     console.print(table)
 
 
