@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -96,6 +97,20 @@ def _raise_if_bad(spec: DataSpec, n: int, bad_text: list[int], bad_label: list[i
             f'{len(bad_label)} row(s) of {spec.path} have a null "{spec.label_column}" '
             f"(first rows: {first_items(bad_label)})"
         )
+
+
+def image_folder_spec(spec: DataSpec, modality: str, workdir: str | Path) -> DataSpec:
+    """A ``label/xxx.png`` directory tree as a dataset: its index (path, label) written as
+    Parquet into ``workdir``; any other dataset is returned as it is. The images are read
+    where they are decoded, so the tree must be visible to the workers (local runs)."""
+    from cluster.image_data import folder_index, is_image_folder
+
+    if modality != "image" or not is_image_folder(spec.path):
+        return spec
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    index = folder_index(spec.path, Path(workdir) / "image_folder_index.parquet")
+    log.info("%s: image folder tree, indexed in %s", spec.path, index)
+    return spec.model_copy(update={"path": str(index), "image_column": "image", "label_column": "label"})
 
 
 def iter_tables(

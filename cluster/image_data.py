@@ -213,3 +213,34 @@ def _image_files(fs, base: str, shown: str) -> list[str]:
             f"image folder {shown} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in LABEL/ subdirectories"
         )
     return sorted(found)
+
+
+def is_image_folder(path: str) -> bool:
+    """A local directory holding image files under label directories and no data files."""
+    from cluster.datafiles import FORMATS
+
+    p = Path(path).expanduser()
+    if "://" in path or not p.is_dir():
+        return False
+    files = [f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
+    return not any(f.suffix.lower() in FORMATS for f in files) and any(
+        f.suffix.lower() in IMAGE_EXTENSIONS for f in files
+    )
+
+
+def folder_index(root: str, out: str | Path) -> Path:
+    """Write ``out`` (Parquet): one row per image of the ``label/xxx.png`` tree ``root``, in
+    sorted path order: ``image`` (the file's absolute path; read when decoded) and ``label``."""
+    base = Path(root).expanduser().absolute()
+    files = _image_files(*_filesystem(str(base)), root)
+    bad = [rel for rel in files if "/" not in rel]
+    if bad:
+        raise UserError(f"{root}/{bad[0]} is not inside a label directory; expected {root}/LABEL/{bad[0]}")
+    table = pa.table(
+        {
+            "image": pa.array([str(base / rel) for rel in files], pa.string()),
+            "label": pa.array([rel.split("/")[0] for rel in files], pa.string()),
+        }
+    )
+    pq.write_table(table, out, row_group_size=ROW_GROUP_ROWS)
+    return Path(out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,21 @@ class EvalResult:
 
 def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalResult:
     """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run."""
-    from cluster.data import scan
+    from cluster.data import image_folder_spec
     from cluster.modeling import resolve_model
 
     registry = registry or Registry()
     model = resolve_model(spec.model, registry)
     labels = require_labels(model)
+    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:
+        data = image_folder_spec(spec.data, model.modality, work)
+        return _run(spec.model_copy(update={"data": data}), registry, model, labels, shown=spec)
+
+
+def _run(spec: EvaluateSpec, registry: Registry, model, labels, shown: EvaluateSpec) -> EvalResult:
+    """The run itself; ``shown``: the spec as the user gave it (recorded in the registry)."""
+    from cluster.data import scan
+
     t0 = time.perf_counter()
     summary = scan(spec.data, spec.limit, spec.rows_per_shard, model.modality)
     check_labels(summary.label_counts, labels, spec.data)
@@ -54,9 +64,9 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
     out = prepare_out(spec)
     with registry.run(
         "evaluate",
-        spec.model_dump(mode="json"),
+        shown.model_dump(mode="json"),
         owner=spec.owner,
-        dataset_path=spec.data.path,
+        dataset_path=shown.data.path,
         dataset_fingerprint=summary.fingerprint,
         model_id=model.model_id,
     ) as run_id:

@@ -194,6 +194,17 @@ def load_splits(spec: SweepSpec, modality: str = "text"):
 
     Images stay encoded here (a fraction of their decoded size in the object store); each
     trial decodes them at its model's input size."""
+    import tempfile
+
+    from cluster.data import image_folder_spec
+
+    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:  # image folder trees' indexes
+        train = image_folder_spec(spec.train, modality, Path(work) / "train")
+        validation = image_folder_spec(spec.validation, modality, Path(work) / "validation")
+        return _read_splits(spec.model_copy(update={"train": train, "validation": validation}), modality)
+
+
+def _read_splits(spec: SweepSpec, modality: str):
     from cluster.data import read_pandas, scan
     from jobs.train_loop import Split
 

@@ -99,3 +99,21 @@ def test_text_model_on_image_data_and_back_name_the_missing_column(tiny_model_di
         DataSpec(path=str(digits_images), image_column="picture", label_column="digit"), modality="image"
     )
     assert summary.num_rows == 150 and set(summary.label_counts) == set(LABELS)
+
+
+def test_a_label_folder_tree_becomes_an_image_dataset(tmp_path):
+    from cluster.data import image_folder_spec, read_pandas, scan
+    from cluster.image_data import encode_png
+
+    for label in ("cat", "dog"):
+        (tmp_path / "tree" / label).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "tree" / label / f"{i}.png").write_bytes(
+                encode_png(np.full((4, 4), i * 80, np.uint8))
+            )
+    spec = image_folder_spec(DataSpec(path=str(tmp_path / "tree")), "image", tmp_path / "work")
+    assert scan(spec, modality="image").label_counts == {"cat": 3, "dog": 3}
+    df = read_pandas(spec, modality="image")
+    assert df["image"].iloc[4] == str(tmp_path / "tree" / "dog" / "1.png")
+    text_spec = DataSpec(path=str(tmp_path / "tree"))
+    assert image_folder_spec(text_spec, "text", tmp_path / "work") is text_spec
