@@ -151,7 +151,9 @@ def test_healthz_answers_from_the_last_health_check_without_a_forward_pass():
         calls.append(text)
         raise RuntimeError("the model broke")
 
-    replica = SimpleNamespace(model_id="m-1", _batch=forward_pass, health_failed_at=None)
+    replica = SimpleNamespace(
+        model_id="m-1", _batch=forward_pass, health_failed_at=None, probe="health check"
+    )
     assert asyncio.run(cls.healthz(replica)).model_dump() == {"status": "ok", "model": "m-1"}
     assert calls == []  # polling /healthz costs no model time
     with pytest.raises(RuntimeError):  # Serve's periodic check runs the model and records the outcome
