@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cluster.config import EvaluateSpec
 from cluster.errors import UserError
@@ -83,12 +84,19 @@ class Predictor:
         info = {"precision": self.precision, "device": self.device, "ready_at": self.ready_at}
         payload = pickle.dumps({"stats": stats, **info, "bad": [(b.row, b.reason) for b in prepared.bad]})
         out["_stats"] = pa.array([payload] + [b""] * (len(pred) - 1), pa.binary())
-        return pa.table(out, schema=_output_schema(out))
+        schema = _output_schema(out)
+        if not len(pred):  # every row skipped: a placeholder row (row -1) carries the statistics
+            out = {f.name: pa.nulls(1, f.type) for f in schema}
+            out.update(row=pa.array([PLACEHOLDER_ROW]), _stats=pa.array([payload], pa.binary()))
+        return pa.table(out, schema=schema)
+
+
+PLACEHOLDER_ROW = -1  # dropped by the driver before writing predictions
 
 
 def _output_schema(out: dict) -> pa.Schema:
     """Explicit types: a batch whose every row was skipped still has the others' schema."""
-    types = {"pred": pa.string(), "score": pa.float64(), "probs": pa.list_(pa.float64())}
+    types = {"row": pa.int64(), "pred": pa.string(), "score": pa.float64(), "probs": pa.list_(pa.float64())}
     return pa.schema([(k, types.get(k, v.type)) for k, v in out.items()])
 
 
@@ -181,6 +189,9 @@ def _stream(ds, spec: EvaluateSpec, k: int, pred_path: Path) -> tuple:
                     stats, info = stats + part["stats"], part
                     first_ready = min(first_ready or part["ready_at"], part["ready_at"])
                     bad += part.get("bad", [])
+            batch = batch.filter(pc.not_equal(batch["row"], PLACEHOLDER_ROW))
+            if not batch.num_rows:
+                continue
             table = batch.drop_columns(["_stats"]).rename_columns(
                 [rename.get(c, c) for c in batch.column_names if c != "_stats"]
             )

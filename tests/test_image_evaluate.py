@@ -117,3 +117,32 @@ def test_a_label_folder_tree_becomes_an_image_dataset(tmp_path):
     assert df["image"].iloc[4] == str(tmp_path / "tree" / "dog" / "1.png")
     text_spec = DataSpec(path=str(tmp_path / "tree"))
     assert image_folder_spec(text_spec, "text", tmp_path / "work") is text_spec
+
+
+def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_dir, digits_images):
+    """The actor's own logic, called in-process: skipped rows leave the statistics and the
+    predictions; a batch with nothing left sends only its statistics (a placeholder row)."""
+    import pickle
+
+    from jobs.predictor import PLACEHOLDER_ROW, Predictor
+
+    table = pq.read_table(digits_images).slice(0, 6)
+    batch = pa.table(
+        {
+            "row": pa.array(range(10, 16), pa.int64()),
+            "image": table["picture"],
+            "label": table["digit"],
+        }
+    )
+    spec = image_spec(digits_images, "unused", model=str(tiny_image_model_dir), skip_bad_rows=True)
+    predictor = Predictor(str(tiny_image_model_dir), LABELS, spec, gpus=0)
+    broken = batch.set_column(1, "image", pa.array([b"x", *table["picture"].to_pylist()[1:]], pa.binary()))
+    out = predictor(broken)
+    assert out["row"].to_pylist() == [11, 12, 13, 14, 15]
+    part = pickle.loads(out["_stats"][0].as_py())
+    assert part["stats"].n == 5 and [r for r, _ in part["bad"]] == [10]
+    all_bad = batch.set_column(1, "image", pa.array([b"x"] * 6, pa.binary()))
+    out = predictor(all_bad)
+    assert out["row"].to_pylist() == [PLACEHOLDER_ROW]
+    part = pickle.loads(out["_stats"][0].as_py())
+    assert part["stats"].n == 0 and len(part["bad"]) == 6
