@@ -78,15 +78,20 @@ def run_plain(model: Path, data: Path, workers: int) -> dict:
     return {**out, "wall_s": wall, "whole_rows_per_s": out["rows"] / wall}
 
 
-def run_evalctl(model: Path, data: Path, home: Path, out: Path) -> dict:
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "evaluate", "--model", str(model), "--data", str(data),
-         "--out", str(out), "--overwrite"],
-        capture_output=True, text=True, cwd=ROOT, check=True,
-        env={**os.environ, "EVALCLUSTER_HOME": str(home)},
-    )  # fmt: skip
-    wall = time.perf_counter() - t0
+def run_evalctl(model: Path, data: Path, home: Path, out: Path, tries: int = 5) -> dict:
+    for _ in range(tries):  # Ray's raylet can fail to start on an overloaded machine: start again
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "evaluate", "--model", str(model), "--data", str(data),
+             "--out", str(out), "--overwrite"],
+            capture_output=True, text=True, cwd=ROOT,
+            env={**os.environ, "EVALCLUSTER_HOME": str(home)},
+        )  # fmt: skip
+        wall = time.perf_counter() - t0
+        if proc.returncode == 0 or "timed out during startup" not in proc.stderr:
+            break
+    if proc.returncode != 0:
+        raise SystemExit(f"evalctl evaluate failed:\n{proc.stderr[-3000:]}")
     m = json.loads((out / "metrics.json").read_text())
     return {
         "rows": m["n"],

@@ -28,14 +28,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CONFIGS = {"image": "jobs/configs/sweep_images.yaml", "text": "jobs/configs/sweep.yaml"}
 
 
-def evalctl(home: Path, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "EVALCLUSTER_HOME": str(home)},
-    )
+RAY_START_FAILED = "timed out during startup"  # Ray's raylet on an overloaded machine: start again
+
+
+def evalctl(home: Path, *args: str, tries: int = 5) -> str:
+    for _ in range(tries):
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", *map(str, args)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "EVALCLUSTER_HOME": str(home)},
+        )
+        if proc.returncode == 0 or RAY_START_FAILED not in proc.stderr:
+            break
+        print(f"Ray did not start for evalctl {args[0]}; again", file=sys.stderr, flush=True)
     if proc.returncode != 0:
         raise SystemExit(f"evalctl {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
     return proc.stdout
@@ -101,9 +108,6 @@ def main() -> None:
         evalctl(home, "data", "sample", "--images" if args.modality == "image" else "--out", data)
     config = _config_for(args.config or CONFIGS[args.modality], data, home)
     result = {"modality": args.modality, "config": args.config or CONFIGS[args.modality]}
-    if args.modality == "image":
-        result["logreg_raw_pixels"] = logreg_baseline(data)
-        print(json.dumps(result), flush=True)
     runs = []
     for init in ("pretrained", "random"):
         runs.append(sweep_and_evaluate(home, config, init, data / "test.parquet", args.modality))
@@ -114,6 +118,8 @@ def main() -> None:
     report = home / f"{args.modality}_pretrained_vs_random.html"
     evalctl(home, "sweep", "report", runs[0]["sweep_run"], runs[1]["sweep_run"], "--out", report)
     result["report"] = str(report)
+    if args.modality == "image":
+        result["logreg_raw_pixels"] = logreg_baseline(data)
     print(json.dumps(result, indent=2, default=str))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
