@@ -50,10 +50,10 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
     labels = require_labels(model)
     with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:
         data = image_folder_spec(spec.data, model.modality, work)
-        return _run(spec.model_copy(update={"data": data}), registry, model, labels, shown=spec)
+        return _evaluate_run(spec.model_copy(update={"data": data}), registry, model, labels, shown=spec)
 
 
-def _run(spec: EvaluateSpec, registry: Registry, model, labels, shown: EvaluateSpec) -> EvalResult:
+def _evaluate_run(spec: EvaluateSpec, registry: Registry, model, labels, shown: EvaluateSpec) -> EvalResult:
     """The run itself; ``shown``: the spec as the user gave it (recorded in the registry)."""
     from cluster.data import scan
 
