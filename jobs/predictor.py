@@ -51,15 +51,18 @@ class Predictor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from cluster.metrics import batch_stats
 
-        s, column = self.spec, self.clf.modality
-        prepared = self.clf.prepare(
-            batch[column].to_pylist(),
-            batch["row"].to_pylist(),
-            skip_bad_rows=s.skip_bad_rows,
-            base_dir=self.base_dir,
-        )
-        if prepared.bad:  # skipped rows leave the predictions and the statistics, counted
-            batch = batch.take(pa.array(prepared.kept))
+        s, column, error = self.spec, self.clf.modality, None
+        try:
+            prepared = self.clf.prepare(
+                batch[column].to_pylist(),
+                batch["row"].to_pylist(),
+                skip_bad_rows=s.skip_bad_rows,
+                base_dir=self.base_dir,
+            )
+        except UserError as exc:  # a bad image: sent to the driver, which stops the run with it
+            error, prepared = str(exc), self.clf.prepare([], [])
+        if len(prepared.kept) < batch.num_rows:  # skipped rows leave the predictions and statistics
+            batch = batch.take(pa.array(prepared.kept, pa.int64()))
         probs = self.clf.predict_proba(
             prepared.inputs, precision=self.precision, batch_size=s.batch_size, max_length=s.max_length
         )
@@ -82,7 +85,8 @@ class Predictor:
             out["id"] = batch["id"]
         # The batch's statistics ride along in the first row (a few KB whatever the rows).
         info = {"precision": self.precision, "device": self.device, "ready_at": self.ready_at}
-        payload = pickle.dumps({"stats": stats, **info, "bad": [(b.row, b.reason) for b in prepared.bad]})
+        bad = [(b.row, b.reason) for b in prepared.bad]
+        payload = pickle.dumps({"stats": stats, **info, "bad": bad, "error": error})
         out["_stats"] = pa.array([payload] + [b""] * (len(pred) - 1), pa.binary())
         schema = _output_schema(out)
         if not len(pred):  # every row skipped: a placeholder row (row -1) carries the statistics
@@ -182,10 +186,12 @@ def _stream(ds, spec: EvaluateSpec, k: int, pred_path: Path) -> tuple:
     bad: list = []  # (row, reason) of skipped images
     rename = {"id": spec.data.id_column} if spec.data.id_column else {}
     try:
-        for batch in _batches(ds):
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
             for payload in batch["_stats"].to_pylist():
                 if payload:
                     part = pickle.loads(payload)
+                    if part.get("error"):  # one line naming the row, not Ray's wrapped traceback
+                        raise UserError(part["error"])
                     stats, info = stats + part["stats"], part
                     first_ready = min(first_ready or part["ready_at"], part["ready_at"])
                     bad += part.get("bad", [])
@@ -201,33 +207,6 @@ def _stream(ds, spec: EvaluateSpec, k: int, pred_path: Path) -> tuple:
         if writer:
             writer.close()
     return stats, {**info, "first_ready": first_ready, "bad": bad}
-
-
-def _batches(ds):
-    """The pipeline's output blocks; a user error raised in an actor (a bad image) comes out
-    as that one line, not as Ray's wrapped traceback."""
-    it = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
-    while True:
-        try:
-            yield next(it)
-        except StopIteration:
-            return
-        except Exception as exc:
-            cause = user_error_in(exc)
-            if cause is None:
-                raise
-            raise UserError(str(cause)) from exc
-
-
-def user_error_in(exc: BaseException) -> UserError | None:
-    """The UserError among ``exc``'s causes (Ray wraps an actor's exception), if any."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, UserError) and not hasattr(exc, "cause"):  # not Ray's wrapper of one
-            return exc
-        seen.add(id(exc))
-        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
-    return None
 
 
 def _steady_rate(ready_at: float | None, n: int) -> dict[str, float]:

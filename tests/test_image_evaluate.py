@@ -146,3 +146,7 @@ def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_
     assert out["row"].to_pylist() == [PLACEHOLDER_ROW]
     part = pickle.loads(out["_stats"][0].as_py())
     assert part["stats"].n == 0 and len(part["bad"]) == 6
+    # Without skip_bad_rows the first bad image is an error the driver raises, naming its row.
+    strict = Predictor(str(tiny_image_model_dir), LABELS, spec.model_copy(update={"skip_bad_rows": False}), 0)
+    part = pickle.loads(strict(broken)["_stats"][0].as_py())
+    assert part["error"].startswith("image at row 10 cannot be decoded") and part["stats"].n == 0
