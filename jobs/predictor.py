@@ -185,8 +185,9 @@ def _stream(ds, spec: EvaluateSpec, k: int, pred_path: Path) -> tuple:
     first_ready = None  # wall-clock time the first actor had its model loaded
     bad: list = []  # (row, reason) of skipped images
     rename = {"id": spec.data.id_column} if spec.data.id_column else {}
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+        for batch in batches:
             for payload in batch["_stats"].to_pylist():
                 if payload:
                     part = pickle.loads(payload)
@@ -204,6 +205,10 @@ def _stream(ds, spec: EvaluateSpec, k: int, pred_path: Path) -> tuple:
             writer = writer or pq.ParquetWriter(pred_path, table.schema)
             writer.write_table(table)
     finally:
+        # Closing the iterator shuts Ray Data's executor down and frees its actors now, not when
+        # a stopped run's traceback is garbage-collected (a caller that keeps it, as pytest
+        # does, would otherwise hold the actors' CPUs and starve the next pipeline).
+        batches.close()
         if writer:
             writer.close()
     return stats, {**info, "first_ready": first_ready, "bad": bad}
