@@ -210,9 +210,8 @@ def print_summary(result: EvalResult) -> None:
     bad = m.get("bad_rows") or {}
     if bad.get("count"):
         rows = ", ".join(str(b["row"]) for b in bad["first_rows"][:10])
-        console.print(
-            f"skipped {bad['count']} bad image row(s) (--skip-bad-rows): rows {rows}; see metrics.json"
-        )
+        more = ", ..." if bad["count"] > 10 else ""
+        console.print(f"skipped {bad['count']} bad image row(s): rows {rows}{more}; see metrics.json")
     console.print(f"run {result.run_id}; artifacts in {result.out}")
 
 
