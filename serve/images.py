@@ -77,7 +77,7 @@ def explain_response(model, data: bytes, target: str | None, max_pixels: int) ->
         "saliency": {
             "width": w,
             "height": h,
-            "values": s.values.astype(float).round(8).tolist(),
+            "values": s.values.astype(float).tolist(),
             "overlay_png": s.overlay_png,
         },
     }
