@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 VOLATILE = ("run_id", "timings", "ray", "warm_actors")  # how a run ran, not what it computed
 MODES = ("pipeline", "cold", "head", "warm")
+RAY_START_TIMEOUT = "timed out during startup"  # Ray's message when its raylet is not up in 30 s
 
 
 # ------------------------------------------------------------------ the baseline script
@@ -86,17 +87,25 @@ class Bench:
         self.head_env = {**base, "RAY_TMPDIR": tempfile.mkdtemp(prefix="h", dir="/tmp")}
         self.head_ports = [str(free_port()), str(free_port())]
         self.serve_port = str(free_port())
+        self.retries = 0  # runs repeated because Ray's start-up timed out under load
 
     def evalctl(self, *args, env: dict, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "jobs.cli", *map(str, args)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        wall = time.perf_counter() - t0
+        for attempt in range(2):
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "jobs.cli", *map(str, args)],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            wall = time.perf_counter() - t0
+            # On a heavily loaded machine Ray's own 30 s raylet start-up wait can run out:
+            # that run is not a figure; say so and run it again (once).
+            if proc.returncode == 0 or RAY_START_TIMEOUT not in proc.stderr or attempt:
+                break
+            self.retries += 1
+            print(f"  (Ray start-up timed out under load; rerunning: evalctl {args[0]})", flush=True)
         if check and proc.returncode != 0:
             sys.exit(f"evalctl {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
         return wall, proc
@@ -219,7 +228,7 @@ def median(runs: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def report(results: dict, serve: dict | None) -> None:
+def report(results: dict, serve: dict | None, retries: int) -> None:
     print("\n| rows | pipeline | evalctl cold | on a running head | warm | identical |")
     print("|---:|---:|---:|---:|---:|:---:|")
     for n, res in results.items():
@@ -251,6 +260,7 @@ def report(results: dict, serve: dict | None) -> None:
     loads = [r["load"] for res in results.values() for runs in res["runs"].values() for r in runs]
     lo, hi = min(loads), max(loads)
     print(f"\nload average (1 min) at the runs' starts: {lo:.1f}..{hi:.1f}, {os.cpu_count()} CPUs")
+    print(f"runs repeated because Ray's start-up timed out under load: {retries}")
     if serve:
         print(
             f"serve deploy -> first answer (median): no head {statistics.median(serve['cold']):.1f} s, "
@@ -281,7 +291,7 @@ def main() -> None:
         bench.evalctl("serve", "stop", env=bench.head_env, check=False)
         bench.head_down()
         bench.evalctl("cluster", "down", env=bench.cold_env, check=False)
-    report(results, serve)
+    report(results, serve, bench.retries)
     (tmp / "results.json").write_text(json.dumps({"evaluate": results, "serve": serve}, default=str))
     print(f"raw results: {tmp / 'results.json'}")
 

@@ -284,6 +284,12 @@ def head_up(
     cmd, head_env = head_command(num_cpus, dashboard_port, host, port)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**head_env, **(env or {})})
     if proc.returncode != 0:
+        from cluster.headprocs import stop_session
+
+        # A head that timed out half-way (e.g. on a loaded machine) leaves its GCS, dashboard and
+        # monitor running: stop them, so nothing of the failed start is left behind.
+        stop_session(port)
+        address_file().unlink(missing_ok=True)
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         raise UserError(f"`ray start --head` failed: {tail[0] if tail else proc.returncode}")
     head_info_file().write_text(json.dumps({"dashboard_port": dashboard_port, "gcs": _recorded_address()}))
