@@ -60,7 +60,9 @@ def test_warm_runs_reuse_the_model_and_match_a_cold_run(head_env, tiny_model_dir
     assert m_warm["warm_actors"] >= 1  # the model actors the first run left loaded
     assert same(tmp_path / "cold", tmp_path / "head") and same(tmp_path / "cold", tmp_path / "warm")
     for m in (m_cold, m_head, m_warm):
-        assert {"cli_start_s", "ray_init_s", "actors_ready_s", "first_batch_s", "inference_s"} <= set(m["timings"])
+        assert {"cli_start_s", "ray_init_s", "actors_ready_s", "first_batch_s", "inference_s"} <= set(
+            m["timings"]
+        )
         assert "finish_s" in m["timings"]
 
     status = run_evalctl("cluster", "status", env=head, timeout=180)
