@@ -208,6 +208,8 @@ def run_sizes(bench: Bench, model_path: str, data: dict[int, Path], repeats: int
             print(
                 f"rows {n} repeat {r + 1}: " + ", ".join(f"{m} {runs[m][-1]['wall_s']:.1f}s" for m in MODES)
             )
+            last = {m: runs[m][-1] for m in MODES}
+            print("  " + json.dumps({"rows": n, "repeat": r + 1, **last}), flush=True)  # kept if stopped
         results[n] = {"runs": runs, "identical": identical}
     return results
 

@@ -248,9 +248,10 @@ def head_command(
     cmd += ["--include-dashboard", "true", "--disable-usage-stats", "--port", str(port)]
     if (port, dashboard_port) != (GCS_PORT, DASHBOARD_PORT):
         # A second head on this machine: Ray's other fixed ports (Ray client 10001, the
-        # dashboard agent's 52365) would collide with the first head's, so take free ones.
-        cmd += ["--ray-client-server-port", str(free_port())]
-        cmd += ["--dashboard-agent-listen-port", str(free_port())]
+        # dashboard agent's 52365, the metrics exporter's) would collide with the first
+        # head's, so take free ones.
+        for option in ("--ray-client-server-port", "--dashboard-agent-listen-port", "--metrics-export-port"):
+            cmd += [option, str(free_port())]
     if host not in ("0.0.0.0", "::"):  # all interfaces: Ray picks the node address itself
         cmd += ["--node-ip-address", host]
     if num_cpus:
@@ -290,10 +291,19 @@ def head_up(
         # monitor running: stop them, so nothing of the failed start is left behind.
         stop_session(port)
         address_file().unlink(missing_ok=True)
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-        raise UserError(f"`ray start --head` failed: {tail[0] if tail else proc.returncode}")
+        raise UserError(f"`ray start --head` failed: {_start_error(proc)}")
     head_info_file().write_text(json.dumps({"dashboard_port": dashboard_port, "gcs": _recorded_address()}))
     return head_jobs_url()
+
+
+def _start_error(proc: subprocess.CompletedProcess) -> str:
+    """The line of `ray start`'s output that says why it failed (its log lines come after it)."""
+    lines = [ln.strip() for ln in f"{proc.stdout}\n{proc.stderr}".splitlines() if ln.strip()]
+    why = [i for i, ln in enumerate(lines) if "Exception" in ln or "Error" in ln or "timed out" in ln]
+    if not why:
+        return lines[-1] if lines else f"exit status {proc.returncode}"
+    i = why[-1]  # "Exception:" alone: its message is on the next line
+    return " ".join(lines[i : i + 2]) if lines[i].endswith(":") else lines[i]
 
 
 def check_host(host: str) -> None:

@@ -15,9 +15,8 @@ persistent Ray (`evalctl cluster up`, a cluster): they are the warm pool's
 them loaded, and left loaded for the next one.
 
 Why not Ray Data's ``map_batches(ActorPoolStrategy)`` (what this replaced): its actors
-can only be created when the dataset executes (after the scan), never reused by a later
-run, and its read tasks run in more worker processes; on 2 cores the whole cold command
-took longer with it (README, Performance: start-up).
+are created only when the dataset executes (after the scan), are never reused by a
+later run, and its read tasks need worker processes of their own besides the actors.
 """
 
 from __future__ import annotations

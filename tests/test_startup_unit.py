@@ -102,3 +102,17 @@ def test_evaluate_command_loads_no_other_workload():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert eval(out.stdout) == ["jobs", "jobs.cli", "jobs.entry", "jobs.evaluate", "jobs.spec_cli"]
+
+
+def test_runs_show_prints_the_timings_in_phase_order():
+    from rich.console import Console
+
+    from jobs.registry_cli import timings_table
+
+    console = Console(width=200, record=True)
+    console.print(
+        timings_table({"finish_s": 0.25, "cli_start_s": 1.5, "ray_init_s": 2.0, "rows_per_s": 312.4})
+    )
+    text = console.export_text()
+    assert text.index("cli_start") < text.index("ray_init") < text.index("finish")
+    assert "0.25" in text and "312.4" in text and "scan" not in text  # only the phases it has

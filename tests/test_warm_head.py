@@ -25,8 +25,8 @@ def head_env():
     cold = {"RAY_TMPDIR": tempfile.mkdtemp(prefix="wc", dir="/tmp")}
     ports = ("--port", free_port(), "--dashboard-port", free_port())
     up = run_evalctl("cluster", "up", "--num-cpus", "2", *ports, env=head, timeout=300)
+    assert up.returncode == 0, up.stderr  # a failed start leaves no process behind (head_up)
     try:
-        assert up.returncode == 0, up.stderr
         yield head, cold
     finally:
         down = run_evalctl("cluster", "down", env=head, timeout=180)
