@@ -116,6 +116,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         # the persistent local head (`evalctl cluster up`), by its address: "auto" would also
         # take a RAY_ADDRESS or another head's file
         kwargs["address"], joined = _recorded_address(), LOCAL_HEAD
+        ensure_client_auth()  # Ray turns token mode on by itself only for "auto", not an address
     else:  # an embedded Ray, on loopback only, with a private token file
         kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK)
         ensure_auth_token(create=os.environ.get("RAY_AUTH_MODE", "token").lower() != "disabled")
