@@ -106,14 +106,15 @@ def _warm(spec: EvaluateSpec, model_path: Path, labels: list[str], plan: tuple, 
     label = {"model": str(model_path), "precision": spec.precision, "device": "gpu" if gpus else "cpu"}
     est = workers * (PROCESS_BYTES + _weights_bytes(model_path))
     _lease(pool_actor, key, names, label, spec.keep_warm_s, est)
-    cls = _actor_class(0, gpus, namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
     handles, reused = [], 0
     for name in names:
         try:
             handles.append(ray.get_actor(name, namespace=NAMESPACE))
             reused += 1
         except ValueError:  # not loaded yet: create it (get_if_exists: another client may race us)
-            handles.append(cls.options(name=name).remote(str(model_path), labels, spec, gpus, int(cpus)))
+            options = {"namespace": NAMESPACE, "lifetime": "detached", "name": name, "get_if_exists": True}
+            cls = _actor_class(0, gpus, **options)
+            handles.append(cls.remote(str(model_path), labels, spec, gpus, int(cpus)))
     return Actors(handles, plan, joined, key, reused)
 
 
