@@ -89,7 +89,7 @@ def _cold(spec: EvaluateSpec, model_path: Path, labels: list[str], plan: tuple) 
     workers, cpus, gpus = plan
     cls = _actor_class(cpus, gpus)
     handles = [cls.remote(str(model_path), labels, spec, gpus, int(cpus)) for _ in range(workers)]
-    return Actors(handles, plan, "")
+    return Actors(handles, plan, joined="")
 
 
 def _warm(spec: EvaluateSpec, model_path: Path, labels: list[str], plan: tuple, joined: str) -> Actors:
@@ -115,7 +115,7 @@ def _warm(spec: EvaluateSpec, model_path: Path, labels: list[str], plan: tuple, 
             options = {"namespace": NAMESPACE, "lifetime": "detached", "name": name, "get_if_exists": True}
             cls = _actor_class(0, gpus, **options)
             handles.append(cls.remote(str(model_path), labels, spec, gpus, int(cpus)))
-    return Actors(handles, plan, joined, key, reused)
+    return Actors(handles, plan, joined, key=key, reused=reused)
 
 
 def _lease(pool_actor, *args) -> None:
