@@ -294,12 +294,15 @@ class Registry:
         lineage: dict | None = None,
         metrics: dict | None = None,
         model_id: str | None = None,
+        checksum: str | None = None,
     ) -> str:
-        """Record a model directory (already complete on disk); returns its id."""
+        """Record a model directory, already complete where ``path`` says (a directory or an
+        artifact-store URI; ``checksum``: cluster.artifacts.dir_checksum of its files); returns its id."""
         model_id = model_id or new_id("m")
         row = {
             "id": model_id,
             "path": str(path),
+            "checksum": checksum,
             "created_at": now(),
             "run_id": run_id,
             "base_model": base_model,
@@ -350,6 +353,13 @@ class Registry:
                 prefix = models.c.id.startswith(ref, autoescape=True)
                 rows = conn.execute(select(models).where(prefix).limit(2)).all()
                 row = rows[0] if len(rows) == 1 else None
+        return _decode(row) if row else None
+
+    def model_at(self, path: str) -> dict | None:
+        """The newest model registered at ``path`` (a directory or URI), or None."""
+        stmt = select(models).where(models.c.path == str(path)).order_by(models.c.created_at.desc()).limit(1)
+        with self.database.read() as conn:
+            row = conn.execute(stmt).first()
         return _decode(row) if row else None
 
     def list_models(self) -> list[dict]:
