@@ -37,7 +37,10 @@ class S3Server:
         self.endpoint = f"http://{host}:{port}"
         iam = self._client("iam", **_BOOTSTRAP)
         iam.create_user(UserName="evalcluster")
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
         iam.put_user_policy(UserName="evalcluster", PolicyName="s3", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="evalcluster")["AccessKey"]
         self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]

@@ -161,10 +161,15 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     dead.start()
     dead.join()
     host, _ = owner_process()
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"run_id": "r-dead", "host": host, "pid": dead.pid, "since": now()}))
+    (tmp_path / LOCK_FILE).write_text(
+        json.dumps({"run_id": "r-dead", "host": host, "pid": dead.pid, "since": now()})
+    )
     with hold(tmp_path, "r-new"):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["run_id"] == "r-new"
     live = {"run_id": "r-live", "host": host, "pid": os.getpid(), "since": now()}
     (tmp_path / LOCK_FILE).write_text(json.dumps(live))
-    with pytest.raises(UserError, match=f"in use by run r-live \\(pid {os.getpid()} on {host}"), hold(tmp_path, "r-2"):
+    with (
+        pytest.raises(UserError, match=f"in use by run r-live \\(pid {os.getpid()} on {host}"),
+        hold(tmp_path, "r-2"),
+    ):
         pass
