@@ -101,7 +101,11 @@ def read_file(
                     else pf.read(columns=columns)
                 )
             if fmt == "csv":
-                table = pacsv.read_csv(f, read_options=pacsv.ReadOptions(encoding=_csv_encoding(fs, path)))
+                table = pacsv.read_csv(
+                    f,
+                    read_options=pacsv.ReadOptions(encoding=_csv_encoding(fs, path)),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),  # texts span lines
+                )
             else:
                 table = pajson.read_json(f)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as exc:

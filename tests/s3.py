@@ -11,6 +11,7 @@ needs (endpoint, key, secret, region).
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 BUCKET = "evalcluster"
@@ -31,6 +32,7 @@ class S3Server:
         import httpx
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.server.start()
         host, port = self.server.get_host_and_port()
