@@ -13,6 +13,8 @@ from cluster.artifacts import ArtifactStore, dir_checksum, fetch_dir, publish, r
 from cluster.errors import UserError
 from cluster.modelcache import ModelSource, cache_root, fetch_model, store_model
 from cluster.storage import check_location, join, resolve
+from tests.test_registry_cli import assert_user_error
+from tests.test_registry_cli import cli as cli  # noqa: F401  (a fixture)
 
 
 def test_locations_resolve_to_a_filesystem_and_a_path(tmp_path, s3_server):
@@ -173,3 +175,39 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
         hold(tmp_path, "r-2"),
     ):
         pass
+
+
+@pytest.mark.cli
+def test_evaluate_into_a_directory_another_writer_holds_is_refused(tmp_path, tiny_model_dir, sample_dir, cli):
+    import signal
+    import subprocess
+    import sys
+
+    from cluster.registry import Registry
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)],
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ("evaluate", "--model", tiny_model_dir, "--data", sample_dir / "test.parquet", "--out", out)
+        proc = cli(*args, "--overwrite", "--limit", "20")
+        assert_user_error(proc, f"--out {out} is in use by run evaluate-holder (pid {holder.pid} on")
+        assert Registry().list_runs() == []  # refused before anything was recorded
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(30)
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from cluster.outlock import hold
+with hold(Path(sys.argv[1]), "evaluate-holder"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
