@@ -59,7 +59,7 @@ def test_two_machines_share_runs_models_aliases_and_artifacts(
     try:
         evaluate = ["evaluate", "--model", "best", "--data", data, "--bootstrap", "50", "--max-length", "16"]
         a.evalctl("models", "register", tiny_model_dir, "--alias", "best")
-        run_a = a.evalctl(*evaluate).stdout.split("run ")[-1].split(";")[0].strip()
+        run_a = a.evalctl("--log-level", "INFO", *evaluate).stdout.split("run ")[-1].split(";")[0].strip()
         assert run_a in b.evalctl("runs", "list").stdout
         assert run_a in b.evalctl("leaderboard").stdout
         report = Path(b.evalctl("report", run_a).stdout.strip())
