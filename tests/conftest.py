@@ -117,7 +117,12 @@ def s3_server():
 @pytest.fixture(scope="session")
 def ray_cluster(s3_server):
     """One local Ray for the whole session (2 CPUs, token auth on as Ray's default); its workers
-    see the session's S3 endpoint (``s3_server``)."""
+    see the session's S3 endpoint (``s3_server``).
+
+    Serve's controller gives a starting proxy 3 readiness checks of 5 s, then kills it, and the
+    ``serve.start`` waiting on it fails with ActorDiedError: seen here at load average 20+ on the
+    2 cores (controller log: "Proxy actor readiness check ... didn't complete in 5.0s" x3). The
+    proxy gets 30 s per check instead (Serve's own wait for it stays 60 s)."""
     import ray
 
     ray.init(
@@ -126,7 +131,12 @@ def ray_cluster(s3_server):
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={
-            "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+            "env_vars": {
+                "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONPATH": str(ROOT),
+                "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
+            }
         },
     )
     yield ray
