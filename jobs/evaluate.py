@@ -12,6 +12,7 @@ registry. metrics.json's ``timings`` say where the command's time went.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cluster.artifacts import publish, remove
 from cluster.clock import Phases, process_age_s
 from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError, first_items
@@ -35,7 +37,7 @@ ARTIFACTS = ("metrics.json", "predictions.parquet", "report.html")
 @dataclass
 class EvalResult:
     run_id: str
-    out: Path
+    out: str  # the artifacts' directory or URI
     metrics: dict
 
 
@@ -55,16 +57,16 @@ def run_evaluate(
 
     phases = phases or Phases()
     registry = registry or Registry()
-    model, labels, out, shards = _prepare(spec, registry)
+    model, labels, target, shards = _prepare(spec, registry)
     # The data is validated and fingerprinted while Ray starts and the actors load the model.
     with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
         scanning = background.submit(_scan, spec, phases)
-        with model_actors(spec, model.path, labels, shards, phases) as actors:
+        with model_actors(spec, model, labels, shards, phases) as actors:
             say_joined(actors.joined)
             summary = scanning.result()
             check_labels(summary.label_counts, labels, spec.data)
             job = _Job(spec, model, labels, summary, actors, phases)
-            return _record(job, registry, out)
+            return _record(job, registry, target)
 
 
 @dataclass
@@ -79,42 +81,51 @@ class _Job:
     phases: Phases
 
 
-def _record(job: _Job, registry: Registry, out: Path | None) -> EvalResult:
+def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult:
     """Run the evaluation as a registered run: failed (and no artifacts left) if anything raises."""
-    spec = job.spec
-    with registry.run(
-        "evaluate",
-        spec.model_dump(mode="json"),
-        owner=spec.owner,
-        dataset_path=spec.data.path,
-        dataset_fingerprint=job.summary.fingerprint,
-        model_id=job.model.model_id,
-    ) as run_id:
-        out = out or registry.run_dir(run_id)
+    spec, run_id = job.spec, target.run_id
+    with (
+        target.held(registry),
+        registry.run(
+            "evaluate",
+            spec.model_dump(mode="json"),
+            owner=spec.owner,
+            dataset_path=spec.data.path,
+            dataset_fingerprint=job.summary.fingerprint,
+            model_id=job.model.model_id,
+            run_id=run_id,
+        ),
+    ):
         try:
-            metrics = _evaluate_into(out, job, run_id)
+            metrics = _evaluate_into(target.local, job, run_id)
+            publish(target.local, target.dest, last="metrics.json")  # metrics.json last: complete
         except BaseException:
-            _remove_artifacts(out)
+            _remove_artifacts(target.local)
+            if target.remote:
+                remove(target.dest)
             raise
-        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=str(out))
-    return EvalResult(run_id, out, metrics)
+        finally:
+            target.cleanup()
+        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=target.dest)
+    return EvalResult(run_id, target.dest, metrics)
 
 
 def _prepare(spec: EvaluateSpec, registry: Registry) -> tuple:
-    """What must hold before anything starts: the model, its labels, the output dir, the data's
-    columns and shards (metadata only)."""
+    """What must hold before anything starts: the model, its labels, where the artifacts go, the
+    data's columns and shards (metadata only)."""
     from cluster.datafiles import check_columns
     from cluster.modeling import resolve_model
+    from cluster.registry import new_id
     from cluster.shards import plan_shards
 
     model = resolve_model(spec.model, registry)
     labels = require_labels(model)
-    out = prepare_out(spec)
+    target = artifact_target(spec, new_id("evaluate"), registry)  # --out checked, store writable
     check_columns(spec.data)
     _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
     if not shards:
         raise UserError(f"dataset {spec.data.path} is empty (0 rows)")
-    return model, labels, out, shards
+    return model, labels, target, shards
 
 
 def _scan(spec: EvaluateSpec, phases: Phases):
@@ -152,7 +163,7 @@ def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
     if spec.data.slice_column:
         metrics["slices"] = slice_metrics(stats, labels)
     metrics.update(
-        model={"id": job.model.model_id, "path": str(job.model.path)},
+        model={"id": job.model.model_id, "path": job.model.location or str(job.model.path)},
         dataset={
             "path": spec.data.path,
             "fingerprint": summary.fingerprint,
@@ -224,10 +235,57 @@ def check_labels(counts: dict[str, int], labels: list[str], data: DataSpec) -> N
         )
 
 
+@dataclass
+class ArtifactTarget:
+    """Where a run's artifacts are written (``local``) and where they are kept (``dest``: the same
+    directory, or a URI in the artifact store that ``local``, a staging directory, is published to)."""
+
+    run_id: str
+    local: Path
+    dest: str
+    out: Path | None = None  # --out: held by this run while it runs (cluster/outlock.py)
+    staging: Path | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.staging is not None
+
+    def held(self, registry: Registry):
+        from cluster.outlock import hold
+
+        return hold(self.out, self.run_id, registry) if self.out else contextlib.nullcontext()
+
+    def cleanup(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def artifact_target(spec: EvaluateSpec, run_id: str, registry: Registry) -> ArtifactTarget:
+    """--out DIR (held while the run writes it), else the run's place in the artifact store
+    (EVALCLUSTER_ARTIFACTS: a directory, or a URI written through a local staging directory)."""
+    from cluster.artifacts import ArtifactStore
+
+    out = prepare_out(spec)
+    if out is not None:
+        return ArtifactTarget(run_id, out, str(out), out=out)
+    store = ArtifactStore.from_env(registry.home)
+    dest = store.run_location(run_id)
+    if not store.remote:
+        return ArtifactTarget(run_id, Path(dest), dest)
+    store.check_writable()  # before the run is recorded: a bad bucket is one line, nothing recorded
+    staging = registry.home / "staging" / run_id
+    return ArtifactTarget(run_id, staging, dest, staging=staging)
+
+
 def prepare_out(spec: EvaluateSpec) -> Path | None:
     """The --out directory, refusing one that holds another run unless --overwrite."""
     if spec.out is None:
         return None
+    if "://" in spec.out:
+        raise UserError(
+            f"--out {spec.out}: --out takes a local directory; runs go to the artifact store "
+            "($EVALCLUSTER_ARTIFACTS, e.g. s3://bucket/prefix) when --out is not given"
+        )
     out = Path(spec.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")

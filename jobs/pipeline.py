@@ -1,6 +1,6 @@
 """The evaluation pipeline: shards scheduled onto model actors, predictions streamed in input order.
 
-    with model_actors(spec, model_path, labels, shards, phases) as actors:
+    with model_actors(spec, model, labels, shards, phases) as actors:
         stats, info = run_pipeline(spec, actors, len(labels), pred_path, phases)
 
 The actors (jobs/predictor.py: ModelActor) start loading their model as soon as Ray is
@@ -54,9 +54,10 @@ class Actors:
 
 @contextlib.contextmanager
 def model_actors(
-    spec: EvaluateSpec, model_path: Path, labels: list[str], shards: list, phases: Phases
+    spec: EvaluateSpec, model, labels: list[str], shards: list, phases: Phases
 ) -> Iterator[Actors]:
-    """Start Ray and the model actors (not waiting for them); release or end them afterwards."""
+    """Start Ray and the model actors of ``model`` (a cluster.modeling.ModelRef), not waiting for
+    them; release or end them afterwards."""
     from cluster.runtime import init_ray
 
     phases.mark("ray_start")
@@ -64,7 +65,7 @@ def model_actors(
     phases.mark("ray_up")
     plan = plan_workers(spec, len(shards))
     warm = joined != "embedded" and spec.keep_warm_s > 0
-    actors = _warm(spec, model_path, labels, plan, joined) if warm else _cold(spec, model_path, labels, plan)
+    actors = _warm(spec, model, labels, plan, joined) if warm else _cold(spec, model, labels, plan)
     actors.joined, actors.shards = joined, shards
     actors.ready = [a.ready.remote() for a in actors.handles]  # queued behind each model load
     log.info(
@@ -85,14 +86,14 @@ def _actor_class(cpus: float, gpus: float, **options):
     return ray.remote(ModelActor).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0, **options)
 
 
-def _cold(spec: EvaluateSpec, model_path: Path, labels: list[str], plan: tuple) -> Actors:
+def _cold(spec: EvaluateSpec, model, labels: list[str], plan: tuple) -> Actors:
     workers, cpus, gpus = plan
     cls = _actor_class(cpus, gpus)
-    handles = [cls.remote(str(model_path), labels, spec, gpus, int(cpus)) for _ in range(workers)]
+    handles = [cls.remote(model.source, labels, spec, gpus, int(cpus)) for _ in range(workers)]
     return Actors(handles, plan, joined="")
 
 
-def _warm(spec: EvaluateSpec, model_path: Path, labels: list[str], plan: tuple, joined: str) -> Actors:
+def _warm(spec: EvaluateSpec, model, labels: list[str], plan: tuple, joined: str) -> Actors:
     """The warm pool's actors for this model: found by name, else created (and leased first, so the
     pool knows them before they exist). They reserve no CPU: a loaded model waiting for the next
     evaluation must not keep a sweep or a Serve replica from being scheduled."""
@@ -101,9 +102,14 @@ def _warm(spec: EvaluateSpec, model_path: Path, labels: list[str], plan: tuple, 
     from cluster.warmpool import NAMESPACE, actor_names, model_key, pool_actor
 
     workers, cpus, gpus = plan
+    model_path = model.path  # this machine's copy: its files' names, sizes and mtimes make the key
     key = model_key(model_path, spec.precision, gpus)
     names = actor_names(key, workers)
-    label = {"model": str(model_path), "precision": spec.precision, "device": "gpu" if gpus else "cpu"}
+    label = {
+        "model": model.location or str(model_path),
+        "precision": spec.precision,
+        "device": "gpu" if gpus else "cpu",
+    }
     est = workers * (PROCESS_BYTES + _weights_bytes(model_path))
     _lease(pool_actor, key, names, label, spec.keep_warm_s, est)
     handles, reused = [], 0
@@ -114,7 +120,7 @@ def _warm(spec: EvaluateSpec, model_path: Path, labels: list[str], plan: tuple, 
         except ValueError:  # not loaded yet: create it (get_if_exists: another client may race us)
             options = {"namespace": NAMESPACE, "lifetime": "detached", "name": name, "get_if_exists": True}
             cls = _actor_class(0, gpus, **options)
-            handles.append(cls.remote(str(model_path), labels, spec, gpus, int(cpus)))
+            handles.append(cls.remote(model.source, labels, spec, gpus, int(cpus)))
     return Actors(handles, plan, joined, key=key, reused=reused)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from cluster.config import EvaluateSpec
+from cluster.modelcache import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 class Predictor:
     """One model per actor: text batch in, predictions + sufficient statistics out."""
 
-    def __init__(self, model_path: str, labels: list[str], spec: EvaluateSpec, gpus: float):
+    def __init__(self, model: ModelSource, labels: list[str], spec: EvaluateSpec, gpus: float):
         import torch
 
         from cluster.modeling import load_classifier, pick_device, resolve_precision
@@ -33,7 +34,8 @@ class Predictor:
 
         torch.set_num_threads(worker_threads())  # Ray's OMP_NUM_THREADS alone is not honoured
         self.device = pick_device(gpus)
-        self.model, self.tokenizer, _ = load_classifier(model_path, device=self.device)
+        # A model in the artifact store is downloaded once per node (and verified) before loading.
+        self.model, self.tokenizer, _ = load_classifier(model.local_path(), device=self.device)
         self.precision = resolve_precision(spec.precision, self.device)
         self.labels = np.array(labels, dtype=object)
         self.label2id = {lab: i for i, lab in enumerate(labels)}
@@ -85,10 +87,10 @@ class ModelActor:
     a warm actor serves any evaluation of its model at its precision.
     """
 
-    def __init__(self, model_path: str, labels: list[str], spec: EvaluateSpec, gpus: float, threads: int):
+    def __init__(self, model: ModelSource, labels: list[str], spec: EvaluateSpec, gpus: float, threads: int):
         import torch
 
-        self.predictor = Predictor(model_path, labels, spec, gpus)
+        self.predictor = Predictor(model, labels, spec, gpus)
         torch.set_num_threads(threads)  # warm actors reserve no CPU, so Ray's hint is not theirs
 
     def ready(self) -> dict:
