@@ -9,10 +9,10 @@ its shards itself; the driver keeps two shards in flight per actor, writes the
 predictions to Parquet in input order and adds up the statistics, so nothing that
 grows with the dataset is held on the driver.
 
-Cold (an embedded Ray, or ``keep_warm_s`` 0): the actors are private to this run. On a
-persistent Ray (`evalctl cluster up`, a cluster): they are the warm pool's
-(cluster/warmpool.py), found by name when an earlier evaluation of the same model left
-them loaded, and left loaded for the next one.
+Cold (an embedded Ray): the actors are private to this run. On a persistent Ray
+(`evalctl cluster up`, a cluster): they are the warm pool's (cluster/warmpool.py), found
+by name when an earlier evaluation of the same model left them loaded, and left loaded
+for the next one for ``keep_warm_s`` idle seconds (0: unloaded when this run is done).
 
 Why not Ray Data's ``map_batches(ActorPoolStrategy)`` (what this replaced): its actors
 are created only when the dataset executes (after the scan), are never reused by a
@@ -64,7 +64,7 @@ def model_actors(
     joined = init_ray()
     phases.mark("ray_up")
     plan = plan_workers(spec, len(shards))
-    warm = joined != "embedded" and spec.keep_warm_s > 0
+    warm = joined != "embedded"  # loaded actors are reused even with keep_warm_s 0 (then unloaded)
     actors = _warm(spec, model, labels, plan, joined) if warm else _cold(spec, model, labels, plan)
     actors.joined, actors.shards = joined, shards
     actors.ready = [a.ready.remote() for a in actors.handles]  # queued behind each model load
