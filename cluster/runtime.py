@@ -294,6 +294,9 @@ def head_up(
         address_file().unlink(missing_ok=True)
         raise UserError(f"`ray start --head` failed: {_start_error(proc)}")
     head_info_file().write_text(json.dumps({"dashboard_port": dashboard_port, "gcs": _recorded_address()}))
+    from cluster.headprocs import wait_for_job_agent
+
+    wait_for_job_agent(_recorded_address())
     return head_jobs_url()
 
 
