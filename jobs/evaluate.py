@@ -1,30 +1,36 @@
-"""Sharded evaluation on Ray Data: batch inference + exact metrics in one pass.
+"""Sharded evaluation on Ray: batch inference + exact metrics in one pass.
 
     python -m jobs.evaluate --model best --data data/sample/test.parquet --out out/eval
     evalctl evaluate --config jobs/configs/evaluate.yaml --limit 100
 
-Steps: resolve the model -> validate and fingerprint the data -> the pipeline
-(jobs/predictor.py: shards -> Ray Data read tasks -> a pool of inference actors ->
-predictions streamed to Parquet, statistics merged on the driver) -> metrics.json,
-report.html, and the run in the registry.
+Steps: resolve the model and plan the shards -> start Ray and the model actors while
+the data is validated and fingerprinted -> the pipeline (jobs/pipeline.py: shards ->
+model actors (warm ones on a running head) -> predictions streamed to Parquet,
+statistics merged on the driver) -> metrics.json, report.html, and the run in the
+registry. metrics.json's ``timings`` say where the command's time went.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import tempfile
-import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cluster.artifacts import publish, remove
+from cluster.clock import Phases, process_age_s
 from cluster.config import DataSpec, EvaluateSpec
 from cluster.datafiles import input_column
 from cluster.errors import UserError, first_items
-from cluster.metrics import METRICS, metric_names
-from cluster.registry import Registry
 from jobs.spec_cli import Workload, options, spec_command
+
+if TYPE_CHECKING:
+    from cluster.registry import Registry
 
 log = logging.getLogger(__name__)
 ARTIFACTS = ("metrics.json", "predictions.parquet", "report.html")
@@ -33,80 +39,146 @@ ARTIFACTS = ("metrics.json", "predictions.parquet", "report.html")
 @dataclass
 class EvalResult:
     run_id: str
-    out: Path
+    out: str  # the artifacts' directory or URI
     metrics: dict
 
 
 # ------------------------------------------------------------------ orchestration
 
 
-def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalResult:
-    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run."""
-    from cluster.data import image_folder_spec
-    from cluster.modeling import resolve_model
+def run_evaluate(
+    spec: EvaluateSpec, registry: Registry | None = None, phases: Phases | None = None
+) -> EvalResult:
+    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run.
 
+    ``phases``: marks of the command so far (the CLI passes its start); the timings in
+    metrics.json are differences of these marks (cluster/clock.py).
+    """
+    from cluster.registry import Registry
+    from jobs.pipeline import model_actors
+
+    phases = phases or Phases()
     registry = registry or Registry()
+    given = spec
+    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:  # an image folder tree's index
+        spec, model, labels, target, shards = _prepare(spec, registry, work)
+        # The data is validated and fingerprinted while Ray starts and the actors load the model.
+        with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
+            scanning = background.submit(_scan, spec, model.modality, phases)
+            with model_actors(spec, model, labels, shards, phases) as actors:
+                say_joined(actors.joined)
+                summary = scanning.result()
+                check_labels(summary.label_counts, labels, spec.data)
+                job = _Job(spec, model, labels, summary, actors, phases, given)
+                return _record(job, registry, target)
+
+
+@dataclass
+class _Job:
+    """Everything one evaluation works with once its inputs are checked."""
+
+    spec: EvaluateSpec
+    model: object  # cluster.modeling.ModelRef
+    labels: list[str]
+    summary: object  # cluster.data.DataSummary
+    actors: object  # jobs.pipeline.Actors (with the shards they get)
+    phases: Phases
+    given: EvaluateSpec  # as the user gave it (``spec`` may read an image folder through its index)
+
+
+def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult:
+    """Run the evaluation as a registered run: failed (and no artifacts left) if anything raises."""
+    spec, run_id = job.spec, target.run_id
+    with (
+        target.held(registry),
+        registry.run(
+            "evaluate",
+            job.given.model_dump(mode="json"),
+            owner=spec.owner,
+            dataset_path=job.given.data.path,
+            dataset_fingerprint=job.summary.fingerprint,
+            model_id=job.model.model_id,
+            run_id=run_id,
+        ),
+    ):
+        try:
+            metrics = _evaluate_into(target.local, job, run_id)
+            publish(target.local, target.dest, last="metrics.json")  # metrics.json last: complete
+        except BaseException:
+            _remove_artifacts(target.local)
+            if target.remote:
+                remove(target.dest)
+            raise
+        finally:
+            target.cleanup()
+        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=target.dest)
+    return EvalResult(run_id, target.dest, metrics)
+
+
+def _prepare(spec: EvaluateSpec, registry: Registry, work: str) -> tuple:
+    """What must hold before anything starts: the model, its labels, where the artifacts go, the
+    data's columns and shards (metadata only). Returns the spec to run (an image folder tree
+    read through an index written into ``work``) and those."""
+    from cluster.data import image_folder_spec
+    from cluster.datafiles import check_columns
+    from cluster.modeling import resolve_model
+    from cluster.registry import new_id
+    from cluster.shards import plan_shards
+
     model = resolve_model(spec.model, registry)
     labels = require_labels(model)
-    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:
-        data = image_folder_spec(spec.data, model.modality, work)
-        return _evaluate_run(spec.model_copy(update={"data": data}), registry, model, labels, shown=spec)
+    target = artifact_target(spec, new_id("evaluate"), registry)  # --out checked, store writable
+    spec = spec.model_copy(update={"data": image_folder_spec(spec.data, model.modality, work)})
+    check_columns(spec.data, model.modality)
+    _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
+    if not shards:
+        raise UserError(f"dataset {spec.data.path} is empty (0 rows)")
+    return spec, model, labels, target, shards
 
 
-def _evaluate_run(spec: EvaluateSpec, registry: Registry, model, labels, shown: EvaluateSpec) -> EvalResult:
-    """The run itself; ``shown``: the spec as the user gave it (recorded in the registry)."""
+def _scan(spec: EvaluateSpec, modality: str, phases: Phases):
     from cluster.data import scan
 
-    t0 = time.perf_counter()
-    summary = scan(spec.data, spec.limit, spec.rows_per_shard, model.modality)
-    check_labels(summary.label_counts, labels, spec.data)
-    timings = {"scan_s": time.perf_counter() - t0}
-    out = prepare_out(spec)
-    with registry.run(
-        "evaluate",
-        shown.model_dump(mode="json"),
-        owner=spec.owner,
-        dataset_path=shown.data.path,
-        dataset_fingerprint=summary.fingerprint,
-        model_id=model.model_id,
-    ) as run_id:
-        out = out or registry.run_dir(run_id)
-        try:
-            metrics = _evaluate_into(out, spec, model, labels, summary, run_id, timings)
-        except BaseException:
-            _remove_artifacts(out)
-            raise
-        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=str(out))
-    return EvalResult(run_id, out, metrics)
+    phases.mark("scan_start")
+    try:
+        return scan(spec.data, spec.limit, spec.rows_per_shard, modality)
+    finally:
+        phases.mark("scan_end")
 
 
-def input_key(modality: str) -> str:
-    return f"{modality}_column"
+def say_joined(joined: str) -> None:
+    """One line on stderr when the run uses a Ray it did not start (e.g. `evalctl cluster up`'s)."""
+    from cluster.runtime import joined_line
+
+    line = joined_line(joined)
+    if line:
+        from jobs.entry import err_console
+
+        err_console.print(line, markup=False)
 
 
-def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings: dict) -> dict:
+def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
     from cluster.images import BadRow, bad_rows_report
     from cluster.metrics import finalize, slice_metrics
     from cluster.report import write_report
-    from jobs.predictor import run_pipeline
+    from jobs.pipeline import run_pipeline
 
+    spec, labels, summary = job.spec, job.labels, job.summary
     out.mkdir(parents=True, exist_ok=True)
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
-    t0 = time.perf_counter()
-    pred_tmp = out / ".predictions.parquet.tmp"
-    stats, info = run_pipeline(spec, model.path, labels, pred_tmp, timings, model.modality)
-    timings["total_s"] = timings["scan_s"] + time.perf_counter() - t0
+    tmp = out / ".predictions.parquet.tmp"
+    stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases)
     metrics = finalize(stats, labels)
     if spec.data.slice_column:
         metrics["slices"] = slice_metrics(stats, labels)
     metrics.update(
-        model={"id": model.model_id, "path": str(model.path)},
+        model={"id": job.model.model_id, "path": job.model.location or str(job.model.path)},
         dataset={
-            "path": spec.data.path,
+            "path": job.given.data.path,
             "fingerprint": summary.fingerprint,
             "rows": summary.num_rows,
-            "modality": model.modality,
-            input_key(model.modality): input_column(spec.data, model.modality),
+            "modality": job.model.modality,
+            f"{job.model.modality}_column": input_column(spec.data, job.model.modality),
             "label_column": spec.data.label_column,
         },
         precision_mode=info["precision"],
@@ -117,14 +189,40 @@ def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings
         max_length=spec.max_length,
         bootstrap=spec.bootstrap,
         seed=spec.seed,
-        timings={k: round(v, 3) for k, v in timings.items()},
+        ray=job.actors.joined,
+        warm_actors=job.actors.reused,
     )
-    if model.modality == "image":
+    if job.model.modality == "image":
         metrics["bad_rows"] = bad_rows_report([BadRow(r, why) for r, why in info["bad"]])
-    (out / ".predictions.parquet.tmp").replace(out / "predictions.parquet")
+    tmp.replace(out / "predictions.parquet")
     write_report(metrics, out / "report.html")
+    job.phases.mark("done")
+    metrics["timings"] = timings(job.phases, stats.n)
     _write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
     return metrics
+
+
+def timings(phases: Phases, n: int) -> dict[str, float]:
+    """The ``timings`` of metrics.json, in seconds (docs/contracts.md): consecutive phases of the
+    command; ``scan_s`` runs beside ``ray_init_s`` and ``actors_ready_s``."""
+    t = {
+        "cli_start_s": phases.marks.get("cli_start_s"),
+        "ray_init_s": phases.between("ray_start", "ray_up"),
+        "scan_s": phases.between("scan_start", "scan_end"),
+        "actors_ready_s": phases.between("ray_up", "actors_ready"),
+        "first_batch_s": phases.between("actors_ready", "first_result"),
+        "inference_s": phases.between("actors_ready", "last_result"),
+        "finish_s": phases.between("last_result", "done"),
+        "pipeline_s": phases.between("ray_up", "last_result"),
+        "total_s": phases.between("start", "done"),
+    }
+    if t["cli_start_s"] is not None and t["total_s"] is not None:
+        t["process_s"] = round(t["cli_start_s"] + t["total_s"], 3)
+    if t["pipeline_s"]:
+        t["rows_per_s"] = round(n / t["pipeline_s"], 1)
+    if t["inference_s"]:
+        t["steady_rows_per_s"] = round(n / t["inference_s"], 1)
+    return {k: v for k, v in t.items() if v is not None}
 
 
 # ------------------------------------------------------------------ checks at the boundary
@@ -149,10 +247,57 @@ def check_labels(counts: dict[str, int], labels: list[str], data: DataSpec) -> N
         )
 
 
+@dataclass
+class ArtifactTarget:
+    """Where a run's artifacts are written (``local``) and where they are kept (``dest``: the same
+    directory, or a URI in the artifact store that ``local``, a staging directory, is published to)."""
+
+    run_id: str
+    local: Path
+    dest: str
+    out: Path | None = None  # --out: held by this run while it runs (cluster/outlock.py)
+    staging: Path | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.staging is not None
+
+    def held(self, registry: Registry):
+        from cluster.outlock import hold
+
+        return hold(self.out, self.run_id, registry) if self.out else contextlib.nullcontext()
+
+    def cleanup(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def artifact_target(spec: EvaluateSpec, run_id: str, registry: Registry) -> ArtifactTarget:
+    """--out DIR (held while the run writes it), else the run's place in the artifact store
+    (EVALCLUSTER_ARTIFACTS: a directory, or a URI written through a local staging directory)."""
+    from cluster.artifacts import ArtifactStore
+
+    out = prepare_out(spec)
+    if out is not None:
+        return ArtifactTarget(run_id, out, str(out), out=out)
+    store = ArtifactStore.from_env(registry.home)
+    dest = store.run_location(run_id)
+    if not store.remote:
+        return ArtifactTarget(run_id, Path(dest), dest)
+    store.check_writable()  # before the run is recorded: a bad bucket is one line, nothing recorded
+    staging = registry.home / "staging" / run_id
+    return ArtifactTarget(run_id, staging, dest, staging=staging)
+
+
 def prepare_out(spec: EvaluateSpec) -> Path | None:
     """The --out directory, refusing one that holds another run unless --overwrite."""
     if spec.out is None:
         return None
+    if "://" in spec.out:
+        raise UserError(
+            f"--out {spec.out}: --out takes a local directory; runs go to the artifact store "
+            "($EVALCLUSTER_ARTIFACTS, e.g. s3://bucket/prefix) when --out is not given"
+        )
     out = Path(spec.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
@@ -183,6 +328,8 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 def _headline(metrics: dict) -> dict:
     """What the registry keeps of a run's metrics: every scalar of the metric table, the CIs,
     size, labels, precision and timings (the full file stays in the artifacts)."""
+    from cluster.metrics import METRICS
+
     keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings")
     return {k: metrics[k] for k in keep if k in metrics}
 
@@ -193,6 +340,7 @@ def _headline(metrics: dict) -> dict:
 def print_summary(result: EvalResult) -> None:
     from rich.table import Table
 
+    from cluster.metrics import metric_names
     from jobs.entry import console
 
     m = result.metrics
@@ -216,7 +364,11 @@ def print_summary(result: EvalResult) -> None:
 
 
 def _run(spec: EvaluateSpec, **_) -> None:
-    print_summary(run_evaluate(spec))
+    phases = Phases()
+    age = process_age_s()
+    if age is not None:  # process start -> here: interpreter, imports, option parsing
+        phases.marks["cli_start_s"] = round(age, 3)
+    print_summary(run_evaluate(spec, phases=phases))
 
 
 WORKLOAD = Workload(

@@ -1,25 +1,24 @@
-"""The evaluation pipeline: Ray Data reads shards into a pool of inference actors.
+"""The inference actor: one model, a shard of rows in, predictions + sufficient statistics out.
 
-Each actor (:class:`Predictor`) holds one model and turns a shard into predictions
-plus the shard's sufficient statistics (cluster/metrics.py). The driver streams the
-predictions into Parquet in input order and adds up the statistics, so nothing that
-grows with the dataset is held on the driver.
+:class:`Predictor` holds one model and turns a table of rows into predictions plus
+the rows' sufficient statistics (cluster/metrics.py); :class:`ModelActor` is the Ray
+actor around it, which reads its shards itself and can stay loaded between
+evaluations (cluster/warmpool.py). jobs/pipeline.py schedules shards onto these
+actors and streams their output to Parquet in input order.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cluster.config import EvaluateSpec
-from cluster.errors import UserError
+from cluster.modelcache import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +27,12 @@ class Predictor:
     """One model per actor: a batch of texts or images in, predictions + sufficient statistics out.
 
     The modality's own step (tokenise, or decode and preprocess) is cluster/modality.py's;
-    everything after the probabilities is the same for both.
+    everything after the probabilities is the same for both. A bad image raises a
+    UserError naming its row, or with ``skip_bad_rows`` leaves the predictions and the
+    statistics and is listed with them.
     """
 
-    def __init__(self, model_path: str, labels: list[str], spec: EvaluateSpec, gpus: float):
+    def __init__(self, model: ModelSource, labels: list[str], spec: EvaluateSpec, gpus: float):
         import torch
 
         from cluster.modality import load_trained
@@ -40,27 +41,28 @@ class Predictor:
 
         torch.set_num_threads(worker_threads())  # Ray's OMP_NUM_THREADS alone is not honoured
         self.device = pick_device(gpus)
-        self.clf = load_trained(model_path, device=self.device)
+        # A model in the artifact store is downloaded once per node (and verified) before loading.
+        self.clf = load_trained(model.local_path(), device=self.device)
         self.precision = resolve_precision(spec.precision, self.device)
         self.labels = np.array(labels, dtype=object)
         self.label2id = {lab: i for i, lab in enumerate(labels)}
         self.spec = spec
-        self.base_dir = data_base_dir(spec.data.path)
         self.ready_at = time.time()  # wall clock: model loaded, inference can start
+
+    @property
+    def modality(self) -> str:
+        return self.clf.modality
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from cluster.metrics import batch_stats
 
-        s, column, error = self.spec, self.clf.modality, None
-        try:
-            prepared = self.clf.prepare(
-                batch[column].to_pylist(),
-                batch["row"].to_pylist(),
-                skip_bad_rows=s.skip_bad_rows,
-                base_dir=self.base_dir,
-            )
-        except UserError as exc:  # a bad image: sent to the driver, which stops the run with it
-            error, prepared = str(exc), self.clf.prepare([], [])
+        s = self.spec
+        prepared = self.clf.prepare(
+            batch[self.modality].to_pylist(),
+            batch["row"].to_pylist(),
+            skip_bad_rows=s.skip_bad_rows,
+            base_dir=data_base_dir(s.data.path),
+        )
         if len(prepared.kept) < batch.num_rows:  # skipped rows leave the predictions and statistics
             batch = batch.take(pa.array(prepared.kept, pa.int64()))
         probs = self.clf.predict_proba(
@@ -85,8 +87,7 @@ class Predictor:
             out["id"] = batch["id"]
         # The batch's statistics ride along in the first row (a few KB whatever the rows).
         info = {"precision": self.precision, "device": self.device, "ready_at": self.ready_at}
-        bad = [(b.row, b.reason) for b in prepared.bad]
-        payload = pickle.dumps({"stats": stats, **info, "bad": bad, "error": error})
+        payload = pickle.dumps({"stats": stats, **info, "bad": [(b.row, b.reason) for b in prepared.bad]})
         out["_stats"] = pa.array([payload] + [b""] * (len(pred) - 1), pa.binary())
         schema = _output_schema(out)
         if not len(pred):  # every row skipped: a placeholder row (row -1) carries the statistics
@@ -95,7 +96,7 @@ class Predictor:
         return pa.table(out, schema=schema)
 
 
-PLACEHOLDER_ROW = -1  # dropped by the driver before writing predictions
+PLACEHOLDER_ROW = -1  # dropped by the driver (jobs/pipeline.py) before writing predictions
 
 
 def _output_schema(out: dict) -> pa.Schema:
@@ -106,141 +107,36 @@ def _output_schema(out: dict) -> pa.Schema:
 
 def data_base_dir(path: str) -> str | None:
     """Where relative image paths in a dataset are resolved: the data file's directory."""
+    from pathlib import Path
+
     if "://" in path:
         return None
     p = Path(path).expanduser()
     return str(p if p.is_dir() else p.parent)
 
 
-def run_pipeline(
-    spec: EvaluateSpec,
-    model_path: Path,
-    labels: list[str],
-    pred_path: Path,
-    timings: dict,
-    modality: str = "text",
-):
-    """Ray Data read -> actor-pool inference -> streamed Parquet + merged statistics.
+class ModelActor:
+    """A Ray actor holding one :class:`Predictor`: shards in, prediction tables out.
 
-    Returns (statistics, info); ``info["bad"]``: the (row, reason) of images skipped."""
-    from cluster.runtime import init_ray
-    from cluster.shards import plan_shards
-
-    t0 = time.perf_counter()
-    init_ray()
-    timings["ray_init_s"] = time.perf_counter() - t0
-    _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
-    workers, cpus, gpus = plan_workers(spec, len(shards))
-    log.info("%d shards, %d inference actors (%g CPUs, %g GPUs each)", len(shards), workers, cpus, gpus)
-    ds = _dataset(spec, shards, model_path, labels, (workers, cpus, gpus), modality)
-    stats, info = _stream(ds, spec, len(labels), pred_path)
-    t_start = t0 + timings["ray_init_s"]
-    timings["pipeline_s"] = time.perf_counter() - t_start  # actors' model loading included
-    timings["rows_per_s"] = stats.n / timings["pipeline_s"]
-    timings.update(_steady_rate(info.get("first_ready"), stats.n))
-    keep = ("precision", "device", "bad")
-    return stats, {**{k: info.get(k) for k in keep}, "workers": workers}
-
-
-def _dataset(spec: EvaluateSpec, shards, model_path: Path, labels: list[str], plan: tuple, modality: str):
-    import ray
-
-    from cluster.shards import shards_dataset
-
-    workers, cpus, gpus = plan
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # input order out
-    with warnings.catch_warnings():
-        # Ray 2.60 takes max_restarts only through **ray_remote_args, which it marks as
-        # deprecated for Ray 2.64 (pyproject pins ray < 2.61).
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        ds = shards_dataset(spec.data, shards, modality=modality)
-        return _map(ray, spec, ds, model_path, labels, plan)
-
-
-def _map(ray, spec: EvaluateSpec, ds, model_path: Path, labels: list[str], plan: tuple):
-    workers, cpus, gpus = plan
-    return ds.map_batches(
-        Predictor,
-        fn_constructor_args=(str(model_path), labels, spec, gpus),
-        batch_format="pyarrow",
-        batch_size=None,  # one shard per actor call; texts length-sorted within it
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=cpus,
-        num_gpus=gpus,
-        # No actor restarts: Ray Data passes an actor's constructor arguments through the
-        # object store, and restarts with such arguments are not reliable (ray-project/ray
-        # #53727; Ray warns about it on every actor). A lost actor fails the run, which is
-        # recorded as failed and can simply be rerun.
-        max_restarts=0,
-    )
-
-
-def _stream(ds, spec: EvaluateSpec, k: int, pred_path: Path) -> tuple:
-    """Write predictions in input order and add up the statistics riding in each block."""
-    import pyarrow.parquet as pq
-
-    from cluster.metrics import empty_stats
-
-    stats, info, writer = empty_stats(k, spec.bootstrap), {}, None
-    first_ready = None  # wall-clock time the first actor had its model loaded
-    bad: list = []  # (row, reason) of skipped images
-    rename = {"id": spec.data.id_column} if spec.data.id_column else {}
-    batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
-    try:
-        for batch in batches:
-            for payload in batch["_stats"].to_pylist():
-                if payload:
-                    part = pickle.loads(payload)
-                    if part.get("error"):  # one line naming the row, not Ray's wrapped traceback
-                        raise UserError(part["error"])
-                    stats, info = stats + part["stats"], part
-                    first_ready = min(first_ready or part["ready_at"], part["ready_at"])
-                    bad += part.get("bad", [])
-            batch = batch.filter(pc.not_equal(batch["row"], PLACEHOLDER_ROW))
-            if not batch.num_rows:
-                continue
-            table = batch.drop_columns(["_stats"]).rename_columns(
-                [rename.get(c, c) for c in batch.column_names if c != "_stats"]
-            )
-            writer = writer or pq.ParquetWriter(pred_path, table.schema)
-            writer.write_table(table)
-    finally:
-        # Closing the iterator shuts Ray Data's executor down and frees its actors now, not when
-        # a stopped run's traceback is garbage-collected (a caller that keeps it, as pytest
-        # does, would otherwise hold the actors' CPUs and starve the next pipeline).
-        batches.close()
-        if writer:
-            writer.close()
-    return stats, {**info, "first_ready": first_ready, "bad": bad}
-
-
-def _steady_rate(ready_at: float | None, n: int) -> dict[str, float]:
-    """Rows/s from the first actor's model being ready to the last output (conservative:
-    excludes Ray start-up and the first model load, includes any later actor's load)."""
-    if ready_at is None:
-        return {}
-    return {"steady_rows_per_s": n / max(time.time() - ready_at, 1e-9)}
-
-
-def plan_workers(spec: EvaluateSpec, shards: int) -> tuple[int, float, float]:
-    """(actors, CPUs per actor, GPUs per actor) for the connected cluster.
-
-    GPU clusters: one actor per GPU. CPU only: one single-threaded actor per CPU
-    (measured on 2 cores, bf16: 2 actors x 1 thread gave 585-613 rows/s against
-    520-542 for 1 actor x 2 threads, on the same 3,725 tweets). Never more actors
-    than shards: an actor without a shard only loads a model for nothing.
+    The run's settings (batch size, max length, bootstrap, ...) come with each call, so
+    a warm actor serves any evaluation of its model at its precision.
     """
-    from cluster.runtime import cluster_resources, max_gpus_per_node
 
-    res = cluster_resources()
-    total_gpus = res.get("GPU", 0.0)
-    gpus = spec.gpus_per_worker if spec.gpus_per_worker is not None else (1.0 if total_gpus else 0.0)
-    if gpus > 0 and gpus > max_gpus_per_node():
-        raise UserError(
-            f"--gpus-per-worker {gpus:g}: no node has that many GPUs (largest: {max_gpus_per_node():g})"
-        )
-    cpus_total = max(1, int(res.get("CPU", 1)))
-    if gpus > 0:
-        return min(spec.workers or max(1, int(total_gpus // gpus)), shards), 1.0, gpus
-    workers = min(spec.workers or cpus_total, max(1, shards))
-    return workers, float(max(1, cpus_total // workers)), 0.0
+    def __init__(self, model: ModelSource, labels: list[str], spec: EvaluateSpec, gpus: float, threads: int):
+        import torch
+
+        self.predictor = Predictor(model, labels, spec, gpus)
+        torch.set_num_threads(threads)  # warm actors reserve no CPU, so Ray's hint is not theirs
+
+    def ready(self) -> dict:
+        """Answered once the model is loaded: when, and the memory this process holds."""
+        from cluster.clock import rss_bytes
+
+        return {"at": time.time(), "rss": rss_bytes(), "pid": os.getpid()}
+
+    def score(self, shard: dict, spec: EvaluateSpec) -> pa.Table:
+        """Read one shard (cluster/shards.py) and predict it under ``spec``'s settings."""
+        from cluster.shards import Shard, read_shard
+
+        self.predictor.spec = spec
+        return self.predictor(read_shard(Shard(**shard), spec.data, modality=self.predictor.modality))

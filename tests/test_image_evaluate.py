@@ -124,6 +124,7 @@ def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_
     predictions; a batch with nothing left sends only its statistics (a placeholder row)."""
     import pickle
 
+    from cluster.modelcache import ModelSource
     from jobs.predictor import PLACEHOLDER_ROW, Predictor
 
     table = pq.read_table(digits_images).slice(0, 6)
@@ -135,7 +136,8 @@ def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_
         }
     )
     spec = image_spec(digits_images, "unused", model=str(tiny_image_model_dir), skip_bad_rows=True)
-    predictor = Predictor(str(tiny_image_model_dir), LABELS, spec, gpus=0)
+    source = ModelSource(str(tiny_image_model_dir), "tiny-image")
+    predictor = Predictor(source, LABELS, spec, gpus=0)
     broken = batch.set_column(1, "image", pa.array([b"x", *table["picture"].to_pylist()[1:]], pa.binary()))
     out = predictor(broken)
     assert out["row"].to_pylist() == [11, 12, 13, 14, 15]
@@ -146,7 +148,8 @@ def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_
     assert out["row"].to_pylist() == [PLACEHOLDER_ROW]
     part = pickle.loads(out["_stats"][0].as_py())
     assert part["stats"].n == 0 and len(part["bad"]) == 6
-    # Without skip_bad_rows the first bad image is an error the driver raises, naming its row.
-    strict = Predictor(str(tiny_image_model_dir), LABELS, spec.model_copy(update={"skip_bad_rows": False}), 0)
-    part = pickle.loads(strict(broken)["_stats"][0].as_py())
-    assert part["error"].startswith("image at row 10 cannot be decoded") and part["stats"].n == 0
+    # Without skip_bad_rows the first bad image is a UserError naming its row (jobs/pipeline.py
+    # re-raises an actor's UserError as itself).
+    strict = Predictor(source, LABELS, spec.model_copy(update={"skip_bad_rows": False}), gpus=0)
+    with pytest.raises(UserError, match="image at row 10 cannot be decoded"):
+        strict(broken)
