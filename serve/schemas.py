@@ -47,6 +47,14 @@ def check_base64(value: object) -> object:
     return value
 
 
+def one_of(data: object, text_field: str, image_field: str) -> object:
+    """Exactly one of the two input fields, checked first, so that a request without either
+    (a misspelt field, say) is told which fields there are."""
+    if isinstance(data, dict) and (data.get(text_field) is None) == (data.get(image_field) is None):
+        raise ValueError(f'give either "{text_field}" (a text model) or "{image_field}" (an image model)')
+    return data
+
+
 # An image file (PNG, JPEG, ...) base64-encoded; decoded and checked by the replica.
 ImageB64 = Annotated[str, BeforeValidator(check_base64)]
 
@@ -62,11 +70,10 @@ class PredictRequest(BaseModel):
         None, min_length=1, description="Base64 PNG/JPEG images to classify (image models)."
     )
 
-    @model_validator(mode="after")
-    def _one_input(self):
-        if (self.texts is None) == (self.images is None):
-            raise ValueError('give either "texts" (a text model) or "images" (an image model)')
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _one_input(cls, data):
+        return one_of(data, "texts", "images")
 
 
 class Prediction(BaseModel):
@@ -91,11 +98,10 @@ class ExplainRequest(BaseModel):
     image: ImageB64 | None = Field(None, description="A base64 PNG/JPEG image (image models).")
     target: str | None = Field(None, description="Image models: the label to explain (default: predicted).")
 
-    @model_validator(mode="after")
-    def _one_input(self):
-        if (self.text is None) == (self.image is None):
-            raise ValueError('give either "text" (a text model) or "image" (an image model)')
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _one_input(cls, data):
+        return one_of(data, "text", "image")
 
 
 class TokenAttribution(BaseModel):
