@@ -1,17 +1,19 @@
-"""One self-contained HTML report of an evaluation (plots embedded as PNG data URIs)."""
+"""Self-contained HTML reports (Jinja2 templates in cluster/templates, plots as PNG data URIs).
+
+report.html of an evaluation or robustness run (:func:`render`), the comparison of two
+runs (:func:`render_comparison`) and the drift report (:func:`render_drift`). Every value
+that comes from data or users is HTML-escaped (Jinja2's autoescape).
+"""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+import functools
 from pathlib import Path
 
-import numpy as np
+from cluster import plots
+from cluster.metrics import METRICS, THRESHOLD_METRICS
 
-from cluster.metrics import METRICS, metric_names
-
-HEADLINE = metric_names(headline=True)
+SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"}
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
@@ -21,186 +23,155 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.plots img{m
 
 def write_report(metrics: dict, path: str | Path) -> Path:
     """Write report.html for a metrics.json dict; returns the path."""
+    return write_html(render(metrics), path)
+
+
+def write_html(text: str, path: str | Path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(metrics))
+    tmp.write_text(text)
     tmp.replace(path)
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def environment():
+    """Jinja2 templates of cluster/templates (HTML-escaped, undefined names are errors)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
 def render(m: dict) -> str:
-    """The report as an HTML string."""
-    model = m.get("model", {}).get("id", "?")
-    data = m.get("dataset", {})
-    parts = [
-        f"<h1>Evaluation of {_e(model)}</h1>",
-        f"<p class=meta>dataset {_e(data.get('path'))} (fingerprint {_e(data.get('fingerprint'))}), "
-        f"{m['n']} rows, precision {_e(m.get('precision_mode'))}, run {_e(m.get('run_id'))}</p>",
-        "<h2>Metrics</h2>",
-        _metrics_table(m),
-        "<h2>Per class</h2>",
-        _per_class_table(m),
-        "<div class=plots>",
-        _img(_confusion_plot(m)),
-        _img(_reliability_plot(m)),
-        _img(_per_class_plot(m)),
-        "</div>",
-    ]
-    if m.get("slices"):
-        parts += ["<h2>Slices</h2>", _slices_table(m["slices"])]
-    parts.append(f"<p class=meta>timings: {_e(m.get('timings'))}</p>")
+    """The evaluation (or robustness) report as an HTML string."""
+    title = "Robustness evaluation" if "robustness" in m else "Evaluation"
     return (
-        f"<!doctype html><meta charset=utf-8><title>evalcluster: {_e(model)}</title>"
-        f"<style>{CSS}</style>" + "\n".join(parts)
+        environment()
+        .get_template("evaluation.html.j2")
+        .render(
+            m=m,
+            title=title,
+            metric_rows=_metric_rows(m),
+            fig=_figures(m),
+            mistakes=[
+                {**p, "examples": [_with_tokens(e) for e in p["examples"]]} for p in m.get("mistakes", [])
+            ],
+            lineage=_lineage(m.get("lineage") or {}),
+            timings=_timings(m.get("timings") or {}),
+        )
     )
 
 
-def _metrics_table(m: dict) -> str:
+def _metric_rows(m: dict) -> list[dict]:
     ci = m.get("ci95", {})
-    rows = "".join(
-        f"<tr><td>{METRICS[k].display}</td><td>{m[k]:.4f}</td><td>{_ci(ci.get(k))}</td></tr>"
-        for k in HEADLINE
-        if k in m
-    )
-    return f"<table><tr><th>metric</th><th>value</th><th>95% CI (bootstrap)</th></tr>{rows}</table>"
+    names = [k for k in METRICS if k in m and (METRICS[k].headline or k in THRESHOLD_METRICS)]
+    return [{"display": METRICS[k].display, "value": m[k], "ci": ci.get(k)} for k in names]
 
 
-def _per_class_table(m: dict) -> str:
-    rows = "".join(
-        f"<tr><td>{_e(lab)}</td><td>{v['precision']:.4f}</td><td>{v['recall']:.4f}</td>"
-        f"<td>{v['f1']:.4f}</td><td>{v['support']}</td></tr>"
-        for lab, v in m["per_class"].items()
-    )
-    return (
-        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>"
-        f"{rows}</table>"
-    )
-
-
-def _slices_table(s: dict) -> str:
-    rows = "".join(
-        f"<tr><td>{_e(k)}</td><td>{v['n']}</td><td>{v['accuracy']:.4f}</td><td>{v['f1_macro']:.4f}</td></tr>"
-        for k, v in s["slices"].items()
-    )
-    gap = "".join(
-        f"<li>{_e(metric)}: best {_e(g['best'])}, worst {_e(g['worst'])}, gap {g['gap']:.4f}</li>"
-        for metric, g in s["gap"].items()
-    )
-    return (
-        f"<table><tr><th>slice</th><th>n</th><th>accuracy</th><th>f1_macro</th></tr>{rows}</table>"
-        f"<ul>{gap}</ul>"
-    )
-
-
-def _ci(pair) -> str:
-    return f"[{pair[0]:.4f}, {pair[1]:.4f}]" if pair else "-"
-
-
-def _e(x) -> str:
-    return html.escape(str(x))
-
-
-# ------------------------------------------------------------------ plots
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: render to PNG
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(5, 4), dpi=100)
-
-
-def _img(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _confusion_plot(m: dict):
-    fig, ax = _figure()
-    cm = np.array(m["confusion_matrix"])
-    labels = m["labels"]
-    ax.imshow(cm, cmap="Blues")
-    ax.set(
-        xticks=range(len(labels)),
-        yticks=range(len(labels)),
-        xticklabels=labels,
-        yticklabels=labels,
-        xlabel="predicted",
-        ylabel="true",
-        title="Confusion matrix",
-    )
-    for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+def _figures(m: dict) -> dict[str, str]:
+    fig = {
+        "confusion": plots.confusion(m),
+        "reliability": plots.reliability(m),
+        "per_class": plots.per_class(m),
+    }
+    if "threshold" in m:
+        fig["roc"], fig["pr"] = plots.roc_curves(m["threshold"]), plots.pr_curves(m["threshold"])
+    if m.get("auto_slices", {}).get("slices"):
+        fig["slices"] = plots.weak_slices(m["auto_slices"])
+    if "robustness" in m:
+        fig["robustness"] = plots.robustness(m["robustness"])
     return fig
 
 
-def _reliability_plot(m: dict):
-    fig, ax = _figure()
-    cal = m["calibration"]
-    count = np.array(cal["bin_count"])
-    nb = len(count)
-    centers = (np.arange(nb) + 0.5) / nb
-    used = count > 0
-    ax.bar(
-        centers[used],
-        np.array(cal["bin_accuracy"])[used],
-        width=1 / nb,
-        edgecolor="k",
-        alpha=0.7,
-        label="accuracy",
-    )
-    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="confidence",
-        ylabel="accuracy",
-        title=f"Reliability diagram (ECE {m['ece']:.3f})",
-    )
-    ax.legend(loc="upper left")
-    return fig
+def _with_tokens(example: dict) -> dict:
+    """An example with its tokens ready to show: special tokens dropped, WordPiece ``##`` pieces
+    joined to the word before, a colour per token from its attribution (red: toward the
+    prediction, blue: away; opacity = |attribution| / the example's largest)."""
+    toks = [t for t in example.get("tokens") or [] if t["token"] not in SPECIAL_TOKENS]
+    top = max((abs(t["attribution"]) for t in toks), default=0.0) or 1.0
+    shown = []
+    for i, t in enumerate(toks):
+        a = t["attribution"]
+        rgb = "214,39,40" if a > 0 else "31,119,180"
+        piece = t["token"][2:] if t["token"].startswith("##") else t["token"]
+        join = i == 0 or t["token"].startswith("##")
+        shown.append(
+            {"text": piece, "join": join, "attribution": a, "color": f"rgba({rgb},{0.6 * abs(a) / top:.2f})"}
+        )
+    return {**example, "toks": shown}
 
 
-def _per_class_plot(m: dict):
-    fig, ax = _figure()
-    labels = list(m["per_class"])
-    x = np.arange(len(labels))
-    for i, key in enumerate(("precision", "recall", "f1")):
-        ax.bar(x + (i - 1) * 0.27, [m["per_class"][lab][key] for lab in labels], width=0.27, label=key)
-    ax.set(xticks=x, xticklabels=labels, ylim=(0, 1), title="Per-class scores")
-    ax.legend()
-    return fig
+def _lineage(lin: dict) -> list[tuple[str, str]]:
+    names = {
+        "base_model": "base model",
+        "sweep": "sweep",
+        "sweep_run": "sweep run",
+        "pretrain_run": "pretraining run",
+        "trial_id": "best trial",
+        "trial_config": "trial configuration",
+        "train_data": "training data",
+        "train_fingerprint": "training data fingerprint",
+        "validation_data": "validation data",
+        "validation_metrics": "validation metrics",
+    }
+    out = []
+    for key, name in names.items():
+        if key in lin:
+            v = lin[key]
+            if isinstance(v, dict):
+                v = ", ".join(f"{k}={x:.4g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items())
+            out.append((name, "not recorded" if v is None else str(v)))
+    return out
+
+
+TIMING_NAMES = {
+    "scan_s": "data scan (validation, fingerprint)",
+    "ray_init_s": "Ray start / connect",
+    "pipeline_s": "inference pipeline (model loading included)",
+    "analyses_s": "extra analyses inside the actors (CPU seconds, summed)",
+    "finalize_s": "metrics, bootstrap intervals, slices",
+    "attributions_s": "token attributions of the mistakes",
+    "gate_s": "quality gate",
+    "total_s": "total",
+}
+
+
+def _timings(t: dict) -> list[tuple[str, str]]:
+    rows = [(name, f"{t[k]:.2f} s") for k, name in TIMING_NAMES.items() if k in t]
+    rows += [
+        (k.replace("_", " "), f"{v:.2f} s")
+        for k, v in t.items()
+        if k not in TIMING_NAMES and k.endswith("_s") and not k.endswith("rows_per_s")
+    ]
+    if "rows_per_s" in t:
+        rows.append(("throughput (whole pipeline)", f"{t['rows_per_s']:.0f} rows/s"))
+    if "steady_rows_per_s" in t:
+        rows.append(("throughput (once the first model was loaded)", f"{t['steady_rows_per_s']:.0f} rows/s"))
+    return rows
 
 
 def render_comparison(result: dict, ma: dict, mb: dict) -> str:
     """Side-by-side HTML of two evaluations: metric differences, both confusion matrices."""
-    rows = "".join(
-        f"<tr><td>{METRICS[k].display if k in METRICS else _e(k)}</td><td>{d['a']:.4f}</td>"
-        f"<td>{d['b']:.4f}</td><td>{d['diff']:+.4f}</td>"
-        f"<td>{_ci(d['ci95'])}</td></tr>"
-        for k, d in result["metrics"].items()
-    )
-    per = "".join(
-        f"<tr><td>{_e(lab)}</td><td>{ma['per_class'][lab]['f1']:.4f}</td><td>{mb['per_class'][lab]['f1']:.4f}</td>"
-        f"<td>{mb['per_class'][lab]['f1'] - ma['per_class'][lab]['f1']:+.4f}</td></tr>"
-        for lab in ma["labels"]
-    )
-    mc = result["mcnemar"]
     return (
-        f"<!doctype html><meta charset=utf-8><title>compare {_e(result['a'])} vs {_e(result['b'])}</title>"
-        f"<style>{CSS}</style><h1>{_e(result['verdict'])}</h1>"
-        f"<p class=meta>A = {_e(result['a'])} (model {_e(result['model_a'])}), B = {_e(result['b'])} "
-        f"(model {_e(result['model_b'])}), dataset {_e(result['dataset'])}, {result['n']} rows</p>"
-        "<table><tr><th>metric</th><th>A</th><th>B</th><th>B - A</th><th>paired 95% CI</th></tr>"
-        f"{rows}</table><p>McNemar exact: A right / B wrong {mc['a_right_b_wrong']}, "
-        f"A wrong / B right {mc['a_wrong_b_right']}, p = {mc['p_value']:.3g}</p>"
-        "<h2>Per-class F1</h2><table><tr><th>class</th><th>A</th><th>B</th><th>B - A</th></tr>"
-        f"{per}</table><div class=plots>{_img(_confusion_plot(ma))}{_img(_confusion_plot(mb))}</div>"
+        environment()
+        .get_template("compare.html.j2")
+        .render(
+            r=result,
+            ma=ma,
+            mb=mb,
+            display={k: v.display for k, v in METRICS.items()},
+            fig_a=plots.confusion(ma),
+            fig_b=plots.confusion(mb),
+        )
     )
+
+
+def render_drift(d: dict, figures: dict[str, str]) -> str:
+    """The drift report of jobs/drift.py's result ``d``; ``figures``: name -> PNG data URI."""
+    return environment().get_template("drift.html.j2").render(d=d, fig=figures)

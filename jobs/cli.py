@@ -53,6 +53,12 @@ def main_options(
 def data_sample(
     out: Path = typer.Option(..., "--out", help="Directory for the three splits."),
     seed: int = typer.Option(0, help="Seed of the stratified split."),
+    by_domain: bool = typer.Option(
+        False,
+        "--by-domain",
+        help="Also cut each split by source domain (airline, apple, claritin, coachella, deflategate, "
+        "driverless): OUT/<domain>/{train,validation,test}.parquet.",
+    ),
 ) -> None:
     """Write train/validation/test Parquet splits of the bundled tweet corpus (80/10/10)."""
     from cluster.corpus import LABELS, sample_splits
@@ -61,6 +67,20 @@ def data_sample(
     table = Table("split", "rows", *LABELS, title=f"sample corpus -> {out}")
     for split, by_label in counts.items():
         table.add_row(split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in LABELS])
+    console.print(table)
+    if by_domain:
+        _sample_by_domain(out, seed)
+
+
+def _sample_by_domain(out: Path, seed: int) -> None:
+    from cluster.corpus import LABELS
+    from cluster.domains import sample_splits_by_domain
+
+    counts = sample_splits_by_domain(out, seed)
+    table = Table("domain", "split", "rows", *LABELS, title=f"by domain -> {out}/<domain>/<split>.parquet")
+    for domain, splits in counts.items():
+        for split, by_label in splits.items():
+            table.add_row(domain, split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in LABELS])
     console.print(table)
 
 
@@ -145,11 +165,26 @@ def demo(
     run_demo(out, full)
 
 
-from jobs import deploy, evaluate, jobs_cli, pretrain, query, registry_cli, sweep, team  # noqa: E402  (workload commands are registered after the core ones)
+from jobs import (  # noqa: E402  (workload commands are registered after the core ones)
+    deploy,
+    drift,
+    evaluate,
+    gate,
+    jobs_cli,
+    pretrain,
+    query,
+    registry_cli,
+    robustness,
+    sweep,
+    team,
+)
 
 registry_cli.register(app)  # runs, models, db
 
 app.command("evaluate")(evaluate.command)
+app.command("gate")(gate.command)
+app.command("robustness")(robustness.command)
+app.command("drift")(drift.command)
 app.add_typer(sweep.sweep_app, name="sweep")
 app.command("pretrain")(pretrain.command)
 app.add_typer(deploy.serve_app, name="serve")

@@ -18,10 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import typer
+
 from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError, first_items
 from cluster.metrics import METRICS, metric_names
 from cluster.registry import Registry
+from jobs.registry_cli import cell
 from jobs.spec_cli import Workload, options, spec_command
 
 log = logging.getLogger(__name__)
@@ -38,10 +41,11 @@ class EvalResult:
 # ------------------------------------------------------------------ orchestration
 
 
-def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalResult:
-    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run."""
+def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None, kind: str = "evaluate") -> EvalResult:
+    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run (as ``kind``)."""
     from cluster.data import scan
     from cluster.modeling import resolve_model
+    from jobs.gate import resolve_baseline
 
     registry = registry or Registry()
     model = resolve_model(spec.model, registry)
@@ -49,10 +53,13 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
     t0 = time.perf_counter()
     summary = scan(spec.data, spec.limit, spec.rows_per_shard)
     check_labels(summary.label_counts, labels, spec.data)
+    baseline = None
+    if spec.gate is not None:
+        baseline = resolve_baseline(registry, spec.gate.baseline, summary.fingerprint, spec.data.path, labels)
     timings = {"scan_s": time.perf_counter() - t0}
     out = prepare_out(spec)
     with registry.run(
-        "evaluate",
+        kind,
         spec.model_dump(mode="json"),
         owner=spec.owner,
         dataset_path=spec.data.path,
@@ -60,8 +67,15 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
         model_id=model.model_id,
     ) as run_id:
         out = out or registry.run_dir(run_id)
+        context = {
+            "registry": registry,
+            "model": model,
+            "summary": summary,
+            "baseline": baseline,
+            "t_start": t0,
+        }
         try:
-            metrics = _evaluate_into(out, spec, model, labels, summary, run_id, timings)
+            metrics = _evaluate_into(out, spec, labels, run_id, timings, context)
         except BaseException:
             _remove_artifacts(out)
             raise
@@ -69,42 +83,125 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
     return EvalResult(run_id, out, metrics)
 
 
-def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings: dict) -> dict:
-    from cluster.metrics import finalize, slice_metrics
+def _evaluate_into(out: Path, spec, labels, run_id: str, timings: dict, context: dict) -> dict:
     from cluster.report import write_report
-    from jobs.predictor import run_pipeline
 
     out.mkdir(parents=True, exist_ok=True)
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
+    metrics = _infer(out, spec, labels, timings, context["model"])
+    metrics.update(_run_info(spec, context, run_id))
+    (out / ".predictions.parquet.tmp").replace(out / "predictions.parquet")
+    if spec.gate is not None:
+        t0 = time.perf_counter()
+        metrics["gate"] = _gate(spec, metrics, out / "predictions.parquet", context["baseline"])
+        timings["gate_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - context["t_start"]
+    metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    write_report(metrics, out / "report.html")
+    _write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
+    return metrics
+
+
+def _infer(out: Path, spec, labels: list[str], timings: dict, model) -> dict:
+    """The pipeline (with the analyses the spec asks for) -> metrics.json's scores and run info."""
+    import ray
+
+    from cluster.analyses import Analyses
+    from cluster.runtime import init_ray
+    from jobs.explainer import start_explainer
+    from jobs.predictor import run_pipeline
+
     t0 = time.perf_counter()
-    stats, info = run_pipeline(spec, model.path, labels, out / ".predictions.parquet.tmp", timings)
-    timings["total_s"] = timings["scan_s"] + time.perf_counter() - t0
+    init_ray()
+    timings["ray_init_s"] = time.perf_counter() - t0
+    analyses = Analyses.for_spec(spec, len(labels))
+    explainer = start_explainer(model.path, spec.max_length) if spec.mistakes else None
+    try:
+        stats, info, parts = run_pipeline(
+            spec, model.path, labels, out / ".predictions.parquet.tmp", timings, analyses
+        )
+        metrics = _metrics(stats, parts, spec, labels, timings, explainer)
+    finally:
+        if explainer is not None:
+            ray.kill(explainer)
+    metrics.update(precision_mode=info["precision"], device=info["device"], workers=info["workers"])
+    return metrics
+
+
+def _metrics(stats, parts: dict, spec, labels: list[str], timings: dict, explainer) -> dict:
+    """metrics.json's scores: the core statistics, the analyses' sections, the mistakes' attributions."""
+    from cluster.analyses import finalize as finalize_parts
+    from cluster.metrics import finalize, slice_metrics
+
+    t0 = time.perf_counter()
     metrics = finalize(stats, labels)
     if spec.data.slice_column:
         metrics["slices"] = slice_metrics(stats, labels)
-    metrics.update(
-        model={"id": model.model_id, "path": str(model.path)},
-        dataset={
+    finalize_parts(parts, spec, labels, metrics)
+    timings["finalize_s"] = time.perf_counter() - t0
+    if explainer is not None:
+        from jobs.explainer import add_attributions
+
+        t0 = time.perf_counter()
+        add_attributions(metrics.get("mistakes", []), explainer)
+        timings["attributions_s"] = time.perf_counter() - t0
+    return metrics
+
+
+def _run_info(spec, context: dict, run_id: str) -> dict:
+    model, summary = context["model"], context["summary"]
+    return {
+        "model": {"id": model.model_id, "path": str(model.path)},
+        "lineage": model_lineage(model, context["registry"]),
+        "dataset": {
             "path": spec.data.path,
             "fingerprint": summary.fingerprint,
             "rows": summary.num_rows,
             "text_column": spec.data.text_column,
             "label_column": spec.data.label_column,
+            "slice_column": spec.data.slice_column,
         },
-        precision_mode=info["precision"],
-        device=info["device"],
-        run_id=run_id,
-        workers=info["workers"],
-        batch_size=spec.batch_size,
-        max_length=spec.max_length,
-        bootstrap=spec.bootstrap,
-        seed=spec.seed,
-        timings={k: round(v, 3) for k, v in timings.items()},
+        "run_id": run_id,
+        "batch_size": spec.batch_size,
+        "max_length": spec.max_length,
+        "bootstrap": spec.bootstrap,
+        "seed": spec.seed,
+    }
+
+
+def _gate(spec, metrics: dict, predictions: Path, baseline: dict | None) -> dict:
+    from cluster.gates import judge
+    from jobs.gate import paired_with
+
+    paired = paired_with(baseline, predictions, metrics["labels"], spec.gate, spec.seed) if baseline else None
+    return judge(spec.gate, metrics, paired)
+
+
+def model_lineage(model, registry: Registry) -> dict:
+    """Where the model came from (its evalcluster.json), with the training data's fingerprint
+    (from the lineage, else from the sweep run that made it)."""
+    from cluster.modeling import read_lineage
+
+    lin = read_lineage(model.path)
+    keep = (
+        "base_model",
+        "sweep",
+        "sweep_run",
+        "pretrain_run",
+        "trial_id",
+        "trial_config",
+        "train_data",
+        "train_fingerprint",
+        "validation_data",
+        "validation_metrics",
     )
-    (out / ".predictions.parquet.tmp").replace(out / "predictions.parquet")
-    write_report(metrics, out / "report.html")
-    _write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
-    return metrics
+    out = {k: lin[k] for k in keep if k in lin}
+    if "train_fingerprint" not in out and lin.get("sweep_run"):
+        try:
+            out["train_fingerprint"] = registry.get_run(lin["sweep_run"])["dataset_fingerprint"]
+        except UserError:
+            out["train_fingerprint"] = None  # the sweep's record is not in this registry
+    return out
 
 
 # ------------------------------------------------------------------ checks at the boundary
@@ -129,14 +226,14 @@ def check_labels(counts: dict[str, int], labels: list[str], data: DataSpec) -> N
         )
 
 
-def prepare_out(spec: EvaluateSpec) -> Path | None:
+def prepare_out(spec, artifacts: tuple[str, ...] = ARTIFACTS) -> Path | None:
     """The --out directory, refusing one that holds another run unless --overwrite."""
     if spec.out is None:
         return None
     out = Path(spec.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
-    held = [a for a in ARTIFACTS if (out / a).exists()]
+    held = [a for a in artifacts if (out / a).exists()]
     if held and not spec.overwrite:
         raise UserError(
             f"--out {out} already holds another run ({', '.join(held)}); "
@@ -162,9 +259,31 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def _headline(metrics: dict) -> dict:
     """What the registry keeps of a run's metrics: every scalar of the metric table, the CIs,
-    size, labels, precision and timings (the full file stays in the artifacts)."""
+    size, labels, precision, timings, the gate's verdict, the weak slices' names and, for a
+    robustness run, each perturbation's scores (the full file stays in the artifacts)."""
     keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings")
-    return {k: metrics[k] for k in keep if k in metrics}
+    out = {k: metrics[k] for k in keep if k in metrics}
+    if "gate" in metrics:
+        out["gate"] = {"passed": metrics["gate"]["passed"], "baseline": metrics["gate"]["baseline"]}
+    if "auto_slices" in metrics:
+        out["weak_slices"] = [w["slice"] for w in metrics["auto_slices"]["weak"]]
+    if "robustness" in metrics:
+        out["robustness"] = robustness_digest(metrics["robustness"])
+    return out
+
+
+def robustness_digest(rob: dict) -> dict:
+    """Per perturbation: the perturbed score, its change (with the paired CI), flip rate, McNemar p."""
+    per = {}
+    for kind, r in rob["perturbations"].items():
+        per[kind] = {
+            "flip_rate": r["flip_rate"],
+            "mcnemar_p": r["mcnemar_p"],
+            **{m: d["b"] for m, d in r["metrics"].items()},
+            "delta": {m: d["diff"] for m, d in r["metrics"].items()},
+            "delta_ci95": {m: d["ci95"] for m, d in r["metrics"].items()},
+        }
+    return {"rate": rob["rate"], "seed": rob["seed"], "perturbations": per}
 
 
 # ------------------------------------------------------------------ command line
@@ -180,28 +299,60 @@ def print_summary(result: EvalResult) -> None:
         "metric",
         "value",
         "95% CI",
-        title=f"{m['model']['id']} on {m['n']} rows "
+        title=f"{cell(m['model']['id'])} on {m['n']} rows "
         f"({m['precision_mode']}, {m['timings']['rows_per_s']:.0f} rows/s)",
     )
     for key in metric_names(headline=True):
-        ci = m["ci95"].get(key)
-        table.add_row(key, f"{m[key]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+        if key in m:
+            ci = m["ci95"].get(key)
+            value = "undefined" if m[key] is None else f"{m[key]:.4f}"
+            table.add_row(key, value, f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
     console.print(table)
+    if "auto_slices" in m:
+        print_weak_slices(m["auto_slices"])
     console.print(f"run {result.run_id}; artifacts in {result.out}")
+    if "gate" in m:
+        print_gate(m["gate"])
+
+
+def print_weak_slices(auto: dict) -> None:
+    from jobs.entry import console
+
+    weak = auto["weak"]
+    console.print(
+        f"weak slices ({auto['metric']}, overall {auto['overall']:.4f}; {auto['correction']}): "
+        + (", ".join(f"{cell(w['slice'])} {w[auto['metric']]:.3f} (n={w['n']})" for w in weak[:5]) or "none")
+        + (f", ... ({len(weak) - 5} more)" if len(weak) > 5 else "")
+    )
+
+
+def print_gate(gate: dict) -> None:
+    from cluster.gates import summary_line
+    from jobs.entry import console
+
+    for row in gate["conditions"]:
+        console.print(row["line"], markup=False)
+    console.print(summary_line(gate), markup=False)
 
 
 def _run(spec: EvaluateSpec, **_) -> None:
-    print_summary(run_evaluate(spec))
+    result = run_evaluate(spec)
+    print_summary(result)
+    if "gate" in result.metrics and not result.metrics["gate"]["passed"]:
+        raise typer.Exit(1)
 
 
+GATE_OPTIONS = ["gate.min", "gate.max", "gate.use_ci_lower", "gate.baseline", "gate.max_drop"]
 WORKLOAD = Workload(
     spec=EvaluateSpec,
-    options=options(EvaluateSpec, ["model", "data.*", "*"], flags={"data.path": "--data"}),
+    options=options(EvaluateSpec, ["model", "data.*", "*", *GATE_OPTIONS], flags={"data.path": "--data"}),
     run=_run,
     module="jobs.evaluate",
 )
 command = spec_command(
-    WORKLOAD, "Sharded evaluation: metrics.json, predictions.parquet, report.html; registers the run."
+    WORKLOAD,
+    "Sharded evaluation: metrics.json, predictions.parquet, report.html; registers the run. "
+    "With --min/--max/--max-drop it also checks a quality gate (exit code 1 when it fails).",
 )
 
 
