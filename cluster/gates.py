@@ -136,8 +136,8 @@ def _bound(spec, kind: str, metric: str, limit: float, value, ci) -> dict:
 
 def _drop(spec, metric: str, points: float, paired: dict) -> dict:
     d = paired["metrics"][metric]  # a = baseline, b = this run; diff = b - a
-    drop = -d["diff"] * 100
-    ci = [-d["ci95"][1] * 100, -d["ci95"][0] * 100] if d["ci95"] else None
+    drop = -d["diff"] * 100 + 0.0  # + 0.0: no "-0.00" for an unchanged score
+    ci = [-d["ci95"][1] * 100 + 0.0, -d["ci95"][0] * 100 + 0.0] if d["ci95"] else None
     judged = ci[1] if spec.use_ci_lower and ci else drop
     passed = judged <= points
     how = f" by its CI upper end {ci[1]:+.2f}" if spec.use_ci_lower and ci else ""

@@ -330,9 +330,9 @@ def print_gate(gate: dict) -> None:
     from cluster.gates import summary_line
     from jobs.entry import console
 
-    for row in gate["conditions"]:
-        console.print(row["line"], markup=False)
-    console.print(summary_line(gate), markup=False)
+    for row in gate["conditions"]:  # one line each, never wrapped (CI logs grep them)
+        console.print(row["line"], markup=False, soft_wrap=True)
+    console.print(summary_line(gate), markup=False, soft_wrap=True)
 
 
 def _run(spec: EvaluateSpec, **_) -> None:
