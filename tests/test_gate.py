@@ -2,6 +2,10 @@
 
 import doctest
 import json
+import os
+import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -15,6 +19,8 @@ from cluster.metrics import compute_metrics
 from cluster.registry import Registry
 from jobs.evaluate import _headline
 from jobs.gate import gate_run
+from jobs.submit import job_request
+from tests.conftest import ROOT
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -198,3 +204,22 @@ def test_cli_exit_codes(evalctl, runs, evalcluster_home):
         assert bad.stderr.startswith("error: ") and fragment in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
     assert len(reg.list_runs(kind="gate")) == n_gates
+
+
+@pytest.mark.cli
+def test_the_ray_job_entrypoint_is_the_same_gate(runs, evalcluster_home):
+    """`evalctl gate --address URL` submits `python -m jobs.gate RUN --spec-json ...`: run that command."""
+    reg, (a, ma), _, _ = runs
+    request = job_request(
+        "jobs.gate", gate(min={"f1_macro": ma["f1_macro"] + 0.01}), "http://127.0.0.1:8265", [a]
+    )
+    request.staged.cleanup()
+    argv = shlex.split(request.entrypoint)
+    assert argv[:4] == ["python", "-m", "jobs.gate", a] and argv[4] == "--spec-json"
+    env = {**os.environ, "EVALCLUSTER_HOME": str(evalcluster_home)}
+    job = subprocess.run(
+        [sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert job.returncode == 1, job.stderr  # the condition fails: the job fails, and says why
+    assert "FAIL  f1_macro >= " in job.stdout
+    assert reg.list_runs(kind="gate")[0]["metrics"]["passed"] is False
