@@ -16,7 +16,9 @@ Printed per variant: the run's wall time from spec to metrics.json minus Ray sta
 (``total_s - ray_init_s``), steady rows/s, the driver's finalize time, and the
 driver process's peak RSS; then each variant's ratio to plain. The default model is
 the base MiniLM encoder with a random 3-class head: the compute of a real evaluation
-(the scores are meaningless, which does not matter for cost).
+(the scores are meaningless, which does not matter for cost); ``--model tiny`` is the
+tests' tiny random BERT, where inference costs almost nothing, so the analyses' extra
+work is the largest share of the wall time it can be (an upper bound on the ratio).
 """
 
 from __future__ import annotations
@@ -101,9 +103,31 @@ def run_variant(variant: str, model: str, path: Path, out: Path) -> dict:
     return r
 
 
+def tiny_model(tmp: Path) -> str:
+    """The tests' tiny random BERT (2 layers, hidden 32, MiniLM's tokenizer): inference is nearly
+    free, so the extra work of the analyses is the largest possible share of the wall time."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from cluster.data import LABELS
+    from cluster.modeling import base_model_dir, save_model_dir
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3,
+        id2label=dict(enumerate(LABELS)), label2id={lab: i for i, lab in enumerate(LABELS)},
+    )  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
+    model = BertForSequenceClassification(config).eval()
+    return str(save_model_dir(model, tok, tmp / "tiny", {"base_model": "tiny-random-bert"}))
+
+
 def headed_model(ref: str, tmp: Path) -> str:
     """A classifier to evaluate: ``ref`` itself, or a bare encoder with a random 3-class head."""
     from cluster.modeling import resolve_model
+
+    if ref == "tiny":
+        return tiny_model(tmp)
 
     model = resolve_model(ref)
     if model.labels is not None:
@@ -117,7 +141,7 @@ def headed_model(ref: str, tmp: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="base")
+    parser.add_argument("--model", default="base", help="MODEL, or tiny (a tiny random BERT)")
     parser.add_argument("--rows", type=int, default=37243)
     parser.add_argument("--rounds", type=int, default=1, choices=[1, 2])
     opts = parser.parse_args()

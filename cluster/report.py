@@ -139,6 +139,9 @@ TIMING_NAMES = {
     "attributions_s": "token attributions of the mistakes",
     "gate_s": "quality gate",
     "total_s": "total",
+    "reference_pipeline_s": "reference: pipeline (model loading included)",
+    "current_pipeline_s": "current: pipeline (model loading included)",
+    "checks_s": "drift checks (domain classifier included)",
 }
 
 
@@ -174,4 +177,5 @@ def render_comparison(result: dict, ma: dict, mb: dict) -> str:
 
 def render_drift(d: dict, figures: dict[str, str]) -> str:
     """The drift report of jobs/drift.py's result ``d``; ``figures``: name -> PNG data URI."""
-    return environment().get_template("drift.html.j2").render(d=d, fig=figures)
+    template = environment().get_template("drift.html.j2")
+    return template.render(d=d, fig=figures, timings=_timings(d["timings"]))

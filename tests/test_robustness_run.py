@@ -36,7 +36,6 @@ def test_robustness_run(ray_cluster, tweets500, tiny_model_dir, tmp_path):
         spec_for(path, tmp_path / "a", tiny_model_dir, perturb=["identity", "case", "typo"])
     )
     wall = time.perf_counter() - t0
-    assert wall < 60, f"500 rows, 3 perturbations, tiny model: {wall:.1f} s (target < 60 s)"
     rob = first.metrics["robustness"]["perturbations"]
     # Identity: the same inputs, so no flips and McNemar p = 1; the deltas are exactly 0.
     assert rob["identity"]["flips"] == 0 and rob["identity"]["mcnemar_p"] == 1.0
@@ -73,6 +72,8 @@ def test_robustness_run(ray_cluster, tweets500, tiny_model_dir, tmp_path):
     assert leaderboard(Registry(), None, "f1_macro", perturbation="homoglyph") == {}
     found = assert_renders(tmp_path / "a" / "report.html", min_figures=6)
     assert "typo: the 20 most damaging examples" in found["text"] and "Robustness" in found["text"]
+    # The budget, checked last so a loaded machine cannot hide a wrong result behind it.
+    assert wall < 60, f"500 rows, 3 perturbations, tiny model: {wall:.1f} s (target < 60 s)"
 
 
 @pytest.mark.cli
