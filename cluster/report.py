@@ -134,7 +134,7 @@ TIMING_NAMES = {
     "scan_s": "data scan (validation, fingerprint)",
     "ray_init_s": "Ray start / connect",
     "pipeline_s": "inference pipeline (model loading included)",
-    "analyses_s": "extra analyses inside the actors (CPU seconds, summed)",
+    "analyses_s": "extra analyses inside the actors (seconds, summed over actors)",
     "finalize_s": "metrics, bootstrap intervals, slices",
     "attributions_s": "token attributions of the mistakes",
     "gate_s": "quality gate",

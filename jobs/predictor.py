@@ -157,7 +157,7 @@ def run_pipeline(
     n = info["rows"]
     timings["rows_per_s"] = n / timings["pipeline_s"]
     if analyses is not None:
-        timings["analyses_s"] = info["analyses_s"]  # summed over actors (CPU-seconds of the extras)
+        timings["analyses_s"] = info["analyses_s"]  # wall seconds of the extras, summed over actors
     timings.update(_steady_rate(info.get("first_ready"), n))
     run_info = {"precision": info.get("precision"), "device": info.get("device"), "workers": workers}
     return stats, run_info, parts

@@ -60,7 +60,16 @@ def test_robustness_run(ray_cluster, tweets500, tiny_model_dir, tmp_path):
     again = run_robustness(
         spec_for(path, tmp_path / "b", tiny_model_dir, perturb=["typo"], rows_per_shard=37, mistakes=0)
     )
-    assert again.metrics["robustness"]["perturbations"]["typo"] == rob["typo"]
+    typo = again.metrics["robustness"]["perturbations"]["typo"]
+    assert {k: v for k, v in typo.items() if k != "worst"} == {
+        k: v for k, v in rob["typo"].items() if k != "worst"
+    }
+    # Other batch shapes pad differently, which moves probabilities in the last float32 bits:
+    # the same rows and texts, the damage equal to float32 precision.
+    assert [(w["row"], w["perturbed_text"]) for w in typo["worst"]] == [
+        (w["row"], w["perturbed_text"]) for w in worst
+    ]
+    assert [w["damage"] for w in typo["worst"]] == pytest.approx([w["damage"] for w in worst], abs=1e-6)
     # One run each in the registry, ranked on the leaderboard by perturbation.
     run = Registry().get_run(first.run_id)
     assert (
