@@ -121,11 +121,13 @@ def _checks(spec: DriftSpec, model_path: Path, labels, sides: dict) -> dict:
 
 def _summaries(spec: DriftSpec, model_path: Path, labels, side: dict) -> tuple:
     from cluster.analyses import DriftAnalyses
+    from cluster.modelcache import ModelSource
     from jobs.predictor import run_pipeline
 
     rows = side["summary"].num_rows
     analyses = DriftAnalyses(min(1.0, 2.0 * spec.embed_rows / rows), spec.embed_rows, spec.seed)
-    stats, _, parts = run_pipeline(spec, model_path, labels, None, {}, analyses, data=side["data"])
+    source = ModelSource(str(model_path), str(model_path))  # a directory on this machine
+    stats, _, parts = run_pipeline(spec, source, labels, None, {}, analyses, data=side["data"])
     return stats, parts
 
 

@@ -11,6 +11,7 @@ report.html, and the run in the registry.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -20,10 +21,11 @@ from pathlib import Path
 
 import typer
 
+from cluster.artifacts import publish, remove
 from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError, first_items
 from cluster.metrics import METRICS, metric_names
-from cluster.registry import Registry
+from cluster.registry import Registry, new_id
 from jobs.registry_cli import cell
 from jobs.spec_cli import Workload, options, spec_command
 
@@ -34,7 +36,7 @@ ARTIFACTS = ("metrics.json", "predictions.parquet", "report.html")
 @dataclass
 class EvalResult:
     run_id: str
-    out: Path
+    out: str  # the artifacts' directory or URI
     metrics: dict
 
 
@@ -57,16 +59,20 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None, kind: str
     if spec.gate is not None:
         baseline = resolve_baseline(registry, spec.gate.baseline, summary.fingerprint, spec.data.path, labels)
     timings = {"scan_s": time.perf_counter() - t0}
-    out = prepare_out(spec)
-    with registry.run(
-        kind,
-        spec.model_dump(mode="json"),
-        owner=spec.owner,
-        dataset_path=spec.data.path,
-        dataset_fingerprint=summary.fingerprint,
-        model_id=model.model_id,
-    ) as run_id:
-        out = out or registry.run_dir(run_id)
+    run_id = new_id(kind)
+    target = artifact_target(spec, run_id, registry)
+    with (
+        target.held(registry),
+        registry.run(
+            kind,
+            spec.model_dump(mode="json"),
+            owner=spec.owner,
+            dataset_path=spec.data.path,
+            dataset_fingerprint=summary.fingerprint,
+            model_id=model.model_id,
+            run_id=run_id,
+        ),
+    ):
         context = {
             "registry": registry,
             "model": model,
@@ -75,12 +81,17 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None, kind: str
             "t_start": t0,
         }
         try:
-            metrics = _evaluate_into(out, spec, labels, run_id, timings, context)
+            metrics = _evaluate_into(target.local, spec, labels, run_id, timings, context)
+            publish(target.local, target.dest, last="metrics.json")  # metrics.json last: complete
         except BaseException:
-            _remove_artifacts(out)
+            _remove_artifacts(target.local)
+            if target.remote:
+                remove(target.dest)
             raise
-        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=str(out))
-    return EvalResult(run_id, out, metrics)
+        finally:
+            target.cleanup()
+        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=target.dest)
+    return EvalResult(run_id, target.dest, metrics)
 
 
 def _evaluate_into(out: Path, spec, labels, run_id: str, timings: dict, context: dict) -> dict:
@@ -118,7 +129,7 @@ def _infer(out: Path, spec, labels: list[str], timings: dict, model) -> dict:
     explainer = start_explainer(model.path, spec.max_length) if spec.mistakes else None
     try:
         stats, info, parts = run_pipeline(
-            spec, model.path, labels, out / ".predictions.parquet.tmp", timings, analyses
+            spec, model.source, labels, out / ".predictions.parquet.tmp", timings, analyses
         )
         metrics = _metrics(stats, parts, spec, labels, timings, explainer)
     finally:
@@ -151,7 +162,7 @@ def _metrics(stats, parts: dict, spec, labels: list[str], timings: dict, explain
 def _run_info(spec, context: dict, run_id: str) -> dict:
     model, summary = context["model"], context["summary"]
     return {
-        "model": {"id": model.model_id, "path": str(model.path)},
+        "model": {"id": model.model_id, "path": model.location or str(model.path)},
         "lineage": model_lineage(model, context["registry"]),
         "dataset": {
             "path": spec.data.path,
@@ -226,10 +237,57 @@ def check_labels(counts: dict[str, int], labels: list[str], data: DataSpec) -> N
         )
 
 
+@dataclass
+class ArtifactTarget:
+    """Where a run's artifacts are written (``local``) and where they are kept (``dest``: the same
+    directory, or a URI in the artifact store that ``local``, a staging directory, is published to)."""
+
+    run_id: str
+    local: Path
+    dest: str
+    out: Path | None = None  # --out: held by this run while it runs (cluster/outlock.py)
+    staging: Path | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.staging is not None
+
+    def held(self, registry: Registry):
+        from cluster.outlock import hold
+
+        return hold(self.out, self.run_id, registry) if self.out else contextlib.nullcontext()
+
+    def cleanup(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def artifact_target(spec: EvaluateSpec, run_id: str, registry: Registry) -> ArtifactTarget:
+    """--out DIR (held while the run writes it), else the run's place in the artifact store
+    (EVALCLUSTER_ARTIFACTS: a directory, or a URI written through a local staging directory)."""
+    from cluster.artifacts import ArtifactStore
+
+    out = prepare_out(spec)
+    if out is not None:
+        return ArtifactTarget(run_id, out, str(out), out=out)
+    store = ArtifactStore.from_env(registry.home)
+    dest = store.run_location(run_id)
+    if not store.remote:
+        return ArtifactTarget(run_id, Path(dest), dest)
+    store.check_writable()  # before the run is recorded: a bad bucket is one line, nothing recorded
+    staging = registry.home / "staging" / run_id
+    return ArtifactTarget(run_id, staging, dest, staging=staging)
+
+
 def prepare_out(spec, artifacts: tuple[str, ...] = ARTIFACTS) -> Path | None:
     """The --out directory, refusing one that holds another run unless --overwrite."""
     if spec.out is None:
         return None
+    if "://" in spec.out:
+        raise UserError(
+            f"--out {spec.out}: --out takes a local directory; runs go to the artifact store "
+            "($EVALCLUSTER_ARTIFACTS, e.g. s3://bucket/prefix) when --out is not given"
+        )
     out = Path(spec.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from cluster.errors import UserError
+from cluster.modelcache import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class Predictor:
     mergeable statistics per batch, computed with this actor's model.
     """
 
-    def __init__(self, model_path: str, labels, spec, gpus: float, analyses=None):
+    def __init__(self, model: ModelSource, labels, spec, gpus: float, analyses=None):
         import torch
 
         from cluster.modeling import load_classifier, load_encoder, pick_device, resolve_precision
@@ -38,10 +39,12 @@ class Predictor:
 
         torch.set_num_threads(worker_threads())  # Ray's OMP_NUM_THREADS alone is not honoured
         self.device = pick_device(gpus)
+        # A model in the artifact store is downloaded once per node (and verified) before loading.
+        path = model.local_path()
         if labels is None:
-            self.model, self.tokenizer = load_encoder(model_path, device=self.device)
+            self.model, self.tokenizer = load_encoder(path, device=self.device)
         else:
-            self.model, self.tokenizer, _ = load_classifier(model_path, device=self.device)
+            self.model, self.tokenizer, _ = load_classifier(path, device=self.device)
         self.precision = resolve_precision(spec.precision, self.device)
         self.labels = None if labels is None else np.array(labels, dtype=object)
         self.label2id = {lab: i for i, lab in enumerate(labels or [])}
@@ -132,7 +135,7 @@ class Predictor:
 
 
 def run_pipeline(
-    spec, model_path: Path, labels, pred_path: Path | None, timings: dict, analyses=None, data=None
+    spec, model: ModelSource, labels, pred_path: Path | None, timings: dict, analyses=None, data=None
 ):
     """Ray Data read -> actor-pool inference -> streamed Parquet + merged statistics.
 
@@ -150,7 +153,7 @@ def run_pipeline(
     _, shards = plan_shards(data, spec.limit, spec.rows_per_shard)
     workers, cpus, gpus = plan_workers(spec, len(shards))
     log.info("%d shards, %d inference actors (%g CPUs, %g GPUs each)", len(shards), workers, cpus, gpus)
-    actor_args = (str(model_path), labels, spec, gpus, analyses)
+    actor_args = (model, labels, spec, gpus, analyses)
     ds = _dataset(data, shards, actor_args, (workers, cpus, gpus))
     stats, parts, info = _stream(ds, spec, data, pred_path)
     timings["pipeline_s"] = time.perf_counter() - t0  # actors' model loading included

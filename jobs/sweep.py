@@ -40,6 +40,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = False) -> dict:
     """Run (or resume) a sweep; returns the best trial's summary and the registered model id."""
+    from cluster.artifacts import ArtifactStore
     from cluster.modeling import resolve_model
     from cluster.runtime import init_ray
     from jobs.tune_setup import make_tuner, trial_resources
@@ -50,6 +51,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     train, val, labels, fingerprint = load_splits(spec)
     storage = storage_path(spec, registry)
     check_gate_baseline(spec, registry)  # a wrong baseline is an error now, not after the sweep
+    ArtifactStore.from_env(registry.home).check_writable()  # the best model goes there: fail now
     run_kwargs = {
         "owner": spec.owner,
         "name": spec.name,
@@ -115,6 +117,8 @@ def export_best(spec: SweepSpec, results, registry: Registry, run_id: str, model
 def _register_best(
     spec: SweepSpec, best, best_metrics: dict, registry: Registry, run_id, model, labels
 ) -> str:
+    from cluster.artifacts import ArtifactStore
+    from cluster.modelcache import store_model
     from cluster.modeling import load_classifier, save_model_dir
 
     model_id = new_id("m")
@@ -131,11 +135,16 @@ def _register_best(
         "train_fingerprint": registry.get_run(run_id)["dataset_fingerprint"],
     }
     checkpoint = best.get_best_checkpoint(spec.metric, spec.metric_mode)
+    store = ArtifactStore.from_env(registry.home)
     with checkpoint.as_directory() as d:
         m, tok, _ = load_classifier(Path(d) / "model", labels=labels)
-        path = save_model_dir(m, tok, registry.model_dir(model_id), lineage)
+        # complete in the artifact store (a directory or a URI) before it is registered
+        location, checksum = store_model(
+            lambda out: save_model_dir(m, tok, out, lineage), model_id, store, registry.home / "staging"
+        )
     registry.register_model(
-        path,
+        location,
+        checksum=checksum,
         run_id=run_id,
         base_model=model.model_id,
         lineage=lineage,
@@ -228,15 +237,11 @@ def _stratified_head(df, cap: int | None, seed: int):
 
 def storage_path(spec: SweepSpec, registry: Registry) -> str:
     """Where Tune keeps trials and checkpoints; must be writable (checked now, not mid-sweep)."""
-    import pyarrow.fs as pafs
+    from cluster.storage import resolve
 
     path = spec.storage_path or str(registry.home / "sweeps")
+    fs, root = resolve(path)
     try:
-        fs, root = (
-            pafs.FileSystem.from_uri(path)
-            if "://" in path
-            else (pafs.LocalFileSystem(), str(Path(path).absolute()))
-        )
         fs.create_dir(root, recursive=True)
         probe = f"{root}/.write-probe-{new_id('p')}"
         with fs.open_output_stream(probe) as f:
@@ -248,9 +253,9 @@ def storage_path(spec: SweepSpec, registry: Registry) -> str:
 
 
 def _write_spec_file(storage: str, spec: SweepSpec, run_id: str) -> None:
-    import pyarrow.fs as pafs
+    from cluster.storage import resolve
 
-    fs, root = pafs.FileSystem.from_uri(storage) if "://" in storage else (pafs.LocalFileSystem(), storage)
+    fs, root = resolve(storage)
     fs.create_dir(f"{root}/{spec.name}", recursive=True)
     with fs.open_output_stream(f"{root}/{spec.name}/{SPEC_FILE}") as f:
         f.write(json.dumps({"spec": spec.model_dump(mode="json"), "run_id": run_id}, indent=2).encode())
