@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
 
 import typer
 
+from cluster.artifacts import read_text
 from cluster.config import GateSpec
 from cluster.errors import UserError
 from cluster.registry import Registry
+from cluster.storage import join
 from jobs.spec_cli import Workload, options, spec_command
 
 EVALUATIONS = ("evaluate", "robustness")  # run kinds with metrics.json and predictions.parquet
@@ -79,17 +80,17 @@ def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path
     return mine[0]  # newest first
 
 
-def paired_with(baseline: dict, predictions: Path, labels: list[str], gate: GateSpec, seed: int = 0) -> dict:
-    """The gated run's predictions against the baseline's, row by row (baseline = A, run = B)."""
+def paired_with(baseline: dict, predictions: str, labels: list[str], gate: GateSpec, seed: int = 0) -> dict:
+    """The gated run's predictions (a path or URI) against the baseline's, row by row (baseline = A,
+    run = B); both stream from wherever they are kept (a directory, or the artifact store)."""
+    from cluster.artifacts import open_input
     from cluster.compare import compare_predictions, mcnemar_exact
 
-    counts, diffs = compare_predictions(
-        Path(baseline["artifact_path"]) / "predictions.parquet",
-        predictions,
-        labels,
-        gate.gate_bootstrap,
-        seed,
-    )
+    with (
+        open_input(join(baseline["artifact_path"], "predictions.parquet"), "predictions") as pa_,
+        open_input(str(predictions), "predictions") as pb_,
+    ):
+        counts, diffs = compare_predictions(pa_, pb_, labels, gate.gate_bootstrap, seed)
     return {
         "baseline": baseline["id"],
         "baseline_model": baseline["model_id"],
@@ -106,7 +107,7 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
     run = registry.get_run(ref)
     if run["kind"] not in EVALUATIONS or run["status"] != "finished":
         raise UserError(f"run {run['id']} is a {run['status']} {run['kind']} run; gate a finished evaluation")
-    metrics = json.loads((Path(run["artifact_path"]) / "metrics.json").read_text())
+    metrics = json.loads(read_text(join(run["artifact_path"], "metrics.json"), "metrics"))
     baseline = resolve_baseline(
         registry, gate.baseline, run["dataset_fingerprint"], run["dataset_path"], metrics["labels"]
     )
@@ -118,7 +119,7 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
         dataset_fingerprint=run["dataset_fingerprint"],
         model_id=run["model_id"],
     ) as gate_id:
-        predictions = Path(run["artifact_path"]) / "predictions.parquet"
+        predictions = join(run["artifact_path"], "predictions.parquet")
         paired = (
             paired_with(baseline, predictions, metrics["labels"], gate, metrics.get("seed", 0))
             if baseline
