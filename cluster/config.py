@@ -117,6 +117,12 @@ class PipelineSpec(Spec):
     seed: Int = Field(0, ge=0, description="Bootstrap seed.")
     owner: str | None = Field(None, description=OWNER_HELP)
     overwrite: Bool = Field(False, description="Allow --out to hold an earlier run.")
+    keep_warm_s: Float = Field(
+        600.0,
+        ge=0,
+        description="On a running Ray head or cluster: keep the model loaded for later evaluations "
+        "until idle this many seconds (0 = unload when done). An embedded Ray ends with the command.",
+    )
 
 
 SliceMetric = Literal["accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"]

@@ -1,8 +1,9 @@
-"""Self-contained HTML reports (Jinja2 templates in cluster/templates, plots as PNG data URIs).
+"""Self-contained HTML reports (Jinja2 templates in cluster/templates, plots inline as SVG).
 
 report.html of an evaluation or robustness run (:func:`render`), the comparison of two
 runs (:func:`render_comparison`) and the drift report (:func:`render_drift`). Every value
-that comes from data or users is HTML-escaped (Jinja2's autoescape).
+that comes from data or users is HTML-escaped (Jinja2's autoescape); the figures
+(cluster/figures.py) escape their own text and are inserted as markup.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from cluster import plots
+from markupsafe import Markup
+
+from cluster import figures
 from cluster.metrics import METRICS, THRESHOLD_METRICS
 
 SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"}
@@ -76,17 +79,17 @@ def _metric_rows(m: dict) -> list[dict]:
 
 def _figures(m: dict) -> dict[str, str]:
     fig = {
-        "confusion": plots.confusion(m),
-        "reliability": plots.reliability(m),
-        "per_class": plots.per_class(m),
+        "confusion": figures.confusion(m),
+        "reliability": figures.reliability(m),
+        "per_class": figures.per_class(m),
     }
     if "threshold" in m:
-        fig["roc"], fig["pr"] = plots.roc_curves(m["threshold"]), plots.pr_curves(m["threshold"])
+        fig["roc"], fig["pr"] = figures.roc_curves(m["threshold"]), figures.pr_curves(m["threshold"])
     if m.get("auto_slices", {}).get("slices"):
-        fig["slices"] = plots.weak_slices(m["auto_slices"])
+        fig["slices"] = figures.weak_slices(m["auto_slices"])
     if "robustness" in m:
-        fig["robustness"] = plots.robustness(m["robustness"])
-    return fig
+        fig["robustness"] = figures.robustness(m["robustness"])
+    return {name: Markup(svg) for name, svg in fig.items()}
 
 
 def _with_tokens(example: dict) -> dict:
@@ -169,13 +172,14 @@ def render_comparison(result: dict, ma: dict, mb: dict) -> str:
             ma=ma,
             mb=mb,
             display={k: v.display for k, v in METRICS.items()},
-            fig_a=plots.confusion(ma),
-            fig_b=plots.confusion(mb),
+            fig_a=Markup(figures.confusion(ma, "A: confusion matrix")),
+            fig_b=Markup(figures.confusion(mb, "B: confusion matrix")),
         )
     )
 
 
-def render_drift(d: dict, figures: dict[str, str]) -> str:
-    """The drift report of jobs/drift.py's result ``d``; ``figures``: name -> PNG data URI."""
+def render_drift(d: dict, svgs: dict[str, str]) -> str:
+    """The drift report of jobs/drift.py's result ``d``; ``svgs``: name -> ``<svg>`` (cluster/figures.py)."""
     template = environment().get_template("drift.html.j2")
-    return template.render(d=d, fig=figures, timings=_timings(d["timings"]))
+    fig = {name: Markup(svg) for name, svg in svgs.items()}
+    return template.render(d=d, fig=fig, timings=_timings(d["timings"]))

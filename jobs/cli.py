@@ -2,23 +2,67 @@
 
 Thin by design: each workload command is generated from its spec (jobs/spec_cli.py:
 --config plus one option per spec field) and calls a plain function (which tests
-call directly). Heavy imports (ray, torch) happen inside the commands so that
-`evalctl --help` stays fast.
+call directly). Heavy imports (ray, torch) happen inside the commands, and a
+workload's module is imported only when its command runs (LAZY below): `evalctl
+evaluate` never loads what serving, sweeps or job submission need.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 import typer
+import typer.core
 from rich.table import Table
 
 from cluster.config import DataSpec
 from jobs.entry import LEVELS, configure_logging, console, run
 from jobs.spec_cli import Workload, options, spec_command
 
+# Commands whose module is imported only when they run (or when `evalctl --help` lists them):
+# name -> (module, attribute: a typer command function or a sub-app). Importing all of them up
+# front cost `evalctl evaluate` ~0.3 s of CPU here (httpx, job submission, serving, sweeps).
+LAZY = {
+    "evaluate": ("jobs.evaluate", "command"),
+    "gate": ("jobs.gate", "command"),
+    "robustness": ("jobs.robustness", "command"),
+    "drift": ("jobs.drift", "command"),
+    "sweep": ("jobs.sweep", "sweep_app"),
+    "pretrain": ("jobs.pretrain", "command"),
+    "serve": ("jobs.deploy", "serve_app"),
+    "query": ("jobs.query", "query"),
+    "jobs": ("jobs.jobs_cli", "jobs_app"),
+    "leaderboard": ("jobs.team", "leaderboard_command"),
+    "compare": ("jobs.team", "compare_command"),
+    "report": ("jobs.team", "report_command"),
+    "runs": ("jobs.registry_cli", "runs_app"),
+    "models": ("jobs.registry_cli", "models_app"),
+    "db": ("jobs.registry_cli", "db_app"),
+}
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """evalctl's command group: the commands in LAZY are built from their module on first use."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY if n not in self.commands)]
+
+    def get_command(self, ctx, name: str):
+        if name not in self.commands and name in LAZY:
+            module, attr = LAZY[name]
+            target = getattr(importlib.import_module(module), attr)
+            if not isinstance(target, typer.Typer):  # a command function: a one-command app
+                target, fn = typer.Typer(), target
+                target.command(name)(fn)
+            self.commands[name] = typer.main.get_command(target)
+            self.commands[name].name = name
+        return super().get_command(ctx, name)
+
+
 app = typer.Typer(
+    cls=LazyGroup,
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
@@ -119,11 +163,23 @@ def cluster_up(
         help="Where the head listens: 127.0.0.1 = this machine only; 0.0.0.0 or one of its IPs = "
         "the network too (other nodes can join; the token is then all that guards it).",
     ),
+    port: int = typer.Option(6379, min=1, max=65535, help="The head's GCS port (Ray's default 6379)."),
+    dashboard_port: int = typer.Option(8265, min=1, max=65535, help="Dashboard and job server port."),
+    warm_models: int = typer.Option(
+        2, min=0, help="Warm pool: models kept loaded between evaluations (least recently used leave first)."
+    ),
+    warm_gib: float = typer.Option(4.0, min=0, help="Warm pool: memory its loaded models may hold, GiB."),
 ) -> None:
-    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265)."""
-    from cluster.runtime import head_up
+    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265).
 
-    url = head_up(num_cpus, host=host)
+    Evaluations on it keep their model loaded for the next one (the warm pool; see
+    `evalctl cluster status`). Ray's files go under $RAY_TMPDIR (default /tmp/ray).
+    """
+    from cluster.runtime import head_up
+    from cluster.warmpool import ENV_MAX_GIB, ENV_MAX_MODELS
+
+    env = {ENV_MAX_MODELS: str(warm_models), ENV_MAX_GIB: str(warm_gib)}
+    url = head_up(num_cpus, dashboard_port=dashboard_port, host=host, port=port, env=env)
     console.print(
         f"Ray head running; jobs and dashboard at {url} (token auth on, token in "
         "~/.ray/auth_token). Stop it with `evalctl cluster down`."
@@ -132,7 +188,8 @@ def cluster_up(
 
 @cluster_app.command("down")
 def cluster_down() -> None:
-    """Stop the local Ray head (and anything served on it)."""
+    """Stop the local Ray head of this $RAY_TMPDIR (and anything served on it); other Ray
+    instances on the machine keep running."""
     from cluster.runtime import head_down
 
     console.print("Ray head stopped." if head_down() else "No local Ray head was running.")
@@ -140,7 +197,7 @@ def cluster_down() -> None:
 
 @cluster_app.command("status")
 def cluster_status() -> None:
-    """Describe the local Ray head, if any."""
+    """Describe the local Ray head, if any, and its warm models."""
     from cluster.runtime import head_status
 
     status = head_status()
@@ -149,6 +206,30 @@ def cluster_status() -> None:
         raise typer.Exit(1)
     console.print(f"GCS address: {status['gcs_address']}\nJobs/dashboard: {status['dashboard']}")
     console.print(status["ray_status"], markup=False)
+    _print_warm_pool()
+
+
+def _print_warm_pool() -> None:
+    from cluster.runtime import init_ray
+    from cluster.warmpool import describe_pools
+    from jobs.registry_cli import cell
+
+    init_ray()
+    pools = describe_pools()
+    if not any(pool["models"] for pool in pools):
+        console.print("warm models: none (an evaluation on this head leaves its model loaded for the next)")
+    for pool in pools:
+        title = (
+            f"warm models (at most {pool['max_models']}, {pool['max_bytes'] / 2**30:.1f} GiB; "
+            "`evalctl evaluate --keep-warm-s` sets how long)"
+        )
+        table = Table("model", "precision", "device", "actors", "memory", "state", "unloads in", title=title)
+        for m in pool["models"]:
+            state = "in use" if m["in_use"] else f"idle {m['idle_s']:.0f}s"
+            unload = "" if m["unload_in_s"] is None else f"{m['unload_in_s']:.0f}s"
+            mem = f"{m['memory_bytes'] / 2**20:,.0f} MiB"
+            table.add_row(cell(m["model"]), m["precision"], m["device"], str(m["actors"]), mem, state, unload)
+        console.print(table)
 
 
 # ------------------------------------------------------------------ demo
@@ -163,36 +244,6 @@ def demo(
     from jobs.demo import run_demo
 
     run_demo(out, full)
-
-
-from jobs import (  # noqa: E402  (workload commands are registered after the core ones)
-    deploy,
-    drift,
-    evaluate,
-    gate,
-    jobs_cli,
-    pretrain,
-    query,
-    registry_cli,
-    robustness,
-    sweep,
-    team,
-)
-
-registry_cli.register(app)  # runs, models, db
-
-app.command("evaluate")(evaluate.command)
-app.command("gate")(gate.command)
-app.command("robustness")(robustness.command)
-app.command("drift")(drift.command)
-app.add_typer(sweep.sweep_app, name="sweep")
-app.command("pretrain")(pretrain.command)
-app.add_typer(deploy.serve_app, name="serve")
-app.command("query")(query.query)
-app.add_typer(jobs_cli.jobs_app, name="jobs")
-app.command("leaderboard")(team.leaderboard_command)
-app.command("compare")(team.compare_command)
-app.command("report")(team.report_command)
 
 
 def main() -> None:

@@ -85,10 +85,12 @@ def _checks(spec: DriftSpec, model_path: Path, labels, sides: dict) -> dict:
     from cluster import drift
 
     timings, found = {}, {}
-    for name, side in sides.items():
-        t0 = time.perf_counter()
-        found[name] = _summaries(spec, model_path, labels, side)
-        timings[f"{name}_pipeline_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with _actors(spec, model_path, labels, sides) as actors:  # one model load for both sides
+        for name, side in sides.items():
+            found[name] = _summaries(spec, actors, labels, side)
+            timings[f"{name}_pipeline_s"] = time.perf_counter() - t0  # the first: with the model load
+            t0 = time.perf_counter()
     t0 = time.perf_counter()
     ref, cur = found["reference"][1], found["current"][1]
     checks, skipped = {}, {}
@@ -119,16 +121,31 @@ def _checks(spec: DriftSpec, model_path: Path, labels, sides: dict) -> dict:
     return result
 
 
-def _summaries(spec: DriftSpec, model_path: Path, labels, side: dict) -> tuple:
+def _actors(spec: DriftSpec, model_path: Path, labels, sides: dict):
+    """The model actors (jobs/pipeline.py) for both sides; each side's shards planned here."""
+    from cluster.clock import Phases
+    from cluster.modeling import ModelRef
+    from cluster.shards import plan_shards
+    from jobs.pipeline import model_actors
+
+    for side in sides.values():
+        side["shards"] = plan_shards(side["data"], spec.limit, spec.rows_per_shard)[1]
+    most = max((side["shards"] for side in sides.values()), key=len)  # sizes the pool
+    model = ModelRef(path=model_path, model_id=str(model_path), labels=labels)  # on this machine
+    return model_actors(spec, model, labels, most, Phases())
+
+
+def _summaries(spec: DriftSpec, actors, labels, side: dict) -> tuple:
     from cluster.analyses import DriftAnalyses
-    from cluster.modelcache import ModelSource
-    from jobs.predictor import run_pipeline
+    from cluster.clock import Phases
+    from jobs.pipeline import Run, run_pipeline
 
     rows = side["summary"].num_rows
     analyses = DriftAnalyses(min(1.0, 2.0 * spec.embed_rows / rows), spec.embed_rows, spec.seed)
-    source = ModelSource(str(model_path), str(model_path))  # a directory on this machine
-    stats, _, parts = run_pipeline(spec, source, labels, None, {}, analyses, data=side["data"])
-    return stats, parts
+    actors.shards = side["shards"]
+    k = len(labels) if labels is not None else 0
+    stats, info = run_pipeline(spec, actors, k, None, Phases(), Run(side["data"], analyses))
+    return stats, info["parts"]
 
 
 def _gap(spec: DriftSpec, found: dict, labels, skipped: dict) -> dict | None:
@@ -173,7 +190,7 @@ def _json_default(x):
 
 
 def _figures(found: dict, labels) -> dict[str, str]:
-    from cluster import plots
+    from cluster import figures as plots
     from cluster.drift import MAX_TOKENS
 
     ref, cur = found["reference"][1], found["current"][1]

@@ -1,12 +1,13 @@
-"""Sharded evaluation on Ray Data: batch inference + exact metrics in one pass.
+"""Sharded evaluation on Ray: batch inference + exact metrics in one pass.
 
     python -m jobs.evaluate --model best --data data/sample/test.parquet --out out/eval
     evalctl evaluate --config jobs/configs/evaluate.yaml --limit 100
 
-Steps: resolve the model -> validate and fingerprint the data -> the pipeline
-(jobs/predictor.py: shards -> Ray Data read tasks -> a pool of inference actors ->
-predictions streamed to Parquet, statistics merged on the driver) -> metrics.json,
-report.html, and the run in the registry.
+Steps: resolve the model and plan the shards -> start Ray and the model actors while
+the data is validated and fingerprinted -> the pipeline (jobs/pipeline.py: shards ->
+model actors (warm ones on a running head) -> predictions streamed to Parquet,
+statistics merged on the driver) -> metrics.json, report.html, and the run in the
+registry. metrics.json's ``timings`` say where the command's time went.
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ import contextlib
 import json
 import logging
 import shutil
-import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-import typer
+from typing import TYPE_CHECKING
 
 from cluster.artifacts import publish, remove
+from cluster.clock import Phases, process_age_s
 from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError, first_items
-from cluster.metrics import METRICS, metric_names
-from cluster.registry import Registry, new_id
-from jobs.registry_cli import cell
 from jobs.spec_cli import Workload, options, spec_command
+
+if TYPE_CHECKING:
+    from cluster.registry import Registry
 
 log = logging.getLogger(__name__)
 ARTIFACTS = ("metrics.json", "predictions.parquet", "report.html")
@@ -43,45 +44,65 @@ class EvalResult:
 # ------------------------------------------------------------------ orchestration
 
 
-def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None, kind: str = "evaluate") -> EvalResult:
-    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run (as ``kind``)."""
-    from cluster.data import scan
-    from cluster.modeling import resolve_model
-    from jobs.gate import resolve_baseline
+def run_evaluate(
+    spec: EvaluateSpec, registry: Registry | None = None, phases: Phases | None = None, kind: str = "evaluate"
+) -> EvalResult:
+    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run (as ``kind``).
 
+    ``phases``: marks of the command so far (the CLI passes its start); the timings in
+    metrics.json are differences of these marks (cluster/clock.py).
+    """
+    from cluster.registry import Registry
+    from jobs.eval_sections import gate_baseline
+    from jobs.pipeline import model_actors
+
+    phases = phases or Phases()
     registry = registry or Registry()
-    model = resolve_model(spec.model, registry)
-    labels = require_labels(model)
-    t0 = time.perf_counter()
-    summary = scan(spec.data, spec.limit, spec.rows_per_shard)
-    check_labels(summary.label_counts, labels, spec.data)
-    baseline = None
-    if spec.gate is not None:
-        baseline = resolve_baseline(registry, spec.gate.baseline, summary.fingerprint, spec.data.path, labels)
-    timings = {"scan_s": time.perf_counter() - t0}
-    run_id = new_id(kind)
-    target = artifact_target(spec, run_id, registry)
+    model, labels, target, shards = _prepare(spec, registry)
+    # The data is validated and fingerprinted while Ray starts and the actors load the model.
+    with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
+        scanning = background.submit(_scan, spec, phases)
+        with model_actors(spec, model, labels, shards, phases) as actors:
+            say_joined(actors.joined)
+            summary = scanning.result()
+            check_labels(summary.label_counts, labels, spec.data)
+            baseline = gate_baseline(spec, registry, summary, labels)
+            job = _Job(spec, model, labels, summary, actors, phases, registry, baseline, kind)
+            return _record(job, registry, target)
+
+
+@dataclass
+class _Job:
+    """Everything one evaluation works with once its inputs are checked."""
+
+    spec: EvaluateSpec
+    model: object  # cluster.modeling.ModelRef
+    labels: list[str]
+    summary: object  # cluster.data.DataSummary
+    actors: object  # jobs.pipeline.Actors (with the shards they get)
+    phases: Phases
+    registry: Registry
+    baseline: dict | None  # the gate's baseline run (jobs/gate.py), None without one
+    kind: str  # the run's kind in the registry: evaluate or robustness
+
+
+def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult:
+    """Run the evaluation as a registered run: failed (and no artifacts left) if anything raises."""
+    spec, run_id = job.spec, target.run_id
     with (
         target.held(registry),
         registry.run(
-            kind,
+            job.kind,
             spec.model_dump(mode="json"),
             owner=spec.owner,
             dataset_path=spec.data.path,
-            dataset_fingerprint=summary.fingerprint,
-            model_id=model.model_id,
+            dataset_fingerprint=job.summary.fingerprint,
+            model_id=job.model.model_id,
             run_id=run_id,
         ),
     ):
-        context = {
-            "registry": registry,
-            "model": model,
-            "summary": summary,
-            "baseline": baseline,
-            "t_start": t0,
-        }
         try:
-            metrics = _evaluate_into(target.local, spec, labels, run_id, timings, context)
+            metrics = _evaluate_into(target.local, job, run_id)
             publish(target.local, target.dest, last="metrics.json")  # metrics.json last: complete
         except BaseException:
             _remove_artifacts(target.local)
@@ -94,76 +115,98 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None, kind: str
     return EvalResult(run_id, target.dest, metrics)
 
 
-def _evaluate_into(out: Path, spec, labels, run_id: str, timings: dict, context: dict) -> dict:
-    from cluster.report import write_report
+def _prepare(spec: EvaluateSpec, registry: Registry) -> tuple:
+    """What must hold before anything starts: the model, its labels, where the artifacts go, the
+    data's columns and shards (metadata only)."""
+    from cluster.datafiles import check_columns
+    from cluster.modeling import resolve_model
+    from cluster.registry import new_id
+    from cluster.shards import plan_shards
 
+    model = resolve_model(spec.model, registry)
+    labels = require_labels(model)
+    target = artifact_target(spec, new_id("evaluate"), registry)  # --out checked, store writable
+    check_columns(spec.data)
+    _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
+    if not shards:
+        raise UserError(f"dataset {spec.data.path} is empty (0 rows)")
+    return model, labels, target, shards
+
+
+def _scan(spec: EvaluateSpec, phases: Phases):
+    from cluster.data import scan
+
+    phases.mark("scan_start")
+    try:
+        return scan(spec.data, spec.limit, spec.rows_per_shard)
+    finally:
+        phases.mark("scan_end")
+
+
+def say_joined(joined: str) -> None:
+    """One line on stderr when the run uses a Ray it did not start (e.g. `evalctl cluster up`'s)."""
+    from cluster.runtime import joined_line
+
+    line = joined_line(joined)
+    if line:
+        from jobs.entry import err_console
+
+        err_console.print(line, markup=False)
+
+
+def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
+    from cluster.report import write_report
+    from jobs.eval_sections import judge_gate
+
+    spec = job.spec
     out.mkdir(parents=True, exist_ok=True)
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
-    metrics = _infer(out, spec, labels, timings, context["model"])
-    metrics.update(_run_info(spec, context, run_id))
-    (out / ".predictions.parquet.tmp").replace(out / "predictions.parquet")
+    tmp = out / ".predictions.parquet.tmp"
+    metrics, took = _infer(job, tmp)
+    metrics.update(_run_info(job, run_id))
+    tmp.replace(out / "predictions.parquet")
     if spec.gate is not None:
-        t0 = time.perf_counter()
-        metrics["gate"] = _gate(spec, metrics, out / "predictions.parquet", context["baseline"])
-        timings["gate_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - context["t_start"]
-    metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        job.phases.mark("gate_start")
+        metrics["gate"] = judge_gate(spec, metrics, out / "predictions.parquet", job.baseline)
+        job.phases.mark("gate_end")
+    job.phases.mark("done")
+    metrics["timings"] = {**timings(job.phases, metrics["n"]), **{k: round(v, 3) for k, v in took.items()}}
     write_report(metrics, out / "report.html")
     _write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
     return metrics
 
 
-def _infer(out: Path, spec, labels: list[str], timings: dict, model) -> dict:
-    """The pipeline (with the analyses the spec asks for) -> metrics.json's scores and run info."""
+def _infer(job: _Job, tmp: Path) -> tuple[dict, dict]:
+    """The pipeline, with the analyses the spec asks for -> metrics.json's scores and the seconds
+    of the steps besides the phases (analyses_s summed over actors, finalize_s, attributions_s)."""
     import ray
 
     from cluster.analyses import Analyses
-    from cluster.runtime import init_ray
+    from jobs.eval_sections import scores
     from jobs.explainer import start_explainer
-    from jobs.predictor import run_pipeline
+    from jobs.pipeline import Run, run_pipeline
 
-    t0 = time.perf_counter()
-    init_ray()
-    timings["ray_init_s"] = time.perf_counter() - t0
+    spec, labels = job.spec, job.labels
     analyses = Analyses.for_spec(spec, len(labels))
-    explainer = start_explainer(model.path, spec.max_length) if spec.mistakes else None
+    # Loads its own model while the actors infer: its imports stay off the critical path.
+    explainer = start_explainer(job.model.path, spec.max_length) if spec.mistakes else None
     try:
-        stats, info, parts = run_pipeline(
-            spec, model.source, labels, out / ".predictions.parquet.tmp", timings, analyses
-        )
-        metrics = _metrics(stats, parts, spec, labels, timings, explainer)
+        stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases, Run(spec.data, analyses))
+        metrics, took = scores(stats, info["parts"], spec, labels, explainer)
     finally:
         if explainer is not None:
             ray.kill(explainer)
     metrics.update(precision_mode=info["precision"], device=info["device"], workers=info["workers"])
-    return metrics
+    return metrics, {"analyses_s": info["analyses_s"], **took}
 
 
-def _metrics(stats, parts: dict, spec, labels: list[str], timings: dict, explainer) -> dict:
-    """metrics.json's scores: the core statistics, the analyses' sections, the mistakes' attributions."""
-    from cluster.analyses import finalize as finalize_parts
-    from cluster.metrics import finalize, slice_metrics
+def _run_info(job: _Job, run_id: str) -> dict:
+    from jobs.eval_sections import model_lineage
 
-    t0 = time.perf_counter()
-    metrics = finalize(stats, labels)
-    if spec.data.slice_column:
-        metrics["slices"] = slice_metrics(stats, labels)
-    finalize_parts(parts, spec, labels, metrics)
-    timings["finalize_s"] = time.perf_counter() - t0
-    if explainer is not None:
-        from jobs.explainer import add_attributions
-
-        t0 = time.perf_counter()
-        add_attributions(metrics.get("mistakes", []), explainer)
-        timings["attributions_s"] = time.perf_counter() - t0
-    return metrics
-
-
-def _run_info(spec, context: dict, run_id: str) -> dict:
-    model, summary = context["model"], context["summary"]
+    spec, model, summary = job.spec, job.model, job.summary
     return {
         "model": {"id": model.model_id, "path": model.location or str(model.path)},
-        "lineage": model_lineage(model, context["registry"]),
+        "lineage": model_lineage(model, job.registry),
         "dataset": {
             "path": spec.data.path,
             "fingerprint": summary.fingerprint,
@@ -177,42 +220,33 @@ def _run_info(spec, context: dict, run_id: str) -> dict:
         "max_length": spec.max_length,
         "bootstrap": spec.bootstrap,
         "seed": spec.seed,
+        "ray": job.actors.joined,
+        "warm_actors": job.actors.reused,
     }
 
 
-def _gate(spec, metrics: dict, predictions: Path, baseline: dict | None) -> dict:
-    from cluster.gates import judge
-    from jobs.gate import paired_with
-
-    paired = paired_with(baseline, predictions, metrics["labels"], spec.gate, spec.seed) if baseline else None
-    return judge(spec.gate, metrics, paired)
-
-
-def model_lineage(model, registry: Registry) -> dict:
-    """Where the model came from (its evalcluster.json), with the training data's fingerprint
-    (from the lineage, else from the sweep run that made it)."""
-    from cluster.modeling import read_lineage
-
-    lin = read_lineage(model.path)
-    keep = (
-        "base_model",
-        "sweep",
-        "sweep_run",
-        "pretrain_run",
-        "trial_id",
-        "trial_config",
-        "train_data",
-        "train_fingerprint",
-        "validation_data",
-        "validation_metrics",
-    )
-    out = {k: lin[k] for k in keep if k in lin}
-    if "train_fingerprint" not in out and lin.get("sweep_run"):
-        try:
-            out["train_fingerprint"] = registry.get_run(lin["sweep_run"])["dataset_fingerprint"]
-        except UserError:
-            out["train_fingerprint"] = None  # the sweep's record is not in this registry
-    return out
+def timings(phases: Phases, n: int) -> dict[str, float]:
+    """The ``timings`` of metrics.json, in seconds (docs/contracts.md): consecutive phases of the
+    command; ``scan_s`` runs beside ``ray_init_s`` and ``actors_ready_s``."""
+    t = {
+        "cli_start_s": phases.marks.get("cli_start_s"),
+        "ray_init_s": phases.between("ray_start", "ray_up"),
+        "scan_s": phases.between("scan_start", "scan_end"),
+        "actors_ready_s": phases.between("ray_up", "actors_ready"),
+        "first_batch_s": phases.between("actors_ready", "first_result"),
+        "inference_s": phases.between("actors_ready", "last_result"),
+        "finish_s": phases.between("last_result", "done"),
+        "pipeline_s": phases.between("ray_up", "last_result"),
+        "gate_s": phases.between("gate_start", "gate_end"),
+        "total_s": phases.between("start", "done"),
+    }
+    if t["cli_start_s"] is not None and t["total_s"] is not None:
+        t["process_s"] = round(t["cli_start_s"] + t["total_s"], 3)
+    if t["pipeline_s"]:
+        t["rows_per_s"] = round(n / t["pipeline_s"], 1)
+    if t["inference_s"]:
+        t["steady_rows_per_s"] = round(n / t["inference_s"], 1)
+    return {k: v for k, v in t.items() if v is not None}
 
 
 # ------------------------------------------------------------------ checks at the boundary
@@ -317,84 +351,28 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def _headline(metrics: dict) -> dict:
     """What the registry keeps of a run's metrics: every scalar of the metric table, the CIs,
-    size, labels, precision, timings, the gate's verdict, the weak slices' names and, for a
-    robustness run, each perturbation's scores (the full file stays in the artifacts)."""
+    size, labels, precision, timings, and the gate's, weak slices' and robustness digests
+    (jobs/eval_sections.py; the full file stays in the artifacts)."""
+    from cluster.metrics import METRICS
+    from jobs.eval_sections import headline_extras
+
     keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings")
-    out = {k: metrics[k] for k in keep if k in metrics}
-    if "gate" in metrics:
-        out["gate"] = {"passed": metrics["gate"]["passed"], "baseline": metrics["gate"]["baseline"]}
-    if "auto_slices" in metrics:
-        out["weak_slices"] = [w["slice"] for w in metrics["auto_slices"]["weak"]]
-    if "robustness" in metrics:
-        out["robustness"] = robustness_digest(metrics["robustness"])
-    return out
-
-
-def robustness_digest(rob: dict) -> dict:
-    """Per perturbation: the perturbed score, its change (with the paired CI), flip rate, McNemar p."""
-    per = {}
-    for kind, r in rob["perturbations"].items():
-        per[kind] = {
-            "flip_rate": r["flip_rate"],
-            "mcnemar_p": r["mcnemar_p"],
-            **{m: d["b"] for m, d in r["metrics"].items()},
-            "delta": {m: d["diff"] for m, d in r["metrics"].items()},
-            "delta_ci95": {m: d["ci95"] for m, d in r["metrics"].items()},
-        }
-    return {"rate": rob["rate"], "seed": rob["seed"], "perturbations": per}
+    return {**{k: metrics[k] for k in keep if k in metrics}, **headline_extras(metrics)}
 
 
 # ------------------------------------------------------------------ command line
 
 
-def print_summary(result: EvalResult) -> None:
-    from rich.table import Table
-
-    from jobs.entry import console
-
-    m = result.metrics
-    table = Table(
-        "metric",
-        "value",
-        "95% CI",
-        title=f"{cell(m['model']['id'])} on {m['n']} rows "
-        f"({m['precision_mode']}, {m['timings']['rows_per_s']:.0f} rows/s)",
-    )
-    for key in metric_names(headline=True):
-        if key in m:
-            ci = m["ci95"].get(key)
-            value = "undefined" if m[key] is None else f"{m[key]:.4f}"
-            table.add_row(key, value, f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
-    console.print(table)
-    if "auto_slices" in m:
-        print_weak_slices(m["auto_slices"])
-    console.print(f"run {result.run_id}; artifacts in {result.out}")
-    if "gate" in m:
-        print_gate(m["gate"])
-
-
-def print_weak_slices(auto: dict) -> None:
-    from jobs.entry import console
-
-    weak = auto["weak"]
-    console.print(
-        f"weak slices ({auto['metric']}, overall {auto['overall']:.4f}; {auto['correction']}): "
-        + (", ".join(f"{cell(w['slice'])} {w[auto['metric']]:.3f} (n={w['n']})" for w in weak[:5]) or "none")
-        + (f", ... ({len(weak) - 5} more)" if len(weak) > 5 else "")
-    )
-
-
-def print_gate(gate: dict) -> None:
-    from cluster.gates import summary_line
-    from jobs.entry import console
-
-    for row in gate["conditions"]:  # one line each, never wrapped (CI logs grep them)
-        console.print(row["line"], markup=False, soft_wrap=True)
-    console.print(summary_line(gate), markup=False, soft_wrap=True)
-
-
 def _run(spec: EvaluateSpec, **_) -> None:
-    result = run_evaluate(spec)
+    import typer
+
+    phases = Phases()
+    age = process_age_s()
+    if age is not None:  # process start -> here: interpreter, imports, option parsing
+        phases.marks["cli_start_s"] = round(age, 3)
+    from jobs.eval_print import print_summary
+
+    result = run_evaluate(spec, phases=phases)
     print_summary(result)
     if "gate" in result.metrics and not result.metrics["gate"]["passed"]:
         raise typer.Exit(1)

@@ -138,7 +138,7 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
 
 def _show(spec: GateSpec, run: str, as_json: bool = False, **_) -> None:
     from jobs.entry import console
-    from jobs.evaluate import print_gate
+    from jobs.eval_print import print_gate
 
     result = gate_run(Registry(), run, spec)
     if as_json:

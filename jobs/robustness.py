@@ -20,7 +20,8 @@ from __future__ import annotations
 import typer
 
 from cluster.config import RobustnessSpec
-from jobs.evaluate import GATE_OPTIONS, EvalResult, print_summary, run_evaluate
+from jobs.eval_print import print_summary
+from jobs.evaluate import GATE_OPTIONS, EvalResult, run_evaluate
 from jobs.spec_cli import Workload, options, spec_command
 
 
