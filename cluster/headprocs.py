@@ -96,3 +96,13 @@ def wait_for_job_agent(gcs_address: str, timeout_s: float = 60.0) -> bool:
         "the head's job agent did not register within %.0f s; job submissions may be refused", timeout_s
     )
     return False
+
+
+def start_error(proc) -> str:
+    """The line of `ray start`'s output that says why it failed (its log lines come after it)."""
+    lines = [ln.strip() for ln in f"{proc.stdout}\n{proc.stderr}".splitlines() if ln.strip()]
+    why = [i for i, ln in enumerate(lines) if "Exception" in ln or "Error" in ln or "timed out" in ln]
+    if not why:
+        return lines[-1] if lines else f"exit status {proc.returncode}"
+    i = why[-1]  # "Exception:" alone: its message is on the next line
+    return " ".join(lines[i : i + 2]) if lines[i].endswith(":") else lines[i]

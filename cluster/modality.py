@@ -134,6 +134,23 @@ class Classifier:
         return save_image_model_dir(self.model, out, lineage)
 
 
+def refuse_text_analyses(spec, modality: str, model_id: str) -> None:
+    """Analyses that read text (perturbations, weak slices by text features), asked of an image
+    model: one line, before anything starts. ``spec``: an EvaluateSpec or RobustnessSpec."""
+    if modality == "text":
+        return
+    if getattr(spec, "perturb", None):
+        raise UserError(
+            f"robustness perturbs text (typos, case, punctuation, ...); model {model_id} "
+            "is an image classifier: evaluate it with `evalctl evaluate`"
+        )
+    if spec.auto_slices:
+        raise UserError(
+            f"--auto-slices finds weak slices by text features (length, words, URLs); model "
+            f"{model_id} is an image classifier: use --slice-column for per-slice metrics"
+        )
+
+
 # ------------------------------------------------------------------ loading
 
 

@@ -27,6 +27,9 @@ from jobs.spec_cli import Workload, options, spec_command
 # front cost `evalctl evaluate` ~0.3 s of CPU here (httpx, job submission, serving, sweeps).
 LAZY = {
     "evaluate": ("jobs.evaluate", "command"),
+    "gate": ("jobs.gate", "command"),
+    "robustness": ("jobs.robustness", "command"),
+    "drift": ("jobs.drift", "command"),
     "sweep": ("jobs.sweep", "sweep_app"),
     "pretrain": ("jobs.pretrain", "command"),
     "serve": ("jobs.deploy", "serve_app"),
@@ -98,15 +101,25 @@ def data_sample(
         None, "--images", help="Directory for the three animal-mnist image splits (image, label)."
     ),
     seed: int = typer.Option(0, help="Seed of the stratified split."),
+    by_domain: bool = typer.Option(
+        False,
+        "--by-domain",
+        help="Also cut each split by source domain (airline, apple, claritin, coachella, deflategate, "
+        "driverless): OUT/<domain>/{train,validation,test}.parquet.",
+    ),
 ) -> None:
     """Write train/validation/test Parquet splits (80/10/10) of the bundled tweet corpus (--out)
     and/or of animal-mnist, 28x28 animal silhouettes in 10 classes, as PNG bytes (--images)."""
     if out is None and images is None:
         raise UserError("give --out DIR (the tweet corpus), --images DIR (animal-mnist), or both")
+    if by_domain and out is None:
+        raise UserError("--by-domain cuts the tweet corpus by domain: give --out DIR with it")
     if out is not None:
         from cluster.corpus import LABELS, sample_splits
 
         _print_counts(sample_splits(out, seed), LABELS, f"sample corpus -> {out}")
+        if by_domain:
+            _sample_by_domain(out, seed)
     if images is not None:
         from cluster.image_data import ANIMAL_LABELS, sample_image_splits
 
@@ -117,6 +130,18 @@ def _print_counts(counts: dict, labels: list[str], title: str) -> None:
     table = Table("split", "rows", *labels, title=title)
     for split, by_label in counts.items():
         table.add_row(split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in labels])
+    console.print(table)
+
+
+def _sample_by_domain(out: Path, seed: int) -> None:
+    from cluster.corpus import LABELS
+    from cluster.domains import sample_splits_by_domain
+
+    counts = sample_splits_by_domain(out, seed)
+    table = Table("domain", "split", "rows", *LABELS, title=f"by domain -> {out}/<domain>/<split>.parquet")
+    for domain, splits in counts.items():
+        for split, by_label in splits.items():
+            table.add_row(domain, split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in LABELS])
     console.print(table)
 
 

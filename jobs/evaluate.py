@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from cluster.artifacts import publish, remove
 from cluster.clock import Phases, process_age_s
 from cluster.config import DataSpec, EvaluateSpec
-from cluster.datafiles import input_column
 from cluster.errors import UserError, first_items
 from jobs.spec_cli import Workload, options, spec_command
 
@@ -47,14 +46,15 @@ class EvalResult:
 
 
 def run_evaluate(
-    spec: EvaluateSpec, registry: Registry | None = None, phases: Phases | None = None
+    spec: EvaluateSpec, registry: Registry | None = None, phases: Phases | None = None, kind: str = "evaluate"
 ) -> EvalResult:
-    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run.
+    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run (as ``kind``).
 
     ``phases``: marks of the command so far (the CLI passes its start); the timings in
     metrics.json are differences of these marks (cluster/clock.py).
     """
     from cluster.registry import Registry
+    from jobs.eval_sections import gate_baseline
     from jobs.pipeline import model_actors
 
     phases = phases or Phases()
@@ -69,7 +69,8 @@ def run_evaluate(
                 say_joined(actors.joined)
                 summary = scanning.result()
                 check_labels(summary.label_counts, labels, spec.data)
-                job = _Job(spec, model, labels, summary, actors, phases, given)
+                baseline = gate_baseline(given, registry, summary, labels)
+                job = _Job(spec, model, labels, summary, actors, phases, registry, baseline, kind, given)
                 return _record(job, registry, target)
 
 
@@ -83,6 +84,9 @@ class _Job:
     summary: object  # cluster.data.DataSummary
     actors: object  # jobs.pipeline.Actors (with the shards they get)
     phases: Phases
+    registry: Registry
+    baseline: dict | None  # the gate's baseline run (jobs/gate.py), None without one
+    kind: str  # the run's kind in the registry: evaluate or robustness
     given: EvaluateSpec  # as the user gave it (``spec`` may read an image folder through its index)
 
 
@@ -92,7 +96,7 @@ def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult
     with (
         target.held(registry),
         registry.run(
-            "evaluate",
+            job.kind,
             job.given.model_dump(mode="json"),
             owner=spec.owner,
             dataset_path=job.given.data.path,
@@ -121,12 +125,14 @@ def _prepare(spec: EvaluateSpec, registry: Registry, work: str) -> tuple:
     read through an index written into ``work``) and those."""
     from cluster.data import image_folder_spec
     from cluster.datafiles import check_columns
+    from cluster.modality import refuse_text_analyses
     from cluster.modeling import resolve_model
     from cluster.registry import new_id
     from cluster.shards import plan_shards
 
     model = resolve_model(spec.model, registry)
     labels = require_labels(model)
+    refuse_text_analyses(spec, model.modality, model.model_id)
     target = artifact_target(spec, new_id("evaluate"), registry)  # --out checked, store writable
     spec = spec.model_copy(update={"data": image_folder_spec(spec.data, model.modality, work)})
     check_columns(spec.data, model.modality)
@@ -158,48 +164,55 @@ def say_joined(joined: str) -> None:
 
 
 def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
-    from cluster.images import BadRow, bad_rows_report
-    from cluster.metrics import finalize, slice_metrics
     from cluster.report import write_report
-    from jobs.pipeline import run_pipeline
+    from jobs.eval_sections import judge_gate, run_info
 
-    spec, labels, summary = job.spec, job.labels, job.summary
+    spec = job.spec
     out.mkdir(parents=True, exist_ok=True)
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
     tmp = out / ".predictions.parquet.tmp"
-    stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases)
-    metrics = finalize(stats, labels)
-    if spec.data.slice_column:
-        metrics["slices"] = slice_metrics(stats, labels)
-    metrics.update(
-        model={"id": job.model.model_id, "path": job.model.location or str(job.model.path)},
-        dataset={
-            "path": job.given.data.path,
-            "fingerprint": summary.fingerprint,
-            "rows": summary.num_rows,
-            "modality": job.model.modality,
-            f"{job.model.modality}_column": input_column(spec.data, job.model.modality),
-            "label_column": spec.data.label_column,
-        },
-        precision_mode=info["precision"],
-        device=info["device"],
-        run_id=run_id,
-        workers=info["workers"],
-        batch_size=spec.batch_size,
-        max_length=spec.max_length,
-        bootstrap=spec.bootstrap,
-        seed=spec.seed,
-        ray=job.actors.joined,
-        warm_actors=job.actors.reused,
-    )
-    if job.model.modality == "image":
-        metrics["bad_rows"] = bad_rows_report([BadRow(r, why) for r, why in info["bad"]])
+    metrics, took = _infer(job, tmp)
+    metrics.update(run_info(job, run_id))
     tmp.replace(out / "predictions.parquet")
-    write_report(metrics, out / "report.html")
+    if spec.gate is not None:
+        job.phases.mark("gate_start")
+        metrics["gate"] = judge_gate(spec, metrics, out / "predictions.parquet", job.baseline)
+        job.phases.mark("gate_end")
     job.phases.mark("done")
-    metrics["timings"] = timings(job.phases, stats.n)
+    metrics["timings"] = {**timings(job.phases, metrics["n"]), **{k: round(v, 3) for k, v in took.items()}}
+    write_report(metrics, out / "report.html")
     _write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
     return metrics
+
+
+def _infer(job: _Job, tmp: Path) -> tuple[dict, dict]:
+    """The pipeline, with the analyses the spec asks for -> metrics.json's scores and the seconds
+    of the steps besides the phases (analyses_s summed over actors, finalize_s, attributions_s)."""
+    import ray
+
+    from cluster.analyses import Analyses
+    from jobs.eval_sections import scores
+    from jobs.explainer import start_explainer
+    from jobs.pipeline import Run, run_pipeline
+
+    spec, labels = job.spec, job.labels
+    analyses = Analyses.for_spec(spec, len(labels))
+    # Loads its own model while the actors infer: its imports stay off the critical path.
+    # Token attributions: text only (an image's saliency map is the scorer's /v1/explain).
+    explain = spec.mistakes and job.model.modality == "text"
+    explainer = start_explainer(job.model.path, spec.max_length) if explain else None
+    try:
+        stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases, Run(spec.data, analyses))
+        metrics, took = scores(stats, info["parts"], spec, labels, explainer)
+    finally:
+        if explainer is not None:
+            ray.kill(explainer)
+    metrics.update(precision_mode=info["precision"], device=info["device"], workers=info["workers"])
+    if job.model.modality == "image":
+        from cluster.images import BadRow, bad_rows_report
+
+        metrics["bad_rows"] = bad_rows_report([BadRow(r, why) for r, why in info["bad"]])
+    return metrics, {"analyses_s": info["analyses_s"], **took}
 
 
 def timings(phases: Phases, n: int) -> dict[str, float]:
@@ -214,6 +227,7 @@ def timings(phases: Phases, n: int) -> dict[str, float]:
         "inference_s": phases.between("actors_ready", "last_result"),
         "finish_s": phases.between("last_result", "done"),
         "pipeline_s": phases.between("ray_up", "last_result"),
+        "gate_s": phases.between("gate_start", "gate_end"),
         "total_s": phases.between("start", "done"),
     }
     if t["cli_start_s"] is not None and t["total_s"] is not None:
@@ -289,7 +303,7 @@ def artifact_target(spec: EvaluateSpec, run_id: str, registry: Registry) -> Arti
     return ArtifactTarget(run_id, staging, dest, staging=staging)
 
 
-def prepare_out(spec: EvaluateSpec) -> Path | None:
+def prepare_out(spec, artifacts: tuple[str, ...] = ARTIFACTS) -> Path | None:
     """The --out directory, refusing one that holds another run unless --overwrite."""
     if spec.out is None:
         return None
@@ -301,7 +315,7 @@ def prepare_out(spec: EvaluateSpec) -> Path | None:
     out = Path(spec.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
-    held = [a for a in ARTIFACTS if (out / a).exists()]
+    held = [a for a in artifacts if (out / a).exists()]
     if held and not spec.overwrite:
         raise UserError(
             f"--out {out} already holds another run ({', '.join(held)}); "
@@ -327,58 +341,44 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def _headline(metrics: dict) -> dict:
     """What the registry keeps of a run's metrics: every scalar of the metric table, the CIs,
-    size, labels, precision and timings (the full file stays in the artifacts)."""
+    size, labels, precision, timings, and the gate's, weak slices' and robustness digests
+    (jobs/eval_sections.py; the full file stays in the artifacts)."""
     from cluster.metrics import METRICS
+    from jobs.eval_sections import headline_extras
 
     keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings")
-    return {k: metrics[k] for k in keep if k in metrics}
+    return {**{k: metrics[k] for k in keep if k in metrics}, **headline_extras(metrics)}
 
 
 # ------------------------------------------------------------------ command line
 
 
-def print_summary(result: EvalResult) -> None:
-    from rich.table import Table
-
-    from cluster.metrics import metric_names
-    from jobs.entry import console
-
-    m = result.metrics
-    table = Table(
-        "metric",
-        "value",
-        "95% CI",
-        title=f"{m['model']['id']} on {m['n']} rows "
-        f"({m['precision_mode']}, {m['timings']['rows_per_s']:.0f} rows/s)",
-    )
-    for key in metric_names(headline=True):
-        ci = m["ci95"].get(key)
-        table.add_row(key, f"{m[key]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
-    console.print(table)
-    bad = m.get("bad_rows") or {}
-    if bad.get("count"):
-        rows = ", ".join(str(b["row"]) for b in bad["first_rows"][:10])
-        more = ", ..." if bad["count"] > 10 else ""
-        console.print(f"skipped {bad['count']} bad image row(s): rows {rows}{more}; see metrics.json")
-    console.print(f"run {result.run_id}; artifacts in {result.out}")
-
-
 def _run(spec: EvaluateSpec, **_) -> None:
+    import typer
+
     phases = Phases()
     age = process_age_s()
     if age is not None:  # process start -> here: interpreter, imports, option parsing
         phases.marks["cli_start_s"] = round(age, 3)
-    print_summary(run_evaluate(spec, phases=phases))
+    from jobs.eval_print import print_summary
+
+    result = run_evaluate(spec, phases=phases)
+    print_summary(result)
+    if "gate" in result.metrics and not result.metrics["gate"]["passed"]:
+        raise typer.Exit(1)
 
 
+GATE_OPTIONS = ["gate.min", "gate.max", "gate.use_ci_lower", "gate.baseline", "gate.max_drop"]
 WORKLOAD = Workload(
     spec=EvaluateSpec,
-    options=options(EvaluateSpec, ["model", "data.*", "*"], flags={"data.path": "--data"}),
+    options=options(EvaluateSpec, ["model", "data.*", "*", *GATE_OPTIONS], flags={"data.path": "--data"}),
     run=_run,
     module="jobs.evaluate",
 )
 command = spec_command(
-    WORKLOAD, "Sharded evaluation: metrics.json, predictions.parquet, report.html; registers the run."
+    WORKLOAD,
+    "Sharded evaluation: metrics.json, predictions.parquet, report.html; registers the run. "
+    "With --min/--max/--max-drop it also checks a quality gate (exit code 1 when it fails).",
 )
 
 

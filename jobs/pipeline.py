@@ -1,7 +1,7 @@
 """The evaluation pipeline: shards scheduled onto model actors, predictions streamed in input order.
 
     with model_actors(spec, model, labels, shards, phases) as actors:
-        stats, info = run_pipeline(spec, actors, len(labels), pred_path, phases)
+        stats, info = run_pipeline(spec, actors, len(labels), pred_path, phases, Run(data, analyses))
 
 The actors (jobs/predictor.py: ModelActor) start loading their model as soon as Ray is
 up, while the driver is still validating and fingerprinting the data. Each actor reads
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cluster.clock import Phases
-from cluster.config import EvaluateSpec
+from cluster.config import DataSpec, PipelineSpec
 from cluster.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,10 @@ class Actors:
 
 @contextlib.contextmanager
 def model_actors(
-    spec: EvaluateSpec, model, labels: list[str], shards: list, phases: Phases
+    spec: PipelineSpec, model, labels: list[str] | None, shards: list, phases: Phases
 ) -> Iterator[Actors]:
     """Start Ray and the model actors of ``model`` (a cluster.modeling.ModelRef), not waiting for
-    them; release or end them afterwards."""
+    them; release or end them afterwards. ``labels`` None: a bare encoder (drift checks)."""
     from cluster.runtime import init_ray
 
     phases.mark("ray_start")
@@ -86,14 +86,14 @@ def _actor_class(cpus: float, gpus: float, **options):
     return ray.remote(ModelActor).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0, **options)
 
 
-def _cold(spec: EvaluateSpec, model, labels: list[str], plan: tuple) -> Actors:
+def _cold(spec: PipelineSpec, model, labels: list[str], plan: tuple) -> Actors:
     workers, cpus, gpus = plan
     cls = _actor_class(cpus, gpus)
     handles = [cls.remote(model.source, labels, spec, gpus, int(cpus)) for _ in range(workers)]
     return Actors(handles, plan, joined="")
 
 
-def _warm(spec: EvaluateSpec, model, labels: list[str], plan: tuple, joined: str) -> Actors:
+def _warm(spec: PipelineSpec, model, labels: list[str], plan: tuple, joined: str) -> Actors:
     """The warm pool's actors for this model: found by name, else created (and leased first, so the
     pool knows them before they exist). They reserve no CPU: a loaded model waiting for the next
     evaluation must not keep a sweep or a Serve replica from being scheduled."""
@@ -103,10 +103,11 @@ def _warm(spec: EvaluateSpec, model, labels: list[str], plan: tuple, joined: str
 
     workers, cpus, gpus = plan
     model_path = model.path  # this machine's copy: its files' names, sizes and mtimes make the key
-    key = model_key(model_path, spec.precision, gpus)
+    key = model_key(model_path, spec.precision, gpus, actor_kind(model, labels))
     names = actor_names(key, workers)
     label = {
         "model": model.location or str(model_path),
+        "kind": actor_kind(model, labels),
         "precision": spec.precision,
         "device": "gpu" if gpus else "cpu",
     }
@@ -122,6 +123,11 @@ def _warm(spec: EvaluateSpec, model, labels: list[str], plan: tuple, joined: str
             cls = _actor_class(0, gpus, **options)
             handles.append(cls.remote(model.source, labels, spec, gpus, int(cpus)))
     return Actors(handles, plan, joined, key=key, reused=reused)
+
+
+def actor_kind(model, labels) -> str:
+    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift) or ``image-classifier``."""
+    return f"{model.modality}-{'encoder' if labels is None else 'classifier'}"
 
 
 def _lease(pool_actor, *args) -> None:
@@ -159,31 +165,70 @@ def _let_go(actors: Actors) -> None:
 # ------------------------------------------------------------------ streaming
 
 
-def run_pipeline(spec: EvaluateSpec, actors: Actors, k: int, pred_path: Path, phases: Phases):
+def run_pipeline(
+    spec: PipelineSpec,
+    actors: Actors,
+    k: int,
+    pred_path: Path | None,
+    phases: Phases,
+    run: Run | None = None,
+):
     """Shards -> actors -> predictions.parquet in input order + merged statistics.
 
-    Returns (stats, info): info has the precision and device the actors used, how many
-    actors ran and the (row, reason) of images skipped (``skip_bad_rows``). Phases marked:
-    actors_ready (the first actor's model loaded), first_result,
-    last_result.
+    ``run``: the data read (default ``spec.data``) and the analyses computed beside the core
+    statistics (cluster/analyses.py). ``pred_path`` None writes no predictions. Returns
+    (stats, info): stats None when the model has no classifier or the data no labels; info
+    has the precision and device the actors used, how many actors ran, the analyses' merged
+    parts (``parts``), their seconds summed over actors (``analyses_s``) and the (row, reason)
+    of images skipped (``bad``, with ``skip_bad_rows``). Phases marked: actors_ready (the
+    first actor's model loaded), first_result, last_result.
     """
+    from cluster.metrics import empty_stats
+
+    run = run or Run(spec.data)
+    _watch_ready(actors, phases)
+    stats, info = _collect(_ordered_results(spec, actors, run), run, pred_path, phases)
+    phases.mark("last_result")
+    if stats is None and k and run.data.label_column:  # labelled data but no rows
+        stats = empty_stats(k, spec.bootstrap)
+    info["workers"] = len(actors.handles)
+    return stats, info
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one pass reads and computes besides the core statistics."""
+
+    data: DataSpec
+    analyses: object = None  # cluster.analyses.Analyses or DriftAnalyses; None: none
+
+
+def _collect(tables, run: Run, pred_path: Path | None, phases: Phases) -> tuple:
+    """Add up the statistics riding in each table and write the predictions in input order."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from cluster.metrics import empty_stats
+    from cluster.threshold_cells import MergeTree
     from jobs.predictor import PLACEHOLDER_ROW
 
-    stats, info, writer, bad = empty_stats(k, spec.bootstrap), {}, None, []
-    rename = {"id": spec.data.id_column} if spec.data.id_column else {}
-    _watch_ready(actors, phases)
+    stats, trees, writer = None, {}, None
+    info = {"precision": None, "device": None, "analyses_s": 0.0, "bad": []}
+    rename = {"id": run.data.id_column} if run.data.id_column else {}
     try:
-        for table in _ordered_results(spec, actors):
+        for table in tables:
             phases.mark("first_result")
             for payload in table["_stats"].to_pylist():
                 if payload:
                     part = pickle.loads(payload)
-                    stats, info = stats + part["stats"], part
-                    bad += part.get("bad", [])
+                    if part["stats"] is not None:
+                        stats = part["stats"] if stats is None else stats + part["stats"]
+                    for name, value in part["parts"].items():  # MergeTree: O(log n) copies each
+                        trees.setdefault(name, MergeTree()).push(value)
+                    info.update(precision=part["precision"], device=part["device"])
+                    info["analyses_s"] += part["analyses_s"]
+                    info["bad"] += part["bad"]
+            if pred_path is None:
+                continue
             table = table.filter(pc.not_equal(table["row"], PLACEHOLDER_ROW))  # a shard of only bad rows
             table = table.drop_columns(["_stats"])
             table = table.rename_columns([rename.get(c, c) for c in table.column_names])
@@ -192,13 +237,8 @@ def run_pipeline(spec: EvaluateSpec, actors: Actors, k: int, pred_path: Path, ph
     finally:
         if writer:
             writer.close()
-    phases.mark("last_result")
-    return stats, {
-        "precision": info.get("precision"),
-        "device": info.get("device"),
-        "workers": len(actors.handles),
-        "bad": bad,
-    }
+    info["parts"] = {name: tree.total() for name, tree in trees.items()}
+    return stats, info
 
 
 def _watch_ready(actors: Actors, phases: Phases) -> None:
@@ -209,7 +249,7 @@ def _watch_ready(actors: Actors, phases: Phases) -> None:
     phases.mark("actors_ready", ray.get(done[0])["at"])
 
 
-def _ordered_results(spec: EvaluateSpec, actors: Actors):
+def _ordered_results(spec: PipelineSpec, actors: Actors, run: Run):
     """Yield each shard's prediction table in input order, keeping every actor busy.
 
     A shard goes to the actor with the fewest in flight; results that arrive early wait
@@ -229,7 +269,7 @@ def _ordered_results(spec: EvaluateSpec, actors: Actors):
             a = min(range(len(handles)), key=inflight.__getitem__)
             if inflight[a] >= IN_FLIGHT_PER_ACTOR:
                 break
-            ref = handles[a].score.remote(asdict(shards[submitted]), spec)
+            ref = handles[a].score.remote(asdict(shards[submitted]), spec, run.data, run.analyses)
             pending[ref], submitted, inflight[a] = (submitted, a), submitted + 1, inflight[a] + 1
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=TOUCH_S)
         for ref in ready:
@@ -266,7 +306,7 @@ def _touch(actors: Actors, last: float) -> float:
 # ------------------------------------------------------------------ how many actors
 
 
-def plan_workers(spec: EvaluateSpec, shards: int) -> tuple[int, float, float]:
+def plan_workers(spec: PipelineSpec, shards: int) -> tuple[int, float, float]:
     """(actors, CPUs per actor, GPUs per actor) for the connected cluster and ``shards`` shards.
 
     GPU clusters: one actor per GPU. CPU only: one single-threaded actor per CPU

@@ -1,10 +1,12 @@
 """The inference actor: one model, a shard of rows in, predictions + sufficient statistics out.
 
-:class:`Predictor` holds one model and turns a table of rows into predictions plus
-the rows' sufficient statistics (cluster/metrics.py); :class:`ModelActor` is the Ray
-actor around it, which reads its shards itself and can stay loaded between
-evaluations (cluster/warmpool.py). jobs/pipeline.py schedules shards onto these
-actors and streams their output to Parquet in input order.
+:class:`Predictor` holds one model (a classifier, or a bare encoder for drift checks) and
+turns a table of rows into predictions plus the rows' sufficient statistics
+(cluster/metrics.py) and, when asked, the analyses' mergeable statistics
+(cluster/analyses.py); :class:`ModelActor` is the Ray actor around it, which reads its
+shards itself and can stay loaded between evaluations (cluster/warmpool.py).
+jobs/pipeline.py schedules shards onto these actors and streams their output to Parquet
+in input order.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from cluster.config import EvaluateSpec
+from cluster.config import DataSpec, PipelineSpec
 from cluster.modelcache import ModelSource
 
 log = logging.getLogger(__name__)
@@ -30,79 +32,142 @@ class Predictor:
     everything after the probabilities is the same for both. A bad image raises a
     UserError naming its row, or with ``skip_bad_rows`` leaves the predictions and the
     statistics and is listed with them.
+
+    ``labels`` None: the model is a bare text encoder (drift checks without a classifier): no
+    predictions, only what ``analyses`` computes. ``analyses`` (cluster/analyses.py): more
+    mergeable statistics per batch, computed with this actor's model.
     """
 
-    def __init__(self, model: ModelSource, labels: list[str], spec: EvaluateSpec, gpus: float):
+    def __init__(self, model: ModelSource, labels, spec, gpus: float, analyses=None):
         import torch
 
         from cluster.modality import load_trained
-        from cluster.modeling import pick_device, resolve_precision
+        from cluster.modeling import load_encoder, pick_device, resolve_precision
         from cluster.runtime import worker_threads
 
         torch.set_num_threads(worker_threads())  # Ray's OMP_NUM_THREADS alone is not honoured
         self.device = pick_device(gpus)
         # A model in the artifact store is downloaded once per node (and verified) before loading.
-        self.clf = load_trained(model.local_path(), device=self.device)
+        path = model.local_path()
+        if labels is None:
+            self.clf = None
+            self.model, self.tokenizer = load_encoder(path, device=self.device)
+        else:
+            self.clf = load_trained(path, device=self.device)
+            self.model, self.tokenizer = self.clf.model, self.clf.tokenizer
         self.precision = resolve_precision(spec.precision, self.device)
-        self.labels = np.array(labels, dtype=object)
-        self.label2id = {lab: i for i, lab in enumerate(labels)}
+        self.labels = None if labels is None else np.array(labels, dtype=object)
+        self.label2id = {lab: i for i, lab in enumerate(labels or [])}
         self.spec = spec
+        self.analyses = analyses
+        self.base_dir = None  # where relative image paths are resolved (the data file's directory)
         self.ready_at = time.time()  # wall clock: model loaded, inference can start
 
     @property
     def modality(self) -> str:
-        return self.clf.modality
+        return "text" if self.clf is None else self.clf.modality
+
+    def probs(self, inputs) -> np.ndarray:
+        """Class probabilities (n, k) of texts, or of prepared images (uint8 (n, 3, S, S))."""
+        s = self.spec
+        return self.clf.predict_proba(
+            inputs, precision=self.precision, batch_size=s.batch_size, max_length=s.max_length
+        )
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """What the model sees of each text (after truncation)."""
+        return self.tokenizer(list(texts), truncation=True, max_length=self.spec.max_length)["input_ids"]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        from cluster.drift import mean_pooled_embeddings
+
+        return mean_pooled_embeddings(
+            self.model,
+            self.tokenizer,
+            texts,
+            max_length=self.spec.max_length,
+            batch_size=self.spec.batch_size,
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from cluster.metrics import batch_stats
 
         s = self.spec
+        batch, inputs, bad = self._prepare(batch)
+        probs = self.probs(inputs) if self.labels is not None else None
+        rows = batch["row"].to_numpy()
+        y_true = None
+        if probs is not None and "label" in batch.column_names:
+            y_true = np.array([self.label2id[lab] for lab in batch["label"].to_pylist()], dtype=np.int64)
+        slices = batch["slice"].to_numpy(zero_copy_only=False) if "slice" in batch.column_names else None
+        stats = None
+        if y_true is not None:
+            stats = batch_stats(y_true, probs, rows=rows, bootstrap=s.bootstrap, seed=s.seed, slices=slices)
+        t0 = time.perf_counter()
+        parts = {}
+        if self.analyses is not None:
+            texts = inputs if self.modality == "text" else None  # images: no text analyses
+            parts = self.analyses.batch(
+                self, texts=texts, y_true=y_true, probs=probs, rows=rows, slice_values=slices
+            )
+        payload = {
+            "stats": stats,
+            "parts": parts,
+            "analyses_s": time.perf_counter() - t0,
+            "precision": self.precision,
+            "device": self.device,
+            "ready_at": self.ready_at,
+            "bad": [(b.row, b.reason) for b in bad],
+        }
+        return _with_payload(self._columns(batch, probs), pickle.dumps(payload), batch.num_rows)
+
+    def _prepare(self, batch: pa.Table) -> tuple:
+        """(the batch less its skipped rows, the model's inputs, the skipped rows); texts pass as
+        they are, images are decoded and preprocessed (cluster/modality.py)."""
+        if self.clf is None:
+            return batch, batch["text"].to_pylist(), []
         prepared = self.clf.prepare(
             batch[self.modality].to_pylist(),
             batch["row"].to_pylist(),
-            skip_bad_rows=s.skip_bad_rows,
-            base_dir=data_base_dir(s.data.path),
+            skip_bad_rows=self.spec.skip_bad_rows,
+            base_dir=self.base_dir,
         )
         if len(prepared.kept) < batch.num_rows:  # skipped rows leave the predictions and statistics
             batch = batch.take(pa.array(prepared.kept, pa.int64()))
-        probs = self.clf.predict_proba(
-            prepared.inputs, precision=self.precision, batch_size=s.batch_size, max_length=s.max_length
-        )
-        rows = batch["row"].to_numpy()
-        y_true = np.array([self.label2id[lab] for lab in batch["label"].to_pylist()], dtype=np.int64)
-        slices = batch["slice"].to_numpy(zero_copy_only=False) if "slice" in batch.column_names else None
-        stats = batch_stats(y_true, probs, rows=rows, bootstrap=s.bootstrap, seed=s.seed, slices=slices)
-        pred = probs.argmax(1)
-        k = probs.shape[1]
-        out = {
-            "row": batch["row"],
-            "label": batch["label"],
-            "pred": pa.array(self.labels[pred].tolist()),
-            "score": pa.array(probs[np.arange(len(pred)), pred]),
-            "probs": pa.ListArray.from_arrays(
-                pa.array(np.arange(0, len(pred) * k + 1, k, dtype=np.int32)), pa.array(probs.ravel())
-            ),
-        }
+        return batch, prepared.inputs, prepared.bad
+
+    def _columns(self, batch: pa.Table, probs: np.ndarray | None) -> dict:
+        out = {"row": batch["row"]}
+        if "label" in batch.column_names:
+            out["label"] = batch["label"]
+        if probs is not None:
+            pred = probs.argmax(1)
+            k = probs.shape[1]
+            out.update(
+                pred=pa.array(self.labels[pred].tolist(), pa.string()),
+                score=pa.array(probs[np.arange(len(pred)), pred]),
+                probs=pa.ListArray.from_arrays(
+                    pa.array(np.arange(0, len(pred) * k + 1, k, dtype=np.int32)), pa.array(probs.ravel())
+                ),
+            )
         if "id" in batch.column_names:
             out["id"] = batch["id"]
-        # The batch's statistics ride along in the first row (a few KB whatever the rows).
-        info = {"precision": self.precision, "device": self.device, "ready_at": self.ready_at}
-        payload = pickle.dumps({"stats": stats, **info, "bad": [(b.row, b.reason) for b in prepared.bad]})
-        out["_stats"] = pa.array([payload] + [b""] * (len(pred) - 1), pa.binary())
-        schema = _output_schema(out)
-        if not len(pred):  # every row skipped: a placeholder row (row -1) carries the statistics
-            out = {f.name: pa.nulls(1, f.type) for f in schema}
-            out.update(row=pa.array([PLACEHOLDER_ROW]), _stats=pa.array([payload], pa.binary()))
-        return pa.table(out, schema=schema)
+        return out
 
 
 PLACEHOLDER_ROW = -1  # dropped by the driver (jobs/pipeline.py) before writing predictions
 
 
-def _output_schema(out: dict) -> pa.Schema:
-    """Explicit types: a batch whose every row was skipped still has the others' schema."""
+def _with_payload(out: dict, payload: bytes, n: int) -> pa.Table:
+    """The batch's statistics ride along in the first row (a few KB whatever the rows); a batch
+    whose every row was skipped sends them in a placeholder row (row -1), typed like the others."""
+    out["_stats"] = pa.array([payload] + [b""] * (n - 1), pa.binary())
     types = {"row": pa.int64(), "pred": pa.string(), "score": pa.float64(), "probs": pa.list_(pa.float64())}
-    return pa.schema([(k, types.get(k, v.type)) for k, v in out.items()])
+    schema = pa.schema([(k, types.get(k, v.type)) for k, v in out.items()])
+    if not n:
+        out = {f.name: pa.nulls(1, f.type) for f in schema}
+        out.update(row=pa.array([PLACEHOLDER_ROW]), _stats=pa.array([payload], pa.binary()))
+    return pa.table(out, schema=schema)
 
 
 def data_base_dir(path: str) -> str | None:
@@ -118,11 +183,11 @@ def data_base_dir(path: str) -> str | None:
 class ModelActor:
     """A Ray actor holding one :class:`Predictor`: shards in, prediction tables out.
 
-    The run's settings (batch size, max length, bootstrap, ...) come with each call, so
-    a warm actor serves any evaluation of its model at its precision.
+    The run's settings (batch size, max length, bootstrap, ...), its data and its analyses
+    come with each call, so a warm actor serves any evaluation of its model at its precision.
     """
 
-    def __init__(self, model: ModelSource, labels: list[str], spec: EvaluateSpec, gpus: float, threads: int):
+    def __init__(self, model: ModelSource, labels, spec: PipelineSpec, gpus: float, threads: int):
         import torch
 
         self.predictor = Predictor(model, labels, spec, gpus)
@@ -134,9 +199,11 @@ class ModelActor:
 
         return {"at": time.time(), "rss": rss_bytes(), "pid": os.getpid()}
 
-    def score(self, shard: dict, spec: EvaluateSpec) -> pa.Table:
-        """Read one shard (cluster/shards.py) and predict it under ``spec``'s settings."""
+    def score(self, shard: dict, spec: PipelineSpec, data: DataSpec, analyses=None) -> pa.Table:
+        """Read one shard of ``data`` (cluster/shards.py) and predict it under ``spec``'s settings,
+        with ``analyses`` (cluster/analyses.py; None: the core statistics only)."""
         from cluster.shards import Shard, read_shard
 
-        self.predictor.spec = spec
-        return self.predictor(read_shard(Shard(**shard), spec.data, modality=self.predictor.modality))
+        p = self.predictor
+        p.spec, p.analyses, p.base_dir = spec, analyses, data_base_dir(data.path)
+        return p(read_shard(Shard(**shard), data, modality=p.modality))

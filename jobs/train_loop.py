@@ -128,8 +128,11 @@ def fine_tune(
 def validate(clf, val: Split, max_length: int, precision: str) -> dict:
     """The evaluation's own scalar metrics of ``clf`` on the (prepared) validation split."""
     from cluster.metrics import compute_metrics
+    from cluster.threshold import compute_threshold_metrics
 
     clf.model.eval()
     probs = clf.predict_proba(val.inputs, max_length=max_length, precision=precision, batch_size=128)
     scores = compute_metrics(val.y, probs, clf.labels)
+    # ROC-AUC, AP, top-2 accuracy, Brier (point values): so a sweep can rank by any metric of the table
+    scores.update(compute_threshold_metrics(y_true=val.y, probs=probs, labels=clf.labels, bootstrap=0))
     return {k: v for k, v in scores.items() if isinstance(v, float)}

@@ -13,7 +13,7 @@ GROUPS = {"data": {"sample"}, "sweep": {"report", "resume"}, "serve": {"deploy",
 
 def images_section_commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
-    section = text.split("### 7. Images", 1)[1].split("\n## ", 1)[0]
+    section = text.split("### 8. Images", 1)[1].split("\n## ", 1)[0]
     block = section.split("```console", 1)[1].split("```", 1)[0]
     commands = []
     for line in block.splitlines():

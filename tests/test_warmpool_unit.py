@@ -39,9 +39,23 @@ def test_the_key_follows_the_model_files_precision_and_device(tiny_model_dir, tm
     key = model_key(model, "auto", 0)
     assert key == model_key(model, "auto", 0) and len(key) == 16
     assert len({key, model_key(model, "fp32", 0), model_key(model, "auto", 1)}) == 3
+    # What the actors load is in the key: a bare encoder (drift) never serves an evaluation.
+    assert (
+        key == model_key(model, "auto", 0, "text-classifier") != model_key(model, "auto", 0, "text-encoder")
+    )
     later = time.time() + 5
     os.utime(model / "config.json", (later, later))  # a rewritten file: a new key, never stale weights
     assert model_key(model, "auto", 0) != key
+
+
+def test_the_actor_kind_names_modality_and_model_type():
+    from types import SimpleNamespace
+
+    from jobs.pipeline import actor_kind
+
+    assert actor_kind(SimpleNamespace(modality="text"), ["a", "b"]) == "text-classifier"
+    assert actor_kind(SimpleNamespace(modality="text"), None) == "text-encoder"
+    assert actor_kind(SimpleNamespace(modality="image"), ["cat"]) == "image-classifier"
 
 
 def test_least_recently_used_idle_model_leaves_first_when_over_the_model_count():
