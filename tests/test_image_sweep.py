@@ -89,3 +89,29 @@ def test_text_random_init_is_the_same_architecture_with_fresh_weights():
     assert type(pre.model) is type(rnd.model) and pre.model.config.to_dict() == rnd.model.config.to_dict()
     name = "bert.encoder.layer.0.attention.self.query.weight"
     assert not pre.model.state_dict()[name].equal(rnd.model.state_dict()[name])
+
+
+def test_sweep_report_draws_pretrained_and_random_curves_in_one_figure(tmp_path):
+    """The learning-curve figure is a cluster/figures.py SVG in a Jinja2 page: one line per trial,
+    coloured by init, and it renders in a browser with something drawn."""
+    from cluster.figures import INIT_COLORS
+    from cluster.sweep_report import write_sweep_report
+    from tests.browser import assert_renders
+
+    def summary(run_id, init, curves):
+        return {"run_id": run_id, "init": init, "metric": "accuracy", "accuracy": 0.9, "curves": curves}
+
+    curve = {"trial_id": "t<1>", "epoch": [0.5, 1.0], "accuracy": [0.4, 0.8]}
+    path = write_sweep_report(
+        [
+            summary("pre", "pretrained", [curve, {**curve, "trial_id": "t2"}]),
+            summary("rnd", "random", [curve]),
+        ],
+        tmp_path / "report.html",
+    )
+    html = path.read_text()
+    assert html.count("<polyline") == 3 and "t&lt;1&gt;" not in html  # trials are not in the legend
+    assert html.count(f'stroke="{INIT_COLORS["pretrained"]}"') == 2
+    assert html.count(f'stroke="{INIT_COLORS["random"]}"') == 1
+    found = assert_renders(path, min_figures=1)
+    assert found["figures"][0]["drawn"] > 0 and "init: pretrained" in html and "init: random" in html
