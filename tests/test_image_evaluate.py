@@ -7,7 +7,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_score, recall_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError
@@ -51,6 +58,16 @@ def test_image_evaluation_equals_sklearn_and_keeps_row_ids(
         assert metrics[key] == pytest.approx(value, abs=1e-9), key
     assert metrics["dataset"]["modality"] == "image" and metrics["dataset"]["image_column"] == "picture"
     assert metrics["bad_rows"]["count"] == 0 and result.metrics["n"] == 150
+    # The evaluation's analyses on images: threshold metrics as for text; the most confident
+    # mistakes by row, without token attributions (there are no tokens).
+    auc = roc_auc_score(y, got, multi_class="ovr", average="macro", labels=[0, 1, 2])
+    assert metrics["roc_auc_macro"] == pytest.approx(auc, abs=1e-9)
+    examples = [e for pair in metrics["mistakes"] for e in pair["examples"]]
+    assert examples and all(e["text"] is None and "tokens" not in e for e in examples)
+    assert all(source["digit"].iloc[e["row"]] == e["label"] != e["pred"] for e in examples)
+    from tests.browser import assert_renders
+
+    assert_renders(tmp_path / "out" / "report.html", min_figures=3)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +105,26 @@ def test_cli_skip_bad_rows_counts_and_reports_them(evalctl, tiny_image_model_dir
     # Without --skip-bad-rows: exit 2 and one line naming the row, no traceback.
     proc = evalctl("evaluate", *args, "--out", tmp_path / "out2")
     assert proc.returncode == 2 and "image at row 7" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.cli
+def test_text_analyses_asked_of_an_image_model_are_one_line(evalctl, tiny_image_model_dir, digits_images):
+    """--auto-slices, robustness (text perturbations) and drift read text: refused before anything
+    starts, exit 2, one line, no traceback."""
+    data = ["--data", digits_images, "--image-column", "picture", "--label-column", "digit"]
+    runs = {
+        "--auto-slices": ("evaluate", "--model", tiny_image_model_dir, *data, "--auto-slices"),
+        "robustness perturbs text": ("robustness", "--model", tiny_image_model_dir, *data),
+        "drift checks compare texts": (
+            *("drift", "--reference", digits_images, "--current", digits_images),
+            *("--model", tiny_image_model_dir),
+        ),
+    }
+    for says, args in runs.items():
+        proc = evalctl(*args)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        assert says in proc.stderr and "image classifier" in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_text_model_on_image_data_and_back_name_the_missing_column(tiny_model_dir, digits_images):
