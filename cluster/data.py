@@ -129,3 +129,26 @@ def read_pandas(spec: DataSpec, limit: int | None = None, modality: str = "text"
     """The whole dataset as a pandas DataFrame (training data that fits in memory)."""
     tables = list(iter_tables(spec, limit, modality=modality))
     return pa.concat_tables(tables).to_pandas()
+
+
+def data_modality(spec: DataSpec) -> str:
+    """What a dataset holds when no model says: ``image`` for a label-folder tree, or a file with
+    the image column and no text column; else ``text`` (whose errors name the text column)."""
+    from cluster.datafiles import file_schema
+    from cluster.image_data import is_image_folder
+
+    if is_image_folder(spec.path):
+        return "image"
+    fs, files, fmt = resolve_files(spec.path)
+    names = file_schema(fs, files[0], fmt).names
+    return "image" if spec.image_column in names and spec.text_column not in names else "text"
+
+
+def scan_any(spec: DataSpec, limit: int | None = None) -> DataSummary:
+    """:func:`scan` of a dataset of either modality (:func:`data_modality`): its fingerprint is the
+    one an evaluation of it records (`evalctl leaderboard --data`, `evalctl data check`)."""
+    import tempfile
+
+    modality = data_modality(spec)
+    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:
+        return scan(image_folder_spec(spec, modality, work), limit, modality=modality)

@@ -146,9 +146,9 @@ def _sample_by_domain(out: Path, seed: int) -> None:
 
 
 def _check(spec: DataSpec) -> None:
-    from cluster.data import scan
+    from cluster.data import scan_any
 
-    summary = scan(spec)
+    summary = scan_any(spec)
     console.print(f"{spec.path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")
     for label, n in summary.label_counts.items():
         console.print(f"  {label}: {n}")
@@ -159,12 +159,15 @@ data_app.command("check")(
         Workload(
             spec=DataSpec,
             options=options(
-                DataSpec, ["path", "text_column", "label_column", "id_column"], flags={"path": ""}
+                DataSpec,
+                ["path", "text_column", "image_column", "label_column", "id_column"],
+                flags={"path": ""},
             ),
             run=_check,
             config=False,
         ),
-        "Validate a dataset (columns, null/empty texts) and print its size, labels and fingerprint.",
+        "Validate a dataset (columns, null/empty texts or images) and print its size, labels and "
+        "fingerprint (image data: a file with --image-column and no text column, or LABEL/xxx.png).",
     )
 )
 
@@ -240,12 +243,16 @@ def _print_warm_pool() -> None:
             f"warm models (at most {pool['max_models']}, {pool['max_bytes'] / 2**30:.1f} GiB; "
             "`evalctl evaluate --keep-warm-s` sets how long)"
         )
-        table = Table("model", "precision", "device", "actors", "memory", "state", "unloads in", title=title)
+        table = Table(
+            "model", "kind", "precision", "device", "actors", "memory", "state", "unloads in", title=title
+        )
         for m in pool["models"]:
             state = "in use" if m["in_use"] else f"idle {m['idle_s']:.0f}s"
             unload = "" if m["unload_in_s"] is None else f"{m['unload_in_s']:.0f}s"
             mem = f"{m['memory_bytes'] / 2**20:,.0f} MiB"
-            table.add_row(cell(m["model"]), m["precision"], m["device"], str(m["actors"]), mem, state, unload)
+            kind = m.get("kind", "text-classifier")  # pools of an older checkout do not say
+            row = (m["precision"], m["device"], str(m["actors"]), mem, state, unload)
+            table.add_row(cell(m["model"]), kind, *row)
         console.print(table)
 
 

@@ -138,6 +138,19 @@ def test_text_model_on_image_data_and_back_name_the_missing_column(tiny_model_di
     assert summary.num_rows == 150 and set(summary.label_counts) == set(LABELS)
 
 
+def test_leaderboard_and_data_check_see_image_data_as_an_evaluation_does(digits_images, tmp_path):
+    """Without a model to say, a file with the image column and no text column is image data, so
+    `leaderboard --data` and `data check` find the fingerprint its evaluations recorded."""
+    from cluster.data import data_modality, scan, scan_any
+
+    spec = DataSpec(path=str(digits_images), image_column="picture", label_column="digit")
+    assert data_modality(spec) == "image"
+    assert scan_any(spec).fingerprint == scan(spec, modality="image").fingerprint
+    text = tmp_path / "t.parquet"
+    pd.DataFrame({"text": ["a", "b"], "image": [b"x", b"y"], "label": ["p", "q"]}).to_parquet(text)
+    assert data_modality(DataSpec(path=str(text))) == "text"  # a text column: text, as before
+
+
 def test_a_label_folder_tree_becomes_an_image_dataset(tmp_path):
     from cluster.data import image_folder_spec, read_pandas, scan
     from cluster.image_data import encode_png
