@@ -25,9 +25,7 @@ app = typer.Typer(
     help="evalcluster: fine-tune, evaluate and serve pretrained language models on Ray.",
 )
 data_app = typer.Typer(no_args_is_help=True, help="Sample data and dataset checks.")
-cluster_app = typer.Typer(no_args_is_help=True, help="A persistent local Ray head.")
 app.add_typer(data_app, name="data")
-app.add_typer(cluster_app, name="cluster")
 
 
 @app.callback()
@@ -88,49 +86,6 @@ data_app.command("check")(
 )
 
 
-# ------------------------------------------------------------------ cluster
-
-
-@cluster_app.command("up")
-def cluster_up(
-    num_cpus: int | None = typer.Option(None, help="CPUs to offer (default: all)."),
-    host: str = typer.Option(
-        "127.0.0.1",
-        help="Where the head listens: 127.0.0.1 = this machine only; 0.0.0.0 or one of its IPs = "
-        "the network too (other nodes can join; the token is then all that guards it).",
-    ),
-) -> None:
-    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265)."""
-    from cluster.runtime import head_up
-
-    url = head_up(num_cpus, host=host)
-    console.print(
-        f"Ray head running; jobs and dashboard at {url} (token auth on, token in "
-        "~/.ray/auth_token). Stop it with `evalctl cluster down`."
-    )
-
-
-@cluster_app.command("down")
-def cluster_down() -> None:
-    """Stop the local Ray head (and anything served on it)."""
-    from cluster.runtime import head_down
-
-    console.print("Ray head stopped." if head_down() else "No local Ray head was running.")
-
-
-@cluster_app.command("status")
-def cluster_status() -> None:
-    """Describe the local Ray head, if any."""
-    from cluster.runtime import head_status
-
-    status = head_status()
-    if not status["running"]:
-        console.print("No local Ray head is running (start one with `evalctl cluster up`).")
-        raise typer.Exit(1)
-    console.print(f"GCS address: {status['gcs_address']}\nJobs/dashboard: {status['dashboard']}")
-    console.print(status["ray_status"], markup=False)
-
-
 # ------------------------------------------------------------------ demo
 
 
@@ -145,9 +100,10 @@ def demo(
     run_demo(out, full)
 
 
-from jobs import deploy, evaluate, jobs_cli, pretrain, query, registry_cli, sweep, team  # noqa: E402  (workload commands are registered after the core ones)
+from jobs import cluster_cli, deploy, evaluate, jobs_cli, pretrain, query, registry_cli, sweep, team  # noqa: E402  (workload commands are registered after the core ones)
 
 registry_cli.register(app)  # runs, models, db
+app.add_typer(cluster_cli.cluster_app, name="cluster")
 
 app.command("evaluate")(evaluate.command)
 app.add_typer(sweep.sweep_app, name="sweep")

@@ -95,6 +95,8 @@ def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings
         device=info["device"],
         run_id=run_id,
         workers=info["workers"],
+        worker_plan=info["worker_plan"],
+        recovery=info["recovery"],
         batch_size=spec.batch_size,
         max_length=spec.max_length,
         bootstrap=spec.bootstrap,
@@ -162,8 +164,9 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def _headline(metrics: dict) -> dict:
     """What the registry keeps of a run's metrics: every scalar of the metric table, the CIs,
-    size, labels, precision and timings (the full file stays in the artifacts)."""
-    keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings")
+    size, labels, precision, timings, and where it ran (per actor: node and rows; recoveries
+    from lost nodes); the full file stays in the artifacts."""
+    keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings", "workers", "recovery")
     return {k: metrics[k] for k in keep if k in metrics}
 
 
@@ -187,10 +190,28 @@ def print_summary(result: EvalResult) -> None:
         ci = m["ci95"].get(key)
         table.add_row(key, f"{m[key]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
     console.print(table)
+    console.print(where_it_ran(m))
     console.print(f"run {result.run_id}; artifacts in {result.out}")
 
 
-def _run(spec: EvaluateSpec, **_) -> None:
+def where_it_ran(m: dict) -> str:
+    """One line: actors, nodes, and any recovery from lost workers."""
+    workers = m.get("workers") or []
+    line = f"{len(workers)} inference actor(s) on {len({w['node'] for w in workers})} node(s)"
+    lost = (m.get("recovery") or {}).get("lost_workers") or []
+    if lost:
+        line += (
+            f"; {len(lost)} lost worker(s): their {lost[0]['shards_left']} unfinished shard(s) "
+            "ran again on the nodes left, each shard counted once"
+        )
+    return line
+
+
+def _run(spec: EvaluateSpec, address: str | None = None, **_) -> None:
+    from cluster.runtime import init_ray
+
+    if address:  # a Ray address (HOST:6379, ray://...): join that cluster (job-server URLs submit)
+        init_ray(address)
     print_summary(run_evaluate(spec))
 
 

@@ -27,6 +27,7 @@ class Predictor:
     """One model per actor: text batch in, predictions + sufficient statistics out."""
 
     def __init__(self, model_path: str, labels: list[str], spec: EvaluateSpec, gpus: float):
+        import ray
         import torch
 
         from cluster.modeling import load_classifier, pick_device, resolve_precision
@@ -39,6 +40,8 @@ class Predictor:
         self.labels = np.array(labels, dtype=object)
         self.label2id = {lab: i for i, lab in enumerate(labels)}
         self.spec = spec
+        ctx = ray.get_runtime_context()
+        self.actor_id, self.node_id = ctx.get_actor_id(), ctx.get_node_id()  # recorded per block
         self.ready_at = time.time()  # wall clock: model loaded, inference can start
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -71,32 +74,52 @@ class Predictor:
         }
         if "id" in batch.column_names:
             out["id"] = batch["id"]
-        # The batch's statistics ride along in the first row (a few KB whatever the rows).
+        # The block's statistics ride along in its first row (a few KB whatever the rows), with
+        # which shard it is (its input offset: the driver takes each shard once) and who computed it.
         payload = pickle.dumps(
-            {"stats": stats, "precision": self.precision, "device": self.device, "ready_at": self.ready_at}
+            {
+                "stats": stats,
+                "offset": int(rows[0]),
+                "rows": len(rows),
+                "actor": self.actor_id,
+                "node": self.node_id,
+                "precision": self.precision,
+                "device": self.device,
+                "ready_at": self.ready_at,
+            }
         )
         out["_stats"] = pa.array([payload] + [b""] * (len(pred) - 1), pa.binary())
         return pa.table(out)
 
 
 def run_pipeline(spec: EvaluateSpec, model_path: Path, labels: list[str], pred_path: Path, timings: dict):
-    """Ray Data read -> actor-pool inference -> streamed Parquet + merged statistics."""
+    """Ray Data read -> actor-pool inference -> streamed Parquet + merged statistics; a pipeline
+    that loses a node is followed by one over the shards not taken yet (jobs/eval_stream.py)."""
     from cluster.runtime import init_ray
     from cluster.shards import plan_shards
+    from jobs.eval_stream import ShardLedger, stream_with_recovery
 
     t0 = time.perf_counter()
     init_ray()
     timings["ray_init_s"] = time.perf_counter() - t0
     _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
-    workers, cpus, gpus = plan_workers(spec, len(shards))
-    log.info("%d shards, %d inference actors (%g CPUs, %g GPUs each)", len(shards), workers, cpus, gpus)
-    ds = _dataset(spec, shards, model_path, labels, (workers, cpus, gpus))
-    stats, info = _stream(ds, spec, len(labels), pred_path)
+    sink = _Sink(spec, len(labels), pred_path, ShardLedger())
+
+    def run(todo: list) -> None:
+        plan = plan_workers(spec, len(todo))
+        log.info("%d shards, %d inference actors (%g CPUs, %g GPUs each)", len(todo), *plan)
+        sink.plan = sink.plan or plan
+        sink.consume(_dataset(spec, todo, model_path, labels, plan))
+
+    try:
+        recoveries = stream_with_recovery(shards, sink.ledger, run)
+    finally:
+        sink.close()
     t_start = t0 + timings["ray_init_s"]
     timings["pipeline_s"] = time.perf_counter() - t_start  # actors' model loading included
-    timings["rows_per_s"] = stats.n / timings["pipeline_s"]
-    timings.update(_steady_rate(info.get("first_ready"), stats.n))
-    return stats, {"precision": info.get("precision"), "device": info.get("device"), "workers": workers}
+    timings["rows_per_s"] = sink.stats.n / timings["pipeline_s"]
+    timings.update(_steady_rate(sink.first_ready, sink.stats.n))
+    return sink.stats, sink.run_info(recoveries)
 
 
 def _dataset(spec: EvaluateSpec, shards, model_path: Path, labels: list[str], plan: tuple):
@@ -123,39 +146,68 @@ def _map(ray, spec: EvaluateSpec, ds, model_path: Path, labels: list[str], plan:
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus,
         num_gpus=gpus,
-        # No actor restarts: Ray Data passes an actor's constructor arguments through the
-        # object store, and restarts with such arguments are not reliable (ray-project/ray
-        # #53727; Ray warns about it on every actor). A lost actor fails the run, which is
-        # recorded as failed and can simply be rerun.
+        # No actor restarts: restarts with constructor arguments in the object store are not
+        # reliable (ray-project/ray #53727), and a restarted actor waits for a free CPU that the
+        # surviving actors hold until the end (measured: 27 s of waiting after a node loss on a
+        # 2 x 1-CPU cluster). A lost actor fails this pipeline instead, and the driver runs a
+        # new one over the shards it has not taken yet (jobs/eval_stream.py).
         max_restarts=0,
     )
 
 
-def _stream(ds, spec: EvaluateSpec, k: int, pred_path: Path) -> tuple:
-    """Write predictions in input order and add up the statistics riding in each block."""
-    import pyarrow.parquet as pq
+class _Sink:
+    """Writes predictions in input order and adds up the statistics riding in each block,
+    each shard once (its ``ledger``), across the pipelines of one run."""
 
-    from cluster.metrics import empty_stats
+    def __init__(self, spec: EvaluateSpec, k: int, pred_path: Path, ledger):
+        from cluster.metrics import empty_stats
 
-    stats, info, writer = empty_stats(k, spec.bootstrap), {}, None
-    first_ready = None  # wall-clock time the first actor had its model loaded
-    rename = {"id": spec.data.id_column} if spec.data.id_column else {}
-    try:
+        self.stats, self.info, self.ledger = empty_stats(k, spec.bootstrap), {}, ledger
+        self.pred_path, self.writer, self.plan = pred_path, None, None
+        self.first_ready = None  # wall-clock time the first actor had its model loaded
+        self.rename = {"id": spec.data.id_column} if spec.data.id_column else {}
+
+    def consume(self, ds) -> None:
+        from jobs.eval_stream import segments
+
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
-            for payload in batch["_stats"].to_pylist():
-                if payload:
-                    part = pickle.loads(payload)
-                    stats, info = stats + part["stats"], part
-                    first_ready = min(first_ready or part["ready_at"], part["ready_at"])
-            table = batch.drop_columns(["_stats"]).rename_columns(
-                [rename.get(c, c) for c in batch.column_names if c != "_stats"]
-            )
-            writer = writer or pq.ParquetWriter(pred_path, table.schema)
-            writer.write_table(table)
-    finally:
-        if writer:
-            writer.close()
-    return stats, {**info, "first_ready": first_ready}
+            for part, table in segments(batch):
+                log.info(
+                    "shard at row %d (%d rows) from actor %s on node %s",
+                    *(part["offset"], part["rows"], part["actor"], part["node"]),
+                )
+                if self.ledger.take(part):
+                    self._write(table)
+                    self.stats, self.info = self.stats + part["stats"], part
+                    self.first_ready = min(self.first_ready or part["ready_at"], part["ready_at"])
+
+    def _write(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        table = table.rename_columns([self.rename.get(c, c) for c in table.column_names])
+        self.writer = self.writer or pq.ParquetWriter(self.pred_path, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+    def run_info(self, recoveries: list[dict]) -> dict:
+        """How it ran: precision, device, the planned pool, and per actor its node and rows."""
+        workers, cpus, gpus = self.plan
+        return {
+            "precision": self.info.get("precision"),
+            "device": self.info.get("device"),
+            "workers": list(self.ledger.workers.values()),
+            "worker_plan": {"actors": workers, "cpus_per_actor": cpus, "gpus_per_actor": gpus},
+            "recovery": {
+                "pipelines": 1 + len(recoveries),
+                "shards": self.ledger.shards,
+                "rows": self.ledger.rows,
+                "duplicate_blocks_dropped": self.ledger.duplicates,
+                "lost_workers": recoveries,
+            },
+        }
 
 
 def _steady_rate(ready_at: float | None, n: int) -> dict[str, float]:
