@@ -21,6 +21,7 @@ WORK_KINDS = {
     "ProxyActor": "serve proxy",
 }
 SHOWN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+LIMIT = 10_000  # the most rows Ray's state API returns per call (RAY_MAX_LIMIT_FROM_API_SERVER)
 
 
 @dataclass
@@ -68,11 +69,11 @@ def describe_cluster(address: str) -> ClusterView:
             state_message=n.state_message,
             resources={k: float(v) for k, v in (n.resources_total or {}).items() if k in SHOWN_RESOURCES},
         )
-        for n in list_nodes(address=address, limit=10_000, raise_on_missing_output=False)
+        for n in list_nodes(address=address, limit=LIMIT, raise_on_missing_output=False)
     }
     other = 0
     actors = list_actors(
-        address=address, filters=[("state", "=", "ALIVE")], limit=100_000, raise_on_missing_output=False
+        address=address, filters=[("state", "=", "ALIVE")], limit=LIMIT, raise_on_missing_output=False
     )
     for actor in actors:
         kind = work_kind(actor.class_name or "")

@@ -24,14 +24,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cluster.config import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
 from cluster.errors import UserError
 from cluster.registry import Registry
 from tests.conftest import LABELS, ROOT, free_port, run_evalctl
 from tests.mn_cluster import LocalCluster
+from tests.mn_helpers import (
+    Load,
+    complete_checkpoints_local,
+    evaluate_args,
+    kill_driver_after,
+    replicas_running,
+    result_rows,
+    same_results,
+    snapshot_view,
+    tiny_sweep,
+    workers,
+)
 
 pytestmark = pytest.mark.multinode
-RUN_KEYS = ("run_id", "timings", "workers", "worker_plan", "recovery")  # how a run ran, not what it found
 SHARD_LINE = re.compile(r"shard at row (\d+) \((\d+) rows\) from actor (\w+) on node (\w+)")
 
 
@@ -60,26 +70,6 @@ def _stop_serve() -> None:
 
     with contextlib.suppress(Exception):  # Serve may never have started in this module run
         serve.shutdown()
-
-
-def alive_nodes() -> set[str]:
-    import ray
-
-    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-
-
-def workers(mn: LocalCluster, n: int, timeout: float = 120) -> list:
-    """Exactly ``n`` live 1-CPU workers (killed ones are gone from Ray's view before returning)."""
-    while len(mn.workers()) > n:
-        mn.kill(mn.workers()[0])
-    while len(mn.workers()) < n:
-        mn.add_worker(cpus=1)
-    wanted = {mn.head_id, *(w.node_id for w in mn.workers())}
-    deadline = time.time() + timeout
-    while alive_nodes() != wanted:
-        assert time.time() < deadline, f"cluster view {alive_nodes()} never became {wanted}"
-        time.sleep(0.5)
-    return mn.workers()
 
 
 # ------------------------------------------------------------------ evaluation
@@ -114,14 +104,6 @@ def eval_data(sample_dir, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mn-data") / "test800.parquet"
     pd.read_parquet(sample_dir / "test.parquet").head(800).to_parquet(path)
     return path
-
-
-def evaluate_args(model: Path, data: Path, out: Path, address: str) -> list[str]:
-    return [
-        "evaluate", "--model", model, "--data", data, "--out", out, "--address", address,
-        "--rows-per-shard", "50", "--batch-size", "16", "--max-length", "64", "--bootstrap", "50",
-        "--precision", "fp32",
-    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -159,14 +141,6 @@ def evalcluster_home_module(tmp_path_factory):
         os.environ.pop("EVALCLUSTER_HOME", None)
     else:
         os.environ["EVALCLUSTER_HOME"] = old
-
-
-def same_results(a: Path, b: Path) -> None:
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    strip = lambda m: {k: v for k, v in m.items() if k not in RUN_KEYS}  # noqa: E731
-    assert strip(ma) == strip(mb), {k for k in strip(ma) if strip(ma)[k] != strip(mb).get(k)}
-    pa_, pb = pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet")
-    pd.testing.assert_frame_equal(pa_, pb, check_exact=True)
 
 
 def test_evaluation_runs_on_both_nodes_and_equals_the_one_node_run(mn, undisturbed, evalcluster_home_module):
@@ -224,33 +198,6 @@ def test_node_lost_mid_evaluation_every_row_once_same_metrics(
 
 
 # ------------------------------------------------------------------ sweeps
-
-
-def tiny_sweep(tiny_model_dir, sample_dir, storage: Path, **kw) -> SweepSpec:
-    spec = dict(
-        model=str(tiny_model_dir),
-        train=DataSpec(path=str(sample_dir / "train.parquet")),
-        validation=DataSpec(path=str(sample_dir / "validation.parquet")),
-        search=SearchSpace(
-            learning_rate=LogUniform(loguniform=[1e-4, 1e-3]), batch_size=16, epochs=2, max_length=32
-        ),
-        scheduler=SchedulerSpec(kind="none"),
-        num_samples=2,
-        max_concurrent_trials=2,
-        resources=ResourcesSpec(cpus=1),
-        max_train_rows=300,
-        max_validation_rows=100,
-        evals_per_epoch=3,
-        precision="fp32",
-        storage_path=str(storage),
-    )
-    return SweepSpec(**{**spec, **kw})
-
-
-def result_rows(trial_dir: Path) -> list[dict]:
-    f = trial_dir / "result.json"
-    text = f.read_text() if f.is_file() else ""
-    return [json.loads(x) for x in text.splitlines() if x.strip()]
 
 
 def test_sweep_trials_on_both_nodes_and_a_node_lost_mid_trial(mn, tiny_model_dir, sample_dir, tmp_path):
@@ -320,26 +267,6 @@ def test_storage_one_node_cannot_see_fails_before_any_trial(mn, tiny_model_dir, 
 # ------------------------------------------------------------------ a killed driver, resumed
 
 
-def snapshot_view(exp: Path) -> dict[str, tuple[str, str | None]]:
-    """trial id -> (status, latest checkpoint path) as the newest experiment snapshot has them
-    (read with Tune's own loaders: what `Tuner.restore` would start from)."""
-    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
-    from ray.tune.experiment.trial import Trial
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
-
-    newest = _find_newest_experiment_checkpoint(str(exp))
-    if newest is None:
-        return {}
-    state = _loads_with_cloudpickle(Path(newest).read_bytes())
-    view = {}
-    for json_state, run_metadata in state["trial_data"]:
-        trial = Trial.from_json_state(json_state, stub=True)
-        trial.restore_run_metadata(run_metadata)
-        latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
-        view[trial.trial_id] = (trial.status, latest.checkpoint.path if latest else None)
-    return view
-
-
 def test_killed_driver_resumes_20_times_out_of_20(mn, tiny_model_dir, sample_dir, tmp_path):
     """SIGKILL the sweep's driver at 20 different moments (right after a checkpoint was reported,
     or a little later), resume each time: every resume finishes, no finished trial runs again."""
@@ -383,38 +310,6 @@ def test_killed_driver_resumes_20_times_out_of_20(mn, tiny_model_dir, sample_dir
     assert races >= 1, f"no kill hit the race; episodes: {episodes}"
 
 
-def complete_checkpoints_local(exp: Path, trial_id: str, finder) -> list:
-    import pyarrow.fs as pafs
-
-    dirs = [d for d in exp.glob(f"*{trial_id}*") if d.is_dir()]
-    return finder(pafs.LocalFileSystem(), str(dirs[0]))[0] if dirs else []
-
-
-def kill_driver_after(
-    spec: SweepSpec, exp: Path, reports: int, delay: float, tmp_path: Path, address: str
-) -> dict:
-    """Run the sweep's driver (`python -m jobs.sweep`, joined to the cluster), SIGKILL it once
-    ``reports`` validation reports are recorded (+ ``delay`` s); returns each trial's result rows then."""
-    cfg = tmp_path / f"{spec.name}.json"
-    cfg.write_text(spec.model_dump_json())
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # snapshots every second: the race is often open
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.sweep", "--config", str(cfg), "--address", address],
-        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 600
-    while True:
-        rows = {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}
-        if sum(len(r) for r in rows.values()) >= reports or proc.poll() is not None:
-            break
-        assert time.time() < deadline, "the sweep made no progress"
-        time.sleep(0.01)
-    time.sleep(delay)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}
-
-
 # ------------------------------------------------------------------ SIGINT: interrupted, honestly
 
 
@@ -449,47 +344,6 @@ def test_sigint_records_the_sweep_interrupted_and_keeps_best(mn, tiny_model_dir,
 # ------------------------------------------------------------------ serving, and the head's view
 
 
-class Load:
-    """A bounded client: ``clients`` threads, each sending one request at a time until stopped;
-    every answer is recorded as (time, ok, what)."""
-
-    def __init__(self, url: str, clients: int = 4):
-        self.url, self.clients, self.log, self.stop = url, clients, [], threading.Event()
-        self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
-
-    def _client(self, i: int) -> None:
-        import httpx
-
-        with httpx.Client(timeout=30) as http:
-            n = 0
-            while not self.stop.is_set():
-                n += 1
-                try:
-                    r = http.post(f"{self.url}/v1/predict", json={"texts": [f"client {i} request {n}"]})
-                    self.log.append((time.time(), r.status_code == 200, r.status_code))
-                except Exception as exc:  # noqa: BLE001 - every failure counts as an error
-                    self.log.append((time.time(), False, type(exc).__name__))
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
-
-    def ok_since(self, t0: float) -> int:
-        return sum(1 for t, ok, _ in list(self.log) if ok and t >= t0)
-
-    def wait_ok(self, n: int, since: float, timeout: float = 300) -> None:
-        deadline = time.time() + timeout
-        while self.ok_since(since) < n:
-            assert time.time() < deadline, f"only {self.ok_since(since)} answers since {since}"
-            time.sleep(0.1)
-
-
 def cluster_status(mn: LocalCluster) -> dict:
     """`evalctl cluster status --json` against the module's cluster."""
     proc = run_evalctl("cluster", "status", "--address", mn.address, "--json")
@@ -499,14 +353,6 @@ def cluster_status(mn: LocalCluster) -> dict:
 
 def replicas_by_node(status: dict) -> dict[str, int]:
     return {n["node_id"]: n["work"].get("serve replica", 0) for n in status["nodes"] if n["alive"]}
-
-
-def replicas_running() -> int:
-    from ray import serve
-
-    app = serve.status().applications.get("evalcluster")
-    states = app.deployments["Scorer"].replica_states if app else {}
-    return sum(v for k, v in states.items() if str(getattr(k, "value", k)) == "RUNNING")
 
 
 def test_serving_spreads_replicas_survives_a_lost_node_and_cluster_status_shows_it(mn, tiny_model_dir):
