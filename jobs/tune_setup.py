@@ -136,7 +136,11 @@ def search_alg(spec: SweepSpec, max_concurrent: int):
 
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "trial finished" line per trial
-    searcher = OptunaSearch(metric=spec.metric, mode=spec.metric_mode, seed=spec.seed)
+    # Optuna's TPE samples its first n_startup_trials at random (default 10): with the 4-12 trials
+    # of a typical sweep it would never model anything, so a third of the budget (2-10) explores.
+    startup = max(2, min(10, spec.num_samples // 3))
+    sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
+    searcher = OptunaSearch(metric=spec.metric, mode=spec.metric_mode, sampler=sampler)
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
 
 

@@ -247,3 +247,17 @@ def test_optuna_search_runs_seeded_tpe_trials(ray_cluster, tiny_model_dir, sampl
     assert summary["trials"] == 3 and len(set(rates)) == 3 and all(1e-4 <= r <= 1e-3 for r in rates)
     assert {d["config"]["batch_size"] for d in summary["trial_details"]} <= {8, 16}
     assert Registry().resolve_model("best")["id"] == summary["model_id"]
+
+
+def test_optuna_tpe_models_after_a_third_of_the_budget(tiny_model_dir, sample_dir):
+    """Optuna's default (10 random start-up trials) would make TPE plain random search on a
+    typical 4-12 trial sweep; the sampler starts modelling after a third of the budget."""
+    from jobs.tune_setup import search_alg
+
+    space = SearchSpace(learning_rate=LogUniform(loguniform=[1e-4, 1e-3]), epochs=1)
+    for trials, startup in [(4, 2), (9, 3), (60, 10)]:
+        spec = tiny_spec(
+            tiny_model_dir, sample_dir, name="tpe", search_alg="optuna", num_samples=trials, search=space
+        )
+        sampler = search_alg(spec, 1).searcher._sampler
+        assert sampler._n_startup_trials == startup
