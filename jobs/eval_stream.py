@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -81,9 +82,15 @@ def is_lost_worker(exc: BaseException) -> bool:
     return False
 
 
-def stream_with_recovery(shards: list, ledger: ShardLedger, run: Callable[[list], None]) -> list[dict]:
+def stream_with_recovery(
+    shards: list,
+    ledger: ShardLedger,
+    run: Callable[[list], None],
+    settle: Callable[[BaseException], None] | None = None,
+) -> list[dict]:
     """``run(shards)`` (one pipeline over them, feeding ``ledger``) until every shard is taken;
-    after a lost worker, again over the shards not taken yet. Returns one record per recovery."""
+    after a lost worker, ``settle(error)`` (wait until the cluster knows what was lost), then
+    again over the shards not taken yet. Returns one record per recovery."""
     recoveries: list[dict] = []
     while True:
         todo = ledger.remaining(shards)
@@ -96,6 +103,8 @@ def stream_with_recovery(shards: list, ledger: ShardLedger, run: Callable[[list]
             if not is_lost_worker(exc) or len(recoveries) >= MAX_RECOVERIES or stalled:
                 raise
             recoveries.append(_recovery(exc, ledger, shards, time.perf_counter() - t0))
+            if settle is not None:
+                settle(exc)
             continue
         missing = ledger.remaining(shards)
         if missing:
@@ -121,3 +130,38 @@ def _recovery(exc: BaseException, ledger: ShardLedger, shards: list, ran_s: floa
         record["rows_left"],
     )
     return record
+
+
+# ------------------------------------------------------------------ waiting for the cluster's view
+
+NODE_ID = re.compile(r"\b[0-9a-f]{56}\b")  # Ray node ids: 28 bytes in hex
+SETTLE_TIMEOUT_S = 90.0  # Ray marks a silent node dead after its health checks fail (~15-30 s)
+
+
+def wait_for_lost_nodes(exc: BaseException, ledger: ShardLedger, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+    """Wait until Ray marks dead the node(s) a lost-worker error points at, so that the next
+    pipeline does not place its actors there: a killed node stays "alive" to Ray until its
+    health checks fail, and an actor placed on it in that window dies before it runs (measured:
+    the new pipeline then failed at once). The nodes: ids named in the error chain, and the
+    nodes of the actors it names. Bounded; returns at once when no node is named or alive."""
+    import ray
+
+    text = _chain_text(exc)
+    suspects = set(NODE_ID.findall(text)) | {
+        w["node"] for actor, w in ledger.workers.items() if actor and actor in text
+    }
+    deadline = time.monotonic() + timeout_s
+    while suspects:
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        if not suspects & alive or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+
+
+def _chain_text(exc: BaseException) -> str:
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts.append(str(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return "\n".join(parts)

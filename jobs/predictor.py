@@ -97,7 +97,7 @@ def run_pipeline(spec: EvaluateSpec, model_path: Path, labels: list[str], pred_p
     that loses a node is followed by one over the shards not taken yet (jobs/eval_stream.py)."""
     from cluster.runtime import init_ray
     from cluster.shards import plan_shards
-    from jobs.eval_stream import ShardLedger, stream_with_recovery
+    from jobs.eval_stream import ShardLedger, stream_with_recovery, wait_for_lost_nodes
 
     t0 = time.perf_counter()
     init_ray()
@@ -112,7 +112,9 @@ def run_pipeline(spec: EvaluateSpec, model_path: Path, labels: list[str], pred_p
         sink.consume(_dataset(spec, todo, model_path, labels, plan))
 
     try:
-        recoveries = stream_with_recovery(shards, sink.ledger, run)
+        recoveries = stream_with_recovery(
+            shards, sink.ledger, run, settle=lambda exc: wait_for_lost_nodes(exc, sink.ledger)
+        )
     finally:
         sink.close()
     t_start = t0 + timings["ray_init_s"]
