@@ -52,7 +52,8 @@ class ClusterView:
 
 def work_kind(class_name: str) -> str | None:
     """What evalcluster work an actor of ``class_name`` is, or None (someone else's actor)."""
-    return next((kind for prefix, kind in WORK_KINDS.items() if class_name.startswith(prefix)), None)
+    name = class_name.rsplit(".", 1)[-1]  # a class defined in a function: "f.<locals>.SweepTrial"
+    return next((kind for prefix, kind in WORK_KINDS.items() if name.startswith(prefix)), None)
 
 
 def describe_cluster(address: str) -> ClusterView:

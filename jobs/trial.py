@@ -131,6 +131,7 @@ def sweep_trial_class(trainable):
             elif named is not None:
                 log.warning("no complete checkpoint of this trial on storage: it starts over")
 
+    SweepTrial.__qualname__ = "SweepTrial"  # the actor's class name in Ray's state API
     return SweepTrial
 
 
