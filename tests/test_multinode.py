@@ -383,11 +383,12 @@ def test_serving_spreads_replicas_survives_a_lost_node_and_cluster_status_shows_
         f"{len(errors)} errors of {answered} requests (4 clients); errors at s after the kill: {errors}; "
         f"replicas back {t_back - t_kill:.1f} s after the kill"
     )
+    print(outcome)  # the measured figures, shown with `pytest -rA`
     assert len(errors) <= load.clients, outcome  # at most the requests in flight on the lost node
     assert all(0 <= t <= 30 for t, _ in errors), outcome  # none before the kill; none after 30 s
     assert not [t for t, ok, _ in load.log if not ok and t >= t_back], outcome  # 0 errors once back
     after = cluster_status(mn)
     dead = [n for n in after["nodes"] if n["node_id"] == worker.node_id]
     assert dead and not dead[0]["alive"], after  # the lost node is listed, dead
-    text = run_evalctl("cluster", "status", "--address", mn.address)
+    text = run_evalctl("cluster", "status", "--address", mn.address, env={"COLUMNS": "250"})  # no wrapping
     assert text.returncode == 0 and "DEAD" in text.stdout and "serve replica x2" in text.stdout, text.stdout
