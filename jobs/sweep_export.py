@@ -61,7 +61,10 @@ def _finite(value) -> bool:
 
 def _register(spec: SweepSpec, best, trial_id, chosen, registry: Registry, run_id, model, labels) -> str:
     import pyarrow.fs as pafs
+    from ray.train import Checkpoint
 
+    from cluster.artifacts import ArtifactStore
+    from cluster.modelcache import store_model
     from cluster.modeling import load_classifier, save_model_dir
 
     path, validation = chosen
@@ -78,14 +81,22 @@ def _register(spec: SweepSpec, best, trial_id, chosen, registry: Registry, run_i
         "labels": labels,
         "checkpoint": Path(path).name,
     }
-    from ray.train import Checkpoint
-
     checkpoint = Checkpoint(path, filesystem=best.filesystem or pafs.LocalFileSystem())
+    store = ArtifactStore.from_env(registry.home)
     with checkpoint.as_directory() as d:
         m, tok, _ = load_classifier(Path(d) / "model", labels=labels)
-        out = save_model_dir(m, tok, registry.model_dir(model_id), lineage)
+        # complete in the artifact store (a directory or a URI) before it is registered
+        location, checksum = store_model(
+            lambda out: save_model_dir(m, tok, out, lineage), model_id, store, registry.home / "staging"
+        )
     registry.register_model(
-        out, run_id=run_id, base_model=model.model_id, lineage=lineage, metrics=validation, model_id=model_id
+        location,
+        checksum=checksum,
+        run_id=run_id,
+        base_model=model.model_id,
+        lineage=lineage,
+        metrics=validation,
+        model_id=model_id,
     )
     registry.set_alias("best", model_id)
     log.info("registered %s as best (%s = %s)", model_id, spec.metric, validation[spec.metric])
