@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cluster.errors import UserError
@@ -106,14 +107,15 @@ def verdict(metric: str, diff: dict, p_value: float) -> str:
 
 
 def compare_predictions(
-    path_a: Path,
-    path_b: Path,
+    path_a: Path | pa.NativeFile,
+    path_b: Path | pa.NativeFile,
     labels: list[str],
     replicates: int = 1000,
     seed: int = 0,
     batch_rows: int = 65536,
 ) -> tuple[PairedCounts, dict]:
-    """Stream two aligned predictions.parquet files; returns counts and per-metric differences."""
+    """Stream two aligned predictions.parquet files (paths, or open files from any filesystem);
+    returns counts and per-metric differences."""
     index = {lab: i for i, lab in enumerate(labels)}
     fa, fb = pq.ParquetFile(path_a), pq.ParquetFile(path_b)
     if fa.metadata.num_rows != fb.metadata.num_rows:

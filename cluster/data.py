@@ -31,7 +31,7 @@ class DataSummary:
 
     num_rows: int
     label_counts: dict[str, int]
-    fingerprint: str  # sha256 over text and label content, in input order
+    fingerprint: str  # sha256 over text and label content, in input order (independent of sharding)
 
 
 def scan(spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PER_SHARD) -> DataSummary:
@@ -42,7 +42,9 @@ def scan(spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PE
     """
     check_columns(spec)
     fs, shards = plan_shards(spec, limit, rows_per_shard)
-    digest = hashlib.sha256()
+    # Texts and labels are hashed apart, each value followed by a separator, so the fingerprint
+    # is the same however the rows are sharded (Parquet row groups, CSV pieces, --rows-per-shard).
+    text_digest, label_digest = hashlib.sha256(), hashlib.sha256()
     labels: Counter[str] = Counter()
     bad_text, bad_label, n = [], [], 0
     for shard in shards:
@@ -51,14 +53,15 @@ def scan(spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PE
         text = t["text"]
         empty = pc.or_(pc.is_null(text), pc.equal(pc.utf8_trim_whitespace(pc.fill_null(text, "")), ""))
         bad_text += _rows_where(t["row"], empty, len(bad_text))
-        digest.update(_column_bytes(text))
+        text_digest.update(_column_bytes(text))
         if "label" in t.column_names:
             bad_label += _rows_where(t["row"], pc.is_null(t["label"]), len(bad_label))
             counts = pc.value_counts(t["label"].drop_null()).to_pylist()
             labels.update({d["values"]: d["counts"] for d in counts})
-            digest.update(_column_bytes(t["label"]))
+            label_digest.update(_column_bytes(t["label"]))
     _raise_if_bad(spec, n, bad_text, bad_label)
-    summary = DataSummary(n, dict(sorted(labels.items())), digest.hexdigest()[:16])
+    both = text_digest.digest() + (label_digest.digest() if spec.label_column else b"")
+    summary = DataSummary(n, dict(sorted(labels.items())), hashlib.sha256(both).hexdigest()[:16])
     log.info("%s: %d rows in %d shards, fingerprint %s", spec.path, n, len(shards), summary.fingerprint)
     return summary
 
@@ -70,7 +73,7 @@ def _rows_where(rows: pa.ChunkedArray, mask: pa.ChunkedArray, seen: int) -> list
 
 
 def _column_bytes(col: pa.ChunkedArray) -> bytes:
-    return "\x1f".join("" if v is None else v for v in col.to_pylist()).encode() + b"\x1e"
+    return "".join(("" if v is None else v) + "\x1f" for v in col.to_pylist()).encode()
 
 
 def _raise_if_bad(spec: DataSpec, n: int, bad_text: list[int], bad_label: list[int]) -> None:

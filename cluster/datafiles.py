@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from cluster.config import DataSpec
 from cluster.errors import UserError, did_you_mean
+from cluster.storage import is_remote, resolve, storage_error
 
 FORMATS = {
     ".parquet": "parquet",
@@ -32,15 +33,11 @@ def resolve_files(path: str) -> tuple[pafs.FileSystem, list[str], str]:
     """Expand a file, directory or glob (local or URI) into sorted files of one format."""
     if not path:
         raise UserError("no data path given")
+    fs, root = resolve(path)
     try:
-        fs, root = (
-            pafs.FileSystem.from_uri(path)
-            if "://" in path
-            else (pafs.LocalFileSystem(), str(Path(path).expanduser().absolute()))
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-        raise UserError(f"cannot open data location {path}: {exc}") from exc
-    files = _expand(fs, root, path)
+        files = _expand(fs, root, path)
+    except OSError as exc:  # S3: access denied, endpoint unreachable, ...
+        raise storage_error(exc, path, "read") from exc
     fmts = {FORMATS.get(Path(f).suffix.lower()) for f in files}
     if None in fmts:
         bad = [f for f in files if Path(f).suffix.lower() not in FORMATS]
@@ -65,6 +62,8 @@ def _expand(fs: pafs.FileSystem, root: str, shown: str) -> list[str]:
         return files
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
+        if is_remote(shown) and fs.get_file_info(root.split("/", 1)[0]).type == pafs.FileType.NotFound:
+            raise UserError(f"data path not found: {shown} (bucket {root.split('/', 1)[0]} does not exist)")
         raise UserError(f"data path not found: {shown}")
     if info.type == pafs.FileType.File:
         return [root]
@@ -102,7 +101,11 @@ def read_file(
                     else pf.read(columns=columns)
                 )
             if fmt == "csv":
-                table = pacsv.read_csv(f, read_options=pacsv.ReadOptions(encoding=_csv_encoding(fs, path)))
+                table = pacsv.read_csv(
+                    f,
+                    read_options=pacsv.ReadOptions(encoding=_csv_encoding(fs, path)),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),  # texts span lines
+                )
             else:
                 table = pajson.read_json(f)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as exc:

@@ -1,11 +1,9 @@
 """The team's shared record of runs and models, on SQLite or PostgreSQL (SQLAlchemy Core).
 
-Layout of ``EVALCLUSTER_HOME`` (default ``~/.evalcluster``)::
-
-    registry.db          runs, models, aliases (SQLite, WAL mode), unless EVALCLUSTER_DB
-                         or EVALCLUSTER_DB_FILE name a PostgreSQL database (cluster/db/url.py)
-    runs/<run-id>/       a run's artifacts (metrics.json, predictions.parquet, ...)
-    models/<model-id>/   registered model directories
+``EVALCLUSTER_HOME`` (default ``~/.evalcluster``) holds ``registry.db`` (SQLite, WAL mode) unless
+EVALCLUSTER_DB or EVALCLUSTER_DB_FILE name a PostgreSQL database (cluster/db/url.py). Runs'
+artifacts and models are in the artifact store (cluster/artifacts.py: ``runs/<run-id>/``,
+``models/<model-id>/``, by default under EVALCLUSTER_HOME); the registry records their locations.
 
 A run moves ``running -> finished | failed`` exactly once. The database holds
 the rules, not only this code: a CHECK on the status, UPDATEs that only match a
@@ -294,18 +292,13 @@ class Registry:
         lineage: dict | None = None,
         metrics: dict | None = None,
         model_id: str | None = None,
+        checksum: str | None = None,
     ) -> str:
-        """Record a model directory (already complete on disk); returns its id."""
+        """Record a model directory (or store URI) whose files are complete; returns its id."""
         model_id = model_id or new_id("m")
-        row = {
-            "id": model_id,
-            "path": str(path),
-            "created_at": now(),
-            "run_id": run_id,
-            "base_model": base_model,
-            "lineage": json.dumps(lineage or {}, default=str),
-            "metrics": json.dumps(metrics or {}, default=str),
-        }
+        row = dict(id=model_id, path=str(path), checksum=checksum, created_at=now(), run_id=run_id)
+        row.update(base_model=base_model, lineage=json.dumps(lineage or {}, default=str))
+        row["metrics"] = json.dumps(metrics or {}, default=str)
         try:
             self.database.write_one(insert(models), row)
         except IntegrityError as exc:
@@ -352,6 +345,12 @@ class Registry:
                 row = rows[0] if len(rows) == 1 else None
         return _decode(row) if row else None
 
+    def model_at(self, path: str) -> dict | None:
+        """The newest model registered at ``path`` (a directory or URI), or None."""
+        with self.database.read() as conn:
+            row = conn.execute(_MODEL_AT, {"path": str(path)}).first()
+        return _decode(row) if row else None
+
     def list_models(self) -> list[dict]:
         """Models, newest first; ``aliases`` is their comma-joined alias names (None without any)."""
         with self.database.read() as conn:
@@ -375,6 +374,7 @@ class Registry:
 # The SET columns of an UPDATE come from the parameters it is executed with.
 _UPDATE_RUNNING = update(runs).where(runs.c.id == bindparam("run_id"), runs.c.status == "running")
 _RUN_BY_ID = select(runs).where(runs.c.id == bindparam("ref"))
+_MODEL_AT = select(models).where(models.c.path == bindparam("path")).order_by(models.c.created_at.desc())
 # The model an alias points at, else the model with that id (an alias wins, as it always has);
 # one round trip, and the scalar subquery lets both lookups use their primary keys.
 _ALIASED = select(aliases.c.model_id).where(aliases.c.name == bindparam("ref")).scalar_subquery()

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from cluster.config import DataSpec
 from cluster.datafiles import read_file, resolve_files, source_columns
 from cluster.errors import UserError
+from cluster.storage import as_uri, resolve
 
 log = logging.getLogger(__name__)
 ROWS_PER_SHARD = 1024  # default target rows per shard (= per Ray Data block, the unit of parallel work)
@@ -45,9 +46,9 @@ def plan_shards(
     shards: list[Shard] = []
     offset = 0
     for path in files:
-        uri = path if "://" in spec.path else path
+        uri = as_uri(spec.path, fs, path)  # s3://bucket/key: a read task on any node opens it by URI
         if fmt == "parquet":
-            shards += _parquet_shards(fs, uri, offset, rows_per_shard)
+            shards += _parquet_shards(fs, path, uri, offset, rows_per_shard)
             offset = shards[-1].offset + shards[-1].num_rows if shards else offset
         else:
             n = read_file(fs, path, fmt, columns=None).num_rows
@@ -63,10 +64,11 @@ def plan_shards(
     return fs, shards
 
 
-def _parquet_shards(fs: pafs.FileSystem, path: str, offset: int, size: int) -> list[Shard]:
-    """Small row groups are merged up to ``size`` rows; large ones are split into pieces."""
+def _parquet_shards(fs: pafs.FileSystem, fs_path: str, path: str, offset: int, size: int) -> list[Shard]:
+    """Small row groups are merged up to ``size`` rows; large ones are split into pieces.
+    ``fs_path`` is the file on ``fs``; ``path`` its location as the shards carry it."""
     try:
-        with fs.open_input_file(path) as f:
+        with fs.open_input_file(fs_path) as f:
             meta = pq.ParquetFile(f).metadata
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserError(f"cannot read {path} as parquet: {str(exc).splitlines()[0]}") from exc
@@ -109,11 +111,9 @@ def _cut(shards: list[Shard], limit: int) -> list[Shard]:
 def read_shard(shard: Shard, spec: DataSpec, fs: pafs.FileSystem | None = None) -> pa.Table:
     """Read one shard as a table with ``row``, ``text`` and, when set, ``label``/``id``/``slice``."""
     if fs is None:
-        fs, path = (
-            pafs.FileSystem.from_uri(shard.uri) if "://" in shard.uri else (pafs.LocalFileSystem(), shard.uri)
-        )
+        fs, path = resolve(shard.uri)
     else:
-        path = shard.uri.split("://", 1)[-1] if "://" in shard.uri else shard.uri
+        path = shard.uri.split("://", 1)[-1]
     wanted = source_columns(spec)
     table = read_file(fs, path, shard.fmt, columns=wanted, row_groups=shard.row_groups)
     table = table.slice(shard.start, shard.num_rows)

@@ -55,6 +55,6 @@ def run_demo(out: Path, full: bool = False) -> None:
     team.show_leaderboard(LeaderboardSpec(dataset=result.metrics["dataset"]["fingerprint"]))
     console.print(
         f'demo done in {time.perf_counter() - t0:.0f}s. Try `evalctl query "your text"`, '
-        f"`evalctl runs list`, open {result.out / 'report.html'}."
+        f"`evalctl runs list`, `evalctl report {result.run_id}`."
     )
     console.print("Stop serving with `evalctl serve stop`; stop Ray with `evalctl cluster down`.")

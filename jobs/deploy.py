@@ -77,8 +77,9 @@ def deploy(
     key_sha256, auth = _auth(spec, no_api_key)
     args = {
         **spec.model_dump(mode="json"),
-        "path": str(ref.path),
+        "path": ref.source.location,  # a URI in the artifact store: each node downloads it once
         "model_id": ref.model_id,
+        "checksum": ref.checksum,
         "home": str(registry.home),
         "api_key_sha256": key_sha256,
     }

@@ -11,6 +11,7 @@ report.html, and the run in the registry.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -18,10 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.artifacts import publish, remove
 from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError, first_items
 from cluster.metrics import METRICS, metric_names
-from cluster.registry import Registry
+from cluster.registry import Registry, new_id
 from jobs.spec_cli import Workload, options, spec_command
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ ARTIFACTS = ("metrics.json", "predictions.parquet", "report.html")
 @dataclass
 class EvalResult:
     run_id: str
-    out: Path
+    out: str  # the artifacts' directory or URI
     metrics: dict
 
 
@@ -50,23 +52,32 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
     summary = scan(spec.data, spec.limit, spec.rows_per_shard)
     check_labels(summary.label_counts, labels, spec.data)
     timings = {"scan_s": time.perf_counter() - t0}
-    out = prepare_out(spec)
-    with registry.run(
-        "evaluate",
-        spec.model_dump(mode="json"),
-        owner=spec.owner,
-        dataset_path=spec.data.path,
-        dataset_fingerprint=summary.fingerprint,
-        model_id=model.model_id,
-    ) as run_id:
-        out = out or registry.run_dir(run_id)
+    run_id = new_id("evaluate")
+    target = artifact_target(spec, run_id, registry)
+    with (
+        target.held(registry),
+        registry.run(
+            "evaluate",
+            spec.model_dump(mode="json"),
+            owner=spec.owner,
+            dataset_path=spec.data.path,
+            dataset_fingerprint=summary.fingerprint,
+            model_id=model.model_id,
+            run_id=run_id,
+        ),
+    ):
         try:
-            metrics = _evaluate_into(out, spec, model, labels, summary, run_id, timings)
+            metrics = _evaluate_into(target.local, spec, model, labels, summary, run_id, timings)
+            publish(target.local, target.dest, last="metrics.json")  # metrics.json last: complete
         except BaseException:
-            _remove_artifacts(out)
+            _remove_artifacts(target.local)
+            if target.remote:
+                remove(target.dest)
             raise
-        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=str(out))
-    return EvalResult(run_id, out, metrics)
+        finally:
+            target.cleanup()
+        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=target.dest)
+    return EvalResult(run_id, target.dest, metrics)
 
 
 def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings: dict) -> dict:
@@ -77,13 +88,13 @@ def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings
     out.mkdir(parents=True, exist_ok=True)
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
     t0 = time.perf_counter()
-    stats, info = run_pipeline(spec, model.path, labels, out / ".predictions.parquet.tmp", timings)
+    stats, info = run_pipeline(spec, model.source, labels, out / ".predictions.parquet.tmp", timings)
     timings["total_s"] = timings["scan_s"] + time.perf_counter() - t0
     metrics = finalize(stats, labels)
     if spec.data.slice_column:
         metrics["slices"] = slice_metrics(stats, labels)
     metrics.update(
-        model={"id": model.model_id, "path": str(model.path)},
+        model={"id": model.model_id, "path": model.location or str(model.path)},
         dataset={
             "path": spec.data.path,
             "fingerprint": summary.fingerprint,
@@ -131,10 +142,57 @@ def check_labels(counts: dict[str, int], labels: list[str], data: DataSpec) -> N
         )
 
 
+@dataclass
+class ArtifactTarget:
+    """Where a run's artifacts are written (``local``) and where they are kept (``dest``: the same
+    directory, or a URI in the artifact store that ``local``, a staging directory, is published to)."""
+
+    run_id: str
+    local: Path
+    dest: str
+    out: Path | None = None  # --out: held by this run while it runs (cluster/outlock.py)
+    staging: Path | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.staging is not None
+
+    def held(self, registry: Registry):
+        from cluster.outlock import hold
+
+        return hold(self.out, self.run_id, registry) if self.out else contextlib.nullcontext()
+
+    def cleanup(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def artifact_target(spec: EvaluateSpec, run_id: str, registry: Registry) -> ArtifactTarget:
+    """--out DIR (held while the run writes it), else the run's place in the artifact store
+    (EVALCLUSTER_ARTIFACTS: a directory, or a URI written through a local staging directory)."""
+    from cluster.artifacts import ArtifactStore
+
+    out = prepare_out(spec)
+    if out is not None:
+        return ArtifactTarget(run_id, out, str(out), out=out)
+    store = ArtifactStore.from_env(registry.home)
+    dest = store.run_location(run_id)
+    if not store.remote:
+        return ArtifactTarget(run_id, Path(dest), dest)
+    store.check_writable()  # before the run is recorded: a bad bucket is one line, nothing recorded
+    staging = registry.home / "staging" / run_id
+    return ArtifactTarget(run_id, staging, dest, staging=staging)
+
+
 def prepare_out(spec: EvaluateSpec) -> Path | None:
     """The --out directory, refusing one that holds another run unless --overwrite."""
     if spec.out is None:
         return None
+    if "://" in spec.out:
+        raise UserError(
+            f"--out {spec.out}: --out takes a local directory; runs go to the artifact store "
+            "($EVALCLUSTER_ARTIFACTS, e.g. s3://bucket/prefix) when --out is not given"
+        )
     out = Path(spec.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")

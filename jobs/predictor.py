@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from cluster.config import EvaluateSpec
 from cluster.errors import UserError
+from cluster.modelcache import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 class Predictor:
     """One model per actor: text batch in, predictions + sufficient statistics out."""
 
-    def __init__(self, model_path: str, labels: list[str], spec: EvaluateSpec, gpus: float):
+    def __init__(self, model: ModelSource, labels: list[str], spec: EvaluateSpec, gpus: float):
         import ray
         import torch
 
@@ -35,7 +36,8 @@ class Predictor:
 
         torch.set_num_threads(worker_threads())  # Ray's OMP_NUM_THREADS alone is not honoured
         self.device = pick_device(gpus)
-        self.model, self.tokenizer, _ = load_classifier(model_path, device=self.device)
+        # A model in the artifact store is downloaded once per node (and verified) before loading.
+        self.model, self.tokenizer, _ = load_classifier(model.local_path(), device=self.device)
         self.precision = resolve_precision(spec.precision, self.device)
         self.labels = np.array(labels, dtype=object)
         self.label2id = {lab: i for i, lab in enumerate(labels)}
@@ -92,7 +94,7 @@ class Predictor:
         return pa.table(out)
 
 
-def run_pipeline(spec: EvaluateSpec, model_path: Path, labels: list[str], pred_path: Path, timings: dict):
+def run_pipeline(spec: EvaluateSpec, model: ModelSource, labels: list[str], pred_path: Path, timings: dict):
     """Ray Data read -> actor-pool inference -> streamed Parquet + merged statistics; a pipeline
     that loses a node is followed by one over the shards not taken yet (jobs/eval_stream.py)."""
     from cluster.runtime import init_ray
@@ -109,7 +111,7 @@ def run_pipeline(spec: EvaluateSpec, model_path: Path, labels: list[str], pred_p
         plan = plan_workers(spec, len(todo))
         log.info("%d shards, %d inference actors (%g CPUs, %g GPUs each)", len(todo), *plan)
         sink.plan = sink.plan or plan
-        sink.consume(_dataset(spec, todo, model_path, labels, plan))
+        sink.consume(_dataset(spec, todo, model, labels, plan))
 
     try:
         recoveries = stream_with_recovery(
@@ -124,7 +126,7 @@ def run_pipeline(spec: EvaluateSpec, model_path: Path, labels: list[str], pred_p
     return sink.stats, sink.run_info(recoveries)
 
 
-def _dataset(spec: EvaluateSpec, shards, model_path: Path, labels: list[str], plan: tuple):
+def _dataset(spec: EvaluateSpec, shards, model: ModelSource, labels: list[str], plan: tuple):
     import ray
 
     from cluster.shards import shards_dataset
@@ -135,14 +137,14 @@ def _dataset(spec: EvaluateSpec, shards, model_path: Path, labels: list[str], pl
         # Ray 2.60 takes max_restarts only through **ray_remote_args, which it marks as
         # deprecated for Ray 2.64 (pyproject pins ray < 2.61).
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        return _map(ray, spec, shards_dataset(spec.data, shards), model_path, labels, plan)
+        return _map(ray, spec, shards_dataset(spec.data, shards), model, labels, plan)
 
 
-def _map(ray, spec: EvaluateSpec, ds, model_path: Path, labels: list[str], plan: tuple):
+def _map(ray, spec: EvaluateSpec, ds, model: ModelSource, labels: list[str], plan: tuple):
     workers, cpus, gpus = plan
     return ds.map_batches(
         Predictor,
-        fn_constructor_args=(str(model_path), labels, spec, gpus),
+        fn_constructor_args=(model, labels, spec, gpus),
         batch_format="pyarrow",
         batch_size=None,  # one shard per actor call; texts length-sorted within it
         compute=ray.data.ActorPoolStrategy(size=workers),

@@ -130,18 +130,19 @@ def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
             "wall_s": time.perf_counter() - t0,
         }
         lineage = {"base_model": model_ref.model_id, "pretrain_run": run_id, "stage": "mlm", **result}
-        model_id = out.name
-        path = _save(model, tokenizer, out, lineage)
+        model_id = out.name if out else new_id("m")
+        path, checksum = _save(model, tokenizer, out, lineage, model_id, registry)
         registry.register_model(
             path,
+            checksum=checksum,
             run_id=run_id,
             base_model=model_ref.model_id,
             lineage=lineage,
             metrics=result,
             model_id=model_id,
         )
-        registry.finish_run(run_id, metrics=result, artifact_path=str(path), model_id=model_id)
-    return {**result, "model_id": model_id, "path": str(path), "run_id": run_id}
+        registry.finish_run(run_id, metrics=result, artifact_path=path, model_id=model_id)
+    return {**result, "model_id": model_id, "path": path, "run_id": run_id}
 
 
 def _gpu_workers() -> int:
@@ -237,17 +238,38 @@ def split_heldout(texts: list[str], spec: PretrainSpec) -> tuple[list[str], list
     return [texts[i] for i in order[n_held:]], [texts[i] for i in order[:n_held]]
 
 
-def _out_dir(spec: PretrainSpec, registry: Registry) -> Path:
-    out = Path(spec.out).expanduser().resolve() if spec.out else registry.model_dir(new_id("m"))
+def _out_dir(spec: PretrainSpec, registry: Registry) -> Path | None:
+    """--out DIR (must be new), or None: the model goes to the artifact store (checked writable now)."""
+    from cluster.artifacts import ArtifactStore
+
+    if not spec.out:
+        ArtifactStore.from_env(registry.home).check_writable()
+        return None
+    if "://" in spec.out:
+        raise UserError(
+            f"--out {spec.out}: --out takes a local directory; without it the model goes to "
+            "the artifact store ($EVALCLUSTER_ARTIFACTS)"
+        )
+    out = Path(spec.out).expanduser().resolve()
     if out.exists():
         raise UserError(f"--out {out} already exists; choose a new directory")
     return out
 
 
-def _save(model, tokenizer, out: Path, lineage: dict) -> Path:
+def _save(model, tokenizer, out: Path | None, lineage: dict, model_id: str, registry: Registry):
+    """Save the model to ``out`` or the artifact store; (location, checksum) to register."""
+    from cluster.artifacts import ArtifactStore, dir_checksum
+    from cluster.modelcache import store_model
     from cluster.modeling import save_model_dir
 
-    return save_model_dir(getattr(model, "module", model), tokenizer, out, lineage)
+    def save(dest: Path) -> Path:
+        return save_model_dir(getattr(model, "module", model), tokenizer, dest, lineage)
+
+    if out is not None:
+        path = save(out)
+        return str(path), dir_checksum(path)
+    store = ArtifactStore.from_env(registry.home)
+    return store_model(save, model_id, store, registry.home / "staging")
 
 
 # ------------------------------------------------------------------ command line

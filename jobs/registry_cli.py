@@ -8,6 +8,8 @@ written, and control characters (ANSI escapes) print as ``\\x1b``.
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -51,6 +53,50 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
             *map(cell, (r["id"], r["aliases"], r["created_at"], r["base_model"], r["run_id"], r["path"]))
         )
     console.print(table)
+
+
+@models_app.command("register")
+def models_register(
+    path: str = typer.Argument(..., help="A model directory (safetensors weights)."),
+    alias: list[str] = typer.Option([], "--alias", help="Aliases to point at it (repeatable)."),
+) -> None:
+    """Register a model directory trained elsewhere: copied into the artifact store
+    ($EVALCLUSTER_ARTIFACTS, default EVALCLUSTER_HOME) with the checksum of its files."""
+    from cluster.modeling import read_lineage, resolve_model
+    from cluster.registry import Registry, check_alias, new_id
+    from cluster.storage import is_remote
+
+    for name in alias:
+        check_alias(name)
+    if not (Path(path).expanduser().is_dir() or is_remote(path)):
+        raise UserError(f"{printable(path)} is not a directory: `models register` takes a model directory")
+    registry = Registry()
+    src = resolve_model(path, registry)  # config.json and safetensors weights checked
+    model_id = new_id("m")
+    location, checksum = _copy_to_store(src.path, model_id, registry)
+    lineage = read_lineage(src.path)
+    registry.register_model(
+        location, base_model=lineage.get("base_model"), lineage=lineage, checksum=checksum, model_id=model_id
+    )
+    for name in alias:
+        registry.set_alias(name, model_id)
+    console.print(f"registered {cell(model_id)} at {cell(location)}" + "".join(f"; {cell(a)}" for a in alias))
+
+
+def _copy_to_store(src: Path, model_id: str, registry) -> tuple[str, str]:
+    from cluster.artifacts import ArtifactStore
+    from cluster.modelcache import store_model
+
+    store = ArtifactStore.from_env(registry.home)
+    store.check_writable()
+
+    def copy(out: Path) -> Path:
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.copytree(src, tmp)
+        tmp.rename(out)  # the directory appears complete or not at all
+        return out
+
+    return store_model(copy, model_id, store, registry.home / "staging")
 
 
 @models_app.command("alias")

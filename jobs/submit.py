@@ -5,8 +5,9 @@
 '<spec>'", runtime_env={"working_dir": <staged allow-list>, ...})``. The spec's path fields
 (marked in cluster/config.py) are localised by name: absolute for a head on this
 machine (it sees this disk); for a remote cluster, paths inside the project travel
-with the upload and paths outside it are refused. Ray's own CLI runs the same modules
-with plain options:
+with the upload and paths outside it are refused. The registry and artifact-store
+settings travel without their secrets (jobs/job_env.py). Ray's own CLI runs the same
+modules with plain options:
 
     ray job submit --working-dir . -- python -m jobs.evaluate --model best --data data/x.parquet
 """
@@ -29,6 +30,7 @@ from cluster.registry import default_owner, new_id
 from cluster.runtime import auth_hint, ensure_client_auth, resolve_target
 from cluster.spec_io import Key, PathField, Spec, path_fields, replace_paths
 from jobs.entry import console
+from jobs.job_env import storage_env
 from jobs.upload import Staged, check_size, stage
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,8 @@ def job_request(module: str, spec: Spec, address: str, argv=(), env: dict | None
         raise
     spec_json = spec.model_dump_json(exclude_defaults=False)
     entrypoint = shlex.join(["python", "-m", module, *argv, "--spec-json", spec_json])
-    env_vars = {**JOB_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}, **(env or {})}
+    forwarded = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    env_vars = {**JOB_ENV, **forwarded, **storage_env(same_machine), **(env or {})}
     runtime_env = {"working_dir": str(staged.root), "env_vars": env_vars}
     return JobRequest(new_id(module.rsplit(".", 1)[-1]), entrypoint, runtime_env, staged)
 

@@ -40,6 +40,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = False) -> dict:
     """Run (or resume) a sweep; returns the best trial's summary and the registered model id."""
+    from cluster.artifacts import ArtifactStore
     from cluster.modeling import resolve_model
     from cluster.runtime import init_ray
     from cluster.storage_probe import check_storage_on_every_node
@@ -51,6 +52,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     model = resolve_model(spec.model, registry)
     train, val, labels, fingerprint = load_splits(spec)
     storage = storage_path(spec, registry)
+    ArtifactStore.from_env(registry.home).check_writable()  # the best model goes there: fail now
     run_kwargs = {
         "owner": spec.owner,
         "name": spec.name,
@@ -129,15 +131,11 @@ def _stratified_head(df, cap: int | None, seed: int):
 
 def storage_path(spec: SweepSpec, registry: Registry) -> str:
     """Where Tune keeps trials and checkpoints; must be writable (checked now, not mid-sweep)."""
-    import pyarrow.fs as pafs
+    from cluster.storage import resolve
 
     path = spec.storage_path or str(registry.home / "sweeps")
+    fs, root = resolve(path)
     try:
-        fs, root = (
-            pafs.FileSystem.from_uri(path)
-            if "://" in path
-            else (pafs.LocalFileSystem(), str(Path(path).absolute()))
-        )
         fs.create_dir(root, recursive=True)
         probe = f"{root}/.write-probe-{new_id('p')}"
         with fs.open_output_stream(probe) as f:
@@ -149,9 +147,9 @@ def storage_path(spec: SweepSpec, registry: Registry) -> str:
 
 
 def _write_spec_file(storage: str, spec: SweepSpec, run_id: str) -> None:
-    import pyarrow.fs as pafs
+    from cluster.storage import resolve
 
-    fs, root = pafs.FileSystem.from_uri(storage) if "://" in storage else (pafs.LocalFileSystem(), storage)
+    fs, root = resolve(storage)
     fs.create_dir(f"{root}/{spec.name}", recursive=True)
     with fs.open_output_stream(f"{root}/{spec.name}/{SPEC_FILE}") as f:
         f.write(json.dumps({"spec": spec.model_dump(mode="json"), "run_id": run_id}, indent=2).encode())

@@ -14,10 +14,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from cluster.artifacts import exists, fetch_file, open_input, read_text
 from cluster.config import CompareSpec, LeaderboardSpec
 from cluster.errors import UserError, did_you_mean
 from cluster.metrics import metric_info
 from cluster.registry import Registry
+from cluster.storage import is_remote, join
 from jobs.entry import console
 from jobs.registry_cli import cell
 from jobs.spec_cli import Workload, options, spec_command
@@ -123,16 +125,15 @@ def compare_runs(
             f"{a['id']} and {b['id']} evaluated different datasets "
             f"({a['dataset_fingerprint']} vs {b['dataset_fingerprint']}); compare runs on the same data"
         )
-    ma, mb = (json.loads((Path(r["artifact_path"]) / "metrics.json").read_text()) for r in (a, b))
+    ma, mb = (json.loads(read_text(join(r["artifact_path"], "metrics.json"), "metrics")) for r in (a, b))
     if ma["labels"] != mb["labels"]:
         raise UserError(f"the models predict different labels ({ma['labels']} vs {mb['labels']})")
-    counts, diffs = compare_predictions(
-        Path(a["artifact_path"]) / "predictions.parquet",
-        Path(b["artifact_path"]) / "predictions.parquet",
-        ma["labels"],
-        replicates,
-        seed,
-    )
+    # Both runs' predictions stream from wherever they are kept (a directory, or the artifact store).
+    with (
+        open_input(join(a["artifact_path"], "predictions.parquet"), "predictions") as pa_,
+        open_input(join(b["artifact_path"], "predictions.parquet"), "predictions") as pb_,
+    ):
+        counts, diffs = compare_predictions(pa_, pb_, ma["labels"], replicates, seed)
     if metric not in diffs:
         raise UserError(
             f'cannot compare on "{metric}"{did_you_mean(metric, diffs)}; choose from {", ".join(diffs)}'
@@ -227,9 +228,18 @@ compare_command = spec_command(
 
 
 def report_command(run: str = typer.Argument(..., help="Run id or unique prefix.")) -> None:
-    """Print the path of a run's HTML report."""
-    r = Registry().get_run(run)
-    path = Path(r["artifact_path"] or "") / "report.html"
-    if r["status"] != "finished" or not path.is_file():
-        raise UserError(f"run {r['id']} ({r['kind']}, {r['status']}) has no report")
-    console.print(str(path))
+    """Print the path of a run's HTML report (fetched to a local file when the run's artifacts
+    are in an object store)."""
+    registry = Registry()
+    console.print(str(fetch_report(registry, registry.get_run(run))), markup=False)
+
+
+def fetch_report(registry: Registry, run: dict) -> Path:
+    """A local file holding ``run``'s report.html: in place, or downloaded from the artifact store
+    to ``EVALCLUSTER_HOME/reports/<run-id>.html``."""
+    location = join(run["artifact_path"] or "", "report.html") if run["artifact_path"] else None
+    if run["status"] != "finished" or location is None or not exists(location):
+        raise UserError(f"run {run['id']} ({run['kind']}, {run['status']}) has no report")
+    if not is_remote(location):
+        return Path(location)
+    return fetch_file(location, registry.home / "reports" / f"{run['id']}.html")

@@ -49,7 +49,7 @@ from serve.schemas import (
 
 APP_NAME = "evalcluster"
 # Resolved values passed beside the ServeSpec fields.
-RUNTIME_ARGS = ("path", "model_id", "home", "api_key_sha256")
+RUNTIME_ARGS = ("path", "model_id", "checksum", "home", "api_key_sha256")
 OPEN_PATHS = frozenset({"/healthz"})  # answered without the API key
 # Serve's replica logger: its records land in the replica log with Serve's request id.
 logger = logging.getLogger("ray.serve")
@@ -184,16 +184,20 @@ class Scorer:
     def __init__(self, args: dict):
         import torch
 
+        from cluster.modelcache import ModelSource
         from cluster.modeling import load_classifier, pick_device, read_lineage, resolve_precision
         from cluster.runtime import worker_threads
 
         self.spec = _spec(args)
         torch.set_num_threads(worker_threads())  # the CPUs Ray gave this replica (Ray may leave torch at 1)
         self.device = pick_device(self.spec.gpus_per_replica)
-        self.model, self.tokenizer, self.labels = load_classifier(args["path"], device=self.device)
+        # ``path``: a directory, or a URI in the artifact store: downloaded once per node, verified
+        # against the checksum recorded at registration, then loaded from the node's cache.
+        local = ModelSource(args["path"], args["model_id"], args.get("checksum")).local_path()
+        self.model, self.tokenizer, self.labels = load_classifier(local, device=self.device)
         self.precision = resolve_precision(self.spec.precision, self.device)
         self.model_id, self.path = args["model_id"], args["path"]
-        self.lineage = read_lineage(args["path"])
+        self.lineage = read_lineage(local)
         self.home = args.get("home")
         # "" = deployed without a key on purpose (--no-api-key); None = the replica's own env decides
         sent = args.get("api_key_sha256")
@@ -377,7 +381,7 @@ def app_args(args: dict) -> dict:
             raise UserError(
                 f"model {ref.model_id} has no id2label: serve a fine-tuned classifier, not a bare encoder"
             )
-        args.update(path=str(ref.path), model_id=ref.model_id)
+        args.update(path=ref.source.location, model_id=ref.model_id, checksum=ref.checksum)
     if args.get("api_key_sha256") is None:  # the key of whoever builds the app (serve deploy config.yaml)
         args["api_key_sha256"] = api_key_digest(spec.api_key_env)
     return args

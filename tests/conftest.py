@@ -57,7 +57,8 @@ def evalcluster_home(tmp_path, monkeypatch):
     """Every test gets its own EVALCLUSTER_HOME (registry + artifacts)."""
     home = tmp_path / "home"
     monkeypatch.setenv("EVALCLUSTER_HOME", str(home))
-    for var in ("EVALCLUSTER_DB", "EVALCLUSTER_DB_FILE"):  # never a developer's shared registry
+    # never a developer's shared registry or artifact store
+    for var in ("EVALCLUSTER_DB", "EVALCLUSTER_DB_FILE", "EVALCLUSTER_ARTIFACTS", "EVALCLUSTER_CACHE"):
         monkeypatch.delenv(var, raising=False)
     return home
 
@@ -99,8 +100,35 @@ def sample_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray for the whole session (2 CPUs, token auth on as Ray's default)."""
+def s3_server():
+    """moto's S3 on 127.0.0.1 with authentication enforced (tests/s3.py), for the whole session.
+
+    Its AWS variables (endpoint, key, secret, region) are set in this process for the session,
+    before the shared Ray starts (``ray_cluster`` depends on this), so Ray's workers reach it as
+    a cluster's nodes reach their object store: through their own environment.
+    """
+    from tests.s3 import S3Server
+
+    with S3Server() as server:
+        saved = {k: os.environ.get(k) for k in server.env}
+        os.environ.update(server.env)
+        yield server
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server):
+    """One local Ray for the whole session (2 CPUs, token auth on as Ray's default); its workers
+    see the session's S3 endpoint (``s3_server``).
+
+    Serve's controller gives a starting proxy 3 readiness checks of 5 s, then kills it, and the
+    ``serve.start`` waiting on it fails with ActorDiedError: seen here at load average 20+ on the
+    2 cores (controller log: "Proxy actor readiness check ... didn't complete in 5.0s" x3). The
+    proxy gets 30 s per check instead (Serve's own wait for it stays 60 s)."""
     import ray
 
     ray.init(
@@ -109,7 +137,12 @@ def ray_cluster():
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={
-            "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+            "env_vars": {
+                "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONPATH": str(ROOT),
+                "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
+            }
         },
     )
     yield ray

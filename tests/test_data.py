@@ -117,6 +117,17 @@ def test_fingerprint_depends_on_content_not_location(tmp_path):
     c = write(tmp_path / "c.parquet", DF.assign(y=["b", "a"] * 5))
     fp = [scan(DataSpec(path=str(p), text_column="tweet", label_column="y")).fingerprint for p in (a, b, c)]
     assert fp[0] == fp[1] != fp[2]
+    d = tmp_path / "d.parquet"
+    DF.to_parquet(d, row_group_size=3)
+    for rows_per_shard in (1, 2, 4, 100):  # however the rows are sharded
+        spec = DataSpec(path=str(d), text_column="tweet", label_column="y")
+        assert scan(spec, rows_per_shard=rows_per_shard).fingerprint == fp[0]
+        assert (
+            scan(
+                DataSpec(path=str(b), text_column="tweet", label_column="y"), rows_per_shard=rows_per_shard
+            ).fingerprint
+            == fp[0]
+        )
 
 
 def test_sample_splits_are_disjoint_and_stratified(sample_dir):

@@ -58,12 +58,50 @@ def manifests():
                 yield pytest.param(doc, id=f"{path.name}:{doc['kind']}")
 
 
+def core_schema(kind: str) -> dict:
+    """Strict schemas of the core kinds our manifests use, built from the Kubernetes schemas that
+    KubeRay's CRDs embed: a Service (RayCluster's headService), a pod template (headGroupSpec.template),
+    a PersistentVolumeClaim spec (a pod volume's ephemeral.volumeClaimTemplate.spec), a label selector."""
+    head = crd_schema("RayCluster")["properties"]["spec"]["properties"]["headGroupSpec"]["properties"]
+    if kind == "Service":
+        return {**head["headService"], "required": ["apiVersion", "kind", "metadata", "spec"]}
+    template = head["template"]
+    pod = template["properties"]["spec"]["properties"]
+    claim = pod["volumes"]["items"]["properties"]["ephemeral"]["properties"]["volumeClaimTemplate"]
+    affinity = pod["affinity"]["properties"]["podAffinity"]["properties"]
+    selector = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["items"]["properties"][
+        "labelSelector"
+    ]
+    assert kind == "StatefulSet"
+    spec = {
+        "serviceName": {"type": "string"},
+        "replicas": {"type": "integer", "minimum": 0},
+        "selector": selector,
+        "template": template,
+        "volumeClaimTemplates": {"type": "array", "items": claim},
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "apps/v1"},
+            "kind": {"const": "StatefulSet"},
+            "metadata": {"type": "object"},
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["selector", "template", "serviceName"],
+                "properties": spec,
+            },
+        },
+    }
+
+
 @pytest.mark.parametrize("doc", list(manifests()))
 def test_manifest_validates_strictly_against_kuberay_crd(doc):
-    if doc["kind"] not in KIND_TO_CRD:
-        assert doc["kind"] == "PersistentVolumeClaim" and doc["spec"]["accessModes"] == ["ReadWriteMany"]
-        return
-    jsonschema.validate(doc, crd_schema(doc["kind"]))
+    schema = crd_schema(doc["kind"]) if doc["kind"] in KIND_TO_CRD else core_schema(doc["kind"])
+    jsonschema.validate(doc, schema)
 
 
 def test_strict_validation_catches_a_misspelled_field():
@@ -71,6 +109,13 @@ def test_strict_validation_catches_a_misspelled_field():
     doc["spec"]["shutdownAfterJobFinish"] = True
     with pytest.raises(jsonschema.ValidationError, match="shutdownAfterJobFinish"):
         jsonschema.validate(doc, crd_schema("RayJob"))
+    service, stateful = yaml.safe_load_all((K8S / "postgres.yaml").read_text())
+    stateful["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(jsonschema.ValidationError, match="readinesProbe"):
+        jsonschema.validate(stateful, core_schema("StatefulSet"))
+    service["spec"]["port"] = 5432
+    with pytest.raises(jsonschema.ValidationError, match="'port'"):
+        jsonschema.validate(service, core_schema("Service"))
 
 
 def pods(doc):
@@ -90,7 +135,51 @@ def test_every_container_has_limits_non_root_and_token_auth(doc):
             env = {e["name"]: e for e in c["env"]}
             assert env["RAY_AUTH_MODE"]["value"] == "token"
             assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "evalcluster-ray-token"
-            assert any(m["mountPath"] == env["EVALCLUSTER_HOME"]["value"] for m in c["volumeMounts"])
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert mounts[env["EVALCLUSTER_HOME"]["value"]] in volumes_of(pod, "emptyDir")  # scratch only
+
+
+@pytest.mark.parametrize("doc", [d for d in manifests() if d.values[0]["kind"] in KIND_TO_CRD])
+def test_registry_and_artifacts_come_from_secrets_and_no_pod_shares_a_disk(doc):
+    for pod in pods(doc):
+        assert not volumes_of(pod, "persistentVolumeClaim")  # no SQLite (or anything) on a shared volume
+        for c in pod["containers"]:
+            env = {e["name"]: e for e in c["env"]}
+            db_dir, db_file = env["EVALCLUSTER_DB_FILE"]["value"].rsplit("/", 1)
+            mount = next(m for m in c["volumeMounts"] if m["mountPath"] == db_dir)
+            assert mount["readOnly"] is True and db_file == "url"
+            assert volumes_of(pod, "secret")[mount["name"]]["secretName"] == "evalcluster-db"
+            assert volumes_of(pod, "secret")[mount["name"]]["defaultMode"] == 0o440
+            assert env["EVALCLUSTER_ARTIFACTS"]["value"].startswith("s3://")
+            for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+                assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "evalcluster-s3"
+            for name, e in env.items():  # no secret written into a manifest
+                if any(w in name for w in ("SECRET", "PASSWORD", "TOKEN", "KEY")):
+                    assert "value" not in e and "secretKeyRef" in e["valueFrom"], name
+
+
+def volumes_of(pod: dict, kind: str) -> dict:
+    return {v["name"]: v[kind] for v in pod.get("volumes", []) if kind in v}
+
+
+def test_in_cluster_postgres_is_a_non_root_statefulset_with_its_password_from_a_secret():
+    service, stateful = yaml.safe_load_all((K8S / "postgres.yaml").read_text())
+    spec, pod = stateful["spec"], stateful["spec"]["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+    assert spec["serviceName"] == service["metadata"]["name"] and spec["replicas"] == 1
+    (c,) = pod["containers"]
+    assert c["image"] == "postgres:15" and pod["securityContext"]["runAsNonRoot"] is True
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "evalcluster-postgres",
+        "key": "password",
+    }
+    assert c["resources"]["limits"] and c["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # one writer: this pod
+    assert {m["name"] for m in c["volumeMounts"]} == {claim["metadata"]["name"]}
+    assert service["spec"]["ports"][0]["port"] == 5432
 
 
 def test_cluster_has_cpu_and_gpu_groups_with_autoscaling():
@@ -145,5 +234,5 @@ def test_image_tags_match_the_pinned_ray_version():
         text = path.read_text()
         for version in re.findall(r"rayVersion: \"?([\d.]+)", text):
             assert version == ray.__version__, path.name
-        for tag in re.findall(r"image: (\S+)", text):
+        for tag in re.findall(r"image: (evalcluster\S+)", text):
             assert f"ray{ray.__version__}" in tag, (path.name, tag)

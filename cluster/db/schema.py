@@ -52,6 +52,7 @@ models = Table(
     Column("base_model", Text),
     Column("lineage", Text),
     Column("metrics", Text),
+    Column("checksum", Text),  # sha256 over the model's file manifest (revision 0003)
 )
 
 aliases = Table(
