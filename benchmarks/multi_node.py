@@ -82,8 +82,8 @@ def run_config(name: str, model: str, data: Path, rows_per_shard: int) -> dict:
         killer = None
         if name == "C":
             killer = KillHalfway(cluster, worker, half=3725 // 2)
-            logging.getLogger("jobs.predictor").addHandler(killer)
-            logging.getLogger("jobs.predictor").setLevel(logging.INFO)
+            logging.getLogger("jobs.pipeline").addHandler(killer)
+            logging.getLogger("jobs.pipeline").setLevel(logging.INFO)
         spec = EvaluateSpec(
             model=model, data=DataSpec(path=str(data)), rows_per_shard=rows_per_shard, bootstrap=200
         )
@@ -91,7 +91,7 @@ def run_config(name: str, model: str, data: Path, rows_per_shard: int) -> dict:
         metrics = run_evaluate(spec).metrics
         wall = time.perf_counter() - t0
         if killer:
-            logging.getLogger("jobs.predictor").removeHandler(killer)
+            logging.getLogger("jobs.pipeline").removeHandler(killer)
         nodes = len({w["node"] for w in metrics["workers"]})
         return {
             "config": name,
@@ -99,7 +99,7 @@ def run_config(name: str, model: str, data: Path, rows_per_shard: int) -> dict:
             "rows_per_s": metrics["timings"]["rows_per_s"],
             "steady_rows_per_s": metrics["timings"].get("steady_rows_per_s", float("nan")),
             "nodes": nodes,
-            "pipelines": metrics["recovery"]["pipelines"],
+            "lost_actors": len(metrics["recovery"]["lost_actors"]),
             "killed_at_s": (killer.fired - t0) if killer and killer.fired else None,
             "f1_macro": metrics["f1_macro"],
         }
@@ -134,7 +134,7 @@ def _line(r: dict) -> str:
     killed = f", killed at {r['killed_at_s']:.1f} s" if r["killed_at_s"] is not None else ""
     return (
         f"round {r['round']} {r['config']}: wall {r['wall_s']:.1f} s, {r['rows_per_s']:.0f} rows/s "
-        f"(steady {r['steady_rows_per_s']:.0f}), {r['nodes']} node(s), {r['pipelines']} pipeline(s)"
+        f"(steady {r['steady_rows_per_s']:.0f}), {r['nodes']} node(s), {r['lost_actors']} actor(s) lost"
         f"{killed}; f1 {r['f1_macro']:.4f}; load {r['load']:.1f}"
     )
 

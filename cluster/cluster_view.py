@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 # Actor class names of evalcluster's work, as Ray records them (prefix match).
 WORK_KINDS = {
     "ServeReplica:evalcluster:": "serve replica",
-    "MapWorker(MapBatches(Predictor))": "evaluation actor",
+    "ModelActor": "evaluation actor",
     "SweepTrial": "sweep trial",
     "RayTrainWorker": "pretrain worker",
     "ServeController": "serve controller",

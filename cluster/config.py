@@ -90,6 +90,12 @@ class EvaluateSpec(Spec):
     seed: Int = Field(0, ge=0, description="Bootstrap seed.")
     owner: str | None = Field(None, description=OWNER_HELP)
     overwrite: Bool = Field(False, description="Allow --out to hold an earlier run.")
+    keep_warm_s: Float = Field(
+        600.0,
+        ge=0,
+        description="On a running Ray head or cluster: keep the model loaded for later evaluations "
+        "until idle this many seconds (0 = unload when done). An embedded Ray ends with the command.",
+    )
 
     @model_validator(mode="after")
     def _labelled(self):

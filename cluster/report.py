@@ -1,21 +1,19 @@
-"""One self-contained HTML report of an evaluation (plots embedded as PNG data URIs)."""
+"""One self-contained HTML report of an evaluation (plots inline as SVG: cluster/svgplots.py)."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
-import numpy as np
-
+from cluster import svgplots
 from cluster.metrics import METRICS, metric_names
 
 HEADLINE = metric_names(headline=True)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.plots img{max-width:48%;margin:1%}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.plots svg{width:47%;height:auto;margin:1%}
 .meta{color:#555;font-size:.9em}"""
 
 
@@ -41,9 +39,9 @@ def render(m: dict) -> str:
         "<h2>Per class</h2>",
         _per_class_table(m),
         "<div class=plots>",
-        _img(_confusion_plot(m)),
-        _img(_reliability_plot(m)),
-        _img(_per_class_plot(m)),
+        _confusion_plot(m),
+        _reliability_plot(m),
+        _per_class_plot(m),
         "</div>",
     ]
     if m.get("slices"):
@@ -100,83 +98,22 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
-# ------------------------------------------------------------------ plots
+# ------------------------------------------------------------------ plots (cluster/svgplots.py)
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: render to PNG
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(5, 4), dpi=100)
+def _confusion_plot(m: dict, title: str = "Confusion matrix") -> str:
+    return svgplots.confusion(m["confusion_matrix"], m["labels"], title)
 
 
-def _img(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _confusion_plot(m: dict):
-    fig, ax = _figure()
-    cm = np.array(m["confusion_matrix"])
-    labels = m["labels"]
-    ax.imshow(cm, cmap="Blues")
-    ax.set(
-        xticks=range(len(labels)),
-        yticks=range(len(labels)),
-        xticklabels=labels,
-        yticklabels=labels,
-        xlabel="predicted",
-        ylabel="true",
-        title="Confusion matrix",
-    )
-    for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    return fig
-
-
-def _reliability_plot(m: dict):
-    fig, ax = _figure()
+def _reliability_plot(m: dict) -> str:
     cal = m["calibration"]
-    count = np.array(cal["bin_count"])
-    nb = len(count)
-    centers = (np.arange(nb) + 0.5) / nb
-    used = count > 0
-    ax.bar(
-        centers[used],
-        np.array(cal["bin_accuracy"])[used],
-        width=1 / nb,
-        edgecolor="k",
-        alpha=0.7,
-        label="accuracy",
-    )
-    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="confidence",
-        ylabel="accuracy",
-        title=f"Reliability diagram (ECE {m['ece']:.3f})",
-    )
-    ax.legend(loc="upper left")
-    return fig
+    return svgplots.reliability(cal["bin_count"], cal["bin_accuracy"], m["ece"])
 
 
-def _per_class_plot(m: dict):
-    fig, ax = _figure()
+def _per_class_plot(m: dict) -> str:
     labels = list(m["per_class"])
-    x = np.arange(len(labels))
-    for i, key in enumerate(("precision", "recall", "f1")):
-        ax.bar(x + (i - 1) * 0.27, [m["per_class"][lab][key] for lab in labels], width=0.27, label=key)
-    ax.set(xticks=x, xticklabels=labels, ylim=(0, 1), title="Per-class scores")
-    ax.legend()
-    return fig
+    series = {key: [m["per_class"][lab][key] for lab in labels] for key in ("precision", "recall", "f1")}
+    return svgplots.grouped_bars(labels, series, "Per-class scores")
 
 
 def render_comparison(result: dict, ma: dict, mb: dict) -> str:
@@ -202,5 +139,6 @@ def render_comparison(result: dict, ma: dict, mb: dict) -> str:
         f"{rows}</table><p>McNemar exact: A right / B wrong {mc['a_right_b_wrong']}, "
         f"A wrong / B right {mc['a_wrong_b_right']}, p = {mc['p_value']:.3g}</p>"
         "<h2>Per-class F1</h2><table><tr><th>class</th><th>A</th><th>B</th><th>B - A</th></tr>"
-        f"{per}</table><div class=plots>{_img(_confusion_plot(ma))}{_img(_confusion_plot(mb))}</div>"
+        f"{per}</table><div class=plots>{_confusion_plot(ma, 'A: confusion matrix')}"
+        f"{_confusion_plot(mb, 'B: confusion matrix')}</div>"
     )

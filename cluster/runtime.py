@@ -6,23 +6,21 @@ Addresses mean different things (as in Ray itself):
 - HOST:6379, "auto", ray://... -> ``ray.init(address=...)`` joins that cluster directly
   (this is what a submitted job sees in RAY_ADDRESS).
 
-Token authentication stays on. Ray 2.60 clients with RAY_AUTH_MODE unset treat auth
-as disabled, so before talking to a cluster we turn token mode on whenever a token
-can be found the way Ray finds it (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).
-A token file we create is readable by its owner only (0600); a looser one is tightened.
+Token authentication stays on (cluster/raytoken.py).
 
 Ray on this machine stays on this machine: the local head (unless `evalctl cluster up
 --host` says otherwise) and an embedded Ray take 127.0.0.1 as their node address, and
 Ray's servers (GCS, raylet, workers, agents, Ray client) then listen on loopback only;
-the dashboard and job server on 127.0.0.1:8265.
+the dashboard and job server on 127.0.0.1:8265. Ray's files go under RAY_TMPDIR as Ray's own
+do, and `evalctl cluster up --port/--dashboard-port` can start a second head beside another.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -31,6 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import UserError
+from cluster.raytoken import (  # noqa: F401  (re-exported: callers use cluster.runtime)
+    auth_hint,
+    ensure_auth_token,
+    ensure_client_auth,
+    find_auth_token,
+)
 
 log = logging.getLogger(__name__)
 DASHBOARD_PORT = 8265
@@ -40,16 +44,26 @@ LOCAL_JOBS_URL = f"http://{LOOPBACK}:{DASHBOARD_PORT}"
 # --node-ip-address` and in the address a client joins) unless multi-node clusters are off,
 # which this variable says; with 127.0.0.1 kept, Ray's gRPC servers bind loopback only.
 LOOPBACK_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+GCS_PORT = 6379  # Ray's default
+EMBEDDED, LOCAL_HEAD = "embedded", "local head"  # what init_ray joined (else the address given)
+_joined = EMBEDDED
+
+
+def ray_tmp() -> Path:
+    """Ray's temporary root: RAY_TMPDIR, else TMPDIR on Linux, else /tmp, plus ``ray`` (Ray's own
+    rule, ``get_user_temp_dir``), found without importing Ray on the CLI's start-up path."""
+    tmp = os.environ.get("RAY_TMPDIR") or (sys.platform.startswith("linux") and os.environ.get("TMPDIR"))
+    return Path(tmp or "/tmp") / "ray"
 
 
 def address_file() -> Path:
-    """Where `ray start` (and ray.cluster_utils) record the local head's GCS address.
+    """Where `ray start` (and ray.cluster_utils) record the local head's GCS address."""
+    return ray_tmp() / "ray_current_cluster"
 
-    The same rule as Ray's own ``get_ray_address_file`` (RAY_TMPDIR, else TMPDIR on
-    Linux, else /tmp), without importing Ray on the CLI's start-up path.
-    """
-    tmp = os.environ.get("RAY_TMPDIR") or (sys.platform.startswith("linux") and os.environ.get("TMPDIR"))
-    return Path(tmp or "/tmp") / "ray" / "ray_current_cluster"
+
+def head_info_file() -> Path:
+    """Where `evalctl cluster up` records the head's dashboard (job server) port, beside Ray's file."""
+    return ray_tmp() / "evalcluster_head.json"
 
 
 @dataclass
@@ -68,78 +82,13 @@ def resolve_target(address: str | None) -> Target:
     return Target("local", address)
 
 
-# ------------------------------------------------------------------ authentication
-
-
-def find_auth_token() -> str | None:
-    """The cluster token as Ray's own clients find it, or None."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return os.environ["RAY_AUTH_TOKEN"].strip()
-    for p in _token_files():
-        if p.is_file() and p.read_text().strip():
-            return p.read_text().strip()
-    return None
-
-
-def _token_files() -> list[Path]:
-    """Where Ray looks for the token file, in order ($RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)."""
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    return ([Path(path).expanduser()] if path else []) + [Path.home() / ".ray" / "auth_token"]
-
-
-def ensure_auth_token(create: bool = True) -> None:
-    """Make sure the token file a new local Ray uses is private to its owner (0600).
-
-    Creates it when no token is found and ``create`` (256 random bits in hex, as Ray's
-    ``ray get-auth-token --generate`` makes them; Ray writes its file with the default
-    umask, readable by every local user, so we write it ourselves); tightens an existing
-    file that others can read, and says so.
-    """
-    if create and find_auth_token() is None:
-        path = _token_files()[0]
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:  # O_EXCL: never overwrite a token another process wrote meanwhile
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-    for path in _token_files():
-        if path.is_file() and path.stat().st_mode & 0o077:
-            old = oct(path.stat().st_mode & 0o777)[2:]
-            path.chmod(0o600)
-            log.warning("%s was readable by others (mode %s); it is now 0600 (owner only)", path, old)
-
-
-def ensure_client_auth() -> None:
-    """Turn on token mode for this process (and children) when a token exists.
-
-    Respects an explicit RAY_AUTH_MODE. Without a token the request is sent
-    unauthenticated and the server's refusal is turned into a clear message
-    by :func:`auth_hint`.
-    """
-    if os.environ.get("RAY_AUTH_MODE") is None and find_auth_token():
-        os.environ["RAY_AUTH_MODE"] = "token"
-        # Ray caches its config (auth mode included) at first use: refresh it, as
-        # Ray's own _enable_token_auth does, or this process keeps "disabled".
-        from ray._raylet import Config
-
-        Config.initialize("")
-
-
-def auth_hint() -> str:
-    return (
-        "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, found on the "
-        "head node in ~/.ray/auth_token or with `ray get-auth-token`"
-    )
-
-
 # ------------------------------------------------------------------ connecting
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
-    """Connect this process to Ray (idempotent).
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> str:
+    """Connect this process to Ray (idempotent); returns what it joined: ``EMBEDDED`` (a Ray
+    started in this process, gone when it exits), ``LOCAL_HEAD`` (the running head of
+    `evalctl cluster up`) or the address given (a cluster, e.g. inside a submitted job).
 
     With no address (and no RAY_ADDRESS) we join the local head of `evalctl cluster
     up` when one runs, else an embedded instance starts in this process, token auth
@@ -148,8 +97,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     """
     import ray
 
+    global _joined
     if ray.is_initialized():
-        return
+        return _joined
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address.startswith(("http://", "https://")):
         raise UserError(
@@ -161,12 +111,16 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     level = "INFO" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "WARNING"
     kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True, "logging_level": level}
     if address:
-        kwargs["address"] = address
+        kwargs["address"], joined = address, address
     elif head_running():
-        kwargs["address"] = "auto"  # join the persistent local head (`evalctl cluster up`)
+        # the persistent local head (`evalctl cluster up`), by its address: "auto" would also
+        # take a RAY_ADDRESS or another head's file
+        kwargs["address"], joined = _recorded_address(), LOCAL_HEAD
+        ensure_client_auth()  # Ray turns token mode on by itself only for "auto", not an address
     else:  # an embedded Ray, on loopback only, with a private token file
         kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK)
         ensure_auth_token(create=os.environ.get("RAY_AUTH_MODE", "token").lower() != "disabled")
+        joined = EMBEDDED
     if is_loopback(_bootstrap_host(kwargs["address"])):
         keep_loopback()
     log.info("ray.init(%s)", ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
@@ -175,6 +129,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     except ConnectionError as exc:
         raise UserError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from exc
     quiet_ray_data()
+    _joined = joined
+    return joined
+
+
+def joined_line(joined: str) -> str | None:
+    """The one line a command prints when it runs on a Ray it did not start (None: embedded)."""
+    if joined == EMBEDDED:
+        return None
+    if joined == LOCAL_HEAD:
+        return f"using the running local Ray head at {_recorded_address()} (`evalctl cluster status`)"
+    return f"using the Ray cluster at {joined}"
 
 
 def quiet_ray_data() -> None:
@@ -267,7 +232,10 @@ def _ray_cli() -> str:
 
 
 def head_command(
-    num_cpus: int | None = None, dashboard_port: int = DASHBOARD_PORT, host: str = LOOPBACK
+    num_cpus: int | None = None,
+    dashboard_port: int = DASHBOARD_PORT,
+    host: str = LOOPBACK,
+    port: int = GCS_PORT,
 ) -> tuple[list[str], dict[str, str]]:
     """The `ray start --head` command line and its environment for a head listening on ``host``.
 
@@ -278,7 +246,13 @@ def head_command(
     """
     host = LOOPBACK if is_loopback(host) else host
     cmd = [_ray_cli(), "start", "--head", "--dashboard-host", host, "--dashboard-port", str(dashboard_port)]
-    cmd += ["--include-dashboard", "true", "--disable-usage-stats"]
+    cmd += ["--include-dashboard", "true", "--disable-usage-stats", "--port", str(port)]
+    if (port, dashboard_port) != (GCS_PORT, DASHBOARD_PORT):
+        # A second head on this machine: Ray's other fixed ports (Ray client 10001, the
+        # dashboard agent's 52365, the metrics exporter's) would collide with the first
+        # head's, so take free ones.
+        for option in ("--ray-client-server-port", "--dashboard-agent-listen-port", "--metrics-export-port"):
+            cmd += [option, str(free_port())]
     if host not in ("0.0.0.0", "::"):  # all interfaces: Ray picks the node address itself
         cmd += ["--node-ip-address", host]
     if num_cpus:
@@ -294,21 +268,43 @@ def head_command(
     return cmd, env
 
 
-def head_up(num_cpus: int | None = None, dashboard_port: int = DASHBOARD_PORT, host: str = LOOPBACK) -> str:
-    """Start a persistent local head listening on ``host`` (see :func:`head_command`).
-
-    Returns the job-server URL. Token auth is on; the token is ~/.ray/auth_token (0600).
+def head_up(
+    num_cpus: int | None = None,
+    dashboard_port: int = DASHBOARD_PORT,
+    host: str = LOOPBACK,
+    port: int = GCS_PORT,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Start a persistent local head listening on ``host`` (see :func:`head_command`), with
+    ``env`` added to its processes' environment. Returns the job-server URL. Token auth is
+    on; the token is ~/.ray/auth_token (0600). Ray's files go under RAY_TMPDIR (as Ray's own).
     """
     if head_running():
-        return head_jobs_url(dashboard_port)
+        return head_jobs_url()
     check_host(host)
     ensure_auth_token()
-    cmd, env = head_command(num_cpus, dashboard_port, host)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    cmd, head_env = head_command(num_cpus, dashboard_port, host, port)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**head_env, **(env or {})})
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-        raise UserError(f"`ray start --head` failed: {tail[0] if tail else proc.returncode}")
-    return head_jobs_url(dashboard_port)
+        from cluster.headprocs import stop_session
+
+        # A head that timed out half-way (e.g. on a loaded machine) leaves its GCS, dashboard and
+        # monitor running: stop them, so nothing of the failed start is left behind.
+        stop_session(port)
+        address_file().unlink(missing_ok=True)
+        raise UserError(f"`ray start --head` failed: {_start_error(proc)}")
+    head_info_file().write_text(json.dumps({"dashboard_port": dashboard_port, "gcs": _recorded_address()}))
+    return head_jobs_url()
+
+
+def _start_error(proc: subprocess.CompletedProcess) -> str:
+    """The line of `ray start`'s output that says why it failed (its log lines come after it)."""
+    lines = [ln.strip() for ln in f"{proc.stdout}\n{proc.stderr}".splitlines() if ln.strip()]
+    why = [i for i, ln in enumerate(lines) if "Exception" in ln or "Error" in ln or "timed out" in ln]
+    if not why:
+        return lines[-1] if lines else f"exit status {proc.returncode}"
+    i = why[-1]  # "Exception:" alone: its message is on the next line
+    return " ".join(lines[i : i + 2]) if lines[i].endswith(":") else lines[i]
 
 
 def check_host(host: str) -> None:
@@ -324,17 +320,40 @@ def check_host(host: str) -> None:
         ) from exc
 
 
-def head_jobs_url(dashboard_port: int = DASHBOARD_PORT) -> str:
-    """The running local head's job-server URL (its node address; 127.0.0.1 on loopback)."""
+def head_jobs_url(dashboard_port: int | None = None) -> str:
+    """The running local head's job-server URL (its node address; 127.0.0.1 on loopback) and
+    the dashboard port `evalctl cluster up` recorded for it (default 8265)."""
     host = _bootstrap_host("auto") or LOOPBACK
-    return f"http://{LOOPBACK if is_loopback(host) else host}:{dashboard_port}"
+    return f"http://{LOOPBACK if is_loopback(host) else host}:{dashboard_port or _dashboard_port()}"
+
+
+def _dashboard_port() -> int:
+    try:
+        info = json.loads(head_info_file().read_text())
+    except (OSError, ValueError):
+        return DASHBOARD_PORT
+    return int(info["dashboard_port"]) if info.get("gcs") == _recorded_address() else DASHBOARD_PORT
 
 
 def head_down() -> bool:
-    """Stop the local head started by :func:`head_up` (and Serve with it)."""
-    was_running = head_running()
-    subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, text=True)
-    return was_running
+    """Stop the local head of this RAY_TMPDIR (and Serve with it), and only it: unlike
+    `ray stop`, other Ray instances on the machine keep running (cluster/headprocs.py)."""
+    from cluster.headprocs import stop_session
+
+    address = _recorded_address()
+    if not address or not head_running():
+        return False
+    stopped = stop_session(int(address.rpartition(":")[2]))
+    for path in (address_file(), head_info_file()):
+        path.unlink(missing_ok=True)
+    return stopped > 0
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nothing listens on right now (the OS's pick)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def _recorded_address() -> str | None:

@@ -23,11 +23,23 @@ def cluster_up(
         help="Where the head listens: 127.0.0.1 = this machine only; 0.0.0.0 or one of its IPs = "
         "the network too (other nodes can join; the token is then all that guards it).",
     ),
+    port: int = typer.Option(6379, min=1, max=65535, help="The head's GCS port (Ray's default 6379)."),
+    dashboard_port: int = typer.Option(8265, min=1, max=65535, help="Dashboard and job server port."),
+    warm_models: int = typer.Option(
+        2, min=0, help="Warm pool: models kept loaded between evaluations (least recently used leave first)."
+    ),
+    warm_gib: float = typer.Option(4.0, min=0, help="Warm pool: memory its loaded models may hold, GiB."),
 ) -> None:
-    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265)."""
-    from cluster.runtime import head_up
+    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265).
 
-    url = head_up(num_cpus, host=host)
+    Evaluations on it keep their model loaded for the next one (the warm pool; see
+    `evalctl cluster status`). Ray's files go under $RAY_TMPDIR (default /tmp/ray).
+    """
+    from cluster.runtime import head_up
+    from cluster.warmpool import ENV_MAX_GIB, ENV_MAX_MODELS
+
+    env = {ENV_MAX_MODELS: str(warm_models), ENV_MAX_GIB: str(warm_gib)}
+    url = head_up(num_cpus, dashboard_port=dashboard_port, host=host, port=port, env=env)
     console.print(
         f"Ray head running; jobs and dashboard at {url} (token auth on, token in "
         "~/.ray/auth_token). Stop it with `evalctl cluster down`."
@@ -36,7 +48,8 @@ def cluster_up(
 
 @cluster_app.command("down")
 def cluster_down() -> None:
-    """Stop the local Ray head (and anything served on it)."""
+    """Stop the local Ray head of this $RAY_TMPDIR (and anything served on it); other Ray
+    instances on the machine keep running."""
     from cluster.runtime import head_down
 
     console.print("Ray head stopped." if head_down() else "No local Ray head was running.")
@@ -51,7 +64,8 @@ def cluster_status(
     as_json: bool = typer.Option(False, "--json", help="Print the view as JSON."),
 ) -> None:
     """The cluster's nodes (alive or dead), their resources, and which evalcluster work runs
-    where: running jobs, Serve replicas, evaluation actors, sweep trials."""
+    where: running jobs, Serve replicas, evaluation actors, sweep trials; and its warm models
+    (not in --json: listing them joins the cluster as a driver)."""
     from cluster.cluster_view import describe_cluster
     from cluster.runtime import status_address
 
@@ -72,6 +86,8 @@ def cluster_status(
         f"{alive} of {len(view.nodes)} node(s) alive; {len(view.jobs)} running job(s); "
         f"{view.other_actors} other actor(s)"
     )
+    if "://" not in target:  # a GCS address: the warm pool is asked through a driver
+        _print_warm_pool(target)
 
 
 def _nodes_table(view) -> Table:
@@ -99,3 +115,25 @@ def _jobs_table(view) -> Table:
         node = (j["node_id"] or "?")[:12]
         table.add_row(cell(j["id"]), cell(j["kind"]), cell(node), cell((j["entrypoint"] or "")[:80]))
     return table
+
+
+def _print_warm_pool(address: str) -> None:
+    from cluster.runtime import init_ray
+    from cluster.warmpool import describe_pools
+
+    init_ray(address)
+    pools = describe_pools()
+    if not any(pool["models"] for pool in pools):
+        console.print("warm models: none (an evaluation on this head leaves its model loaded for the next)")
+    for pool in pools:
+        title = (
+            f"warm models (at most {pool['max_models']}, {pool['max_bytes'] / GIB:.1f} GiB; "
+            "`evalctl evaluate --keep-warm-s` sets how long)"
+        )
+        table = Table("model", "precision", "device", "actors", "memory", "state", "unloads in", title=title)
+        for m in pool["models"]:
+            state = "in use" if m["in_use"] else f"idle {m['idle_s']:.0f}s"
+            unload = "" if m["unload_in_s"] is None else f"{m['unload_in_s']:.0f}s"
+            mem = f"{m['memory_bytes'] / 2**20:,.0f} MiB"
+            table.add_row(cell(m["model"]), m["precision"], m["device"], str(m["actors"]), mem, state, unload)
+        console.print(table)

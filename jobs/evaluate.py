@@ -1,12 +1,13 @@
-"""Sharded evaluation on Ray Data: batch inference + exact metrics in one pass.
+"""Sharded evaluation on Ray: batch inference + exact metrics in one pass.
 
     python -m jobs.evaluate --model best --data data/sample/test.parquet --out out/eval
     evalctl evaluate --config jobs/configs/evaluate.yaml --limit 100
 
-Steps: resolve the model -> validate and fingerprint the data -> the pipeline
-(jobs/predictor.py: shards -> Ray Data read tasks -> a pool of inference actors ->
-predictions streamed to Parquet, statistics merged on the driver) -> metrics.json,
-report.html, and the run in the registry.
+Steps: resolve the model and plan the shards -> start Ray and the model actors while
+the data is validated and fingerprinted -> the pipeline (jobs/pipeline.py: shards ->
+model actors (warm ones on a running head) -> predictions streamed to Parquet,
+statistics merged on the driver) -> metrics.json, report.html, and the run in the
+registry. metrics.json's ``timings`` say where the command's time went.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import contextlib
 import json
 import logging
 import shutil
-import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cluster.artifacts import publish, remove
+from cluster.clock import Phases, process_age_s
 from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError, first_items
-from cluster.metrics import METRICS, metric_names
-from cluster.registry import Registry, new_id
 from jobs.spec_cli import Workload, options, spec_command
+
+if TYPE_CHECKING:
+    from cluster.registry import Registry
 
 log = logging.getLogger(__name__)
 ARTIFACTS = ("metrics.json", "predictions.parquet", "report.html")
@@ -40,20 +44,50 @@ class EvalResult:
 # ------------------------------------------------------------------ orchestration
 
 
-def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalResult:
-    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run."""
-    from cluster.data import scan
-    from cluster.modeling import resolve_model
+def run_evaluate(
+    spec: EvaluateSpec,
+    registry: Registry | None = None,
+    phases: Phases | None = None,
+    address: str | None = None,
+) -> EvalResult:
+    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run.
 
+    ``phases``: marks of the command so far (the CLI passes its start); the timings in
+    metrics.json are differences of these marks (cluster/clock.py). ``address``: the Ray
+    cluster to join (default: RAY_ADDRESS, the local head, else an embedded Ray).
+    """
+    from cluster.registry import Registry
+    from jobs.pipeline import model_actors
+
+    phases = phases or Phases()
     registry = registry or Registry()
-    model = resolve_model(spec.model, registry)
-    labels = require_labels(model)
-    t0 = time.perf_counter()
-    summary = scan(spec.data, spec.limit, spec.rows_per_shard)
-    check_labels(summary.label_counts, labels, spec.data)
-    timings = {"scan_s": time.perf_counter() - t0}
-    run_id = new_id("evaluate")
-    target = artifact_target(spec, run_id, registry)
+    model, labels, target, shards = _prepare(spec, registry)
+    # The data is validated and fingerprinted while Ray starts and the actors load the model.
+    with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
+        scanning = background.submit(_scan, spec, phases)
+        with model_actors(spec, model, labels, shards, phases, address) as actors:
+            say_joined(actors.joined)
+            summary = scanning.result()
+            check_labels(summary.label_counts, labels, spec.data)
+            job = _Job(spec, model, labels, summary, actors, phases)
+            return _record(job, registry, target)
+
+
+@dataclass
+class _Job:
+    """Everything one evaluation works with once its inputs are checked."""
+
+    spec: EvaluateSpec
+    model: object  # cluster.modeling.ModelRef
+    labels: list[str]
+    summary: object  # cluster.data.DataSummary
+    actors: object  # jobs.pipeline.Actors (with the shards they get)
+    phases: Phases
+
+
+def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult:
+    """Run the evaluation as a registered run: failed (and no artifacts left) if anything raises."""
+    spec, run_id = job.spec, target.run_id
     with (
         target.held(registry),
         registry.run(
@@ -61,13 +95,13 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
             spec.model_dump(mode="json"),
             owner=spec.owner,
             dataset_path=spec.data.path,
-            dataset_fingerprint=summary.fingerprint,
-            model_id=model.model_id,
+            dataset_fingerprint=job.summary.fingerprint,
+            model_id=job.model.model_id,
             run_id=run_id,
         ),
     ):
         try:
-            metrics = _evaluate_into(target.local, spec, model, labels, summary, run_id, timings)
+            metrics = _evaluate_into(target.local, job, run_id)
             publish(target.local, target.dest, last="metrics.json")  # metrics.json last: complete
         except BaseException:
             _remove_artifacts(target.local)
@@ -80,21 +114,60 @@ def run_evaluate(spec: EvaluateSpec, registry: Registry | None = None) -> EvalRe
     return EvalResult(run_id, target.dest, metrics)
 
 
-def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings: dict) -> dict:
+def _prepare(spec: EvaluateSpec, registry: Registry) -> tuple:
+    """What must hold before anything starts: the model, its labels, where the artifacts go, the
+    data's columns and shards (metadata only)."""
+    from cluster.datafiles import check_columns
+    from cluster.modeling import resolve_model
+    from cluster.registry import new_id
+    from cluster.shards import plan_shards
+
+    model = resolve_model(spec.model, registry)
+    labels = require_labels(model)
+    target = artifact_target(spec, new_id("evaluate"), registry)  # --out checked, store writable
+    check_columns(spec.data)
+    _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
+    if not shards:
+        raise UserError(f"dataset {spec.data.path} is empty (0 rows)")
+    return model, labels, target, shards
+
+
+def _scan(spec: EvaluateSpec, phases: Phases):
+    from cluster.data import scan
+
+    phases.mark("scan_start")
+    try:
+        return scan(spec.data, spec.limit, spec.rows_per_shard)
+    finally:
+        phases.mark("scan_end")
+
+
+def say_joined(joined: str) -> None:
+    """One line on stderr when the run uses a Ray it did not start (e.g. `evalctl cluster up`'s)."""
+    from cluster.runtime import joined_line
+
+    line = joined_line(joined)
+    if line:
+        from jobs.entry import err_console
+
+        err_console.print(line, markup=False)
+
+
+def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
     from cluster.metrics import finalize, slice_metrics
     from cluster.report import write_report
-    from jobs.predictor import run_pipeline
+    from jobs.pipeline import run_pipeline
 
+    spec, labels, summary = job.spec, job.labels, job.summary
     out.mkdir(parents=True, exist_ok=True)
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
-    t0 = time.perf_counter()
-    stats, info = run_pipeline(spec, model.source, labels, out / ".predictions.parquet.tmp", timings)
-    timings["total_s"] = timings["scan_s"] + time.perf_counter() - t0
+    tmp = out / ".predictions.parquet.tmp"
+    stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases)
     metrics = finalize(stats, labels)
     if spec.data.slice_column:
         metrics["slices"] = slice_metrics(stats, labels)
     metrics.update(
-        model={"id": model.model_id, "path": model.location or str(model.path)},
+        model={"id": job.model.model_id, "path": job.model.location or str(job.model.path)},
         dataset={
             "path": spec.data.path,
             "fingerprint": summary.fingerprint,
@@ -112,12 +185,38 @@ def _evaluate_into(out: Path, spec, model, labels, summary, run_id: str, timings
         max_length=spec.max_length,
         bootstrap=spec.bootstrap,
         seed=spec.seed,
-        timings={k: round(v, 3) for k, v in timings.items()},
+        ray=job.actors.joined,
+        warm_actors=job.actors.reused,
     )
-    (out / ".predictions.parquet.tmp").replace(out / "predictions.parquet")
+    tmp.replace(out / "predictions.parquet")
     write_report(metrics, out / "report.html")
+    job.phases.mark("done")
+    metrics["timings"] = timings(job.phases, stats.n)
     _write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
     return metrics
+
+
+def timings(phases: Phases, n: int) -> dict[str, float]:
+    """The ``timings`` of metrics.json, in seconds (docs/contracts.md): consecutive phases of the
+    command; ``scan_s`` runs beside ``ray_init_s`` and ``actors_ready_s``."""
+    t = {
+        "cli_start_s": phases.marks.get("cli_start_s"),
+        "ray_init_s": phases.between("ray_start", "ray_up"),
+        "scan_s": phases.between("scan_start", "scan_end"),
+        "actors_ready_s": phases.between("ray_up", "actors_ready"),
+        "first_batch_s": phases.between("actors_ready", "first_result"),
+        "inference_s": phases.between("actors_ready", "last_result"),
+        "finish_s": phases.between("last_result", "done"),
+        "pipeline_s": phases.between("ray_up", "last_result"),
+        "total_s": phases.between("start", "done"),
+    }
+    if t["cli_start_s"] is not None and t["total_s"] is not None:
+        t["process_s"] = round(t["cli_start_s"] + t["total_s"], 3)
+    if t["pipeline_s"]:
+        t["rows_per_s"] = round(n / t["pipeline_s"], 1)
+    if t["inference_s"]:
+        t["steady_rows_per_s"] = round(n / t["inference_s"], 1)
+    return {k: v for k, v in t.items() if v is not None}
 
 
 # ------------------------------------------------------------------ checks at the boundary
@@ -222,8 +321,10 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def _headline(metrics: dict) -> dict:
     """What the registry keeps of a run's metrics: every scalar of the metric table, the CIs,
-    size, labels, precision, timings, and where it ran (per actor: node and rows; recoveries
-    from lost nodes); the full file stays in the artifacts."""
+    size, labels, precision, timings, and where it ran (per actor: node and rows; actors lost
+    with their node); the full file stays in the artifacts."""
+    from cluster.metrics import METRICS
+
     keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings", "workers", "recovery")
     return {k: metrics[k] for k in keep if k in metrics}
 
@@ -234,6 +335,7 @@ def _headline(metrics: dict) -> dict:
 def print_summary(result: EvalResult) -> None:
     from rich.table import Table
 
+    from cluster.metrics import metric_names
     from jobs.entry import console
 
     m = result.metrics
@@ -253,24 +355,26 @@ def print_summary(result: EvalResult) -> None:
 
 
 def where_it_ran(m: dict) -> str:
-    """One line: actors, nodes, and any recovery from lost workers."""
+    """One line: actors, nodes, and any recovery from lost actors."""
     workers = m.get("workers") or []
     line = f"{len(workers)} inference actor(s) on {len({w['node'] for w in workers})} node(s)"
-    lost = (m.get("recovery") or {}).get("lost_workers") or []
+    lost = (m.get("recovery") or {}).get("lost_actors") or []
     if lost:
+        requeued = sum(x["shards_requeued"] for x in lost)
         line += (
-            f"; {len(lost)} lost worker(s): their {lost[0]['shards_left']} unfinished shard(s) "
-            "ran again on the nodes left, each shard counted once"
+            f"; {len(lost)} actor(s) lost: their {requeued} unfinished shard(s) ran again on the "
+            "actors left, each shard counted once"
         )
     return line
 
 
 def _run(spec: EvaluateSpec, address: str | None = None, **_) -> None:
-    from cluster.runtime import init_ray
-
-    if address:  # a Ray address (HOST:6379, ray://...): join that cluster (job-server URLs submit)
-        init_ray(address)
-    print_summary(run_evaluate(spec))
+    phases = Phases()
+    age = process_age_s()
+    if age is not None:  # process start -> here: interpreter, imports, option parsing
+        phases.marks["cli_start_s"] = round(age, 3)
+    # address: a Ray address (HOST:6379, ray://...) to join (job-server URLs were submitted)
+    print_summary(run_evaluate(spec, phases=phases, address=address))
 
 
 WORKLOAD = Workload(

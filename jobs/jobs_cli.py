@@ -6,17 +6,19 @@ import typer
 from rich.table import Table
 
 from cluster.errors import UserError
-from cluster.runtime import LOCAL_JOBS_URL, resolve_target
+from cluster.runtime import LOCAL_JOBS_URL, head_jobs_url, resolve_target
 from jobs.entry import console
 from jobs.submit import connect, follow
 
 jobs_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ray jobs on a cluster.")
-ADDRESS = typer.Option(None, "--address", help=f"Job server (default: RAY_ADDRESS, else {LOCAL_JOBS_URL}).")
+ADDRESS = typer.Option(
+    None, "--address", help=f"Job server (default: RAY_ADDRESS, else the local head's, {LOCAL_JOBS_URL})."
+)
 
 
 def client_for(address: str | None):
     target = resolve_target(address)
-    return connect(target.address if target.mode == "submit" else LOCAL_JOBS_URL)
+    return connect(target.address if target.mode == "submit" else head_jobs_url())
 
 
 def _status(client, job_id: str) -> str:

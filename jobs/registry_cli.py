@@ -175,6 +175,35 @@ def runs_show(run_id: str) -> None:
 
     run = Registry().get_run(run_id)
     console.print_json(json.dumps({**run, "stale": stale_reason(run)}, default=str))
+    timings = (run.get("metrics") or {}).get("timings")
+    if timings:
+        console.print(timings_table(timings))
+
+
+# Phases of an evaluation in the order they happen (metrics.json `timings`, docs/contracts.md).
+PHASES = {
+    "cli_start_s": "process start -> command (interpreter, imports)",
+    "ray_init_s": "start Ray, or join the running head",
+    "scan_s": "validate + fingerprint the data (beside Ray start and model load)",
+    "actors_ready_s": "Ray up -> first actor's model loaded",
+    "first_batch_s": "model loaded -> first shard's predictions",
+    "inference_s": "model loaded -> last shard's predictions",
+    "finish_s": "metrics, bootstrap CIs, report, artifacts",
+    "total_s": "command -> metrics.json",
+    "process_s": "process start -> metrics.json",
+}
+
+
+def timings_table(timings: dict) -> Table:
+    """An evaluation's timings as a table: where its wall time went."""
+    table = Table("phase", "seconds", "what", title="timings")
+    for key, what in PHASES.items():
+        if key in timings:
+            table.add_row(key.removesuffix("_s"), f"{timings[key]:.2f}", what)
+    for key in ("rows_per_s", "steady_rows_per_s"):
+        if key in timings:
+            table.add_row(key.removesuffix("_s"), f"{timings[key]:.1f}", "rows/s")
+    return table
 
 
 @runs_app.command("fail")

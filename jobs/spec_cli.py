@@ -127,12 +127,15 @@ def spec_command(w: Workload, doc: str) -> Callable[..., None]:
         spec = build_spec(w, ctx, values)
         extras = {p.name: values[p.name] for p in w.extras}
         if w.module:
-            from jobs.submit import submit_if_remote
+            from cluster.runtime import resolve_target
 
-            argv, env = w.job_extras(spec, extras) if w.job_extras else ([], {})
-            argv = [*w.submit_argv, *argv]
-            if submit_if_remote(w.module, spec, values["address"], values["wait"], argv=argv, env=env):
-                return
+            if resolve_target(values["address"]).mode == "submit":  # jobs.submit loads httpx: only then
+                from jobs.submit import submit_if_remote
+
+                argv, env = w.job_extras(spec, extras) if w.job_extras else ([], {})
+                argv = [*w.submit_argv, *argv]
+                if submit_if_remote(w.module, spec, values["address"], values["wait"], argv=argv, env=env):
+                    return
             extras["address"] = values["address"]
         w.run(spec, **extras)
 

@@ -17,7 +17,8 @@ from cluster.config import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, S
 from tests.conftest import ROOT
 from tests.mn_cluster import LocalCluster
 
-RUN_KEYS = ("run_id", "timings", "workers", "worker_plan", "recovery")  # how a run ran, not what it found
+# how a run ran, not what it found
+RUN_KEYS = ("run_id", "timings", "workers", "worker_plan", "recovery", "ray", "warm_actors")
 
 
 def evaluate_args(model: Path, data: Path, out: Path, address: str) -> list[str]:

@@ -131,7 +131,7 @@ def test_compare_runs_verdict_and_errors(tmp_path):
     assert res["metrics"]["accuracy"]["diff"] == pytest.approx(np.mean(pb == y) - np.mean(pa == y))
     assert res["mcnemar"]["a_right_b_wrong"] == 0 and res["mcnemar"]["p_value"] < 0.001
     assert res["verdict"].startswith("B better on accuracy: +") and "p < 0.001" in res["verdict"]
-    assert "<img" in Path(res["report"]).read_text()
+    assert Path(res["report"]).read_text().count("<svg") == 2  # both confusion matrices
     c = fake_eval(reg, tmp_path, "c", "fp2", y, pb)
     with pytest.raises(UserError, match="evaluated different datasets"):
         compare_runs(reg, a, c)

@@ -109,7 +109,7 @@ def check_metrics_contract(metrics, df, ref, got, out):
         "timings",
     ):
         assert key in metrics, key
-    assert (out / "report.html").read_text().count("data:image/png;base64") >= 3
+    assert (out / "report.html").read_text().count("<svg") >= 3  # confusion, reliability, per class
     run = Registry().get_run(metrics["run_id"])
     assert run["status"] == "finished" and run["artifact_path"] == str(out)
     assert run["dataset_fingerprint"] == metrics["dataset"]["fingerprint"]
@@ -136,7 +136,7 @@ def test_same_metrics_with_one_or_two_workers_and_any_block_size(
     assert [r["worker_plan"]["actors"] for r in runs] == [1, 2, 2]
     for r in runs:  # every row computed once, by an actor that says where it ran
         assert sum(w["rows"] for w in r["workers"]) == 300 and all(w["node"] for w in r["workers"])
-        assert r["recovery"]["duplicate_blocks_dropped"] == 0 and r["recovery"]["pipelines"] == 1
+        assert r["recovery"]["duplicate_shards_dropped"] == 0 and not r["recovery"]["lost_actors"]
     for other in runs[1:]:
         assert other["confusion_matrix"] == base["confusion_matrix"]
         assert other["f1_macro"] == base["f1_macro"]  # from integer counts: exactly equal
