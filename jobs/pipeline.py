@@ -91,9 +91,10 @@ def _actor_class(cpus: float, gpus: float, node: str, **options):
     from jobs.predictor import ModelActor
 
     # No restarts: a restarted actor would wait for a CPU the survivors hold; a lost actor's
-    # shards run again on the others (jobs/shard_schedule.py). Soft affinity: the node given,
-    # or elsewhere if it is gone.
-    where = NodeAffinitySchedulingStrategy(node, soft=True)
+    # shards run again on the others (jobs/shard_schedule.py). Hard affinity: a soft one put
+    # a 0-CPU (warm) actor on the driver's node instead (measured, Ray 2.60); an actor whose
+    # node is gone fails, and is replaced like a lost one.
+    where = NodeAffinitySchedulingStrategy(node, soft=False)
     return ray.remote(ModelActor).options(
         num_cpus=cpus, num_gpus=gpus, max_restarts=0, scheduling_strategy=where, **options
     )

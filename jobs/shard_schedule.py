@@ -109,13 +109,20 @@ class ShardLedger:
 def is_lost_actor(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or what caused it) says an actor, worker, node or object was lost; an
     actor whose constructor raised is not lost (a replacement would raise the same)."""
-    from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
+    from ray.exceptions import (
+        ActorUnschedulableError,
+        NodeDiedError,
+        ObjectLostError,
+        RayActorError,
+        WorkerCrashedError,
+    )
 
+    lost = (RayActorError, ObjectLostError, NodeDiedError, WorkerCrashedError, ActorUnschedulableError)
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, RayActorError) and exc.actor_init_failed:
             return False
-        if isinstance(exc, (RayActorError, ObjectLostError, NodeDiedError, WorkerCrashedError)):
+        if isinstance(exc, lost):
             return True
         seen.add(id(exc))
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
