@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from cluster.config import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_evalctl
 from tests.mn_cluster import LocalCluster
 
 # how a run ran, not what it found
@@ -183,3 +183,14 @@ def workers(mn: LocalCluster, n: int, timeout: float = 120) -> list:
         assert time.time() < deadline, f"cluster view {alive_nodes()} never became {wanted}"
         time.sleep(0.5)
     return mn.workers()
+
+
+def cluster_status(mn: LocalCluster) -> dict:
+    """`evalctl cluster status --json` against the module's cluster."""
+    proc = run_evalctl("cluster", "status", "--address", mn.address, "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def replicas_by_node(status: dict) -> dict[str, int]:
+    return {n["node_id"]: n["work"].get("serve replica", 0) for n in status["nodes"] if n["alive"]}

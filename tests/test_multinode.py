@@ -30,9 +30,11 @@ from tests.conftest import LABELS, ROOT, free_port, run_evalctl
 from tests.mn_cluster import LocalCluster
 from tests.mn_helpers import (
     Load,
+    cluster_status,
     complete_checkpoints_local,
     evaluate_args,
     kill_driver_after,
+    replicas_by_node,
     replicas_running,
     result_rows,
     same_results,
@@ -351,17 +353,6 @@ def test_sigint_records_the_sweep_interrupted_and_keeps_best(mn, tiny_model_dir,
 
 
 # ------------------------------------------------------------------ serving, and the head's view
-
-
-def cluster_status(mn: LocalCluster) -> dict:
-    """`evalctl cluster status --json` against the module's cluster."""
-    proc = run_evalctl("cluster", "status", "--address", mn.address, "--json")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
-
-
-def replicas_by_node(status: dict) -> dict[str, int]:
-    return {n["node_id"]: n["work"].get("serve replica", 0) for n in status["nodes"] if n["alive"]}
 
 
 def test_serving_spreads_replicas_survives_a_lost_node_and_cluster_status_shows_it(mn, tiny_model_dir):
