@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, model_validator
 
 from cluster.errors import UserError
+from cluster.gates import consistent_gate, direction, parse_conditions
 from cluster.metrics import metric_info, metric_mode, metric_names
+from cluster.perturb import Perturbation, Perturbations
 from cluster.search_space import (  # noqa: F401  (re-exported for callers)
     DISTRIBUTIONS,
     Choice,
@@ -67,12 +69,37 @@ class TextSpec(DataSpec):
     label_column: Name | None = Field(None, description="Not used for pretraining.")
 
 
-class EvaluateSpec(Spec):
-    """One sharded evaluation run (jobs/evaluate.py)."""
+Conditions = Annotated[dict[Metric, float], BeforeValidator(parse_conditions)]  # METRIC=VALUE ...
 
-    model: ModelArg = Field("best", description="Model dir, registered id, alias (best, serving) or base.")
-    data: DataSpec = Field(description="The labelled evaluation data.")
-    out: OutPath = Field(None, description="Output dir (default: the run's artifact dir).")
+
+class GateSpec(Spec):
+    """Conditions a run must meet (cluster/gates.py; `evalctl gate`, evaluate, a sweep's `gate:`)."""
+
+    min: Annotated[Conditions, AfterValidator(direction("min"))] = Field(
+        default_factory=dict, description="METRIC=VALUE: the metric must be at least VALUE (repeatable)."
+    )
+    max: Annotated[Conditions, AfterValidator(direction("max"))] = Field(
+        default_factory=dict, description="METRIC=VALUE: the metric must be at most VALUE (repeatable)."
+    )
+    use_ci_lower: Bool = Field(
+        False,
+        description="Judge by the pessimistic end of each 95% CI (lower for --min, upper for --max, "
+        "of the paired difference for --max-drop), not the point value.",
+    )
+    baseline: str | None = Field(
+        None, description="MODEL or evaluation RUN to compare with on the same data (for --max-drop)."
+    )
+    max_drop: Annotated[Conditions, AfterValidator(direction("max_drop"))] = Field(
+        default_factory=dict,
+        description="METRIC=POINTS: at most this drop against --baseline, in points (1.0 = 0.01).",
+    )
+    gate_bootstrap: Int = Field(1000, ge=1, description="Paired bootstrap replicates against the baseline.")
+    _consistent = model_validator(mode="after")(consistent_gate)
+
+
+class PipelineSpec(Spec):
+    """How a workload runs a model over sharded data (jobs/predictor.py); shared by the specs below."""
+
     batch_size: Int = Field(64, ge=1, description="Rows per forward pass.")
     workers: Int | None = Field(
         None,
@@ -97,11 +124,60 @@ class EvaluateSpec(Spec):
         "until idle this many seconds (0 = unload when done). An embedded Ray ends with the command.",
     )
 
+
+SliceMetric = Literal["accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"]
+SLICE_CANDIDATES = "length bins, URL/mention/hashtag/number/negation, frequent words, --slice-column values"
+MISTAKES_HELP = "Most confident mistakes per confused class pair in report.html, with token attributions."
+
+
+class EvaluateSpec(PipelineSpec):
+    """One sharded evaluation run (jobs/evaluate.py)."""
+
+    model: ModelArg = Field("best", description="Model dir, registered id, alias (best, serving) or base.")
+    data: DataSpec = Field(description="The labelled evaluation data.")
+    out: OutPath = Field(None, description="Output dir (default: the run's artifact dir).")
+    threshold: Bool = Field(
+        True, description="ROC-AUC, average precision, top-2 accuracy, Brier score and their curves."
+    )
+    auto_slices: Bool = Field(False, description=f"Find weak slices: {SLICE_CANDIDATES}.")
+    min_slice_size: Int = Field(50, ge=1, description="Rows a slice needs to be tested and reported.")
+    slice_metric: SliceMetric = Field("accuracy", description="Metric the weak slices are judged by.")
+    mistakes: Int = Field(3, ge=0, le=20, description=MISTAKES_HELP)
+    gate: GateSpec | None = Field(
+        None, description="Quality gate checked on this run (exit 1 when it fails)."
+    )
+
     @model_validator(mode="after")
     def _labelled(self):
         if not self.data.label_column:
             raise ValueError("evaluation needs a label column (data.label_column, --label-column)")
         return self
+
+
+class RobustnessSpec(EvaluateSpec):
+    """An evaluation plus perturbed copies of every row (jobs/robustness.py)."""
+
+    perturb: Perturbations = Field(
+        default_factory=lambda: ["typo", "case", "punct", "whitespace", "homoglyph"],
+        description="Comma-separated perturbations: identity, typo, case, punct, whitespace, homoglyph.",
+    )
+    rate: Float = Field(0.1, ge=0, le=1, description="Probability that each character or word is perturbed.")
+    seed: Int = Field(0, ge=0, description="Seeds the perturbations (per row) and the bootstrap.")
+
+
+OptionalModel = Annotated[str | None, PathField("model")]
+DRIFT_MODEL_HELP = "Classifier to compare predictions and embeddings of (default: base encoder's embeddings)."
+
+
+class DriftSpec(PipelineSpec):
+    """Domain shift between a reference and a current dataset (jobs/drift.py)."""
+
+    reference: DataSpec = Field(description="The data the model is known to work on.")
+    current: DataSpec = Field(description="The data to check against it.")
+    model: OptionalModel = Field(None, description=DRIFT_MODEL_HELP)
+    out: OutPath = Field(None, description="Output dir (default: the run's artifact dir).")
+    embed_rows: Int = Field(2000, ge=10, description="Rows per side embedded for the domain classifier.")
+    alpha: Float = Field(0.05, gt=0, lt=1, description="Significance level (Bonferroni over the checks).")
 
 
 def _parse_autoscale(value: Any) -> Any:
@@ -181,6 +257,16 @@ def _sample(split: str) -> DataSpec:
     return DataSpec(path=f"data/sample/{split}.parquet")
 
 
+class SweepGateSpec(GateSpec):
+    """A sweep's gate: its best model becomes ``best`` only if it passes (jobs/sweep.py)."""
+
+    data: DataSpec | None = Field(
+        None,
+        description="Data the best model is evaluated on for the gate (default: the sweep's validation "
+        "data, on which the trials were selected: an optimistic estimate).",
+    )
+
+
 class SweepSpec(Spec):
     """A Ray Tune fine-tuning sweep (jobs/sweep.py)."""
 
@@ -229,6 +315,9 @@ class SweepSpec(Spec):
         0, ge=0, description="Seeds the search: same spec and seed = same trial configurations."
     )
     owner: str | None = Field(None, description=OWNER_HELP)
+    gate: SweepGateSpec | None = Field(
+        None, description="Quality gate: `best` moves only if the best model passes."
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -285,11 +374,19 @@ class LeaderboardSpec(Spec):
     metric: Metric = Field(
         "f1_macro", description="Ranking metric (its direction comes from the metric table)."
     )
+    perturbation: Perturbation | None = Field(
+        None, description="Rank robustness runs by their score under this perturbation (typo, case, ...)."
+    )
 
     @model_validator(mode="after")
     def _one_dataset(self):
         if self.data is not None and self.dataset is not None:
             raise ValueError("give --data or --dataset, not both")
+        if self.perturbation is not None:
+            from cluster.gates import PAIRED
+
+            if self.metric not in PAIRED:
+                raise ValueError(f"robustness runs are ranked by {', '.join(PAIRED)}, not {self.metric}")
         return self
 
 

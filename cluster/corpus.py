@@ -48,20 +48,30 @@ def load_corpus():
     return counts.drop_duplicates("text")[["text", "label"]].reset_index(drop=True)
 
 
-def sample_splits(out: str | Path, seed: int = 0) -> dict[str, dict[str, int]]:
-    """Write stratified 80/10/10 train/validation/test Parquet splits; return class counts."""
+def split_frame(df, seed: int = 0) -> dict:
+    """Stratified 80/10/10 train/validation/test parts of a corpus DataFrame (by label)."""
     from sklearn.model_selection import train_test_split
 
-    df = load_corpus()
     train, rest = train_test_split(df, test_size=0.2, stratify=df["label"], random_state=seed)
     val, test = train_test_split(rest, test_size=0.5, stratify=rest["label"], random_state=seed)
+    return {"train": train, "validation": val, "test": test}
+
+
+def write_parquet(part, path: Path) -> None:
+    """One DataFrame as Parquet, written beside the target and renamed (never half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(
+        pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False), tmp, row_group_size=2048
+    )
+    tmp.replace(path)
+
+
+def sample_splits(out: str | Path, seed: int = 0) -> dict[str, dict[str, int]]:
+    """Write stratified 80/10/10 train/validation/test Parquet splits; return class counts."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for name, part in [("train", train), ("validation", val), ("test", test)]:
-        part = part.reset_index(drop=True)
-        tmp = out / f".{name}.parquet.tmp"
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp, row_group_size=2048)
-        tmp.replace(out / f"{name}.parquet")
+    for name, part in split_frame(load_corpus(), seed).items():
+        write_parquet(part, out / f"{name}.parquet")
         counts[name] = {lab: int((part["label"] == lab).sum()) for lab in LABELS}
     return counts

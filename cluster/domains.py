@@ -124,3 +124,22 @@ def sample_domain_splits(out: str | Path, seed: int = 0) -> dict[str, dict[str, 
         tmp.replace(out / f"{domain}.parquet")
         counts[domain] = {lab: int((part["label"] == lab).sum()) for lab in LABELS}
     return counts
+
+
+def sample_splits_by_domain(out: str | Path, seed: int = 0) -> dict[str, dict[str, dict[str, int]]]:
+    """The sample splits of `evalctl data sample` (same seed, same rows), cut by domain:
+    ``out/<domain>/{train,validation,test}.parquet`` (text, label, domain). A domain's test file
+    holds no text of any train file, so in-domain and out-of-domain scores are both held out.
+    Returns the class counts per domain and split."""
+    from cluster.corpus import split_frame, write_parquet
+    from cluster.data import LABELS
+
+    df = corpus_domains()  # load_corpus()'s rows in its order: the same split as sample_splits
+    counts: dict[str, dict[str, dict[str, int]]] = {d: {} for d in DOMAINS}
+    for split, part in split_frame(df, seed).items():
+        for domain in DOMAINS:
+            rows = part[part["domain"] == domain][["text", "label", "domain"]]
+            (Path(out) / domain).mkdir(parents=True, exist_ok=True)
+            write_parquet(rows, Path(out) / domain / f"{split}.parquet")
+            counts[domain][split] = {lab: int((rows["label"] == lab).sum()) for lab in LABELS}
+    return counts

@@ -11,6 +11,7 @@ live side by side on one machine.
 from __future__ import annotations
 
 import logging
+import time
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +69,40 @@ def stop_session(gcs_port: int, grace_s: float = 10.0) -> int:
     psutil.wait_procs(alive, timeout=grace_s)
     log.info("stopped %d processes of Ray session %s", len(procs), session)
     return len(procs)
+
+
+def wait_for_job_agent(gcs_address: str, timeout_s: float = 60.0) -> bool:
+    """Wait (bounded) until the head's dashboard agent is registered in the GCS.
+
+    Ray's job server submits every job through that agent, which registers a few seconds
+    after `ray start` returns (tens of seconds on a busy machine); until then a submission,
+    ours or `ray job submit`'s, is refused with a 500 "No available agent". False on timeout.
+    """
+    from ray._private import ray_constants as rc
+    from ray._raylet import GcsClient
+    from ray.dashboard.consts import DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX as AGENT_KEY
+
+    from cluster.raytoken import ensure_client_auth
+
+    ensure_client_auth()
+    gcs = GcsClient(address=gcs_address)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        head = gcs.internal_kv_get(rc.KV_HEAD_NODE_ID_KEY, rc.KV_NAMESPACE_JOB)
+        if head and gcs.internal_kv_get(f"{AGENT_KEY}{head.decode()}".encode(), rc.KV_NAMESPACE_DASHBOARD):
+            return True
+        time.sleep(0.5)
+    log.warning(
+        "the head's job agent did not register within %.0f s; job submissions may be refused", timeout_s
+    )
+    return False
+
+
+def start_error(proc) -> str:
+    """The line of `ray start`'s output that says why it failed (its log lines come after it)."""
+    lines = [ln.strip() for ln in f"{proc.stdout}\n{proc.stderr}".splitlines() if ln.strip()]
+    why = [i for i, ln in enumerate(lines) if "Exception" in ln or "Error" in ln or "timed out" in ln]
+    if not why:
+        return lines[-1] if lines else f"exit status {proc.returncode}"
+    i = why[-1]  # "Exception:" alone: its message is on the next line
+    return " ".join(lines[i : i + 2]) if lines[i].endswith(":") else lines[i]

@@ -69,6 +69,27 @@ register(
     MetricInfo("recall_weighted", "Weighted recall"),
     MetricInfo("log_loss", "Log-loss", higher_is_better=False, has_ci=True, from_counts=False, headline=True),
     MetricInfo("ece", "ECE (15 bins)", higher_is_better=False, from_counts=False, headline=True),
+    # Threshold metrics (cluster/threshold.py): from the scores' order, not from counts.
+    MetricInfo(
+        "roc_auc_macro", "ROC-AUC (macro, one-vs-rest)", has_ci=True, from_counts=False, headline=True
+    ),
+    MetricInfo("roc_auc_weighted", "ROC-AUC (weighted)", has_ci=True, from_counts=False),
+    MetricInfo(
+        "average_precision_macro", "Average precision (macro)", has_ci=True, from_counts=False, headline=True
+    ),
+    MetricInfo("average_precision_weighted", "Average precision (weighted)", has_ci=True, from_counts=False),
+    MetricInfo("top_k_accuracy", "Top-2 accuracy", has_ci=True, from_counts=False),
+    MetricInfo(
+        "brier_score", "Brier score", higher_is_better=False, has_ci=True, from_counts=False, headline=True
+    ),
+)
+THRESHOLD_METRICS = (
+    "roc_auc_macro",
+    "roc_auc_weighted",
+    "average_precision_macro",
+    "average_precision_weighted",
+    "top_k_accuracy",
+    "brier_score",
 )
 
 
@@ -170,11 +191,12 @@ def batch_stats(
         for c in np.unique(cell):  # (B,) weight of each confusion cell
             stats.boot_confusion[:, c // k, c % k] = w[:, cell == c].sum(1)
         stats.boot_log_loss = w @ row_loss
-    if slices is not None:
+    if slices is not None:  # each slice with its own replicates, under the same row weights
         slices = np.asarray(slices, dtype=object)
+        rows = np.arange(n) if rows is None else np.asarray(rows)
         for key in dict.fromkeys(slices.tolist()):
             m = slices == key
-            stats.slices[str(key)] = batch_stats(y_true[m], probs[m])
+            stats.slices[str(key)] = batch_stats(y_true[m], probs[m], rows[m], bootstrap, seed)
     return stats
 
 
@@ -314,18 +336,34 @@ def bootstrap_ci(stats: Stats, confidence: float = 0.95) -> dict[str, list[float
     }
 
 
-def slice_metrics(stats: Stats, labels: list[str]) -> dict:
-    """Per-slice scores plus the gap between the best and worst slice on each headline metric."""
-    per = {key: finalize(st, labels) for key, st in sorted(stats.slices.items())}
+def slice_metrics(stats: Stats, labels: list[str], confidence: float = 0.95) -> dict:
+    """Per-slice scores with their ``ci95``, and the best-worst gap on each headline metric with a CI.
+
+    The slices of a column are disjoint, so the replicates of two slices (same seed, different
+    rows) are independent draws: replicate-wise differences bootstrap the gap.
+    """
+    per = {key: finalize(st, labels, confidence) for key, st in sorted(stats.slices.items())}
     for m in per.values():
-        m.pop("ci95"), m.pop("calibration")
+        m.pop("calibration")
     gaps = {}
     for metric in ("accuracy", "f1_macro"):
         vals = {k: v[metric] for k, v in per.items()}
         if vals:
             best, worst = max(vals, key=vals.get), min(vals, key=vals.get)
             gaps[metric] = {"best": best, "worst": worst, "gap": vals[best] - vals[worst]}
+            gaps[metric]["ci95"] = _gap_ci(stats.slices[best], stats.slices[worst], metric, confidence)
     return {"slices": per, "gap": gaps}
+
+
+def _gap_ci(best: Stats, worst: Stats, metric: str, confidence: float) -> list[float] | None:
+    if not len(best.boot_confusion) or best is worst:
+        return None
+    diff = (
+        scores_from_confusion(best.boot_confusion)[metric]
+        - scores_from_confusion(worst.boot_confusion)[metric]
+    )
+    alpha = (1 - confidence) / 2
+    return [float(np.quantile(diff, alpha)), float(np.quantile(diff, 1 - alpha))]
 
 
 def compute_metrics(

@@ -210,6 +210,24 @@ def load_classifier(path: str | Path, labels: list[str] | None = None, seed: int
     return model.to(device).eval(), tokenizer, labels
 
 
+def load_encoder(path: str | Path, device: str = "cpu"):
+    """Tokenizer + the bare encoder (``AutoModel``) of a local model directory, in eval mode:
+    for embeddings when there is no classifier (e.g. ``base``)."""
+    set_offline()
+    from transformers import AutoModel, AutoTokenizer
+
+    path = Path(path)
+    require_safetensors(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval(), tokenizer
+
+
 def pick_device(gpus: float | None = None) -> str:
     """``cuda`` when a GPU is visible to this process (and not refused), else ``cpu``."""
     import torch

@@ -28,8 +28,10 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Sequence
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from cluster.errors import UserError, did_you_mean
 from cluster.metrics import hash64
@@ -76,6 +78,25 @@ def check_kinds(kinds: Sequence[str]) -> list[str]:
     for kind in kinds:
         _function(kind)
     return list(kinds)
+
+
+def _split(value):
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+def _known(kinds: list[str]) -> list[str]:
+    try:
+        check_kinds(kinds)
+    except UserError as exc:
+        raise ValueError(str(exc)) from exc
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"each perturbation once, got {', '.join(kinds)}")
+    return kinds
+
+
+# A spec field (cluster/config.py): "typo,case" or a list of names, each known, each once.
+Perturbations = Annotated[list[str], BeforeValidator(_split), Field(min_length=1), AfterValidator(_known)]
+Perturbation = Annotated[str, AfterValidator(lambda kind: _known([kind])[0])]  # one name
 
 
 def _function(kind: str) -> Callable[[str, float, random.Random], str]:

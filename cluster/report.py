@@ -1,144 +1,185 @@
-"""One self-contained HTML report of an evaluation (plots inline as SVG: cluster/svgplots.py)."""
+"""Self-contained HTML reports (Jinja2 templates in cluster/templates, plots inline as SVG).
+
+report.html of an evaluation or robustness run (:func:`render`), the comparison of two
+runs (:func:`render_comparison`) and the drift report (:func:`render_drift`). Every value
+that comes from data or users is HTML-escaped (Jinja2's autoescape); the figures
+(cluster/figures.py) escape their own text and are inserted as markup.
+"""
 
 from __future__ import annotations
 
-import html
+import functools
 from pathlib import Path
 
-from cluster import svgplots
-from cluster.metrics import METRICS, metric_names
+from markupsafe import Markup
 
-HEADLINE = metric_names(headline=True)
+from cluster import figures
+from cluster.metrics import METRICS, THRESHOLD_METRICS
+
+SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"}
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.plots svg{width:47%;height:auto;margin:1%}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.plots img{max-width:48%;margin:1%}
 .meta{color:#555;font-size:.9em}"""
 
 
 def write_report(metrics: dict, path: str | Path) -> Path:
     """Write report.html for a metrics.json dict; returns the path."""
+    return write_html(render(metrics), path)
+
+
+def write_html(text: str, path: str | Path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(metrics))
+    tmp.write_text(text)
     tmp.replace(path)
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def environment():
+    """Jinja2 templates of cluster/templates (HTML-escaped, undefined names are errors)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
 def render(m: dict) -> str:
-    """The report as an HTML string."""
-    model = m.get("model", {}).get("id", "?")
-    data = m.get("dataset", {})
-    parts = [
-        f"<h1>Evaluation of {_e(model)}</h1>",
-        f"<p class=meta>dataset {_e(data.get('path'))} (fingerprint {_e(data.get('fingerprint'))}), "
-        f"{m['n']} rows, precision {_e(m.get('precision_mode'))}, run {_e(m.get('run_id'))}</p>",
-        "<h2>Metrics</h2>",
-        _metrics_table(m),
-        "<h2>Per class</h2>",
-        _per_class_table(m),
-        "<div class=plots>",
-        _confusion_plot(m),
-        _reliability_plot(m),
-        _per_class_plot(m),
-        "</div>",
-    ]
-    if m.get("slices"):
-        parts += ["<h2>Slices</h2>", _slices_table(m["slices"])]
-    parts.append(f"<p class=meta>timings: {_e(m.get('timings'))}</p>")
+    """The evaluation (or robustness) report as an HTML string."""
+    title = "Robustness evaluation" if "robustness" in m else "Evaluation"
     return (
-        f"<!doctype html><meta charset=utf-8><title>evalcluster: {_e(model)}</title>"
-        f"<style>{CSS}</style>" + "\n".join(parts)
+        environment()
+        .get_template("evaluation.html.j2")
+        .render(
+            m=m,
+            title=title,
+            metric_rows=_metric_rows(m),
+            fig=_figures(m),
+            mistakes=[
+                {**p, "examples": [_with_tokens(e) for e in p["examples"]]} for p in m.get("mistakes", [])
+            ],
+            lineage=_lineage(m.get("lineage") or {}),
+            timings=_timings(m.get("timings") or {}),
+        )
     )
 
 
-def _metrics_table(m: dict) -> str:
+def _metric_rows(m: dict) -> list[dict]:
     ci = m.get("ci95", {})
-    rows = "".join(
-        f"<tr><td>{METRICS[k].display}</td><td>{m[k]:.4f}</td><td>{_ci(ci.get(k))}</td></tr>"
-        for k in HEADLINE
-        if k in m
-    )
-    return f"<table><tr><th>metric</th><th>value</th><th>95% CI (bootstrap)</th></tr>{rows}</table>"
+    names = [k for k in METRICS if k in m and (METRICS[k].headline or k in THRESHOLD_METRICS)]
+    return [{"display": METRICS[k].display, "value": m[k], "ci": ci.get(k)} for k in names]
 
 
-def _per_class_table(m: dict) -> str:
-    rows = "".join(
-        f"<tr><td>{_e(lab)}</td><td>{v['precision']:.4f}</td><td>{v['recall']:.4f}</td>"
-        f"<td>{v['f1']:.4f}</td><td>{v['support']}</td></tr>"
-        for lab, v in m["per_class"].items()
-    )
-    return (
-        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>"
-        f"{rows}</table>"
-    )
+def _figures(m: dict) -> dict[str, str]:
+    fig = {
+        "confusion": figures.confusion(m),
+        "reliability": figures.reliability(m),
+        "per_class": figures.per_class(m),
+    }
+    if "threshold" in m:
+        fig["roc"], fig["pr"] = figures.roc_curves(m["threshold"]), figures.pr_curves(m["threshold"])
+    if m.get("auto_slices", {}).get("slices"):
+        fig["slices"] = figures.weak_slices(m["auto_slices"])
+    if "robustness" in m:
+        fig["robustness"] = figures.robustness(m["robustness"])
+    return {name: Markup(svg) for name, svg in fig.items()}
 
 
-def _slices_table(s: dict) -> str:
-    rows = "".join(
-        f"<tr><td>{_e(k)}</td><td>{v['n']}</td><td>{v['accuracy']:.4f}</td><td>{v['f1_macro']:.4f}</td></tr>"
-        for k, v in s["slices"].items()
-    )
-    gap = "".join(
-        f"<li>{_e(metric)}: best {_e(g['best'])}, worst {_e(g['worst'])}, gap {g['gap']:.4f}</li>"
-        for metric, g in s["gap"].items()
-    )
-    return (
-        f"<table><tr><th>slice</th><th>n</th><th>accuracy</th><th>f1_macro</th></tr>{rows}</table>"
-        f"<ul>{gap}</ul>"
-    )
+def _with_tokens(example: dict) -> dict:
+    """An example with its tokens ready to show: special tokens dropped, WordPiece ``##`` pieces
+    joined to the word before, a colour per token from its attribution (red: toward the
+    prediction, blue: away; opacity = |attribution| / the example's largest)."""
+    toks = [t for t in example.get("tokens") or [] if t["token"] not in SPECIAL_TOKENS]
+    top = max((abs(t["attribution"]) for t in toks), default=0.0) or 1.0
+    shown = []
+    for i, t in enumerate(toks):
+        a = t["attribution"]
+        rgb = "214,39,40" if a > 0 else "31,119,180"
+        piece = t["token"][2:] if t["token"].startswith("##") else t["token"]
+        join = i == 0 or t["token"].startswith("##")
+        shown.append(
+            {"text": piece, "join": join, "attribution": a, "color": f"rgba({rgb},{0.6 * abs(a) / top:.2f})"}
+        )
+    return {**example, "toks": shown}
 
 
-def _ci(pair) -> str:
-    return f"[{pair[0]:.4f}, {pair[1]:.4f}]" if pair else "-"
+def _lineage(lin: dict) -> list[tuple[str, str]]:
+    names = {
+        "base_model": "base model",
+        "sweep": "sweep",
+        "sweep_run": "sweep run",
+        "pretrain_run": "pretraining run",
+        "trial_id": "best trial",
+        "trial_config": "trial configuration",
+        "train_data": "training data",
+        "train_fingerprint": "training data fingerprint",
+        "validation_data": "validation data",
+        "validation_metrics": "validation metrics",
+    }
+    out = []
+    for key, name in names.items():
+        if key in lin:
+            v = lin[key]
+            if isinstance(v, dict):
+                v = ", ".join(f"{k}={x:.4g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items())
+            out.append((name, "not recorded" if v is None else str(v)))
+    return out
 
 
-def _e(x) -> str:
-    return html.escape(str(x))
+TIMING_NAMES = {
+    "scan_s": "data scan (validation, fingerprint)",
+    "ray_init_s": "Ray start / connect",
+    "pipeline_s": "inference pipeline (model loading included)",
+    "analyses_s": "extra analyses inside the actors (seconds, summed over actors)",
+    "finalize_s": "metrics, bootstrap intervals, slices",
+    "attributions_s": "token attributions of the mistakes",
+    "gate_s": "quality gate",
+    "total_s": "total",
+    "reference_pipeline_s": "reference: pipeline (model loading included)",
+    "current_pipeline_s": "current: pipeline (model loading included)",
+    "checks_s": "drift checks (domain classifier included)",
+}
 
 
-# ------------------------------------------------------------------ plots (cluster/svgplots.py)
-
-
-def _confusion_plot(m: dict, title: str = "Confusion matrix") -> str:
-    return svgplots.confusion(m["confusion_matrix"], m["labels"], title)
-
-
-def _reliability_plot(m: dict) -> str:
-    cal = m["calibration"]
-    return svgplots.reliability(cal["bin_count"], cal["bin_accuracy"], m["ece"])
-
-
-def _per_class_plot(m: dict) -> str:
-    labels = list(m["per_class"])
-    series = {key: [m["per_class"][lab][key] for lab in labels] for key in ("precision", "recall", "f1")}
-    return svgplots.grouped_bars(labels, series, "Per-class scores")
+def _timings(t: dict) -> list[tuple[str, str]]:
+    rows = [(name, f"{t[k]:.2f} s") for k, name in TIMING_NAMES.items() if k in t]
+    rows += [
+        (k.replace("_", " "), f"{v:.2f} s")
+        for k, v in t.items()
+        if k not in TIMING_NAMES and k.endswith("_s") and not k.endswith("rows_per_s")
+    ]
+    if "rows_per_s" in t:
+        rows.append(("throughput (whole pipeline)", f"{t['rows_per_s']:.0f} rows/s"))
+    if "steady_rows_per_s" in t:
+        rows.append(("throughput (once the first model was loaded)", f"{t['steady_rows_per_s']:.0f} rows/s"))
+    return rows
 
 
 def render_comparison(result: dict, ma: dict, mb: dict) -> str:
     """Side-by-side HTML of two evaluations: metric differences, both confusion matrices."""
-    rows = "".join(
-        f"<tr><td>{METRICS[k].display if k in METRICS else _e(k)}</td><td>{d['a']:.4f}</td>"
-        f"<td>{d['b']:.4f}</td><td>{d['diff']:+.4f}</td>"
-        f"<td>{_ci(d['ci95'])}</td></tr>"
-        for k, d in result["metrics"].items()
-    )
-    per = "".join(
-        f"<tr><td>{_e(lab)}</td><td>{ma['per_class'][lab]['f1']:.4f}</td><td>{mb['per_class'][lab]['f1']:.4f}</td>"
-        f"<td>{mb['per_class'][lab]['f1'] - ma['per_class'][lab]['f1']:+.4f}</td></tr>"
-        for lab in ma["labels"]
-    )
-    mc = result["mcnemar"]
     return (
-        f"<!doctype html><meta charset=utf-8><title>compare {_e(result['a'])} vs {_e(result['b'])}</title>"
-        f"<style>{CSS}</style><h1>{_e(result['verdict'])}</h1>"
-        f"<p class=meta>A = {_e(result['a'])} (model {_e(result['model_a'])}), B = {_e(result['b'])} "
-        f"(model {_e(result['model_b'])}), dataset {_e(result['dataset'])}, {result['n']} rows</p>"
-        "<table><tr><th>metric</th><th>A</th><th>B</th><th>B - A</th><th>paired 95% CI</th></tr>"
-        f"{rows}</table><p>McNemar exact: A right / B wrong {mc['a_right_b_wrong']}, "
-        f"A wrong / B right {mc['a_wrong_b_right']}, p = {mc['p_value']:.3g}</p>"
-        "<h2>Per-class F1</h2><table><tr><th>class</th><th>A</th><th>B</th><th>B - A</th></tr>"
-        f"{per}</table><div class=plots>{_confusion_plot(ma, 'A: confusion matrix')}"
-        f"{_confusion_plot(mb, 'B: confusion matrix')}</div>"
+        environment()
+        .get_template("compare.html.j2")
+        .render(
+            r=result,
+            ma=ma,
+            mb=mb,
+            display={k: v.display for k, v in METRICS.items()},
+            fig_a=Markup(figures.confusion(ma, "A: confusion matrix")),
+            fig_b=Markup(figures.confusion(mb, "B: confusion matrix")),
+        )
     )
+
+
+def render_drift(d: dict, svgs: dict[str, str]) -> str:
+    """The drift report of jobs/drift.py's result ``d``; ``svgs``: name -> ``<svg>`` (cluster/figures.py)."""
+    template = environment().get_template("drift.html.j2")
+    fig = {name: Markup(svg) for name, svg in svgs.items()}
+    return template.render(d=d, fig=fig, timings=_timings(d["timings"]))

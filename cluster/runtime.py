@@ -247,12 +247,13 @@ def head_command(
     host = LOOPBACK if is_loopback(host) else host
     cmd = [_ray_cli(), "start", "--head", "--dashboard-host", host, "--dashboard-port", str(dashboard_port)]
     cmd += ["--include-dashboard", "true", "--disable-usage-stats", "--port", str(port)]
-    if (port, dashboard_port) != (GCS_PORT, DASHBOARD_PORT):
-        # A second head on this machine: Ray's other fixed ports (Ray client 10001, the
-        # dashboard agent's 52365, the metrics exporter's) would collide with the first
-        # head's, so take free ones.
-        for option in ("--ray-client-server-port", "--dashboard-agent-listen-port", "--metrics-export-port"):
-            cmd += [option, str(free_port())]
+    # Ray's other fixed ports (Ray client 10001, the dashboard agent's 52365, the metrics
+    # exporter's) collide with another Ray's here (a second head; an embedded Ray's agent also
+    # takes 52365, and a head whose agent cannot bind it refuses every job): take free ones then.
+    second = (port, dashboard_port) != (GCS_PORT, DASHBOARD_PORT)
+    for option, default in (("--ray-client-server-port", 10001), ("--dashboard-agent-listen-port", 52365)):
+        cmd += [option, str(free_port())] if second or not port_free(default) else []
+    cmd += ["--metrics-export-port", str(free_port())] if second else []
     if host not in ("0.0.0.0", "::"):  # all interfaces: Ray picks the node address itself
         cmd += ["--node-ip-address", host]
     if num_cpus:
@@ -286,25 +287,18 @@ def head_up(
     cmd, head_env = head_command(num_cpus, dashboard_port, host, port)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**head_env, **(env or {})})
     if proc.returncode != 0:
-        from cluster.headprocs import stop_session
+        from cluster.headprocs import start_error, stop_session
 
         # A head that timed out half-way (e.g. on a loaded machine) leaves its GCS, dashboard and
         # monitor running: stop them, so nothing of the failed start is left behind.
         stop_session(port)
         address_file().unlink(missing_ok=True)
-        raise UserError(f"`ray start --head` failed: {_start_error(proc)}")
+        raise UserError(f"`ray start --head` failed: {start_error(proc)}")
     head_info_file().write_text(json.dumps({"dashboard_port": dashboard_port, "gcs": _recorded_address()}))
+    from cluster.headprocs import wait_for_job_agent
+
+    wait_for_job_agent(_recorded_address())
     return head_jobs_url()
-
-
-def _start_error(proc: subprocess.CompletedProcess) -> str:
-    """The line of `ray start`'s output that says why it failed (its log lines come after it)."""
-    lines = [ln.strip() for ln in f"{proc.stdout}\n{proc.stderr}".splitlines() if ln.strip()]
-    why = [i for i, ln in enumerate(lines) if "Exception" in ln or "Error" in ln or "timed out" in ln]
-    if not why:
-        return lines[-1] if lines else f"exit status {proc.returncode}"
-    i = why[-1]  # "Exception:" alone: its message is on the next line
-    return " ".join(lines[i : i + 2]) if lines[i].endswith(":") else lines[i]
 
 
 def check_host(host: str) -> None:
@@ -354,6 +348,12 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def port_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether ``port`` can be listened on now (nothing else holds it)."""
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) != 0
 
 
 def _recorded_address() -> str | None:

@@ -155,7 +155,7 @@ _BRANCHES = {"fixed", "choice", "grid", "uniform", "loguniform", "randint"}
 def _clean_loc(loc: tuple) -> Key:
     """Drop the union-branch tags pydantic puts in a location: ("search", "epochs", "fixed") and
     ("search", "lr", "uniform", "uniform", 0) name search.epochs and search.lr.uniform.0."""
-    parts = [str(p) for p in loc]
+    parts = [str(p) for p in loc if p != "[key]"]  # a mapping's key: the key itself names it
     return tuple(
         p
         for i, p in enumerate(parts)

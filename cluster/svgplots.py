@@ -1,10 +1,11 @@
-"""The report's three small charts as inline SVG: confusion matrix, reliability diagram, per-class bars.
+"""The reports' charts as inline SVG: heatmap, reliability diagram, grouped bars, curves, intervals.
 
 Written by hand instead of with matplotlib because they are the only plots we draw and
 matplotlib cost ~1 s of CPU per report on our machine (its import, then ~0.15 s per
 figure rendered to PNG), which was most of what an evaluation spends after its last
 prediction; these take about a millisecond each (README, Performance: start-up). Each
-function returns one ``<svg>`` element (500 x 400) that an HTML page embeds as it is.
+function returns one ``<svg>`` element (500 x 400, or taller for many interval rows)
+that an HTML page embeds as it is; cluster/figures.py draws the reports' figures with them.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
-def _svg(title: str, body: list[str]) -> str:
-    head = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" {FONT}>'
+def _svg(title: str, body: list[str], h: int = H) -> str:
+    head = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" width="{W}" height="{h}" {FONT}>'
     t = f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14">{_e(title)}</text>'
     return "".join([head, f"<title>{_e(title)}</title>", t, *body, "</svg>"])
 
@@ -31,23 +32,25 @@ def _svg(title: str, body: list[str]) -> str:
 class _Axes:
     """Data coordinates (x0..x1, y0..y1) -> pixels of the plot area."""
 
-    def __init__(self, x0: float, x1: float, y0: float, y1: float):
+    def __init__(self, x0: float, x1: float, y0: float, y1: float, h: int = H, left: int = LEFT):
         self.x0, self.x1, self.y0, self.y1 = x0, x1, y0, y1
-        self.w, self.h = W - LEFT - RIGHT, H - TOP - BOTTOM
+        self.left, self.w, self.h, self.height = left, W - left - RIGHT, h - TOP - BOTTOM, h
 
     def px(self, x: float) -> float:
-        return LEFT + (x - self.x0) / (self.x1 - self.x0) * self.w
+        return self.left + (x - self.x0) / (self.x1 - self.x0) * self.w
 
     def py(self, y: float) -> float:
         return TOP + self.h - (y - self.y0) / (self.y1 - self.y0) * self.h
 
     def frame(self, xlabel: str, ylabel: str, yticks: Sequence[float]) -> list[str]:
-        out = [f'<rect x="{LEFT}" y="{TOP}" width="{self.w}" height="{self.h}" fill="none" stroke="#000"/>']
+        left = self.left
+        out = [f'<rect x="{left}" y="{TOP}" width="{self.w}" height="{self.h}" fill="none" stroke="#000"/>']
         for v in yticks:
             y = self.py(v)
-            out.append(f'<line x1="{LEFT - 4}" y1="{y:.1f}" x2="{LEFT}" y2="{y:.1f}" stroke="#000"/>')
-            out.append(f'<text x="{LEFT - 7}" y="{y + 4:.1f}" text-anchor="end">{v:g}</text>')
-        out.append(f'<text x="{LEFT + self.w / 2}" y="{H - 12}" text-anchor="middle">{_e(xlabel)}</text>')
+            out.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#000"/>')
+            out.append(f'<text x="{left - 7}" y="{y + 4:.1f}" text-anchor="end">{v:g}</text>')
+        x, y = left + self.w / 2, self.height - 12
+        out.append(f'<text x="{x}" y="{y}" text-anchor="middle">{_e(xlabel)}</text>')
         out.append(
             f'<text x="16" y="{TOP + self.h / 2}" text-anchor="middle" '
             f'transform="rotate(-90 16 {TOP + self.h / 2})">{_e(ylabel)}</text>'
@@ -144,3 +147,73 @@ def _legend(items: list[tuple[str, str]]) -> str:
         out.append(f'<rect x="{LEFT + 10}" y="{y - 9}" width="14" height="10" fill="{color}"/>')
         out.append(f'<text x="{LEFT + 30}" y="{y}">{_e(name)}</text>')
     return f"<g>{''.join(out)}</g>"
+
+
+def curves(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    *,
+    step: bool = False,
+    diagonal: bool = False,
+    xmax: float = 1.0,
+    ymax: float = 1.0,
+) -> str:
+    """One polyline per named (xs, ys) series on [0, xmax] x [0, ymax]; ``step``: a step after each
+    point (precision-recall, histograms); ``diagonal``: the dotted chance line (ROC)."""
+    ax = _Axes(0, xmax, 0, ymax)
+    body = []
+    if diagonal:
+        body.append(
+            f'<line x1="{ax.px(0)}" y1="{ax.py(0)}" x2="{ax.px(xmax)}" y2="{ax.py(ymax)}" '
+            'stroke="#000" stroke-dasharray="2 3"/>'
+        )
+    for s, (xs, ys) in enumerate(series.values()):
+        pts = []
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+            if step and i:
+                pts.append(f"{ax.px(x):.1f},{ax.py(ys[i - 1]):.1f}")
+            pts.append(f"{ax.px(x):.1f},{ax.py(y):.1f}")
+        color = COLORS[s % len(COLORS)]
+        body.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color}" stroke-width="2"/>')
+    fracs = (0, 0.25, 0.5, 0.75, 1.0)
+    body += ax.frame(xlabel, ylabel, [float(f"{ymax * f:.3g}") for f in fracs])
+    body += [ax.xtick(xmax * f, f"{xmax * f:.3g}") for f in fracs]
+    if series:
+        body.append(_legend([(name, COLORS[s % len(COLORS)]) for s, name in enumerate(series)]))
+    return _svg(title, body)
+
+
+def intervals(
+    rows: Sequence[tuple[str, float, float, float, str]], title: str, xlabel: str, *, ref: float, bars: bool
+) -> str:
+    """One row per (name, value, low, high, colour), top to bottom: a point (or a bar from ``ref``)
+    with its interval as a whisker; a dashed vertical line at ``ref``."""
+    lo = min([ref, *(r[2] for r in rows)])
+    hi = max([ref, *(r[3] for r in rows)])
+    pad = (hi - lo) * 0.05 or 0.05
+    h = TOP + BOTTOM + 24 * max(len(rows), 3)
+    ax = _Axes(lo - pad, hi + pad, len(rows) - 0.5, -0.5, h=h, left=180)  # row 0 at the top
+    body = []
+    for i, (name, v, a, b, color) in enumerate(rows):
+        y = ax.py(i)
+        if bars:
+            x0, x1 = sorted((ax.px(ref), ax.px(v)))
+            x1 = max(x1, x0 + 1.5)  # a zero change still shows as a hairline
+            body.append(
+                f'<rect x="{x0:.1f}" y="{y - 8:.1f}" width="{x1 - x0:.1f}" height="16" fill="{color}"/>'
+            )
+        else:
+            body.append(f'<circle cx="{ax.px(v):.1f}" cy="{y:.1f}" r="4" fill="{color}"/>')
+        x0, x1 = ax.px(a), ax.px(b)
+        body.append(f'<line x1="{x0:.1f}" y1="{y:.1f}" x2="{x1:.1f}" y2="{y:.1f}" stroke="#555"/>')
+        body.append(f'<text x="{ax.left - 7}" y="{y + 4:.1f}" text-anchor="end">{_e(name)}</text>')
+    body.append(
+        f'<line x1="{ax.px(ref):.1f}" y1="{TOP}" x2="{ax.px(ref):.1f}" y2="{TOP + ax.h}" '
+        'stroke="#000" stroke-dasharray="6 4"/>'
+    )
+    body += ax.frame(xlabel, "", [])
+    span = (hi + pad) - (lo - pad)
+    body += [ax.xtick(lo - pad + span * f, f"{lo - pad + span * f:.3g}") for f in (0.05, 0.5, 0.95)]
+    return _svg(title, body, h=h)

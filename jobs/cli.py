@@ -26,6 +26,9 @@ from jobs.spec_cli import Workload, options, spec_command
 # front cost `evalctl evaluate` ~0.3 s of CPU here (httpx, job submission, serving, sweeps).
 LAZY = {
     "evaluate": ("jobs.evaluate", "command"),
+    "gate": ("jobs.gate", "command"),
+    "robustness": ("jobs.robustness", "command"),
+    "drift": ("jobs.drift", "command"),
     "sweep": ("jobs.sweep", "sweep_app"),
     "pretrain": ("jobs.pretrain", "command"),
     "serve": ("jobs.deploy", "serve_app"),
@@ -93,6 +96,12 @@ def main_options(
 def data_sample(
     out: Path = typer.Option(..., "--out", help="Directory for the three splits."),
     seed: int = typer.Option(0, help="Seed of the stratified split."),
+    by_domain: bool = typer.Option(
+        False,
+        "--by-domain",
+        help="Also cut each split by source domain (airline, apple, claritin, coachella, deflategate, "
+        "driverless): OUT/<domain>/{train,validation,test}.parquet.",
+    ),
 ) -> None:
     """Write train/validation/test Parquet splits of the bundled tweet corpus (80/10/10)."""
     from cluster.corpus import LABELS, sample_splits
@@ -101,6 +110,20 @@ def data_sample(
     table = Table("split", "rows", *LABELS, title=f"sample corpus -> {out}")
     for split, by_label in counts.items():
         table.add_row(split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in LABELS])
+    console.print(table)
+    if by_domain:
+        _sample_by_domain(out, seed)
+
+
+def _sample_by_domain(out: Path, seed: int) -> None:
+    from cluster.corpus import LABELS
+    from cluster.domains import sample_splits_by_domain
+
+    counts = sample_splits_by_domain(out, seed)
+    table = Table("domain", "split", "rows", *LABELS, title=f"by domain -> {out}/<domain>/<split>.parquet")
+    for domain, splits in counts.items():
+        for split, by_label in splits.items():
+            table.add_row(domain, split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in LABELS])
     console.print(table)
 
 

@@ -27,6 +27,7 @@ def run_demo(out: Path, full: bool = False) -> None:
     from cluster.data import sample_splits
     from cluster.runtime import head_up
     from jobs import deploy, evaluate, query, sweep, team
+    from jobs.eval_print import print_summary
 
     t0 = time.perf_counter()
     console.rule("1/6 sample data")
@@ -44,7 +45,7 @@ def run_demo(out: Path, full: bool = False) -> None:
 
     console.rule("4/6 sharded evaluation of `best` on the test split")
     result = evaluate.run_evaluate(EvaluateSpec(model="best", data=DataSpec(path=str(out / "test.parquet"))))
-    evaluate.print_summary(result)
+    print_summary(result)
 
     console.rule("5/6 serving `best` and three queries")
     served = deploy.deploy(ServeSpec(model="best"))

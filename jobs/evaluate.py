@@ -48,15 +48,16 @@ def run_evaluate(
     spec: EvaluateSpec,
     registry: Registry | None = None,
     phases: Phases | None = None,
+    kind: str = "evaluate",
     address: str | None = None,
 ) -> EvalResult:
-    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run.
+    """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run (as ``kind``).
 
-    ``phases``: marks of the command so far (the CLI passes its start); the timings in
-    metrics.json are differences of these marks (cluster/clock.py). ``address``: the Ray
-    cluster to join (default: RAY_ADDRESS, the local head, else an embedded Ray).
+    ``phases``: marks of the command so far (the CLI passes its start); the timings in metrics.json
+    are differences of these marks (cluster/clock.py). ``address``: a Ray to join (cluster/runtime.py).
     """
     from cluster.registry import Registry
+    from jobs.eval_sections import gate_baseline
     from jobs.pipeline import model_actors
 
     phases = phases or Phases()
@@ -69,7 +70,8 @@ def run_evaluate(
             say_joined(actors.joined)
             summary = scanning.result()
             check_labels(summary.label_counts, labels, spec.data)
-            job = _Job(spec, model, labels, summary, actors, phases)
+            baseline = gate_baseline(spec, registry, summary, labels)
+            job = _Job(spec, model, labels, summary, actors, phases, registry, baseline, kind)
             return _record(job, registry, target)
 
 
@@ -83,6 +85,9 @@ class _Job:
     summary: object  # cluster.data.DataSummary
     actors: object  # jobs.pipeline.Actors (with the shards they get)
     phases: Phases
+    registry: Registry
+    baseline: dict | None  # the gate's baseline run (jobs/gate.py), None without one
+    kind: str  # the run's kind in the registry: evaluate or robustness
 
 
 def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult:
@@ -91,7 +96,7 @@ def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult
     with (
         target.held(registry),
         registry.run(
-            "evaluate",
+            job.kind,
             spec.model_dump(mode="json"),
             owner=spec.owner,
             dataset_path=spec.data.path,
@@ -154,46 +159,75 @@ def say_joined(joined: str) -> None:
 
 
 def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
-    from cluster.metrics import finalize, slice_metrics
     from cluster.report import write_report
-    from jobs.pipeline import run_pipeline
+    from jobs.eval_sections import judge_gate
 
-    spec, labels, summary = job.spec, job.labels, job.summary
+    spec = job.spec
     out.mkdir(parents=True, exist_ok=True)
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
     tmp = out / ".predictions.parquet.tmp"
-    stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases)
-    metrics = finalize(stats, labels)
-    if spec.data.slice_column:
-        metrics["slices"] = slice_metrics(stats, labels)
-    metrics.update(
-        model={"id": job.model.model_id, "path": job.model.location or str(job.model.path)},
-        dataset={
+    metrics, took = _infer(job, tmp)
+    metrics.update(_run_info(job, run_id))
+    tmp.replace(out / "predictions.parquet")
+    if spec.gate is not None:
+        job.phases.mark("gate_start")
+        metrics["gate"] = judge_gate(spec, metrics, out / "predictions.parquet", job.baseline)
+        job.phases.mark("gate_end")
+    job.phases.mark("done")
+    metrics["timings"] = {**timings(job.phases, metrics["n"]), **{k: round(v, 3) for k, v in took.items()}}
+    write_report(metrics, out / "report.html")
+    _write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
+    return metrics
+
+
+def _infer(job: _Job, tmp: Path) -> tuple[dict, dict]:
+    """The pipeline, with the analyses the spec asks for -> metrics.json's scores and the seconds
+    of the steps besides the phases (analyses_s summed over actors, finalize_s, attributions_s)."""
+    import ray
+
+    from cluster.analyses import Analyses
+    from jobs.eval_sections import scores
+    from jobs.explainer import start_explainer
+    from jobs.pipeline import Run, run_pipeline
+
+    spec, labels = job.spec, job.labels
+    analyses = Analyses.for_spec(spec, len(labels))
+    # Loads its own model while the actors infer: its imports stay off the critical path.
+    explainer = start_explainer(job.model.path, spec.max_length) if spec.mistakes else None
+    try:
+        stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases, Run(spec.data, analyses))
+        metrics, took = scores(stats, info["parts"], spec, labels, explainer)
+    finally:
+        if explainer is not None:
+            ray.kill(explainer)
+    metrics.update({k: info[k] for k in ("device", "workers", "worker_plan", "recovery")})
+    metrics["precision_mode"] = info["precision"]
+    return metrics, {"analyses_s": info["analyses_s"], **took}
+
+
+def _run_info(job: _Job, run_id: str) -> dict:
+    from jobs.eval_sections import model_lineage
+
+    spec, model, summary = job.spec, job.model, job.summary
+    return {
+        "model": {"id": model.model_id, "path": model.location or str(model.path)},
+        "lineage": model_lineage(model, job.registry),
+        "dataset": {
             "path": spec.data.path,
             "fingerprint": summary.fingerprint,
             "rows": summary.num_rows,
             "text_column": spec.data.text_column,
             "label_column": spec.data.label_column,
+            "slice_column": spec.data.slice_column,
         },
-        precision_mode=info["precision"],
-        device=info["device"],
-        run_id=run_id,
-        workers=info["workers"],
-        worker_plan=info["worker_plan"],
-        recovery=info["recovery"],
-        batch_size=spec.batch_size,
-        max_length=spec.max_length,
-        bootstrap=spec.bootstrap,
-        seed=spec.seed,
-        ray=job.actors.joined,
-        warm_actors=job.actors.reused,
-    )
-    tmp.replace(out / "predictions.parquet")
-    write_report(metrics, out / "report.html")
-    job.phases.mark("done")
-    metrics["timings"] = timings(job.phases, stats.n)
-    _write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
-    return metrics
+        "run_id": run_id,
+        "batch_size": spec.batch_size,
+        "max_length": spec.max_length,
+        "bootstrap": spec.bootstrap,
+        "seed": spec.seed,
+        "ray": job.actors.joined,
+        "warm_actors": job.actors.reused,
+    }
 
 
 def timings(phases: Phases, n: int) -> dict[str, float]:
@@ -208,6 +242,7 @@ def timings(phases: Phases, n: int) -> dict[str, float]:
         "inference_s": phases.between("actors_ready", "last_result"),
         "finish_s": phases.between("last_result", "done"),
         "pipeline_s": phases.between("ray_up", "last_result"),
+        "gate_s": phases.between("gate_start", "gate_end"),
         "total_s": phases.between("start", "done"),
     }
     if t["cli_start_s"] is not None and t["total_s"] is not None:
@@ -283,7 +318,7 @@ def artifact_target(spec: EvaluateSpec, run_id: str, registry: Registry) -> Arti
     return ArtifactTarget(run_id, staging, dest, staging=staging)
 
 
-def prepare_out(spec: EvaluateSpec) -> Path | None:
+def prepare_out(spec, artifacts: tuple[str, ...] = ARTIFACTS) -> Path | None:
     """The --out directory, refusing one that holds another run unless --overwrite."""
     if spec.out is None:
         return None
@@ -295,7 +330,7 @@ def prepare_out(spec: EvaluateSpec) -> Path | None:
     out = Path(spec.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
-    held = [a for a in ARTIFACTS if (out / a).exists()]
+    held = [a for a in artifacts if (out / a).exists()]
     if held and not spec.overwrite:
         raise UserError(
             f"--out {out} already holds another run ({', '.join(held)}); "
@@ -305,8 +340,7 @@ def prepare_out(spec: EvaluateSpec) -> Path | None:
 
 
 def _remove_artifacts(out: Path) -> None:
-    for name in (*ARTIFACTS, ".predictions.parquet.tmp", ".metrics.json.tmp"):
-        p = out / name
+    for p in (out / name for name in (*ARTIFACTS, ".predictions.parquet.tmp", ".metrics.json.tmp")):
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
@@ -320,71 +354,43 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _headline(metrics: dict) -> dict:
-    """What the registry keeps of a run's metrics: every scalar of the metric table, the CIs,
-    size, labels, precision, timings, and where it ran (per actor: node and rows; actors lost
-    with their node); the full file stays in the artifacts."""
+    """What the registry keeps of a run's metrics: the metric table's scalars, CIs, size, labels, precision,
+    timings, workers, recovery, and the sections' digests (jobs/eval_sections.py)."""
     from cluster.metrics import METRICS
+    from jobs.eval_sections import headline_extras
 
     keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings", "workers", "recovery")
-    return {k: metrics[k] for k in keep if k in metrics}
+    return {**{k: metrics[k] for k in keep if k in metrics}, **headline_extras(metrics)}
 
 
 # ------------------------------------------------------------------ command line
 
 
-def print_summary(result: EvalResult) -> None:
-    from rich.table import Table
+def _run(spec: EvaluateSpec, address: str | None = None, **_) -> None:  # address: HOST:6379, ray://
+    import typer
 
-    from cluster.metrics import metric_names
-    from jobs.entry import console
-
-    m = result.metrics
-    table = Table(
-        "metric",
-        "value",
-        "95% CI",
-        title=f"{m['model']['id']} on {m['n']} rows "
-        f"({m['precision_mode']}, {m['timings']['rows_per_s']:.0f} rows/s)",
-    )
-    for key in metric_names(headline=True):
-        ci = m["ci95"].get(key)
-        table.add_row(key, f"{m[key]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
-    console.print(table)
-    console.print(where_it_ran(m))
-    console.print(f"run {result.run_id}; artifacts in {result.out}")
-
-
-def where_it_ran(m: dict) -> str:
-    """One line: actors, nodes, and any recovery from lost actors."""
-    workers = m.get("workers") or []
-    line = f"{len(workers)} inference actor(s) on {len({w['node'] for w in workers})} node(s)"
-    lost = (m.get("recovery") or {}).get("lost_actors") or []
-    if lost:
-        requeued = sum(x["shards_requeued"] for x in lost)
-        line += (
-            f"; {len(lost)} actor(s) lost: their {requeued} unfinished shard(s) ran again on the "
-            "actors left, each shard counted once"
-        )
-    return line
-
-
-def _run(spec: EvaluateSpec, address: str | None = None, **_) -> None:
     phases = Phases()
     age = process_age_s()
     if age is not None:  # process start -> here: interpreter, imports, option parsing
         phases.marks["cli_start_s"] = round(age, 3)
-    # address: a Ray address (HOST:6379, ray://...) to join (job-server URLs were submitted)
-    print_summary(run_evaluate(spec, phases=phases, address=address))
+    from jobs.eval_print import print_summary
+
+    print_summary(result := run_evaluate(spec, phases=phases, address=address))
+    if "gate" in result.metrics and not result.metrics["gate"]["passed"]:
+        raise typer.Exit(1)
 
 
+GATE_OPTIONS = ["gate.min", "gate.max", "gate.use_ci_lower", "gate.baseline", "gate.max_drop"]
 WORKLOAD = Workload(
     spec=EvaluateSpec,
-    options=options(EvaluateSpec, ["model", "data.*", "*"], flags={"data.path": "--data"}),
+    options=options(EvaluateSpec, ["model", "data.*", "*", *GATE_OPTIONS], flags={"data.path": "--data"}),
     run=_run,
     module="jobs.evaluate",
 )
 command = spec_command(
-    WORKLOAD, "Sharded evaluation: metrics.json, predictions.parquet, report.html; registers the run."
+    WORKLOAD,
+    "Sharded evaluation: metrics.json, predictions.parquet, report.html; registers the run. "
+    "With --min/--max/--max-drop it also checks a quality gate (exit code 1 when it fails).",
 )
 
 

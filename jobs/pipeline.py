@@ -1,7 +1,7 @@
 """The evaluation pipeline: shards scheduled onto model actors, predictions streamed in input order.
 
     with model_actors(spec, model, labels, shards, phases) as actors:
-        stats, info = run_pipeline(spec, actors, len(labels), pred_path, phases)
+        stats, info = run_pipeline(spec, actors, len(labels), pred_path, phases, Run(data, analyses))
 
 The actors (jobs/predictor.py: ModelActor) start loading their model as soon as Ray is
 up, while the driver is still validating and fingerprinting the data. Each actor reads
@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cluster.clock import Phases
-from cluster.config import EvaluateSpec
+from cluster.config import DataSpec, PipelineSpec
 from cluster.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,16 @@ class Actors:
 
 @contextlib.contextmanager
 def model_actors(
-    spec: EvaluateSpec, model, labels: list[str], shards: list, phases: Phases, address: str | None = None
+    spec: PipelineSpec,
+    model,
+    labels: list[str] | None,
+    shards: list,
+    phases: Phases,
+    address: str | None = None,
 ) -> Iterator[Actors]:
     """Start Ray (or join ``address``) and the model actors of ``model`` (a
-    cluster.modeling.ModelRef), not waiting for them; release or end them afterwards."""
+    cluster.modeling.ModelRef), not waiting for them; release or end them afterwards.
+    ``labels`` None: a bare encoder (drift checks)."""
     from cluster.runtime import init_ray
 
     phases.mark("ray_start")
@@ -100,7 +106,7 @@ def _actor_class(cpus: float, gpus: float, node: str, **options):
     )
 
 
-def _cold(spec: EvaluateSpec, model, labels: list[str], plan: tuple, nodes: list[str]) -> Actors:
+def _cold(spec: PipelineSpec, model, labels: list[str] | None, plan: tuple, nodes: list[str]) -> Actors:
     _, cpus, gpus = plan
 
     def make(node: str):
@@ -114,7 +120,7 @@ def _cold(spec: EvaluateSpec, model, labels: list[str], plan: tuple, nodes: list
     return actors
 
 
-def _warm(spec: EvaluateSpec, model, labels: list[str], plan: tuple, nodes: list[str]) -> Actors:
+def _warm(spec: PipelineSpec, model, labels: list[str] | None, plan: tuple, nodes: list[str]) -> Actors:
     """The warm pool's actors for this model: found by name, else created (and leased first, so the
     pool knows them before they exist). They reserve no CPU: a loaded model waiting for the next
     evaluation must not keep a sweep or a Serve replica from being scheduled. Their names say
@@ -196,21 +202,29 @@ def _let_go(actors: Actors) -> None:
 # ------------------------------------------------------------------ streaming
 
 
-def run_pipeline(spec: EvaluateSpec, actors: Actors, k: int, pred_path: Path, phases: Phases):
+def run_pipeline(
+    spec: PipelineSpec,
+    actors: Actors,
+    k: int,
+    pred_path: Path | None,
+    phases: Phases,
+    run: Run | None = None,
+):
     """Shards -> actors -> predictions.parquet in input order + merged statistics, each shard's
     once, whatever actors are lost on the way (jobs/shard_schedule.py).
 
-    Returns (stats, info): info has the precision and device the actors used, per actor its
-    node and rows (``workers``), the plan and the recovery. Phases marked: actors_ready (the
-    first actor's model loaded), first_result, last_result.
+    ``run``: the data read (default ``spec.data``) and the analyses computed beside the core
+    statistics (cluster/analyses.py). ``pred_path`` None writes no predictions. Returns
+    (stats, info): stats None when the model has no classifier or the data no labels; info
+    has the precision and device the actors used, per actor its node and rows (``workers``),
+    the plan, the recovery, the analyses' merged parts (``parts``) and their seconds summed
+    over actors (``analyses_s``). Phases marked: actors_ready (the first actor's model
+    loaded), first_result, last_result.
     """
-    import pyarrow.parquet as pq
-
     from cluster.metrics import empty_stats
     from jobs.shard_schedule import ShardScheduler, Worker
 
-    stats, info, writer = empty_stats(k, spec.bootstrap), {}, None
-    rename = {"id": spec.data.id_column} if spec.data.id_column else {}
+    run = run or Run(spec.data)
     workers = [
         Worker(h, node, ref) for h, node, ref in zip(actors.handles, actors.nodes, actors.ready, strict=True)
     ]
@@ -218,43 +232,72 @@ def run_pipeline(spec: EvaluateSpec, actors: Actors, k: int, pred_path: Path, ph
     scheduler = ShardScheduler(
         [s.offset for s in actors.shards],
         workers,
-        _RayOps(spec, actors),
+        _RayOps(spec, actors, run),
         on_ready=lambda ready: phases.mark("actors_ready", ready["at"]),
         tick=lease.touch,
     )
+    stats, info = _collect(scheduler.results(), run, pred_path, phases)
+    phases.mark("last_result")
+    if stats is None and k and run.data.label_column:  # labelled data but no rows
+        stats = empty_stats(k, spec.bootstrap)
+    n, cpus, gpus = actors.plan
+    info["workers"] = list(scheduler.ledger.workers.values())
+    info["worker_plan"] = {"actors": n, "cpus_per_actor": cpus, "gpus_per_actor": gpus}
+    info["recovery"] = scheduler.report()
+    return stats, info
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one pass reads and computes besides the core statistics."""
+
+    data: DataSpec
+    analyses: object = None  # cluster.analyses.Analyses or DriftAnalyses; None: none
+
+
+def _collect(results, run: Run, pred_path: Path | None, phases: Phases) -> tuple:
+    """Add up the statistics of each shard's (part, table) and write the predictions in input order."""
+    import pyarrow.parquet as pq
+
+    from cluster.threshold_cells import MergeTree
+
+    stats, trees, writer = None, {}, None
+    info = {"precision": None, "device": None, "analyses_s": 0.0}
+    rename = {"id": run.data.id_column} if run.data.id_column else {}
     try:
-        for part, table in scheduler.results():
+        for part, table in results:
             phases.mark("first_result")
             log.info(
                 "shard at row %d (%d rows) from actor %s on node %s",
                 *(part["offset"], part["rows"], part["actor"], part["node"]),
             )
-            stats, info = stats + part["stats"], part
+            if part["stats"] is not None:
+                stats = part["stats"] if stats is None else stats + part["stats"]
+            for name, value in part["parts"].items():  # MergeTree: O(log n) copies each
+                trees.setdefault(name, MergeTree()).push(value)
+            info.update(precision=part["precision"], device=part["device"])
+            info["analyses_s"] += part["analyses_s"]
+            if pred_path is None:
+                continue
             table = table.rename_columns([rename.get(c, c) for c in table.column_names])
             writer = writer or pq.ParquetWriter(pred_path, table.schema)
             writer.write_table(table)
     finally:
         if writer:
             writer.close()
-    phases.mark("last_result")
-    workers, cpus, gpus = actors.plan
-    return stats, {
-        "precision": info.get("precision"),
-        "device": info.get("device"),
-        "workers": list(scheduler.ledger.workers.values()),
-        "worker_plan": {"actors": workers, "cpus_per_actor": cpus, "gpus_per_actor": gpus},
-        "recovery": scheduler.report(),
-    }
+    info["parts"] = {name: tree.total() for name, tree in trees.items()}
+    return stats, info
 
 
 class _RayOps:
     """The scheduler's view of Ray (jobs/shard_schedule.py: Ops)."""
 
-    def __init__(self, spec: EvaluateSpec, actors: Actors):
-        self.spec, self.actors = spec, actors
+    def __init__(self, spec: PipelineSpec, actors: Actors, run: Run):
+        self.spec, self.actors, self.run = spec, actors, run
 
     def submit(self, worker, index: int):
-        return worker.handle.score.remote(asdict(self.actors.shards[index]), self.spec)
+        shard = asdict(self.actors.shards[index])
+        return worker.handle.score.remote(shard, self.spec, self.run.data, self.run.analyses)
 
     def wait(self, refs: list, timeout: float) -> list:
         import ray
@@ -329,7 +372,7 @@ def place(plan: tuple) -> list[str]:
 # ------------------------------------------------------------------ how many actors
 
 
-def plan_workers(spec: EvaluateSpec, shards: int) -> tuple[int, float, float]:
+def plan_workers(spec: PipelineSpec, shards: int) -> tuple[int, float, float]:
     """(actors, CPUs per actor, GPUs per actor) for the connected cluster and ``shards`` shards.
 
     GPU clusters: one actor per GPU. CPU only: one single-threaded actor per CPU

@@ -185,7 +185,8 @@ def _parameter(o: Option) -> inspect.Parameter:
         info = typer.Argument(default, help=o.help, metavar=metavar, show_default=False)
     else:
         flag = f"{o.flag}/--no-{o.flag[2:]}" if annotation is bool else o.flag
-        info = typer.Option(o.default, flag, help=o.help, metavar=metavar)
+        default = None if metavar == "METRIC=VALUE" else o.default  # a repeatable option starts empty
+        info = typer.Option(default, flag, help=o.help, metavar=metavar)
     return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
 
@@ -200,6 +201,8 @@ def _cli_type(tp: Any) -> tuple[Any, str | None]:
         return (str | None if optional else str), None
     if base in (int, float, str, bool):
         return (base | None if optional else base), None
+    if get_origin(base) is dict:  # conditions: --min f1_macro=0.75 --min accuracy=0.8 (the spec parses them)
+        return list[str] | None, "METRIC=VALUE"
     return str | None, "TEXT"
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -34,6 +35,9 @@ from jobs.job_env import storage_env
 from jobs.upload import Staged, check_size, stage
 
 log = logging.getLogger(__name__)
+# Ray's job server waits 10 s for the head's job agent, then answers 500 with this text.
+NO_AGENT = "No available agent to submit job"
+AGENT_WAIT_S = 60.0  # how long a submission waits for that agent in all
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOB_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 FORWARDED_ENV = ("EVALCLUSTER_HOME", "EVALCLUSTER_LOG_LEVEL", "EVALCLUSTER_DEBUG")
@@ -133,16 +137,24 @@ def uploaded_paths(spec: Spec) -> list[str]:
     ]
 
 
-def _submit(client, request: JobRequest) -> None:
+def _submit(client, request: JobRequest, agent_wait_s: float = AGENT_WAIT_S) -> None:
+    """Submit; while the head's job agent is still registering (a head that just started, on a
+    busy machine), Ray answers 500 "No available agent ... try again later": wait for it, bounded."""
     log.info("submitting %s: %s", request.submission_id, request.entrypoint)
-    try:
-        client.submit_job(
-            entrypoint=request.entrypoint,
-            submission_id=request.submission_id,
-            runtime_env=request.runtime_env,
-        )
-    except Exception as exc:  # noqa: BLE001 - Ray raises plain RuntimeError/ValueError here
-        raise UserError(_explain_submit_error(exc)) from exc
+    deadline = time.monotonic() + agent_wait_s
+    while True:
+        try:
+            client.submit_job(
+                entrypoint=request.entrypoint,
+                submission_id=request.submission_id,
+                runtime_env=request.runtime_env,
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises plain RuntimeError/ValueError here
+            if NO_AGENT not in str(exc) or time.monotonic() > deadline:
+                raise UserError(_explain_submit_error(exc)) from exc
+            log.info("the head's job agent is not registered yet; submitting again in 1 s")
+            time.sleep(1.0)
 
 
 def _shown(request: JobRequest) -> str:

@@ -52,6 +52,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     model = resolve_model(spec.model, registry)
     train, val, labels, fingerprint = load_splits(spec)
     storage = storage_path(spec, registry)
+    check_gate_baseline(spec, registry)  # a wrong baseline is an error now, not after the sweep
     ArtifactStore.from_env(registry.home).check_writable()  # the best model goes there: fail now
     run_kwargs = {
         "owner": spec.owner,
@@ -72,6 +73,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         if watch.interrupted():
             raise SweepInterrupted(spec.name, results)  # recorded as failed; `best` stays where it was
         summary = export_best(spec, results, registry, run_id, model, labels)
+        summary.update(promote_best(spec, summary["model_id"], registry))
         summary["wall_s"] = time.perf_counter() - t0
         registry.finish_run(
             run_id,
@@ -94,6 +96,34 @@ def resume_sweep(name: str, registry: Registry | None = None, storage: str | Non
     spec = load_spec(SweepSpec, saved["spec"], where=str(root / SPEC_FILE))
     registry.fail_run(saved["run_id"], "interrupted; resumed by `evalctl sweep resume`")  # if still running
     return run_sweep(spec, registry, resume=True)
+
+
+def check_gate_baseline(spec: SweepSpec, registry: Registry) -> None:
+    """A gate's baseline must name a model, except ``best`` before the first sweep set it."""
+    from cluster.modeling import resolve_model
+
+    if spec.gate is None or spec.gate.baseline is None:
+        return
+    if spec.gate.baseline == "best" and registry.resolve_model("best") is None:
+        return  # the first sweep: nothing to compare with yet (promote_best says so)
+    resolve_model(spec.gate.baseline, registry)
+
+
+def promote_best(spec: SweepSpec, model_id: str, registry: Registry) -> dict:
+    """Point ``best`` at the new model, unless the sweep's gate fails; says why not."""
+    if spec.gate is None:
+        registry.set_alias("best", model_id)
+        return {"best_alias": f"best -> {model_id}"}
+    from jobs.sweep_gate import gate_model
+
+    gate = gate_model(spec, model_id, registry)
+    if gate["passed"]:
+        registry.set_alias("best", model_id)
+        return {"gate": gate, "best_alias": f"best -> {model_id} (gate passed)"}
+    failed = "; ".join(c["line"].split("  ", 1)[1] for c in gate["conditions"] if not c["passed"])
+    held = registry.resolve_model("best")
+    kept = f"best stays {held['id']}" if held else "best stays unset"
+    return {"gate": gate, "best_alias": f"{kept}: {model_id} failed the gate ({failed})"}
 
 
 # ------------------------------------------------------------------ data and storage
@@ -204,7 +234,19 @@ def print_summary(summary: dict) -> None:
         f" ({summary['trials']} trials, {summary['trial_epochs']:.1f} trial-epochs, "
         f"{summary['wall_s']:.0f}s)"
     )
-    console.print(f"registered model {summary['model_id']} (alias best); run {summary['run_id']}")
+    if "gate" in summary:
+        g = summary["gate"]
+        console.print(
+            f"gate on {g['data']} (evaluation {g['evaluation_run']})"
+            + (f": {g['note']}" if g["note"] else ""),
+            markup=False,
+        )
+        for row in g["conditions"]:
+            console.print(row["line"], markup=False)
+    console.print(
+        f"registered model {summary['model_id']}; {summary['best_alias']}; run {summary['run_id']}",
+        markup=False,
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def export_best(spec: SweepSpec, results, registry: Registry, run_id: str, model, labels) -> dict:
-    """Best checkpoint -> model directory in the registry, alias ``best``; returns the sweep's summary."""
+    """Best checkpoint -> model directory in the registry (jobs/sweep.py: promote_best sets the alias
+    ``best``); returns the sweep's summary."""
     candidates = [c for r in results for c in _checkpoints(r, spec)]
     if not candidates:
         raise RuntimeError(f"no trial left a complete checkpoint; first error: {results.errors[:1]}")
@@ -80,6 +81,7 @@ def _register(spec: SweepSpec, best, trial_id, chosen, registry: Registry, run_i
         "train_data": spec.train.path,
         "labels": labels,
         "checkpoint": Path(path).name,
+        "train_fingerprint": registry.get_run(run_id)["dataset_fingerprint"],
     }
     checkpoint = Checkpoint(path, filesystem=best.filesystem or pafs.LocalFileSystem())
     store = ArtifactStore.from_env(registry.home)
@@ -98,8 +100,7 @@ def _register(spec: SweepSpec, best, trial_id, chosen, registry: Registry, run_i
         metrics=validation,
         model_id=model_id,
     )
-    registry.set_alias("best", model_id)
-    log.info("registered %s as best (%s = %s)", model_id, spec.metric, validation[spec.metric])
+    log.info("registered %s (%s = %s)", model_id, spec.metric, validation[spec.metric])
     return model_id
 
 

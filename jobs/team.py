@@ -27,16 +27,34 @@ from jobs.spec_cli import Workload, options, spec_command
 # ------------------------------------------------------------------ leaderboard
 
 
-def leaderboard(registry: Registry, fingerprint: str | None, metric: str) -> dict[str, list[dict]]:
-    """Finished evaluation runs grouped by dataset fingerprint, each group ranked by ``metric``."""
+def leaderboard(
+    registry: Registry, fingerprint: str | None, metric: str, perturbation: str | None = None
+) -> dict[str, list[dict]]:
+    """Finished evaluation runs grouped by dataset fingerprint, each group ranked by ``metric``.
+
+    With ``perturbation``: robustness runs instead, grouped by dataset and perturbation rate,
+    ranked by ``metric`` under that perturbation (each row keeps its clean score, change and flip rate).
+    """
     info = metric_info(metric)  # an unknown metric is an error even before any run exists
-    runs = registry.list_runs(kind="evaluate", status="finished", dataset_fingerprint=fingerprint)
+    kind = "robustness" if perturbation else "evaluate"
+    runs = registry.list_runs(kind=kind, status="finished", dataset_fingerprint=fingerprint)
     groups: dict[str, list[dict]] = {}
     for r in runs:
-        if isinstance((r["metrics"] or {}).get(metric), float):
-            groups.setdefault(r["dataset_fingerprint"], []).append(r)
+        m = r["metrics"] or {}
+        if perturbation:
+            rob = m.get("robustness", {})
+            per = rob.get("perturbations", {}).get(perturbation)
+            if per is None or not isinstance(per.get(metric), float):
+                continue
+            r = {**r, "score": per[metric], "perturbed": per, "rate": rob["rate"]}
+            key = f"{r['dataset_fingerprint']} @ rate {rob['rate']}"
+        elif isinstance(m.get(metric), float):
+            r, key = {**r, "score": m[metric]}, r["dataset_fingerprint"]
+        else:
+            continue
+        groups.setdefault(key, []).append(r)
     for rows in groups.values():
-        rows.sort(key=lambda r: r["metrics"][metric], reverse=info.higher_is_better)
+        rows.sort(key=lambda r: r["score"], reverse=info.higher_is_better)
     return groups
 
 
@@ -47,15 +65,19 @@ def show_leaderboard(spec: LeaderboardSpec, as_json: bool = False) -> None:
         from cluster.data import scan
 
         dataset = scan(spec.data).fingerprint
-    groups = leaderboard(Registry(), dataset, spec.metric)
+    groups = leaderboard(Registry(), dataset, spec.metric, spec.perturbation)
     if as_json:
         console.print_json(json.dumps(groups, default=str))
         return
     if not groups:
-        console.print("No finished evaluation runs" + (f" on dataset {dataset}." if dataset else "."))
+        what = "robustness runs" if spec.perturbation else "evaluation runs"
+        console.print(f"No finished {what}" + (f" on dataset {dataset}." if dataset else "."))
         return
-    for fp, rows in groups.items():
-        console.print(_board_table(fp, rows, spec.metric))
+    for key, rows in groups.items():
+        if spec.perturbation:
+            console.print(_robustness_table(key, rows, spec.metric, spec.perturbation))
+        else:
+            console.print(_board_table(key, rows, spec.metric))
 
 
 def _board_table(fp: str, rows: list[dict], metric: str) -> Table:
@@ -83,6 +105,23 @@ def _board_table(fp: str, rows: list[dict], metric: str) -> Table:
             str(m.get("n", "")),
             cell(r["created_at"]),
         )
+    return table
+
+
+def _robustness_table(key: str, rows: list[dict], metric: str, perturbation: str) -> Table:
+    table = Table(
+        "#", "run", "model", f"{metric} ({perturbation})", "clean", "change [95% CI]", "flip rate", "n",
+        title=f"robustness to {perturbation}: dataset {cell(key)} ({cell(rows[0]['dataset_path'])})",
+    )  # fmt: skip
+    for i, r in enumerate(rows, 1):
+        p, m = r["perturbed"], r["metrics"]
+        ci = p["delta_ci95"].get(metric)
+        change = f"{p['delta'][metric]:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
+        clean = f"{m[metric]:.4f}" if metric in m else ""
+        table.add_row(
+            str(i), cell(r["id"]), cell(r["model_id"]), f"{r['score']:.4f}", clean, change,
+            f"{p['flip_rate']:.4f}", str(m.get("n", "")),
+        )  # fmt: skip
     return table
 
 

@@ -122,10 +122,13 @@ def validate(model, tokenizer, val: Split, labels: list[str], max_length: int, p
     """The evaluation's own scalar metrics of ``model`` on the validation split."""
     from cluster.metrics import compute_metrics
     from cluster.modeling import predict_proba
+    from cluster.threshold import compute_threshold_metrics
 
     model.eval()
     probs = predict_proba(
         model, tokenizer, val.texts, max_length=max_length, precision=precision, batch_size=128
     )
     scores = compute_metrics(val.y, probs, labels)
+    # ROC-AUC, AP, top-2 accuracy, Brier (point values): so a sweep can rank by any metric of the table
+    scores.update(compute_threshold_metrics(y_true=val.y, probs=probs, labels=labels, bootstrap=0))
     return {k: v for k, v in scores.items() if isinstance(v, float)}

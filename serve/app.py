@@ -286,24 +286,15 @@ class Scorer:
 
     def _explain(self, text: str) -> ExplainResponse:
         """Gradient x input over the input embeddings, summed over the hidden size, per token."""
-        import torch
+        from cluster.explain import METHOD, token_attributions
 
-        enc = self.tokenizer(text, truncation=True, max_length=self.spec.max_length, return_tensors="pt")
-        enc = enc.to(self.device)
-        with torch.enable_grad():
-            emb = self.model.get_input_embeddings()(enc["input_ids"]).detach().requires_grad_(True)
-            logits = self.model(inputs_embeds=emb, attention_mask=enc["attention_mask"]).logits[0].float()
-            probs = torch.softmax(logits, -1)
-            pred = int(probs.argmax())
-            (grad,) = torch.autograd.grad(logits[pred], emb)
-        attr = (grad * emb).sum(-1)[0].tolist()
-        tokens = self.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+        a = token_attributions(self.model, self.tokenizer, text, max_length=self.spec.max_length)
         return ExplainResponse(
             model=self._ref(),
-            label=self.labels[pred],
-            score=float(probs[pred]),
-            method="gradient x input (embeddings)",
-            tokens=[{"token": t, "attribution": a} for t, a in zip(tokens, attr, strict=True)],
+            label=self.labels[a["label"]],
+            score=a["score"],
+            method=METHOD,
+            tokens=a["tokens"],
         )
 
     # Unset fields are left out: ``path`` is only set behind an API key.

@@ -9,6 +9,7 @@ from sklearn.metrics import f1_score, log_loss
 
 from cluster.config import DataSpec, EvaluateSpec, load_spec
 from cluster.errors import UserError
+from cluster.metrics import THRESHOLD_METRICS
 from cluster.modeling import load_classifier, predict_proba
 from cluster.registry import Registry
 from jobs.evaluate import run_evaluate
@@ -142,7 +143,10 @@ def test_same_metrics_with_one_or_two_workers_and_any_block_size(
         assert other["f1_macro"] == base["f1_macro"]  # from integer counts: exactly equal
         assert other["log_loss"] == pytest.approx(base["log_loss"], rel=1e-9)
         for key, ci in base["ci95"].items():
-            assert other["ci95"][key] == pytest.approx(ci, rel=1e-9), key
+            # Threshold metrics rank the scores: other shard sizes pad batches differently, which
+            # moves probabilities in their last float32 bits and can reorder near-ties.
+            tol = {"abs": 1e-6} if key in THRESHOLD_METRICS else {"rel": 1e-9}
+            assert other["ci95"][key] == pytest.approx(ci, **tol), key
         assert other["slices"]["slices"].keys() == {"mobile", "web"}
         assert other["slices"]["gap"]["accuracy"]["gap"] == pytest.approx(
             base["slices"]["gap"]["accuracy"]["gap"], abs=1e-12

@@ -101,3 +101,21 @@ def test_embedded_ray_listens_on_loopback_only_and_keeps_its_token_private(home)
     assert ips and ips <= LOOPBACK, ips  # GCS, raylet, workers, agents: nothing on other interfaces
     token = home / ".ray" / "auth_token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
+
+
+def test_a_held_agent_port_makes_the_head_take_a_free_one():
+    """An embedded Ray's dashboard agent holds 52365; a head started beside it whose agent
+    cannot bind that port refuses every job ("No available agent"), so it takes a free one."""
+    import contextlib
+    import socket
+
+    from cluster.runtime import head_command, port_free
+
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # something here holds it already: the same situation
+            held.bind(("127.0.0.1", 52365))
+        held.listen()
+        assert not port_free(52365)
+        agent = option(head_command()[0], "--dashboard-agent-listen-port")
+        assert agent is not None and agent != "52365" and port_free(int(agent))

@@ -129,8 +129,12 @@ def test_missing_credentials(cli, s3_server, prefix, sample_dir, tiny_model_dir,
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(var)
     proc = cli("evaluate", "--model", tiny_model_dir, "--data", uri)
+    # Whichever S3 location evaluate checks first (the data, or the artifact store it writes to),
+    # the user gets one line naming it and the variables to set.
     assert_user_error(
-        proc, f"cannot read {uri}: no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        proc,
+        f"s3://{s3_server.bucket}/{prefix}/",
+        "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
     )
     assert Registry().list_runs() == []
 

@@ -179,3 +179,35 @@ def test_forwarded_digest_is_what_the_job_serves_with(monkeypatch):
     assert api_key_digest() == digest
     monkeypatch.setenv("EVALCLUSTER_API_KEY_SHA256", "not-a-digest")
     assert api_key_digest() is None
+
+
+class _AgentLate:
+    """A job client whose head's job agent registers after ``late`` submissions (Ray's 500)."""
+
+    def __init__(
+        self,
+        late: int,
+        error: str = "Request failed with status code 500: No available agent to submit job, please try again later..",
+    ):
+        self.late, self.error, self.calls = late, error, 0
+
+    def submit_job(self, **kwargs):
+        self.calls += 1
+        if self.calls <= self.late:
+            raise RuntimeError(self.error)
+        return kwargs["submission_id"]
+
+
+def test_submission_waits_for_the_head_job_agent_bounded():
+    from jobs.submit import JobRequest, _submit
+
+    request = JobRequest("evaluate-1", "python -m jobs.evaluate", {}, None)
+    client = _AgentLate(2)
+    _submit(client, request, agent_wait_s=30)
+    assert client.calls == 3
+    with pytest.raises(UserError, match="No available agent"):
+        _submit(_AgentLate(99), request, agent_wait_s=0)  # past its deadline: one clear line
+    other = _AgentLate(1, error="Request failed with status code 400: bad runtime_env")
+    with pytest.raises(UserError, match="bad runtime_env"):
+        _submit(other, request, agent_wait_s=30)
+    assert other.calls == 1  # any other refusal is not retried
