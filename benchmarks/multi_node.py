@@ -1,11 +1,11 @@
 """Evaluation across nodes: the cost of spreading over raylets, and of losing a node halfway.
 
-    python benchmarks/multi_node.py [--model best] [--rounds 2] [--rows-per-shard 256]
+    python benchmarks/multi_node.py [--model best] [--rounds 2] [--rows-per-shard 256] [--rows N]
 
-On the 3,725 rows of the sample test split, with the same model and the same shards, each
-configuration is a fresh multi-node cluster on this machine (tests/mn_cluster.py: token
-auth, 127.0.0.1), joined by this process, which runs `run_evaluate` (the driver of
-`evalctl evaluate`):
+On the 3,725 rows of the sample test split (``--rows``: its first N, for a quick check), with
+the same model and the same shards, each configuration is a fresh multi-node cluster on this
+machine (tests/mn_cluster.py: token auth, 127.0.0.1), joined by this process, which runs
+`run_evaluate` (the driver of `evalctl evaluate`):
 
   A  1 node with 2 CPUs                    (2 actors of 1 CPU, one raylet)
   B  2 nodes with 1 CPU each                (2 actors of 1 CPU, one per raylet)
@@ -68,7 +68,7 @@ class KillHalfway(logging.Handler):
             threading.Thread(target=self.cluster.kill, args=(self.node,)).start()
 
 
-def run_config(name: str, model: str, data: Path, rows_per_shard: int) -> dict:
+def run_config(name: str, model: str, data: Path, rows_per_shard: int, rows: int) -> dict:
     import ray
 
     from cluster.config import DataSpec, EvaluateSpec
@@ -81,11 +81,15 @@ def run_config(name: str, model: str, data: Path, rows_per_shard: int) -> dict:
         ray.init(address=cluster.address, log_to_driver=False)
         killer = None
         if name == "C":
-            killer = KillHalfway(cluster, worker, half=3725 // 2)
+            killer = KillHalfway(cluster, worker, half=rows // 2)
             logging.getLogger("jobs.pipeline").addHandler(killer)
             logging.getLogger("jobs.pipeline").setLevel(logging.INFO)
         spec = EvaluateSpec(
-            model=model, data=DataSpec(path=str(data)), rows_per_shard=rows_per_shard, bootstrap=200
+            model=model,
+            data=DataSpec(path=str(data)),
+            rows_per_shard=rows_per_shard,
+            bootstrap=200,
+            limit=rows,
         )
         t0 = time.perf_counter()
         metrics = run_evaluate(spec).metrics
@@ -113,6 +117,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rows-per-shard", type=int, default=256)
+    ap.add_argument("--rows", type=int, default=3725, help="the test split's first N rows (all: 3,725)")
     args = ap.parse_args()
     os.environ["EVALCLUSTER_HOME"] = tempfile.mkdtemp(prefix="evalcluster-mn-bench-")
     from cluster.corpus import sample_splits
@@ -123,7 +128,7 @@ def main() -> None:
     results = []
     for r in range(args.rounds):
         for name in ("A", "B", "C"):
-            res = run_config(name, model, data, args.rows_per_shard)
+            res = run_config(name, model, data, args.rows_per_shard, args.rows)
             res.update(round=r + 1, load=os.getloadavg()[0])
             results.append(res)
             print(_line(res), flush=True)

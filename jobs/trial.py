@@ -13,7 +13,10 @@ checkpoints as newer ones are reported: after a SIGKILLed driver the snapshot ca
 checkpoint that no longer exists (Ray's own restore then fails with "Could not recover
 from checkpoint as it does not exist on storage anymore"), or name an older one than
 storage holds (a finished trial would train again). Resuming from storage instead is
-correct whatever moment the driver died at, at no disk cost.
+correct whatever moment the driver died at, at no disk cost. When the driver never recorded
+that checkpoint's report (it died between the trial writing the checkpoint and the next
+snapshot), the resumed trial reports it again first (:func:`resume_point`): so each
+validation is recorded once, a trial resumed at its very end included.
 """
 
 from __future__ import annotations
@@ -112,10 +115,12 @@ def _iteration_of(ckpt_dir: Path | None) -> int:
 def sweep_trial_class(trainable):
     """Tune's class for the function ``trainable`` (with its parameters and resources attached),
     resuming from the trial's newest complete checkpoint on storage (see the module docstring)."""
+    from ray import tune
     from ray.tune.trainable.function_trainable import wrap_function
 
     class SweepTrial(wrap_function(trainable)):
         def setup(self, config):
+            self._unrecorded = None  # a report the driver never recorded, sent again first
             super().setup(config)
             # Also when the driver knows no checkpoint of this trial (it died before recording
             # the first one): storage may hold one.
@@ -125,21 +130,36 @@ def sweep_trial_class(trainable):
             self._restore_newest(checkpoint_path)
 
         def _restore_newest(self, named) -> None:
-            point = resume_point(self._storage, named)
+            point, self._unrecorded = resume_point(self._storage, named)
             if point is not None:
                 super().restore(point)
             elif named is not None:
                 log.warning("no complete checkpoint of this trial on storage: it starts over")
 
+        def _trainable_func(self, config):
+            if self._unrecorded is not None:  # before any training: it is the resume point's report
+                tune.report(self._unrecorded)
+            return super()._trainable_func(config)
+
     SweepTrial.__qualname__ = "SweepTrial"  # the actor's class name in Ray's state API
     return SweepTrial
 
 
-def resume_point(storage, named):
-    """The trial's newest complete checkpoint on ``storage`` as a training result for
-    ``Trainable.restore`` (``named``: the one the driver asked for, if any); None when storage
-    holds none. Also moves the storage's checkpoint index past every directory present, so
-    the resumed trial never writes into an existing one."""
+def resume_point(storage, named) -> tuple:
+    """(the trial's newest complete checkpoint on ``storage`` as a training result for
+    ``Trainable.restore``, or None when storage holds none; the metrics to report again first,
+    or None). ``named``: the checkpoint result the driver asked for, if any.
+
+    A checkpoint is on storage before the driver hears of its report (the trial writes it
+    inside ``tune.report``), and the driver's record of reports (result.json) reaches storage
+    only with its experiment snapshot. So when the newest complete checkpoint is not the one
+    the driver named, its report was never recorded: it is reported again, from the manifest,
+    before training goes on (as Tune's iteration it had). Without that, a driver killed just
+    after a trial's last checkpoint left a trial that resumes at its end, trains no step,
+    reports nothing, and stays recorded one validation short of finished.
+
+    Also moves the storage's checkpoint index past every directory present, so the resumed
+    trial never writes into an existing one."""
     from ray.train import Checkpoint
     from ray.train._internal.checkpoint_manager import _TrainingResult
 
@@ -149,12 +169,13 @@ def resume_point(storage, named):
     complete, highest = complete_checkpoints(fs, storage.trial_fs_path)
     storage.current_checkpoint_index = max(storage.current_checkpoint_index, highest)
     if not complete:
-        return None
+        return None, None
     path, manifest = complete[0]
     if named is not None and named.checkpoint.path.rstrip("/") == path.rstrip("/"):
-        return named
+        return named, None
     if named is not None:
         log.warning("resuming from %s (newest complete on storage), not %s", path, named.checkpoint.path)
     metrics = {**(named.metrics if named else {}), **manifest["metrics"]}
-    metrics["training_iteration"] = manifest["iteration"]
-    return _TrainingResult(checkpoint=Checkpoint(path, filesystem=fs), metrics=metrics)
+    metrics["training_iteration"] = manifest["iteration"] - 1  # the report sent again takes its own
+    point = _TrainingResult(checkpoint=Checkpoint(path, filesystem=fs), metrics=metrics)
+    return point, dict(manifest["metrics"])

@@ -93,9 +93,10 @@ def complete_checkpoints_local(exp: Path, trial_id: str, finder) -> list:
 
 def kill_driver_after(
     spec: SweepSpec, exp: Path, reports: int, delay: float, tmp_path: Path, address: str
-) -> dict:
+) -> tuple[dict, bool]:
     """Run the sweep's driver (`python -m jobs.sweep`, joined to the cluster), SIGKILL it once
-    ``reports`` validation reports are recorded (+ ``delay`` s); returns each trial's result rows then."""
+    ``reports`` validation reports are recorded (+ ``delay`` s); returns each trial's result rows
+    then, and whether the driver was still running when killed."""
     cfg = tmp_path / f"{spec.name}.json"
     cfg.write_text(spec.model_dump_json())
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # snapshots every second: the race is often open
@@ -111,9 +112,10 @@ def kill_driver_after(
         assert time.time() < deadline, "the sweep made no progress"
         time.sleep(0.01)
     time.sleep(delay)
+    alive = proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    return {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}
+    return {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}, alive
 
 
 class Load:
