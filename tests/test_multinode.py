@@ -303,8 +303,8 @@ def test_killed_driver_resumes_20_times_out_of_20(mn, tiny_model_dir, sample_dir
         finished = [t for t, rows in at_kill.items() if rows and rows[-1]["epoch"] == 2.0]
         episode.update(
             finished_at_kill=finished,
-            rows_at_kill={t[:22]: len(r) for t, r in at_kill.items()},
-            rows_after={t[:22]: len(r) for t, r in after.items()},
+            rows_at_kill={_short(t): len(r) for t, r in at_kill.items()},
+            rows_after={_short(t): len(r) for t, r in after.items()},
             run_s=round(t_resume - t_round, 1),
             resume_s=round(time.time() - t_resume, 1),
         )
@@ -332,13 +332,21 @@ def _check_round(summary: dict, after: dict, at_kill: dict, finished: list, outc
     assert summary["trials"] == 2 and Registry().resolve_model("best")["id"] == summary["model_id"], outcome
     by_trial: dict[str, list] = {}  # a trial the killed driver had only just started may
     for name, rows in after.items():  # restart in a new directory: its rows are the trial's
-        by_trial.setdefault("_".join(name.split("_")[2:4]), []).extend(rows)
+        by_trial.setdefault(_trial_id(name), []).extend(rows)
     for t, rows in by_trial.items():
         steps = [r["step"] for r in rows]
         assert sorted(steps) == [1, 2, 3, 4, 5, 6], f"trial {t} recorded steps {steps}; {outcome}"
         assert max(r["epoch"] for r in rows) == 2.0, f"trial {t} did not finish; {outcome}"
     for t in finished:
         assert len(after[t]) == len(at_kill[t]), f"finished trial {t} ran again; {outcome}"
+
+
+def _trial_id(name: str) -> str:
+    return "_".join(name.split("_")[2:4])  # train_trial_<experiment>_<index>_...
+
+
+def _short(name: str) -> str:  # a trial directory as the figures show it: id and start time
+    return f"{_trial_id(name)}@{name.rsplit('_', 1)[-1]}"
 
 
 def _round_figures(episodes: list[dict], total_s: float) -> str:
