@@ -30,26 +30,33 @@ def per_class(m: dict) -> str:
 
 def roc_curves(threshold: dict) -> str:
     """One-vs-rest ROC curve of each class, AUC in the legend."""
-    series = {}
-    for lab, c in threshold["curves"].items():
-        auc = threshold["per_class"][lab].get("roc_auc")
-        xy = _xy(c["roc"]["fpr"], c["roc"]["tpr"])
-        if xy[0]:
-            series[f"{lab} (AUC {_num(auc)})"] = xy
+    series = _class_curves(threshold, "roc", ("fpr", "tpr"), "roc_auc", "AUC")
     return svgplots.curves(
-        series, "ROC curves (one vs rest)", "false positive rate", "true positive rate", diagonal=True
+        series,
+        "ROC curves (one vs rest)",
+        "false positive rate",
+        "true positive rate",
+        diagonal=True,
+        legend="bottom-right",
     )
 
 
 def pr_curves(threshold: dict) -> str:
     """Precision-recall curve of each class, average precision in the legend."""
+    series = _class_curves(threshold, "pr", ("recall", "precision"), "average_precision", "AP")
+    return svgplots.curves(
+        series, "Precision-recall curves", "recall", "precision", step=True, legend="bottom-left"
+    )
+
+
+def _class_curves(threshold: dict, curve: str, axes: tuple[str, str], score: str, short: str) -> dict:
+    """{"<class> (<short> <score>)": (xs, ys)} for the classes whose ``curve`` has points."""
     series = {}
     for lab, c in threshold["curves"].items():
-        ap = threshold["per_class"][lab].get("average_precision")
-        xy = _xy(c["pr"]["recall"], c["pr"]["precision"])
+        xy = _xy(c[curve][axes[0]], c[curve][axes[1]])
         if xy[0]:
-            series[f"{lab} (AP {_num(ap)})"] = xy
-    return svgplots.curves(series, "Precision-recall curves", "recall", "precision", step=True)
+            series[f"{lab} ({short} {_num(threshold['per_class'][lab].get(score))})"] = xy
+    return series
 
 
 def weak_slices(auto: dict, top: int = 15) -> str:

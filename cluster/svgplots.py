@@ -136,16 +136,20 @@ def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], titl
     return _svg(title, body)
 
 
-def _legend(items: list[tuple[str, str]]) -> str:
+def _legend(items: list[tuple[str, str]], corner: str = "top-left", h: int = H) -> str:
+    """A boxed legend inside the plot area's ``corner`` (top-left, bottom-left or bottom-right)."""
     width = 40 + 7 * max(len(name) for name, _ in items)
+    height = 18 * len(items) + 4
+    x0 = W - RIGHT - 4 - width if corner.endswith("right") else LEFT + 4
+    y0 = h - BOTTOM - 2 - height if corner.startswith("bottom") else TOP + 2
     out = [
-        f'<rect x="{LEFT + 4}" y="{TOP + 2}" width="{width}" height="{18 * len(items) + 4}" '
+        f'<rect x="{x0}" y="{y0}" width="{width}" height="{height}" '
         'fill="#fff" fill-opacity="0.85" stroke="#ccc"/>'
     ]
     for i, (name, color) in enumerate(items):
-        y = TOP + 12 + i * 18
-        out.append(f'<rect x="{LEFT + 10}" y="{y - 9}" width="14" height="10" fill="{color}"/>')
-        out.append(f'<text x="{LEFT + 30}" y="{y}">{_e(name)}</text>')
+        y = y0 + 10 + i * 18
+        out.append(f'<rect x="{x0 + 6}" y="{y - 9}" width="14" height="10" fill="{color}"/>')
+        out.append(f'<text x="{x0 + 26}" y="{y}">{_e(name)}</text>')
     return f"<g>{''.join(out)}</g>"
 
 
@@ -159,9 +163,11 @@ def curves(
     diagonal: bool = False,
     xmax: float = 1.0,
     ymax: float = 1.0,
+    legend: str = "top-left",
 ) -> str:
     """One polyline per named (xs, ys) series on [0, xmax] x [0, ymax]; ``step``: a step after each
-    point (precision-recall, histograms); ``diagonal``: the dotted chance line (ROC)."""
+    point (precision-recall, histograms); ``diagonal``: the dotted chance line (ROC); ``legend``:
+    the corner the curves leave free (ROC curves rise top-left, PR curves run along the top)."""
     ax = _Axes(0, xmax, 0, ymax)
     body = []
     if diagonal:
@@ -181,7 +187,7 @@ def curves(
     body += ax.frame(xlabel, ylabel, [float(f"{ymax * f:.3g}") for f in fracs])
     body += [ax.xtick(xmax * f, f"{xmax * f:.3g}") for f in fracs]
     if series:
-        body.append(_legend([(name, COLORS[s % len(COLORS)]) for s, name in enumerate(series)]))
+        body.append(_legend([(name, COLORS[s % len(COLORS)]) for s, name in enumerate(series)], legend))
     return _svg(title, body)
 
 

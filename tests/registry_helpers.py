@@ -1,10 +1,18 @@
-"""Helpers of the registry tests: main's registry.db, damaged registry files, writer processes."""
+"""Helpers of the registry tests: main's registry.db, damaged registry files, writer processes,
+finished evaluations with real artifacts."""
 
+import json
 import multiprocessing as mp
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from cluster.metrics import compute_metrics
 from cluster.registry import Registry
+
+LABELS = ["negative", "neutral", "positive"]
 
 MAIN_DB = Path(__file__).parent / "data" / "registry_main_32d0bcc.db"  # see data/make_registry_main.py
 
@@ -54,3 +62,28 @@ def _in_env(env, target, *args):
         del os.environ[key]
     os.environ.update(env)
     target(*args)
+
+
+def fake_eval(reg, tmp_path, name, fingerprint, y, pred, model="m-fake", data="d.parquet"):
+    """A finished evaluation run whose metrics.json and predictions.parquet are real (no Ray)."""
+    probs = np.full((len(y), 3), 0.1)
+    probs[np.arange(len(y)), pred] = 0.8
+    metrics = compute_metrics(y, probs, LABELS, bootstrap=300, seed=0)
+    metrics.update(seed=0, model={"id": model}, dataset={"fingerprint": fingerprint})
+    out = tmp_path / name
+    out.mkdir()
+    pd.DataFrame(
+        {
+            "row": np.arange(len(y)),
+            "label": [LABELS[i] for i in y],
+            "pred": [LABELS[i] for i in pred],
+            "score": probs.max(1),
+            "probs": probs.tolist(),
+        }
+    ).to_parquet(out / "predictions.parquet")
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    run = reg.start_run("evaluate", {}, dataset_fingerprint=fingerprint, model_id=model, dataset_path=data)
+    from jobs.evaluate import _headline  # here: the writer processes above import this module
+
+    reg.finish_run(run, metrics=_headline(metrics), artifact_path=str(out))
+    return run, metrics

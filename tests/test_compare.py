@@ -1,10 +1,8 @@
 """Leaderboard and paired comparison: statistics checked by hand and by simulation."""
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from cluster.compare import differences, mcnemar_exact, paired_counts
@@ -12,6 +10,7 @@ from cluster.errors import UserError
 from cluster.metrics import poisson_weights
 from cluster.registry import Registry
 from jobs.team import compare_runs, leaderboard
+from tests.registry_helpers import fake_eval
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -74,39 +73,12 @@ def test_paired_ci_covers_the_true_difference_93_to_97_percent():
 # ------------------------------------------------------------------ through the registry
 
 
-def fake_eval(reg, tmp_path, name, fingerprint, y, pred, model="m"):
-    """A finished evaluation run with real artifact files (no Ray needed)."""
-    out = tmp_path / name
-    out.mkdir()
-    pd.DataFrame(
-        {
-            "row": np.arange(len(y)),
-            "label": [LABELS[i] for i in y],
-            "pred": [LABELS[i] for i in pred],
-            "score": 1.0,
-            "probs": [np.eye(3)[i].tolist() for i in pred],
-        }
-    ).to_parquet(out / "predictions.parquet")
-    acc = float(np.mean(y == pred))
-    per = {lab: {"precision": 0.0, "recall": 0.0, "f1": acc, "support": 1} for lab in LABELS}
-    (out / "metrics.json").write_text(
-        json.dumps({"labels": LABELS, "per_class": per, "confusion_matrix": np.eye(3, dtype=int).tolist()})
-    )
-    run = reg.start_run("evaluate", {}, dataset_fingerprint=fingerprint, model_id=model, dataset_path="d")
-    reg.finish_run(
-        run,
-        metrics={"accuracy": acc, "f1_macro": acc, "ci95": {"f1_macro": [acc - 0.1, acc + 0.1]}},
-        artifact_path=str(out),
-    )
-    return run
-
-
 def test_leaderboard_ranks_within_one_dataset(tmp_path):
     reg = Registry(tmp_path / "home")
     y = np.array([0, 1, 2, 0, 1, 2])
-    weak = fake_eval(reg, tmp_path, "a", "fp1", y, np.array([0, 0, 0, 0, 0, 0]))
-    strong = fake_eval(reg, tmp_path, "b", "fp1", y, y)
-    other = fake_eval(reg, tmp_path, "c", "fp2", y, y)
+    weak = fake_eval(reg, tmp_path, "a", "fp1", y, np.array([0, 0, 0, 0, 0, 0]))[0]
+    strong = fake_eval(reg, tmp_path, "b", "fp1", y, y)[0]
+    other = fake_eval(reg, tmp_path, "c", "fp2", y, y)[0]
     board = leaderboard(reg, "fp1", "f1_macro")
     assert list(board) == ["fp1"] and [r["id"] for r in board["fp1"]] == [strong, weak]
     assert other not in [
@@ -125,13 +97,13 @@ def test_compare_runs_verdict_and_errors(tmp_path):
     y = rng.integers(0, 3, 400)
     pa = np.where(rng.random(400) < 0.6, y, (y + 1) % 3)
     pb = np.where(rng.random(400) < 0.5, y, pa)  # B fixes about half of A's mistakes
-    a = fake_eval(reg, tmp_path, "a", "fp1", y, pa)
-    b = fake_eval(reg, tmp_path, "b", "fp1", y, pb)
+    a = fake_eval(reg, tmp_path, "a", "fp1", y, pa)[0]
+    b = fake_eval(reg, tmp_path, "b", "fp1", y, pb)[0]
     res = compare_runs(reg, a, b, "accuracy", replicates=500)
     assert res["metrics"]["accuracy"]["diff"] == pytest.approx(np.mean(pb == y) - np.mean(pa == y))
     assert res["mcnemar"]["a_right_b_wrong"] == 0 and res["mcnemar"]["p_value"] < 0.001
     assert res["verdict"].startswith("B better on accuracy: +") and "p < 0.001" in res["verdict"]
     assert Path(res["report"]).read_text().count("<svg") == 2  # both confusion matrices
-    c = fake_eval(reg, tmp_path, "c", "fp2", y, pb)
+    c = fake_eval(reg, tmp_path, "c", "fp2", y, pb)[0]
     with pytest.raises(UserError, match="evaluated different datasets"):
         compare_runs(reg, a, c)

@@ -8,48 +8,23 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import cluster.gates
 from cluster.config import GateSpec, load_spec
 from cluster.errors import UserError
 from cluster.gates import judge
-from cluster.metrics import compute_metrics
 from cluster.registry import Registry
-from jobs.evaluate import _headline
 from jobs.gate import gate_run
 from jobs.submit import job_request
 from tests.conftest import ROOT
+from tests.registry_helpers import fake_eval
 
 LABELS = ["negative", "neutral", "positive"]
 
 
 def test_docstring_examples():
     assert doctest.testmod(cluster.gates).failed == 0
-
-
-def fake_eval(reg, tmp_path, name, fingerprint, y, pred, model="m-fake", data="d.parquet"):
-    """A finished evaluation run whose metrics.json and predictions.parquet are real (no Ray)."""
-    probs = np.full((len(y), 3), 0.1)
-    probs[np.arange(len(y)), pred] = 0.8
-    metrics = compute_metrics(y, probs, LABELS, bootstrap=300, seed=0)
-    metrics.update(seed=0, model={"id": model}, dataset={"fingerprint": fingerprint})
-    out = tmp_path / name
-    out.mkdir()
-    pd.DataFrame(
-        {
-            "row": np.arange(len(y)),
-            "label": [LABELS[i] for i in y],
-            "pred": [LABELS[i] for i in pred],
-            "score": probs.max(1),
-            "probs": probs.tolist(),
-        }
-    ).to_parquet(out / "predictions.parquet")
-    (out / "metrics.json").write_text(json.dumps(metrics))
-    run = reg.start_run("evaluate", {}, dataset_fingerprint=fingerprint, model_id=model, dataset_path=data)
-    reg.finish_run(run, metrics=_headline(metrics), artifact_path=str(out))
-    return run, metrics
 
 
 @pytest.fixture

@@ -221,3 +221,32 @@ def test_deploy_submitted_with_a_key_serves_with_auth(head, project_files):
         assert ok.status_code == 200, ok.text
     finally:
         evalctl("serve", "stop")
+
+
+def test_evaluation_depth_commands_run_as_ray_jobs(head, project_files):
+    """Robustness, drift and gate submitted to the head: each one run in the registry."""
+    data = project_files / "test.parquet"
+    df = pd.read_parquet(data)
+    df.iloc[:60].to_parquet(project_files / "ref.parquet")
+    df.iloc[60:].to_parquet(project_files / "cur.parquet")
+    rob = evalctl(
+        "robustness", "--model", project_files / "tiny", "--data", data, "--perturb", "identity,typo",
+        "--bootstrap", "50", "--address", head, "--wait",
+    )  # fmt: skip
+    assert rob.returncode == 0, rob.stdout[-3000:] + rob.stderr[-3000:]
+    drift = evalctl(
+        "drift", "--reference", project_files / "ref.parquet", "--current", project_files / "cur.parquet",
+        "--model", project_files / "tiny", "--address", head, "--wait",
+    )  # fmt: skip
+    assert drift.returncode == 0, drift.stdout[-3000:] + drift.stderr[-3000:]
+    (robustness,) = Registry().list_runs(kind="robustness")
+    assert robustness["status"] == "finished"
+    per = robustness["metrics"]["robustness"]["perturbations"]
+    assert robustness["metrics"]["n"] == 120 and per["identity"]["flip_rate"] == 0.0, per
+    assert 0 <= per["typo"]["flip_rate"] <= 1
+    (drifted,) = Registry().list_runs(kind="drift")
+    assert drifted["status"] == "finished", drifted
+    gate = evalctl("gate", robustness["id"], "--min", "f1_macro=0", "--address", head, "--wait")
+    assert gate.returncode == 0 and "succeeded" in gate.stdout, gate.stdout[-3000:] + gate.stderr[-3000:]
+    failing = evalctl("gate", robustness["id"], "--min", "f1_macro=1.01", "--address", head, "--wait")
+    assert failing.returncode != 0, failing.stdout[-3000:]
