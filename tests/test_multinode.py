@@ -172,8 +172,9 @@ def test_node_lost_mid_evaluation_every_row_once_same_metrics(
         [sys.executable, "-m", "jobs.cli", "--log-level", "INFO", *map(str, evaluate_args(small_model_dir, eval_data, out, mn.address))],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    taken, killed = [], {}
+    taken, killed, err = [], {}, []
     for line in proc.stderr:  # the driver logs each shard it takes, with the node that computed it
+        err.append(line)
         m = SHARD_LINE.search(line)
         if m:
             taken.append((int(m[1]), m[4]))
@@ -181,7 +182,7 @@ def test_node_lost_mid_evaluation_every_row_once_same_metrics(
                 killed = {"after_shards": len(taken), "kill_s": mn.kill(worker), "at": time.time()}
     proc.wait(timeout=600)
     assert proc.returncode == 0 and killed, (
-        f"rc {proc.returncode}; killed {killed}; shards logged {len(taken)}"
+        f"rc {proc.returncode}; killed {killed}; shards logged {len(taken)}; stderr ends {''.join(err[-40:])}"
     )
     metrics = json.loads((out / "metrics.json").read_text())
     preds = pd.read_parquet(out / "predictions.parquet")
@@ -272,11 +273,15 @@ def test_storage_one_node_cannot_see_fails_before_any_trial(mn, tiny_model_dir, 
 # ------------------------------------------------------------------ a killed driver, resumed
 
 
-# Cheap enough for every CI run: the test is about Tune's checkpoint bookkeeping, not the model, so
-# each trial is the tiny BERT on 48 rows (3 steps an epoch, 2 epochs, a validation after every
-# step: 6 reports with checkpoints), and every round's driver joins the module's cluster (no Ray
-# start). A round is then a driver process's start, its trials' actors, and the resume's.
-@pytest.mark.timeout(1200)
+# The test is about Tune's checkpoint bookkeeping, not the model, so each trial is the tiny BERT
+# on 48 rows (3 steps an epoch, 2 epochs, a validation after every step: 6 reports with
+# checkpoints), and every round's driver joins the module's cluster (no Ray start). A round is
+# then a driver process's start, its trials' actors (torch + transformers imports) and the
+# resume's. Measured 47-82 s a round (mean 59 s, rounds 0-5) at load average 17-29 on 2 cores:
+# ~20 min for 20 rounds there, so still `slow` (the brief's bound for `make test` is 10 min);
+# to be measured on a quiet machine.
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_killed_driver_resumes_20_times_out_of_20(mn, tiny_model_dir, sample_dir, tmp_path):
     """SIGKILL the sweep's driver at 20 different moments (right after the n-th validation was
     recorded, or a little later: the last checkpoint included), resume each time: every resume
