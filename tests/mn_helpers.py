@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from cluster.config import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
+from cluster.registry import Registry
 from tests.conftest import ROOT, run_evalctl
 from tests.mn_cluster import LocalCluster
 
@@ -116,6 +117,47 @@ def kill_driver_after(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}, alive
+
+
+def snapshot_misses(exp: Path) -> list[str]:
+    """Trials whose checkpoint the newest experiment snapshot names but storage no longer holds
+    complete (num_to_keep deleted it after the snapshot): the race resuming from storage handles."""
+    from cluster.checkpoint import complete_checkpoints
+
+    return [
+        t for t, (status, path) in snapshot_view(exp).items()
+        if path and path not in {p for p, _ in complete_checkpoints_local(exp, t, complete_checkpoints)}
+    ]  # fmt: skip
+
+
+def check_round(summary: dict, after: dict, at_kill: dict, finished: list, outcome: str) -> None:
+    assert summary["trials"] == 2 and Registry().resolve_model("best")["id"] == summary["model_id"], outcome
+    by_trial: dict[str, list] = {}  # a trial the killed driver had only just started may
+    for name, rows in after.items():  # restart in a new directory: its rows are the trial's
+        by_trial.setdefault(trial_id(name), []).extend(rows)
+    for t, rows in by_trial.items():
+        steps = [r["step"] for r in rows]
+        assert sorted(steps) == [1, 2, 3, 4, 5, 6], f"trial {t} recorded steps {steps}; {outcome}"
+        assert max(r["epoch"] for r in rows) == 2.0, f"trial {t} did not finish; {outcome}"
+    for t in finished:
+        assert len(after[t]) == len(at_kill[t]), f"finished trial {t} ran again; {outcome}"
+
+
+def trial_id(name: str) -> str:
+    return "_".join(name.split("_")[2:4])  # train_trial_<experiment>_<index>_...
+
+
+def short_trial(name: str) -> str:  # a trial directory as the figures show it: id and start time
+    return f"{trial_id(name)}@{name.rsplit('_', 1)[-1]}"
+
+
+def round_figures(episodes: list[dict], total_s: float) -> str:
+    rounds = [e["run_s"] + e["resume_s"] for e in episodes]
+    return (
+        f"{len(episodes)} rounds in {total_s:.0f} s (a round {min(rounds):.0f}-{max(rounds):.0f} s, "
+        f"mean {sum(rounds) / len(rounds):.1f} s); snapshots that named a deleted checkpoint: "
+        f"{sum(bool(e['snapshot_named_missing']) for e in episodes)}"
+    )
 
 
 class Load:

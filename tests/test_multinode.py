@@ -30,15 +30,17 @@ from tests.conftest import LABELS, ROOT, free_port, run_evalctl
 from tests.mn_cluster import LocalCluster
 from tests.mn_helpers import (
     Load,
+    check_round,
     cluster_status,
-    complete_checkpoints_local,
     evaluate_args,
     kill_driver_after,
     replicas_by_node,
     replicas_running,
     result_rows,
+    round_figures,
     same_results,
-    snapshot_view,
+    short_trial,
+    snapshot_misses,
     tiny_sweep,
     workers,
 )
@@ -301,66 +303,25 @@ def test_killed_driver_resumes_20_times_out_of_20(mn, tiny_model_dir, sample_dir
         reports, delay = 1 + i % 6 * 2, (0.0, 0.05, 0.3)[i % 3]  # kill after the n-th report (+ delay)
         at_kill, alive = kill_driver_after(spec, exp, reports, delay, tmp_path, mn.address)
         episode = {"kill": i, "after_reports": reports, "delay_s": delay, "driver_alive": alive}
-        episode["snapshot_named_missing"] = _snapshot_misses(exp)
+        episode["snapshot_named_missing"] = snapshot_misses(exp)
         t_resume = time.time()
         summary = resume_sweep(spec.name, storage=str(tmp_path / "store"))
         after = {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}
         finished = [t for t, rows in at_kill.items() if rows and rows[-1]["epoch"] == 2.0]
         episode.update(
             finished_at_kill=finished,
-            rows_at_kill={_short(t): len(r) for t, r in at_kill.items()},
-            rows_after={_short(t): len(r) for t, r in after.items()},
+            rows_at_kill={short_trial(t): len(r) for t, r in at_kill.items()},
+            rows_after={short_trial(t): len(r) for t, r in after.items()},
             run_s=round(t_resume - t_round, 1),
             resume_s=round(time.time() - t_resume, 1),
         )
         episodes.append(episode)
         print(f"kill {i}: {episode}", flush=True)  # per-round figures, shown with -s or -rA
-        _check_round(summary, after, at_kill, finished, f"round {i}: {episode}; all rounds: {episodes}")
-    figures = _round_figures(episodes, time.time() - t0)
+        check_round(summary, after, at_kill, finished, f"round {i}: {episode}; all rounds: {episodes}")
+    figures = round_figures(episodes, time.time() - t0)
     print(figures, flush=True)
     killed_live = sum(e["driver_alive"] for e in episodes)
     assert killed_live >= 15, f"only {killed_live} of 20 kills hit a running driver; {figures}; {episodes}"
-
-
-def _snapshot_misses(exp: Path) -> list[str]:
-    """Trials whose checkpoint the newest experiment snapshot names but storage no longer holds
-    complete (num_to_keep deleted it after the snapshot): the race resuming from storage handles."""
-    from cluster.checkpoint import complete_checkpoints
-
-    return [
-        t for t, (status, path) in snapshot_view(exp).items()
-        if path and path not in {p for p, _ in complete_checkpoints_local(exp, t, complete_checkpoints)}
-    ]  # fmt: skip
-
-
-def _check_round(summary: dict, after: dict, at_kill: dict, finished: list, outcome: str) -> None:
-    assert summary["trials"] == 2 and Registry().resolve_model("best")["id"] == summary["model_id"], outcome
-    by_trial: dict[str, list] = {}  # a trial the killed driver had only just started may
-    for name, rows in after.items():  # restart in a new directory: its rows are the trial's
-        by_trial.setdefault(_trial_id(name), []).extend(rows)
-    for t, rows in by_trial.items():
-        steps = [r["step"] for r in rows]
-        assert sorted(steps) == [1, 2, 3, 4, 5, 6], f"trial {t} recorded steps {steps}; {outcome}"
-        assert max(r["epoch"] for r in rows) == 2.0, f"trial {t} did not finish; {outcome}"
-    for t in finished:
-        assert len(after[t]) == len(at_kill[t]), f"finished trial {t} ran again; {outcome}"
-
-
-def _trial_id(name: str) -> str:
-    return "_".join(name.split("_")[2:4])  # train_trial_<experiment>_<index>_...
-
-
-def _short(name: str) -> str:  # a trial directory as the figures show it: id and start time
-    return f"{_trial_id(name)}@{name.rsplit('_', 1)[-1]}"
-
-
-def _round_figures(episodes: list[dict], total_s: float) -> str:
-    rounds = [e["run_s"] + e["resume_s"] for e in episodes]
-    return (
-        f"{len(episodes)} rounds in {total_s:.0f} s (a round {min(rounds):.0f}-{max(rounds):.0f} s, "
-        f"mean {sum(rounds) / len(rounds):.1f} s); snapshots that named a deleted checkpoint: "
-        f"{sum(bool(e['snapshot_named_missing']) for e in episodes)}"
-    )
 
 
 # ------------------------------------------------------------------ SIGINT: interrupted, honestly
