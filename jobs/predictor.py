@@ -52,6 +52,7 @@ class Predictor:
         self.label2id = {lab: i for i, lab in enumerate(labels or [])}
         self.spec = spec
         self.analyses = analyses
+        self.actor_id, self.node_id = where()  # recorded with each shard
         self.ready_at = time.time()  # wall clock: model loaded, inference can start
 
     def probs(self, texts: list[str]) -> np.ndarray:
@@ -103,10 +104,15 @@ class Predictor:
                 self, texts=texts, y_true=y_true, probs=probs, rows=rows, slice_values=slices
             )
         out = self._columns(batch, probs)
-        # The batch's statistics ride along in the first row (a few KB whatever the rows).
+        # The shard's statistics ride along in its first row (a few KB whatever the rows), with
+        # which shard it is (its input offset: the driver takes each shard once) and who computed it.
         payload = pickle.dumps(
             {
                 "stats": stats,
+                "offset": int(rows[0]),
+                "rows": len(rows),
+                "actor": self.actor_id,
+                "node": self.node_id,
                 "parts": parts,
                 "analyses_s": time.perf_counter() - t0,
                 "precision": self.precision,
@@ -150,10 +156,17 @@ class ModelActor:
         torch.set_num_threads(threads)  # warm actors reserve no CPU, so Ray's hint is not theirs
 
     def ready(self) -> dict:
-        """Answered once the model is loaded: when, and the memory this process holds."""
+        """Answered once the model is loaded: when, the memory this process holds, and where it runs."""
         from cluster.clock import rss_bytes
 
-        return {"at": time.time(), "rss": rss_bytes(), "pid": os.getpid()}
+        p = self.predictor
+        return {
+            "at": time.time(),
+            "rss": rss_bytes(),
+            "pid": os.getpid(),
+            "actor": p.actor_id,
+            "node": p.node_id,
+        }
 
     def score(self, shard: dict, spec: PipelineSpec, data: DataSpec, analyses=None) -> pa.Table:
         """Read one shard of ``data`` (cluster/shards.py) and predict it under ``spec``'s settings,
@@ -162,3 +175,13 @@ class ModelActor:
 
         self.predictor.spec, self.predictor.analyses = spec, analyses
         return self.predictor(read_shard(Shard(**shard), data))
+
+
+def where() -> tuple[str | None, str | None]:
+    """(Ray actor id, Ray node id) of the calling process; (None, None) outside Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return None, None
+    ctx = ray.get_runtime_context()
+    return ctx.get_actor_id(), ctx.get_node_id()
