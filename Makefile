@@ -33,7 +33,7 @@ test: $(STAMP)
 
 # Pure unit tests: no Ray, no subprocesses, no real model (under a minute); for editing metrics or config.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not ray and not head and not cli and not heavy and not slow and not real_model" -q
+	$(BIN)/python -m pytest -m "not ray and not head and not multinode and not cli and not heavy and not slow and not real_model" -q
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

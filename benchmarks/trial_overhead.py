@@ -85,12 +85,10 @@ def bare(train, val, labels, model_path) -> float:
 def in_trial(train, val, labels, model_path, storage) -> float:
     from ray import tune
 
-    from cluster.config import SweepSpec
     from jobs.tune_setup import make_trainable
 
-    # The trial settings the sweep would pass (no data paths needed: the splits are given here).
-    spec = SweepSpec.model_construct(precision="auto", evals_per_epoch=2, init="pretrained", image_size=224)
-    trainable = make_trainable(train, val, model_path, labels, spec, float(os.cpu_count()), 0.0)
+    # The trial settings the sweep would pass (a pretrained text model: image_size is unused).
+    trainable = make_trainable(train, val, model_path, labels, "auto", 2, float(os.cpu_count()), 0.0)
     results = tune.Tuner(trainable, param_space=HP, run_config=tune.RunConfig(storage_path=storage)).fit()
     return float(results[0].metrics_dataframe["train_rows_per_s"].mean())
 

@@ -149,3 +149,60 @@ def _decode(value: Any, tensors: dict) -> Any:
 
 def _is_marker(key: str) -> bool:
     return key.startswith("__") and key.endswith("__")
+
+
+# ------------------------------------------------------------------ completeness on storage
+#
+# A checkpoint directory is copied to sweep storage file by file, and the driver deletes the
+# ones it no longer keeps: after a killed trial or driver, storage can hold a directory that
+# is half written or half deleted. Each checkpoint therefore carries a manifest (written
+# into the directory before it is copied) listing its files and their sizes; a checkpoint
+# is complete when every listed file is there with its size. Resuming looks for the newest
+# complete one, whatever the driver's last experiment snapshot remembered.
+
+MANIFEST = "evalcluster_checkpoint.json"
+CHECKPOINT_PREFIX = "checkpoint_"  # Ray Tune's directory names: checkpoint_000003
+
+
+def write_manifest(directory: str | Path, step: int, iteration: int, metrics: dict) -> None:
+    """List every file of checkpoint ``directory`` (sizes in bytes) with the trial's ``step``,
+    Tune's ``iteration`` (1-based count of reports) and the reported validation ``metrics``."""
+    directory = Path(directory)
+    files = {
+        p.relative_to(directory).as_posix(): p.stat().st_size
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {"format": FORMAT, "step": int(step), "iteration": int(iteration), "metrics": metrics}
+    (directory / MANIFEST).write_text(json.dumps({**manifest, "files": files}))
+
+
+def complete_checkpoints(fs, trial_dir: str) -> tuple[list[tuple[str, dict]], int]:
+    """The complete checkpoints under ``trial_dir`` on pyarrow filesystem ``fs``, newest first,
+    as (path, manifest); and the highest checkpoint index present, complete or not (-1: none)."""
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    dirs = sorted(
+        (int(i.base_name[len(CHECKPOINT_PREFIX) :]), i.path)
+        for i in infos
+        if i.type == pafs.FileType.Directory
+        and i.base_name.startswith(CHECKPOINT_PREFIX)
+        and i.base_name[len(CHECKPOINT_PREFIX) :].isdigit()
+    )
+    complete = [(path, m) for _, path in reversed(dirs) if (m := _manifest_if_complete(fs, path))]
+    return complete, dirs[-1][0] if dirs else -1
+
+
+def _manifest_if_complete(fs, path: str) -> dict | None:
+    import pyarrow.fs as pafs
+
+    try:
+        with fs.open_input_stream(f"{path}/{MANIFEST}") as f:
+            manifest = json.loads(f.read())
+        wanted = manifest["files"]
+        infos = fs.get_file_info([f"{path}/{name}" for name in wanted])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    found = zip(infos, wanted.values(), strict=True)
+    return manifest if all(i.type == pafs.FileType.File and i.size == n for i, n in found) else None

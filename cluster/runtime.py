@@ -378,20 +378,17 @@ def head_running() -> bool:
         return False
 
 
-def head_status() -> dict:
-    """Describe the local head: address, dashboard, resources, nodes."""
-    if not head_running():
-        return {"running": False}
-    gcs = _recorded_address()
+def status_address(address: str | None = None) -> str | None:
+    """The cluster `evalctl cluster status` describes: ``address`` (a job-server URL or a GCS
+    address), else RAY_ADDRESS, else the running local head; None when there is none.
+
+    Token mode is turned on when a token exists, and 127.0.0.1 kept as a loopback node's
+    address, as for any client of that cluster.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or (_recorded_address() if head_running() else None)
+    if not address:
+        return None
     ensure_client_auth()
-    if is_loopback(_bootstrap_host(gcs)):
-        keep_loopback()  # `ray status` must keep 127.0.0.1 too
-    proc = subprocess.run(
-        [_ray_cli(), "status", "--address", gcs], capture_output=True, text=True, env=os.environ.copy()
-    )
-    return {
-        "running": True,
-        "gcs_address": gcs,
-        "dashboard": head_jobs_url(),
-        "ray_status": proc.stdout.strip() or proc.stderr.strip(),
-    }
+    if is_loopback(_bootstrap_host(address)):
+        keep_loopback()
+    return address

@@ -68,8 +68,28 @@ def model_key(model_path: str | Path, precision: str, gpus: float, kind: str = "
     return h.hexdigest()[:16]
 
 
-def actor_names(key: str, n: int) -> list[str]:
-    return [f"{MODEL_PREFIX}{key}-{i}" for i in range(n)]
+PROCESS_BYTES = 450 * 2**20  # a model actor's memory besides its weights (torch + transformers), measured
+
+
+def actor_kind(modality: str, classifier: bool) -> str:
+    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift) or ``image-classifier``."""
+    return f"{modality}-{'classifier' if classifier else 'encoder'}"
+
+
+def memory_estimate(model_path: str | Path, actors: int) -> int:
+    """Bytes ``actors`` model actors of the model directory ``model_path`` hold (before they report it)."""
+    weights = sum(f.stat().st_size for f in Path(model_path).glob("*.safetensors"))
+    return actors * (PROCESS_BYTES + weights)
+
+
+def actor_names(key: str, nodes: list[str]) -> list[str]:
+    """One name per entry of ``nodes`` (a node id per actor): the key, the node, an index per node."""
+    seen: dict[str, int] = {}
+    names = []
+    for node in nodes:
+        seen[node] = seen.get(node, -1) + 1
+        names.append(f"{MODEL_PREFIX}{key}-{node[:12]}-{seen[node]}")
+    return names
 
 
 def pool_name() -> str:
@@ -122,6 +142,11 @@ class WarmPool:
         entry.keep_s, entry.leases = keep_s, entry.leases + 1
         entry.last_used = entry.touched = time.time()
         return self._trim()
+
+    async def adopt(self, key: str, names: list[str]) -> None:
+        """Actors started for ``key`` in place of lost ones (unloaded with the others)."""
+        if key in self.entries:
+            self.entries[key].names = sorted(set(self.entries[key].names) | set(names))
 
     async def touch(self, key: str) -> None:
         """The evaluation using ``key`` is alive (renews its lease)."""

@@ -41,6 +41,7 @@ LAZY = {
     "runs": ("jobs.registry_cli", "runs_app"),
     "models": ("jobs.registry_cli", "models_app"),
     "db": ("jobs.registry_cli", "db_app"),
+    "cluster": ("jobs.cluster_cli", "cluster_app"),
 }
 
 
@@ -70,9 +71,7 @@ app = typer.Typer(
     help="evalcluster: fine-tune, evaluate and serve pretrained language models on Ray.",
 )
 data_app = typer.Typer(no_args_is_help=True, help="Sample data and dataset checks.")
-cluster_app = typer.Typer(no_args_is_help=True, help="A persistent local Ray head.")
 app.add_typer(data_app, name="data")
-app.add_typer(cluster_app, name="cluster")
 
 
 @app.callback()
@@ -170,90 +169,6 @@ data_app.command("check")(
         "fingerprint (image data: a file with --image-column and no text column, or LABEL/xxx.png).",
     )
 )
-
-
-# ------------------------------------------------------------------ cluster
-
-
-@cluster_app.command("up")
-def cluster_up(
-    num_cpus: int | None = typer.Option(None, help="CPUs to offer (default: all)."),
-    host: str = typer.Option(
-        "127.0.0.1",
-        help="Where the head listens: 127.0.0.1 = this machine only; 0.0.0.0 or one of its IPs = "
-        "the network too (other nodes can join; the token is then all that guards it).",
-    ),
-    port: int = typer.Option(6379, min=1, max=65535, help="The head's GCS port (Ray's default 6379)."),
-    dashboard_port: int = typer.Option(8265, min=1, max=65535, help="Dashboard and job server port."),
-    warm_models: int = typer.Option(
-        2, min=0, help="Warm pool: models kept loaded between evaluations (least recently used leave first)."
-    ),
-    warm_gib: float = typer.Option(4.0, min=0, help="Warm pool: memory its loaded models may hold, GiB."),
-) -> None:
-    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265).
-
-    Evaluations on it keep their model loaded for the next one (the warm pool; see
-    `evalctl cluster status`). Ray's files go under $RAY_TMPDIR (default /tmp/ray).
-    """
-    from cluster.runtime import head_up
-    from cluster.warmpool import ENV_MAX_GIB, ENV_MAX_MODELS
-
-    env = {ENV_MAX_MODELS: str(warm_models), ENV_MAX_GIB: str(warm_gib)}
-    url = head_up(num_cpus, dashboard_port=dashboard_port, host=host, port=port, env=env)
-    console.print(
-        f"Ray head running; jobs and dashboard at {url} (token auth on, token in "
-        "~/.ray/auth_token). Stop it with `evalctl cluster down`."
-    )
-
-
-@cluster_app.command("down")
-def cluster_down() -> None:
-    """Stop the local Ray head of this $RAY_TMPDIR (and anything served on it); other Ray
-    instances on the machine keep running."""
-    from cluster.runtime import head_down
-
-    console.print("Ray head stopped." if head_down() else "No local Ray head was running.")
-
-
-@cluster_app.command("status")
-def cluster_status() -> None:
-    """Describe the local Ray head, if any, and its warm models."""
-    from cluster.runtime import head_status
-
-    status = head_status()
-    if not status["running"]:
-        console.print("No local Ray head is running (start one with `evalctl cluster up`).")
-        raise typer.Exit(1)
-    console.print(f"GCS address: {status['gcs_address']}\nJobs/dashboard: {status['dashboard']}")
-    console.print(status["ray_status"], markup=False)
-    _print_warm_pool()
-
-
-def _print_warm_pool() -> None:
-    from cluster.runtime import init_ray
-    from cluster.warmpool import describe_pools
-    from jobs.registry_cli import cell
-
-    init_ray()
-    pools = describe_pools()
-    if not any(pool["models"] for pool in pools):
-        console.print("warm models: none (an evaluation on this head leaves its model loaded for the next)")
-    for pool in pools:
-        title = (
-            f"warm models (at most {pool['max_models']}, {pool['max_bytes'] / 2**30:.1f} GiB; "
-            "`evalctl evaluate --keep-warm-s` sets how long)"
-        )
-        table = Table(
-            "model", "kind", "precision", "device", "actors", "memory", "state", "unloads in", title=title
-        )
-        for m in pool["models"]:
-            state = "in use" if m["in_use"] else f"idle {m['idle_s']:.0f}s"
-            unload = "" if m["unload_in_s"] is None else f"{m['unload_in_s']:.0f}s"
-            mem = f"{m['memory_bytes'] / 2**20:,.0f} MiB"
-            kind = m.get("kind", "text-classifier")  # pools of an older checkout do not say
-            row = (m["precision"], m["device"], str(m["actors"]), mem, state, unload)
-            table.add_row(cell(m["model"]), kind, *row)
-        console.print(table)
 
 
 # ------------------------------------------------------------------ demo

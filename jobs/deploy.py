@@ -70,7 +70,10 @@ def deploy(
         )
     address = _join(address, start_head)
     remote_host = _remote_host(address)
-    serve.start(http_options={"host": "0.0.0.0" if remote_host else spec.host, "port": spec.port})
+    serve.start(
+        proxy_location=proxy_location(),
+        http_options={"host": "0.0.0.0" if remote_host else spec.host, "port": spec.port},
+    )
     key_sha256, auth = _auth(spec, no_api_key)
     args = {
         **spec.model_dump(mode="json"),
@@ -94,6 +97,20 @@ def _join(address: str | None, start_head: bool) -> str | None:
         head_up()  # Serve must outlive this command: an embedded Ray would die with it
     init_ray(address)
     return address
+
+
+def proxy_location() -> str:
+    """Where Serve runs its HTTP proxies: on every node with a replica (Ray's default), unless
+    several nodes share one address (several raylets on one machine, as in tests): their
+    proxies would all bind the same host:port, so then only the head's proxy runs.
+
+    Replicas are spread over the nodes either way (Serve's default SPREAD scheduling), and a
+    replica lost with its node is restarted by Serve on the capacity that is left.
+    """
+    import ray
+
+    addresses = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
+    return "HeadOnly" if len(set(addresses)) < len(addresses) else "EveryNode"
 
 
 def _auth(spec: ServeSpec, no_api_key: bool) -> tuple[str | None, str]:

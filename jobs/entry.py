@@ -57,7 +57,7 @@ def run(app: typer.Typer | Callable, argv: list[str] | None = None, prog: str = 
         configure_logging()
         code = typer.main.get_command(app).main(args=argv, prog_name=prog, standalone_mode=False)
     except UserError as exc:
-        _user_error(str(exc), exc)
+        _user_error(str(exc), exc, getattr(exc, "exit_code", 2))
     except typer.TyperException as exc:  # click's usage errors (typer vendors click): one line too
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx else ""

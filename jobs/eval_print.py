@@ -29,6 +29,7 @@ def print_summary(result: EvalResult) -> None:
             value = "undefined" if m[key] is None else f"{m[key]:.4f}"
             table.add_row(key, value, f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
     console.print(table)
+    console.print(where_it_ran(m))
     if "auto_slices" in m:
         print_weak_slices(m["auto_slices"])
     bad = m.get("bad_rows") or {}
@@ -39,6 +40,20 @@ def print_summary(result: EvalResult) -> None:
     console.print(f"run {result.run_id}; artifacts in {result.out}")
     if "gate" in m:
         print_gate(m["gate"])
+
+
+def where_it_ran(m: dict) -> str:
+    """One line: actors, nodes, and any recovery from lost actors."""
+    workers = m.get("workers") or []
+    line = f"{len(workers)} inference actor(s) on {len({w['node'] for w in workers})} node(s)"
+    lost = (m.get("recovery") or {}).get("lost_actors") or []
+    if lost:
+        requeued = sum(x["shards_requeued"] for x in lost)
+        line += (
+            f"; {len(lost)} actor(s) lost: their {requeued} unfinished shard(s) ran again on the "
+            "actors left, each shard counted once"
+        )
+    return line
 
 
 def print_weak_slices(auto: dict) -> None:

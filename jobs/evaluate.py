@@ -46,12 +46,16 @@ class EvalResult:
 
 
 def run_evaluate(
-    spec: EvaluateSpec, registry: Registry | None = None, phases: Phases | None = None, kind: str = "evaluate"
+    spec: EvaluateSpec,
+    registry: Registry | None = None,
+    phases: Phases | None = None,
+    kind: str = "evaluate",
+    address: str | None = None,
 ) -> EvalResult:
     """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run (as ``kind``).
 
-    ``phases``: marks of the command so far (the CLI passes its start); the timings in
-    metrics.json are differences of these marks (cluster/clock.py).
+    ``phases``: marks of the command so far (the CLI passes its start); the timings in metrics.json
+    are differences of these marks (cluster/clock.py). ``address``: a Ray to join (cluster/runtime.py).
     """
     from cluster.registry import Registry
     from jobs.eval_sections import gate_baseline
@@ -65,7 +69,7 @@ def run_evaluate(
         # The data is validated and fingerprinted while Ray starts and the actors load the model.
         with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
             scanning = background.submit(_scan, spec, model.modality, phases)
-            with model_actors(spec, model, labels, shards, phases) as actors:
+            with model_actors(spec, model, labels, shards, phases, address) as actors:
                 say_joined(actors.joined)
                 summary = scanning.result()
                 check_labels(summary.label_counts, labels, spec.data)
@@ -207,7 +211,8 @@ def _infer(job: _Job, tmp: Path) -> tuple[dict, dict]:
     finally:
         if explainer is not None:
             ray.kill(explainer)
-    metrics.update(precision_mode=info["precision"], device=info["device"], workers=info["workers"])
+    metrics.update({k: info[k] for k in ("device", "workers", "worker_plan", "recovery")})
+    metrics["precision_mode"] = info["precision"]
     if job.model.modality == "image":
         from cluster.images import BadRow, bad_rows_report
 
@@ -325,8 +330,7 @@ def prepare_out(spec, artifacts: tuple[str, ...] = ARTIFACTS) -> Path | None:
 
 
 def _remove_artifacts(out: Path) -> None:
-    for name in (*ARTIFACTS, ".predictions.parquet.tmp", ".metrics.json.tmp"):
-        p = out / name
+    for p in (out / name for name in (*ARTIFACTS, ".predictions.parquet.tmp", ".metrics.json.tmp")):
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
@@ -340,20 +344,19 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _headline(metrics: dict) -> dict:
-    """What the registry keeps of a run's metrics: every scalar of the metric table, the CIs,
-    size, labels, precision, timings, and the gate's, weak slices' and robustness digests
-    (jobs/eval_sections.py; the full file stays in the artifacts)."""
+    """What the registry keeps of a run's metrics: the metric table's scalars, CIs, size, labels, precision,
+    timings, workers, recovery, and the sections' digests (jobs/eval_sections.py)."""
     from cluster.metrics import METRICS
     from jobs.eval_sections import headline_extras
 
-    keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings")
+    keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings", "workers", "recovery")
     return {**{k: metrics[k] for k in keep if k in metrics}, **headline_extras(metrics)}
 
 
 # ------------------------------------------------------------------ command line
 
 
-def _run(spec: EvaluateSpec, **_) -> None:
+def _run(spec: EvaluateSpec, address: str | None = None, **_) -> None:  # address: HOST:6379, ray://
     import typer
 
     phases = Phases()
@@ -362,8 +365,7 @@ def _run(spec: EvaluateSpec, **_) -> None:
         phases.marks["cli_start_s"] = round(age, 3)
     from jobs.eval_print import print_summary
 
-    result = run_evaluate(spec, phases=phases)
-    print_summary(result)
+    print_summary(result := run_evaluate(spec, phases=phases, address=address))
     if "gate" in result.metrics and not result.metrics["gate"]["passed"]:
         raise typer.Exit(1)
 

@@ -34,10 +34,15 @@ class Explainer:
 
 def start_explainer(model_path: Path, max_length: int):
     """The Explainer actor (no CPU reserved: it works a second or two at the end, after the
-    inference actors, which hold the CPUs, are done)."""
+    inference actors, which hold the CPUs, are done), on this process's node: ``model_path`` is
+    this machine's copy, and a worker node lost mid-run must not take the explainer with it
+    (with no CPU asked, Ray put it on any node, a lost one included)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return ray.remote(num_cpus=0, num_gpus=0)(Explainer).remote(str(model_path), max_length)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(num_cpus=0, num_gpus=0, scheduling_strategy=here)(Explainer)
+    return actor.remote(str(model_path), max_length)
 
 
 def add_attributions(pairs: list[dict], explainer) -> None:

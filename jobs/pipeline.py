@@ -14,6 +14,10 @@ Cold (an embedded Ray): the actors are private to this run. On a persistent Ray
 by name when an earlier evaluation of the same model left them loaded, and left loaded
 for the next one for ``keep_warm_s`` idle seconds (0: unloaded when this run is done).
 
+Spread and recovery: each actor is placed on a node (the nodes' room taken in turns, so the
+actors spread over the nodes); an actor lost with its node has its shards run again on the
+actors left, each shard's result taken once (jobs/shard_schedule.py).
+
 Why not Ray Data's ``map_batches(ActorPoolStrategy)`` (what this replaced): its actors
 are created only when the dataset executes (after the scan), are never reused by a
 later run, and its read tasks need worker processes of their own besides the actors.
@@ -23,9 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,8 +37,6 @@ from cluster.config import DataSpec, PipelineSpec
 from cluster.errors import UserError
 
 log = logging.getLogger(__name__)
-IN_FLIGHT_PER_ACTOR = 2  # one shard computing, one queued: an actor never waits for the driver
-PROCESS_BYTES = 450 * 2**20  # an actor's memory besides its weights (torch + transformers), measured
 TOUCH_S = 10.0  # how often a warm evaluation renews its lease (cluster/warmpool.py)
 
 
@@ -50,23 +51,34 @@ class Actors:
     key: str | None = None  # warm-pool key; None for private (cold) actors
     reused: int = 0  # actors that were already loaded (warm)
     ready: list = field(default_factory=list)  # ObjectRefs of each actor's ready()
+    nodes: list = field(default_factory=list)  # the node each actor was placed on
+    names: list = field(default_factory=list)  # warm actors' names (replacements' included)
+    make: Callable | None = None  # node id -> another actor placed there (replacing a lost one)
 
 
 @contextlib.contextmanager
 def model_actors(
-    spec: PipelineSpec, model, labels: list[str] | None, shards: list, phases: Phases
+    spec: PipelineSpec,
+    model,
+    labels: list[str] | None,
+    shards: list,
+    phases: Phases,
+    address: str | None = None,
 ) -> Iterator[Actors]:
-    """Start Ray and the model actors of ``model`` (a cluster.modeling.ModelRef), not waiting for
-    them; release or end them afterwards. ``labels`` None: a bare encoder (drift checks)."""
+    """Start Ray (or join ``address``) and the model actors of ``model`` (a
+    cluster.modeling.ModelRef), not waiting for them; release or end them afterwards.
+    ``labels`` None: a bare encoder (drift checks)."""
     from cluster.runtime import init_ray
 
     phases.mark("ray_start")
-    joined = init_ray()
+    joined = init_ray(address)
     phases.mark("ray_up")
     plan = plan_workers(spec, len(shards))
+    nodes = place(plan)
     warm = joined != "embedded"  # loaded actors are reused even with keep_warm_s 0 (then unloaded)
-    actors = _warm(spec, model, labels, plan, joined) if warm else _cold(spec, model, labels, plan)
-    actors.joined, actors.shards = joined, shards
+    make = _warm if warm else _cold
+    actors = make(spec, model, labels, plan, nodes)
+    actors.joined, actors.shards, actors.nodes = joined, shards, nodes
     actors.ready = [a.ready.remote() for a in actors.handles]  # queued behind each model load
     log.info(
         "%d model actors (%d warm), %g CPUs / %g GPUs each", len(actors.handles), actors.reused, *plan[1:]
@@ -77,57 +89,80 @@ def model_actors(
         _let_go(actors)
 
 
-def _actor_class(cpus: float, gpus: float, **options):
+def _actor_class(cpus: float, gpus: float, node: str, **options):
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from jobs.predictor import ModelActor
 
-    # No restarts: a lost actor fails the run, which is recorded as failed and can be rerun.
-    return ray.remote(ModelActor).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0, **options)
+    # No restarts: a restarted actor would wait for a CPU the survivors hold; a lost actor's
+    # shards run again on the others (jobs/shard_schedule.py). Hard affinity: a soft one put
+    # a 0-CPU (warm) actor on the driver's node instead (measured, Ray 2.60); an actor whose
+    # node is gone fails, and is replaced like a lost one.
+    where = NodeAffinitySchedulingStrategy(node, soft=False)
+    return ray.remote(ModelActor).options(
+        num_cpus=cpus, num_gpus=gpus, max_restarts=0, scheduling_strategy=where, **options
+    )
 
 
-def _cold(spec: PipelineSpec, model, labels: list[str], plan: tuple) -> Actors:
-    workers, cpus, gpus = plan
-    cls = _actor_class(cpus, gpus)
-    handles = [cls.remote(model.source, labels, spec, gpus, int(cpus)) for _ in range(workers)]
-    return Actors(handles, plan, joined="")
+def _cold(spec: PipelineSpec, model, labels: list[str] | None, plan: tuple, nodes: list[str]) -> Actors:
+    _, cpus, gpus = plan
+
+    def make(node: str):
+        handle = _actor_class(cpus, gpus, node).remote(model.source, labels, spec, gpus, int(cpus))
+        actors.handles.append(handle)
+        return handle
+
+    actors = Actors([], plan, joined="", make=make)
+    for node in nodes:
+        make(node)
+    return actors
 
 
-def _warm(spec: PipelineSpec, model, labels: list[str], plan: tuple, joined: str) -> Actors:
+def _warm(spec: PipelineSpec, model, labels: list[str] | None, plan: tuple, nodes: list[str]) -> Actors:
     """The warm pool's actors for this model: found by name, else created (and leased first, so the
     pool knows them before they exist). They reserve no CPU: a loaded model waiting for the next
-    evaluation must not keep a sweep or a Serve replica from being scheduled."""
+    evaluation must not keep a sweep or a Serve replica from being scheduled. Their names say
+    their node, so a later evaluation finds each node's actors again."""
     import ray
 
-    from cluster.warmpool import NAMESPACE, actor_names, model_key, pool_actor
+    from cluster.warmpool import NAMESPACE, actor_kind, actor_names, memory_estimate, model_key, pool_actor
 
-    workers, cpus, gpus = plan
+    _, cpus, gpus = plan
     model_path = model.path  # this machine's copy: its files' names, sizes and mtimes make the key
-    key = model_key(model_path, spec.precision, gpus, actor_kind(model, labels))
-    names = actor_names(key, workers)
+    kind = actor_kind(model.modality, classifier=labels is not None)
+    key = model_key(model_path, spec.precision, gpus, kind)
+    names = actor_names(key, nodes)
     label = {
         "model": model.location or str(model_path),
-        "kind": actor_kind(model, labels),
+        "kind": kind,
         "precision": spec.precision,
         "device": "gpu" if gpus else "cpu",
     }
-    est = workers * (PROCESS_BYTES + _weights_bytes(model_path))
-    _lease(pool_actor, key, names, label, spec.keep_warm_s, est)
-    handles, reused = [], 0
-    for name in names:
+    _lease(pool_actor, key, names, label, spec.keep_warm_s, memory_estimate(model_path, len(nodes)))
+
+    def create(name: str, node: str):
+        options = {"namespace": NAMESPACE, "lifetime": "detached", "name": name, "get_if_exists": True}
+        handle = _actor_class(0, gpus, node, **options).remote(model.source, labels, spec, gpus, int(cpus))
+        actors.handles.append(handle)
+        return handle
+
+    def make(node: str):  # a replacement: the next name free on that node
+        taken = set(actors.names)
+        name = next(n for n in actor_names(key, [node] * (len(taken) + 1)) if n not in taken)
+        actors.names.append(name)
+        ray.get(pool_actor().adopt.remote(key, [name]))
+        return create(name, node)
+
+    actors = Actors([], plan, joined="", key=key, make=make)
+    actors.names = list(names)
+    for name, node in zip(names, nodes, strict=True):
         try:
-            handles.append(ray.get_actor(name, namespace=NAMESPACE))
-            reused += 1
+            actors.handles.append(ray.get_actor(name, namespace=NAMESPACE))
+            actors.reused += 1
         except ValueError:  # not loaded yet: create it (get_if_exists: another client may race us)
-            options = {"namespace": NAMESPACE, "lifetime": "detached", "name": name, "get_if_exists": True}
-            cls = _actor_class(0, gpus, **options)
-            handles.append(cls.remote(model.source, labels, spec, gpus, int(cpus)))
-    return Actors(handles, plan, joined, key=key, reused=reused)
-
-
-def actor_kind(model, labels) -> str:
-    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift) or ``image-classifier``."""
-    return f"{model.modality}-{'encoder' if labels is None else 'classifier'}"
+            create(name, node)
+    return actors
 
 
 def _lease(pool_actor, *args) -> None:
@@ -139,24 +174,22 @@ def _lease(pool_actor, *args) -> None:
         ray.get(pool_actor().lease.remote(*args))
 
 
-def _weights_bytes(model_path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(model_path).glob("*.safetensors"))
-
-
 def _let_go(actors: Actors) -> None:
     """Private actors end now; warm ones go back to the pool with the memory they hold."""
     import ray
 
     if actors.key is None:
         for handle in actors.handles:
-            ray.kill(handle)
+            ray.kill(handle)  # a lost one too: no error
         return
     from cluster.warmpool import pool_actor
 
-    try:
-        rss = sum(r["rss"] for r in ray.get([a.ready.remote() for a in actors.handles], timeout=60))
-    except (ray.exceptions.RayError, TimeoutError):  # a lost actor: the pool drops it by its lease
-        rss = 0
+    refs = [a.ready.remote() for a in actors.handles]
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=60)
+    rss = 0
+    for ref in done:
+        with contextlib.suppress(ray.exceptions.RayError):  # a lost actor: the pool drops its name later
+            rss += ray.get(ref)["rss"]
     evicted = ray.get(pool_actor().release.remote(actors.key, rss))
     if evicted:
         log.info("warm pool unloaded %s", ", ".join(evicted))
@@ -173,25 +206,41 @@ def run_pipeline(
     phases: Phases,
     run: Run | None = None,
 ):
-    """Shards -> actors -> predictions.parquet in input order + merged statistics.
+    """Shards -> actors -> predictions.parquet in input order + merged statistics, each shard's
+    once, whatever actors are lost on the way (jobs/shard_schedule.py).
 
     ``run``: the data read (default ``spec.data``) and the analyses computed beside the core
     statistics (cluster/analyses.py). ``pred_path`` None writes no predictions. Returns
     (stats, info): stats None when the model has no classifier or the data no labels; info
-    has the precision and device the actors used, how many actors ran, the analyses' merged
-    parts (``parts``), their seconds summed over actors (``analyses_s``) and the (row, reason)
-    of images skipped (``bad``, with ``skip_bad_rows``). Phases marked: actors_ready (the
-    first actor's model loaded), first_result, last_result.
+    has the precision and device the actors used, per actor its node and rows (``workers``),
+    the plan, the recovery, the analyses' merged parts (``parts``), their seconds summed
+    over actors (``analyses_s``) and the (row, reason) of images skipped (``bad``, with
+    ``skip_bad_rows``). Phases marked: actors_ready (the first actor's model loaded),
+    first_result, last_result.
     """
     from cluster.metrics import empty_stats
+    from jobs.shard_schedule import ShardScheduler, Worker
 
     run = run or Run(spec.data)
-    _watch_ready(actors, phases)
-    stats, info = _collect(_ordered_results(spec, actors, run), run, pred_path, phases)
+    workers = [
+        Worker(h, node, ref) for h, node, ref in zip(actors.handles, actors.nodes, actors.ready, strict=True)
+    ]
+    lease = _Lease(actors)
+    scheduler = ShardScheduler(
+        [s.offset for s in actors.shards],
+        workers,
+        _RayOps(spec, actors, run),
+        on_ready=lambda ready: phases.mark("actors_ready", ready["at"]),
+        tick=lease.touch,
+    )
+    stats, info = _collect(scheduler.results(), run, pred_path, phases)
     phases.mark("last_result")
     if stats is None and k and run.data.label_column:  # labelled data but no rows
         stats = empty_stats(k, spec.bootstrap)
-    info["workers"] = len(actors.handles)
+    n, cpus, gpus = actors.plan
+    info["workers"] = list(scheduler.ledger.workers.values())
+    info["worker_plan"] = {"actors": n, "cpus_per_actor": cpus, "gpus_per_actor": gpus}
+    info["recovery"] = scheduler.report()
     return stats, info
 
 
@@ -203,8 +252,8 @@ class Run:
     analyses: object = None  # cluster.analyses.Analyses or DriftAnalyses; None: none
 
 
-def _collect(tables, run: Run, pred_path: Path | None, phases: Phases) -> tuple:
-    """Add up the statistics riding in each table and write the predictions in input order."""
+def _collect(results, run: Run, pred_path: Path | None, phases: Phases) -> tuple:
+    """Add up the statistics of each shard's (part, table) and write the predictions in input order."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -215,22 +264,22 @@ def _collect(tables, run: Run, pred_path: Path | None, phases: Phases) -> tuple:
     info = {"precision": None, "device": None, "analyses_s": 0.0, "bad": []}
     rename = {"id": run.data.id_column} if run.data.id_column else {}
     try:
-        for table in tables:
+        for part, table in results:
             phases.mark("first_result")
-            for payload in table["_stats"].to_pylist():
-                if payload:
-                    part = pickle.loads(payload)
-                    if part["stats"] is not None:
-                        stats = part["stats"] if stats is None else stats + part["stats"]
-                    for name, value in part["parts"].items():  # MergeTree: O(log n) copies each
-                        trees.setdefault(name, MergeTree()).push(value)
-                    info.update(precision=part["precision"], device=part["device"])
-                    info["analyses_s"] += part["analyses_s"]
-                    info["bad"] += part["bad"]
+            log.info(
+                "shard at row %d (%d rows) from actor %s on node %s",
+                *(part["offset"], part["rows"], part["actor"], part["node"]),
+            )
+            if part["stats"] is not None:
+                stats = part["stats"] if stats is None else stats + part["stats"]
+            for name, value in part["parts"].items():  # MergeTree: O(log n) copies each
+                trees.setdefault(name, MergeTree()).push(value)
+            info.update(precision=part["precision"], device=part["device"])
+            info["analyses_s"] += part["analyses_s"]
+            info["bad"] += part["bad"]
             if pred_path is None:
                 continue
             table = table.filter(pc.not_equal(table["row"], PLACEHOLDER_ROW))  # a shard of only bad rows
-            table = table.drop_columns(["_stats"])
             table = table.rename_columns([rename.get(c, c) for c in table.column_names])
             writer = writer or pq.ParquetWriter(pred_path, table.schema)
             writer.write_table(table)
@@ -241,66 +290,84 @@ def _collect(tables, run: Run, pred_path: Path | None, phases: Phases) -> tuple:
     return stats, info
 
 
-def _watch_ready(actors: Actors, phases: Phases) -> None:
-    """Mark ``actors_ready`` when the first actor answers ready() (its model loaded)."""
-    import ray
+class _RayOps:
+    """The scheduler's view of Ray (jobs/shard_schedule.py: Ops)."""
 
-    done, _ = ray.wait(actors.ready, num_returns=1)
-    phases.mark("actors_ready", ray.get(done[0])["at"])
+    def __init__(self, spec: PipelineSpec, actors: Actors, run: Run):
+        self.spec, self.actors, self.run = spec, actors, run
 
+    def submit(self, worker, index: int):
+        shard = asdict(self.actors.shards[index])
+        return worker.handle.score.remote(shard, self.spec, self.run.data, self.run.analyses)
 
-def _ordered_results(spec: PipelineSpec, actors: Actors, run: Run):
-    """Yield each shard's prediction table in input order, keeping every actor busy.
+    def wait(self, refs: list, timeout: float) -> list:
+        import ray
 
-    A shard goes to the actor with the fewest in flight; results that arrive early wait
-    (at most a few per actor) until the ones before them are written.
-    """
-    import ray
+        return ray.wait(refs, num_returns=1, timeout=timeout)[0]
 
-    handles, shards = actors.handles, actors.shards
-    n = len(shards)
-    inflight = [0] * len(handles)
-    pending: dict = {}  # ObjectRef -> (shard index, actor index)
-    done: dict[int, object] = {}
-    submitted = written = 0
-    touched = time.time()
-    while written < n:
-        while submitted < n and submitted - written < IN_FLIGHT_PER_ACTOR * 2 * len(handles):
-            a = min(range(len(handles)), key=inflight.__getitem__)
-            if inflight[a] >= IN_FLIGHT_PER_ACTOR:
-                break
-            ref = handles[a].score.remote(asdict(shards[submitted]), spec, run.data, run.analyses)
-            pending[ref], submitted, inflight[a] = (submitted, a), submitted + 1, inflight[a] + 1
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=TOUCH_S)
-        for ref in ready:
-            i, a = pending.pop(ref)
-            inflight[a] -= 1
-            done[i] = _result(ref)
-        while written in done:
-            yield done.pop(written)
-            written += 1
-        touched = _touch(actors, touched)
+    def get(self, ref):
+        import ray
 
-
-def _result(ref):
-    """An actor's table; a user error raised in the actor (e.g. an unreadable shard) as itself."""
-    import ray
-
-    try:
         return ray.get(ref)
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, UserError):
-            raise exc.cause from exc
-        raise
+
+    def kill(self, worker) -> None:
+        import ray
+
+        with contextlib.suppress(Exception):  # gone already
+            ray.kill(worker.handle)
+
+    def room(self) -> dict[str, int]:
+        return node_room(self.actors.plan)
+
+    def spawn(self, node: str):
+        from jobs.shard_schedule import Worker
+
+        handle = self.actors.make(node)
+        return Worker(handle, node, handle.ready.remote())
 
 
-def _touch(actors: Actors, last: float) -> float:
-    if actors.key is None or time.time() - last < TOUCH_S:
-        return last
-    from cluster.warmpool import pool_actor
+class _Lease:
+    """Renews a warm evaluation's lease in the pool every TOUCH_S (cluster/warmpool.py)."""
 
-    pool_actor().touch.remote(actors.key)  # fire and forget
-    return time.time()
+    def __init__(self, actors: Actors):
+        self.key, self.last = actors.key, time.time()
+
+    def touch(self) -> None:
+        if self.key is None or time.time() - self.last < TOUCH_S:
+            return
+        from cluster.warmpool import pool_actor
+
+        pool_actor().touch.remote(self.key)  # fire and forget
+        self.last = time.time()
+
+
+# ------------------------------------------------------------------ where the actors go
+
+
+def node_room(plan: tuple) -> dict[str, int]:
+    """Alive node id -> how many of ``plan``'s actors it has room for (its CPUs, or GPUs, per actor)."""
+    import ray
+
+    _, cpus, gpus = plan
+    room = {}
+    for n in ray.nodes():
+        if n.get("Alive"):
+            res = n["Resources"]
+            room[n["NodeID"]] = int(res.get("GPU", 0) // gpus) if gpus else int(res.get("CPU", 0) // cpus)
+    return room
+
+
+def place(plan: tuple) -> list[str]:
+    """A node for each of ``plan``'s actors: the nodes' room taken in turns (this process's node
+    first, then by id), so the actors spread over the nodes."""
+    import ray
+
+    room = node_room(plan)
+    here = ray.get_runtime_context().get_node_id()
+    order = sorted(room, key=lambda n: (n != here, n))
+    slots = [n for r in range(max(room.values(), default=0)) for n in order if room[n] > r]
+    slots = slots or order or [here]  # no room anywhere: Ray queues them where asked
+    return [slots[i % len(slots)] for i in range(plan[0])]
 
 
 # ------------------------------------------------------------------ how many actors
@@ -329,4 +396,5 @@ def plan_workers(spec: PipelineSpec, shards: int) -> tuple[int, float, float]:
     if gpus > 0:
         return min(spec.workers or max(1, int(total_gpus // gpus)), shards), 1.0, gpus
     workers = min(spec.workers or cpus_total, max(1, shards))
-    return workers, float(max(1, cpus_total // workers)), 0.0
+    largest = max(node_room((1, 1.0, 0.0)).values(), default=1)  # an actor's CPUs fit on one node
+    return workers, float(max(1, min(cpus_total // workers, largest))), 0.0

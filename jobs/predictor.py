@@ -61,6 +61,7 @@ class Predictor:
         self.spec = spec
         self.analyses = analyses
         self.base_dir = None  # where relative image paths are resolved (the data file's directory)
+        self.actor_id, self.node_id = where()  # recorded with each shard
         self.ready_at = time.time()  # wall clock: model loaded, inference can start
 
     @property
@@ -93,6 +94,9 @@ class Predictor:
         from cluster.metrics import batch_stats
 
         s = self.spec
+        # Which shard this is (its input offset: the driver takes each shard once) and its size,
+        # taken before any bad row is skipped: a shard whose every image was skipped has them too.
+        offset, n_rows = int(batch["row"][0].as_py()), batch.num_rows
         batch, inputs, bad = self._prepare(batch)
         probs = self.probs(inputs) if self.labels is not None else None
         rows = batch["row"].to_numpy()
@@ -112,6 +116,10 @@ class Predictor:
             )
         payload = {
             "stats": stats,
+            "offset": offset,
+            "rows": n_rows,
+            "actor": self.actor_id,
+            "node": self.node_id,
             "parts": parts,
             "analyses_s": time.perf_counter() - t0,
             "precision": self.precision,
@@ -194,10 +202,17 @@ class ModelActor:
         torch.set_num_threads(threads)  # warm actors reserve no CPU, so Ray's hint is not theirs
 
     def ready(self) -> dict:
-        """Answered once the model is loaded: when, and the memory this process holds."""
+        """Answered once the model is loaded: when, the memory this process holds, and where it runs."""
         from cluster.clock import rss_bytes
 
-        return {"at": time.time(), "rss": rss_bytes(), "pid": os.getpid()}
+        p = self.predictor
+        return {
+            "at": time.time(),
+            "rss": rss_bytes(),
+            "pid": os.getpid(),
+            "actor": p.actor_id,
+            "node": p.node_id,
+        }
 
     def score(self, shard: dict, spec: PipelineSpec, data: DataSpec, analyses=None) -> pa.Table:
         """Read one shard of ``data`` (cluster/shards.py) and predict it under ``spec``'s settings,
@@ -207,3 +222,13 @@ class ModelActor:
         p = self.predictor
         p.spec, p.analyses, p.base_dir = spec, analyses, data_base_dir(data.path)
         return p(read_shard(Shard(**shard), data, modality=p.modality))
+
+
+def where() -> tuple[str | None, str | None]:
+    """(Ray actor id, Ray node id) of the calling process; (None, None) outside Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return None, None
+    ctx = ray.get_runtime_context()
+    return ctx.get_actor_id(), ctx.get_node_id()

@@ -26,9 +26,9 @@ import typer
 
 from cluster.config import SweepSpec, load_spec
 from cluster.errors import UserError, first_items
-from cluster.metrics import metric_names
 from cluster.registry import Registry, new_id
 from jobs.spec_cli import Workload, options, spec_command
+from jobs.tune_setup import InterruptWatch, SweepInterrupted
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "evalcluster_sweep.json"  # in the experiment dir: what `sweep resume` needs
@@ -43,6 +43,8 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     from cluster.artifacts import ArtifactStore
     from cluster.modeling import resolve_model
     from cluster.runtime import init_ray
+    from cluster.storage_probe import check_storage_on_every_node
+    from jobs.sweep_export import export_best, write_report
     from jobs.tune_setup import make_tuner, trial_resources
 
     registry = registry or Registry()
@@ -61,15 +63,19 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     }
     with registry.run("sweep", spec.model_dump(mode="json"), **run_kwargs) as run_id:
         init_ray()
+        check_storage_on_every_node(storage)  # before any trial starts
         resources = trial_resources(spec)
         tuner = make_tuner(spec, storage, model.path, labels, (train, val), resources, resume)
         _write_spec_file(storage, spec, run_id)
         t0 = time.perf_counter()
-        results = tuner.fit()
+        with InterruptWatch() as watch:
+            results = tuner.fit()
+        if watch.interrupted():
+            raise SweepInterrupted(spec.name, results)  # recorded as failed; `best` stays where it was
         summary = export_best(spec, results, registry, run_id, model, labels)
         summary.update(promote_best(spec, summary["model_id"], registry))
         summary["wall_s"] = time.perf_counter() - t0
-        summary["report"] = _write_report(storage, spec, summary)
+        summary["report"] = write_report(storage, spec, summary)
         registry.finish_run(
             run_id,
             metrics=summary,
@@ -91,73 +97,6 @@ def resume_sweep(name: str, registry: Registry | None = None, storage: str | Non
     spec = load_spec(SweepSpec, saved["spec"], where=str(root / SPEC_FILE))
     registry.fail_run(saved["run_id"], "interrupted; resumed by `evalctl sweep resume`")  # if still running
     return run_sweep(spec, registry, resume=True)
-
-
-def export_best(spec: SweepSpec, results, registry: Registry, run_id: str, model, labels) -> dict:
-    """Best checkpoint -> model directory in the registry, alias ``best``; returns the sweep's summary."""
-    ok = [r for r in results if r.metrics and spec.metric in r.metrics]
-    if not ok:
-        raise RuntimeError(f"no trial reported {spec.metric}; first error: {results.errors[:1]}")
-    best = results.get_best_result(spec.metric, spec.metric_mode, scope="all")
-    best_metrics = _best_row(best, spec)
-    model_id = _register_best(spec, best, best_metrics, registry, run_id, model, labels)
-    reported = [r for r in results if r.metrics]
-    return {
-        "model_id": model_id,
-        "best_trial": best.metrics.get("trial_id"),
-        "best_config": best.config,
-        spec.metric: best_metrics[spec.metric],
-        "validation": best_metrics,
-        "trials": len(results),
-        "errored_trials": len(results.errors),
-        "trial_epochs": sum(float(r.metrics.get("epoch", 0)) for r in reported),
-        "trial_details": [_trial_detail(r) for r in reported],
-        "init": spec.init,
-        "metric": spec.metric,
-        "curves": [_curve(r, spec.metric) for r in reported],
-    }
-
-
-def _register_best(
-    spec: SweepSpec, best, best_metrics: dict, registry: Registry, run_id, model, labels
-) -> str:
-    from cluster.artifacts import ArtifactStore
-    from cluster.modality import load_trained
-    from cluster.modelcache import store_model
-
-    model_id = new_id("m")
-    lineage = {
-        "base_model": model.model_id,
-        "init": spec.init,
-        "sweep_run": run_id,
-        "sweep": spec.name,
-        "trial_id": best.metrics.get("trial_id"),
-        "trial_config": best.config,
-        "validation_metrics": best_metrics,
-        "validation_data": spec.validation.path,
-        "train_data": spec.train.path,
-        "labels": labels,
-        "train_fingerprint": registry.get_run(run_id)["dataset_fingerprint"],
-    }
-    checkpoint = best.get_best_checkpoint(spec.metric, spec.metric_mode)
-    store = ArtifactStore.from_env(registry.home)
-    with checkpoint.as_directory() as d:
-        clf = load_trained(Path(d) / "model")
-        # complete in the artifact store (a directory or a URI) before it is registered
-        location, checksum = store_model(
-            lambda out: clf.save(out, lineage), model_id, store, registry.home / "staging"
-        )
-    registry.register_model(
-        location,
-        checksum=checksum,
-        run_id=run_id,
-        base_model=model.model_id,
-        lineage=lineage,
-        metrics=best_metrics,
-        model_id=model_id,
-    )
-    log.info("registered %s (%s = %s)", model_id, spec.metric, best_metrics[spec.metric])
-    return model_id
 
 
 def check_gate_baseline(spec: SweepSpec, registry: Registry) -> None:
@@ -186,44 +125,6 @@ def promote_best(spec: SweepSpec, model_id: str, registry: Registry) -> dict:
     held = registry.resolve_model("best")
     kept = f"best stays {held['id']}" if held else "best stays unset"
     return {"gate": gate, "best_alias": f"{kept}: {model_id} failed the gate ({failed})"}
-
-
-def _trial_detail(result) -> dict:
-    return {
-        "trial_id": result.metrics.get("trial_id"),
-        "config": result.config,
-        "epochs": result.metrics.get("epoch"),
-        "resumed_from_steps": sorted(
-            {int(x) for x in result.metrics_dataframe.get("start_step", []) if x > 0}
-        ),
-    }
-
-
-def _curve(result, metric: str) -> dict:
-    """A trial's learning curve: the validation metric at each validation, by trial-epoch."""
-    df = result.metrics_dataframe
-    return {
-        "trial_id": result.metrics.get("trial_id"),
-        "epoch": [round(float(x), 4) for x in df.get("epoch", [])],
-        metric: [float(x) for x in df.get(metric, [])],
-    }
-
-
-def _write_report(storage: str, spec: SweepSpec, summary: dict) -> str | None:
-    """report.html (learning curves, trials) beside the experiment; local storage only."""
-    if "://" in storage:
-        return None
-    from cluster.sweep_report import write_sweep_report
-
-    return str(write_sweep_report([summary], Path(storage) / spec.name / "report.html"))
-
-
-def _best_row(result, spec: SweepSpec) -> dict:
-    """The validation row of the trial's best checkpoint (not just its last report)."""
-    df = result.metrics_dataframe
-    row = df.loc[df[spec.metric].idxmax() if spec.metric_mode == "max" else df[spec.metric].idxmin()]
-    keep = (*metric_names(headline=True), spec.metric, "epoch", "step")
-    return {k: float(row[k]) for k in dict.fromkeys(keep) if k in row}
 
 
 # ------------------------------------------------------------------ data and storage
@@ -309,7 +210,11 @@ sweep_app = typer.Typer(
 )
 
 
-def _run(spec: SweepSpec, **_) -> None:
+def _run(spec: SweepSpec, address: str | None = None, **_) -> None:
+    from cluster.runtime import init_ray
+
+    if address:  # a Ray address (HOST:6379, ray://...): join that cluster (job-server URLs submit)
+        init_ray(address)
     print_summary(run_sweep(spec))
 
 

@@ -36,7 +36,17 @@ def make_tuner(
     # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     cpus, gpus = resources
-    trainable = make_trainable(*splits, model_path, labels, spec, cpus, gpus)
+    trainable = make_trainable(
+        *splits,
+        model_path,
+        labels,
+        spec.precision,
+        spec.evals_per_epoch,
+        cpus,
+        gpus,
+        init=spec.init,
+        image_size=spec.image_size,
+    )
     path = f"{storage.rstrip('/')}/{spec.name}"
     if resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_errored=True)
@@ -58,26 +68,41 @@ def make_tuner(
     )
 
 
-def make_trainable(train, val, model_path, labels, spec: SweepSpec, cpus: float, gpus: float):
-    """jobs.trial.train_trial with its data in the object store and its resources attached."""
+def make_trainable(
+    train,
+    val,
+    model_path,
+    labels,
+    precision: str,
+    evals_per_epoch: int,
+    cpus: float,
+    gpus: float,
+    *,
+    init: str = "pretrained",
+    image_size: int = 224,
+):
+    """jobs.trial.train_trial with its data in the object store and its resources attached, as
+    Tune's class that resumes from the newest complete checkpoint on storage (jobs/trial.py).
+    ``init``/``image_size``: how a new model starts (cluster/modality.py ``load_for_training``)."""
     from ray import tune
 
-    from jobs.trial import train_trial
+    from jobs.trial import sweep_trial_class, train_trial
 
-    return tune.with_resources(
+    fn = tune.with_resources(
         tune.with_parameters(
             train_trial,
             train=train,
             val=val,
             model_path=str(model_path),
             labels=labels,
-            precision=spec.precision,
-            evals_per_epoch=spec.evals_per_epoch,
-            init=spec.init,
-            image_size=spec.image_size,
+            precision=precision,
+            evals_per_epoch=evals_per_epoch,
+            init=init,
+            image_size=image_size,
         ),
         {"cpu": cpus, "gpu": gpus},
     )
+    return sweep_trial_class(fn)
 
 
 def param_space(spec: SweepSpec) -> dict:
@@ -174,3 +199,63 @@ def trial_resources(spec: SweepSpec) -> tuple[float, float]:
         raise UserError(f"resources.cpus = {cpus:g} per trial, but no node has more than {max_cpus:g} CPUs")
     log.info("each trial gets %g CPUs and %g GPUs", cpus, gpus)
     return float(cpus), float(gpus)
+
+
+# ------------------------------------------------------------------ interrupted sweeps
+
+
+class SweepInterrupted(UserError):
+    """Tuner.fit returned because the experiment was interrupted (SIGINT / Ctrl+C, SIGUSR1)."""
+
+    exit_code = 130  # as a shell reports a program ended by SIGINT
+
+    def __init__(self, name: str, results):
+        started = len(results) if results is not None else 0
+        super().__init__(
+            f"sweep {name} was interrupted (SIGINT) with {started} trial(s) started: it is recorded as "
+            f"failed, no model was registered and `best` did not move; finish it with "
+            f"`evalctl sweep resume {name}` (finished trials are not run again)"
+        )
+
+
+class InterruptWatch:
+    """Whether ``Tuner.fit`` inside this block returned because the experiment was interrupted.
+
+    On SIGINT (or SIGUSR1), Tune's handler (ray/tune/tune.py, _setup_signal_catching) ends the
+    experiment, saves its state, logs "Experiment has been interrupted" and puts back the SIGINT
+    handler that was installed before fit, and fit returns the partial results as if done.
+    So this block installs its own handler first: after fit, finding it in place again means
+    Tune's handler ran. (Where Tune installs none, off the main thread or with
+    TUNE_DISABLE_SIGINT_HANDLER=1, this handler sees the signal itself and raises
+    KeyboardInterrupt, as Python would.)
+    """
+
+    def __enter__(self) -> InterruptWatch:
+        import signal
+        import threading
+
+        self.fired = False
+        self.main = threading.current_thread() is threading.main_thread()
+        self.tune_catches = self.main and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+        if self.main:
+            self.previous = signal.getsignal(signal.SIGINT)
+            self.handler = self._on_signal  # one bound method, compared with == below
+            signal.signal(signal.SIGINT, self.handler)
+        return self
+
+    def _on_signal(self, signum, frame) -> None:
+        self.fired = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        self.was_interrupted = self.fired or (
+            self.tune_catches and signal.getsignal(signal.SIGINT) == self.handler
+        )
+        if self.main:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def interrupted(self) -> bool:
+        """After the block: whether the experiment was interrupted."""
+        return self.was_interrupted

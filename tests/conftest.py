@@ -30,13 +30,19 @@ os.environ.pop("RAY_ADDRESS", None)
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: 0 if item.get_closest_marker("head") else 1)
+    # `head` tests first (`ray stop` ends every Ray process); then `multinode` tests, whose
+    # clusters must start before this process joins the shared local Ray (`ray_cluster`).
+    items.sort(
+        key=lambda item: (
+            0 if item.get_closest_marker("head") else 1 if item.get_closest_marker("multinode") else 2
+        )
+    )
 
 
 @pytest.fixture(autouse=True)
 def ray_only_when_marked(request, monkeypatch):
-    """Tests not marked ``ray`` or ``head`` must not start Ray (they form the fast tier)."""
-    if request.node.get_closest_marker("ray") or request.node.get_closest_marker("head"):
+    """Tests not marked ``ray``, ``head`` or ``multinode`` must not start Ray (they form the fast tier)."""
+    if any(request.node.get_closest_marker(m) for m in ("ray", "head", "multinode")):
         return
     import ray
 

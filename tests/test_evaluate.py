@@ -134,7 +134,10 @@ def test_same_metrics_with_one_or_two_workers_and_any_block_size(
         )
         runs.append(run_evaluate(spec).metrics)
     base = runs[0]
-    assert [r["workers"] for r in runs] == [1, 2, 2]
+    assert [r["worker_plan"]["actors"] for r in runs] == [1, 2, 2]
+    for r in runs:  # every row computed once, by an actor that says where it ran
+        assert sum(w["rows"] for w in r["workers"]) == 300 and all(w["node"] for w in r["workers"])
+        assert r["recovery"]["duplicate_shards_dropped"] == 0 and not r["recovery"]["lost_actors"]
     for other in runs[1:]:
         assert other["confusion_matrix"] == base["confusion_matrix"]
         assert other["f1_macro"] == base["f1_macro"]  # from integer counts: exactly equal

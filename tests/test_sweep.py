@@ -90,7 +90,7 @@ def test_killed_trial_resumes_from_its_checkpoint(ray_cluster, tiny_model_dir, s
             results = list((evalcluster_home / "sweeps" / "crash").glob("*/result.json"))
             if results and results[0].read_text().count("\n") >= 2:
                 # The trial's worker process is titled after Tune's function-trainable actor.
-                pids = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True)
+                pids = subprocess.run(["pgrep", "-f", "ray::SweepTrial"], capture_output=True, text=True)
                 for pid in map(int, pids.stdout.split()):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cluster.warmpool import LEASE_STALE_S, WarmPool, actor_names, model_key
+from cluster.warmpool import LEASE_STALE_S, WarmPool, actor_kind, actor_names, model_key
 
 GIB = 2**30
 
@@ -25,7 +25,7 @@ class Pool:
         return asyncio.run(getattr(self.pool, method)(*args))
 
     def lease(self, key, keep_s=600.0, gib=1.0, n=2):
-        return self.call("lease", key, actor_names(key, n), {"model": key}, keep_s, int(gib * GIB))
+        return self.call("lease", key, actor_names(key, ["node"] * n), {"model": key}, keep_s, int(gib * GIB))
 
     def keys(self):
         return [m["key"] for m in self.call("describe")["models"]]
@@ -49,13 +49,9 @@ def test_the_key_follows_the_model_files_precision_and_device(tiny_model_dir, tm
 
 
 def test_the_actor_kind_names_modality_and_model_type():
-    from types import SimpleNamespace
-
-    from jobs.pipeline import actor_kind
-
-    assert actor_kind(SimpleNamespace(modality="text"), ["a", "b"]) == "text-classifier"
-    assert actor_kind(SimpleNamespace(modality="text"), None) == "text-encoder"
-    assert actor_kind(SimpleNamespace(modality="image"), ["cat"]) == "image-classifier"
+    assert actor_kind("text", classifier=True) == "text-classifier"
+    assert actor_kind("text", classifier=False) == "text-encoder"
+    assert actor_kind("image", classifier=True) == "image-classifier"
 
 
 def test_least_recently_used_idle_model_leaves_first_when_over_the_model_count():
@@ -67,7 +63,7 @@ def test_least_recently_used_idle_model_leaves_first_when_over_the_model_count()
     p.lease("a")  # a is now the most recently used, and in use
     p.call("release", "a", GIB)
     assert p.lease("c") == ["b"]  # b was used least recently
-    assert p.killed == actor_names("b", 2) and sorted(p.keys()) == ["a", "c"]
+    assert p.killed == actor_names("b", ["node"] * 2) and sorted(p.keys()) == ["a", "c"]
 
 
 def test_memory_limit_evicts_idle_models_but_never_one_in_use():
@@ -88,7 +84,7 @@ def test_keep_warm_zero_unloads_when_done_and_idle_models_expire():
     p.pool.reap(time.time() + 10)
     assert p.keys() == ["soon"]
     p.pool.reap(time.time() + 31)
-    assert p.keys() == [] and p.killed == actor_names("now", 2) + actor_names("soon", 2)
+    assert p.keys() == [] and p.killed == actor_names("now", ["node"] * 2) + actor_names("soon", ["node"] * 2)
 
 
 def test_a_lease_not_renewed_no_longer_protects_its_model():
@@ -101,6 +97,18 @@ def test_a_lease_not_renewed_no_longer_protects_its_model():
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_actor_names_are_per_key_and_index(n):
-    names = actor_names("k", n)
-    assert len(set(names)) == n and all(name.startswith("evalcluster-model-k-") for name in names)
+def test_actor_names_are_per_key_node_and_index(n):
+    names = actor_names("k", ["a" * 56] * n + ["b" * 56])
+    assert len(set(names)) == n + 1 and all(name.startswith("evalcluster-model-k-") for name in names)
+    assert (
+        names[0] == "evalcluster-model-k-aaaaaaaaaaaa-0" and names[-1] == "evalcluster-model-k-bbbbbbbbbbbb-0"
+    )
+    assert actor_names("k", ["a" * 56] * n) == names[:n]  # a later run finds each node's actors again
+
+
+def test_adopted_replacements_are_unloaded_with_the_model():
+    p = Pool()
+    p.lease("m", keep_s=0, n=1)
+    p.call("adopt", "m", ["evalcluster-model-m-other-0"])
+    assert p.call("release", "m", GIB) == ["m"]
+    assert p.killed == [*actor_names("m", ["node"]), "evalcluster-model-m-other-0"]

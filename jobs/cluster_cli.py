@@ -1,0 +1,143 @@
+"""`evalctl cluster up|down|status`: a persistent local Ray head, and any cluster's view of
+its nodes (alive or dead), their resources and which evalcluster work runs where."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from jobs.entry import console
+from jobs.registry_cli import cell
+
+cluster_app = typer.Typer(no_args_is_help=True, help="A persistent local Ray head; a cluster's nodes.")
+GIB = 1024**3
+
+
+@cluster_app.command("up")
+def cluster_up(
+    num_cpus: int | None = typer.Option(None, help="CPUs to offer (default: all)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Where the head listens: 127.0.0.1 = this machine only; 0.0.0.0 or one of its IPs = "
+        "the network too (other nodes can join; the token is then all that guards it).",
+    ),
+    port: int = typer.Option(6379, min=1, max=65535, help="The head's GCS port (Ray's default 6379)."),
+    dashboard_port: int = typer.Option(8265, min=1, max=65535, help="Dashboard and job server port."),
+    warm_models: int = typer.Option(
+        2, min=0, help="Warm pool: models kept loaded between evaluations (least recently used leave first)."
+    ),
+    warm_gib: float = typer.Option(4.0, min=0, help="Warm pool: memory its loaded models may hold, GiB."),
+) -> None:
+    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265).
+
+    Evaluations on it keep their model loaded for the next one (the warm pool; see
+    `evalctl cluster status`). Ray's files go under $RAY_TMPDIR (default /tmp/ray).
+    """
+    from cluster.runtime import head_up
+    from cluster.warmpool import ENV_MAX_GIB, ENV_MAX_MODELS
+
+    env = {ENV_MAX_MODELS: str(warm_models), ENV_MAX_GIB: str(warm_gib)}
+    url = head_up(num_cpus, dashboard_port=dashboard_port, host=host, port=port, env=env)
+    console.print(
+        f"Ray head running; jobs and dashboard at {url} (token auth on, token in "
+        "~/.ray/auth_token). Stop it with `evalctl cluster down`."
+    )
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop the local Ray head of this $RAY_TMPDIR (and anything served on it); other Ray
+    instances on the machine keep running."""
+    from cluster.runtime import head_down
+
+    console.print("Ray head stopped." if head_down() else "No local Ray head was running.")
+
+
+@cluster_app.command("status")
+def cluster_status(
+    address: str | None = typer.Option(
+        None,
+        help="The cluster: http://HEAD:8265 or HOST:6379 (default: RAY_ADDRESS, else the local head).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the view as JSON."),
+) -> None:
+    """The cluster's nodes (alive or dead), their resources, and which evalcluster work runs
+    where: running jobs, Serve replicas, evaluation actors, sweep trials; and its warm models
+    (not in --json: listing them joins the cluster as a driver)."""
+    from cluster.cluster_view import describe_cluster
+    from cluster.runtime import status_address
+
+    target = status_address(address)
+    if target is None:
+        console.print("No Ray cluster found (start one with `evalctl cluster up`, or pass --address).")
+        raise typer.Exit(1)
+    view = describe_cluster(target)
+    if as_json:
+        console.print_json(json.dumps({"address": target, **view.to_json()}, default=str))
+        return
+    console.print(f"GCS address: {target}" if "://" not in target else f"Jobs/dashboard: {target}")
+    console.print(_nodes_table(view))
+    if view.jobs:
+        console.print(_jobs_table(view))
+    alive = sum(n.alive for n in view.nodes)
+    console.print(
+        f"{alive} of {len(view.nodes)} node(s) alive; {len(view.jobs)} running job(s); "
+        f"{view.other_actors} other actor(s)"
+    )
+    if "://" not in target:  # a GCS address: the warm pool is asked through a driver
+        _print_warm_pool(target)
+
+
+def _nodes_table(view) -> Table:
+    table = Table("node", "address", "role", "state", "CPU", "GPU", "memory", "evalcluster work", "jobs")
+    for n in view.nodes:
+        work = ", ".join(f"{kind} x{count}" for kind, count in sorted(n.work.items()))
+        state = "alive" if n.alive else f"[bold red]DEAD[/] {cell(n.state_message or '')}"
+        table.add_row(
+            cell(n.node_id[:12]),
+            cell(n.address),
+            "head" if n.head else "worker",
+            state,
+            f"{n.resources.get('CPU', 0):g}",
+            f"{n.resources.get('GPU', 0):g}",
+            f"{n.resources.get('memory', 0) / GIB:.1f} GiB",
+            cell(work or "-"),
+            cell(", ".join(n.jobs) or "-"),
+        )
+    return table
+
+
+def _jobs_table(view) -> Table:
+    table = Table("job", "kind", "node", "entrypoint", title="running jobs")
+    for j in view.jobs:
+        node = (j["node_id"] or "?")[:12]
+        table.add_row(cell(j["id"]), cell(j["kind"]), cell(node), cell((j["entrypoint"] or "")[:80]))
+    return table
+
+
+def _print_warm_pool(address: str) -> None:
+    from cluster.runtime import init_ray
+    from cluster.warmpool import describe_pools
+
+    init_ray(address)
+    pools = describe_pools()
+    if not any(pool["models"] for pool in pools):
+        console.print("warm models: none (an evaluation on this head leaves its model loaded for the next)")
+    for pool in pools:
+        title = (
+            f"warm models (at most {pool['max_models']}, {pool['max_bytes'] / GIB:.1f} GiB; "
+            "`evalctl evaluate --keep-warm-s` sets how long)"
+        )
+        table = Table(
+            "model", "kind", "precision", "device", "actors", "memory", "state", "unloads in", title=title
+        )
+        for m in pool["models"]:
+            state = "in use" if m["in_use"] else f"idle {m['idle_s']:.0f}s"
+            unload = "" if m["unload_in_s"] is None else f"{m['unload_in_s']:.0f}s"
+            mem = f"{m['memory_bytes'] / 2**20:,.0f} MiB"
+            kind = m.get("kind", "text-classifier")  # pools of an older checkout do not say
+            row = (m["precision"], m["device"], str(m["actors"]), mem, state, unload)
+            table.add_row(cell(m["model"]), kind, *row)
+        console.print(table)

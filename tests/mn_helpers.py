@@ -1,0 +1,240 @@
+"""Helpers of tests/test_multinode.py: commands, comparisons, sweeps run and killed, a load client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cluster.config import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
+from cluster.registry import Registry
+from tests.conftest import ROOT, run_evalctl
+from tests.mn_cluster import LocalCluster
+
+# how a run ran, not what it found
+RUN_KEYS = ("run_id", "timings", "workers", "worker_plan", "recovery", "ray", "warm_actors")
+
+
+def evaluate_args(model: Path, data: Path, out: Path, address: str) -> list[str]:
+    return [
+        "evaluate", "--model", model, "--data", data, "--out", out, "--address", address,
+        "--rows-per-shard", "50", "--batch-size", "16", "--max-length", "64", "--bootstrap", "50",
+        "--precision", "fp32",
+    ]  # fmt: skip
+
+
+def same_results(a: Path, b: Path) -> None:
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    strip = lambda m: {k: v for k, v in m.items() if k not in RUN_KEYS}  # noqa: E731
+    assert strip(ma) == strip(mb), {k for k in strip(ma) if strip(ma)[k] != strip(mb).get(k)}
+    pa_, pb = pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet")
+    pd.testing.assert_frame_equal(pa_, pb, check_exact=True)
+
+
+def tiny_sweep(tiny_model_dir, sample_dir, storage: Path, **kw) -> SweepSpec:
+    spec = dict(
+        model=str(tiny_model_dir),
+        train=DataSpec(path=str(sample_dir / "train.parquet")),
+        validation=DataSpec(path=str(sample_dir / "validation.parquet")),
+        search=SearchSpace(
+            learning_rate=LogUniform(loguniform=[1e-4, 1e-3]), batch_size=16, epochs=2, max_length=32
+        ),
+        scheduler=SchedulerSpec(kind="none"),
+        num_samples=2,
+        max_concurrent_trials=2,
+        resources=ResourcesSpec(cpus=1),
+        max_train_rows=300,
+        max_validation_rows=100,
+        evals_per_epoch=3,
+        precision="fp32",
+        storage_path=str(storage),
+    )
+    return SweepSpec(**{**spec, **kw})
+
+
+def result_rows(trial_dir: Path) -> list[dict]:
+    f = trial_dir / "result.json"
+    text = f.read_text() if f.is_file() else ""
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def snapshot_view(exp: Path) -> dict[str, tuple[str, str | None]]:
+    """trial id -> (status, latest checkpoint path) as the newest experiment snapshot has them
+    (read with Tune's own loaders: what `Tuner.restore` would start from)."""
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+    from ray.tune.experiment.trial import Trial
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    newest = _find_newest_experiment_checkpoint(str(exp))
+    if newest is None:
+        return {}
+    state = _loads_with_cloudpickle(Path(newest).read_bytes())
+    view = {}
+    for json_state, run_metadata in state["trial_data"]:
+        trial = Trial.from_json_state(json_state, stub=True)
+        trial.restore_run_metadata(run_metadata)
+        latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+        view[trial.trial_id] = (trial.status, latest.checkpoint.path if latest else None)
+    return view
+
+
+def complete_checkpoints_local(exp: Path, trial_id: str, finder) -> list:
+    import pyarrow.fs as pafs
+
+    dirs = [d for d in exp.glob(f"*{trial_id}*") if d.is_dir()]
+    return finder(pafs.LocalFileSystem(), str(dirs[0]))[0] if dirs else []
+
+
+def kill_driver_after(
+    spec: SweepSpec, exp: Path, reports: int, delay: float, tmp_path: Path, address: str
+) -> tuple[dict, bool]:
+    """Run the sweep's driver (`python -m jobs.sweep`, joined to the cluster), SIGKILL it once
+    ``reports`` validation reports are recorded (+ ``delay`` s); returns each trial's result rows
+    then, and whether the driver was still running when killed."""
+    cfg = tmp_path / f"{spec.name}.json"
+    cfg.write_text(spec.model_dump_json())
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # snapshots every second: the race is often open
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.sweep", "--config", str(cfg), "--address", address],
+        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 600
+    while True:
+        rows = {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}
+        if sum(len(r) for r in rows.values()) >= reports or proc.poll() is not None:
+            break
+        assert time.time() < deadline, "the sweep made no progress"
+        time.sleep(0.01)
+    time.sleep(delay)
+    alive = proc.poll() is None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}, alive
+
+
+def snapshot_misses(exp: Path) -> list[str]:
+    """Trials whose checkpoint the newest experiment snapshot names but storage no longer holds
+    complete (num_to_keep deleted it after the snapshot): the race resuming from storage handles."""
+    from cluster.checkpoint import complete_checkpoints
+
+    return [
+        t for t, (status, path) in snapshot_view(exp).items()
+        if path and path not in {p for p, _ in complete_checkpoints_local(exp, t, complete_checkpoints)}
+    ]  # fmt: skip
+
+
+def check_round(summary: dict, after: dict, at_kill: dict, finished: list, outcome: str) -> None:
+    assert summary["trials"] == 2 and Registry().resolve_model("best")["id"] == summary["model_id"], outcome
+    by_trial: dict[str, list] = {}  # a trial the killed driver had only just started may
+    for name, rows in after.items():  # restart in a new directory: its rows are the trial's
+        by_trial.setdefault(trial_id(name), []).extend(rows)
+    for t, rows in by_trial.items():
+        steps = [r["step"] for r in rows]
+        assert sorted(steps) == [1, 2, 3, 4, 5, 6], f"trial {t} recorded steps {steps}; {outcome}"
+        assert max(r["epoch"] for r in rows) == 2.0, f"trial {t} did not finish; {outcome}"
+    for t in finished:
+        assert len(after[t]) == len(at_kill[t]), f"finished trial {t} ran again; {outcome}"
+
+
+def trial_id(name: str) -> str:
+    return "_".join(name.split("_")[2:4])  # train_trial_<experiment>_<index>_...
+
+
+def short_trial(name: str) -> str:  # a trial directory as the figures show it: id and start time
+    return f"{trial_id(name)}@{name.rsplit('_', 1)[-1]}"
+
+
+def round_figures(episodes: list[dict], total_s: float) -> str:
+    rounds = [e["run_s"] + e["resume_s"] for e in episodes]
+    return (
+        f"{len(episodes)} rounds in {total_s:.0f} s (a round {min(rounds):.0f}-{max(rounds):.0f} s, "
+        f"mean {sum(rounds) / len(rounds):.1f} s); snapshots that named a deleted checkpoint: "
+        f"{sum(bool(e['snapshot_named_missing']) for e in episodes)}"
+    )
+
+
+class Load:
+    """A bounded client: ``clients`` threads, each sending one request at a time until stopped;
+    every answer is recorded as (time, ok, what)."""
+
+    def __init__(self, url: str, clients: int = 4):
+        self.url, self.clients, self.log, self.stop = url, clients, [], threading.Event()
+        self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
+
+    def _client(self, i: int) -> None:
+        import httpx
+
+        with httpx.Client(timeout=30) as http:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                try:
+                    r = http.post(f"{self.url}/v1/predict", json={"texts": [f"client {i} request {n}"]})
+                    self.log.append((time.time(), r.status_code == 200, r.status_code))
+                except Exception as exc:  # noqa: BLE001 - every failure counts as an error
+                    self.log.append((time.time(), False, type(exc).__name__))
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+    def ok_since(self, t0: float) -> int:
+        return sum(1 for t, ok, _ in list(self.log) if ok and t >= t0)
+
+    def wait_ok(self, n: int, since: float, timeout: float = 300) -> None:
+        deadline = time.time() + timeout
+        while self.ok_since(since) < n:
+            assert time.time() < deadline, f"only {self.ok_since(since)} answers since {since}"
+            time.sleep(0.1)
+
+
+def replicas_running() -> int:
+    from ray import serve
+
+    app = serve.status().applications.get("evalcluster")
+    states = app.deployments["Scorer"].replica_states if app else {}
+    return sum(v for k, v in states.items() if str(getattr(k, "value", k)) == "RUNNING")
+
+
+def alive_nodes() -> set[str]:
+    import ray
+
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
+def workers(mn: LocalCluster, n: int, timeout: float = 120) -> list:
+    """Exactly ``n`` live 1-CPU workers (killed ones are gone from Ray's view before returning)."""
+    while len(mn.workers()) > n:
+        mn.kill(mn.workers()[0])
+    while len(mn.workers()) < n:
+        mn.add_worker(cpus=1)
+    wanted = {mn.head_id, *(w.node_id for w in mn.workers())}
+    deadline = time.time() + timeout
+    while alive_nodes() != wanted:
+        assert time.time() < deadline, f"cluster view {alive_nodes()} never became {wanted}"
+        time.sleep(0.5)
+    return mn.workers()
+
+
+def cluster_status(mn: LocalCluster) -> dict:
+    """`evalctl cluster status --json` against the module's cluster."""
+    proc = run_evalctl("cluster", "status", "--address", mn.address, "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def replicas_by_node(status: dict) -> dict[str, int]:
+    return {n["node_id"]: n["work"].get("serve replica", 0) for n in status["nodes"] if n["alive"]}

@@ -1,0 +1,96 @@
+"""A trial resumed after its driver died right after the trial's LAST checkpoint was written.
+
+The moment (issue 11 point 3, seen in round 5 of the 20-kill test): the trial writes its
+final checkpoint inside ``tune.report`` and the driver is killed before it records that
+report. The restarted trial finds the final checkpoint on storage, so it has no step left to
+train; it must still report that last validation once, and nothing else. Played here with
+the product's trainable class (jobs/trial.py) and checkpoint code, in this process, on
+storage the first run left: no driver, so no race to win.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.config import SearchSpace
+from tests.mn_helpers import tiny_sweep
+
+# 40 training rows, batch 16: 3 steps; validations after steps 1, 2 and 3 (evals_per_epoch 3).
+ROWS, EVALS = 40, 3
+
+
+def _trial(spec, storage_root):
+    """A fresh instance of the sweep's trainable class on the trial directory ``storage_root/exp/t``
+    (what a trial actor holds after a (re)start)."""
+    from ray.train._internal.storage import StorageContext
+
+    from jobs.sweep import load_splits
+    from jobs.tune_setup import make_trainable, param_space
+
+    train, val, labels, _ = load_splits(spec)
+    cls = make_trainable(train, val, spec.model, labels, "fp32", EVALS, cpus=1, gpus=0)
+    storage = StorageContext(storage_path=str(storage_root), experiment_dir_name="exp", trial_dir_name="t")
+    return cls(config={**param_space(spec), "seed": 0}, storage=storage)
+
+
+def _run_to_end(trial) -> list[dict]:
+    """train() until the trial is done; the results Tune's driver would record (not the
+    function's closing duplicate, which Tune never logs)."""
+    from ray.tune.result import RESULT_DUPLICATE
+
+    results = []
+    for _ in range(2 * EVALS + 2):
+        result = trial.train()
+        if RESULT_DUPLICATE in result:  # the function returned (Tune's controller would stop it)
+            trial.stop()
+            return results
+        results.append(result)
+    raise AssertionError(f"the trial did not end: {results}")
+
+
+def _named(result: dict, path: str):
+    """The checkpoint result a driver that recorded ``result`` hands to the restarted trial."""
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+
+    return _TrainingResult(checkpoint=Checkpoint(path, filesystem=pafs.LocalFileSystem()), metrics=result)
+
+
+KEYS = ("step", "epoch", "training_iteration", "accuracy", "macro_f1", "node_id")
+
+
+@pytest.mark.ray
+def test_driver_killed_after_the_last_checkpoint_the_resumed_trial_reports_it_once(
+    ray_cluster, tiny_model_dir, sample_dir, tmp_path
+):
+    import pyarrow.fs as pafs
+
+    from cluster.checkpoint import complete_checkpoints
+
+    spec = tiny_sweep(
+        tiny_model_dir, sample_dir, tmp_path, max_train_rows=ROWS, max_validation_rows=24,
+        evals_per_epoch=EVALS, search=SearchSpace(learning_rate=1e-4, batch_size=16, epochs=1, max_length=32),
+    )  # fmt: skip
+    first = _run_to_end(_trial(spec, tmp_path))
+    ckpts, _ = complete_checkpoints(pafs.LocalFileSystem(), str(tmp_path / "exp" / "t"))
+    assert [r["step"] for r in first] == [1, 2, 3] and len(ckpts) == 3, (first, ckpts)
+    (last_path, last), (before_path, _) = ckpts[0], ckpts[1]
+    assert last["step"] == 3
+
+    # The driver recorded the second report (its checkpoint is the one it names), not the third.
+    resumed = _run_to_end(_restarted(spec, tmp_path, _named(first[1], before_path)))
+    outcome = f"first run {[r['step'] for r in first]}; after the resume {resumed}"
+    assert len(resumed) == 1, outcome  # the lost report, once; no step trained again
+    got, want = resumed[0], first[2]
+    assert {k: got.get(k) for k in KEYS} == {k: want.get(k) for k in KEYS}, outcome  # the same row
+
+    # The driver recorded the last report too: nothing is reported again.
+    again = _run_to_end(_restarted(spec, tmp_path, _named(first[2], last_path)))
+    assert again == [], f"a recorded report was sent again: {again}"
+
+
+def _restarted(spec, storage_root, named):
+    trial = _trial(spec, storage_root)
+    trial.restore(named)
+    return trial
