@@ -100,6 +100,8 @@ def test_cli_skip_bad_rows_counts_and_reports_them(evalctl, tiny_image_model_dir
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["n"] == 58 and metrics["bad_rows"]["count"] == 2
     assert [b["row"] for b in metrics["bad_rows"]["first_rows"]] == [7, 23]
+    # Rows read, the skipped ones included (docs/contracts.md: workers, recovery).
+    assert metrics["recovery"]["rows"] == sum(w["rows"] for w in metrics["workers"]) == 60
     preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
     assert preds["row"].tolist() == [r for r in range(60) if r not in (7, 23)]
     # Without --skip-bad-rows: exit 2 and one line naming the row, no traceback.
@@ -171,7 +173,8 @@ def test_a_label_folder_tree_becomes_an_image_dataset(tmp_path):
 
 def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_dir, digits_images):
     """The actor's own logic, called in-process: skipped rows leave the statistics and the
-    predictions; a batch with nothing left sends only its statistics (a placeholder row)."""
+    predictions; a batch with nothing left sends only its statistics (a placeholder row), each
+    with the shard's offset and size as read."""
     import pickle
 
     from cluster.modelcache import ModelSource
@@ -193,11 +196,15 @@ def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_
     assert out["row"].to_pylist() == [11, 12, 13, 14, 15]
     part = pickle.loads(out["_stats"][0].as_py())
     assert part["stats"].n == 5 and [r for r, _ in part["bad"]] == [10]
+    # The shard is named by its input offset and size, its skipped first row included (the
+    # driver takes each shard once by its offset: jobs/shard_schedule.py).
+    assert (part["offset"], part["rows"]) == (10, 6)
     all_bad = batch.set_column(1, "image", pa.array([b"x"] * 6, pa.binary()))
     out = predictor(all_bad)
     assert out["row"].to_pylist() == [PLACEHOLDER_ROW]
     part = pickle.loads(out["_stats"][0].as_py())
     assert part["stats"].n == 0 and len(part["bad"]) == 6
+    assert (part["offset"], part["rows"]) == (10, 6)
     # Without skip_bad_rows the first bad image is a UserError naming its row (jobs/pipeline.py
     # re-raises an actor's UserError as itself).
     strict = Predictor(source, LABELS, spec.model_copy(update={"skip_bad_rows": False}), gpus=0)
