@@ -115,3 +115,19 @@ def test_sweep_report_draws_pretrained_and_random_curves_in_one_figure(tmp_path)
     assert html.count(f'stroke="{INIT_COLORS["random"]}"') == 1
     found = assert_renders(path, min_figures=1)
     assert found["figures"][0]["drawn"] > 0 and "init: pretrained" in html and "init: random" in html
+
+
+def test_a_learning_curve_has_one_point_per_validation_a_resumed_trial_included():
+    """A trial resumed from a checkpoint the driver never recorded reports that validation again
+    (jobs/trial.py): the curve keeps one point for it, and a trial with no table has no points."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from jobs.sweep_export import _curve
+
+    df = pd.DataFrame({"epoch": [0.5, 1.0, 1.0, 1.5], "accuracy": [0.4, 0.6, 0.6, 0.7]})
+    curve = _curve(SimpleNamespace(metrics={"trial_id": "t1"}, metrics_dataframe=df), "accuracy")
+    assert curve == {"trial_id": "t1", "epoch": [0.5, 1.0, 1.5], "accuracy": [0.4, 0.6, 0.7]}
+    empty = _curve(SimpleNamespace(metrics={"trial_id": "t2"}, metrics_dataframe=None), "accuracy")
+    assert empty == {"trial_id": "t2", "epoch": [], "accuracy": []}
