@@ -65,7 +65,7 @@ def run_evaluate(
     registry = registry or Registry()
     given = spec
     with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:  # an image folder tree's index
-        spec, model, labels, target, shards = _prepare(spec, registry, work)
+        spec, model, labels, target, shards = _prepare(spec, registry, work, kind)
         # The data is validated and fingerprinted while Ray starts and the actors load the model.
         with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
             scanning = background.submit(_scan, spec, model.modality, phases)
@@ -123,7 +123,7 @@ def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult
     return EvalResult(run_id, target.dest, metrics)
 
 
-def _prepare(spec: EvaluateSpec, registry: Registry, work: str) -> tuple:
+def _prepare(spec: EvaluateSpec, registry: Registry, work: str, kind: str) -> tuple:
     """What must hold before anything starts: the model, its labels, where the artifacts go, the
     data's columns and shards (metadata only). Returns the spec to run (an image folder tree
     read through an index written into ``work``) and those."""
@@ -137,7 +137,7 @@ def _prepare(spec: EvaluateSpec, registry: Registry, work: str) -> tuple:
     model = resolve_model(spec.model, registry)
     labels = require_labels(model)
     refuse_text_analyses(spec, model.modality, model.model_id)
-    target = artifact_target(spec, new_id("evaluate"), registry)  # --out checked, store writable
+    target = artifact_target(spec, new_id(kind), registry)  # --out checked, store writable
     spec = spec.model_copy(update={"data": image_folder_spec(spec.data, model.modality, work)})
     check_columns(spec.data, model.modality)
     _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
