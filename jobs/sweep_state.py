@@ -51,20 +51,22 @@ def repair_experiment_state(spec: SweepSpec, path: str, trainable) -> None:
             f"as a driver killed while copying it to storage leaves it; the sweep cannot be resumed: "
             f"run it again under a new --name"
         )
-    for pattern in (BASIC_VARIANT, *OPTUNA):
-        name = _newest(names, pattern)
-        state, why = _read(fs, f"{root}/{name}", _load_pickle) if name else (True, None)
+    session = snap_name[len("experiment_state-") : -len(".json")]
+    patterns = (BASIC_VARIANT,) if spec.search_alg in ("random", "grid") else OPTUNA
+    for pattern in patterns:
+        # missing: the kill came before the copy reached it; Tune would then restore no search
+        # state and silently never draw the trials the snapshot does not hold yet
+        name = _newest(names, pattern) or pattern.replace("*", session)
+        state, why = _read(fs, f"{root}/{name}", _load_pickle) if name in names else (None, "missing")
         if state is not None:
             continue
         if pattern != BASIC_VARIANT:
             raise UserError(
-                f"sweep {spec.name}: its Optuna search state {path}/{name} is damaged ({why}) and "
-                f"cannot be rebuilt from the trials; the sweep cannot be resumed: run it again under "
+                f"sweep {spec.name}: its Optuna search state {path}/{name} cannot be read ({why}) "
+                f"and cannot be rebuilt from the trials; the sweep cannot be resumed: run it again under "
                 f"a new --name"
             )
-        log.warning(
-            "search state %s/%s is damaged (%s): rebuilt from the spec and the snapshot", path, name, why
-        )
+        log.warning("search state %s/%s: %s; rebuilt from the spec and the snapshot", path, name, why)
         _write_atomically(fs, f"{root}/{name}", rebuild_basic_variant(spec, snapshot, trainable, name))
 
 
@@ -87,6 +89,7 @@ def rebuild_basic_variant(spec: SweepSpec, snapshot: dict, trainable, file_name:
         )
         for want in sorted(trials, key=lambda t: t.trial_id):
             got = gen.next_trial()
+            gen._live_trials.clear()  # a max_concurrent limit must not stop the replay; set below
             if got is None or got.trial_id != want.trial_id or got.config != want.config:
                 raise UserError(
                     f"sweep {spec.name}: its search state {file_name} is damaged and replaying the "

@@ -36,15 +36,26 @@ def _mark_running(snapshot: Path) -> str:
     return trial["trial_id"]
 
 
+def _trainable(spec):
+    from jobs.sweep import load_splits
+    from jobs.tune_setup import make_trainable
+
+    train, val, labels, _ = load_splits(spec)
+    return make_trainable(train, val, spec.model, labels, "fp32", 1, cpus=1, gpus=0)
+
+
 @pytest.mark.ray
 def test_resume_after_a_kill_mid_copy_rebuilds_the_search_state(
     ray_cluster, tiny_model_dir, sample_dir, tmp_path
 ):
+    import ray.cloudpickle as cloudpickle
+
     from jobs.sweep import resume_sweep, run_sweep
+    from jobs.sweep_state import repair_experiment_state
 
     storage = tmp_path / "store"
     spec = tiny_sweep(
-        tiny_model_dir, sample_dir, storage, name="cut", max_train_rows=40, max_validation_rows=24,
+        tiny_model_dir, sample_dir, storage, name="cut", max_concurrent_trials=1, max_train_rows=40, max_validation_rows=24,
         evals_per_epoch=1, search=SearchSpace(
             learning_rate=LogUniform(loguniform=[1e-4, 1e-3]), batch_size=16, epochs=1, max_length=32
         ),
@@ -67,8 +78,16 @@ def test_resume_after_a_kill_mid_copy_rebuilds_the_search_state(
     assert summary["trials"] == 2 and not list(exp.glob("*/error.txt")), outcome
     assert search_state.stat().st_size > 0  # rebuilt in place
 
-    # A snapshot cut short cannot be rebuilt: one clear line, before any trial starts.
+    # The kill came before the copy reached the search state: rebuilt too, named for the snapshot.
     newest = max(exp.glob("experiment_state-*.json"))  # the resumed driver's
+    for f in exp.glob("basic-variant-state-*.json"):
+        f.unlink()
+    repair_experiment_state(spec, str(exp), _trainable(spec))
+    rebuilt = exp / newest.name.replace("experiment_state-", "basic-variant-state-")
+    state = cloudpickle.loads(rebuilt.read_bytes())  # what Tune restores: both trials drawn
+    assert [it.counter for it in state["_iterators"]] == [2] and not state["_live_trials"], state
+
+    # A snapshot cut short cannot be rebuilt: one clear line, before any trial starts.
     newest.write_bytes(newest.read_bytes()[:100])
     with pytest.raises(UserError, match=r"experiment snapshot .*experiment_state-.* is damaged"):
         resume_sweep("cut", storage=str(storage))
