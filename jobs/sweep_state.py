@@ -11,7 +11,8 @@ algorithm (same trial-id prefix) and no ``param_space`` (Tune never pickles it):
 empty config under the old trials' ids, each failing with ``KeyError: 'seed'``, while the
 snapshot's trials are dropped.
 
-So, before ``Tuner.restore``: the newest snapshot must be readable (else one clear error); a
+So, before ``Tuner.restore``: the newest snapshot must be readable (else it is put back from the
+killed driver's staged copy, when this machine ran that driver, else one clear error); a
 damaged random/grid search state is rebuilt from the spec by replaying its seeded draws up to
 the snapshot's trials (each replayed trial must equal the snapshot's: same id, same config) and
 written back atomically; a damaged Optuna state cannot be rebuilt (its model of the finished
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -46,10 +48,13 @@ def repair_experiment_state(spec: SweepSpec, path: str, trainable) -> None:
         return  # nothing to restore: Tuner.can_restore said so already
     snapshot, why = _read(fs, f"{root}/{snap_name}", _load_snapshot)
     if snapshot is None:
+        snapshot = _restore_staged_copy(fs, root, Path(path).name, snap_name)
+        names = _names(fs, root)  # the staged search state came back with it
+    if snapshot is None:
         raise UserError(
             f"sweep {spec.name}: its newest experiment snapshot {path}/{snap_name} is damaged ({why}), "
-            f"as a driver killed while copying it to storage leaves it; the sweep cannot be resumed: "
-            f"run it again under a new --name"
+            f"as a driver killed while copying it to storage leaves it, and the killed driver's staged "
+            f"copy is not on this machine; the sweep cannot be resumed: run it again under a new --name"
         )
     session = snap_name[len("experiment_state-") : -len(".json")]
     patterns = (BASIC_VARIANT,) if spec.search_alg in ("random", "grid") else OPTUNA
@@ -100,6 +105,30 @@ def rebuild_basic_variant(spec: SweepSpec, snapshot: dict, trainable, file_name:
         gen._live_trials = {t.trial_id for t in trials if t.status != Trial.TERMINATED}
         gen.save_to_dir(tmp, session_str="rebuilt")
         return (Path(tmp) / gen.CKPT_FILE_TMPL.format("rebuilt")).read_bytes()
+
+
+def _restore_staged_copy(fs, root: str, exp_name: str, snap_name: str) -> dict | None:
+    """The killed driver's own copy of the snapshot, if this machine ran it: Tune stages it in the
+    Ray session's directory (``<ray tmp>/session_*/artifacts/<time>/<experiment>/driver_artifacts``)
+    whole before copying it to storage. Put back on storage with the search state staged beside it
+    (saved together), each atomically; returns the snapshot, or None."""
+    tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
+    for staged in sorted(tmp.glob(f"session_*/artifacts/*/{exp_name}/driver_artifacts/{snap_name}")):
+        try:
+            snapshot = _load_snapshot(staged.read_bytes())
+        except Exception:  # noqa: BLE001 - a damaged staged copy is no better than none
+            continue
+        session = snap_name[len("experiment_state-") : -len(".json")]
+        for pattern in (BASIC_VARIANT, *OPTUNA):
+            beside = staged.parent / pattern.replace("*", session)
+            if beside.is_file():
+                _write_atomically(fs, f"{root}/{beside.name}", beside.read_bytes())
+        _write_atomically(fs, f"{root}/{snap_name}", staged.read_bytes())
+        log.warning(
+            "experiment snapshot %s was damaged: put back from the driver's staged copy %s", snap_name, staged
+        )
+        return snapshot
+    return None
 
 
 # ------------------------------------------------------------------ files on storage
