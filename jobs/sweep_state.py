@@ -13,10 +13,11 @@ snapshot's trials are dropped.
 
 So, before ``Tuner.restore``: the newest snapshot must be readable (else it is put back from the
 killed driver's staged copy, when this machine ran that driver, else one clear error); a
-damaged random/grid search state is rebuilt from the spec by replaying its seeded draws up to
-the snapshot's trials (each replayed trial must equal the snapshot's: same id, same config) and
-written back atomically; a damaged Optuna state cannot be rebuilt (its model of the finished
-trials is in it) and is refused with one clear line.
+damaged random/grid search state (unreadable, missing, or from another save than the snapshot)
+is rebuilt from the spec by replaying its seeded draws up to the snapshot's trials (each
+replayed trial must equal the snapshot's: same id, same config) and written back atomically;
+a damaged Optuna state cannot be rebuilt (its model of the finished trials is in it) and is
+refused with one clear line.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def repair_experiment_state(spec: SweepSpec, path: str, trainable) -> None:
         # state and silently never draw the trials the snapshot does not hold yet
         name = _newest(names, pattern) or pattern.replace("*", session)
         state, why = _read(fs, f"{root}/{name}", _load_pickle) if name in names else (None, "missing")
+        held = len(snapshot["trial_data"])
+        if state is not None and pattern == BASIC_VARIANT and _drawn(state) != held:
+            # intact but from another save than the snapshot (the copy reached one, not the
+            # other): restored as is, it would draw a trial id the snapshot holds, or skip one
+            state, why = None, f"it has drawn {_drawn(state)} trials, the snapshot holds {held}"
         if state is not None:
             continue
         if pattern != BASIC_VARIANT:
@@ -105,6 +111,11 @@ def rebuild_basic_variant(spec: SweepSpec, snapshot: dict, trainable, file_name:
         gen._live_trials = {t.trial_id for t in trials if t.status != Trial.TERMINATED}
         gen.save_to_dir(tmp, session_str="rebuilt")
         return (Path(tmp) / gen.CKPT_FILE_TMPL.format("rebuilt")).read_bytes()
+
+
+def _drawn(state: dict) -> int:
+    """Trials a saved BasicVariantGenerator has drawn (its trial iterators count from 0 on)."""
+    return state["_iterators"][-1].counter if state.get("_iterators") else 0
 
 
 def _restore_staged_copy(fs, root: str, exp_name: str, snap_name: str) -> dict | None:

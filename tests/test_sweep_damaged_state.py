@@ -90,6 +90,12 @@ def test_resume_after_a_kill_mid_copy_rebuilds_the_search_state(
     state = cloudpickle.loads(rebuilt.read_bytes())  # what Tune restores: both trials drawn
     assert [it.counter for it in state["_iterators"]] == [2] and not state["_live_trials"], state
 
+    # ... and when it is intact but from an earlier save than the snapshot (one trial drawn).
+    state["_iterators"][0].counter = 1
+    rebuilt.write_bytes(cloudpickle.dumps(state))
+    repair_experiment_state(spec, str(exp), _trainable(spec))
+    assert cloudpickle.loads(rebuilt.read_bytes())["_iterators"][0].counter == 2
+
     # The snapshot cut short: put back from the driver's staged copy (this machine ran it).
     newest.write_bytes(newest.read_bytes()[:100])
     resume_sweep("cut", storage=str(storage))
