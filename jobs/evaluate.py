@@ -62,7 +62,7 @@ def run_evaluate(
 
     phases = phases or Phases()
     registry = registry or Registry()
-    model, labels, target, shards = _prepare(spec, registry)
+    model, labels, target, shards = _prepare(spec, registry, kind)
     # The data is validated and fingerprinted while Ray starts and the actors load the model.
     with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
         scanning = background.submit(_scan, spec, phases)
@@ -119,7 +119,7 @@ def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult
     return EvalResult(run_id, target.dest, metrics)
 
 
-def _prepare(spec: EvaluateSpec, registry: Registry) -> tuple:
+def _prepare(spec: EvaluateSpec, registry: Registry, kind: str) -> tuple:
     """What must hold before anything starts: the model, its labels, where the artifacts go, the
     data's columns and shards (metadata only)."""
     from cluster.datafiles import check_columns
@@ -129,7 +129,7 @@ def _prepare(spec: EvaluateSpec, registry: Registry) -> tuple:
 
     model = resolve_model(spec.model, registry)
     labels = require_labels(model)
-    target = artifact_target(spec, new_id("evaluate"), registry)  # --out checked, store writable
+    target = artifact_target(spec, new_id(kind), registry)  # --out checked, store writable
     check_columns(spec.data)
     _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
     if not shards:

@@ -72,6 +72,7 @@ def test_robustness_run(ray_cluster, tweets500, tiny_model_dir, tmp_path):
     assert [w["damage"] for w in typo["worst"]] == pytest.approx([w["damage"] for w in worst], abs=1e-6)
     # One run each in the registry, ranked on the leaderboard by perturbation.
     run = Registry().get_run(first.run_id)
+    assert first.run_id.startswith("robustness-")  # named by its kind, like every run
     assert (
         run["kind"] == "robustness"
         and run["metrics"]["robustness"]["perturbations"]["typo"]["flip_rate"] >= 0
