@@ -39,6 +39,9 @@ def make_tuner(
     trainable = make_trainable(*splits, model_path, labels, spec.precision, spec.evals_per_epoch, cpus, gpus)
     path = f"{storage.rstrip('/')}/{spec.name}"
     if resume and tune.Tuner.can_restore(path):
+        from jobs.sweep_state import repair_experiment_state
+
+        repair_experiment_state(spec, path, trainable)  # a driver killed mid-copy leaves files cut short
         return tune.Tuner.restore(path, trainable, resume_errored=True)
     run_config = tune.RunConfig(
         name=spec.name,
