@@ -171,10 +171,10 @@ def resume_point(storage, named) -> tuple:
     or None). ``named``: the checkpoint result the driver asked for, if any.
 
     A checkpoint is on storage before the driver hears of its report (the trial writes it
-    inside ``tune.report``), and the driver's record of reports (result.json) reaches storage
-    only with its experiment snapshot. So when the newest complete checkpoint is not the one
-    the driver named, its report was never recorded: it is reported again, from the manifest,
-    before training goes on (as Tune's iteration it had). Without that, a driver killed just
+    inside ``tune.report``). So when the newest complete checkpoint is not the one the driver
+    named, its report may never have been recorded: unless the trial's result.json on storage
+    holds its iteration, it is reported again, from the manifest, before training goes on (as
+    Tune's iteration it had). Without that, a driver killed just
     after a trial's last checkpoint left a trial that resumes at its end, trains no step,
     reports nothing, and stays recorded one validation short of finished.
 
@@ -196,6 +196,28 @@ def resume_point(storage, named) -> tuple:
     if named is not None:
         log.warning("resuming from %s (newest complete on storage), not %s", path, named.checkpoint.path)
     metrics = {**(named.metrics if named else {}), **manifest["metrics"]}
-    metrics["training_iteration"] = manifest["iteration"] - 1  # the report sent again takes its own
+    recorded = manifest["iteration"] in _recorded_iterations(fs, storage.trial_fs_path)
+    metrics["training_iteration"] = manifest["iteration"] - (
+        not recorded
+    )  # a report sent again takes its own
     point = _TrainingResult(checkpoint=Checkpoint(path, filesystem=fs), metrics=metrics)
-    return point, dict(manifest["metrics"])
+    return point, None if recorded else dict(manifest["metrics"])
+
+
+def _recorded_iterations(fs, trial_fs_path: str) -> set[int]:
+    """Tune iterations the trial's result.json on storage holds. It can be ahead of the snapshot:
+    Tune's background copy to storage takes result.json as it is when copied, and the driver goes
+    on writing it meanwhile; a driver killed then leaves a row its snapshot does not know (seen:
+    a validation recorded twice). A row cut short by the kill is no record."""
+    try:
+        with fs.open_input_stream(f"{trial_fs_path}/result.json") as f:
+            lines = f.readall().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return set()
+    done = set()
+    for line in lines:
+        try:
+            done.add(int(json.loads(line)["training_iteration"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done

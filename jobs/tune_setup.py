@@ -49,6 +49,9 @@ def make_tuner(
     )
     path = f"{storage.rstrip('/')}/{spec.name}"
     if resume and tune.Tuner.can_restore(path):
+        from jobs.sweep_state import repair_experiment_state
+
+        repair_experiment_state(spec, path, trainable)  # a driver killed mid-copy leaves files cut short
         return tune.Tuner.restore(path, trainable, resume_errored=True)
     run_config = tune.RunConfig(
         name=spec.name,

@@ -10,6 +10,8 @@ storage the first run left: no driver, so no race to win.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cluster.config import SearchSpace
@@ -88,6 +90,13 @@ def test_driver_killed_after_the_last_checkpoint_the_resumed_trial_reports_it_on
     # The driver recorded the last report too: nothing is reported again.
     again = _run_to_end(_restarted(spec, tmp_path, _named(first[2], last_path)))
     assert again == [], f"a recorded report was sent again: {again}"
+
+    # The driver's snapshot names the second report's checkpoint, but its result.json on storage
+    # already holds the third (Tune's background copy ran ahead of the snapshot): not sent again.
+    rows = [{"training_iteration": r["training_iteration"], "step": r["step"]} for r in first]
+    (tmp_path / "exp" / "t" / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ahead = _run_to_end(_restarted(spec, tmp_path, _named(first[1], before_path)))
+    assert ahead == [], f"a report result.json holds was sent again: {ahead}"
 
 
 def _restarted(spec, storage_root, named):
