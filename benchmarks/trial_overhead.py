@@ -53,23 +53,22 @@ def fine_tune_bare(train, val, labels, model_path, evals_per_epoch: int) -> list
     """Run jobs/train_loop.fine_tune outside Ray on all cores; returns each validation's report."""
     import torch
 
-    from cluster.modeling import load_classifier, resolve_precision
+    from cluster.modality import load_for_training
+    from cluster.modeling import resolve_precision
     from jobs.train_loop import fine_tune, steps_per_epoch
     from jobs.train_step import make_optimizer
 
     torch.set_num_threads(os.cpu_count())
-    model, tok, _ = load_classifier(model_path, labels=labels, seed=0)
-    opt, sched = make_optimizer(model, HP, steps_per_epoch(len(train.texts), int(HP["batch_size"])))
+    clf = load_for_training(model_path, labels, seed=0)
+    opt, sched = make_optimizer(clf.model, HP, steps_per_epoch(len(train.inputs), int(HP["batch_size"])))
     reports: list[dict] = []
     fine_tune(
-        model,
-        tok,
+        clf,
         opt,
         sched,
         train,
         val,
         HP,
-        labels=labels,
         precision=resolve_precision("auto", "cpu"),
         evals_per_epoch=evals_per_epoch,
         start_step=0,
@@ -88,6 +87,7 @@ def in_trial(train, val, labels, model_path, storage) -> float:
 
     from jobs.tune_setup import make_trainable
 
+    # The trial settings the sweep would pass (a pretrained text model: image_size is unused).
     trainable = make_trainable(train, val, model_path, labels, "auto", 2, float(os.cpu_count()), 0.0)
     results = tune.Tuner(trainable, param_space=HP, run_config=tune.RunConfig(storage_path=storage)).fit()
     return float(results[0].metrics_dataframe["train_rows_per_s"].mean())

@@ -9,13 +9,12 @@ the sweep's search space: cluster/search_space.py.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, Strict, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from cluster.errors import UserError
 from cluster.gates import consistent_gate, direction, parse_conditions
-from cluster.metrics import metric_info, metric_mode, metric_names
+from cluster.metrics import metric_mode, metric_names
 from cluster.perturb import Perturbation, Perturbations
 from cluster.search_space import (  # noqa: F401  (re-exported for callers)
     DISTRIBUTIONS,
@@ -30,27 +29,19 @@ from cluster.search_space import (  # noqa: F401  (re-exported for callers)
     Uniform,
     check_search_alg,
 )
+from cluster.serve_spec import ServeSpec  # noqa: F401  (re-exported: every spec is importable from here)
 from cluster.spec_io import PathField, Spec, load_spec, load_spec_file, load_yaml  # noqa: F401
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Bool = Annotated[bool, Strict()]
-Name = Annotated[str, Field(min_length=1)]
-DataPath = Annotated[str, Field(min_length=1), PathField("input")]
-OutPath = Annotated[str | None, PathField("output")]
-ModelArg = Annotated[str, Field(min_length=1), PathField("model")]
-
-
-def _known_metric(name: str) -> str:
-    try:
-        metric_info(name)
-    except UserError as exc:
-        raise ValueError(str(exc)) from exc
-    return name
-
-
-Metric = Annotated[str, AfterValidator(_known_metric)]  # a row of cluster.metrics.METRICS
-PRECISION_HELP = "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."
-OWNER_HELP = "Recorded owner of the run (default: the OS user)."
+from cluster.spec_types import (  # noqa: F401  (re-exported for callers)
+    OWNER_HELP,
+    PRECISION_HELP,
+    Bool,
+    DataPath,
+    Metric,
+    ModelArg,
+    Name,
+    OutPath,
+    Precision,
+)
 
 
 class DataSpec(Spec):
@@ -58,6 +49,9 @@ class DataSpec(Spec):
 
     path: DataPath = Field(description="Parquet/CSV/JSONL file, directory, glob or URI (s3://, gs://).")
     text_column: Name = Field("text", description="Column holding the text.")
+    image_column: Name = Field(
+        "image", description="Column holding the image (PNG/JPEG bytes, or a path or URI), for image models."
+    )
     label_column: Name | None = Field("label", description="Column holding the class name.")
     id_column: Name | None = Field(None, description="Id column, copied into predictions.parquet.")
     slice_column: Name | None = Field(None, description="Metrics per value of this column.")
@@ -115,6 +109,11 @@ class PipelineSpec(Spec):
     limit: Int | None = Field(None, ge=1, description="Evaluate only the first N rows.")
     rows_per_shard: Int = Field(1024, ge=1, description="Rows per shard, the unit of parallel work.")
     seed: Int = Field(0, ge=0, description="Bootstrap seed.")
+    skip_bad_rows: Bool = Field(
+        False,
+        description="Leave out images that cannot be decoded, counted and listed in metrics.json "
+        "(default: the first one stops the run, naming its row).",
+    )
     owner: str | None = Field(None, description=OWNER_HELP)
     overwrite: Bool = Field(False, description="Allow --out to hold an earlier run.")
     keep_warm_s: Float = Field(
@@ -180,58 +179,6 @@ class DriftSpec(PipelineSpec):
     alpha: Float = Field(0.05, gt=0, lt=1, description="Significance level (Bonferroni over the checks).")
 
 
-def _parse_autoscale(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            low, high = (int(x) for x in value.split(":"))
-        except ValueError as exc:
-            raise ValueError(f"must be MIN:MAX, e.g. 1:4; got {value!r}") from exc
-        return [low, high]
-    return value
-
-
-def _check_autoscale(value: list[int]) -> list[int]:
-    if not (0 <= value[0] <= value[1] and value[1] >= 1):
-        raise ValueError(f"needs 0 <= MIN <= MAX and MAX >= 1, got {value[0]}:{value[1]}")
-    return value
-
-
-AutoscaleRange = Annotated[list[Int], Field(min_length=2, max_length=2), AfterValidator(_check_autoscale)]
-Autoscale = Annotated[AutoscaleRange | None, BeforeValidator(_parse_autoscale)]
-
-
-class ServeSpec(Spec):
-    """The online scorer (serve/app.py, jobs/deploy.py)."""
-
-    model: ModelArg = Field("best", description="Model dir, registered id or alias (best, serving).")
-    replicas: Int = Field(1, ge=1, description="Fixed number of replicas.")
-    autoscale: Autoscale = Field(
-        None,
-        description="MIN:MAX replicas, autoscaled on ongoing requests per replica (instead of --replicas).",
-    )
-    target_ongoing_requests: Float = Field(16.0, gt=0, description="Autoscaling target per replica.")
-    max_batch_size: Int = Field(32, ge=1, description="Texts per dynamic batch (1 = batching off).")
-    batch_wait_ms: Float = Field(
-        50.0,
-        ge=0,
-        description="Under concurrent load, how long a batch waits to fill (ms); a lone request never waits.",
-    )
-    max_texts: Int = Field(64, ge=1, description="Texts per request (more: 413).")
-    max_chars: Int = Field(5000, ge=1, description="Characters per text (more: 413).")
-    max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
-    precision: Precision = Field("auto", description=PRECISION_HELP)
-    gpus_per_replica: Float | None = Field(
-        None, ge=0, description="GPUs per replica (default: 1 when the cluster has GPUs, else 0)."
-    )
-    cpus_per_replica: Float = Field(1.0, ge=0, description="CPUs (and torch threads) per replica.")
-    api_key_env: Name = Field(
-        "EVALCLUSTER_API_KEY",
-        description="Variable holding the API key (or ${NAME}_FILE a file with it); set = requests need it.",
-    )
-    host: Name = Field("127.0.0.1", description="Interface Serve's HTTP proxy listens on.")
-    port: Int = Field(8000, ge=1, le=65535, description="HTTP port of Serve's proxy.")
-
-
 class SchedulerSpec(Spec):
     """Early stopping of weak trials."""
 
@@ -274,7 +221,17 @@ class SweepSpec(Spec):
         None, description="Experiment name (default: sweep-<time>); resume with `evalctl sweep resume NAME`."
     )
     model: ModelArg = Field(
-        "base", description="MODEL to fine-tune; a bare encoder gets a new classification head."
+        "base",
+        description="MODEL to fine-tune (base, efficientnet-lite0, a dir, an id or alias); "
+        "a bare encoder or image backbone gets a new classification head.",
+    )
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="pretrained: start from MODEL's weights; random: the same architecture randomly "
+        "initialised (the baseline that shows what pretraining brings).",
+    )
+    image_size: Int = Field(
+        224, ge=32, le=1024, description="Input side in pixels of a new image classifier (image models only)."
     )
     train: DataSpec = Field(default_factory=lambda: _sample("train"), description="Training data.")
     validation: DataSpec = Field(

@@ -135,17 +135,22 @@ def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
     return read_file(fs, path, fmt).schema
 
 
-def source_columns(spec: DataSpec) -> list[str]:
-    cols = [spec.text_column, spec.label_column, spec.id_column, spec.slice_column]
+def input_column(spec: DataSpec, modality: str = "text") -> str:
+    """The column a model of ``modality`` reads: the text column or the image column."""
+    return spec.image_column if modality == "image" else spec.text_column
+
+
+def source_columns(spec: DataSpec, modality: str = "text") -> list[str]:
+    cols = [input_column(spec, modality), spec.label_column, spec.id_column, spec.slice_column]
     return list(dict.fromkeys(c for c in cols if c))
 
 
-def check_columns(spec: DataSpec) -> pa.Schema:
+def check_columns(spec: DataSpec, modality: str = "text") -> pa.Schema:
     """Fail with the list of existing columns when a named column is missing."""
     fs, files, fmt = resolve_files(spec.path)
     schema = file_schema(fs, files[0], fmt)
     for role, col in [
-        ("text", spec.text_column),
+        (modality, input_column(spec, modality)),
         ("label", spec.label_column),
         ("id", spec.id_column),
         ("slice", spec.slice_column),

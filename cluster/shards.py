@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.config import DataSpec
-from cluster.datafiles import read_file, resolve_files, source_columns
+from cluster.datafiles import input_column, read_file, resolve_files, source_columns
 from cluster.errors import UserError
 from cluster.storage import as_uri, resolve
 
@@ -108,19 +108,23 @@ def _cut(shards: list[Shard], limit: int) -> list[Shard]:
     return out
 
 
-def read_shard(shard: Shard, spec: DataSpec, fs: pafs.FileSystem | None = None) -> pa.Table:
-    """Read one shard as a table with ``row``, ``text`` and, when set, ``label``/``id``/``slice``."""
+def read_shard(
+    shard: Shard, spec: DataSpec, fs: pafs.FileSystem | None = None, modality: str = "text"
+) -> pa.Table:
+    """Read one shard as a table with ``row``, ``text`` (or ``image``: bytes, or a path/URI string)
+    and, when set, ``label``/``id``/``slice``."""
     if fs is None:
         fs, path = resolve(shard.uri)
     else:
         path = shard.uri.split("://", 1)[-1]
-    wanted = source_columns(spec)
+    wanted = source_columns(spec, modality)
     table = read_file(fs, path, shard.fmt, columns=wanted, row_groups=shard.row_groups)
     table = table.slice(shard.start, shard.num_rows)
-    out = {
-        "row": pa.array(range(shard.offset, shard.offset + table.num_rows), pa.int64()),
-        "text": table[spec.text_column].cast(pa.string()),
-    }
+    out = {"row": pa.array(range(shard.offset, shard.offset + table.num_rows), pa.int64())}
+    if modality == "image":
+        out["image"] = _image_values(table[input_column(spec, modality)], spec)
+    else:
+        out["text"] = table[spec.text_column].cast(pa.string())
     if spec.label_column:
         out["label"] = table[spec.label_column].cast(pa.string())
     if spec.id_column:
@@ -128,6 +132,19 @@ def read_shard(shard: Shard, spec: DataSpec, fs: pafs.FileSystem | None = None) 
     if spec.slice_column:
         out["slice"] = table[spec.slice_column].cast(pa.string())
     return pa.table(out)
+
+
+def _image_values(col: pa.ChunkedArray, spec: DataSpec) -> pa.ChunkedArray:
+    """Encoded images stay binary; a string column holds paths or URIs."""
+    t = col.type
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return col.cast(pa.binary())
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return col.cast(pa.string())
+    raise UserError(
+        f'image column "{spec.image_column}" of {spec.path} is {t}; '
+        "allowed: binary (PNG/JPEG bytes) or string (a path or URI of an image file)"
+    )
 
 
 def to_ray_dataset(
@@ -138,7 +155,7 @@ def to_ray_dataset(
     return shards_dataset(spec, shards, read_cpus)
 
 
-def shards_dataset(spec: DataSpec, shards: list[Shard], read_cpus: float = 0.0):
+def shards_dataset(spec: DataSpec, shards: list[Shard], read_cpus: float = 0.0, modality: str = "text"):
     """A ``ray.data.Dataset`` reading the planned ``shards``, one block each.
 
     ``read_cpus``: CPUs each read task asks for. Reading a shard is light I/O next
@@ -151,7 +168,8 @@ def shards_dataset(spec: DataSpec, shards: list[Shard], read_cpus: float = 0.0):
 
     def read_shards(batch: dict) -> pa.Table:
         tables = [
-            read_shard(Shard(**{k: batch[k][i] for k in batch}), spec) for i in range(len(batch["uri"]))
+            read_shard(Shard(**{k: batch[k][i] for k in batch}), spec, modality=modality)
+            for i in range(len(batch["uri"]))
         ]
         return pa.concat_tables(tables)
 

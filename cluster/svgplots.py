@@ -164,30 +164,39 @@ def curves(
     xmax: float = 1.0,
     ymax: float = 1.0,
     legend: str = "top-left",
+    colors: Sequence[str] | None = None,
+    legend_items: Sequence[tuple[str, str]] | None = None,
+    markers: bool = False,
 ) -> str:
     """One polyline per named (xs, ys) series on [0, xmax] x [0, ymax]; ``step``: a step after each
     point (precision-recall, histograms); ``diagonal``: the dotted chance line (ROC); ``legend``:
-    the corner the curves leave free (ROC curves rise top-left, PR curves run along the top)."""
+    the corner the curves leave free (ROC curves rise top-left, PR curves run along the top).
+    ``colors``: one per series (default: a colour each); ``legend_items``: (name, colour) entries
+    instead of one per series (many series in a few groups); ``markers``: a dot at each point."""
     ax = _Axes(0, xmax, 0, ymax)
+    colors = colors or [COLORS[s % len(COLORS)] for s in range(len(series))]
     body = []
     if diagonal:
         body.append(
             f'<line x1="{ax.px(0)}" y1="{ax.py(0)}" x2="{ax.px(xmax)}" y2="{ax.py(ymax)}" '
             'stroke="#000" stroke-dasharray="2 3"/>'
         )
-    for s, (xs, ys) in enumerate(series.values()):
+    for (xs, ys), color in zip(series.values(), colors, strict=True):
         pts = []
         for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
             if step and i:
                 pts.append(f"{ax.px(x):.1f},{ax.py(ys[i - 1]):.1f}")
             pts.append(f"{ax.px(x):.1f},{ax.py(y):.1f}")
-        color = COLORS[s % len(COLORS)]
         body.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color}" stroke-width="2"/>')
+        if markers:
+            dot = '<circle cx="{:.1f}" cy="{:.1f}" r="2.5" fill="{}"/>'
+            body += [dot.format(ax.px(x), ax.py(y), color) for x, y in zip(xs, ys, strict=True)]
     fracs = (0, 0.25, 0.5, 0.75, 1.0)
     body += ax.frame(xlabel, ylabel, [float(f"{ymax * f:.3g}") for f in fracs])
     body += [ax.xtick(xmax * f, f"{xmax * f:.3g}") for f in fracs]
-    if series:
-        body.append(_legend([(name, COLORS[s % len(COLORS)]) for s, name in enumerate(series)], legend))
+    items = list(legend_items) if legend_items is not None else list(zip(series, colors, strict=True))
+    if items:
+        body.append(_legend(items, legend))
     return _svg(title, body)
 
 

@@ -4,7 +4,8 @@ An evaluation on a running head (`evalctl cluster up`, or a cluster it was submi
 leaves its model actors loaded for ``keep_warm_s`` idle seconds. They are detached,
 named actors in the ``evalcluster`` namespace, named after a *key*: a digest of the
 model directory's files (path, size, mtime of each: a changed model is a new key, never
-served stale), the requested precision, CPU or GPU, and the evaluation code itself (a
+served stale), what is loaded from it (modality, classifier or bare encoder), the
+requested precision, CPU or GPU, and the evaluation code itself (a
 changed checkout never runs on actors that loaded the old one). A later evaluation
 with the same key finds them by name (``ray.get_actor``) and skips the model load.
 
@@ -52,14 +53,33 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def model_key(model_path: str | Path, precision: str, gpus: float) -> str:
-    """The warm-pool key of a model directory at a precision, on CPU or GPU (16 hex digits)."""
+def model_key(model_path: str | Path, precision: str, gpus: float, kind: str = "text-classifier") -> str:
+    """The warm-pool key of a model directory at a precision, on CPU or GPU (16 hex digits).
+
+    ``kind``: what the actors load from it, modality and model type (``text-classifier``,
+    ``text-encoder`` for the drift checks, ``image-classifier``): the same directory loaded
+    as a bare encoder must never serve an evaluation that needs its classifier."""
     path = Path(model_path).resolve()
-    h = hashlib.sha256(f"{path}\0{precision}\0{'gpu' if gpus > 0 else 'cpu'}\0{code_digest()}".encode())
+    device = "gpu" if gpus > 0 else "cpu"
+    h = hashlib.sha256(f"{path}\0{precision}\0{device}\0{kind}\0{code_digest()}".encode())
     for f in sorted(p for p in path.iterdir() if p.is_file()):
         st = f.stat()
         h.update(f"\0{f.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+PROCESS_BYTES = 450 * 2**20  # a model actor's memory besides its weights (torch + transformers), measured
+
+
+def actor_kind(modality: str, classifier: bool) -> str:
+    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift) or ``image-classifier``."""
+    return f"{modality}-{'classifier' if classifier else 'encoder'}"
+
+
+def memory_estimate(model_path: str | Path, actors: int) -> int:
+    """Bytes ``actors`` model actors of the model directory ``model_path`` hold (before they report it)."""
+    weights = sum(f.stat().st_size for f in Path(model_path).glob("*.safetensors"))
+    return actors * (PROCESS_BYTES + weights)
 
 
 def actor_names(key: str, nodes: list[str]) -> list[str]:

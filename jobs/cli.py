@@ -18,6 +18,7 @@ import typer.core
 from rich.table import Table
 
 from cluster.config import DataSpec
+from cluster.errors import UserError
 from jobs.entry import LEVELS, configure_logging, console, run
 from jobs.spec_cli import Workload, options, spec_command
 
@@ -94,7 +95,10 @@ def main_options(
 
 @data_app.command("sample")
 def data_sample(
-    out: Path = typer.Option(..., "--out", help="Directory for the three splits."),
+    out: Path | None = typer.Option(None, "--out", help="Directory for the three text splits."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Directory for the three animal-mnist image splits (image, label)."
+    ),
     seed: int = typer.Option(0, help="Seed of the stratified split."),
     by_domain: bool = typer.Option(
         False,
@@ -103,16 +107,29 @@ def data_sample(
         "driverless): OUT/<domain>/{train,validation,test}.parquet.",
     ),
 ) -> None:
-    """Write train/validation/test Parquet splits of the bundled tweet corpus (80/10/10)."""
-    from cluster.corpus import LABELS, sample_splits
+    """Write train/validation/test Parquet splits (80/10/10) of the bundled tweet corpus (--out)
+    and/or of animal-mnist, 28x28 animal silhouettes in 10 classes, as PNG bytes (--images)."""
+    if out is None and images is None:
+        raise UserError("give --out DIR (the tweet corpus), --images DIR (animal-mnist), or both")
+    if by_domain and out is None:
+        raise UserError("--by-domain cuts the tweet corpus by domain: give --out DIR with it")
+    if out is not None:
+        from cluster.corpus import LABELS, sample_splits
 
-    counts = sample_splits(out, seed)
-    table = Table("split", "rows", *LABELS, title=f"sample corpus -> {out}")
+        _print_counts(sample_splits(out, seed), LABELS, f"sample corpus -> {out}")
+        if by_domain:
+            _sample_by_domain(out, seed)
+    if images is not None:
+        from cluster.image_data import ANIMAL_LABELS, sample_image_splits
+
+        _print_counts(sample_image_splits(images, seed), ANIMAL_LABELS, f"animal-mnist images -> {images}")
+
+
+def _print_counts(counts: dict, labels: list[str], title: str) -> None:
+    table = Table("split", "rows", *labels, title=title)
     for split, by_label in counts.items():
-        table.add_row(split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in LABELS])
+        table.add_row(split, str(sum(by_label.values())), *[str(by_label[lab]) for lab in labels])
     console.print(table)
-    if by_domain:
-        _sample_by_domain(out, seed)
 
 
 def _sample_by_domain(out: Path, seed: int) -> None:
@@ -128,9 +145,9 @@ def _sample_by_domain(out: Path, seed: int) -> None:
 
 
 def _check(spec: DataSpec) -> None:
-    from cluster.data import scan
+    from cluster.data import scan_any
 
-    summary = scan(spec)
+    summary = scan_any(spec)
     console.print(f"{spec.path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")
     for label, n in summary.label_counts.items():
         console.print(f"  {label}: {n}")
@@ -141,12 +158,15 @@ data_app.command("check")(
         Workload(
             spec=DataSpec,
             options=options(
-                DataSpec, ["path", "text_column", "label_column", "id_column"], flags={"path": ""}
+                DataSpec,
+                ["path", "text_column", "image_column", "label_column", "id_column"],
+                flags={"path": ""},
             ),
             run=_check,
             config=False,
         ),
-        "Validate a dataset (columns, null/empty texts) and print its size, labels and fingerprint.",
+        "Validate a dataset (columns, null/empty texts or images) and print its size, labels and "
+        "fingerprint (image data: a file with --image-column and no text column, or LABEL/xxx.png).",
     )
 )
 

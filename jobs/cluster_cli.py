@@ -130,10 +130,14 @@ def _print_warm_pool(address: str) -> None:
             f"warm models (at most {pool['max_models']}, {pool['max_bytes'] / GIB:.1f} GiB; "
             "`evalctl evaluate --keep-warm-s` sets how long)"
         )
-        table = Table("model", "precision", "device", "actors", "memory", "state", "unloads in", title=title)
+        table = Table(
+            "model", "kind", "precision", "device", "actors", "memory", "state", "unloads in", title=title
+        )
         for m in pool["models"]:
             state = "in use" if m["in_use"] else f"idle {m['idle_s']:.0f}s"
             unload = "" if m["unload_in_s"] is None else f"{m['unload_in_s']:.0f}s"
             mem = f"{m['memory_bytes'] / 2**20:,.0f} MiB"
-            table.add_row(cell(m["model"]), m["precision"], m["device"], str(m["actors"]), mem, state, unload)
+            kind = m.get("kind", "text-classifier")  # pools of an older checkout do not say
+            row = (m["precision"], m["device"], str(m["actors"]), mem, state, unload)
+            table.add_row(cell(m["model"]), kind, *row)
         console.print(table)

@@ -62,6 +62,11 @@ def _model(spec: DriftSpec, registry: Registry) -> tuple[Path, str | None, list[
     if spec.model is None:
         return base_model_dir(), None, None
     ref = resolve_model(spec.model, registry)
+    if ref.modality != "text":  # token lengths, [UNK] rate and text embeddings: text only
+        raise UserError(
+            f"drift checks compare texts (lengths, unknown tokens, embeddings); model {ref.model_id} "
+            "is an image classifier: compare its evaluations with `evalctl compare` instead"
+        )
     return ref.path, ref.model_id, ref.labels  # a bare encoder: embeddings only
 
 

@@ -32,6 +32,11 @@ def print_summary(result: EvalResult) -> None:
     console.print(where_it_ran(m))
     if "auto_slices" in m:
         print_weak_slices(m["auto_slices"])
+    bad = m.get("bad_rows") or {}
+    if bad.get("count"):
+        rows = ", ".join(str(b["row"]) for b in bad["first_rows"][:10])
+        more = ", ..." if bad["count"] > 10 else ""
+        console.print(f"skipped {bad['count']} bad image row(s): rows {rows}{more}; see metrics.json")
     console.print(f"run {result.run_id}; artifacts in {result.out}")
     if "gate" in m:
         print_gate(m["gate"])

@@ -105,3 +105,30 @@ def robustness_digest(rob: dict) -> dict:
             "delta_ci95": {m: d["ci95"] for m, d in r["metrics"].items()},
         }
     return {"rate": rob["rate"], "seed": rob["seed"], "perturbations": per}
+
+
+def run_info(job, run_id: str) -> dict:
+    """metrics.json's record of the run: model, lineage, dataset as given, settings, Ray.
+    A text run's ``dataset`` is as it always was; an image run's says ``modality: image`` and
+    names its ``image_column``."""
+    from cluster.datafiles import input_column
+
+    spec, model, summary = job.spec, job.model, job.summary
+    dataset = {"path": job.given.data.path, "fingerprint": summary.fingerprint, "rows": summary.num_rows}
+    if model.modality == "text":
+        dataset["text_column"] = spec.data.text_column
+    else:
+        dataset.update(modality=model.modality, image_column=input_column(spec.data, model.modality))
+    dataset.update(label_column=spec.data.label_column, slice_column=spec.data.slice_column)
+    return {
+        "model": {"id": model.model_id, "path": model.location or str(model.path)},
+        "lineage": model_lineage(model, job.registry),
+        "dataset": dataset,
+        "run_id": run_id,
+        "batch_size": spec.batch_size,
+        "max_length": spec.max_length,
+        "bootstrap": spec.bootstrap,
+        "seed": spec.seed,
+        "ray": job.actors.joined,
+        "warm_actors": job.actors.reused,
+    }

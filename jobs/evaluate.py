@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,17 +63,19 @@ def run_evaluate(
 
     phases = phases or Phases()
     registry = registry or Registry()
-    model, labels, target, shards = _prepare(spec, registry, kind)
-    # The data is validated and fingerprinted while Ray starts and the actors load the model.
-    with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
-        scanning = background.submit(_scan, spec, phases)
-        with model_actors(spec, model, labels, shards, phases, address) as actors:
-            say_joined(actors.joined)
-            summary = scanning.result()
-            check_labels(summary.label_counts, labels, spec.data)
-            baseline = gate_baseline(spec, registry, summary, labels)
-            job = _Job(spec, model, labels, summary, actors, phases, registry, baseline, kind)
-            return _record(job, registry, target)
+    given = spec
+    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:  # an image folder tree's index
+        spec, model, labels, target, shards = _prepare(spec, registry, work, kind)
+        # The data is validated and fingerprinted while Ray starts and the actors load the model.
+        with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
+            scanning = background.submit(_scan, spec, model.modality, phases)
+            with model_actors(spec, model, labels, shards, phases, address) as actors:
+                say_joined(actors.joined)
+                summary = scanning.result()
+                check_labels(summary.label_counts, labels, spec.data)
+                baseline = gate_baseline(given, registry, summary, labels)
+                job = _Job(spec, model, labels, summary, actors, phases, registry, baseline, kind, given)
+                return _record(job, registry, target)
 
 
 @dataclass
@@ -88,6 +91,7 @@ class _Job:
     registry: Registry
     baseline: dict | None  # the gate's baseline run (jobs/gate.py), None without one
     kind: str  # the run's kind in the registry: evaluate or robustness
+    given: EvaluateSpec  # as the user gave it (``spec`` may read an image folder through its index)
 
 
 def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult:
@@ -97,9 +101,9 @@ def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult
         target.held(registry),
         registry.run(
             job.kind,
-            spec.model_dump(mode="json"),
+            job.given.model_dump(mode="json"),
             owner=spec.owner,
-            dataset_path=spec.data.path,
+            dataset_path=job.given.data.path,
             dataset_fingerprint=job.summary.fingerprint,
             model_id=job.model.model_id,
             run_id=run_id,
@@ -119,30 +123,35 @@ def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult
     return EvalResult(run_id, target.dest, metrics)
 
 
-def _prepare(spec: EvaluateSpec, registry: Registry, kind: str) -> tuple:
+def _prepare(spec: EvaluateSpec, registry: Registry, work: str, kind: str) -> tuple:
     """What must hold before anything starts: the model, its labels, where the artifacts go, the
-    data's columns and shards (metadata only)."""
+    data's columns and shards (metadata only). Returns the spec to run (an image folder tree
+    read through an index written into ``work``) and those."""
+    from cluster.data import image_folder_spec
     from cluster.datafiles import check_columns
+    from cluster.modality import refuse_text_analyses
     from cluster.modeling import resolve_model
     from cluster.registry import new_id
     from cluster.shards import plan_shards
 
     model = resolve_model(spec.model, registry)
     labels = require_labels(model)
+    refuse_text_analyses(spec, model.modality, model.model_id)
     target = artifact_target(spec, new_id(kind), registry)  # --out checked, store writable
-    check_columns(spec.data)
+    spec = spec.model_copy(update={"data": image_folder_spec(spec.data, model.modality, work)})
+    check_columns(spec.data, model.modality)
     _, shards = plan_shards(spec.data, spec.limit, spec.rows_per_shard)
     if not shards:
         raise UserError(f"dataset {spec.data.path} is empty (0 rows)")
-    return model, labels, target, shards
+    return spec, model, labels, target, shards
 
 
-def _scan(spec: EvaluateSpec, phases: Phases):
+def _scan(spec: EvaluateSpec, modality: str, phases: Phases):
     from cluster.data import scan
 
     phases.mark("scan_start")
     try:
-        return scan(spec.data, spec.limit, spec.rows_per_shard)
+        return scan(spec.data, spec.limit, spec.rows_per_shard, modality)
     finally:
         phases.mark("scan_end")
 
@@ -160,14 +169,14 @@ def say_joined(joined: str) -> None:
 
 def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
     from cluster.report import write_report
-    from jobs.eval_sections import judge_gate
+    from jobs.eval_sections import judge_gate, run_info
 
     spec = job.spec
     out.mkdir(parents=True, exist_ok=True)
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
     tmp = out / ".predictions.parquet.tmp"
     metrics, took = _infer(job, tmp)
-    metrics.update(_run_info(job, run_id))
+    metrics.update(run_info(job, run_id))
     tmp.replace(out / "predictions.parquet")
     if spec.gate is not None:
         job.phases.mark("gate_start")
@@ -193,7 +202,9 @@ def _infer(job: _Job, tmp: Path) -> tuple[dict, dict]:
     spec, labels = job.spec, job.labels
     analyses = Analyses.for_spec(spec, len(labels))
     # Loads its own model while the actors infer: its imports stay off the critical path.
-    explainer = start_explainer(job.model.path, spec.max_length) if spec.mistakes else None
+    # Token attributions: text only (an image's saliency map is the scorer's /v1/explain).
+    explain = spec.mistakes and job.model.modality == "text"
+    explainer = start_explainer(job.model.path, spec.max_length) if explain else None
     try:
         stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases, Run(spec.data, analyses))
         metrics, took = scores(stats, info["parts"], spec, labels, explainer)
@@ -202,32 +213,11 @@ def _infer(job: _Job, tmp: Path) -> tuple[dict, dict]:
             ray.kill(explainer)
     metrics.update({k: info[k] for k in ("device", "workers", "worker_plan", "recovery")})
     metrics["precision_mode"] = info["precision"]
+    if job.model.modality == "image":
+        from cluster.images import BadRow, bad_rows_report
+
+        metrics["bad_rows"] = bad_rows_report([BadRow(r, why) for r, why in info["bad"]])
     return metrics, {"analyses_s": info["analyses_s"], **took}
-
-
-def _run_info(job: _Job, run_id: str) -> dict:
-    from jobs.eval_sections import model_lineage
-
-    spec, model, summary = job.spec, job.model, job.summary
-    return {
-        "model": {"id": model.model_id, "path": model.location or str(model.path)},
-        "lineage": model_lineage(model, job.registry),
-        "dataset": {
-            "path": spec.data.path,
-            "fingerprint": summary.fingerprint,
-            "rows": summary.num_rows,
-            "text_column": spec.data.text_column,
-            "label_column": spec.data.label_column,
-            "slice_column": spec.data.slice_column,
-        },
-        "run_id": run_id,
-        "batch_size": spec.batch_size,
-        "max_length": spec.max_length,
-        "bootstrap": spec.bootstrap,
-        "seed": spec.seed,
-        "ray": job.actors.joined,
-        "warm_actors": job.actors.reused,
-    }
 
 
 def timings(phases: Phases, n: int) -> dict[str, float]:

@@ -37,7 +37,6 @@ from cluster.config import DataSpec, PipelineSpec
 from cluster.errors import UserError
 
 log = logging.getLogger(__name__)
-PROCESS_BYTES = 450 * 2**20  # an actor's memory besides its weights (torch + transformers), measured
 TOUCH_S = 10.0  # how often a warm evaluation renews its lease (cluster/warmpool.py)
 
 
@@ -127,19 +126,20 @@ def _warm(spec: PipelineSpec, model, labels: list[str] | None, plan: tuple, node
     their node, so a later evaluation finds each node's actors again."""
     import ray
 
-    from cluster.warmpool import NAMESPACE, actor_names, model_key, pool_actor
+    from cluster.warmpool import NAMESPACE, actor_kind, actor_names, memory_estimate, model_key, pool_actor
 
     _, cpus, gpus = plan
     model_path = model.path  # this machine's copy: its files' names, sizes and mtimes make the key
-    key = model_key(model_path, spec.precision, gpus)
+    kind = actor_kind(model.modality, classifier=labels is not None)
+    key = model_key(model_path, spec.precision, gpus, kind)
     names = actor_names(key, nodes)
     label = {
         "model": model.location or str(model_path),
+        "kind": kind,
         "precision": spec.precision,
         "device": "gpu" if gpus else "cpu",
     }
-    est = len(nodes) * (PROCESS_BYTES + _weights_bytes(model_path))
-    _lease(pool_actor, key, names, label, spec.keep_warm_s, est)
+    _lease(pool_actor, key, names, label, spec.keep_warm_s, memory_estimate(model_path, len(nodes)))
 
     def create(name: str, node: str):
         options = {"namespace": NAMESPACE, "lifetime": "detached", "name": name, "get_if_exists": True}
@@ -172,10 +172,6 @@ def _lease(pool_actor, *args) -> None:
         ray.get(pool_actor().lease.remote(*args))
     except ray.exceptions.RayActorError:  # the pool left (long empty) as we called: a new one starts
         ray.get(pool_actor().lease.remote(*args))
-
-
-def _weights_bytes(model_path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(model_path).glob("*.safetensors"))
 
 
 def _let_go(actors: Actors) -> None:
@@ -217,9 +213,10 @@ def run_pipeline(
     statistics (cluster/analyses.py). ``pred_path`` None writes no predictions. Returns
     (stats, info): stats None when the model has no classifier or the data no labels; info
     has the precision and device the actors used, per actor its node and rows (``workers``),
-    the plan, the recovery, the analyses' merged parts (``parts``) and their seconds summed
-    over actors (``analyses_s``). Phases marked: actors_ready (the first actor's model
-    loaded), first_result, last_result.
+    the plan, the recovery, the analyses' merged parts (``parts``), their seconds summed
+    over actors (``analyses_s``) and the (row, reason) of images skipped (``bad``, with
+    ``skip_bad_rows``). Phases marked: actors_ready (the first actor's model loaded),
+    first_result, last_result.
     """
     from cluster.metrics import empty_stats
     from jobs.shard_schedule import ShardScheduler, Worker
@@ -257,12 +254,14 @@ class Run:
 
 def _collect(results, run: Run, pred_path: Path | None, phases: Phases) -> tuple:
     """Add up the statistics of each shard's (part, table) and write the predictions in input order."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from cluster.threshold_cells import MergeTree
+    from jobs.predictor import PLACEHOLDER_ROW
 
     stats, trees, writer = None, {}, None
-    info = {"precision": None, "device": None, "analyses_s": 0.0}
+    info = {"precision": None, "device": None, "analyses_s": 0.0, "bad": []}
     rename = {"id": run.data.id_column} if run.data.id_column else {}
     try:
         for part, table in results:
@@ -277,8 +276,10 @@ def _collect(results, run: Run, pred_path: Path | None, phases: Phases) -> tuple
                 trees.setdefault(name, MergeTree()).push(value)
             info.update(precision=part["precision"], device=part["device"])
             info["analyses_s"] += part["analyses_s"]
+            info["bad"] += part["bad"]
             if pred_path is None:
                 continue
+            table = table.filter(pc.not_equal(table["row"], PLACEHOLDER_ROW))  # a shard of only bad rows
             table = table.rename_columns([rename.get(c, c) for c in table.column_names])
             writer = writer or pq.ParquetWriter(pred_path, table.schema)
             writer.write_table(table)

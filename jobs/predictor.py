@@ -26,9 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class Predictor:
-    """One model per actor: text batch in, predictions + sufficient statistics out.
+    """One model per actor: a batch of texts or images in, predictions + sufficient statistics out.
 
-    ``labels`` None: the model is a bare encoder (drift checks without a classifier): no
+    The modality's own step (tokenise, or decode and preprocess) is cluster/modality.py's;
+    everything after the probabilities is the same for both. A bad image raises a
+    UserError naming its row, or with ``skip_bad_rows`` leaves the predictions and the
+    statistics and is listed with them.
+
+    ``labels`` None: the model is a bare text encoder (drift checks without a classifier): no
     predictions, only what ``analyses`` computes. ``analyses`` (cluster/analyses.py): more
     mergeable statistics per batch, computed with this actor's model.
     """
@@ -36,7 +41,8 @@ class Predictor:
     def __init__(self, model: ModelSource, labels, spec, gpus: float, analyses=None):
         import torch
 
-        from cluster.modeling import load_classifier, load_encoder, pick_device, resolve_precision
+        from cluster.modality import load_trained
+        from cluster.modeling import load_encoder, pick_device, resolve_precision
         from cluster.runtime import worker_threads
 
         torch.set_num_threads(worker_threads())  # Ray's OMP_NUM_THREADS alone is not honoured
@@ -44,28 +50,29 @@ class Predictor:
         # A model in the artifact store is downloaded once per node (and verified) before loading.
         path = model.local_path()
         if labels is None:
+            self.clf = None
             self.model, self.tokenizer = load_encoder(path, device=self.device)
         else:
-            self.model, self.tokenizer, _ = load_classifier(path, device=self.device)
+            self.clf = load_trained(path, device=self.device)
+            self.model, self.tokenizer = self.clf.model, self.clf.tokenizer
         self.precision = resolve_precision(spec.precision, self.device)
         self.labels = None if labels is None else np.array(labels, dtype=object)
         self.label2id = {lab: i for i, lab in enumerate(labels or [])}
         self.spec = spec
         self.analyses = analyses
+        self.base_dir = None  # where relative image paths are resolved (the data file's directory)
         self.actor_id, self.node_id = where()  # recorded with each shard
         self.ready_at = time.time()  # wall clock: model loaded, inference can start
 
-    def probs(self, texts: list[str]) -> np.ndarray:
-        from cluster.modeling import predict_proba
+    @property
+    def modality(self) -> str:
+        return "text" if self.clf is None else self.clf.modality
 
+    def probs(self, inputs) -> np.ndarray:
+        """Class probabilities (n, k) of texts, or of prepared images (uint8 (n, 3, S, S))."""
         s = self.spec
-        return predict_proba(
-            self.model,
-            self.tokenizer,
-            texts,
-            max_length=s.max_length,
-            precision=self.precision,
-            batch_size=s.batch_size,
+        return self.clf.predict_proba(
+            inputs, precision=self.precision, batch_size=s.batch_size, max_length=s.max_length
         )
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
@@ -87,8 +94,11 @@ class Predictor:
         from cluster.metrics import batch_stats
 
         s = self.spec
-        texts = batch["text"].to_pylist()
-        probs = self.probs(texts) if self.labels is not None else None
+        # Which shard this is (its input offset: the driver takes each shard once) and its size,
+        # taken before any bad row is skipped: a shard whose every image was skipped has them too.
+        offset, n_rows = int(batch["row"][0].as_py()), batch.num_rows
+        batch, inputs, bad = self._prepare(batch)
+        probs = self.probs(inputs) if self.labels is not None else None
         rows = batch["row"].to_numpy()
         y_true = None
         if probs is not None and "label" in batch.column_names:
@@ -100,28 +110,39 @@ class Predictor:
         t0 = time.perf_counter()
         parts = {}
         if self.analyses is not None:
+            texts = inputs if self.modality == "text" else None  # images: no text analyses
             parts = self.analyses.batch(
                 self, texts=texts, y_true=y_true, probs=probs, rows=rows, slice_values=slices
             )
-        out = self._columns(batch, probs)
-        # The shard's statistics ride along in its first row (a few KB whatever the rows), with
-        # which shard it is (its input offset: the driver takes each shard once) and who computed it.
-        payload = pickle.dumps(
-            {
-                "stats": stats,
-                "offset": int(rows[0]),
-                "rows": len(rows),
-                "actor": self.actor_id,
-                "node": self.node_id,
-                "parts": parts,
-                "analyses_s": time.perf_counter() - t0,
-                "precision": self.precision,
-                "device": self.device,
-                "ready_at": self.ready_at,
-            }
+        payload = {
+            "stats": stats,
+            "offset": offset,
+            "rows": n_rows,
+            "actor": self.actor_id,
+            "node": self.node_id,
+            "parts": parts,
+            "analyses_s": time.perf_counter() - t0,
+            "precision": self.precision,
+            "device": self.device,
+            "ready_at": self.ready_at,
+            "bad": [(b.row, b.reason) for b in bad],
+        }
+        return _with_payload(self._columns(batch, probs), pickle.dumps(payload), batch.num_rows)
+
+    def _prepare(self, batch: pa.Table) -> tuple:
+        """(the batch less its skipped rows, the model's inputs, the skipped rows); texts pass as
+        they are, images are decoded and preprocessed (cluster/modality.py)."""
+        if self.clf is None:
+            return batch, batch["text"].to_pylist(), []
+        prepared = self.clf.prepare(
+            batch[self.modality].to_pylist(),
+            batch["row"].to_pylist(),
+            skip_bad_rows=self.spec.skip_bad_rows,
+            base_dir=self.base_dir,
         )
-        out["_stats"] = pa.array([payload] + [b""] * (batch.num_rows - 1), pa.binary())
-        return pa.table(out)
+        if len(prepared.kept) < batch.num_rows:  # skipped rows leave the predictions and statistics
+            batch = batch.take(pa.array(prepared.kept, pa.int64()))
+        return batch, prepared.inputs, prepared.bad
 
     def _columns(self, batch: pa.Table, probs: np.ndarray | None) -> dict:
         out = {"row": batch["row"]}
@@ -131,7 +152,7 @@ class Predictor:
             pred = probs.argmax(1)
             k = probs.shape[1]
             out.update(
-                pred=pa.array(self.labels[pred].tolist()),
+                pred=pa.array(self.labels[pred].tolist(), pa.string()),
                 score=pa.array(probs[np.arange(len(pred)), pred]),
                 probs=pa.ListArray.from_arrays(
                     pa.array(np.arange(0, len(pred) * k + 1, k, dtype=np.int32)), pa.array(probs.ravel())
@@ -140,6 +161,31 @@ class Predictor:
         if "id" in batch.column_names:
             out["id"] = batch["id"]
         return out
+
+
+PLACEHOLDER_ROW = -1  # dropped by the driver (jobs/pipeline.py) before writing predictions
+
+
+def _with_payload(out: dict, payload: bytes, n: int) -> pa.Table:
+    """The batch's statistics ride along in the first row (a few KB whatever the rows); a batch
+    whose every row was skipped sends them in a placeholder row (row -1), typed like the others."""
+    out["_stats"] = pa.array([payload] + [b""] * (n - 1), pa.binary())
+    types = {"row": pa.int64(), "pred": pa.string(), "score": pa.float64(), "probs": pa.list_(pa.float64())}
+    schema = pa.schema([(k, types.get(k, v.type)) for k, v in out.items()])
+    if not n:
+        out = {f.name: pa.nulls(1, f.type) for f in schema}
+        out.update(row=pa.array([PLACEHOLDER_ROW]), _stats=pa.array([payload], pa.binary()))
+    return pa.table(out, schema=schema)
+
+
+def data_base_dir(path: str) -> str | None:
+    """Where relative image paths in a dataset are resolved: the data file's directory."""
+    from pathlib import Path
+
+    if "://" in path:
+        return None
+    p = Path(path).expanduser()
+    return str(p if p.is_dir() else p.parent)
 
 
 class ModelActor:
@@ -173,8 +219,9 @@ class ModelActor:
         with ``analyses`` (cluster/analyses.py; None: the core statistics only)."""
         from cluster.shards import Shard, read_shard
 
-        self.predictor.spec, self.predictor.analyses = spec, analyses
-        return self.predictor(read_shard(Shard(**shard), data))
+        p = self.predictor
+        p.spec, p.analyses, p.base_dir = spec, analyses, data_base_dir(data.path)
+        return p(read_shard(Shard(**shard), data, modality=p.modality))
 
 
 def where() -> tuple[str | None, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -55,11 +56,20 @@ def _detail(r: httpx.Response) -> str:
 def query(
     texts: list[str] = typer.Argument(None, help="Texts to score."),
     file: Path | None = typer.Option(None, help="A file with one text per line."),
+    image: list[Path] = typer.Option(None, "--image", help="An image file (PNG/JPEG) to score; repeatable."),
     url: str = typer.Option("http://127.0.0.1:8000", envvar="EVALCLUSTER_URL", help="The scorer's base URL."),
     as_json: bool = typer.Option(False, "--json", help="Print the raw JSON response."),
-    explain: bool = typer.Option(False, help="Also show per-token attributions (POST /v1/explain)."),
+    explain: bool = typer.Option(
+        False, help="Also explain: per-token attributions, or per-pixel saliency (POST /v1/explain)."
+    ),
+    saliency_out: Path | None = typer.Option(
+        None, help="With --explain and images: write each saliency overlay PNG into this directory."
+    ),
 ) -> None:
-    """Print label, score and probabilities per text (retries while a replica restarts)."""
+    """Print label, score and probabilities per text or image (retries while a replica restarts)."""
+    if image:
+        query_images(list(image), url, as_json, explain, saliency_out)
+        return
     texts = list(texts or [])
     if file:
         if not file.is_file():
@@ -75,6 +85,32 @@ def query(
     if explain:
         for text in texts:
             _print_explanation(post(url, "/v1/explain", {"text": text}))
+
+
+def query_images(files: list[Path], url: str, as_json: bool, explain: bool, out: Path | None) -> None:
+    """POST the image files base64-encoded; print predictions (and saliency summaries)."""
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise UserError(f"--image: no such file: {', '.join(missing)}")
+    encoded = [base64.b64encode(f.read_bytes()).decode("ascii") for f in files]
+    result = post(url, "/v1/predict", {"images": encoded})
+    if as_json:
+        console.print_json(data=result)
+    else:
+        _print_predictions([f.name for f in files], result)
+    if not explain:
+        return
+    for f, b64 in zip(files, encoded, strict=True):
+        s = post(url, "/v1/explain", {"image": b64})
+        sal = s["saliency"]
+        line = f"{f.name}: {s['label']} {s['score']:.3f} ({s['method']})"
+        line += f", saliency {sal['width']}x{sal['height']} values"
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            png = out / f"{f.stem}.saliency.png"
+            png.write_bytes(base64.b64decode(sal["overlay_png"]))
+            line += f"; overlay {png}"
+        console.print(line)
 
 
 def _print_predictions(texts: list[str], result: dict) -> None:

@@ -44,13 +44,13 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     from cluster.modeling import resolve_model
     from cluster.runtime import init_ray
     from cluster.storage_probe import check_storage_on_every_node
-    from jobs.sweep_export import export_best
+    from jobs.sweep_export import export_best, write_report
     from jobs.tune_setup import make_tuner, trial_resources
 
     registry = registry or Registry()
     spec = spec.model_copy(update={"name": spec.name or new_id("sweep")})
     model = resolve_model(spec.model, registry)
-    train, val, labels, fingerprint = load_splits(spec)
+    train, val, labels, fingerprint = load_splits(spec, model.modality)
     storage = storage_path(spec, registry)
     check_gate_baseline(spec, registry)  # a wrong baseline is an error now, not after the sweep
     ArtifactStore.from_env(registry.home).check_writable()  # the best model goes there: fail now
@@ -75,6 +75,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         summary = export_best(spec, results, registry, run_id, model, labels)
         summary.update(promote_best(spec, summary["model_id"], registry))
         summary["wall_s"] = time.perf_counter() - t0
+        summary["report"] = write_report(storage, spec, summary)
         registry.finish_run(
             run_id,
             metrics=summary,
@@ -129,12 +130,26 @@ def promote_best(spec: SweepSpec, model_id: str, registry: Registry) -> dict:
 # ------------------------------------------------------------------ data and storage
 
 
-def load_splits(spec: SweepSpec):
-    """Validated train/validation splits as Split objects, labels in sorted order, train fingerprint."""
+def load_splits(spec: SweepSpec, modality: str = "text"):
+    """Validated train/validation splits as Split objects, labels in sorted order, train fingerprint.
+
+    Images stay encoded here (a fraction of their decoded size in the object store); each
+    trial decodes them at its model's input size."""
+    import tempfile
+
+    from cluster.data import image_folder_spec
+
+    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:  # image folder trees' indexes
+        train = image_folder_spec(spec.train, modality, Path(work) / "train")
+        validation = image_folder_spec(spec.validation, modality, Path(work) / "validation")
+        return _read_splits(spec.model_copy(update={"train": train, "validation": validation}), modality)
+
+
+def _read_splits(spec: SweepSpec, modality: str):
     from cluster.data import read_pandas, scan
     from jobs.train_loop import Split
 
-    st, sv = scan(spec.train), scan(spec.validation)
+    st, sv = scan(spec.train, modality=modality), scan(spec.validation, modality=modality)
     missing = {lab: n for lab, n in sv.label_counts.items() if lab not in st.label_counts}
     if missing:
         raise UserError(
@@ -145,8 +160,8 @@ def load_splits(spec: SweepSpec):
     index = {lab: i for i, lab in enumerate(labels)}
     splits = []
     for data, cap in ((spec.train, spec.max_train_rows), (spec.validation, spec.max_validation_rows)):
-        df = _stratified_head(read_pandas(data), cap, spec.seed)
-        splits.append(Split(df["text"].tolist(), df["label"].map(index).to_numpy(np.int64)))
+        df = _stratified_head(read_pandas(data, modality=modality), cap, spec.seed)
+        splits.append(Split(df[modality].tolist(), df["label"].map(index).to_numpy(np.int64)))
     return splits[0], splits[1], labels, st.fingerprint
 
 
@@ -224,6 +239,25 @@ def resume_command(
     print_summary(resume_sweep(name, storage=storage))
 
 
+@sweep_app.command("report")
+def report_command(
+    runs: list[str] = typer.Argument(..., help="Sweep run ids (e.g. one with init: pretrained, one random)."),
+    out: Path = typer.Option(Path("sweep_report.html"), help="The HTML file to write."),
+) -> None:
+    """Learning curves of several sweeps in one figure (pretrained vs random init)."""
+    from cluster.sweep_report import write_sweep_report
+    from jobs.entry import console
+
+    registry = Registry()
+    summaries = []
+    for ref in runs:
+        run = registry.get_run(ref)
+        if run["kind"] != "sweep" or not (run.get("metrics") or {}).get("curves"):
+            raise UserError(f"run {ref} is not a finished sweep with learning curves")
+        summaries.append({**run["metrics"], "run_id": run["id"]})
+    console.print(f"wrote {write_sweep_report(summaries, out)}")
+
+
 def print_summary(summary: dict) -> None:
     from jobs.entry import console
 
@@ -247,6 +281,8 @@ def print_summary(summary: dict) -> None:
         f"registered model {summary['model_id']}; {summary['best_alias']}; run {summary['run_id']}",
         markup=False,
     )
+    if summary.get("report"):
+        console.print(f"learning curves: {summary['report']}", markup=False)
 
 
 if __name__ == "__main__":

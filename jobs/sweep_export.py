@@ -44,6 +44,9 @@ def export_best(spec: SweepSpec, results, registry: Registry, run_id: str, model
         "errored_trials": len(results.errors),
         "trial_epochs": sum(d["epochs"] or 0 for d in details),
         "trial_details": details,
+        "init": spec.init,
+        "metric": spec.metric,
+        "curves": [_curve(r, spec.metric) for r in results if r.metrics],
     }
 
 
@@ -65,13 +68,14 @@ def _register(spec: SweepSpec, best, trial_id, chosen, registry: Registry, run_i
     from ray.train import Checkpoint
 
     from cluster.artifacts import ArtifactStore
+    from cluster.modality import load_trained
     from cluster.modelcache import store_model
-    from cluster.modeling import load_classifier, save_model_dir
 
     path, validation = chosen
     model_id = new_id("m")
     lineage = {
         "base_model": model.model_id,
+        "init": spec.init,
         "sweep_run": run_id,
         "sweep": spec.name,
         "trial_id": trial_id,
@@ -86,10 +90,10 @@ def _register(spec: SweepSpec, best, trial_id, chosen, registry: Registry, run_i
     checkpoint = Checkpoint(path, filesystem=best.filesystem or pafs.LocalFileSystem())
     store = ArtifactStore.from_env(registry.home)
     with checkpoint.as_directory() as d:
-        m, tok, _ = load_classifier(Path(d) / "model", labels=labels)
+        clf = load_trained(Path(d) / "model")  # a text or an image classifier (cluster/modality.py)
         # complete in the artifact store (a directory or a URI) before it is registered
         location, checksum = store_model(
-            lambda out: save_model_dir(m, tok, out, lineage), model_id, store, registry.home / "staging"
+            lambda out: clf.save(out, lineage), model_id, store, registry.home / "staging"
         )
     registry.register_model(
         location,
@@ -122,3 +126,26 @@ def _trial_detail(result, spec: SweepSpec) -> dict:
         "resumed_from_steps": sorted({int(x) for x in column("start_step") if x > 0}),
         "nodes": sorted({str(x) for x in column("node_id") if isinstance(x, str)}),
     }
+
+
+def _curve(result, metric: str) -> dict:
+    """A trial's learning curve: the validation metric at each validation, by trial-epoch (a
+    validation reported again on resume (jobs/trial.py) is one point)."""
+    df = result.metrics_dataframe
+    points = {}
+    if df is not None and "epoch" in df and metric in df:
+        points = {round(float(e), 4): float(v) for e, v in zip(df["epoch"], df[metric], strict=True)}
+    return {
+        "trial_id": result.metrics.get("trial_id"),
+        "epoch": list(points),
+        metric: list(points.values()),
+    }
+
+
+def write_report(storage: str, spec: SweepSpec, summary: dict) -> str | None:
+    """report.html (learning curves, trials) beside the experiment; local storage only."""
+    if "://" in storage:
+        return None
+    from cluster.sweep_report import write_sweep_report
+
+    return str(write_sweep_report([summary], Path(storage) / spec.name / "report.html"))

@@ -52,11 +52,13 @@ def _gate_for(g, registry: Registry, data, spec: SweepSpec) -> tuple[GateSpec | 
 
 def _ensure_evaluated(baseline: str, data, registry: Registry, spec: SweepSpec) -> None:
     from cluster.data import scan
+    from cluster.modeling import resolve_model
     from jobs.evaluate import run_evaluate
     from jobs.gate import resolve_baseline
 
+    modality = resolve_model(spec.model, registry).modality  # the fingerprint hashes its inputs
     try:
-        resolve_baseline(registry, baseline, scan(data).fingerprint, data.path)
+        resolve_baseline(registry, baseline, scan(data, modality=modality).fingerprint, data.path)
     except UserError as exc:
         if "has no finished evaluation" not in str(exc):
             raise

@@ -62,9 +62,9 @@ def show_leaderboard(spec: LeaderboardSpec, as_json: bool = False) -> None:
     """Print the leaderboard of ``spec`` (a table per dataset, or JSON)."""
     dataset = spec.dataset
     if spec.data is not None:
-        from cluster.data import scan
+        from cluster.data import scan_any
 
-        dataset = scan(spec.data).fingerprint
+        dataset = scan_any(spec.data).fingerprint
     groups = leaderboard(Registry(), dataset, spec.metric, spec.perturbation)
     if as_json:
         console.print_json(json.dumps(groups, default=str))
@@ -133,7 +133,7 @@ leaderboard_command = spec_command(
         spec=LeaderboardSpec,
         options=options(
             LeaderboardSpec,
-            ["data.path", "data.text_column", "data.label_column", "*"],
+            ["data.path", "data.text_column", "data.image_column", "data.label_column", "*"],
             flags={"data.path": "--data"},
         ),
         run=show_leaderboard,

@@ -1,4 +1,4 @@
-"""The fine-tuning loop: plain PyTorch over a Hugging Face classifier.
+"""The fine-tuning loop: plain PyTorch over a classifier of either modality (cluster/modality.py).
 
 Used as is inside a Ray Tune trial (jobs/trial.py) and bare (benchmarks), so the
 two can be compared. Cross-entropy; the optimizer, schedule, precision (autocast,
@@ -21,10 +21,20 @@ from jobs.train_step import TrainStep, make_optimizer  # noqa: F401  (make_optim
 
 @dataclass
 class Split:
-    """Texts and their class ids (in model label order)."""
+    """Inputs and their class ids (in model label order).
 
-    texts: list[str]
+    ``inputs``: texts; or images, encoded (bytes/paths, as read) or decoded
+    (uint8 (n, 3, S, S), after ``Classifier.prepare``).
+    """
+
+    inputs: list | np.ndarray
     y: np.ndarray  # (n,) int64
+
+
+def prepared(clf, split: Split) -> Split:
+    """``split`` with its inputs ready for ``clf`` (images decoded once, at the model's size;
+    a bad image fails the trial naming its row)."""
+    return Split(clf.prepare(split.inputs).inputs, split.y)
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -60,15 +70,13 @@ def epoch_batches(
 
 
 def fine_tune(
-    model,
-    tokenizer,
+    clf,
     optimizer,
     scheduler,
     train: Split,
     val: Split,
     hp: dict,
     *,
-    labels: list[str],
     precision: str,
     evals_per_epoch: int,
     start_step: int,
@@ -76,19 +84,20 @@ def fine_tune(
 ) -> None:
     """Train from ``start_step`` to the end, calling ``report(metrics, step)`` at each validation.
 
+    ``clf``: a ``cluster.modality.Classifier``; ``train``/``val`` prepared for it.
     The batches of epoch e are seeded by (seed, e) (``epoch_batches``), so a resumed
     run sees exactly the batches it would have seen.
     """
     import torch
 
-    device = next(model.parameters()).device
+    device = next(clf.model.parameters()).device
     bs, epochs, max_length = int(hp["batch_size"]), int(hp["epochs"]), int(hp["max_length"])
-    per_epoch = steps_per_epoch(len(train.texts), bs)
+    per_epoch = steps_per_epoch(len(train.inputs), bs)
     # Validate after these steps of each epoch (1-based), the epoch's last step included.
     eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
     y_all = torch.tensor(train.y, dtype=torch.long)  # a copy: train.y may be read-only
-    lengths = np.array([len(t) for t in train.texts])
-    step_fn = TrainStep(model, optimizer, scheduler, precision)
+    lengths = clf.lengths(train.inputs)
+    step_fn = TrainStep(clf.model, optimizer, scheduler, precision)
     window = {"loss": 0.0, "rows": 0, "train_s": 0.0}  # since the last validation
     for step in range(start_step, per_epoch * epochs):
         epoch, i = divmod(step, per_epoch)
@@ -96,16 +105,14 @@ def fine_tune(
             batches = epoch_batches(lengths, bs, int(hp["seed"]), epoch, MEGABATCH)
         idx = batches[i]
         t0 = time.perf_counter()
-        texts = [train.texts[j] for j in idx]
-        batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        batch = batch.to(device)
+        batch = clf.encode(train.inputs, idx, max_length=max_length)
         y = y_all[idx].to(device)
-        loss = step_fn(lambda: torch.nn.functional.cross_entropy(model(**batch).logits.float(), y))  # noqa: B023
+        loss = step_fn(lambda: torch.nn.functional.cross_entropy(clf.logits(batch).float(), y))  # noqa: B023
         window["train_s"] += time.perf_counter() - t0
         window["loss"] += loss * len(idx)
         window["rows"] += len(idx)
         if i + 1 in eval_at:
-            metrics = validate(model, tokenizer, val, labels, max_length, precision)
+            metrics = validate(clf, val, max_length, precision)
             rows = max(window["rows"], 1)
             metrics.update(
                 epoch=(step + 1) / per_epoch,
@@ -118,17 +125,14 @@ def fine_tune(
             window = {"loss": 0.0, "rows": 0, "train_s": 0.0}
 
 
-def validate(model, tokenizer, val: Split, labels: list[str], max_length: int, precision: str) -> dict:
-    """The evaluation's own scalar metrics of ``model`` on the validation split."""
+def validate(clf, val: Split, max_length: int, precision: str) -> dict:
+    """The evaluation's own scalar metrics of ``clf`` on the (prepared) validation split."""
     from cluster.metrics import compute_metrics
-    from cluster.modeling import predict_proba
     from cluster.threshold import compute_threshold_metrics
 
-    model.eval()
-    probs = predict_proba(
-        model, tokenizer, val.texts, max_length=max_length, precision=precision, batch_size=128
-    )
-    scores = compute_metrics(val.y, probs, labels)
+    clf.model.eval()
+    probs = clf.predict_proba(val.inputs, max_length=max_length, precision=precision, batch_size=128)
+    scores = compute_metrics(val.y, probs, clf.labels)
     # ROC-AUC, AP, top-2 accuracy, Brier (point values): so a sweep can rank by any metric of the table
-    scores.update(compute_threshold_metrics(y_true=val.y, probs=probs, labels=labels, bootstrap=0))
+    scores.update(compute_threshold_metrics(y_true=val.y, probs=probs, labels=clf.labels, bootstrap=0))
     return {k: v for k, v in scores.items() if isinstance(v, float)}

@@ -31,17 +31,28 @@ log = logging.getLogger(__name__)
 
 
 def train_trial(
-    config: dict, *, train, val, model_path: str, labels: list[str], precision: str, evals_per_epoch: int
+    config: dict,
+    *,
+    train,
+    val,
+    model_path: str,
+    labels: list[str],
+    precision: str,
+    evals_per_epoch: int,
+    init: str = "pretrained",
+    image_size: int = 224,
 ) -> None:
-    """Ray Tune function trainable: fine-tune with ``config``; resume from tune.get_checkpoint()."""
+    """Ray Tune function trainable: fine-tune with ``config``; resume from tune.get_checkpoint().
+
+    ``init``/``image_size``: how a new model starts (cluster/modality.py ``load_for_training``)."""
     import ray
     import torch
     from ray import tune
 
     from cluster.checkpoint import write_manifest
-    from cluster.modeling import load_classifier, pick_device, resolve_precision
+    from cluster.modeling import pick_device, resolve_precision
     from cluster.runtime import worker_threads
-    from jobs.train_loop import fine_tune, steps_per_epoch
+    from jobs.train_loop import fine_tune, prepared, steps_per_epoch
     from jobs.train_step import make_optimizer
 
     torch.set_num_threads(worker_threads())
@@ -51,11 +62,10 @@ def train_trial(
     ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
     reports = itertools.count(_iteration_of(ckpt_dir) + 1)  # Tune's training_iteration of each report
     node_id = ray.get_runtime_context().get_node_id()
-    model, tokenizer, _ = load_classifier(
-        ckpt_dir / "model" if ckpt_dir else model_path, labels=labels, seed=int(config["seed"]), device=device
-    )
-    total = steps_per_epoch(len(train.texts), int(config["batch_size"])) * int(config["epochs"])
-    optimizer, scheduler = make_optimizer(model, config, total)
+    clf = _start_model(ckpt_dir, model_path, labels, init, int(config["seed"]), device, image_size)
+    train, val = prepared(clf, train), prepared(clf, val)
+    total = steps_per_epoch(len(train.inputs), int(config["batch_size"])) * int(config["epochs"])
+    optimizer, scheduler = make_optimizer(clf.model, config, total)
     start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
     if start_step:
         log.info("trial resumed from its checkpoint at step %d", start_step)
@@ -63,19 +73,17 @@ def train_trial(
     def report(metrics: dict, step: int) -> None:
         metrics = {**metrics, "precision": precision, "node_id": node_id}
         with tempfile.TemporaryDirectory() as d:
-            _save(Path(d), model, tokenizer, optimizer, scheduler, step)
+            _save(Path(d), clf, optimizer, scheduler, step)
             write_manifest(d, step, next(reports), metrics)  # last: it lists every other file
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     fine_tune(
-        model,
-        tokenizer,
+        clf,
         optimizer,
         scheduler,
         train,
         val,
         config,
-        labels=labels,
         precision=precision,
         evals_per_epoch=evals_per_epoch,
         start_step=start_step,
@@ -83,13 +91,25 @@ def train_trial(
     )
 
 
-def _save(d: Path, model, tokenizer, optimizer, scheduler, step: int) -> None:
+def _start_model(
+    ckpt_dir: Path | None, model_path: str, labels, init: str, seed: int, device, image_size: int
+):
+    """The checkpoint's model (its weights, whatever the init), else ``model_path``'s started as ``init``."""
+    from cluster.modality import load_for_training
+
+    start = dict(seed=seed, device=device, image_size=image_size)
+    if ckpt_dir:
+        return load_for_training(ckpt_dir / "model", labels, **start)
+    return load_for_training(model_path, labels, init=init, **start)
+
+
+def _save(d: Path, clf, optimizer, scheduler, step: int) -> None:
     """Checkpoint = model (safetensors) + optimizer, scheduler, step and every RNG state
     (safetensors + JSON: cluster/checkpoint.py; nothing in a checkpoint is ever unpickled)."""
     from cluster.checkpoint import save_trainer_state
+    from cluster.modality import save_checkpoint
 
-    model.save_pretrained(d / "model", safe_serialization=True)
-    tokenizer.save_pretrained(d / "model")
+    save_checkpoint(clf, d)
     save_trainer_state(d, optimizer, scheduler, step)
 
 

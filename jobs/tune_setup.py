@@ -36,7 +36,17 @@ def make_tuner(
     # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     cpus, gpus = resources
-    trainable = make_trainable(*splits, model_path, labels, spec.precision, spec.evals_per_epoch, cpus, gpus)
+    trainable = make_trainable(
+        *splits,
+        model_path,
+        labels,
+        spec.precision,
+        spec.evals_per_epoch,
+        cpus,
+        gpus,
+        init=spec.init,
+        image_size=spec.image_size,
+    )
     path = f"{storage.rstrip('/')}/{spec.name}"
     if resume and tune.Tuner.can_restore(path):
         from jobs.sweep_state import repair_experiment_state
@@ -62,10 +72,21 @@ def make_tuner(
 
 
 def make_trainable(
-    train, val, model_path, labels, precision: str, evals_per_epoch: int, cpus: float, gpus: float
+    train,
+    val,
+    model_path,
+    labels,
+    precision: str,
+    evals_per_epoch: int,
+    cpus: float,
+    gpus: float,
+    *,
+    init: str = "pretrained",
+    image_size: int = 224,
 ):
     """jobs.trial.train_trial with its data in the object store and its resources attached, as
-    Tune's class that resumes from the newest complete checkpoint on storage (jobs/trial.py)."""
+    Tune's class that resumes from the newest complete checkpoint on storage (jobs/trial.py).
+    ``init``/``image_size``: how a new model starts (cluster/modality.py ``load_for_training``)."""
     from ray import tune
 
     from jobs.trial import sweep_trial_class, train_trial
@@ -79,6 +100,8 @@ def make_trainable(
             labels=labels,
             precision=precision,
             evals_per_epoch=evals_per_epoch,
+            init=init,
+            image_size=image_size,
         ),
         {"cpu": cpus, "gpu": gpus},
     )

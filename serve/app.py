@@ -1,11 +1,15 @@
 """The online scorer: one Ray Serve deployment with a FastAPI ingress.
 
     POST /v1/predict {"texts": [...]}   -> labels, scores, probabilities
+    POST /v1/predict {"images": [...]}  -> the same for an image model (base64 PNG/JPEG)
     POST /v1/explain {"text": "..."}    -> gradient x input attributions per token
+    POST /v1/explain {"image": "..."}   -> gradient x input per pixel: numbers and a PNG overlay
     GET  /v1/model                      -> id, labels, lineage, evaluation metrics
     GET  /healthz                       -> 200 while the last health check passed
 
-Each text of a request goes through ``@serve.batch``, so texts of concurrent
+The request's field must match the deployed model's modality (texts to an image
+model: 422 naming "images"); images are decoded and checked in serve/images.py.
+Each text (or decoded image) of a request goes through ``@serve.batch``, so texts of concurrent
 requests share forward passes, which run through the same length-sorted,
 dynamically padded ``predict_proba`` as offline evaluation: the same model and
 precision give the same probabilities online and offline.
@@ -22,12 +26,12 @@ every path but /healthz. An unexpected error is a JSON 500 naming the request id
 """
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import logging
 import time
 import uuid
-from collections.abc import Callable
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +41,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.apikey import api_key_digest
 from cluster.config import ServeSpec, load_spec
+from serve.batching import row_or_raise, score_each
+from serve.images import decode_request, explain_response, image_limits, request_bytes, require_modality
 from serve.schemas import (
     ExplainRequest,
     ExplainResponse,
@@ -144,38 +150,14 @@ def batch_wait_s(spec: ServeSpec, last_batch: int) -> float:
     return spec.batch_wait_ms / 1000 if last_batch > 1 else 0.0
 
 
+# A 1x1 gray PNG: the probe an image replica's health check classifies.
+_GRAY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNoAAAAggCBd81ytgAAAABJRU5ErkJggg=="
+)
+
+
 # Helpers the deployment uses are defined above it: Serve copies the class when it is
 # decorated, with the module's names as they are at that point.
-def score_each(score: Callable[[list[str]], object], texts: list[str]) -> list:
-    """``score(texts)`` as a list of rows. When the batch fails, each text is scored alone, so a
-    text that fails gets its exception in its place and every other text its row: one bad
-    request never fails the requests it shared a batch with.
-
-    >>> score_each(lambda ts: [len(t) / 0 if t == "bad" else len(t) for t in ts], ["ab", "bad"])
-    [2, ZeroDivisionError('division by zero')]
-    """
-    try:
-        return list(score(texts))
-    except Exception as exc:
-        if len(texts) == 1:
-            return [exc]
-        logger.warning("a batch of %d texts failed (%r); scoring them one by one", len(texts), exc)
-    rows = []
-    for text in texts:
-        try:
-            rows.append(score([text])[0])
-        except Exception as exc:  # noqa: BLE001 - handed to the request that sent this text
-            rows.append(exc)
-    return rows
-
-
-def _row_or_raise(row):
-    """A row from :func:`score_each`, or its exception raised in the request that owns it."""
-    if isinstance(row, BaseException):
-        raise row
-    return row
-
-
 @serve.deployment(name="Scorer", max_ongoing_requests=64, health_check_period_s=10)
 @serve.ingress(api)
 class Scorer:
@@ -184,8 +166,9 @@ class Scorer:
     def __init__(self, args: dict):
         import torch
 
+        from cluster.modality import load_trained
         from cluster.modelcache import ModelSource
-        from cluster.modeling import load_classifier, pick_device, read_lineage, resolve_precision
+        from cluster.modeling import pick_device, read_lineage, resolve_precision
         from cluster.runtime import worker_threads
 
         self.spec = _spec(args)
@@ -194,7 +177,9 @@ class Scorer:
         # ``path``: a directory, or a URI in the artifact store: downloaded once per node, verified
         # against the checksum recorded at registration, then loaded from the node's cache.
         local = ModelSource(args["path"], args["model_id"], args.get("checksum")).local_path()
-        self.model, self.tokenizer, self.labels = load_classifier(local, device=self.device)
+        self.clf = load_trained(local, device=self.device)
+        self.model, self.tokenizer, self.labels = self.clf.model, self.clf.tokenizer, self.clf.labels
+        self.modality = self.clf.modality
         self.precision = resolve_precision(self.spec.precision, self.device)
         self.model_id, self.path = args["model_id"], args["path"]
         self.lineage = read_lineage(local)
@@ -204,7 +189,8 @@ class Scorer:
         self.key_digest = (sent if sent is not None else api_key_digest(self.spec.api_key_env)) or None
         self._batch.set_max_batch_size(self.spec.max_batch_size)
         self._batch.set_batch_wait_timeout_s(0.0)  # idle until the first batch shows concurrent load
-        self._probs(["health check"])  # a replica whose model cannot run never starts
+        self.probe = "health check" if self.modality == "text" else self.clf.prepare([_GRAY_PNG]).inputs[0]
+        self._probs([self.probe])  # a replica whose model cannot run never starts
         self.health_failed_at: str | None = None  # when Serve's last health check failed
 
     # -------------------------------------------------------------- model calls
@@ -219,7 +205,7 @@ class Scorer:
 
     async def _score(self, text: str):
         """One text's probability row, through the batch queue; its own error if it failed."""
-        return _row_or_raise(await self._batch(text))
+        return row_or_raise(await self._batch(text))
 
     def batch_wait_s(self, last_batch: int) -> float:
         return batch_wait_s(self.spec, last_batch)
@@ -228,23 +214,20 @@ class Scorer:
         """The digest of the API key this replica requires (None: open); asked by a redeploy."""
         return self.key_digest
 
-    def _probs(self, texts: list[str]):
-        from cluster.modeling import predict_proba
+    def _probs(self, items: list):
+        """Texts, or decoded images (3, S, S), -> probability rows."""
+        import numpy as np
 
-        return predict_proba(
-            self.model,
-            self.tokenizer,
-            texts,
-            max_length=self.spec.max_length,
-            precision=self.precision,
-            batch_size=max(len(texts), 1),
+        inputs = items if self.modality == "text" else np.stack(items)
+        return self.clf.predict_proba(
+            inputs, max_length=self.spec.max_length, precision=self.precision, batch_size=max(len(items), 1)
         )
 
     async def check_health(self) -> None:
         """Serve's periodic health check (every 10 s): a real forward pass, through the batch
         queue so the model is only ever called from one thread. /healthz reports its outcome."""
         try:
-            _row_or_raise(await self._batch("health check"))
+            row_or_raise(await self._batch(self.probe))
         except Exception:
             self.health_failed_at = time.strftime("%Y-%m-%d %H:%M:%S %Z")
             raise
@@ -265,10 +248,19 @@ class Scorer:
 
     # -------------------------------------------------------------- HTTP routes
 
+    async def _inputs(self, req: PredictRequest) -> list:
+        """The request's texts, or its images decoded (in a thread: decoding is CPU work)."""
+        require_modality(self.modality, "text" if req.texts is not None else "image")
+        if req.texts is not None:
+            self._check_limits(req.texts)
+            return req.texts
+        data = request_bytes(req.images, self.spec)
+        prep, limit = self.model.config.preprocessing, self.spec.max_image_pixels
+        return list(await asyncio.to_thread(decode_request, data, prep, limit))
+
     @api.post("/v1/predict", response_model=PredictResponse)
     async def predict(self, req: PredictRequest) -> PredictResponse:
-        self._check_limits(req.texts)
-        rows = await asyncio.gather(*(self._score(t) for t in req.texts))
+        rows = await asyncio.gather(*(self._score(x) for x in await self._inputs(req)))
         preds = [
             Prediction(
                 label=self.labels[int(p.argmax())],
@@ -279,8 +271,13 @@ class Scorer:
         ]
         return PredictResponse(model=self._ref(), predictions=preds)
 
-    @api.post("/v1/explain", response_model=ExplainResponse)
+    @api.post("/v1/explain", response_model=ExplainResponse, response_model_exclude_none=True)
     async def explain(self, req: ExplainRequest) -> ExplainResponse:
+        require_modality(self.modality, "text" if req.text is not None else "image")
+        if req.image is not None:
+            (data,) = request_bytes([req.image], self.spec, field="image")
+            args = (self.model, data, req.target, self.spec.max_image_pixels)
+            return ExplainResponse(model=self._ref(), **await asyncio.to_thread(explain_response, *args))
         self._check_limits([req.text])
         return await asyncio.to_thread(self._explain, req.text)
 
@@ -304,13 +301,19 @@ class Scorer:
         (an open endpoint never shows the server's file system)."""
         return ModelInfo(
             id=self.model_id,
+            modality=self.modality,
             labels=self.labels,
             **({"path": str(self.path)} if self.key_digest else {}),
             precision=self.precision,
             lineage=self.lineage,
             metrics=_latest_metrics(self.home, self.model_id),
-            limits={"max_texts": self.spec.max_texts, "max_chars": self.spec.max_chars},
+            limits=self._limits(),
         )
+
+    def _limits(self) -> dict:
+        if self.modality == "image":
+            return {**image_limits(self.spec), "max_image_pixels": self.spec.max_image_pixels}
+        return {"max_texts": self.spec.max_texts, "max_chars": self.spec.max_chars}
 
     @api.get("/healthz", response_model=Health)
     async def healthz(self) -> Health:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 def check_text(text: object) -> object:
@@ -32,9 +34,46 @@ def check_text(text: object) -> object:
 Text = Annotated[str, BeforeValidator(check_text)]
 
 
+def check_base64(value: object) -> object:
+    """Standard base64 (RFC 4648, padding required; whitespace refused) of at least one byte."""
+    if not isinstance(value, str):
+        return value
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not base64 ({exc}); send the image file's bytes base64-encoded") from exc
+    if not data:
+        raise ValueError("empty image (0 bytes)")
+    return value
+
+
+def one_of(data: object, text_field: str, image_field: str) -> object:
+    """Exactly one of the two input fields, checked first, so that a request without either
+    (a misspelt field, say) is told which fields there are."""
+    if isinstance(data, dict) and (data.get(text_field) is None) == (data.get(image_field) is None):
+        raise ValueError(f'give either "{text_field}" (a text model) or "{image_field}" (an image model)')
+    return data
+
+
+# An image file (PNG, JPEG, ...) base64-encoded; decoded and checked by the replica.
+ImageB64 = Annotated[str, BeforeValidator(check_base64)]
+
+
 class PredictRequest(BaseModel):
+    """Texts for a text model, or images for an image model (GET /v1/model: modality, limits)."""
+
     model_config = ConfigDict(extra="forbid")
-    texts: list[Text] = Field(..., min_length=1, description="Texts to classify (limits: see GET /v1/model).")
+    texts: list[Text] | None = Field(
+        None, min_length=1, description="Texts to classify (text models; limits: see GET /v1/model)."
+    )
+    images: list[ImageB64] | None = Field(
+        None, min_length=1, description="Base64 PNG/JPEG images to classify (image models)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_input(cls, data):
+        return one_of(data, "texts", "images")
 
 
 class Prediction(BaseModel):
@@ -55,7 +94,14 @@ class PredictResponse(BaseModel):
 
 class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: Text = Field(..., min_length=1)
+    text: Text | None = Field(None, min_length=1, description="A text (text models).")
+    image: ImageB64 | None = Field(None, description="A base64 PNG/JPEG image (image models).")
+    target: str | None = Field(None, description="Image models: the label to explain (default: predicted).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_input(cls, data):
+        return one_of(data, "text", "image")
 
 
 class TokenAttribution(BaseModel):
@@ -63,16 +109,25 @@ class TokenAttribution(BaseModel):
     attribution: float
 
 
+class Saliency(BaseModel):
+    width: int
+    height: int
+    values: list[list[float]] = Field(..., description="Gradient x input per pixel, rows of the input image.")
+    overlay_png: str = Field(..., description="Base64 PNG: the image in gray, red (+) / blue (-) saliency.")
+
+
 class ExplainResponse(BaseModel):
     model: ModelRef
     label: str
     score: float
     method: str
-    tokens: list[TokenAttribution]
+    tokens: list[TokenAttribution] | None = Field(None, description="Text models: per token.")
+    saliency: Saliency | None = Field(None, description="Image models: per pixel.")
 
 
 class ModelInfo(BaseModel):
     id: str
+    modality: str = Field("text", description='"text" (send "texts") or "image" (send "images").')
     labels: list[str]
     path: str | None = Field(
         None, description="The model directory on the server: only with an API key configured (and sent)."

@@ -89,6 +89,43 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_model_dir(model, tokenizer, out, {"base_model": "tiny-random-bert"})
 
 
+IMAGE_LABELS = ["zero", "one", "two"]
+
+
+@pytest.fixture(scope="session")
+def tiny_image_model_dir(tmp_path_factory) -> Path:
+    """EfficientNet-Lite0, random init, 32x32 input, 3 labels, saved as an image model directory."""
+    from cluster.vision import new_image_classifier, save_image_model_dir
+
+    model = new_image_classifier(IMAGE_LABELS, pretrained=False, image_size=32, seed=0)
+    out = tmp_path_factory.mktemp("models") / "tiny-image"
+    return save_image_model_dir(model, out, {"note": "tiny random image model for plumbing"})
+
+
+@pytest.fixture(scope="session")
+def digits_images(tmp_path_factory) -> Path:
+    """150 of scikit-learn's 8x8 digits (0, 1, 2) as PNG bytes: images.parquet with
+    columns picture (bytes), digit (label name) and pid (an id)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.datasets import load_digits
+
+    from cluster.image_data import encode_png
+
+    d = load_digits(n_class=3)
+    pixels = (d.images[:150] * (255 / 16)).round().astype("uint8")  # 0..16 -> 0..255
+    table = pa.table(
+        {
+            "picture": pa.array([encode_png(p) for p in pixels], pa.binary()),
+            "digit": [IMAGE_LABELS[t] for t in d.target[:150]],
+            "pid": [f"d{i:03d}" for i in range(150)],
+        }
+    )
+    path = tmp_path_factory.mktemp("digits") / "images.parquet"
+    pq.write_table(table, path, row_group_size=40)
+    return path
+
+
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """The real sample corpus split (train/validation/test Parquet)."""

@@ -151,7 +151,9 @@ def test_healthz_answers_from_the_last_health_check_without_a_forward_pass():
         calls.append(text)
         raise RuntimeError("the model broke")
 
-    replica = SimpleNamespace(model_id="m-1", _batch=forward_pass, health_failed_at=None)
+    replica = SimpleNamespace(
+        model_id="m-1", _batch=forward_pass, health_failed_at=None, probe="health check"
+    )
     assert asyncio.run(cls.healthz(replica)).model_dump() == {"status": "ok", "model": "m-1"}
     assert calls == []  # polling /healthz costs no model time
     with pytest.raises(RuntimeError):  # Serve's periodic check runs the model and records the outcome
@@ -172,3 +174,31 @@ def test_api_key_check():
     assert key_matches(digest, "Bearer s3cret") and key_matches(digest, "bearer  s3cret ")
     for header in (None, "", "Bearer", "Bearer nope", "Basic s3cret", "s3cret", f"Bearer {digest}"):
         assert not key_matches(digest, header), header
+
+
+def test_a_request_of_the_other_modality_names_the_right_field():
+    from fastapi import HTTPException
+
+    from serve.images import require_modality
+
+    require_modality("image", "image")
+    with pytest.raises(HTTPException) as exc:
+        require_modality("image", "text")
+    assert exc.value.status_code == 422 and 'send "images"' in exc.value.detail
+    with pytest.raises(HTTPException) as exc:
+        require_modality("text", "image")
+    assert 'send "texts"' in exc.value.detail and 'not "images"' in exc.value.detail
+
+
+def test_image_request_schema_takes_base64_and_one_modality():
+    from pydantic import ValidationError
+
+    from serve.schemas import ExplainRequest, PredictRequest
+
+    assert PredictRequest(images=["iVBORw0KGgo="]).images == ["iVBORw0KGgo="]
+    for body in ({"images": ["@@"]}, {"images": [""]}, {}, {"texts": ["a"], "images": ["iVBORw0KGgo="]}):
+        with pytest.raises(ValidationError):
+            PredictRequest(**body)
+    assert ExplainRequest(image="iVBORw0KGgo=", target="cat").target == "cat"
+    with pytest.raises(ValidationError):
+        ExplainRequest()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cluster.warmpool import LEASE_STALE_S, WarmPool, actor_names, model_key
+from cluster.warmpool import LEASE_STALE_S, WarmPool, actor_kind, actor_names, model_key
 
 GIB = 2**30
 
@@ -39,9 +39,19 @@ def test_the_key_follows_the_model_files_precision_and_device(tiny_model_dir, tm
     key = model_key(model, "auto", 0)
     assert key == model_key(model, "auto", 0) and len(key) == 16
     assert len({key, model_key(model, "fp32", 0), model_key(model, "auto", 1)}) == 3
+    # What the actors load is in the key: a bare encoder (drift) never serves an evaluation.
+    assert (
+        key == model_key(model, "auto", 0, "text-classifier") != model_key(model, "auto", 0, "text-encoder")
+    )
     later = time.time() + 5
     os.utime(model / "config.json", (later, later))  # a rewritten file: a new key, never stale weights
     assert model_key(model, "auto", 0) != key
+
+
+def test_the_actor_kind_names_modality_and_model_type():
+    assert actor_kind("text", classifier=True) == "text-classifier"
+    assert actor_kind("text", classifier=False) == "text-encoder"
+    assert actor_kind("image", classifier=True) == "image-classifier"
 
 
 def test_least_recently_used_idle_model_leaves_first_when_over_the_model_count():
