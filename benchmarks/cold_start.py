@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-VOLATILE = ("run_id", "timings", "ray", "warm_actors")  # how a run ran, not what it computed
+VOLATILE = ("run_id", "timings", "ray", "warm_actors", "workers")  # how a run ran, not what it computed
 MODES = ("pipeline", "cold", "head", "warm")
 # Ray failing to start on an overloaded machine: its raylet not up within its fixed 30 s, or the
 # head's dashboard dying while it starts.
