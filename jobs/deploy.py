@@ -83,8 +83,8 @@ def deploy(
     key_sha256, auth = _auth(spec, no_api_key)
     app = build_app(_replica_args(spec, ref, registry, key_sha256))
     phases.mark("app_built")
-    # Not serve.run: it polls the application's status once a second until RUNNING; /healthz,
-    # polled every 0.1 s, says the same sooner (and which model answers: a hot swap's new one).
+    # Not serve.run: it polls the application's status once a second until RUNNING; the wait
+    # below polls it every 0.1 s (with /healthz: which model answers, a hot swap's new one).
     target = serve.RunTarget(app, name=APP_NAME, route_prefix="/")
     serve.run_many([target], wait_for_applications_running=False)
     url = f"http://{remote_host or _local_host(spec.host)}:{spec.port}"
@@ -226,19 +226,23 @@ def _remote_host(address: str | None) -> str | None:
 
 
 def wait_until_serving(url: str, model_id: str, timeout_s: float) -> None:
-    """Poll /healthz until the new model answers (a hot swap first answers with the old one);
-    a deployment Serve gave up on (its replicas failed to start) is said at once."""
-    deadline, next_status = time.time() + timeout_s, time.time() + STATUS_EVERY_S
+    """Wait (polling every 0.1 s) until Serve has the application RUNNING and /healthz answers
+    with the new model (a hot swap first answers with the old one); a deployment Serve gave up
+    on (its replicas failed to start) is said at once."""
+    from ray import serve
+
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
-        try:
-            r = httpx.get(f"{url}/healthz", timeout=5)
-            if r.status_code == 200 and r.json().get("model") == model_id:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.time() > next_status:
-            _raise_if_failed()
-            next_status = time.time() + STATUS_EVERY_S
+        app = serve.status().applications.get(APP_NAME)
+        state = str(getattr(app.status, "value", app.status)) if app is not None else None
+        if state == "DEPLOY_FAILED":
+            message = (app.message or "").strip().splitlines()
+            raise UserError(
+                f"Serve could not start the scorer: {message[0] if message else state} "
+                "(`evalctl serve status`; the replica logs: `ray logs` / the dashboard)"
+            )
+        if state == "RUNNING" and _answers(url, model_id):
+            return
         time.sleep(0.1)
     raise UserError(
         f"{url} did not serve model {model_id} within {timeout_s:.0f}s; "
@@ -246,19 +250,12 @@ def wait_until_serving(url: str, model_id: str, timeout_s: float) -> None:
     )
 
 
-STATUS_EVERY_S = 1.0  # how often the wait asks Serve whether the deployment failed
-
-
-def _raise_if_failed() -> None:
-    from ray import serve
-
-    app = serve.status().applications.get(APP_NAME)
-    if app is not None and str(getattr(app.status, "value", app.status)) == "DEPLOY_FAILED":
-        message = (app.message or "").strip().splitlines()
-        raise UserError(
-            f"Serve could not start the scorer: {message[0] if message else 'DEPLOY_FAILED'} "
-            "(`evalctl serve status`; the replica logs: `ray logs` / the dashboard)"
-        )
+def _answers(url: str, model_id: str) -> bool:
+    try:
+        r = httpx.get(f"{url}/healthz", timeout=5)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and r.json().get("model") == model_id
 
 
 def status(address: str | None = None, port: int = 8000) -> dict:

@@ -31,7 +31,7 @@ def scores(stats, parts: dict, spec, labels: list[str], explainer) -> tuple[dict
         from jobs.explainer import add_attributions
 
         t0 = time.perf_counter()
-        add_attributions(metrics.get("mistakes", []), explainer.handles, spec.max_length, explainer.threads)
+        add_attributions(metrics.get("mistakes", []), explainer.handles, spec.max_length)
         took["attributions_s"] = time.perf_counter() - t0
     return metrics, took
 

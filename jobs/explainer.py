@@ -14,10 +14,15 @@ same actor's score call 1.8x slower while such a load runs beside it).
 
 from __future__ import annotations
 
+THREADS = 1  # the attributions' torch threads, whatever the plan: the same run gives the same numbers
 
-def add_attributions(pairs: list[dict], handles: list, max_length: int, threads: int) -> None:
+
+def add_attributions(pairs: list[dict], handles: list, max_length: int) -> None:
     """Token attributions of every example in ``pairs``, toward its (wrong) prediction, by the
-    first of the model actors ``handles`` still alive (a node lost mid-run may take some)."""
+    first of the model actors ``handles`` still alive (a node lost mid-run may take some).
+
+    On :data:`THREADS` threads: a run's attributions are then the same numbers whether it had
+    one actor of 2 threads or two of 1 (a matrix product's sums may split by thread count)."""
     import ray
 
     examples = [e for p in pairs for e in p["examples"]]
@@ -26,7 +31,7 @@ def add_attributions(pairs: list[dict], handles: list, max_length: int, threads:
     texts = [e["text"] for e in examples]
     for i, handle in enumerate(handles):
         try:
-            found = ray.get(handle.explain.remote(texts, max_length, threads))
+            found = ray.get(handle.explain.remote(texts, max_length, THREADS))
             break
         except ray.exceptions.RayActorError:
             if i == len(handles) - 1:
