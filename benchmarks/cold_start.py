@@ -36,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from jobs.deploy import STARTUP as SERVE_STEPS  # noqa: E402  (the breakdown's steps, in order)
+
 VOLATILE = ("run_id", "timings", "ray", "warm_actors", "workers")  # how a run ran, not what it computed
 MODES = ("pipeline", "cold", "head", "warm")
 # Ray failing to start on an overloaded machine: its raylet not up within its fixed 30 s, or the
@@ -144,22 +146,33 @@ class Bench:
         line = next(s for s in reversed(proc.stdout.splitlines()) if s.startswith("{"))
         return {"wall_s": wall, "load": load, **json.loads(line)}
 
-    def serve_first_answer(self, env: dict) -> float:
-        """`evalctl serve deploy` -> the first answered POST /v1/predict, seconds."""
+    def serve_first_answer(self, env: dict) -> dict:
+        """`evalctl serve deploy` -> the first answered POST /v1/predict: its seconds (``wall_s``)
+        and the command's own breakdown (jobs/deploy.py: log_startup, at INFO)."""
         import httpx
 
         url = f"http://127.0.0.1:{self.serve_port}/v1/predict"
+        args = ("--log-level", "INFO", "serve", "deploy", "--model", self.model, "--port", self.serve_port)
+        load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        self.evalctl("serve", "deploy", "--model", self.model, "--port", self.serve_port, env=env)
+        _, proc = self.evalctl(*args, env=env)
         deadline = time.time() + 300
         while time.time() < deadline:
             try:
                 if httpx.post(url, json={"texts": ["what a flight"]}, timeout=30).status_code == 200:
-                    return time.perf_counter() - t0
+                    wall = time.perf_counter() - t0
+                    return {"wall_s": wall, "load": load, **startup_breakdown(proc.stderr)}
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         sys.exit("no answer from the scorer within 300 s")
+
+
+def startup_breakdown(stderr: str) -> dict:
+    """The ``name seconds`` pairs of `serve deploy`'s "start-up (s):" log line ({} without one)."""
+    line = next((s for s in stderr.splitlines() if "serve deploy start-up (s):" in s), "")
+    pairs = line.split("start-up (s):", 1)[-1].split(",") if line else []
+    return {k: float(v) for k, v in (p.split() for p in pairs)}
 
 
 # ------------------------------------------------------------------ the measurement
@@ -223,7 +236,9 @@ def run_serve(bench: Bench, repeats: int) -> dict:
         bench.evalctl("cluster", "down", env=bench.cold_env, check=False)
         times["head"].append(bench.serve_first_answer(bench.head_env))
         bench.evalctl("serve", "stop", env=bench.head_env, check=False)
-        print(f"serve: cold {times['cold'][-1]:.1f}s, on a running head {times['head'][-1]:.1f}s")
+        cold, head = times["cold"][-1]["wall_s"], times["head"][-1]["wall_s"]
+        print(f"serve: cold {cold:.1f}s, on a running head {head:.1f}s")
+        print("  " + json.dumps({m: t[-1] for m, t in times.items()}), flush=True)
     return times
 
 
@@ -262,14 +277,20 @@ def report(results: dict, serve: dict | None, retries: int) -> None:
             + ", ".join(f"{median(res['runs']['pipeline'], k):.2f}" for k in pk)
         )
     loads = [r["load"] for res in results.values() for runs in res["runs"].values() for r in runs]
-    lo, hi = min(loads), max(loads)
+    loads += [r["load"] for runs in (serve or {}).values() for r in runs]
+    lo, hi = min(loads, default=0), max(loads, default=0)
     print(f"\nload average (1 min) at the runs' starts: {lo:.1f}..{hi:.1f}, {os.cpu_count()} CPUs")
     print(f"runs repeated because Ray failed to start under load: {retries}")
     if serve:
         print(
-            f"serve deploy -> first answer (median): no head {statistics.median(serve['cold']):.1f} s, "
-            f"on a running head {statistics.median(serve['head']):.1f} s"
+            f"serve deploy -> first answer (median): no head {median(serve['cold'], 'wall_s'):.1f} s, "
+            f"on a running head {median(serve['head'], 'wall_s'):.1f} s"
         )
+        keys = [name for name, _, _ in SERVE_STEPS] + ["total_s"]
+        print("median serve deploy breakdown (s): " + ", ".join(keys))
+        for mode, runs in serve.items():
+            row = [median(runs, k) for k in keys]
+            print(f"  {mode:>5}: " + ", ".join("-" if v is None else f"{v:.2f}" for v in row))
 
 
 def main() -> None:
@@ -278,6 +299,7 @@ def main() -> None:
     parser.add_argument("--rows", default="1000,3725,8000,37250", help="comma-separated sizes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-serve", action="store_true", help="skip the serving measurement")
+    parser.add_argument("--serve-only", action="store_true", help="only the serving measurement")
     opts = parser.parse_args()
 
     from cluster.modeling import resolve_model
@@ -289,7 +311,7 @@ def main() -> None:
     print(f"model {ref.model_id} ({ref.path}); {os.cpu_count()} CPUs; scratch {tmp}")
     bench.head_up()
     try:
-        results = run_sizes(bench, str(ref.path), data, opts.repeats)
+        results = {} if opts.serve_only else run_sizes(bench, str(ref.path), data, opts.repeats)
         serve = None if opts.no_serve else run_serve(bench, opts.repeats)
     finally:
         bench.evalctl("serve", "stop", env=bench.head_env, check=False)

@@ -27,6 +27,7 @@ import httpx
 import typer
 
 from cluster.apikey import api_key, api_key_digest, digest_env
+from cluster.clock import Phases, process_started_at
 from cluster.config import ServeSpec
 from cluster.errors import UserError
 from jobs.entry import console
@@ -59,6 +60,8 @@ def deploy(
     from cluster.modeling import resolve_model
     from cluster.registry import Registry
 
+    phases = Phases(start=process_started_at())
+    phases.mark("command")
     if no_api_key and api_key(spec.api_key_env):
         raise UserError(f"${spec.api_key_env} holds an API key and --no-api-key was given: choose one")
     registry = Registry()
@@ -68,14 +71,32 @@ def deploy(
             f"model {ref.model_id} has no id2label: serve a fine-tuned classifier, not a bare encoder "
             "(fine-tune it with `evalctl sweep` first)"
         )
+    phases.mark("resolved")
     address = _join(address, start_head)
+    phases.mark("connected")
     remote_host = _remote_host(address)
     serve.start(
         proxy_location=proxy_location(),
         http_options={"host": "0.0.0.0" if remote_host else spec.host, "port": spec.port},
     )
+    phases.mark("serve_started")
     key_sha256, auth = _auth(spec, no_api_key)
-    args = {
+    app = build_app(_replica_args(spec, ref, registry, key_sha256))
+    phases.mark("app_built")
+    # Not serve.run: it polls the application's status once a second until RUNNING; the wait
+    # below polls it every 0.1 s (with /healthz: which model answers, a hot swap's new one).
+    target = serve.RunTarget(app, name=APP_NAME, route_prefix="/")
+    serve.run_many([target], wait_for_applications_running=False)
+    url = f"http://{remote_host or _local_host(spec.host)}:{spec.port}"
+    wait_until_serving(url, ref.model_id, timeout_s)
+    phases.mark("answered")
+    log_startup(phases)
+    return {"url": url, "model_id": ref.model_id, "labels": ref.labels, "auth": auth}
+
+
+def _replica_args(spec: ServeSpec, ref, registry, key_sha256: str | None) -> dict:
+    """What each replica is built with (serve/app.py: build_app): the spec, the resolved model."""
+    return {
         **spec.model_dump(mode="json"),
         "path": ref.source.location,  # a URI in the artifact store: each node downloads it once
         "model_id": ref.model_id,
@@ -83,10 +104,43 @@ def deploy(
         "home": str(registry.home),
         "api_key_sha256": key_sha256,
     }
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
-    url = f"http://{remote_host or _local_host(spec.host)}:{spec.port}"
-    wait_until_serving(url, ref.model_id, timeout_s)
-    return {"url": url, "model_id": ref.model_id, "labels": ref.labels, "auth": auth}
+
+
+STARTUP = (  # (what the breakdown calls it, from mark, to mark): consecutive steps
+    ("cli_start_s", "start", "command"),  # interpreter and imports
+    ("resolve_s", "command", "resolved"),  # the registry, the model's directory
+    ("connect_s", "resolved", "connected"),  # import ray, ray.init (the head started if none ran)
+    ("serve_start_s", "connected", "serve_started"),  # Serve's controller and proxy (if not running)
+    ("build_s", "serve_started", "app_built"),  # serve/app.py imported here, the app built
+    ("replica_process_s", "app_built", "replica_process"),  # handed to Serve; Ray starts a worker
+    ("replica_imports_s", "replica_process", "replica_init"),  # Ray, Serve, FastAPI, serve/app.py
+    ("torch_import_s", "replica_init", "replica_torch"),
+    ("model_load_s", "replica_torch", "replica_model"),  # transformers imported, weights loaded
+    ("probe_s", "replica_model", "replica_ready"),  # the first forward pass
+    ("until_answered_s", "replica_ready", "answered"),  # Serve routing to it; /healthz polled
+)
+
+
+def log_startup(phases: Phases) -> dict:
+    """Where `serve deploy`'s time went, in seconds (logged at INFO: `evalctl --log-level INFO`);
+    the replica's steps are one replica's own marks, asked only when they are logged."""
+    if not log.isEnabledFor(logging.INFO):
+        return {}
+    from ray import serve
+
+    try:
+        handle = serve.get_deployment_handle(DEPLOYMENT, app_name=APP_NAME)
+        marks = handle.startup_marks.remote().result(timeout_s=30)
+    except Exception as exc:  # noqa: BLE001 - a breakdown without the replica's part
+        log.info("replica start-up marks not available: %s", exc)
+        marks = {}
+    for name, at in marks.items():  # a reused worker process started before it was asked for
+        phases.mark(f"replica_{name}", max(at, phases.marks["app_built"]) if name == "process" else at)
+    took = {name: phases.between(a, b) for name, a, b in STARTUP}
+    took = {k: v for k, v in took.items() if v is not None}
+    took["total_s"] = phases.between("start", "answered")
+    log.info("serve deploy start-up (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in took.items()))
+    return took
 
 
 def _join(address: str | None, start_head: bool) -> str | None:
@@ -172,20 +226,36 @@ def _remote_host(address: str | None) -> str | None:
 
 
 def wait_until_serving(url: str, model_id: str, timeout_s: float) -> None:
-    """Poll /healthz until the new model answers (a hot swap first answers with the old one)."""
+    """Wait (polling every 0.1 s) until Serve has the application RUNNING and /healthz answers
+    with the new model (a hot swap first answers with the old one); a deployment Serve gave up
+    on (its replicas failed to start) is said at once."""
+    from ray import serve
+
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        try:
-            r = httpx.get(f"{url}/healthz", timeout=5)
-            if r.status_code == 200 and r.json().get("model") == model_id:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+        app = serve.status().applications.get(APP_NAME)
+        state = str(getattr(app.status, "value", app.status)) if app is not None else None
+        if state == "DEPLOY_FAILED":
+            message = (app.message or "").strip().splitlines()
+            raise UserError(
+                f"Serve could not start the scorer: {message[0] if message else state} "
+                "(`evalctl serve status`; the replica logs: `ray logs` / the dashboard)"
+            )
+        if state == "RUNNING" and _answers(url, model_id):
+            return
+        time.sleep(0.1)
     raise UserError(
         f"{url} did not serve model {model_id} within {timeout_s:.0f}s; "
         "see `evalctl serve status` and the replica logs (`ray logs` / the dashboard)"
     )
+
+
+def _answers(url: str, model_id: str) -> bool:
+    try:
+        r = httpx.get(f"{url}/healthz", timeout=5)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and r.json().get("model") == model_id
 
 
 def status(address: str | None = None, port: int = 8000) -> dict:

@@ -16,7 +16,8 @@ from cluster.errors import UserError
 
 def scores(stats, parts: dict, spec, labels: list[str], explainer) -> tuple[dict, dict]:
     """metrics.json's scores: the core statistics, the analyses' sections, the mistakes'
-    attributions; and the seconds each step took (finalize_s, attributions_s)."""
+    attributions (by ``explainer``, the run's jobs.pipeline.Actors; None: none); and the
+    seconds each step took (finalize_s, attributions_s)."""
     from cluster.analyses import finalize as finalize_parts
     from cluster.metrics import finalize, slice_metrics
 
@@ -30,7 +31,7 @@ def scores(stats, parts: dict, spec, labels: list[str], explainer) -> tuple[dict
         from jobs.explainer import add_attributions
 
         t0 = time.perf_counter()
-        add_attributions(metrics.get("mistakes", []), explainer)
+        add_attributions(metrics.get("mistakes", []), explainer.handles, spec.max_length)
         took["attributions_s"] = time.perf_counter() - t0
     return metrics, took
 

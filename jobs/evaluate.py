@@ -192,25 +192,17 @@ def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
 def _infer(job: _Job, tmp: Path) -> tuple[dict, dict]:
     """The pipeline, with the analyses the spec asks for -> metrics.json's scores and the seconds
     of the steps besides the phases (analyses_s summed over actors, finalize_s, attributions_s)."""
-    import ray
-
     from cluster.analyses import Analyses
     from jobs.eval_sections import scores
-    from jobs.explainer import start_explainer
     from jobs.pipeline import Run, run_pipeline
 
     spec, labels = job.spec, job.labels
     analyses = Analyses.for_spec(spec, len(labels))
-    # Loads its own model while the actors infer: its imports stay off the critical path.
-    # Token attributions: text only (an image's saliency map is the scorer's /v1/explain).
+    stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases, Run(spec.data, analyses))
+    # Token attributions: text only (an image's saliency map is the scorer's /v1/explain), by
+    # the run's model actors, which hold the model already (jobs/explainer.py).
     explain = spec.mistakes and job.model.modality == "text"
-    explainer = start_explainer(job.model.path, spec.max_length) if explain else None
-    try:
-        stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases, Run(spec.data, analyses))
-        metrics, took = scores(stats, info["parts"], spec, labels, explainer)
-    finally:
-        if explainer is not None:
-            ray.kill(explainer)
+    metrics, took = scores(stats, info["parts"], spec, labels, job.actors if explain else None)
     metrics.update({k: info[k] for k in ("device", "workers", "worker_plan", "recovery")})
     metrics["precision_mode"] = info["precision"]
     if job.model.modality == "image":

@@ -55,6 +55,11 @@ class Actors:
     names: list = field(default_factory=list)  # warm actors' names (replacements' included)
     make: Callable | None = None  # node id -> another actor placed there (replacing a lost one)
 
+    @property
+    def threads(self) -> int:
+        """Torch threads per actor: the CPUs the plan gives each (warm actors reserve none)."""
+        return max(1, int(self.plan[1]))
+
 
 @contextlib.contextmanager
 def model_actors(
@@ -109,7 +114,7 @@ def _cold(spec: PipelineSpec, model, labels: list[str] | None, plan: tuple, node
     _, cpus, gpus = plan
 
     def make(node: str):
-        handle = _actor_class(cpus, gpus, node).remote(model.source, labels, spec, gpus, int(cpus))
+        handle = _actor_class(cpus, gpus, node).remote(model.source, labels, spec, gpus, actors.threads)
         actors.handles.append(handle)
         return handle
 
@@ -128,7 +133,7 @@ def _warm(spec: PipelineSpec, model, labels: list[str] | None, plan: tuple, node
 
     from cluster.warmpool import NAMESPACE, actor_kind, actor_names, memory_estimate, model_key, pool_actor
 
-    _, cpus, gpus = plan
+    gpus = plan[2]
     model_path = model.path  # this machine's copy: its files' names, sizes and mtimes make the key
     kind = actor_kind(model.modality, classifier=labels is not None)
     key = model_key(model_path, spec.precision, gpus, kind)
@@ -143,7 +148,8 @@ def _warm(spec: PipelineSpec, model, labels: list[str] | None, plan: tuple, node
 
     def create(name: str, node: str):
         options = {"namespace": NAMESPACE, "lifetime": "detached", "name": name, "get_if_exists": True}
-        handle = _actor_class(0, gpus, node, **options).remote(model.source, labels, spec, gpus, int(cpus))
+        args = (model.source, labels, spec, gpus, actors.threads)
+        handle = _actor_class(0, gpus, node, **options).remote(*args)
         actors.handles.append(handle)
         return handle
 
@@ -298,7 +304,8 @@ class _RayOps:
 
     def submit(self, worker, index: int):
         shard = asdict(self.actors.shards[index])
-        return worker.handle.score.remote(shard, self.spec, self.run.data, self.run.analyses)
+        threads = self.actors.threads  # a warm actor may have been made by a run of another plan
+        return worker.handle.score.remote(shard, self.spec, self.run.data, self.run.analyses, threads)
 
     def wait(self, refs: list, timeout: float) -> list:
         import ray

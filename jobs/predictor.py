@@ -196,13 +196,14 @@ class ModelActor:
     """
 
     def __init__(self, model: ModelSource, labels, spec: PipelineSpec, gpus: float, threads: int):
-        import torch
-
         self.predictor = Predictor(model, labels, spec, gpus)
-        torch.set_num_threads(threads)  # warm actors reserve no CPU, so Ray's hint is not theirs
+        use_threads(threads)  # warm actors reserve no CPU, so Ray's hint is not theirs
 
     def ready(self) -> dict:
-        """Answered once the model is loaded: when, the memory this process holds, and where it runs."""
+        """Answered once the model is loaded: when, the memory this process holds, where it runs
+        and the torch threads it computes with now."""
+        import torch
+
         from cluster.clock import rss_bytes
 
         p = self.predictor
@@ -212,16 +213,44 @@ class ModelActor:
             "pid": os.getpid(),
             "actor": p.actor_id,
             "node": p.node_id,
+            "threads": torch.get_num_threads(),
         }
 
-    def score(self, shard: dict, spec: PipelineSpec, data: DataSpec, analyses=None) -> pa.Table:
+    def score(
+        self, shard: dict, spec: PipelineSpec, data: DataSpec, analyses=None, threads: int | None = None
+    ) -> pa.Table:
         """Read one shard of ``data`` (cluster/shards.py) and predict it under ``spec``'s settings,
-        with ``analyses`` (cluster/analyses.py; None: the core statistics only)."""
+        with ``analyses`` (cluster/analyses.py; None: the core statistics only), on ``threads``
+        torch threads (this run's plan; None: as they are)."""
         from cluster.shards import Shard, read_shard
 
+        use_threads(threads)
         p = self.predictor
         p.spec, p.analyses, p.base_dir = spec, analyses, data_base_dir(data.path)
         return p(read_shard(Shard(**shard), data, modality=p.modality))
+
+    def explain(self, texts: list[str], max_length: int, threads: int | None = None) -> list[dict]:
+        """Token attributions (cluster/explain.py) of ``texts`` with this actor's model (fp32,
+        as loaded: the run's precision applies to its predictions only)."""
+        from cluster.explain import token_attributions
+
+        use_threads(threads)
+        p = self.predictor
+        return [token_attributions(p.model, p.tokenizer, t, max_length=max_length) for t in texts]
+
+
+def use_threads(threads: int | None) -> None:
+    """Compute on ``threads`` torch threads from now on (None: leave them).
+
+    A warm actor outlives the run that created it: the run using it says how many threads
+    its plan gives each actor (2 actors x 1 thread or 1 x 2 on 2 CPUs), so a reused actor
+    never runs more threads than its share of the CPUs (OpenMP threads beyond the free
+    cores spin and wait on each other: measured 3x the CPU seconds, benchmarks/warm_inference.py).
+    """
+    import torch
+
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def where() -> tuple[str | None, str | None]:

@@ -164,8 +164,13 @@ class Scorer:
     """One replica: one model, dynamic batching, explanations."""
 
     def __init__(self, args: dict):
+        from cluster.clock import process_started_at
+
+        # Wall-clock marks of this replica's start (`evalctl serve deploy` prints them).
+        self.started = {"process": process_started_at(), "init": time.time()}
         import torch
 
+        self.started["torch"] = time.time()
         from cluster.modality import load_trained
         from cluster.modelcache import ModelSource
         from cluster.modeling import pick_device, read_lineage, resolve_precision
@@ -189,9 +194,11 @@ class Scorer:
         self.key_digest = (sent if sent is not None else api_key_digest(self.spec.api_key_env)) or None
         self._batch.set_max_batch_size(self.spec.max_batch_size)
         self._batch.set_batch_wait_timeout_s(0.0)  # idle until the first batch shows concurrent load
+        self.started["model"] = time.time()
         self.probe = "health check" if self.modality == "text" else self.clf.prepare([_GRAY_PNG]).inputs[0]
         self._probs([self.probe])  # a replica whose model cannot run never starts
         self.health_failed_at: str | None = None  # when Serve's last health check failed
+        self.started["ready"] = time.time()
 
     # -------------------------------------------------------------- model calls
 
@@ -209,6 +216,11 @@ class Scorer:
 
     def batch_wait_s(self, last_batch: int) -> float:
         return batch_wait_s(self.spec, last_batch)
+
+    def startup_marks(self) -> dict:
+        """When this replica's process started, entered ``__init__`` (Ray, Serve, FastAPI and this
+        module imported), had torch imported, the model loaded and the probe answered (time.time())."""
+        return self.started
 
     def api_key_sha256(self) -> str | None:
         """The digest of the API key this replica requires (None: open); asked by a redeploy."""

@@ -1,6 +1,7 @@
 """The scorer on Ray Serve (shared local cluster), over real HTTP, with tiny models."""
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -259,6 +260,19 @@ def test_serve_config_file_deploys_the_same_application(served, tiny_model_dir):
     serve.context._get_global_client().deploy_apps(ServeDeploySchema.model_validate(cfg), _blocking=True)
     r = httpx.post(f"{url}/v1/predict", json={"texts": ["from the config file"]}, timeout=60)
     assert r.status_code == 200 and r.json()["model"]["id"] == str(tiny_model_dir), r.text
+
+
+def test_deploy_logs_where_its_start_up_went(served, tiny_model_dir, tmp_path, caplog):
+    from jobs.deploy import STARTUP
+
+    deploy_model, _ = served
+    with caplog.at_level(logging.INFO, logger="jobs.deploy"):
+        deploy_model(other_model(tiny_model_dir, tmp_path))  # a new replica starts
+    (line,) = [r.getMessage() for r in caplog.records if "serve deploy start-up (s):" in r.getMessage()]
+    took = {k: float(v) for k, v in (p.split() for p in line.split("(s):", 1)[1].split(","))}
+    assert list(took) == [name for name, _, _ in STARTUP] + ["total_s"]
+    assert all(v >= 0 for v in took.values()) and took["total_s"] >= max(took.values())
+    deploy_model(tiny_model_dir)
 
 
 def test_status_and_stop(served, tiny_model_dir):
