@@ -56,6 +56,10 @@ class Predictor:
             self.clf = load_trained(path, device=self.device)
             self.model, self.tokenizer = self.clf.model, self.clf.tokenizer
         self.precision = resolve_precision(spec.precision, self.device)
+        if self.modality == "image":  # BatchNorm folded, kernels built before the first shard
+            from cluster.vision import prepare_for_inference
+
+            prepare_for_inference(self.model, batch_size=spec.batch_size, precision=self.precision)
         self.labels = None if labels is None else np.array(labels, dtype=object)
         self.label2id = {lab: i for i, lab in enumerate(labels or [])}
         self.spec = spec
