@@ -16,6 +16,8 @@ baseline, every turn in the JSON.
                     convolutions, kernels built by one forward pass)
   first_batch       seconds of the first batch of a freshly loaded model, as loaded and
                     prepared: what a warm-up pass at load takes off the first shard
+  fidelity_to_fp32  each variant against the model as loaded in fp32: largest probability
+                    difference, share of rows with the same top class
   sharding          whether an image's probabilities are bit-identical when the rows are
                     cut at another place (a shard boundary mid-batch), per precision, and
                     the largest difference
@@ -106,6 +108,25 @@ def sharding(model_dir: Path, pixels) -> dict:
     return out
 
 
+def fidelity(model_dir: Path, pixels) -> dict:
+    """How far each variant's probabilities are from the model as loaded in fp32: the largest
+    difference and the share of rows with the same top class (folding must not move bf16 further
+    from fp32 than bf16 itself does)."""
+    ref = probs(fresh_model(model_dir, False, "fp32"), pixels, "fp32")
+    out = {}
+    for name, prepared, precision in (
+        ("as_loaded/bf16", False, "bf16"),
+        ("prepared/bf16", True, "bf16"),
+        ("prepared/fp32", True, "fp32"),
+    ):
+        p = probs(fresh_model(model_dir, prepared, precision), pixels, precision)
+        out[name] = {
+            "max_abs_diff": float(np.abs(p - ref).max()),
+            "same_top_class": float((p.argmax(1) == ref.argmax(1)).mean()),
+        }
+    return out
+
+
 def summary(steps: dict) -> dict:
     n = steps.pop("_rows")
     best = {
@@ -154,6 +175,7 @@ def main() -> None:
             **summary({**steps, "_rows": len(images)}),
             "first_batch_s": {k: round(min(v), 3) for k, v in first_batch(args, model_dir, pixels).items()},
             "sharding": sharding(model_dir, pixels),
+            "fidelity_to_fp32": fidelity(model_dir, pixels),
             "load_avg_1m": [load[0], os.getloadavg()[0]],
             "turns": steps,
         }
