@@ -14,7 +14,7 @@ baseline, every turn in the JSON.
                     inference_mode + autocast at --precision
   infer/prepared    after cluster.vision.prepare_for_inference (BatchNorm folded into the
                     convolutions, kernels built by one forward pass)
-  first_batch       seconds of the first batch of a freshly loaded model, as loaded and
+  first_batch       CPU seconds of the first batch of a freshly loaded model, as loaded and
                     prepared: what a warm-up pass at load takes off the first shard
   fidelity_to_fp32  each variant against the model as loaded in fp32: largest probability
                     difference, share of rows with the same top class
@@ -81,12 +81,12 @@ def turns(args, model_dir: Path, images: list, pixels) -> dict:
 
 
 def first_batch(args, model_dir: Path, pixels) -> dict:
-    """Seconds of the first batch of 64 right after loading, as loaded and prepared (alternating)."""
+    """CPU seconds of the first batch of 64 right after loading, as loaded and prepared (alternating)."""
     out = {"as_loaded": [], "prepared": []}
     for _ in range(max(1, args.rounds - 1)):
         for name in out:
             model = fresh_model(model_dir, name == "prepared", args.precision)
-            out[name].append(cpu_s(lambda m=model: probs(m, pixels[:64], args.precision))[1])
+            out[name].append(cpu_s(lambda m=model: probs(m, pixels[:64], args.precision))[0])
     return out
 
 
