@@ -9,6 +9,7 @@ the driver.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import asdict, dataclass
 
@@ -23,6 +24,9 @@ from cluster.storage import as_uri, resolve
 
 log = logging.getLogger(__name__)
 ROWS_PER_SHARD = 1024  # default target rows per shard (= per Ray Data block, the unit of parallel work)
+# Image shards per actor: with 4, an actor that ends first idles at most about a quarter of its
+# share while the others finish (the driver keeps 2 shards in flight per actor).
+SHARDS_PER_ACTOR = 4
 MAX_PIECES_PER_TEXT_FILE = 8  # a CSV/JSONL piece re-reads its whole file: cap the re-reads
 
 
@@ -105,6 +109,29 @@ def _cut(shards: list[Shard], limit: int) -> list[Shard]:
         if s.offset >= limit:
             break
         out.append(Shard(s.uri, s.fmt, s.offset, min(s.num_rows, limit - s.offset), s.row_groups, s.start))
+    return out
+
+
+def shards_for_actors(shards: list[Shard], actors: int, align: int) -> list[Shard]:
+    """The same rows cut into about SHARDS_PER_ACTOR shards per actor, at multiples of ``align``
+    input rows (the batch size: every batch an actor runs then holds the same rows however the
+    input was sharded). Shards only get smaller; each piece re-reads its shard's row groups
+    and slices them (``start``), light next to decoding and inference.
+
+    For images, whose inputs all have one size: in bf16 an image's probabilities do not
+    depend on the other rows of its batch nor on its size (checked bit for bit:
+    benchmarks/image_throughput.py ``parts``); in fp32 they move by ~5e-7 with the batch's
+    size, which aligned cuts keep the same for all but a file's last batch.
+    """
+    total = sum(s.num_rows for s in shards)
+    per_shard = -(-total // max(1, SHARDS_PER_ACTOR * actors))  # rows, rounded up
+    size = max(1, -(-per_shard // align)) * align
+    out = []
+    for s in shards:
+        cuts = range((s.offset // size + 1) * size, s.offset + s.num_rows, size)
+        bounds = [s.offset, *cuts, s.offset + s.num_rows]
+        for lo, hi in itertools.pairwise(bounds):
+            out.append(Shard(s.uri, s.fmt, lo, hi - lo, s.row_groups, s.start + lo - s.offset))
     return out
 
 

@@ -212,6 +212,8 @@ def save_image_model_dir(model: ImageClassifier, out: str | Path, lineage: dict)
     """Write config.json + model.safetensors + evalcluster.json, appearing complete or not at all."""
     from safetensors.torch import save_file
 
+    if getattr(model, "folded", False):  # its state dict lacks the BatchNorm keys: not loadable
+        raise ValueError("a model folded for inference (fold_batchnorm) cannot be saved")
     out = Path(out)
     if out.exists():
         raise UserError(f"model directory {out} already exists")
@@ -247,6 +249,57 @@ def load_image_model(path: str | Path, device: str = "cpu") -> ImageClassifier:
 
 
 # ------------------------------------------------------------------ inference
+
+
+def conv_bn_pairs(net: torch.nn.Module) -> list[tuple[torch.nn.Module, str, str]]:
+    """(module, conv attribute, BatchNorm attribute) of every convolution followed by its
+    BatchNorm in EfficientNet-Lite (stem, each block's expand/depthwise/project, head)."""
+    pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
+    for block in net._blocks:
+        if hasattr(block, "_expand_conv"):  # blocks with expand_ratio 1 have none
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    return pairs
+
+
+def prepare_for_inference(
+    model: ImageClassifier, *, batch_size: int = 64, precision: str = "fp32"
+) -> ImageClassifier:
+    """Make an eval-mode model fast to run, in place; its outputs keep their meaning.
+
+    1. Each BatchNorm is folded into the convolution before it (its running statistics and
+       affine become the conv's weight and bias: torch.nn.utils.fusion.fuse_conv_bn_eval),
+       which removes 49 passes over the activations. fp32 probabilities move by float
+       rounding only (~1e-6); bf16 ones by bf16 rounding, as close to fp32 as before.
+    2. Exact rewrites: a symmetric "same" zero padding (the stride-1 convolutions') becomes
+       the convolution's own padding instead of a padded copy of the input (12 of 17 pads;
+       the stride-2 ones pad one side only and keep theirs), and ReLU6 clamps in place.
+    3. One forward pass of a zero batch of ``batch_size`` at ``precision``: oneDNN builds
+       (and caches) its kernels and reorders the weights now, while the model loads, not on
+       the first shard.
+    The gain of 1+2 in images per CPU-second: benchmarks/image_parts.py.
+    The model can no longer be trained or saved (``folded``): for evaluation and scoring only.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    with torch.no_grad():
+        for module, conv, bn in conv_bn_pairs(model.net):
+            setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+            setattr(module, bn, torch.nn.Identity())
+    for module in model.net.modules():
+        if isinstance(module, torch.nn.ReLU6):  # its input is always a fresh conv output
+            module.inplace = True
+        pad = getattr(module, "static_padding", None)
+        if isinstance(pad, torch.nn.ZeroPad2d) and pad.padding[0::2] == pad.padding[1::2]:
+            module.padding, module.static_padding = (pad.padding[2], pad.padding[0]), torch.nn.Identity()
+    model.folded = True
+    model.set_memory_format(model.memory_format)  # the folded weights are new tensors: lay them out
+    device = next(model.parameters()).device
+    side = model.config.preprocessing.image_size
+    with torch.inference_mode(), autocast(precision, device.type):
+        model(torch.zeros(batch_size, 3, side, side, device=device))
+    return model
 
 
 def predict_proba_pixels(

@@ -4,19 +4,17 @@
         stats, info = run_pipeline(spec, actors, len(labels), pred_path, phases, Run(data, analyses))
 
 The actors (jobs/predictor.py: ModelActor) start loading their model as soon as Ray is
-up, while the driver is still validating and fingerprinting the data. Each actor reads
-its shards itself; the driver keeps two shards in flight per actor, writes the
-predictions to Parquet in input order and adds up the statistics, so nothing that
-grows with the dataset is held on the driver.
+up, while the driver is still validating and fingerprinting the data. Each actor reads its
+shards itself; the driver keeps two shards in flight per actor, writes the predictions to
+Parquet in input order and adds up the statistics (nothing that grows with the data).
 
 Cold (an embedded Ray): the actors are private to this run. On a persistent Ray
 (`evalctl cluster up`, a cluster): they are the warm pool's (cluster/warmpool.py), found
 by name when an earlier evaluation of the same model left them loaded, and left loaded
 for the next one for ``keep_warm_s`` idle seconds (0: unloaded when this run is done).
 
-Spread and recovery: each actor is placed on a node (the nodes' room taken in turns, so the
-actors spread over the nodes); an actor lost with its node has its shards run again on the
-actors left, each shard's result taken once (jobs/shard_schedule.py).
+Spread and recovery (jobs/shard_schedule.py): actors are placed on the nodes in turns; one
+lost with its node has its shards run again on the others, each result taken once.
 
 Why not Ray Data's ``map_batches(ActorPoolStrategy)`` (what this replaced): its actors
 are created only when the dataset executes (after the scan), are never reused by a
@@ -35,6 +33,7 @@ from pathlib import Path
 from cluster.clock import Phases
 from cluster.config import DataSpec, PipelineSpec
 from cluster.errors import UserError
+from cluster.shards import shards_for_actors
 
 log = logging.getLogger(__name__)
 TOUCH_S = 10.0  # how often a warm evaluation renews its lease (cluster/warmpool.py)
@@ -78,11 +77,12 @@ def model_actors(
     phases.mark("ray_start")
     joined = init_ray(address)
     phases.mark("ray_up")
+    if model.modality == "image":  # every actor busy to the end: small shards, batch-aligned
+        shards = shards_for_actors(shards, plan_workers(spec, 2**31)[0], spec.batch_size)
     plan = plan_workers(spec, len(shards))
     nodes = place(plan)
-    warm = joined != "embedded"  # loaded actors are reused even with keep_warm_s 0 (then unloaded)
-    make = _warm if warm else _cold
-    actors = make(spec, model, labels, plan, nodes)
+    # On a running Ray, loaded actors are reused even with keep_warm_s 0 (then unloaded).
+    actors = (_cold if joined == "embedded" else _warm)(spec, model, labels, plan, nodes)
     actors.joined, actors.shards, actors.nodes = joined, shards, nodes
     actors.ready = [a.ready.remote() for a in actors.handles]  # queued behind each model load
     log.info(
@@ -385,10 +385,10 @@ def plan_workers(spec: PipelineSpec, shards: int) -> tuple[int, float, float]:
 
     GPU clusters: one actor per GPU. CPU only: one single-threaded actor per CPU
     (measured on 2 cores, bf16: 2 actors x 1 thread gave 585-613 rows/s against
-    520-542 for 1 actor x 2 threads, on the same 3,725 tweets). Never more actors
-    than shards: an actor without a shard only loads a model for nothing. (Shards are
-    not cut finer for more actors: a text's probabilities depend, in their last bits,
-    on the padded length of its batch, and so on how the rows were sharded.)
+    520-542 for 1 actor x 2 threads, on the same 3,725 tweets). Never more actors than
+    shards (one without a shard loads a model for nothing). Image shards are cut for the
+    actors (model_actors); text ones are not: a text's probabilities depend, in their
+    last bits, on its batch's padded length, and so on how the rows were sharded.
     """
     from cluster.runtime import cluster_resources, max_gpus_per_node
 

@@ -38,14 +38,17 @@ class Predictor:
     mergeable statistics per batch, computed with this actor's model.
     """
 
-    def __init__(self, model: ModelSource, labels, spec, gpus: float, analyses=None):
+    def __init__(
+        self, model: ModelSource, labels, spec, gpus: float, analyses=None, threads: int | None = None
+    ):
         import torch
 
         from cluster.modality import load_trained
         from cluster.modeling import load_encoder, pick_device, resolve_precision
         from cluster.runtime import worker_threads
 
-        torch.set_num_threads(worker_threads())  # Ray's OMP_NUM_THREADS alone is not honoured
+        # Set before the warm-up pass, whose kernels are then the ones inference runs.
+        torch.set_num_threads(threads or worker_threads())  # Ray's OMP_NUM_THREADS alone is not honoured
         self.device = pick_device(gpus)
         # A model in the artifact store is downloaded once per node (and verified) before loading.
         path = model.local_path()
@@ -56,6 +59,10 @@ class Predictor:
             self.clf = load_trained(path, device=self.device)
             self.model, self.tokenizer = self.clf.model, self.clf.tokenizer
         self.precision = resolve_precision(spec.precision, self.device)
+        if self.modality == "image":  # BatchNorm folded, kernels built before the first shard
+            from cluster.vision import prepare_for_inference
+
+            prepare_for_inference(self.model, batch_size=spec.batch_size, precision=self.precision)
         self.labels = None if labels is None else np.array(labels, dtype=object)
         self.label2id = {lab: i for i, lab in enumerate(labels or [])}
         self.spec = spec
@@ -196,8 +203,8 @@ class ModelActor:
     """
 
     def __init__(self, model: ModelSource, labels, spec: PipelineSpec, gpus: float, threads: int):
-        self.predictor = Predictor(model, labels, spec, gpus)
-        use_threads(threads)  # warm actors reserve no CPU, so Ray's hint is not theirs
+        # ``threads``: warm actors reserve no CPU, so Ray's hint is not theirs.
+        self.predictor = Predictor(model, labels, spec, gpus, threads=threads)
 
     def ready(self) -> dict:
         """Answered once the model is loaded: when, the memory this process holds, where it runs

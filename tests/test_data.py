@@ -10,6 +10,7 @@ import pytest
 from cluster.config import DataSpec
 from cluster.data import check_columns, iter_tables, plan_shards, read_pandas, scan
 from cluster.errors import UserError
+from cluster.shards import read_shard, shards_for_actors
 
 
 def write(path, df):
@@ -66,6 +67,26 @@ def test_large_row_groups_and_text_files_split_into_pieces(tmp_path):
         assert len(shards) > 2 and sum(s.num_rows for s in shards) == 30
         got = pd.concat([t.to_pandas() for t in iter_tables(spec, rows_per_shard=4)])
         assert got["row"].tolist() == list(range(30)) and got["text"].tolist() == big["tweet"].tolist()
+
+
+def test_shards_for_actors_cut_at_batch_multiples_and_read_every_row_once(tmp_path):
+    big = pd.concat([DF] * 10, ignore_index=True)  # 100 rows: a 37-row file, then 63 in row groups of 25
+    write(tmp_path / "d" / "part-0.parquet", big.iloc[:37])
+    pq.write_table(
+        pa.Table.from_pandas(big.iloc[37:], preserve_index=False),
+        tmp_path / "d" / "part-1.parquet",
+        row_group_size=25,
+    )
+    spec = DataSpec(path=str(tmp_path / "d"), text_column="tweet", label_column="y")
+    _, shards = plan_shards(spec, rows_per_shard=64)
+    cut = shards_for_actors(shards, actors=2, align=8)  # 100 rows / 8 shards -> 13 -> 16 rows each
+    assert len(cut) > len(shards) and max(s.num_rows for s in cut) == 16
+    starts = [s.offset for s in cut]
+    assert all(o % 16 == 0 for o in starts if o not in (0, 37)), starts  # a file's first shard aside
+    got = pa.concat_tables([read_shard(s, spec) for s in cut])
+    assert got["row"].to_pylist() == list(range(100))
+    assert got["text"].to_pylist() == big["tweet"].tolist()
+    assert shards_for_actors(shards, actors=1, align=1024) == shards  # never larger than planned
 
 
 def test_missing_path(tmp_path):

@@ -19,6 +19,7 @@ from sklearn.metrics import (
 from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError
 from cluster.modality import load_trained
+from cluster.vision import prepare_for_inference
 from jobs.evaluate import run_evaluate
 
 LABELS = ["zero", "one", "two"]
@@ -39,8 +40,10 @@ def test_image_evaluation_equals_sklearn_and_keeps_row_ids(
     source = pq.read_table(digits_images).to_pandas()
     assert preds["row"].tolist() == list(range(150))
     assert preds["pid"].tolist() == source["pid"].tolist()
-    # The same probabilities as a plain single-process forward pass at the same precision.
+    # The same probabilities as a plain single-process forward pass at the same precision, of
+    # the model as the actors run it (BatchNorm folded: cluster.vision.prepare_for_inference).
     clf = load_trained(tiny_image_model_dir)
+    prepare_for_inference(clf.model, precision=metrics["precision_mode"])
     ref = clf.predict_proba(
         clf.prepare(source["picture"].tolist()).inputs, precision=metrics["precision_mode"]
     )

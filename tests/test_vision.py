@@ -23,6 +23,7 @@ from cluster.vision import (
     new_image_classifier,
     predict_proba_images,
     predict_proba_pixels,
+    prepare_for_inference,
     save_image_model_dir,
 )
 
@@ -138,6 +139,27 @@ def test_bf16_autocast_stays_close_to_fp32(tiny_image_model, images):
     fp32 = predict_proba_pixels(tiny_image_model, pixels, precision="fp32")
     bf16 = predict_proba_pixels(tiny_image_model, pixels, precision="bf16")
     assert bf16.dtype == np.float64 and np.abs(bf16 - fp32).max() < 0.05
+
+
+def test_folding_batchnorm_for_inference_keeps_the_outputs(images, tmp_path):
+    model = new_image_classifier(LABELS, pretrained=False, image_size=32, seed=1)
+    model.train()  # moves the BatchNorm running statistics away from 0/1, so folding has work to do
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, 32, 32) * 2 + 1)
+    model.eval()
+    pixels = decode_images(images, model.config.preprocessing).pixels
+    before = {p: predict_proba_pixels(model, pixels, precision=p) for p in ("fp32", "bf16")}
+    fast = prepare_for_inference(model, batch_size=4, precision="bf16")
+    assert fast is model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    np.testing.assert_allclose(
+        predict_proba_pixels(model, pixels, precision="fp32"), before["fp32"], atol=1e-5
+    )
+    bf16 = predict_proba_pixels(model, pixels, precision="bf16")
+    assert np.abs(bf16 - before["fp32"]).max() < 0.05  # as close to fp32 as unfolded bf16 must be
+    with pytest.raises(ValueError, match="cannot be saved"):
+        save_image_model_dir(model, tmp_path / "m", {})
+    assert not (tmp_path / "m").exists()
 
 
 def test_saliency_has_the_input_size_and_matches_the_prediction(tiny_image_model, images):
