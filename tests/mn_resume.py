@@ -8,6 +8,7 @@ transformers imports), not a new sweep's driver and actors plus the resume's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,13 +21,36 @@ from cluster.registry import Registry
 from tests.conftest import ROOT
 from tests.mn_helpers import result_rows
 
-ROUND_TIMEOUT_S = 600  # a driver's start and its next validation, on a loaded machine
+ROUND_TIMEOUT_S = 600
+# A resumed driver started ahead: `python -m jobs.cli ARGS` once a line comes on stdin, with the
+# imports a driver makes before its first report done while the driver before it still runs.
+SPARE = (
+    "import runpy, sys\n"
+    "import pandas, pyarrow.parquet, ray, ray.tune\n"
+    "import cluster.data, jobs.cli, jobs.sweep, jobs.sweep_state, jobs.trial, jobs.tune_callbacks, jobs.tune_setup\n"
+    "sys.stdin.readline()\n"
+    "runpy.run_module('jobs.cli', run_name='__main__', alter_sys=True)\n"
+)  # a driver's start and its next validation, on a loaded machine
 
 
 def moments(n: int = 20) -> list[tuple[int, float]]:
     """The kills: after the sweep's m-th validation is recorded, then a delay (s); 0 is right
     after the checkpoint that came with that validation."""
     return [(1 + k * 3 // 2, (0.0, 0.05, 0.3)[k % 3]) for k in range(n)]
+
+
+def small_splits(sample_dir: Path, out: Path, train: int = 128, validation: int = 24) -> Path:
+    """``train`` and ``validation`` rows of the sample corpus as files of their own, which a
+    driver reads whole: a subsample (``max_train_rows``) would import scikit-learn at every
+    driver start (2.5 s of CPU here)."""
+    import pandas as pd
+
+    out.mkdir()
+    for name, n in (("train", train), ("validation", validation)):
+        pd.read_parquet(sample_dir / f"{name}.parquet").sample(n, random_state=0).to_parquet(
+            out / f"{name}.parquet"
+        )
+    return out
 
 
 class KillChain:
@@ -42,51 +66,72 @@ class KillChain:
         self.logs.mkdir()
         self.rounds: list[dict] = []
         self.rows_at_kill: list[dict[str, list]] = []  # per kill: trial directory -> result rows
+        self.current: subprocess.Popen | None = None  # the driver of the round under way
+        self.spare: subprocess.Popen | None = None  # the next driver, started ahead
 
     def rows(self) -> dict[str, list[dict]]:
         return {d.name: result_rows(d) for d in self.exp.glob("*") if d.is_dir()}
 
-    def _command(self) -> list[str]:
+    def _command(self, k: int) -> list[str]:
         """The first driver starts the sweep; every later one resumes it, as a user would."""
-        cli = [sys.executable, "-m", "jobs.cli", "sweep"]
-        if not self.rounds:
-            return [*cli, "--config", str(self.cfg), "--address", self.address]
-        return [*cli, "resume", self.spec.name, "--storage", str(self.storage)]
+        if k == 0:
+            args = ["-m", "jobs.cli", "sweep", "--config", str(self.cfg), "--address", self.address]
+        else:
+            args = ["-c", SPARE, "sweep", "resume", self.spec.name, "--storage", str(self.storage)]
+        return [sys.executable, *args]
 
-    def kill_next(self, after: int, delay: float) -> dict:
-        """Start the next driver, SIGKILL it once ``after`` validations are recorded (+ ``delay``
-        s), or once it recorded one of its own if the sweep is past ``after``."""
-        k, before = len(self.rounds), _count(self.rows())
-        target = max(after, before + 1)  # every resumed driver must record a validation itself
+    def _start(self, k: int) -> subprocess.Popen:
         env = {
             **os.environ,
             "RAY_ADDRESS": self.address,  # what `sweep resume` joins
             "TUNE_GLOBAL_CHECKPOINT_S": "1",  # a snapshot every second: the race is often open
             "EVALCLUSTER_LOG_LEVEL": "INFO",
         }
-        log = self.logs / f"driver{k}.log"
-        t0 = time.time()
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                self._command(), cwd=ROOT, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
+        with (self.logs / f"driver{k}.log").open("w") as out:
+            return subprocess.Popen(
+                self._command(k), cwd=ROOT, env=env, start_new_session=True, stdin=subprocess.PIPE,
+                stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
+
+    def kill_next(self, after: int, delay: float, ahead: bool = True) -> dict:
+        """Start the next driver (or let the one started ahead go), SIGKILL it once ``after``
+        validations are recorded (+ ``delay`` s), or once it recorded one of its own if the
+        sweep is past ``after``. ``ahead``: start the driver after it early."""
+        k, before = len(self.rounds), _count(self.rows())
+        target = max(after, before + 1)  # every resumed driver must record a validation itself
+        t0 = time.time()
+        proc, spare, self.spare = self.spare or self._start(k), self.spare is not None, None
+        self.current = proc
+        if k:  # its turn (one started ahead waited with its imports done); if it died, its log says why
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(b"go\n")
+                proc.stdin.close()
         first = self._wait(proc, lambda n: n > before, t0)
+        if ahead:
+            self.spare = self._start(k + 1)  # the next driver imports while this one trains
         self._wait(proc, lambda n: n >= target, t0)
         time.sleep(delay)
-        alive = proc.poll() is None
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        alive = proc.poll() is None  # (a driver that ended is reaped here: not killed below)
+        _kill(proc)
         rows = self.rows()
         self.rows_at_kill.append(rows)
         figures = {
-            "kill": k, "after": target, "delay_s": delay, "driver_alive": alive,
+            "kill": k, "after": target, "delay_s": delay, "driver_alive": alive, "spare": spare,
             "recorded": f"{before}->{_count(rows)}", "first_report_s": first, "kill_s": round(time.time() - t0, 1),
             "finished_at_kill": [short_trial(t) for t in finished(rows)],
             "snapshot_named_missing": len(snapshot_misses(self.exp)),
         }  # fmt: skip
         self.rounds.append(figures)
-        assert alive, f"driver {k} exited (rc {proc.returncode}) before its kill: {_tail(log)}; {self.rounds}"
+        assert alive, (
+            f"driver {k} exited (rc {proc.returncode}) before its kill: {_tail(self.logs / f'driver{k}.log')}; {self.rounds}"
+        )
         return figures
+
+    def close(self) -> None:
+        """End the drivers still running: one a failed round left, one started ahead."""
+        for proc in (self.current, self.spare):
+            if proc is not None:
+                _kill(proc)
 
     def _wait(self, proc, done, t0: float) -> float | None:
         """Seconds since ``t0`` until ``done(validations recorded)``; None if the driver exited first."""
@@ -127,6 +172,14 @@ class KillChain:
             f"validation after {min(firsts):.0f}-{max(firsts):.0f} s; snapshots that named a deleted "
             f"checkpoint: {sum(bool(r['snapshot_named_missing']) for r in self.rounds)}"
         )
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver's whole process group (a lost laptop: nothing of it runs on), unless it
+    has ended and been reaped already (its id may belong to another process by then)."""
+    if proc.returncode is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _count(rows: dict[str, list]) -> int:

@@ -39,7 +39,7 @@ from tests.mn_helpers import (
     tiny_sweep,
     workers,
 )
-from tests.mn_resume import KillChain, moments
+from tests.mn_resume import KillChain, moments, small_splits
 
 pytestmark = pytest.mark.multinode
 SHARD_LINE = re.compile(r"shard at row (\d+) \((\d+) rows\) from actor (\w+) on node (\w+)")
@@ -285,14 +285,20 @@ def test_killed_driver_resumes_20_times_out_of_20(mn, tiny_model_dir, sample_dir
     from jobs.sweep import resume_sweep
 
     workers(mn, 1)
+    data = small_splits(sample_dir, tmp_path / "data", train=128, validation=24)
     spec = tiny_sweep(
-        tiny_model_dir, sample_dir, tmp_path / "store", name="k20", max_concurrent_trials=1,
-        max_train_rows=128, max_validation_rows=24, evals_per_epoch=8,
+        tiny_model_dir, data, tmp_path / "store", name="k20", max_concurrent_trials=1,
+        max_train_rows=None, max_validation_rows=None, evals_per_epoch=8,
     )  # fmt: skip
     chain, t0 = KillChain(spec, tmp_path, mn.address), time.time()
-    for after, delay in moments(20):
-        print(f"kill {chain.kill_next(after, delay)}", flush=True)  # per-round figures, with -s or -rA
-        assert chain.rounds[-1]["after"] < 32, f"the sweep ran out of validations to kill at: {chain.rounds}"
+    try:
+        for k, (after, delay) in enumerate(moments(20)):
+            print(f"kill {chain.kill_next(after, delay, ahead=k % 2 == 0)}", flush=True)  # per-round figures
+            assert chain.rounds[-1]["after"] < 32, (
+                f"the sweep ran out of validations to kill at: {chain.rounds}"
+            )
+    finally:
+        chain.close()
     t_resume = time.time()
     summary = resume_sweep(spec.name, storage=spec.storage_path)
     figures = f"{chain.figures(time.time() - t0)}; the last resume {time.time() - t_resume:.0f} s"
