@@ -33,6 +33,8 @@ def make_tuner(
     """The Tuner: function trainable with its data in the object store, scheduler, checkpoints, retries."""
     from ray import tune
 
+    from jobs.tune_callbacks import NoTensorBoard
+
     # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     cpus, gpus = resources
@@ -62,6 +64,7 @@ def make_tuner(
             checkpoint_score_order=spec.metric_mode,
         ),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        callbacks=[NoTensorBoard()],  # pickled with the run (tuner.pkl): a resumed driver has it too
     )
     return tune.Tuner(
         trainable,

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,8 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from cluster.config import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
-from cluster.registry import Registry
-from tests.conftest import ROOT, run_evalctl
+from tests.conftest import run_evalctl
 from tests.mn_cluster import LocalCluster
 
 # how a run ran, not what it found
@@ -63,101 +58,6 @@ def result_rows(trial_dir: Path) -> list[dict]:
     f = trial_dir / "result.json"
     text = f.read_text() if f.is_file() else ""
     return [json.loads(x) for x in text.splitlines() if x.strip()]
-
-
-def snapshot_view(exp: Path) -> dict[str, tuple[str, str | None]]:
-    """trial id -> (status, latest checkpoint path) as the newest experiment snapshot has them
-    (read with Tune's own loaders: what `Tuner.restore` would start from)."""
-    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
-    from ray.tune.experiment.trial import Trial
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
-
-    newest = _find_newest_experiment_checkpoint(str(exp))
-    if newest is None:
-        return {}
-    state = _loads_with_cloudpickle(Path(newest).read_bytes())
-    view = {}
-    for json_state, run_metadata in state["trial_data"]:
-        trial = Trial.from_json_state(json_state, stub=True)
-        trial.restore_run_metadata(run_metadata)
-        latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
-        view[trial.trial_id] = (trial.status, latest.checkpoint.path if latest else None)
-    return view
-
-
-def complete_checkpoints_local(exp: Path, trial_id: str, finder) -> list:
-    import pyarrow.fs as pafs
-
-    dirs = [d for d in exp.glob(f"*{trial_id}*") if d.is_dir()]
-    return finder(pafs.LocalFileSystem(), str(dirs[0]))[0] if dirs else []
-
-
-def kill_driver_after(
-    spec: SweepSpec, exp: Path, reports: int, delay: float, tmp_path: Path, address: str
-) -> tuple[dict, bool]:
-    """Run the sweep's driver (`python -m jobs.sweep`, joined to the cluster), SIGKILL it once
-    ``reports`` validation reports are recorded (+ ``delay`` s); returns each trial's result rows
-    then, and whether the driver was still running when killed."""
-    cfg = tmp_path / f"{spec.name}.json"
-    cfg.write_text(spec.model_dump_json())
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # snapshots every second: the race is often open
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.sweep", "--config", str(cfg), "--address", address],
-        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 600
-    while True:
-        rows = {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}
-        if sum(len(r) for r in rows.values()) >= reports or proc.poll() is not None:
-            break
-        assert time.time() < deadline, "the sweep made no progress"
-        time.sleep(0.01)
-    time.sleep(delay)
-    alive = proc.poll() is None
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}, alive
-
-
-def snapshot_misses(exp: Path) -> list[str]:
-    """Trials whose checkpoint the newest experiment snapshot names but storage no longer holds
-    complete (num_to_keep deleted it after the snapshot): the race resuming from storage handles."""
-    from cluster.checkpoint import complete_checkpoints
-
-    return [
-        t for t, (status, path) in snapshot_view(exp).items()
-        if path and path not in {p for p, _ in complete_checkpoints_local(exp, t, complete_checkpoints)}
-    ]  # fmt: skip
-
-
-def check_round(summary: dict, after: dict, at_kill: dict, finished: list, outcome: str) -> None:
-    assert summary["trials"] == 2 and Registry().resolve_model("best")["id"] == summary["model_id"], outcome
-    by_trial: dict[str, list] = {}  # a trial the killed driver had only just started may
-    for name, rows in after.items():  # restart in a new directory: its rows are the trial's
-        by_trial.setdefault(trial_id(name), []).extend(rows)
-    for t, rows in by_trial.items():
-        steps = [r["step"] for r in rows]
-        assert sorted(steps) == [1, 2, 3, 4, 5, 6], f"trial {t} recorded steps {steps}; {outcome}"
-        assert max(r["epoch"] for r in rows) == 2.0, f"trial {t} did not finish; {outcome}"
-    for t in finished:
-        assert len(after[t]) == len(at_kill[t]), f"finished trial {t} ran again; {outcome}"
-
-
-def trial_id(name: str) -> str:
-    return "_".join(name.split("_")[2:4])  # train_trial_<experiment>_<index>_...
-
-
-def short_trial(name: str) -> str:  # a trial directory as the figures show it: id and start time
-    return f"{trial_id(name)}@{name.rsplit('_', 1)[-1]}"
-
-
-def round_figures(episodes: list[dict], total_s: float) -> str:
-    rounds = [e["run_s"] + e["resume_s"] for e in episodes]
-    return (
-        f"{len(episodes)} rounds in {total_s:.0f} s (a round {min(rounds):.0f}-{max(rounds):.0f} s, "
-        f"mean {sum(rounds) / len(rounds):.1f} s); snapshots that named a deleted checkpoint: "
-        f"{sum(bool(e['snapshot_named_missing']) for e in episodes)}"
-    )
 
 
 class Load:

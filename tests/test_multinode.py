@@ -30,20 +30,16 @@ from tests.conftest import LABELS, ROOT, free_port, run_evalctl
 from tests.mn_cluster import LocalCluster
 from tests.mn_helpers import (
     Load,
-    check_round,
     cluster_status,
     evaluate_args,
-    kill_driver_after,
     replicas_by_node,
     replicas_running,
     result_rows,
-    round_figures,
     same_results,
-    short_trial,
-    snapshot_misses,
     tiny_sweep,
     workers,
 )
+from tests.mn_resume import KillChain, moments, small_splits
 
 pytestmark = pytest.mark.multinode
 SHARD_LINE = re.compile(r"shard at row (\d+) \((\d+) rows\) from actor (\w+) on node (\w+)")
@@ -275,53 +271,40 @@ def test_storage_one_node_cannot_see_fails_before_any_trial(mn, tiny_model_dir, 
 # ------------------------------------------------------------------ a killed driver, resumed
 
 
-# The test is about Tune's checkpoint bookkeeping, not the model, so each trial is the tiny BERT
-# on 48 rows (3 steps an epoch, 2 epochs, a validation after every step: 6 reports with
-# checkpoints), and every round's driver joins the module's cluster (no Ray start). A round is
-# then a driver process's start, its trials' actors (torch + transformers imports) and the
-# resume's. Measured 47-82 s a round (mean 59 s, rounds 0-5) at load average 17-29 on 2 cores:
-# ~20 min for 20 rounds there, so still `slow` (the brief's bound for `make test` is 10 min);
-# to be measured on a quiet machine.
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
+# The test is about Tune's checkpoint bookkeeping, not the model: 2 trials of the tiny BERT one
+# after the other, 128 rows (8 steps an epoch, 2 epochs, a validation with a checkpoint after every
+# step: 16 each, 32 in the sweep). One sweep takes all 20 kills: each kill's driver is the resume
+# of the one killed before it (tests/mn_resume.py), so a kill costs one driver start and one trial
+# actor start; every driver joins the module's cluster (no Ray start) and is started while the one
+# before it trains, its imports done by its turn.
+@pytest.mark.timeout(1800)
 def test_killed_driver_resumes_20_times_out_of_20(mn, tiny_model_dir, sample_dir, tmp_path):
-    """SIGKILL the sweep's driver at 20 different moments (right after the n-th validation was
-    recorded, or a little later: the last checkpoint included), resume each time: every resume
-    finishes, every validation is recorded once, no finished trial runs again."""
+    """SIGKILL the sweep's driver at 20 different moments (right after the m-th validation was
+    recorded, or a little later: a trial's last checkpoint included), resume each time: each
+    resumed driver records validations until the next kill, the last one finishes the sweep,
+    every validation is recorded once, no finished trial runs again."""
     from jobs.sweep import resume_sweep
 
     workers(mn, 1)
-    episodes: list[dict] = []
-    t0 = time.time()
-    for i in range(20):
-        t_round = time.time()
-        spec = tiny_sweep(
-            tiny_model_dir, sample_dir, tmp_path / "store", name=f"k{i}", max_concurrent_trials=1,
-            max_train_rows=48, max_validation_rows=24, evals_per_epoch=3,
-        )  # fmt: skip
-        exp = tmp_path / "store" / spec.name
-        reports, delay = 1 + i % 6 * 2, (0.0, 0.05, 0.3)[i % 3]  # kill after the n-th report (+ delay)
-        at_kill, alive = kill_driver_after(spec, exp, reports, delay, tmp_path, mn.address)
-        episode = {"kill": i, "after_reports": reports, "delay_s": delay, "driver_alive": alive}
-        episode["snapshot_named_missing"] = snapshot_misses(exp)
-        t_resume = time.time()
-        summary = resume_sweep(spec.name, storage=str(tmp_path / "store"))
-        after = {d.name: result_rows(d) for d in exp.glob("*") if d.is_dir()}
-        finished = [t for t, rows in at_kill.items() if rows and rows[-1]["epoch"] == 2.0]
-        episode.update(
-            finished_at_kill=finished,
-            rows_at_kill={short_trial(t): len(r) for t, r in at_kill.items()},
-            rows_after={short_trial(t): len(r) for t, r in after.items()},
-            run_s=round(t_resume - t_round, 1),
-            resume_s=round(time.time() - t_resume, 1),
-        )
-        episodes.append(episode)
-        print(f"kill {i}: {episode}", flush=True)  # per-round figures, shown with -s or -rA
-        check_round(summary, after, at_kill, finished, f"round {i}: {episode}; all rounds: {episodes}")
-    figures = round_figures(episodes, time.time() - t0)
+    data = small_splits(sample_dir, tmp_path / "data", train=128, validation=24)
+    spec = tiny_sweep(
+        tiny_model_dir, data, tmp_path / "store", name="k20", max_concurrent_trials=1,
+        max_train_rows=None, max_validation_rows=None, evals_per_epoch=8,
+    )  # fmt: skip
+    chain, t0 = KillChain(spec, tmp_path, mn.address), time.time()
+    try:
+        for k, (after, delay) in enumerate(moments(20)):  # the last driver needs no successor ready
+            print(f"kill {chain.kill_next(after, delay, ahead=k < 19)}", flush=True)  # per-round figures
+            assert chain.rounds[-1]["after"] < 32, (
+                f"the sweep ran out of validations to kill at: {chain.rounds}"
+            )
+    finally:
+        chain.close()
+    t_resume = time.time()
+    summary = resume_sweep(spec.name, storage=spec.storage_path)
+    figures = f"{chain.figures(time.time() - t0)}; the last resume {time.time() - t_resume:.0f} s"
     print(figures, flush=True)
-    killed_live = sum(e["driver_alive"] for e in episodes)
-    assert killed_live >= 15, f"only {killed_live} of 20 kills hit a running driver; {figures}; {episodes}"
+    chain.check_finished(summary, 16, f"{figures}; rounds: {chain.rounds}")
 
 
 # ------------------------------------------------------------------ SIGINT: interrupted, honestly
