@@ -142,10 +142,10 @@ class KillChain:
             time.sleep(0.01)
         return round(time.time() - t0, 1)
 
-    def check_finished(self, summary: dict, reports_per_trial: int, outcome: str) -> None:
+    def check_finished(self, summary: dict, trials: int, reports_per_trial: int, outcome: str) -> None:
         """After the last resume: each trial recorded each of its validations once and reached its
         budget; a trial finished at a kill recorded nothing more afterwards (it did not run again)."""
-        assert summary["trials"] == 2, outcome
+        assert summary["trials"] == trials, outcome
         assert Registry().resolve_model("best")["id"] == summary["model_id"], outcome
         after = self.rows()
         by_trial: dict[str, list] = {}  # a trial the killed driver had only just started may
