@@ -17,7 +17,8 @@ tables show medians over the repeats:
   - results identical: metrics.json (less run id, timings, how it ran) and
     predictions.parquet equal across cold, head and warm, for every size
   - serve: `evalctl serve deploy` until the first answered POST /v1/predict, with no head
-    running (the command starts one) and on a running head
+    running (the command starts one) and on a running head (Serve started by its `cluster up`,
+    whose own time is printed first)
 The head runs in its own RAY_TMPDIR on ports of its own, and is stopped by `evalctl
 cluster down` (which stops only its own processes), so nothing else on the machine is touched.
 """
@@ -114,9 +115,11 @@ class Bench:
             sys.exit(f"evalctl {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
         return wall, proc
 
-    def head_up(self) -> None:
+    def head_up(self) -> float:
+        """`evalctl cluster up` (the head, and Serve on the port the serve runs deploy to): its seconds."""
         port, dash = self.head_ports
-        self.evalctl("cluster", "up", "--port", port, "--dashboard-port", dash, env=self.head_env)
+        args = ("--port", port, "--dashboard-port", dash, "--serve-port", self.serve_port)
+        return self.evalctl("cluster", "up", *args, env=self.head_env)[0]
 
     def head_down(self) -> None:
         self.evalctl("cluster", "down", env=self.head_env, check=False)
@@ -309,7 +312,8 @@ def main() -> None:
     bench = Bench(str(ref.path), tmp)
     data = make_data(tmp, [int(n) for n in opts.rows.split(",")])
     print(f"model {ref.model_id} ({ref.path}); {os.cpu_count()} CPUs; scratch {tmp}")
-    bench.head_up()
+    up_s = bench.head_up()
+    print(f"evalctl cluster up (head + Serve): {up_s:.1f} s", flush=True)
     try:
         results = {} if opts.serve_only else run_sizes(bench, str(ref.path), data, opts.repeats)
         serve = None if opts.no_serve else run_serve(bench, opts.repeats)

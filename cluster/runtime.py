@@ -133,6 +133,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     return joined
 
 
+def leave_ray() -> None:
+    """Leave Ray now rather than at interpreter exit (called when a command ends): no 0.5 s pause
+    (Ray's exit hook waits that long for log lines), and an embedded Ray's processes stop at once.
+
+    An embedded Ray's autoscaler monitor is killed first: stopped after the GCS, as Ray does
+    (ray/_private/node.py kill_all_processes), it tries to report its own end to that GCS and
+    is only SIGKILLed after a 1 s grace period (measured: 1.01 s of a 1.35 s ray.shutdown).
+    It owns nothing of ours; Ray would SIGKILL it anyway.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    node = getattr(ray._private.worker, "_global_node", None)  # set only for a Ray this process started
+    if _joined == EMBEDDED and node is not None:
+        for info in node.all_processes.get("monitor", []):
+            info.process.kill()
+    ray.shutdown()
+
+
 def joined_line(joined: str) -> str | None:
     """The one line a command prints when it runs on a Ray it did not start (None: embedded)."""
     if joined == EMBEDDED:

@@ -8,11 +8,14 @@ import json
 import typer
 from rich.table import Table
 
+from cluster.config import ServeSpec
 from jobs.entry import console
 from jobs.registry_cli import cell
 
 cluster_app = typer.Typer(no_args_is_help=True, help="A persistent local Ray head; a cluster's nodes.")
 GIB = 1024**3
+# Serve's address at `cluster up`: the serve spec's defaults (their one home), as a deploy uses them.
+SERVE_HOST, SERVE_PORT = (ServeSpec.model_fields[f].default for f in ("host", "port"))
 
 
 @cluster_app.command("up")
@@ -29,21 +32,51 @@ def cluster_up(
         2, min=0, help="Warm pool: models kept loaded between evaluations (least recently used leave first)."
     ),
     warm_gib: float = typer.Option(4.0, min=0, help="Warm pool: memory its loaded models may hold, GiB."),
+    serve_port: int = typer.Option(
+        SERVE_PORT, min=1, max=65535, help="Port of Serve's HTTP proxy (on 127.0.0.1), started with the head."
+    ),
+    serve: bool = typer.Option(
+        True,
+        "--serve/--no-serve",
+        help="Start Serve's controller and proxy now, so a deploy finds them (on a loopback head).",
+    ),
 ) -> None:
-    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265).
+    """Start a persistent local Ray head (dashboard and job server on 127.0.0.1:8265) and Serve on it
+    (HTTP proxy on 127.0.0.1:8000, no application until `evalctl serve deploy`).
 
     Evaluations on it keep their model loaded for the next one (the warm pool; see
     `evalctl cluster status`). Ray's files go under $RAY_TMPDIR (default /tmp/ray).
     """
-    from cluster.runtime import head_up
+    from cluster.errors import UserError
+    from cluster.runtime import head_running, head_up, is_loopback, port_free
     from cluster.warmpool import ENV_MAX_GIB, ENV_MAX_MODELS
 
+    serve = serve and is_loopback(host)  # on a network head the first deploy picks Serve's interface
+    if (
+        serve and not head_running() and not port_free(serve_port, SERVE_HOST)
+    ):  # checked before anything starts
+        raise UserError(
+            f"--serve-port {serve_port}: port taken on {SERVE_HOST}; choose another, or pass --no-serve"
+        )
     env = {ENV_MAX_MODELS: str(warm_models), ENV_MAX_GIB: str(warm_gib)}
     url = head_up(num_cpus, dashboard_port=dashboard_port, host=host, port=port, env=env)
     console.print(
         f"Ray head running; jobs and dashboard at {url} (token auth on, token in "
         "~/.ray/auth_token). Stop it with `evalctl cluster down`."
     )
+    if serve:
+        _start_serve(serve_port)
+
+
+def _start_serve(port: int) -> None:
+    """Serve's controller and proxy on the new head (~3 s that the first deploy then skips), on
+    the host and port a deploy from this machine uses by default."""
+    from cluster.runtime import init_ray
+    from jobs.deploy import start_serve
+
+    init_ray()  # joins the head just started (its recorded address)
+    start_serve(SERVE_HOST, port)
+    console.print(f"Serve running, HTTP proxy at http://{SERVE_HOST}:{port} (a deploy uses it).")
 
 
 @cluster_app.command("down")

@@ -75,10 +75,7 @@ def deploy(
     address = _join(address, start_head)
     phases.mark("connected")
     remote_host = _remote_host(address)
-    serve.start(
-        proxy_location=proxy_location(),
-        http_options={"host": "0.0.0.0" if remote_host else spec.host, "port": spec.port},
-    )
+    start_serve("0.0.0.0" if remote_host else spec.host, spec.port)
     phases.mark("serve_started")
     key_sha256, auth = _auth(spec, no_api_key)
     app = build_app(_replica_args(spec, ref, registry, key_sha256))
@@ -92,6 +89,23 @@ def deploy(
     phases.mark("answered")
     log_startup(phases)
     return {"url": url, "model_id": ref.model_id, "labels": ref.labels, "auth": auth}
+
+
+def start_serve(host: str, port: int) -> None:
+    """Start Serve's controller and HTTP proxy on the joined cluster, listening on host:port; when
+    Serve already runs (`evalctl cluster up` starts it, or an earlier deploy), check it listens
+    there: Ray would only warn and keep its own address, and the deploy would wait on the wrong one."""
+    from ray import serve
+    from ray.serve.context import _get_global_client  # the running controller's HTTP config
+
+    serve.start(proxy_location=proxy_location(), http_options={"host": host, "port": port})
+    running = _get_global_client().http_config
+    if (running.host, running.port) != (host, port):
+        raise UserError(
+            f"Serve on this cluster listens on {running.host}:{running.port}, not {host}:{port}: deploy with "
+            f"--host {running.host} --port {running.port}, or restart Serve there with "
+            "`evalctl serve stop --shutdown` first"
+        )
 
 
 def _replica_args(spec: ServeSpec, ref, registry, key_sha256: str | None) -> dict:
@@ -288,14 +302,22 @@ def status(address: str | None = None, port: int = 8000) -> dict:
     return out
 
 
-def stop(address: str | None = None) -> bool:
-    """Delete the application (the head keeps running; `evalctl cluster down` stops it)."""
+def stop(address: str | None = None, shutdown: bool = False) -> bool:
+    """Delete the application (the head keeps running; `evalctl cluster down` stops it); with
+    ``shutdown`` also Serve's controller and proxies (the next deploy starts Serve anew, on its
+    own host and port). True if something was stopped."""
     from ray import serve
+    from ray.serve.context import _get_global_client
 
-    if not _connect(address) or APP_NAME not in serve.status().applications:
-        return False
-    serve.delete(APP_NAME)
-    return True
+    if not _connect(address) or _get_global_client(raise_if_no_controller_running=False) is None:
+        return False  # no Serve on this cluster
+    served = APP_NAME in serve.status().applications
+    if shutdown:
+        serve.shutdown()  # the application goes with it
+        return True
+    if served:
+        serve.delete(APP_NAME)
+    return served
 
 
 def _connect(address: str | None) -> bool:
@@ -364,9 +386,16 @@ def status_command(
 
 
 @serve_app.command("stop")
-def stop_command(address: str | None = None) -> None:
+def stop_command(
+    address: str | None = None,
+    shutdown: bool = typer.Option(
+        False, "--shutdown", help="Also stop Serve's controller and HTTP proxy (to restart it elsewhere)."
+    ),
+) -> None:
     """Stop serving (the Ray head stays up; `evalctl cluster down` stops it)."""
-    console.print("stopped serving" if stop(address) else "nothing was being served")
+    stopped = stop(address, shutdown)
+    done = "stopped Serve" if shutdown else "stopped serving"
+    console.print(done if stopped else "nothing was being served")
 
 
 if __name__ == "__main__":

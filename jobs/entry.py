@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cluster.errors import UserError
+from cluster.runtime import leave_ray
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False)
@@ -64,6 +65,8 @@ def run(app: typer.Typer | Callable, argv: list[str] | None = None, prog: str = 
         _user_error(f"{exc.format_message()}{hint}", exc, getattr(exc, "exit_code", 2))
     except (KeyboardInterrupt, typer.Abort):
         code = 130
+    finally:
+        leave_ray()
     if code == 130:
         err_console.print("interrupted")
     sys.exit(code if isinstance(code, int) else 0)

@@ -4,9 +4,13 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.head
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
@@ -31,12 +35,17 @@ def head_listen_addresses(gcs_port: int = 6379) -> set[str]:
     return {c.laddr.ip for p in procs for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
 
 
-def test_cluster_up_status_down(evalctl):
+def test_cluster_up_status_down(evalctl, tiny_model_dir):
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    up = evalctl("cluster", "up", "--num-cpus", "1", timeout=180)
+    serve_port = free_port()
+    up = evalctl("cluster", "up", "--num-cpus", "1", "--serve-port", serve_port, timeout=180)
     try:
         assert up.returncode == 0, up.stderr
-        assert "127.0.0.1:8265" in up.stdout
+        assert "127.0.0.1:8265" in up.stdout and f"127.0.0.1:{serve_port}" in up.stdout
+        # Serve runs with the head: its proxy answers HTTP before anything is deployed (503 "no
+        # routes yet" or 200)
+        assert httpx.get(f"http://127.0.0.1:{serve_port}/-/routes", timeout=30).status_code in (200, 503)
+        deploy_on_the_running_serve(evalctl, tiny_model_dir, serve_port)
         status = evalctl("cluster", "status")
         assert status.returncode == 0 and "GCS address" in status.stdout, status.stderr
         # Ray's own CLI sees the head (token mode, and 127.0.0.1 kept as the head's address).
@@ -56,3 +65,49 @@ def test_cluster_up_status_down(evalctl):
         down = evalctl("cluster", "down", timeout=120)
     assert down.returncode == 0 and "stopped" in down.stdout
     assert evalctl("cluster", "status").returncode == 1
+
+
+def deploy_on_the_running_serve(evalctl, model_dir, serve_port: int) -> None:
+    """A deploy uses the Serve `cluster up` started; one asking for another port is told where
+    Serve listens (exit 2, one line) instead of waiting on a port nothing listens on; `serve stop
+    --shutdown` stops Serve itself."""
+    deploy = ("serve", "deploy", "--model", model_dir, "--cpus-per-replica", "0.5", "--precision", "fp32")
+    other = free_port()
+    wrong = evalctl(*deploy, "--port", other, timeout=180)
+    assert wrong.returncode == 2, wrong.stderr
+    assert f"Serve on this cluster listens on 127.0.0.1:{serve_port}, not 127.0.0.1:{other}" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    ok = evalctl(*deploy, "--port", serve_port, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    url = f"http://127.0.0.1:{serve_port}"
+    answer = httpx.post(f"{url}/v1/predict", json={"texts": ["what a flight"]}, timeout=60)
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1, answer.text
+    stop = evalctl("serve", "stop", "--shutdown", timeout=120)
+    assert stop.returncode == 0 and "stopped Serve" in stop.stdout, stop.stderr
+    assert proxy_gone(url, within_s=60)  # the proxy stops with Serve
+    assert "nothing was being served" in evalctl("serve", "stop", timeout=120).stdout
+
+
+def proxy_gone(url: str, within_s: float) -> bool:
+    """True once nothing answers at ``url`` (polled every 0.5 s for at most ``within_s``)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/-/routes", timeout=5)
+        except httpx.ConnectError:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_cluster_up_refuses_a_taken_serve_port_before_starting_anything(evalctl):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        up = evalctl("cluster", "up", "--port", free_port(), "--serve-port", port, timeout=120)
+    assert up.returncode == 2 and f"--serve-port {port}: port taken on 127.0.0.1" in up.stderr, up.stderr
+    assert "Traceback" not in up.stderr
+    assert evalctl("cluster", "status").returncode == 1  # no head was started

@@ -175,6 +175,7 @@ def test_failure_midway_marks_run_failed_and_leaves_no_metrics(
 # ------------------------------------------------------------------ bad input (no Ray needed)
 
 
+@pytest.mark.ray  # the labels are checked by the scan that runs while Ray starts (jobs/evaluate.py)
 def test_unknown_labels_are_listed_with_counts(tweets, tiny_model_dir, tmp_path):
     _, df = tweets
     bad = df.copy()

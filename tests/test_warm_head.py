@@ -24,7 +24,7 @@ def head_env():
     head = {"RAY_TMPDIR": tempfile.mkdtemp(prefix="wh", dir="/tmp")}  # short: Ray's socket paths
     cold = {"RAY_TMPDIR": tempfile.mkdtemp(prefix="wc", dir="/tmp")}
     ports = ("--port", free_port(), "--dashboard-port", free_port())
-    up = run_evalctl("cluster", "up", "--num-cpus", "2", *ports, env=head, timeout=300)
+    up = run_evalctl("cluster", "up", "--num-cpus", "2", "--no-serve", *ports, env=head, timeout=300)
     assert up.returncode == 0, up.stderr  # a failed start leaves no process behind (head_up)
     try:
         yield head, cold
