@@ -5,14 +5,12 @@ Addresses mean different things (as in Ray itself):
 - http(s)://HOST:8265 -> a cluster's job server: the command is *submitted* as a Ray job
 - HOST:6379, "auto", ray://... -> ``ray.init(address=...)`` joins that cluster directly
   (this is what a submitted job sees in RAY_ADDRESS).
-
-Token authentication stays on (cluster/raytoken.py).
-
-Ray on this machine stays on this machine: the local head (unless `evalctl cluster up
---host` says otherwise) and an embedded Ray take 127.0.0.1 as their node address, and
-Ray's servers (GCS, raylet, workers, agents, Ray client) then listen on loopback only;
-the dashboard and job server on 127.0.0.1:8265. Ray's files go under RAY_TMPDIR as Ray's own
-do, and `evalctl cluster up --port/--dashboard-port` can start a second head beside another.
+Token authentication stays on (cluster/raytoken.py). Ray on this machine stays on this
+machine: the local head (unless `evalctl cluster up --host` says otherwise) and an embedded Ray
+take 127.0.0.1 as their node address, and Ray's servers (GCS, raylet, workers, agents, Ray
+client) then listen on loopback only; the dashboard and job server on 127.0.0.1:8265. Ray's
+files go under RAY_TMPDIR as Ray's own do, and `evalctl cluster up --port/--dashboard-port`
+can start a second head beside another.
 """
 
 from __future__ import annotations
@@ -87,14 +85,9 @@ def resolve_target(address: str | None) -> Target:
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> str:
     """Connect this process to Ray (idempotent); returns what it joined: ``EMBEDDED`` (a Ray
-    started in this process, gone when it exits), ``LOCAL_HEAD`` (the running head of
-    `evalctl cluster up`) or the address given (a cluster, e.g. inside a submitted job).
-
-    With no address (and no RAY_ADDRESS) we join the local head of `evalctl cluster
-    up` when one runs, else an embedded instance starts in this process, token auth
-    on as Ray's default. Inside a submitted job RAY_ADDRESS points at
-    the cluster and we join it.
-    """
+    started in this process, gone when it exits, token auth on as Ray's default), ``LOCAL_HEAD``
+    (the running head of `evalctl cluster up`, joined when there is no address and no
+    RAY_ADDRESS) or the address given (a cluster, e.g. RAY_ADDRESS inside a submitted job)."""
     import ray
 
     global _joined
@@ -134,14 +127,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
 
 
 def leave_ray() -> None:
-    """Leave Ray now rather than at interpreter exit (called when a command ends): no 0.5 s pause
-    (Ray's exit hook waits that long for log lines), and an embedded Ray's processes stop at once.
-
-    An embedded Ray's autoscaler monitor is killed first: stopped after the GCS, as Ray does
-    (ray/_private/node.py kill_all_processes), it tries to report its own end to that GCS and
-    is only SIGKILLed after a 1 s grace period (measured: 1.01 s of a 1.35 s ray.shutdown).
-    It owns nothing of ours; Ray would SIGKILL it anyway.
-    """
+    """Leave Ray when a command ends, not at exit (Ray's exit hook sleeps 0.5 s for log lines).
+    An embedded Ray's autoscaler monitor is killed first: stopped after the GCS (Ray's order,
+    node.py kill_all_processes) it reports its end to that dead GCS and is SIGKILLed only after a
+    1 s grace (1.01 s of a 1.35 s shutdown, measured). It owns nothing; Ray would kill it anyway."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return
@@ -162,10 +151,8 @@ def joined_line(joined: str) -> str | None:
 
 
 def quiet_ray_data() -> None:
-    """Ray Data's console progress (INFO lines, progress bars) only when our log level asks for INFO.
-
-    Its full logs still go to Ray's session directory (logs/ray-data/).
-    """
+    """Ray Data's console progress (INFO lines, progress bars) only when our log level asks for INFO;
+    its full logs still go to Ray's session directory (logs/ray-data/)."""
     import ray.data
 
     verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO

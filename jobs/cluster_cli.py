@@ -52,9 +52,8 @@ def cluster_up(
     from cluster.warmpool import ENV_MAX_GIB, ENV_MAX_MODELS
 
     serve = serve and is_loopback(host)  # on a network head the first deploy picks Serve's interface
-    if (
-        serve and not head_running() and not port_free(serve_port, SERVE_HOST)
-    ):  # checked before anything starts
+    # Serve's port is checked before anything starts (nothing half-started is left behind)
+    if serve and not head_running() and not port_free(serve_port, SERVE_HOST):
         raise UserError(
             f"--serve-port {serve_port}: port taken on {SERVE_HOST}; choose another, or pass --no-serve"
         )

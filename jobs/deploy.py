@@ -3,16 +3,14 @@
     evalctl serve deploy --model best [--replicas N | --autoscale MIN:MAX] [--config jobs/configs/serve.yaml]
     python -m jobs.deploy deploy --model best
 
-The application is reached by its import path ``serve.app:build_app`` (jobs never
-import serve/). Without --address, the persistent local head is started if none
-runs (Serve must outlive this command). Deploying again with another model
-updates the running application in place: Serve starts the new replicas, then
-drains the old ones, so no request fails during the swap.
+The application is reached by its import path ``serve.app:build_app`` (jobs never import
+serve/). Without --address, the persistent local head is started if none runs (Serve must
+outlive this command). Deploying again with another model updates the running application in
+place: Serve starts the new replicas, then drains the old ones, so no request fails meanwhile.
 
-API key: the key in $EVALCLUSTER_API_KEY (or its _FILE) reaches the replicas as its
-SHA-256 digest only, also through a submitted job. A redeploy from a shell without
-the key keeps the running application's key; ``--no-api-key`` turns auth off, and
-says so.
+API key: the key in $EVALCLUSTER_API_KEY (or its _FILE) reaches the replicas as its SHA-256
+digest only, also through a submitted job. A redeploy from a shell without the key keeps the
+running application's key; ``--no-api-key`` turns auth off, and says so.
 """
 
 from __future__ import annotations
@@ -92,9 +90,8 @@ def deploy(
 
 
 def start_serve(host: str, port: int) -> None:
-    """Start Serve's controller and HTTP proxy on the joined cluster, listening on host:port; when
-    Serve already runs (`evalctl cluster up` starts it, or an earlier deploy), check it listens
-    there: Ray would only warn and keep its own address, and the deploy would wait on the wrong one."""
+    """Start Serve (controller, HTTP proxy on host:port) on the joined cluster, or check that the
+    running one listens there: Ray would only warn and keep its own address."""
     from ray import serve
     from ray.serve.context import _get_global_client  # the running controller's HTTP config
 
@@ -303,9 +300,8 @@ def status(address: str | None = None, port: int = 8000) -> dict:
 
 
 def stop(address: str | None = None, shutdown: bool = False) -> bool:
-    """Delete the application (the head keeps running; `evalctl cluster down` stops it); with
-    ``shutdown`` also Serve's controller and proxies (the next deploy starts Serve anew, on its
-    own host and port). True if something was stopped."""
+    """Delete the application (the head keeps running); with ``shutdown`` Serve's controller and
+    proxies too (the next deploy starts Serve on its own address). True if something stopped."""
     from ray import serve
     from ray.serve.context import _get_global_client
 
