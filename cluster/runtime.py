@@ -126,21 +126,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     return joined
 
 
-def leave_ray() -> None:
-    """Leave Ray when a command ends, not at exit (Ray's exit hook sleeps 0.5 s for log lines).
-    An embedded Ray's autoscaler monitor is killed first: stopped after the GCS (Ray's order,
-    node.py kill_all_processes) it reports its end to that dead GCS and is SIGKILLed only after a
-    1 s grace (1.01 s of a 1.35 s shutdown, measured). It owns nothing; Ray would kill it anyway."""
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
-        return
-    node = getattr(ray._private.worker, "_global_node", None)  # set only for a Ray this process started
-    if _joined == EMBEDDED and node is not None:
-        for info in node.all_processes.get("monitor", []):
-            info.process.kill()
-    ray.shutdown()
-
-
 def joined_line(joined: str) -> str | None:
     """The one line a command prints when it runs on a Ray it did not start (None: embedded)."""
     if joined == EMBEDDED:
