@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from jobs.deploy import STARTUP as SERVE_STEPS  # noqa: E402  (the breakdown's steps, in order)
+from jobs.serve_startup import STARTUP as SERVE_STEPS  # noqa: E402  (the breakdown's steps, in order)
 
 VOLATILE = ("run_id", "timings", "ray", "warm_actors", "workers")  # how a run ran, not what it computed
 MODES = ("pipeline", "cold", "head", "warm")
@@ -151,7 +151,7 @@ class Bench:
 
     def serve_first_answer(self, env: dict) -> dict:
         """`evalctl serve deploy` -> the first answered POST /v1/predict: its seconds (``wall_s``)
-        and the command's own breakdown (jobs/deploy.py: log_startup, at INFO)."""
+        and the command's own breakdown (jobs/serve_startup.py: log_startup, at INFO)."""
         import httpx
 
         url = f"http://127.0.0.1:{self.serve_port}/v1/predict"

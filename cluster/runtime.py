@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import UserError
+from cluster.raylogs import quiet_ray_data
 from cluster.raytoken import (  # noqa: F401  (re-exported: callers use cluster.runtime)
     auth_hint,
     ensure_auth_token,
@@ -133,27 +134,6 @@ def joined_line(joined: str) -> str | None:
     if joined == LOCAL_HEAD:
         return f"using the running local Ray head at {_recorded_address()} (`evalctl cluster status`)"
     return f"using the Ray cluster at {joined}"
-
-
-def quiet_ray_data() -> None:
-    """Ray Data's console progress (INFO lines, progress bars) only when our log level asks for INFO;
-    its full logs still go to Ray's session directory (logs/ray-data/)."""
-    import ray.data
-
-    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
-    ray.data.DataContext.get_current().enable_progress_bars = verbose
-    for handler in logging.getLogger("ray.data").handlers:
-        if isinstance(handler, logging.StreamHandler):  # the console; the session file keeps everything
-            handler.setLevel(logging.INFO if verbose else logging.WARNING)
-            if not any(isinstance(f, _NoProgressNotice) for f in handler.filters):
-                handler.addFilter(_NoProgressNotice())
-
-
-class _NoProgressNotice(logging.Filter):
-    """Drops Ray Data's notice that progress bars are off: we turned them off on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Progress bars disabled.")
 
 
 def is_loopback(host: str | None) -> bool:

@@ -29,6 +29,7 @@ from cluster.clock import Phases, process_started_at
 from cluster.config import ServeSpec
 from cluster.errors import UserError
 from jobs.entry import console
+from jobs.serve_startup import log_startup
 from jobs.spec_cli import Workload, options, spec_command
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def deploy(
     url = f"http://{remote_host or _local_host(spec.host)}:{spec.port}"
     wait_until_serving(url, ref.model_id, timeout_s)
     phases.mark("answered")
-    log_startup(phases)
+    log_startup(phases, APP_NAME, DEPLOYMENT)
     return {"url": url, "model_id": ref.model_id, "labels": ref.labels, "auth": auth}
 
 
@@ -95,7 +96,10 @@ def start_serve(host: str, port: int) -> None:
     from ray import serve
     from ray.serve.context import _get_global_client  # the running controller's HTTP config
 
-    serve.start(proxy_location=proxy_location(), http_options={"host": host, "port": port})
+    from cluster.raylogs import quiet_logger
+
+    with quiet_logger("ray.serve"):
+        serve.start(proxy_location=proxy_location(), http_options={"host": host, "port": port})
     running = _get_global_client().http_config
     if (running.host, running.port) != (host, port):
         raise UserError(
@@ -115,43 +119,6 @@ def _replica_args(spec: ServeSpec, ref, registry, key_sha256: str | None) -> dic
         "home": str(registry.home),
         "api_key_sha256": key_sha256,
     }
-
-
-STARTUP = (  # (what the breakdown calls it, from mark, to mark): consecutive steps
-    ("cli_start_s", "start", "command"),  # interpreter and imports
-    ("resolve_s", "command", "resolved"),  # the registry, the model's directory
-    ("connect_s", "resolved", "connected"),  # import ray, ray.init (the head started if none ran)
-    ("serve_start_s", "connected", "serve_started"),  # Serve's controller and proxy (if not running)
-    ("build_s", "serve_started", "app_built"),  # serve/app.py imported here, the app built
-    ("replica_process_s", "app_built", "replica_process"),  # handed to Serve; Ray starts a worker
-    ("replica_imports_s", "replica_process", "replica_init"),  # Ray, Serve, FastAPI, serve/app.py
-    ("torch_import_s", "replica_init", "replica_torch"),
-    ("model_load_s", "replica_torch", "replica_model"),  # transformers imported, weights loaded
-    ("probe_s", "replica_model", "replica_ready"),  # the first forward pass
-    ("until_answered_s", "replica_ready", "answered"),  # Serve routing to it; /healthz polled
-)
-
-
-def log_startup(phases: Phases) -> dict:
-    """Where `serve deploy`'s time went, in seconds (logged at INFO: `evalctl --log-level INFO`);
-    the replica's steps are one replica's own marks, asked only when they are logged."""
-    if not log.isEnabledFor(logging.INFO):
-        return {}
-    from ray import serve
-
-    try:
-        handle = serve.get_deployment_handle(DEPLOYMENT, app_name=APP_NAME)
-        marks = handle.startup_marks.remote().result(timeout_s=30)
-    except Exception as exc:  # noqa: BLE001 - a breakdown without the replica's part
-        log.info("replica start-up marks not available: %s", exc)
-        marks = {}
-    for name, at in marks.items():  # a reused worker process started before it was asked for
-        phases.mark(f"replica_{name}", max(at, phases.marks["app_built"]) if name == "process" else at)
-    took = {name: phases.between(a, b) for name, a, b in STARTUP}
-    took = {k: v for k, v in took.items() if v is not None}
-    took["total_s"] = phases.between("start", "answered")
-    log.info("serve deploy start-up (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in took.items()))
-    return took
 
 
 def _join(address: str | None, start_head: bool) -> str | None:
@@ -307,10 +274,10 @@ def stop(address: str | None = None, shutdown: bool = False) -> bool:
 
     if not _connect(address) or _get_global_client(raise_if_no_controller_running=False) is None:
         return False  # no Serve on this cluster
-    served = APP_NAME in serve.status().applications
     if shutdown:
         serve.shutdown()  # the application goes with it
         return True
+    served = APP_NAME in serve.status().applications
     if served:
         serve.delete(APP_NAME)
     return served

@@ -263,10 +263,10 @@ def test_serve_config_file_deploys_the_same_application(served, tiny_model_dir):
 
 
 def test_deploy_logs_where_its_start_up_went(served, tiny_model_dir, tmp_path, caplog):
-    from jobs.deploy import STARTUP
+    from jobs.serve_startup import STARTUP
 
     deploy_model, _ = served
-    with caplog.at_level(logging.INFO, logger="jobs.deploy"):
+    with caplog.at_level(logging.INFO, logger="jobs.serve_startup"):
         deploy_model(other_model(tiny_model_dir, tmp_path))  # a new replica starts
     (line,) = [r.getMessage() for r in caplog.records if "serve deploy start-up (s):" in r.getMessage()]
     took = {k: float(v) for k, v in (p.split() for p in line.split("(s):", 1)[1].split(","))}
