@@ -16,7 +16,6 @@ running application's key; ``--no-api-key`` turns auth off, and says so.
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 import socket
 import time
@@ -32,7 +31,6 @@ from jobs.entry import console
 from jobs.serve_startup import log_startup
 from jobs.spec_cli import Workload, options, spec_command
 
-log = logging.getLogger(__name__)
 APP_NAME = "evalcluster"
 DEPLOYMENT = "Scorer"
 IMPORT_PATH = "serve.app:build_app"
