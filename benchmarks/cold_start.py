@@ -82,7 +82,7 @@ class Bench:
     """The environments and helpers of one benchmark run (its own RAY_TMPDIRs and ports)."""
 
     def __init__(self, model: str, tmp: Path):
-        from cluster.runtime import free_port
+        from cluster.ray.runtime import free_port
 
         self.model, self.tmp = model, tmp
         base = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -184,7 +184,7 @@ def startup_breakdown(stderr: str) -> dict:
 def make_data(tmp: Path, sizes: list[int]) -> dict[int, Path]:
     import pandas as pd
 
-    from cluster.corpus import sample_splits
+    from cluster.data.corpus import sample_splits
 
     sample_splits(tmp / "sample")
     test = pd.read_parquet(tmp / "sample" / "test.parquet")
@@ -305,7 +305,7 @@ def main() -> None:
     parser.add_argument("--serve-only", action="store_true", help="only the serving measurement")
     opts = parser.parse_args()
 
-    from cluster.modeling import resolve_model
+    from cluster.models.modeling import resolve_model
 
     ref = resolve_model(opts.model)
     tmp = Path(tempfile.mkdtemp(prefix="coldstart-"))

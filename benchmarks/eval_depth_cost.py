@@ -50,7 +50,7 @@ def driver(variant: str, model: str, path: str, out: str) -> None:
     """Child mode: one evaluation in this process (embedded Ray); prints one JSON line."""
     import ray
 
-    from cluster.config import DataSpec, EvaluateSpec
+    from cluster.specs.workloads import DataSpec, EvaluateSpec
     from jobs.evaluate import run_evaluate
 
     # An embedded Ray of our own: never join another engineer's head on this machine.
@@ -109,8 +109,8 @@ def tiny_model(tmp: Path) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.data import LABELS
-    from cluster.modeling import base_model_dir, save_model_dir
+    from cluster.data.scan import LABELS
+    from cluster.models.modeling import base_model_dir, save_model_dir
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -124,7 +124,7 @@ def tiny_model(tmp: Path) -> str:
 
 def headed_model(ref: str, tmp: Path) -> str:
     """A classifier to evaluate: ``ref`` itself, or a bare encoder with a random 3-class head."""
-    from cluster.modeling import resolve_model
+    from cluster.models.modeling import resolve_model
 
     if ref == "tiny":
         return tiny_model(tmp)
@@ -132,8 +132,8 @@ def headed_model(ref: str, tmp: Path) -> str:
     model = resolve_model(ref)
     if model.labels is not None:
         return str(model.path)
-    from cluster.data import LABELS
-    from cluster.modeling import load_classifier, save_model_dir
+    from cluster.data.scan import LABELS
+    from cluster.models.modeling import load_classifier, save_model_dir
 
     clf, tok, _ = load_classifier(model.path, labels=LABELS)
     return str(save_model_dir(clf, tok, tmp / "headed", {"base_model": model.model_id}))
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, choices=[1, 2])
     opts = parser.parse_args()
 
-    from cluster.corpus import sample_splits
+    from cluster.data.corpus import sample_splits
 
     tmp = Path(tempfile.mkdtemp(prefix="evaldepth-"))
     sample_splits(tmp / "sample")

@@ -9,11 +9,11 @@ process, no Ray, the same code the inference actors and the driver run, on the s
 37,243 rows (the sample test split x10, cut to 37,243):
   - model: tokenisation + forward of the 3,725 test rows, single-threaded like an actor
     (x10 for the 37,243 rows, which repeat them)
-  - core: cluster.metrics.batch_stats with 1,000 bootstrap replicates (what a plain
+  - core: cluster.stats.metrics.batch_stats with 1,000 bootstrap replicates (what a plain
     `evalctl evaluate` computes per batch), per 1,024-row shard
-  - threshold: cluster.threshold.threshold_stats per shard + merge + threshold_metrics
+  - threshold: cluster.stats.threshold.threshold_stats per shard + merge + threshold_metrics
     with 1,000 replicates on the driver
-  - slices: cluster.slices.slice_stats per shard + merge + weak_slices on the driver
+  - slices: cluster.stats.slices.slice_stats per shard + merge + weak_slices on the driver
 The extra share is (threshold [+ slices]) / (model + core).
 """
 
@@ -67,11 +67,11 @@ def main() -> None:
     opts = parser.parse_args()
 
     from benchmarks.eval_depth_cost import headed_model
-    from cluster.corpus import sample_splits
-    from cluster.data import LABELS
-    from cluster.metrics import batch_stats
-    from cluster.slices import slice_stats, weak_slices
-    from cluster.threshold import threshold_metrics, threshold_stats
+    from cluster.data.corpus import sample_splits
+    from cluster.data.scan import LABELS
+    from cluster.stats.metrics import batch_stats
+    from cluster.stats.slices import slice_stats, weak_slices
+    from cluster.stats.threshold import threshold_metrics, threshold_stats
 
     tmp = Path(tempfile.mkdtemp(prefix="evaldepth-cpu-"))
     sample_splits(tmp / "sample")

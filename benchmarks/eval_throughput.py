@@ -55,7 +55,7 @@ def baseline_pipeline(model_path: Path, texts: list[str]) -> tuple[float, float]
 
 def driver(args: list[str]) -> None:
     """Child mode: one evaluation as its own driver process; prints a JSON line."""
-    from cluster.config import DataSpec, EvaluateSpec
+    from cluster.specs.workloads import DataSpec, EvaluateSpec
     from jobs.evaluate import run_evaluate
 
     model, path, out, precision = args
@@ -108,8 +108,8 @@ def main() -> None:
     parser.add_argument("--skip-10x", action="store_true")
     opts = parser.parse_args()
 
-    from cluster.corpus import sample_splits
-    from cluster.modeling import resolve_model
+    from cluster.data.corpus import sample_splits
+    from cluster.models.modeling import resolve_model
 
     tmp = Path(tempfile.mkdtemp(prefix="evalbench-"))
     sample_splits(tmp / "sample")
@@ -118,8 +118,8 @@ def main() -> None:
     pd.concat([df] * 10, ignore_index=True).to_parquet(tmp / "x10.parquet", row_group_size=1024)
     ref = resolve_model(opts.model)
     if ref.labels is None:  # a bare encoder: give it a (random) head so it can be evaluated
-        from cluster.data import LABELS
-        from cluster.modeling import load_classifier, save_model_dir
+        from cluster.data.scan import LABELS
+        from cluster.models.modeling import load_classifier, save_model_dir
 
         model, tok, _ = load_classifier(ref.path, labels=LABELS)
         ref.path = save_model_dir(model, tok, tmp / "headed", {"base_model": ref.model_id})

@@ -3,16 +3,16 @@
     python benchmarks/image_parts.py [--size 64] [--rounds 4] [--threads 1] [--out FILE.json]
 
 The animal-mnist test split (972 PNGs) through the steps a model actor runs
-(jobs/predictor.py), each step timed in CPU seconds of this process (``time.process_time``:
+(cluster/evaluation/predictor.py), each step timed in CPU seconds of this process (``time.process_time``:
 other tenants of a shared machine move it far less than wall time; with ``--threads 1``
 CPU seconds are the work itself). Variants take turns for ``--rounds`` rounds (round 0 is
 a warm-up, not counted); the best turn of each is reported with its ratio to the
 baseline, every turn in the JSON.
 
-  decode       PNG bytes -> resized uint8 (cluster.images.decode_images)
+  decode       PNG bytes -> resized uint8 (cluster.data.images.decode_images)
   infer/as_loaded   the model as load_image_model returns it (channels_last), batch 64,
                     inference_mode + autocast at --precision
-  infer/prepared    after cluster.vision.prepare_for_inference (BatchNorm folded into the
+  infer/prepared    after cluster.models.vision.prepare_for_inference (BatchNorm folded into the
                     convolutions, kernels built by one forward pass)
   first_batch       CPU seconds of the first batch of a freshly loaded model, as loaded and
                     prepared: what a warm-up pass at load takes off the first shard
@@ -48,21 +48,21 @@ def cpu_s(fn) -> tuple[float, float]:
 
 
 def fresh_model(model_dir: Path, prepared: bool, precision: str):
-    from cluster.vision import load_image_model, prepare_for_inference
+    from cluster.models.vision import load_image_model, prepare_for_inference
 
     model = load_image_model(model_dir)
     return prepare_for_inference(model, precision=precision) if prepared else model
 
 
 def probs(model, pixels, precision: str, batch: int = 64) -> np.ndarray:
-    from cluster.vision import predict_proba_pixels
+    from cluster.models.vision import predict_proba_pixels
 
     return predict_proba_pixels(model, pixels, batch_size=batch, precision=precision)
 
 
 def turns(args, model_dir: Path, images: list, pixels) -> dict:
     """decode and the two inference variants, alternating; CPU and wall seconds per turn."""
-    from cluster.images import decode_images
+    from cluster.data.images import decode_images
 
     prep = fresh_model(model_dir, False, "fp32").config.preprocessing
     models = {p: fresh_model(model_dir, p == "prepared", args.precision) for p in ("as_loaded", "prepared")}
@@ -152,8 +152,8 @@ def main() -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from cluster.image_data import sample_image_splits
-    from cluster.images import decode_images
+    from cluster.data.image_data import sample_image_splits
+    from cluster.data.images import decode_images
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as d:

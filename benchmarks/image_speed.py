@@ -38,7 +38,7 @@ def splits(tmp: Path) -> dict:
     """{split: (encoded images, class ids)} of the animal-mnist sample, seed 0."""
     import pyarrow.parquet as pq
 
-    from cluster.image_data import ANIMAL_LABELS, sample_image_splits
+    from cluster.data.image_data import ANIMAL_LABELS, sample_image_splits
 
     sample_image_splits(tmp, seed=0)
     out = {}
@@ -50,7 +50,7 @@ def splits(tmp: Path) -> dict:
 
 
 def decoded(images, size: int):
-    from cluster.images import Preprocessing, decode_images
+    from cluster.data.images import Preprocessing, decode_images
 
     return decode_images(images, Preprocessing(image_size=size)).pixels
 
@@ -64,8 +64,8 @@ class Variant:
     def __init__(self, size: int, precision: str, channels_last: bool):
         import torch
 
-        from cluster.image_data import ANIMAL_LABELS
-        from cluster.vision import new_image_classifier
+        from cluster.data.image_data import ANIMAL_LABELS
+        from cluster.models.vision import new_image_classifier
 
         self.size, self.precision, self.channels_last = size, precision, channels_last
         self.model = new_image_classifier(ANIMAL_LABELS, image_size=size)
@@ -75,14 +75,14 @@ class Variant:
 
     def input(self, pixels):
 
-        from cluster.images import Preprocessing, normalize
+        from cluster.data.images import Preprocessing, normalize
 
         return normalize(pixels, Preprocessing(image_size=self.size))  # the model lays it out
 
     def train_turn(self, pixels, y, steps: int, batch: int = 32) -> None:
         import torch
 
-        from cluster.modeling import autocast
+        from cluster.models.modeling import autocast
 
         self.model.train()
         t0 = time.perf_counter()
@@ -98,7 +98,7 @@ class Variant:
     def infer_turn(self, pixels, batches: int, batch: int = 64) -> None:
         import torch
 
-        from cluster.modeling import autocast
+        from cluster.models.modeling import autocast
 
         self.model.eval()
         t0 = time.perf_counter()
@@ -150,9 +150,9 @@ def finetune(args, data) -> None:
     """Fine-tune for ``args.steps`` steps; validation accuracy every ``args.eval_every`` steps."""
     import torch
 
-    from cluster.modeling import resolve_precision
-    from cluster.vision import predict_proba_pixels
-    from jobs.train_loop import epoch_batches, make_optimizer
+    from cluster.models.modeling import resolve_precision
+    from cluster.models.vision import predict_proba_pixels
+    from cluster.train.loop import epoch_batches, make_optimizer
 
     torch.set_num_threads(os.cpu_count())
     (tr_im, tr_y), (va_im, va_y), (te_im, te_y) = data["train"], data["validation"], data["test"]
@@ -189,8 +189,8 @@ def finetune(args, data) -> None:
 def finetune_model(args):
     import torch
 
-    from cluster.image_data import ANIMAL_LABELS
-    from cluster.vision import new_image_classifier
+    from cluster.data.image_data import ANIMAL_LABELS
+    from cluster.models.vision import new_image_classifier
 
     model = new_image_classifier(ANIMAL_LABELS, image_size=args.size, pretrained=args.init == "imagenet")
     if args.bn_momentum is not None:  # the architecture's is 0.01 (TF's 0.99): slow running statistics
@@ -204,8 +204,8 @@ def train_step(model, opt, sched, pixels, y, precision: str) -> float:
     """One step of the sweep's recipe: cross-entropy, gradient clipping at 1, AdamW, schedule."""
     import torch
 
-    from cluster.images import normalize
-    from cluster.modeling import autocast
+    from cluster.data.images import normalize
+    from cluster.models.modeling import autocast
 
     model.train()
     with autocast(precision, "cpu"):

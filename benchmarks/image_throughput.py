@@ -50,9 +50,9 @@ PLAIN = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import numpy as np, pyarrow.parquet as pq, torch
-from cluster.images import decode_images, normalize
-from cluster.modeling import autocast, resolve_precision
-from cluster.vision import load_image_model
+from cluster.data.images import decode_images, normalize
+from cluster.models.modeling import autocast, resolve_precision
+from cluster.models.vision import load_image_model
 
 model_dir, data, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model = load_image_model(model_dir)
@@ -116,8 +116,8 @@ def run_evalctl(bench, mode: str, model: Path, data: Path, out: Path) -> dict:
 
 
 def image_model(tmp: Path, size: int) -> Path:
-    from cluster.image_data import ANIMAL_LABELS
-    from cluster.vision import new_image_classifier, save_image_model_dir
+    from cluster.data.image_data import ANIMAL_LABELS
+    from cluster.models.vision import new_image_classifier, save_image_model_dir
 
     model = new_image_classifier(sorted(ANIMAL_LABELS), pretrained=True, image_size=size)
     return save_image_model_dir(model, tmp / "model", {"note": "benchmark model, ImageNet backbone"})
@@ -156,7 +156,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if args.data is None:
-            from cluster.image_data import sample_image_splits
+            from cluster.data.image_data import sample_image_splits
 
             sample_image_splits(tmp / "images")
             args.data = tmp / "images" / "test.parquet"

@@ -32,7 +32,7 @@ def run(megabatch: int, train, val, labels, model_path) -> tuple[float, float]:
     """(training rows/s, final validation macro-F1) of one epoch with ``MEGABATCH = megabatch``."""
     from trial_overhead import fine_tune_bare
 
-    from jobs import train_loop
+    from cluster.train import loop as train_loop
 
     train_loop.MEGABATCH = megabatch  # fine_tune reads it at each epoch
     last = fine_tune_bare(train, val, labels, model_path, evals_per_epoch=1)[-1]
@@ -47,7 +47,7 @@ def main() -> None:
 
     from trial_overhead import sample_train_val
 
-    from cluster.modeling import base_model_dir
+    from cluster.models.modeling import base_model_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="grouping-"))
     train, val, labels = sample_train_val(tmp, opts.rows, 1000)

@@ -40,8 +40,8 @@ def classifier(model: str | None, tmp: Path) -> str:
         return model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from cluster.corpus import LABELS
-    from cluster.modeling import base_model_dir, save_model_dir
+    from cluster.data.corpus import LABELS
+    from cluster.models.modeling import base_model_dir, save_model_dir
 
     base = base_model_dir()
     m = AutoModelForSequenceClassification.from_pretrained(
@@ -71,7 +71,7 @@ class KillHalfway(logging.Handler):
 def run_config(name: str, model: str, data: Path, rows_per_shard: int, rows: int) -> dict:
     import ray
 
-    from cluster.config import DataSpec, EvaluateSpec
+    from cluster.specs.workloads import DataSpec, EvaluateSpec
     from jobs.evaluate import run_evaluate
     from tests.mn_cluster import LocalCluster
 
@@ -82,8 +82,8 @@ def run_config(name: str, model: str, data: Path, rows_per_shard: int, rows: int
         killer = None
         if name == "C":
             killer = KillHalfway(cluster, worker, half=rows // 2)
-            logging.getLogger("jobs.pipeline").addHandler(killer)
-            logging.getLogger("jobs.pipeline").setLevel(logging.INFO)
+            logging.getLogger("cluster.evaluation.pipeline").addHandler(killer)
+            logging.getLogger("cluster.evaluation.pipeline").setLevel(logging.INFO)
         spec = EvaluateSpec(
             model=model,
             data=DataSpec(path=str(data)),
@@ -95,7 +95,7 @@ def run_config(name: str, model: str, data: Path, rows_per_shard: int, rows: int
         metrics = run_evaluate(spec).metrics
         wall = time.perf_counter() - t0
         if killer:
-            logging.getLogger("jobs.pipeline").removeHandler(killer)
+            logging.getLogger("cluster.evaluation.pipeline").removeHandler(killer)
         nodes = len({w["node"] for w in metrics["workers"]})
         return {
             "config": name,
@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=3725, help="the test split's first N rows (all: 3,725)")
     args = ap.parse_args()
     os.environ["EVALCLUSTER_HOME"] = tempfile.mkdtemp(prefix="evalcluster-mn-bench-")
-    from cluster.corpus import sample_splits
+    from cluster.data.corpus import sample_splits
 
     tmp = Path(tempfile.mkdtemp(prefix="mn-bench-"))
     sample_splits(tmp / "sample", seed=0)

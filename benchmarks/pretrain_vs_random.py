@@ -49,7 +49,7 @@ def evalctl(home: Path, *args: str, tries: int = 5) -> str:
 
 
 def sweep_and_evaluate(home: Path, config: str, init: str, test: Path, tag: str) -> dict:
-    from cluster.registry import Registry
+    from cluster.registry.record import Registry
 
     name = f"{tag}-{init}-{int(time.time())}"
     t0 = time.perf_counter()
@@ -79,7 +79,7 @@ def logreg_baseline(images_dir: Path) -> dict:
     import pyarrow.parquet as pq
     from sklearn.linear_model import LogisticRegression
 
-    from cluster.images import open_image
+    from cluster.data.images import open_image
 
     def load(split):  # the PNGs' own 28x28 gray pixels, no resizing
         t = pq.read_table(images_dir / f"{split}.parquet")

@@ -37,7 +37,7 @@ TARGET_PAIRS_PER_S = 200  # issue 10: PostgreSQL, 16 writers
 
 def worker(home: str, url: str | None, op: str, seconds: float, barrier, results) -> None:
     """Run ``op`` for ``seconds`` after the barrier; report (operations, errors, start, end)."""
-    from cluster.registry import Registry
+    from cluster.registry.record import Registry
 
     if url:  # the forkserver's environment is the one it started with: set the backend here
         os.environ["EVALCLUSTER_DB"] = url
@@ -83,7 +83,7 @@ def measure(ctx, home: str, op: str, processes: int, seconds: float) -> tuple[fl
 
 def prepare(home: str) -> None:
     """A registry with a model aliased ``best`` and 200 finished runs (so list 50 has a full page)."""
-    from cluster.registry import Registry
+    from cluster.registry.record import Registry
 
     reg = Registry(home)
     reg.set_alias("best", reg.register_model("/models/bench"))
@@ -119,7 +119,7 @@ def main() -> None:
     from tests.pg import PostgresServer
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["cluster.registry"])
+    ctx.set_forkserver_preload(["cluster.registry.record"])
     rows = []
     with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
         os.environ.pop("EVALCLUSTER_DB", None)

@@ -26,7 +26,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def bench_spec(tmp: Path, name: str, trials: int, rows: int, validation_rows: int, epochs: int, **kw):
     """The benchmarks' sweep: MiniLM, a seeded log-uniform learning-rate search, trials one at a time."""
-    from cluster.config import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
+    from cluster.specs.workloads import (
+        DataSpec,
+        LogUniform,
+        ResourcesSpec,
+        SchedulerSpec,
+        SearchSpace,
+        SweepSpec,
+    )
 
     search = kw.pop("search", None) or SearchSpace(
         learning_rate=LogUniform(loguniform=[1e-5, 3e-4]), epochs=epochs, max_length=64
@@ -53,8 +60,8 @@ def start(tmp: Path):
     """Sample splits, a registry and an embedded Ray with every CPU, under ``tmp``."""
     import ray
 
-    from cluster.data import sample_splits
-    from cluster.registry import Registry
+    from cluster.data.scan import sample_splits
+    from cluster.registry.record import Registry
 
     sample_splits(tmp / "sample")
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -71,7 +78,7 @@ def main() -> None:
     )
     opts = parser.parse_args()
 
-    from cluster.config import SchedulerSpec
+    from cluster.specs.workloads import SchedulerSpec
     from jobs.sweep import run_sweep
 
     tmp = Path(tempfile.mkdtemp(prefix="ashabench-"))

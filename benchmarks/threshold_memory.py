@@ -2,7 +2,7 @@
 
     python benchmarks/threshold_memory.py [--pipeline-rows 3725]
 
-Probabilities at the model's precision (float32 softmax, as cluster.modeling.predict_proba):
+Probabilities at the model's precision (float32 softmax, as cluster.models.modeling.predict_proba):
   - "tfidf-lr": a TF-IDF + logistic-regression classifier trained on the sample train split
     (a trained, confident model; cheap on CPU), its logits through a float32 softmax;
   - "pipeline": predict_proba of the base model with a seeded new head, on the first
@@ -12,7 +12,7 @@ benchmark), and the whole corpus (37,243 distinct texts). Rows go in 1,024-row b
 (the evaluation's shard size), merged with MergeTree as the driver would.
 Printed: distinct scores and cells per class, bytes held (arrays) and pickled, bytes per cell and
 per row, and time of threshold_stats + merge + threshold_metrics(bootstrap=1000) as a ratio of
-cluster.metrics' batch_stats + sum + finalize (bootstrap=1000) on the same batches.
+cluster.stats.metrics' batch_stats + sum + finalize (bootstrap=1000) on the same batches.
 """
 
 from __future__ import annotations
@@ -50,16 +50,16 @@ def tfidf_probs(train, texts: list[str], labels: list[str]) -> np.ndarray:
 
 
 def pipeline_probs(texts: list[str], labels: list[str]) -> np.ndarray:
-    from cluster.modeling import base_model_dir, load_classifier, predict_proba
+    from cluster.models.modeling import base_model_dir, load_classifier, predict_proba
 
     model, tok, _ = load_classifier(base_model_dir(), labels=labels, seed=0)
     return predict_proba(model, tok, texts, batch_size=64)
 
 
 def measure(name: str, y: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
-    from cluster.metrics import batch_stats, finalize
-    from cluster.threshold import threshold_metrics, threshold_stats
-    from cluster.threshold_cells import MergeTree
+    from cluster.stats.metrics import batch_stats, finalize
+    from cluster.stats.threshold import threshold_metrics, threshold_stats
+    from cluster.stats.threshold_cells import MergeTree
 
     cuts = range(0, len(y), BATCH)
     t0 = time.perf_counter()
@@ -118,7 +118,7 @@ def main() -> None:
 
     import pandas as pd
 
-    from cluster.data import LABELS, load_corpus, sample_splits
+    from cluster.data.scan import LABELS, load_corpus, sample_splits
 
     with tempfile.TemporaryDirectory() as tmp:
         sample_splits(tmp, seed=0)

@@ -34,8 +34,8 @@ HP = {
 
 def sample_train_val(tmp: Path, rows: int, val_rows: int):
     """(train, validation, labels): subsamples of the sample corpus's splits, loaded as a sweep does."""
-    from cluster.config import DataSpec, SweepSpec
-    from cluster.data import sample_splits
+    from cluster.data.scan import sample_splits
+    from cluster.specs.workloads import DataSpec, SweepSpec
     from jobs.sweep import load_splits
 
     sample_splits(tmp / "sample")
@@ -53,10 +53,10 @@ def fine_tune_bare(train, val, labels, model_path, evals_per_epoch: int) -> list
     """Run jobs/train_loop.fine_tune outside Ray on all cores; returns each validation's report."""
     import torch
 
-    from cluster.modality import load_for_training
-    from cluster.modeling import resolve_precision
-    from jobs.train_loop import fine_tune, steps_per_epoch
-    from jobs.train_step import make_optimizer
+    from cluster.models.modality import load_for_training
+    from cluster.models.modeling import resolve_precision
+    from cluster.train.loop import fine_tune, steps_per_epoch
+    from cluster.train.step import make_optimizer
 
     torch.set_num_threads(os.cpu_count())
     clf = load_for_training(model_path, labels, seed=0)
@@ -85,7 +85,7 @@ def bare(train, val, labels, model_path) -> float:
 def in_trial(train, val, labels, model_path, storage) -> float:
     from ray import tune
 
-    from jobs.tune_setup import make_trainable
+    from cluster.tune.setup import make_trainable
 
     # The trial settings the sweep would pass (a pretrained text model: image_size is unused).
     trainable = make_trainable(train, val, model_path, labels, "auto", 2, float(os.cpu_count()), 0.0)
@@ -101,7 +101,7 @@ def main() -> None:
 
     import ray
 
-    from cluster.modeling import base_model_dir
+    from cluster.models.modeling import base_model_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
     train, val, labels = sample_train_val(tmp, opts.rows, 300)

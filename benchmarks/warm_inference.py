@@ -3,7 +3,7 @@
     python benchmarks/warm_inference.py --model DIR --data ROWS.parquet [--repeats 3]
 
 One embedded Ray (2 CPUs). Warm-style model actors (no CPU reserved, the plan's torch
-threads, as jobs/pipeline.py makes them on a head) score the same shard under these
+threads, as cluster/evaluation/pipeline.py makes them on a head) score the same shard under these
 conditions, run alternately in each repeat:
 
   - reused: an actor that has scored the shard before scores it again (what `warm` is)
@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 
 class ProbedActor:
-    """jobs.predictor.ModelActor plus a probe: this process's CPU seconds and torch threads."""
+    """cluster.evaluation.predictor.ModelActor plus a probe: this process's CPU seconds and torch threads."""
 
     def __init__(self, *args):
-        from jobs.predictor import ModelActor
+        from cluster.evaluation.predictor import ModelActor
 
         self.inner = ModelActor(*args)
 
@@ -65,8 +65,8 @@ class SecondLoad:
     def __init__(self, model_path: str):
         import torch
 
-        from cluster.modeling import load_classifier
-        from cluster.runtime import worker_threads
+        from cluster.models.modeling import load_classifier
+        from cluster.ray.runtime import worker_threads
 
         torch.set_num_threads(worker_threads())
         self.model = load_classifier(model_path)[0]
@@ -96,10 +96,10 @@ def main() -> None:
 
     import ray
 
-    from cluster.analyses import Analyses
-    from cluster.config import DataSpec, EvaluateSpec
-    from cluster.modeling import resolve_model
-    from cluster.shards import plan_shards
+    from cluster.data.shards import plan_shards
+    from cluster.models.modeling import resolve_model
+    from cluster.specs.workloads import DataSpec, EvaluateSpec
+    from cluster.stats.analyses import Analyses
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     model = resolve_model(opts.model)

@@ -17,8 +17,8 @@ import typer
 import typer.core
 from rich.table import Table
 
-from cluster.config import DataSpec
 from cluster.errors import UserError
+from cluster.specs.workloads import DataSpec
 from jobs.entry import LEVELS, configure_logging, console, run
 from jobs.spec_cli import Workload, options, spec_command
 
@@ -114,13 +114,13 @@ def data_sample(
     if by_domain and out is None:
         raise UserError("--by-domain cuts the tweet corpus by domain: give --out DIR with it")
     if out is not None:
-        from cluster.corpus import LABELS, sample_splits
+        from cluster.data.corpus import LABELS, sample_splits
 
         _print_counts(sample_splits(out, seed), LABELS, f"sample corpus -> {out}")
         if by_domain:
             _sample_by_domain(out, seed)
     if images is not None:
-        from cluster.image_data import ANIMAL_LABELS, sample_image_splits
+        from cluster.data.image_data import ANIMAL_LABELS, sample_image_splits
 
         _print_counts(sample_image_splits(images, seed), ANIMAL_LABELS, f"animal-mnist images -> {images}")
 
@@ -133,8 +133,8 @@ def _print_counts(counts: dict, labels: list[str], title: str) -> None:
 
 
 def _sample_by_domain(out: Path, seed: int) -> None:
-    from cluster.corpus import LABELS
-    from cluster.domains import sample_splits_by_domain
+    from cluster.data.corpus import LABELS
+    from cluster.data.domains import sample_splits_by_domain
 
     counts = sample_splits_by_domain(out, seed)
     table = Table("domain", "split", "rows", *LABELS, title=f"by domain -> {out}/<domain>/<split>.parquet")
@@ -145,7 +145,7 @@ def _sample_by_domain(out: Path, seed: int) -> None:
 
 
 def _check(spec: DataSpec) -> None:
-    from cluster.data import scan_any
+    from cluster.data.scan import scan_any
 
     summary = scan_any(spec)
     console.print(f"{spec.path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")

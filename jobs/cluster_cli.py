@@ -8,7 +8,7 @@ import json
 import typer
 from rich.table import Table
 
-from cluster.config import ServeSpec
+from cluster.specs.workloads import ServeSpec
 from jobs.entry import console
 from jobs.registry_cli import cell
 
@@ -48,8 +48,8 @@ def cluster_up(
     `evalctl cluster status`). Ray's files go under $RAY_TMPDIR (default /tmp/ray).
     """
     from cluster.errors import UserError
-    from cluster.runtime import head_running, head_up, is_loopback, port_free
-    from cluster.warmpool import ENV_MAX_GIB, ENV_MAX_MODELS
+    from cluster.ray.runtime import head_running, head_up, is_loopback, port_free
+    from cluster.ray.warmpool import ENV_MAX_GIB, ENV_MAX_MODELS
 
     serve = serve and is_loopback(host)  # on a network head the first deploy picks Serve's interface
     # Serve's port is checked before anything starts (nothing half-started is left behind)
@@ -70,7 +70,7 @@ def cluster_up(
 def _start_serve(port: int) -> None:
     """Serve's controller and proxy on the new head (~3 s that the first deploy then skips), on
     the host and port a deploy from this machine uses by default."""
-    from cluster.runtime import init_ray
+    from cluster.ray.runtime import init_ray
     from jobs.deploy import start_serve
 
     init_ray()  # joins the head just started (its recorded address)
@@ -82,7 +82,7 @@ def _start_serve(port: int) -> None:
 def cluster_down() -> None:
     """Stop the local Ray head of this $RAY_TMPDIR (and anything served on it); other Ray
     instances on the machine keep running."""
-    from cluster.runtime import head_down
+    from cluster.ray.runtime import head_down
 
     console.print("Ray head stopped." if head_down() else "No local Ray head was running.")
 
@@ -98,8 +98,8 @@ def cluster_status(
     """The cluster's nodes (alive or dead), their resources, and which evalcluster work runs
     where: running jobs, Serve replicas, evaluation actors, sweep trials; and its warm models
     (not in --json: listing them joins the cluster as a driver)."""
-    from cluster.cluster_view import describe_cluster
-    from cluster.runtime import status_address
+    from cluster.ray.runtime import status_address
+    from cluster.ray.view import describe_cluster
 
     target = status_address(address)
     if target is None:
@@ -150,8 +150,8 @@ def _jobs_table(view) -> Table:
 
 
 def _print_warm_pool(address: str) -> None:
-    from cluster.runtime import init_ray
-    from cluster.warmpool import describe_pools
+    from cluster.ray.runtime import init_ray
+    from cluster.ray.warmpool import describe_pools
 
     init_ray(address)
     pools = describe_pools()

@@ -11,7 +11,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cluster.config import DataSpec, EvaluateSpec, LeaderboardSpec, ServeSpec, SweepSpec, load_spec_file
+from cluster.specs.workloads import (
+    DataSpec,
+    EvaluateSpec,
+    LeaderboardSpec,
+    ServeSpec,
+    SweepSpec,
+    load_spec_file,
+)
 from jobs.entry import console
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -24,8 +31,8 @@ QUERIES = [
 
 def run_demo(out: Path, full: bool = False) -> None:
     """Run the demo; prints each step's result and how to stop what it started."""
-    from cluster.data import sample_splits
-    from cluster.runtime import head_up
+    from cluster.data.scan import sample_splits
+    from cluster.ray.runtime import head_up
     from jobs import deploy, evaluate, query, sweep, team
     from jobs.eval_print import print_summary
 

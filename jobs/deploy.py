@@ -25,8 +25,8 @@ import typer
 
 from cluster.apikey import api_key, api_key_digest, digest_env
 from cluster.clock import Phases, process_started_at
-from cluster.config import ServeSpec
 from cluster.errors import UserError
+from cluster.specs.workloads import ServeSpec
 from jobs.entry import console
 from jobs.serve_startup import log_startup
 from jobs.spec_cli import Workload, options, spec_command
@@ -54,8 +54,8 @@ def deploy(
     """
     from ray import serve
 
-    from cluster.modeling import resolve_model
-    from cluster.registry import Registry
+    from cluster.models.modeling import resolve_model
+    from cluster.registry.record import Registry
 
     phases = Phases(start=process_started_at())
     phases.mark("command")
@@ -94,7 +94,7 @@ def start_serve(host: str, port: int) -> None:
     from ray import serve
     from ray.serve.context import _get_global_client  # the running controller's HTTP config
 
-    from cluster.raylogs import quiet_logger
+    from cluster.ray.logs import quiet_logger
 
     with quiet_logger("ray.serve"):
         serve.start(proxy_location=proxy_location(), http_options={"host": host, "port": port})
@@ -120,7 +120,7 @@ def _replica_args(spec: ServeSpec, ref, registry, key_sha256: str | None) -> dic
 
 
 def _join(address: str | None, start_head: bool) -> str | None:
-    from cluster.runtime import head_running, head_up, init_ray
+    from cluster.ray.runtime import head_running, head_up, init_ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None and start_head and not head_running():
@@ -285,7 +285,7 @@ def _connect(address: str | None) -> bool:
     """Join Ray (this process's, the given address, or the local head); False when there is none."""
     import ray
 
-    from cluster.runtime import head_running, init_ray
+    from cluster.ray.runtime import head_running, init_ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized() and address is None and not head_running():

@@ -4,11 +4,11 @@
         --current data/sample/driverless/test.parquet [--model best]
     python -m jobs.drift ...        (the Ray job entrypoint)
 
-Each side runs through the sharded pipeline (jobs/predictor.py) once; the actors
-return small mergeable summaries (cluster/analyses.py DriftAnalyses): predicted-class
+Each side runs through the sharded pipeline (cluster/evaluation/predictor.py) once; the actors
+return small mergeable summaries (cluster/stats/analyses.py DriftAnalyses): predicted-class
 counts and confidence values (with a classifier), token-length histograms and [UNK]
 sums, and a seeded hash sample of ``embed_rows`` mean-pooled embeddings. The checks
-are cluster/drift.py's, each with its p-value (and CI) and a Bonferroni-corrected
+are cluster/stats/drift.py's, each with its p-value (and CI) and a Bonferroni-corrected
 verdict; with labels on both sides, the metric gap with an unpaired bootstrap CI.
 Without ``--model`` there are no prediction checks, and the embeddings are the base
 encoder's. Writes drift.json and report.html, registers a ``drift`` run.
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.config import DataSpec, DriftSpec
 from cluster.errors import UserError
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.specs.workloads import DataSpec, DriftSpec
 from jobs.spec_cli import Workload, options, spec_command
 
 ARTIFACTS = ("drift.json", "report.html")
@@ -57,7 +57,7 @@ def run_drift(spec: DriftSpec, registry: Registry | None = None) -> dict:
 
 
 def _model(spec: DriftSpec, registry: Registry) -> tuple[Path, str | None, list[str] | None]:
-    from cluster.modeling import base_model_dir, resolve_model
+    from cluster.models.modeling import base_model_dir, resolve_model
 
     if spec.model is None:
         return base_model_dir(), None, None
@@ -72,7 +72,7 @@ def _model(spec: DriftSpec, registry: Registry) -> tuple[Path, str | None, list[
 
 def _side(data: DataSpec, spec: DriftSpec, labels: list[str] | None) -> dict:
     """One dataset checked at the boundary: columns, rows, fingerprint, whether it is labelled."""
-    from cluster.data import check_columns, scan
+    from cluster.data.scan import check_columns, scan
     from jobs.evaluate import check_labels
 
     schema = check_columns(data.model_copy(update={"label_column": None}))
@@ -87,7 +87,7 @@ def _side(data: DataSpec, spec: DriftSpec, labels: list[str] | None) -> dict:
 
 
 def _checks(spec: DriftSpec, model_path: Path, labels, sides: dict) -> dict:
-    from cluster import drift
+    from cluster.stats import drift
 
     timings, found = {}, {}
     t0 = time.perf_counter()
@@ -127,11 +127,11 @@ def _checks(spec: DriftSpec, model_path: Path, labels, sides: dict) -> dict:
 
 
 def _actors(spec: DriftSpec, model_path: Path, labels, sides: dict):
-    """The model actors (jobs/pipeline.py) for both sides; each side's shards planned here."""
+    """The model actors (cluster/evaluation/pipeline.py) for both sides; each side's shards planned here."""
     from cluster.clock import Phases
-    from cluster.modeling import ModelRef
-    from cluster.shards import plan_shards
-    from jobs.pipeline import model_actors
+    from cluster.data.shards import plan_shards
+    from cluster.evaluation.pipeline import model_actors
+    from cluster.models.modeling import ModelRef
 
     for side in sides.values():
         side["shards"] = plan_shards(side["data"], spec.limit, spec.rows_per_shard)[1]
@@ -141,9 +141,9 @@ def _actors(spec: DriftSpec, model_path: Path, labels, sides: dict):
 
 
 def _summaries(spec: DriftSpec, actors, labels, side: dict) -> tuple:
-    from cluster.analyses import DriftAnalyses
     from cluster.clock import Phases
-    from jobs.pipeline import Run, run_pipeline
+    from cluster.evaluation.pipeline import Run, run_pipeline
+    from cluster.stats.analyses import DriftAnalyses
 
     rows = side["summary"].num_rows
     analyses = DriftAnalyses(min(1.0, 2.0 * spec.embed_rows / rows), spec.embed_rows, spec.seed)
@@ -154,7 +154,7 @@ def _summaries(spec: DriftSpec, actors, labels, side: dict) -> tuple:
 
 
 def _gap(spec: DriftSpec, found: dict, labels, skipped: dict) -> dict | None:
-    from cluster.drift import metric_gap
+    from cluster.stats.drift import metric_gap
 
     ref, cur = found["reference"][0], found["current"][0]
     if labels is None or ref is None or cur is None:
@@ -177,7 +177,7 @@ def _describe(side: dict) -> dict:
 
 
 def _write(out: Path, result: dict, sides: dict, labels) -> None:
-    from cluster.report import render_drift, write_html
+    from cluster.report.html import render_drift, write_html
 
     found = result.pop("found")
     write_html(render_drift(result, _figures(found, labels)), out / "report.html")
@@ -195,8 +195,8 @@ def _json_default(x):
 
 
 def _figures(found: dict, labels) -> dict[str, str]:
-    from cluster import figures as plots
-    from cluster.drift import MAX_TOKENS
+    from cluster.report import figures as plots
+    from cluster.stats.drift import MAX_TOKENS
 
     ref, cur = found["reference"][1], found["current"][1]
     lengths = {k: np.repeat(np.arange(MAX_TOKENS + 1), found[k][1]["profile"].length_hist) for k in found}

@@ -34,7 +34,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def configure_logging(level: str | None = None) -> None:
     """One stderr handler for our loggers (and Ray's Python loggers) at ``level``.
 
-    Ray Data's console progress follows this level too (cluster/runtime.py); its full
+    Ray Data's console progress follows this level too (cluster/ray/runtime.py); its full
     logs stay in Ray's session directory.
     """
     level = (level or os.environ.get("EVALCLUSTER_LOG_LEVEL") or "WARNING").upper()

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 def print_summary(result: EvalResult) -> None:
     from rich.table import Table
 
-    from cluster.metrics import metric_names
+    from cluster.stats.metrics import metric_names
     from jobs.entry import console
     from jobs.registry_cli import cell
 
@@ -69,7 +69,7 @@ def print_weak_slices(auto: dict) -> None:
 
 
 def print_gate(gate: dict) -> None:
-    from cluster.gates import summary_line
+    from cluster.stats.gates import summary_line
     from jobs.entry import console
 
     for row in gate["conditions"]:  # one line each, never wrapped (CI logs grep them)

@@ -4,7 +4,7 @@
     evalctl evaluate --config jobs/configs/evaluate.yaml --limit 100
 
 Steps: resolve the model and plan the shards -> start Ray and the model actors while
-the data is validated and fingerprinted -> the pipeline (jobs/pipeline.py: shards ->
+the data is validated and fingerprinted -> the pipeline (cluster/evaluation/pipeline.py: shards ->
 model actors (warm ones on a running head) -> predictions streamed to Parquet,
 statistics merged on the driver) -> metrics.json, report.html, and the run in the
 registry. metrics.json's ``timings`` say where the command's time went.
@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cluster.artifacts import publish, remove
 from cluster.clock import Phases, process_age_s
-from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError, first_items
+from cluster.registry.artifacts import publish, remove
+from cluster.specs.workloads import DataSpec, EvaluateSpec
 from jobs.spec_cli import Workload, options, spec_command
 
 if TYPE_CHECKING:
-    from cluster.registry import Registry
+    from cluster.registry.record import Registry
 
 log = logging.getLogger(__name__)
 ARTIFACTS = ("metrics.json", "predictions.parquet", "report.html")
@@ -55,11 +55,11 @@ def run_evaluate(
     """Evaluate ``spec.model`` on ``spec.data``; write artifacts and register the run (as ``kind``).
 
     ``phases``: marks of the command so far (the CLI passes its start); the timings in metrics.json
-    are differences of these marks (cluster/clock.py). ``address``: a Ray to join (cluster/runtime.py).
+    are differences of these marks (cluster/clock.py). ``address``: a Ray to join (cluster/ray/runtime.py).
     """
-    from cluster.registry import Registry
-    from jobs.eval_sections import gate_baseline
-    from jobs.pipeline import model_actors
+    from cluster.evaluation.pipeline import model_actors
+    from cluster.evaluation.sections import gate_baseline
+    from cluster.registry.record import Registry
 
     phases = phases or Phases()
     registry = registry or Registry()
@@ -83,10 +83,10 @@ class _Job:
     """Everything one evaluation works with once its inputs are checked."""
 
     spec: EvaluateSpec
-    model: object  # cluster.modeling.ModelRef
+    model: object  # cluster.models.modeling.ModelRef
     labels: list[str]
-    summary: object  # cluster.data.DataSummary
-    actors: object  # jobs.pipeline.Actors (with the shards they get)
+    summary: object  # cluster.data.scan.DataSummary
+    actors: object  # cluster.evaluation.pipeline.Actors (with the shards they get)
     phases: Phases
     registry: Registry
     baseline: dict | None  # the gate's baseline run (jobs/gate.py), None without one
@@ -127,12 +127,12 @@ def _prepare(spec: EvaluateSpec, registry: Registry, work: str, kind: str) -> tu
     """What must hold before anything starts: the model, its labels, where the artifacts go, the
     data's columns and shards (metadata only). Returns the spec to run (an image folder tree
     read through an index written into ``work``) and those."""
-    from cluster.data import image_folder_spec
-    from cluster.datafiles import check_columns
-    from cluster.modality import refuse_text_analyses
-    from cluster.modeling import resolve_model
-    from cluster.registry import new_id
-    from cluster.shards import plan_shards
+    from cluster.data.files import check_columns
+    from cluster.data.scan import image_folder_spec
+    from cluster.data.shards import plan_shards
+    from cluster.models.modality import refuse_text_analyses
+    from cluster.models.modeling import resolve_model
+    from cluster.registry.record import new_id
 
     model = resolve_model(spec.model, registry)
     labels = require_labels(model)
@@ -147,7 +147,7 @@ def _prepare(spec: EvaluateSpec, registry: Registry, work: str, kind: str) -> tu
 
 
 def _scan(spec: EvaluateSpec, modality: str, phases: Phases):
-    from cluster.data import scan
+    from cluster.data.scan import scan
 
     phases.mark("scan_start")
     try:
@@ -158,7 +158,7 @@ def _scan(spec: EvaluateSpec, modality: str, phases: Phases):
 
 def say_joined(joined: str) -> None:
     """One line on stderr when the run uses a Ray it did not start (e.g. `evalctl cluster up`'s)."""
-    from cluster.runtime import joined_line
+    from cluster.ray.runtime import joined_line
 
     line = joined_line(joined)
     if line:
@@ -168,8 +168,8 @@ def say_joined(joined: str) -> None:
 
 
 def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
-    from cluster.report import write_report
-    from jobs.eval_sections import judge_gate, run_info
+    from cluster.evaluation.sections import judge_gate, run_info
+    from cluster.report.html import write_report
 
     spec = job.spec
     out.mkdir(parents=True, exist_ok=True)
@@ -192,21 +192,21 @@ def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
 def _infer(job: _Job, tmp: Path) -> tuple[dict, dict]:
     """The pipeline, with the analyses the spec asks for -> metrics.json's scores and the seconds
     of the steps besides the phases (analyses_s summed over actors, finalize_s, attributions_s)."""
-    from cluster.analyses import Analyses
-    from jobs.eval_sections import scores
-    from jobs.pipeline import Run, run_pipeline
+    from cluster.evaluation.pipeline import Run, run_pipeline
+    from cluster.evaluation.sections import scores
+    from cluster.stats.analyses import Analyses
 
     spec, labels = job.spec, job.labels
     analyses = Analyses.for_spec(spec, len(labels))
     stats, info = run_pipeline(spec, job.actors, len(labels), tmp, job.phases, Run(spec.data, analyses))
     # Token attributions: text only (an image's saliency map is the scorer's /v1/explain), by
-    # the run's model actors, which hold the model already (jobs/explainer.py).
+    # the run's model actors, which hold the model already (cluster/evaluation/explainer.py).
     explain = spec.mistakes and job.model.modality == "text"
     metrics, took = scores(stats, info["parts"], spec, labels, job.actors if explain else None)
     metrics.update({k: info[k] for k in ("device", "workers", "worker_plan", "recovery")})
     metrics["precision_mode"] = info["precision"]
     if job.model.modality == "image":
-        from cluster.images import BadRow, bad_rows_report
+        from cluster.data.images import BadRow, bad_rows_report
 
         metrics["bad_rows"] = bad_rows_report([BadRow(r, why) for r, why in info["bad"]])
     return metrics, {"analyses_s": info["analyses_s"], **took}
@@ -266,7 +266,7 @@ class ArtifactTarget:
     run_id: str
     local: Path
     dest: str
-    out: Path | None = None  # --out: held by this run while it runs (cluster/outlock.py)
+    out: Path | None = None  # --out: held by this run while it runs (cluster/registry/outlock.py)
     staging: Path | None = None
 
     @property
@@ -274,7 +274,7 @@ class ArtifactTarget:
         return self.staging is not None
 
     def held(self, registry: Registry):
-        from cluster.outlock import hold
+        from cluster.registry.outlock import hold
 
         return hold(self.out, self.run_id, registry) if self.out else contextlib.nullcontext()
 
@@ -286,7 +286,7 @@ class ArtifactTarget:
 def artifact_target(spec: EvaluateSpec, run_id: str, registry: Registry) -> ArtifactTarget:
     """--out DIR (held while the run writes it), else the run's place in the artifact store
     (EVALCLUSTER_ARTIFACTS: a directory, or a URI written through a local staging directory)."""
-    from cluster.artifacts import ArtifactStore
+    from cluster.registry.artifacts import ArtifactStore
 
     out = prepare_out(spec)
     if out is not None:
@@ -337,9 +337,9 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def _headline(metrics: dict) -> dict:
     """What the registry keeps of a run's metrics: the metric table's scalars, CIs, size, labels, precision,
-    timings, workers, recovery, and the sections' digests (jobs/eval_sections.py)."""
-    from cluster.metrics import METRICS
-    from jobs.eval_sections import headline_extras
+    timings, workers, recovery, and the sections' digests (cluster/evaluation/sections.py)."""
+    from cluster.evaluation.sections import headline_extras
+    from cluster.stats.metrics import METRICS
 
     keep = ("n", "labels", *METRICS, "ci95", "precision_mode", "timings", "workers", "recovery")
     return {**{k: metrics[k] for k in keep if k in metrics}, **headline_extras(metrics)}

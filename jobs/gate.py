@@ -5,10 +5,10 @@
 
 Prints one line per condition (value, CI, verdict) and exits 0 when every condition
 holds, 1 when one does not, 2 on bad input (nothing registered). The conditions and
-their judgement are cluster/gates.py; this module finds the runs: the gated run, and
+their judgement are cluster/stats/gates.py; this module finds the runs: the gated run, and
 the baseline's evaluation on the same data (an evaluation run, or a model's latest
 finished evaluation with the same dataset fingerprint), compared with it row by row
-(cluster/compare.py: paired bootstrap + McNemar). Each gate is recorded in the
+(cluster/stats/compare.py: paired bootstrap + McNemar). Each gate is recorded in the
 registry as a ``gate`` run (spec, verdicts, gate.json in its artifact dir).
 The same gate runs inside `evalctl evaluate --min ...` and a sweep's ``gate:``.
 """
@@ -20,11 +20,11 @@ import json
 
 import typer
 
-from cluster.artifacts import read_text
-from cluster.config import GateSpec
+from cluster.data.storage import join
 from cluster.errors import UserError
-from cluster.registry import Registry
-from cluster.storage import join
+from cluster.registry.artifacts import read_text
+from cluster.registry.record import Registry
+from cluster.specs.workloads import GateSpec
 from jobs.spec_cli import Workload, options, spec_command
 
 EVALUATIONS = ("evaluate", "robustness")  # run kinds with metrics.json and predictions.parquet
@@ -64,7 +64,7 @@ def _run_or_none(registry: Registry, ref: str) -> dict | None:
 
 
 def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path: str) -> dict:
-    from cluster.modeling import resolve_model
+    from cluster.models.modeling import resolve_model
 
     try:
         model = resolve_model(ref, registry)
@@ -83,8 +83,8 @@ def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path
 def paired_with(baseline: dict, predictions: str, labels: list[str], gate: GateSpec, seed: int = 0) -> dict:
     """The gated run's predictions (a path or URI) against the baseline's, row by row (baseline = A,
     run = B); both stream from wherever they are kept (a directory, or the artifact store)."""
-    from cluster.artifacts import open_input
-    from cluster.compare import compare_predictions, mcnemar_exact
+    from cluster.registry.artifacts import open_input
+    from cluster.stats.compare import compare_predictions, mcnemar_exact
 
     with (
         open_input(join(baseline["artifact_path"], "predictions.parquet"), "predictions") as pa_,
@@ -102,7 +102,7 @@ def paired_with(baseline: dict, predictions: str, labels: list[str], gate: GateS
 
 def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
     """Judge the finished evaluation ``ref`` by ``gate``; record it as a ``gate`` run; return the result."""
-    from cluster.gates import judge
+    from cluster.stats.gates import judge
 
     run = registry.get_run(ref)
     if run["kind"] not in EVALUATIONS or run["status"] != "finished":

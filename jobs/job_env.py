@@ -23,9 +23,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from cluster.artifacts import ENV as ARTIFACTS_ENV
-from cluster.db.url import ENV_URL, ENV_URL_FILE
-from cluster.storage import ENDPOINT_VARS, REGION_VARS, check_location, is_remote
+from cluster.data.storage import ENDPOINT_VARS, REGION_VARS, check_location, is_remote
+from cluster.registry.artifacts import ENV as ARTIFACTS_ENV
+from cluster.registry.db.url import ENV_URL, ENV_URL_FILE
 
 AWS_BY_VALUE = (*ENDPOINT_VARS, *REGION_VARS, "AWS_EC2_METADATA_DISABLED")
 AWS_FILES = ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
@@ -76,7 +76,7 @@ def _aws_env() -> dict[str, str]:
 def private_file(kind: str, content: str) -> Path:
     """``content`` in a file only its owner can read (0600, in a 0700 directory), named by its hash,
     under ``EVALCLUSTER_HOME/secrets/`` (written once; an existing one is reused)."""
-    from cluster.registry import default_home
+    from cluster.registry.record import default_home
 
     folder = default_home() / "secrets"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from cluster.errors import UserError
-from cluster.runtime import LOCAL_JOBS_URL, head_jobs_url, resolve_target
+from cluster.ray.runtime import LOCAL_JOBS_URL, head_jobs_url, resolve_target
 from jobs.entry import console
 from jobs.submit import connect, follow
 

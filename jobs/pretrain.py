@@ -23,16 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.config import PretrainSpec
 from cluster.errors import UserError
-from cluster.registry import Registry, new_id
+from cluster.registry.record import Registry, new_id
+from cluster.specs.workloads import PretrainSpec
 from jobs.spec_cli import Workload, options, spec_command
 
 log = logging.getLogger(__name__)
 
 
 def load_mlm(path: str | Path, device: str = "cpu"):
-    from cluster.modeling import set_offline
+    from cluster.models.modeling import set_offline
 
     set_offline()
     import transformers
@@ -76,7 +76,7 @@ def perplexity(model, tokenizer, texts: list[str], spec: PretrainSpec) -> float:
 
 def train_mlm(model, tokenizer, texts: list[str], spec: PretrainSpec, precision: str, on_step=None) -> None:
     """Plain MLM loop through the shared TrainStep; ``on_step(step)`` for callers' progress."""
-    from jobs.train_step import TrainStep, make_optimizer
+    from cluster.train.step import TrainStep, make_optimizer
 
     device = next(model.parameters()).device
     steps = math.ceil(len(texts) / spec.batch_size) * spec.epochs
@@ -98,8 +98,8 @@ def train_mlm(model, tokenizer, texts: list[str], spec: PretrainSpec, precision:
 
 def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
     """MLM-pretrain ``spec.model`` on ``spec.data``; save, register and return perplexities."""
-    from cluster.data import read_pandas, scan
-    from cluster.modeling import resolve_model
+    from cluster.data.scan import read_pandas, scan
+    from cluster.models.modeling import resolve_model
 
     registry = registry or Registry()
     model_ref = resolve_model(spec.model, registry)
@@ -154,7 +154,7 @@ def _gpu_workers() -> int:
     """
     import ray
 
-    from cluster.runtime import head_running, init_ray
+    from cluster.ray.runtime import head_running, init_ray
 
     if ray.is_initialized() or os.environ.get("RAY_ADDRESS") or head_running():
         init_ray()
@@ -167,7 +167,7 @@ def _gpu_workers() -> int:
 def _train_here(path, train, heldout, spec):
     import torch
 
-    from cluster.modeling import pick_device, resolve_precision
+    from cluster.models.modeling import pick_device, resolve_precision
 
     torch.manual_seed(spec.seed)
     device = pick_device()
@@ -184,7 +184,7 @@ def _train_distributed(path, train, heldout, spec):
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from cluster.runtime import init_ray
+    from cluster.ray.runtime import init_ray
 
     init_ray()
     use_gpu = bool(ray.cluster_resources().get("GPU"))
@@ -210,7 +210,7 @@ def _worker_loop(config: dict) -> None:
     import torch
     from ray.train.torch import get_device, prepare_model
 
-    from cluster.modeling import resolve_precision
+    from cluster.models.modeling import resolve_precision
 
     spec, ctx = config["spec"], ray.train.get_context()
     torch.manual_seed(spec.seed)
@@ -240,7 +240,7 @@ def split_heldout(texts: list[str], spec: PretrainSpec) -> tuple[list[str], list
 
 def _out_dir(spec: PretrainSpec, registry: Registry) -> Path | None:
     """--out DIR (must be new), or None: the model goes to the artifact store (checked writable now)."""
-    from cluster.artifacts import ArtifactStore
+    from cluster.registry.artifacts import ArtifactStore
 
     if not spec.out:
         ArtifactStore.from_env(registry.home).check_writable()
@@ -258,9 +258,9 @@ def _out_dir(spec: PretrainSpec, registry: Registry) -> Path | None:
 
 def _save(model, tokenizer, out: Path | None, lineage: dict, model_id: str, registry: Registry):
     """Save the model to ``out`` or the artifact store; (location, checksum) to register."""
-    from cluster.artifacts import ArtifactStore, dir_checksum
-    from cluster.modelcache import store_model
-    from cluster.modeling import save_model_dir
+    from cluster.models.cache import store_model
+    from cluster.models.modeling import save_model_dir
+    from cluster.registry.artifacts import ArtifactStore, dir_checksum
 
     def save(dest: Path) -> Path:
         return save_model_dir(getattr(model, "module", model), tokenizer, dest, lineage)

@@ -41,7 +41,7 @@ def cell(value: object) -> str:
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Registered models, newest first, with their aliases."""
-    from cluster.registry import Registry
+    from cluster.registry.record import Registry
 
     rows = Registry().list_models()
     if as_json:
@@ -62,9 +62,9 @@ def models_register(
 ) -> None:
     """Register a model directory trained elsewhere: copied into the artifact store
     ($EVALCLUSTER_ARTIFACTS, default EVALCLUSTER_HOME) with the checksum of its files."""
-    from cluster.modeling import read_lineage, resolve_model
-    from cluster.registry import Registry, check_alias, new_id
-    from cluster.storage import is_remote
+    from cluster.data.storage import is_remote
+    from cluster.models.modeling import read_lineage, resolve_model
+    from cluster.registry.record import Registry, check_alias, new_id
 
     for name in alias:
         check_alias(name)
@@ -84,8 +84,8 @@ def models_register(
 
 
 def _copy_to_store(src: Path, model_id: str, registry) -> tuple[str, str]:
-    from cluster.artifacts import ArtifactStore
-    from cluster.modelcache import store_model
+    from cluster.models.cache import store_model
+    from cluster.registry.artifacts import ArtifactStore
 
     store = ArtifactStore.from_env(registry.home)
     store.check_writable()
@@ -106,7 +106,7 @@ def models_alias(name: str, model: str) -> None:
     Alias names: 1-64 letters, digits, '.', '_' or '-', starting with a letter or
     digit; "base" is reserved.
     """
-    from cluster.registry import Registry
+    from cluster.registry.record import Registry
 
     model_id = Registry().set_alias(name, model)
     console.print(f"{cell(name)} -> {cell(model_id)}")
@@ -115,7 +115,7 @@ def models_alias(name: str, model: str) -> None:
 @models_app.command("unalias")
 def models_unalias(name: str) -> None:
     """Remove alias NAME (the model stays registered)."""
-    from cluster.registry import Registry
+    from cluster.registry.record import Registry
 
     model_id = Registry().remove_alias(name)
     console.print(f"removed alias {cell(name)} (it pointed at {cell(model_id)})")
@@ -133,8 +133,8 @@ def runs_list(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The team's runs, newest first; a running run whose process is gone is shown as stale."""
-    from cluster.heartbeat import format_age, seconds_since, stale_after, stale_reason
-    from cluster.registry import STATUSES, Registry
+    from cluster.registry.heartbeat import format_age, seconds_since, stale_after, stale_reason
+    from cluster.registry.record import STATUSES, Registry
 
     if status is not None and status not in STATUSES:
         raise UserError(
@@ -170,8 +170,8 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(run_id: str) -> None:
     """Everything recorded about one run."""
-    from cluster.heartbeat import stale_reason
-    from cluster.registry import Registry
+    from cluster.registry.heartbeat import stale_reason
+    from cluster.registry.record import Registry
 
     run = Registry().get_run(run_id)
     console.print_json(json.dumps({**run, "stale": stale_reason(run)}, default=str))
@@ -214,8 +214,8 @@ def runs_fail(
     older_than: str | None = typer.Option(None, help="With --stale: only runs silent for longer (10m, 2h)."),
 ) -> None:
     """Mark a running run failed: one RUN, or every stale run (its process gone or silent)."""
-    from cluster.heartbeat import parse_duration, stale_reason
-    from cluster.registry import Registry, default_owner
+    from cluster.registry.heartbeat import parse_duration, stale_reason
+    from cluster.registry.record import Registry, default_owner
 
     if (run_id is None) != stale:
         raise UserError("give one RUN or --stale (not both)")
@@ -243,8 +243,8 @@ def runs_fail(
 @db_app.command("status")
 def db_status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Backend, database (password shown as ***), schema revision and whether an upgrade is pending."""
-    from cluster.db.store import status
-    from cluster.registry import default_home
+    from cluster.registry.db.store import status
+    from cluster.registry.record import default_home
 
     info = status(default_home())
     if as_json:
@@ -265,8 +265,8 @@ def db_status(as_json: bool = typer.Option(False, "--json")) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the registry's schema to this code's revision (safe to run again)."""
-    from cluster.db.store import Database, status
-    from cluster.registry import default_home
+    from cluster.registry.db.store import Database, status
+    from cluster.registry.record import default_home
 
     home = default_home()
     before = status(home)

@@ -4,7 +4,7 @@
 
 reads ``eval.yaml`` into the spec's fields, then applies only the options typed
 on the command line (an option left out never overrides the file), and
-validates the result once (cluster/spec_io.py: one-line errors naming the file
+validates the result once (cluster/specs/parse.py: one-line errors naming the file
 or the option). Workloads also take ``--address``/``--wait`` (submit as a Ray
 job, jobs/submit.py) and ``--spec-json`` (what a submitted job runs with).
 """
@@ -24,7 +24,7 @@ import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from cluster.spec_io import Key, Spec, load_spec, load_yaml, merge
+from cluster.specs.parse import Key, Spec, load_spec, load_yaml, merge
 
 ROOT = Path(__file__).resolve().parent.parent
 TYPED = ("COMMANDLINE", "ENVIRONMENT")  # parameter sources that count as typed by the user
@@ -127,7 +127,7 @@ def spec_command(w: Workload, doc: str) -> Callable[..., None]:
         spec = build_spec(w, ctx, values)
         extras = {p.name: values[p.name] for p in w.extras}
         if w.module:
-            from cluster.runtime import resolve_target
+            from cluster.ray.runtime import resolve_target
 
             if resolve_target(values["address"]).mode == "submit":  # jobs.submit loads httpx: only then
                 from jobs.submit import submit_if_remote

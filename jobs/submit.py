@@ -3,7 +3,7 @@
 `evalctl evaluate ... --address http://HEAD:8265` (or RAY_ADDRESS=http://...) becomes
 ``JobSubmissionClient(address).submit_job(entrypoint="python -m jobs.evaluate --spec-json
 '<spec>'", runtime_env={"working_dir": <staged allow-list>, ...})``. The spec's path fields
-(marked in cluster/config.py) are localised by name: absolute for a head on this
+(marked in cluster/specs/workloads.py) are localised by name: absolute for a head on this
 machine (it sees this disk); for a remote cluster, paths inside the project travel
 with the upload and paths outside it are refused. The registry and artifact-store
 settings travel without their secrets (jobs/job_env.py). Ray's own CLI runs the same
@@ -27,9 +27,9 @@ from urllib.parse import urlparse
 import httpx
 
 from cluster.errors import UserError
-from cluster.registry import default_owner, new_id
-from cluster.runtime import auth_hint, ensure_client_auth, resolve_target
-from cluster.spec_io import Key, PathField, Spec, path_fields, replace_paths
+from cluster.ray.runtime import auth_hint, ensure_client_auth, resolve_target
+from cluster.registry.record import default_owner, new_id
+from cluster.specs.parse import Key, PathField, Spec, path_fields, replace_paths
 from jobs.entry import console
 from jobs.job_env import storage_env
 from jobs.upload import Staged, check_size, stage

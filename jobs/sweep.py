@@ -1,10 +1,10 @@
-"""Fine-tuning sweeps on Ray Tune: one trial = one fine-tuning run (jobs/trial.py).
+"""Fine-tuning sweeps on Ray Tune: one trial = one fine-tuning run (cluster/tune/trial.py).
 
     evalctl sweep --config jobs/configs/sweep.yaml [--name NAME] [--num-samples N]
     python -m jobs.sweep resume NAME
 
 Steps: the validated spec -> check data, labels, resources and storage -> Tuner.fit
-(jobs/tune_setup.py: trials report validation metrics and checkpoints; ASHA stops
+(cluster/tune/setup.py: trials report validation metrics and checkpoints; ASHA stops
 weak ones; failed trials retry from their last checkpoint) -> export the best
 checkpoint as a model directory -> register it and point the alias ``best`` at it.
 
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from cluster.config import SweepSpec, load_spec
 from cluster.errors import UserError, first_items
-from cluster.registry import Registry, new_id
+from cluster.registry.record import Registry, new_id
+from cluster.specs.workloads import SweepSpec, load_spec
+from cluster.tune.setup import InterruptWatch, SweepInterrupted
 from jobs.spec_cli import Workload, options, spec_command
-from jobs.tune_setup import InterruptWatch, SweepInterrupted
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "evalcluster_sweep.json"  # in the experiment dir: what `sweep resume` needs
@@ -40,12 +40,12 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = False) -> dict:
     """Run (or resume) a sweep; returns the best trial's summary and the registered model id."""
-    from cluster.artifacts import ArtifactStore
-    from cluster.modeling import resolve_model
-    from cluster.runtime import init_ray
-    from cluster.storage_probe import check_storage_on_every_node
-    from jobs.sweep_export import export_best, write_report
-    from jobs.tune_setup import make_tuner, trial_resources
+    from cluster.models.modeling import resolve_model
+    from cluster.ray.runtime import init_ray
+    from cluster.registry.artifacts import ArtifactStore
+    from cluster.tune.export import export_best, write_report
+    from cluster.tune.setup import make_tuner, trial_resources
+    from cluster.tune.storage_probe import check_storage_on_every_node
 
     registry = registry or Registry()
     spec = spec.model_copy(update={"name": spec.name or new_id("sweep")})
@@ -101,7 +101,7 @@ def resume_sweep(name: str, registry: Registry | None = None, storage: str | Non
 
 def check_gate_baseline(spec: SweepSpec, registry: Registry) -> None:
     """A gate's baseline must name a model, except ``best`` before the first sweep set it."""
-    from cluster.modeling import resolve_model
+    from cluster.models.modeling import resolve_model
 
     if spec.gate is None or spec.gate.baseline is None:
         return
@@ -137,7 +137,7 @@ def load_splits(spec: SweepSpec, modality: str = "text"):
     trial decodes them at its model's input size."""
     import tempfile
 
-    from cluster.data import image_folder_spec
+    from cluster.data.scan import image_folder_spec
 
     with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:  # image folder trees' indexes
         train = image_folder_spec(spec.train, modality, Path(work) / "train")
@@ -146,8 +146,8 @@ def load_splits(spec: SweepSpec, modality: str = "text"):
 
 
 def _read_splits(spec: SweepSpec, modality: str):
-    from cluster.data import read_pandas, scan
-    from jobs.train_loop import Split
+    from cluster.data.scan import read_pandas, scan
+    from cluster.train.loop import Split
 
     st, sv = scan(spec.train, modality=modality), scan(spec.validation, modality=modality)
     missing = {lab: n for lab, n in sv.label_counts.items() if lab not in st.label_counts}
@@ -176,7 +176,7 @@ def _stratified_head(df, cap: int | None, seed: int):
 
 def storage_path(spec: SweepSpec, registry: Registry) -> str:
     """Where Tune keeps trials and checkpoints; must be writable (checked now, not mid-sweep)."""
-    from cluster.storage import resolve
+    from cluster.data.storage import resolve
 
     path = spec.storage_path or str(registry.home / "sweeps")
     fs, root = resolve(path)
@@ -192,7 +192,7 @@ def storage_path(spec: SweepSpec, registry: Registry) -> str:
 
 
 def _write_spec_file(storage: str, spec: SweepSpec, run_id: str) -> None:
-    from cluster.storage import resolve
+    from cluster.data.storage import resolve
 
     fs, root = resolve(storage)
     fs.create_dir(f"{root}/{spec.name}", recursive=True)
@@ -211,7 +211,7 @@ sweep_app = typer.Typer(
 
 
 def _run(spec: SweepSpec, address: str | None = None, **_) -> None:
-    from cluster.runtime import init_ray
+    from cluster.ray.runtime import init_ray
 
     if address:  # a Ray address (HOST:6379, ray://...): join that cluster (job-server URLs submit)
         init_ray(address)
@@ -245,7 +245,7 @@ def report_command(
     out: Path = typer.Option(Path("sweep_report.html"), help="The HTML file to write."),
 ) -> None:
     """Learning curves of several sweeps in one figure (pretrained vs random init)."""
-    from cluster.sweep_report import write_sweep_report
+    from cluster.report.sweep import write_sweep_report
     from jobs.entry import console
 
     registry = Registry()

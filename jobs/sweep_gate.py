@@ -11,9 +11,9 @@ promote_best); the sweep's record keeps the verdicts and the reason.
 
 from __future__ import annotations
 
-from cluster.config import EvaluateSpec, GateSpec, SweepSpec
 from cluster.errors import UserError
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.specs.workloads import EvaluateSpec, GateSpec, SweepSpec
 
 
 def gate_model(spec: SweepSpec, model_id: str, registry: Registry) -> dict:
@@ -51,8 +51,8 @@ def _gate_for(g, registry: Registry, data, spec: SweepSpec) -> tuple[GateSpec | 
 
 
 def _ensure_evaluated(baseline: str, data, registry: Registry, spec: SweepSpec) -> None:
-    from cluster.data import scan
-    from cluster.modeling import resolve_model
+    from cluster.data.scan import scan
+    from cluster.models.modeling import resolve_model
     from jobs.evaluate import run_evaluate
     from jobs.gate import resolve_baseline
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cluster.artifacts import exists, fetch_file, open_input, read_text
-from cluster.config import CompareSpec, LeaderboardSpec
+from cluster.data.storage import is_remote, join
 from cluster.errors import UserError, did_you_mean
-from cluster.metrics import metric_info
-from cluster.registry import Registry
-from cluster.storage import is_remote, join
+from cluster.registry.artifacts import exists, fetch_file, open_input, read_text
+from cluster.registry.record import Registry
+from cluster.specs.workloads import CompareSpec, LeaderboardSpec
+from cluster.stats.metrics import metric_info
 from jobs.entry import console
 from jobs.registry_cli import cell
 from jobs.spec_cli import Workload, options, spec_command
@@ -62,7 +62,7 @@ def show_leaderboard(spec: LeaderboardSpec, as_json: bool = False) -> None:
     """Print the leaderboard of ``spec`` (a table per dataset, or JSON)."""
     dataset = spec.dataset
     if spec.data is not None:
-        from cluster.data import scan_any
+        from cluster.data.scan import scan_any
 
         dataset = scan_any(spec.data).fingerprint
     groups = leaderboard(Registry(), dataset, spec.metric, spec.perturbation)
@@ -156,7 +156,7 @@ def compare_runs(
     seed: int = 0,
 ) -> dict:
     """Paired comparison of two evaluation runs of the same dataset; writes a side-by-side report."""
-    from cluster.compare import compare_predictions, mcnemar_exact, verdict
+    from cluster.stats.compare import compare_predictions, mcnemar_exact, verdict
 
     a, b = (_evaluation(registry, ref) for ref in (ref_a, ref_b))
     if a["dataset_fingerprint"] != b["dataset_fingerprint"]:
@@ -203,7 +203,7 @@ def _evaluation(registry: Registry, ref: str) -> dict:
 
 
 def _write_compare_report(registry: Registry, result: dict, ma: dict, mb: dict) -> Path:
-    from cluster.report import render_comparison
+    from cluster.report.html import render_comparison
 
     path = registry.home / "compare" / f"{result['a']}__{result['b']}.html"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.apikey import api_key_digest
-from cluster.config import ServeSpec, load_spec
+from cluster.specs.workloads import ServeSpec, load_spec
 from serve.batching import row_or_raise, score_each
 from serve.images import decode_request, explain_response, image_limits, request_bytes, require_modality
 from serve.schemas import (
@@ -133,7 +133,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 def _latest_metrics(home: str | None, model_id: str) -> dict | None:
     """Headline metrics of the latest finished evaluation of this model in the registry."""
-    from cluster.registry import Registry
+    from cluster.registry.record import Registry
 
     try:
         runs = Registry(home).list_runs(kind="evaluate", status="finished")
@@ -171,10 +171,10 @@ class Scorer:
         import torch
 
         self.started["torch"] = time.time()
-        from cluster.modality import load_trained
-        from cluster.modelcache import ModelSource
-        from cluster.modeling import pick_device, read_lineage, resolve_precision
-        from cluster.runtime import worker_threads
+        from cluster.models.cache import ModelSource
+        from cluster.models.modality import load_trained
+        from cluster.models.modeling import pick_device, read_lineage, resolve_precision
+        from cluster.ray.runtime import worker_threads
 
         self.spec = _spec(args)
         torch.set_num_threads(worker_threads())  # the CPUs Ray gave this replica (Ray may leave torch at 1)
@@ -295,7 +295,7 @@ class Scorer:
 
     def _explain(self, text: str) -> ExplainResponse:
         """Gradient x input over the input embeddings, summed over the hidden size, per token."""
-        from cluster.explain import METHOD, token_attributions
+        from cluster.models.explain import METHOD, token_attributions
 
         a = token_attributions(self.model, self.tokenizer, text, max_length=self.spec.max_length)
         return ExplainResponse(
@@ -376,8 +376,8 @@ def app_args(args: dict) -> dict:
     """What each replica is constructed with: the ServeSpec fields (validated), the resolved
     model path and id, and the API key's digest (never the key)."""
     from cluster.errors import UserError
-    from cluster.modeling import resolve_model
-    from cluster.registry import Registry
+    from cluster.models.modeling import resolve_model
+    from cluster.registry.record import Registry
 
     args = dict(args)
     spec = _spec(args)

@@ -2,7 +2,7 @@
 
 The request schema (serve/schemas.py) has checked that each image is base64; here
 the replica applies the deployment's limits (count: 413, bytes: 413) and decodes
-with the model's own preprocessing (cluster/images.py, as offline evaluation does):
+with the model's own preprocessing (cluster/data/images.py, as offline evaluation does):
 bytes that are not an image, a zero-size image or a decompression bomb are a 422
 naming the image. Nothing here runs the model but ``explain``.
 """
@@ -14,8 +14,8 @@ import base64
 import numpy as np
 from fastapi import HTTPException
 
-from cluster.config import ServeSpec
-from cluster.modality import INPUT_FIELDS
+from cluster.models.modality import INPUT_FIELDS
+from cluster.specs.workloads import ServeSpec
 
 WHAT = {"text": "texts", "image": "images (base64 PNG/JPEG)"}
 
@@ -51,7 +51,7 @@ def request_bytes(images: list[str], spec: ServeSpec, field: str = "images") -> 
 
 def decode_request(images: list[bytes], prep, max_pixels: int) -> np.ndarray:
     """Encoded images -> uint8 (n, 3, S, S); a bad one is a 422 naming it."""
-    from cluster.images import decode_images
+    from cluster.data.images import decode_images
 
     decoded = decode_images(images, prep, skip_bad_rows=True, max_pixels=max_pixels)
     if decoded.bad:
@@ -63,7 +63,7 @@ def decode_request(images: list[bytes], prep, max_pixels: int) -> np.ndarray:
 def explain_response(model, data: bytes, target: str | None, max_pixels: int) -> dict:
     """Gradient x input per pixel at the image's own size, as numbers and as a PNG overlay."""
     from cluster.errors import UserError
-    from cluster.saliency import explain_image
+    from cluster.models.saliency import explain_image
 
     try:
         s = explain_image(model, data, target=target, max_pixels=max_pixels)

@@ -1,7 +1,7 @@
 """Open an HTML report in headless Chromium (Debian's `chromium`, driven by Playwright) and check it.
 
 The check: the page loads with no console error and no uncaught exception, and every
-figure (an inline ``<svg>`` in a ``<figure class="fig">``, cluster/figures.py) is parsed as
+figure (an inline ``<svg>`` in a ``<figure class="fig">``, cluster/report/figures.py) is parsed as
 SVG with something drawn (its content's bounding box, getBBox, has a non-zero width) and
 laid out (a visible box of non-zero size).
 A screenshot of the whole page is written next to the report for a person to look at.

@@ -69,7 +69,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.modeling import base_model_dir, save_model_dir
+    from cluster.models.modeling import base_model_dir, save_model_dir
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -95,7 +95,7 @@ IMAGE_LABELS = ["zero", "one", "two"]
 @pytest.fixture(scope="session")
 def tiny_image_model_dir(tmp_path_factory) -> Path:
     """EfficientNet-Lite0, random init, 32x32 input, 3 labels, saved as an image model directory."""
-    from cluster.vision import new_image_classifier, save_image_model_dir
+    from cluster.models.vision import new_image_classifier, save_image_model_dir
 
     model = new_image_classifier(IMAGE_LABELS, pretrained=False, image_size=32, seed=0)
     out = tmp_path_factory.mktemp("models") / "tiny-image"
@@ -110,7 +110,7 @@ def digits_images(tmp_path_factory) -> Path:
     import pyarrow.parquet as pq
     from sklearn.datasets import load_digits
 
-    from cluster.image_data import encode_png
+    from cluster.data.image_data import encode_png
 
     d = load_digits(n_class=3)
     pixels = (d.images[:150] * (255 / 16)).round().astype("uint8")  # 0..16 -> 0..255
@@ -129,7 +129,7 @@ def digits_images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """The real sample corpus split (train/validation/test Parquet)."""
-    from cluster.data import sample_splits
+    from cluster.data.scan import sample_splits
 
     out = tmp_path_factory.mktemp("sample")
     sample_splits(out, seed=0)
@@ -256,7 +256,7 @@ def served(ray_cluster, tiny_model_dir, tmp_path_factory):
     """Serve on a free port; yields (deploy function, url); shuts Serve down afterwards."""
     from ray import serve
 
-    from cluster.config import ServeSpec
+    from cluster.specs.workloads import ServeSpec
     from jobs.deploy import deploy
 
     port = free_port()

@@ -46,7 +46,7 @@ class LocalCluster:
         self.tmp = tempfile.mkdtemp(prefix="mn", dir="/tmp")  # short: Ray's socket paths must fit
         self._saved = {k: os.environ.get(k) for k in self.env()}
         os.environ.update(self.env())
-        from cluster.runtime import keep_loopback
+        from cluster.ray.runtime import keep_loopback
 
         keep_loopback()  # Ray read RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER at import: 127.0.0.1 must stay
         from ray._raylet import Config

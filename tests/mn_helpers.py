@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cluster.config import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
+from cluster.specs.workloads import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
 from tests.conftest import run_evalctl
 from tests.mn_cluster import LocalCluster
 

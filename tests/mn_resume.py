@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.config import SweepSpec
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.specs.workloads import SweepSpec
 from tests.conftest import ROOT
 from tests.mn_helpers import result_rows
 
@@ -27,7 +27,7 @@ ROUND_TIMEOUT_S = 600
 SPARE = (
     "import runpy, sys\n"
     "import pandas, pyarrow.parquet, ray, ray.tune\n"
-    "import cluster.data, jobs.cli, jobs.sweep, jobs.sweep_state, jobs.trial, jobs.tune_callbacks, jobs.tune_setup\n"
+    "import cluster.data.scan, jobs.cli, jobs.sweep, cluster.tune.state, cluster.tune.trial, cluster.tune.callbacks, cluster.tune.setup\n"
     "sys.stdin.readline()\n"
     "runpy.run_module('jobs.cli', run_name='__main__', alter_sys=True)\n"
 )  # a driver's start and its next validation, on a loaded machine
@@ -231,7 +231,7 @@ def snapshot_misses(exp: Path) -> list[str]:
     complete (num_to_keep deleted it after the snapshot): the race resuming from storage handles."""
     import pyarrow.fs as pafs
 
-    from cluster.checkpoint import complete_checkpoints
+    from cluster.train.checkpoint import complete_checkpoints
 
     def on_storage(trial: str) -> set[str]:
         dirs = [d for d in exp.glob(f"*{trial}*") if d.is_dir()]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cluster.metrics import compute_metrics
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.stats.metrics import compute_metrics
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -44,7 +44,7 @@ def writers_context():
     """Processes forked from a fresh single-threaded server that has imported the registry once:
     they start in milliseconds instead of re-importing everything as spawned ones do."""
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["cluster.registry"])
+    ctx.set_forkserver_preload(["cluster.registry.record"])
     return ctx
 
 

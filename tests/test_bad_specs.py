@@ -7,9 +7,9 @@ drawn from a uniform distribution, an empty file) ran something the user did not
 
 import pytest
 
-from cluster.config import SweepSpec, load_spec_file
 from cluster.errors import UserError
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.specs.workloads import SweepSpec, load_spec_file
 
 BAD_SWEEPS = [
     ("search: {batch_size: -8}", "search.batch_size: must be >= 1, got -8"),

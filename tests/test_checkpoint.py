@@ -36,7 +36,7 @@ def train_steps(model, optimizer, scheduler, n: int) -> list[float]:
 
 
 def test_resume_from_saved_state_continues_exactly(tmp_path):
-    from cluster.checkpoint import load_trainer_state, save_trainer_state
+    from cluster.train.checkpoint import load_trainer_state, save_trainer_state
 
     model, optimizer, scheduler = trainer()
     train_steps(model, optimizer, scheduler, 3)
@@ -68,14 +68,14 @@ class Payload:
 @pytest.mark.parametrize("with_real_state", [False, True])
 def test_a_crafted_pickle_in_a_checkpoint_never_runs(tmp_path, with_real_state):
     """A `state.pt` planted in (shared) sweep storage is never unpickled on resume."""
-    from jobs.trial import _restore
+    from cluster.tune.trial import _restore
 
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "checkpoint_000001"
     ckpt.mkdir()
     _, optimizer, scheduler = trainer()
     if with_real_state:
-        from cluster.checkpoint import save_trainer_state
+        from cluster.train.checkpoint import save_trainer_state
 
         save_trainer_state(ckpt, optimizer, scheduler, step=7)
     torch.save({"step": Payload(marker)}, ckpt / "state.pt")
@@ -97,7 +97,7 @@ def test_a_crafted_pickle_in_a_checkpoint_never_runs(tmp_path, with_real_state):
 def test_tampered_state_is_refused_with_one_line(tmp_path):
     import json
 
-    from cluster.checkpoint import STATE_JSON, load_trainer_state, save_trainer_state
+    from cluster.train.checkpoint import STATE_JSON, load_trainer_state, save_trainer_state
 
     _, optimizer, scheduler = trainer()
     save_trainer_state(tmp_path, optimizer, scheduler, step=1)

@@ -1,5 +1,5 @@
 """Checkpoint manifests: a resumed trial starts from the newest *complete* checkpoint on
-storage (cluster/checkpoint.py), whatever was half copied or half deleted when a driver died."""
+storage (cluster/train/checkpoint.py), whatever was half copied or half deleted when a driver died."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pyarrow.fs as pafs
 
-from cluster.checkpoint import MANIFEST, complete_checkpoints, write_manifest
-from cluster.cluster_view import work_kind
+from cluster.ray.view import work_kind
+from cluster.train.checkpoint import MANIFEST, complete_checkpoints, write_manifest
 
 
 def checkpoint(trial, index: int, step: int, payload: bytes = b"weights"):

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.compare import differences, mcnemar_exact, paired_counts
 from cluster.errors import UserError
-from cluster.metrics import poisson_weights
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.stats.compare import differences, mcnemar_exact, paired_counts
+from cluster.stats.metrics import poisson_weights
 from jobs.team import compare_runs, leaderboard
 from tests.registry_helpers import fake_eval
 

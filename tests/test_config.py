@@ -2,7 +2,9 @@
 
 import pytest
 
-from cluster.config import (
+from cluster.errors import UserError
+from cluster.specs.parse import load_yaml, merge, path_fields, replace_paths
+from cluster.specs.workloads import (
     DataSpec,
     EvaluateSpec,
     PretrainSpec,
@@ -11,8 +13,6 @@ from cluster.config import (
     load_spec,
     load_spec_file,
 )
-from cluster.errors import UserError
-from cluster.spec_io import load_yaml, merge, path_fields, replace_paths
 
 
 def test_nested_yaml_maps_onto_specs(tmp_path):

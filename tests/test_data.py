@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import DataSpec
-from cluster.data import check_columns, iter_tables, plan_shards, read_pandas, scan
+from cluster.data.scan import check_columns, iter_tables, plan_shards, read_pandas, scan
+from cluster.data.shards import read_shard, shards_for_actors
 from cluster.errors import UserError
-from cluster.shards import read_shard, shards_for_actors
+from cluster.specs.workloads import DataSpec
 
 
 def write(path, df):

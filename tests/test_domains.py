@@ -7,9 +7,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import cluster.domains
-from cluster.data import LABELS, corpus_path, load_corpus
-from cluster.domains import DOMAINS, keyword_domain, raw_domains, sample_domain_splits, segment
+import cluster.data.domains
+from cluster.data.domains import DOMAINS, keyword_domain, raw_domains, sample_domain_splits, segment
+from cluster.data.scan import LABELS, corpus_path, load_corpus
 
 
 @pytest.fixture(scope="module")
@@ -76,4 +76,4 @@ def test_sample_domain_splits_write_every_text_once(tmp_path):
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(cluster.domains).failed == 0
+    assert doctest.testmod(cluster.data.domains).failed == 0

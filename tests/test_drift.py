@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-import cluster.drift
-from cluster.drift import (
+import cluster.stats.drift
+from cluster.errors import UserError
+from cluster.stats.drift import (
     TextProfile,
     confidence_drift,
     domain_classifier,
@@ -19,24 +20,23 @@ from cluster.drift import (
     text_profile,
     unknown_token_drift,
 )
-from cluster.errors import UserError
-from cluster.metrics import batch_stats
+from cluster.stats.metrics import batch_stats
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from cluster.modeling import base_model_dir
+    from cluster.models.modeling import base_model_dir
 
     return AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
 
 
 @pytest.fixture(scope="module")
 def corpus_by_domain():
-    """Corpus texts per keyword domain (the rule of cluster.domains, without the file segmentation)."""
-    from cluster.data import load_corpus
-    from cluster.domains import keyword_domain
+    """Corpus texts per keyword domain (the rule of cluster.data.domains, without the file segmentation)."""
+    from cluster.data.domains import keyword_domain
+    from cluster.data.scan import load_corpus
 
     df = load_corpus()
     df["domain"] = [keyword_domain(t) for t in df["text"]]
@@ -48,7 +48,7 @@ def embedded(corpus_by_domain):
     """Base-model embeddings of 150 airline tweets, 150 driverless-car tweets, 300 of any domain."""
     from transformers import AutoModel, AutoTokenizer
 
-    from cluster.modeling import base_model_dir
+    from cluster.models.modeling import base_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     model = AutoModel.from_pretrained(base_model_dir(), local_files_only=True, use_safetensors=True).eval()
@@ -189,7 +189,7 @@ def test_embeddings_keep_input_order(embedded, corpus_by_domain):
     """Length-sorted batches are put back in input order: one text alone embeds the same."""
     from transformers import AutoModel, AutoTokenizer
 
-    from cluster.modeling import base_model_dir
+    from cluster.models.modeling import base_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     model = AutoModel.from_pretrained(base_model_dir(), local_files_only=True, use_safetensors=True).eval()
@@ -200,4 +200,4 @@ def test_embeddings_keep_input_order(embedded, corpus_by_domain):
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(cluster.drift).failed == 0
+    assert doctest.testmod(cluster.stats.drift).failed == 0

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from cluster.config import DataSpec, DriftSpec
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.specs.workloads import DataSpec, DriftSpec
 from jobs.drift import run_drift
 from tests.browser import assert_renders
 
@@ -14,7 +14,7 @@ from tests.browser import assert_renders
 @pytest.fixture(scope="module")
 def domains(tmp_path_factory):
     """The sample splits cut by domain (the same rows as `evalctl data sample`)."""
-    from cluster.domains import sample_splits_by_domain
+    from cluster.data.domains import sample_splits_by_domain
 
     out = tmp_path_factory.mktemp("domains")
     counts = sample_splits_by_domain(out, seed=0)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, top_k_accuracy_score
 
-from cluster.config import DataSpec, EvaluateSpec, GateSpec
 from cluster.errors import UserError
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.specs.workloads import DataSpec, EvaluateSpec, GateSpec
 from jobs.evaluate import run_evaluate
 from tests.browser import assert_renders
 
@@ -42,7 +42,7 @@ def planted_model(out):
     """
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.modeling import base_model_dir, save_model_dir
+    from cluster.models.modeling import base_model_dir, save_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     config = BertConfig(
@@ -96,7 +96,7 @@ def spec_for(path, out=None, **kw):
 
 
 def test_the_planted_model_is_wrong_exactly_on_the_marker(planted):
-    from cluster.modeling import load_classifier, predict_proba
+    from cluster.models.modeling import load_classifier, predict_proba
 
     model_dir, path, marked = planted
     model, tok, _ = load_classifier(model_dir)

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, log_loss
 
-from cluster.config import DataSpec, EvaluateSpec, load_spec
 from cluster.errors import UserError
-from cluster.metrics import THRESHOLD_METRICS
-from cluster.modeling import load_classifier, predict_proba
-from cluster.registry import Registry
+from cluster.models.modeling import load_classifier, predict_proba
+from cluster.registry.record import Registry
+from cluster.specs.workloads import DataSpec, EvaluateSpec, load_spec
+from cluster.stats.metrics import THRESHOLD_METRICS
 from jobs.evaluate import run_evaluate
 
 LABELS = ["negative", "neutral", "positive"]
@@ -162,7 +162,7 @@ def test_failure_midway_marks_run_failed_and_leaves_no_metrics(
     def broken_report(metrics, path):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("cluster.report.write_report", broken_report)
+    monkeypatch.setattr("cluster.report.html.write_report", broken_report)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk full"):
         ev.run_evaluate(spec_for(tweets[0], out, model=str(tiny_model_dir), bootstrap=0))

@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-import cluster.gates
-from cluster.config import GateSpec, load_spec
+import cluster.stats.gates
 from cluster.errors import UserError
-from cluster.gates import judge
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.specs.workloads import GateSpec, load_spec
+from cluster.stats.gates import judge
 from jobs.gate import gate_run
 from jobs.submit import job_request
 from tests.conftest import ROOT
@@ -24,7 +24,7 @@ LABELS = ["negative", "neutral", "positive"]
 
 
 def test_docstring_examples():
-    assert doctest.testmod(cluster.gates).failed == 0
+    assert doctest.testmod(cluster.stats.gates).failed == 0
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from cluster.config import DataSpec, EvaluateSpec
 from cluster.errors import UserError
-from cluster.modality import load_trained
-from cluster.vision import prepare_for_inference
+from cluster.models.modality import load_trained
+from cluster.models.vision import prepare_for_inference
+from cluster.specs.workloads import DataSpec, EvaluateSpec
 from jobs.evaluate import run_evaluate
 
 LABELS = ["zero", "one", "two"]
@@ -41,7 +41,7 @@ def test_image_evaluation_equals_sklearn_and_keeps_row_ids(
     assert preds["row"].tolist() == list(range(150))
     assert preds["pid"].tolist() == source["pid"].tolist()
     # The same probabilities as a plain single-process forward pass at the same precision, of
-    # the model as the actors run it (BatchNorm folded: cluster.vision.prepare_for_inference).
+    # the model as the actors run it (BatchNorm folded: cluster.models.vision.prepare_for_inference).
     clf = load_trained(tiny_image_model_dir)
     prepare_for_inference(clf.model, precision=metrics["precision_mode"])
     ref = clf.predict_proba(
@@ -133,7 +133,7 @@ def test_text_analyses_asked_of_an_image_model_are_one_line(evalctl, tiny_image_
 
 
 def test_text_model_on_image_data_and_back_name_the_missing_column(tiny_model_dir, digits_images):
-    from cluster.data import scan
+    from cluster.data.scan import scan
 
     with pytest.raises(UserError, match='image column "image" not found'):
         scan(DataSpec(path=str(digits_images), label_column="digit"), modality="image")
@@ -146,7 +146,7 @@ def test_text_model_on_image_data_and_back_name_the_missing_column(tiny_model_di
 def test_leaderboard_and_data_check_see_image_data_as_an_evaluation_does(digits_images, tmp_path):
     """Without a model to say, a file with the image column and no text column is image data, so
     `leaderboard --data` and `data check` find the fingerprint its evaluations recorded."""
-    from cluster.data import data_modality, scan, scan_any
+    from cluster.data.scan import data_modality, scan, scan_any
 
     spec = DataSpec(path=str(digits_images), image_column="picture", label_column="digit")
     assert data_modality(spec) == "image"
@@ -157,8 +157,8 @@ def test_leaderboard_and_data_check_see_image_data_as_an_evaluation_does(digits_
 
 
 def test_a_label_folder_tree_becomes_an_image_dataset(tmp_path):
-    from cluster.data import image_folder_spec, read_pandas, scan
-    from cluster.image_data import encode_png
+    from cluster.data.image_data import encode_png
+    from cluster.data.scan import image_folder_spec, read_pandas, scan
 
     for label in ("cat", "dog"):
         (tmp_path / "tree" / label).mkdir(parents=True)
@@ -180,8 +180,8 @@ def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_
     with the shard's offset and size as read."""
     import pickle
 
-    from cluster.modelcache import ModelSource
-    from jobs.predictor import PLACEHOLDER_ROW, Predictor
+    from cluster.evaluation.predictor import PLACEHOLDER_ROW, Predictor
+    from cluster.models.cache import ModelSource
 
     table = pq.read_table(digits_images).slice(0, 6)
     batch = pa.table(
@@ -200,7 +200,7 @@ def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_
     part = pickle.loads(out["_stats"][0].as_py())
     assert part["stats"].n == 5 and [r for r, _ in part["bad"]] == [10]
     # The shard is named by its input offset and size, its skipped first row included (the
-    # driver takes each shard once by its offset: jobs/shard_schedule.py).
+    # driver takes each shard once by its offset: cluster/evaluation/shard_schedule.py).
     assert (part["offset"], part["rows"]) == (10, 6)
     all_bad = batch.set_column(1, "image", pa.array([b"x"] * 6, pa.binary()))
     out = predictor(all_bad)
@@ -208,7 +208,7 @@ def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_
     part = pickle.loads(out["_stats"][0].as_py())
     assert part["stats"].n == 0 and len(part["bad"]) == 6
     assert (part["offset"], part["rows"]) == (10, 6)
-    # Without skip_bad_rows the first bad image is a UserError naming its row (jobs/pipeline.py
+    # Without skip_bad_rows the first bad image is a UserError naming its row (cluster/evaluation/pipeline.py
     # re-raises an actor's UserError as itself).
     strict = Predictor(source, LABELS, spec.model_copy(update={"skip_bad_rows": False}), gpus=0)
     with pytest.raises(UserError, match="image at row 10 cannot be decoded"):

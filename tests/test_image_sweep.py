@@ -6,10 +6,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import DataSpec, EvaluateSpec, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
-from cluster.modality import load_for_training, load_trained
-from cluster.modeling import read_lineage
-from cluster.registry import Registry
+from cluster.models.modality import load_for_training, load_trained
+from cluster.models.modeling import read_lineage
+from cluster.registry.record import Registry
+from cluster.specs.workloads import (
+    DataSpec,
+    EvaluateSpec,
+    ResourcesSpec,
+    SchedulerSpec,
+    SearchSpace,
+    SweepSpec,
+)
 from jobs.evaluate import run_evaluate
 from jobs.sweep import run_sweep
 
@@ -69,7 +76,7 @@ def test_image_sweep_registers_an_image_model_with_learning_curves(ray_cluster, 
 
 
 def test_random_init_differs_from_pretrained_and_keeps_the_head_seed():
-    from cluster.modeling import resolve_model
+    from cluster.models.modeling import resolve_model
 
     ref = resolve_model("efficientnet-lite0")
     assert ref.modality == "image" and ref.labels is None
@@ -82,7 +89,7 @@ def test_random_init_differs_from_pretrained_and_keeps_the_head_seed():
 
 
 def test_text_random_init_is_the_same_architecture_with_fresh_weights():
-    from cluster.modeling import base_model_dir
+    from cluster.models.modeling import base_model_dir
 
     pre = load_for_training(base_model_dir(), ["negative", "neutral", "positive"])
     rnd = load_for_training(base_model_dir(), ["negative", "neutral", "positive"], init="random")
@@ -92,10 +99,10 @@ def test_text_random_init_is_the_same_architecture_with_fresh_weights():
 
 
 def test_sweep_report_draws_pretrained_and_random_curves_in_one_figure(tmp_path):
-    """The learning-curve figure is a cluster/figures.py SVG in a Jinja2 page: one line per trial,
+    """The learning-curve figure is a cluster/report/figures.py SVG in a Jinja2 page: one line per trial,
     coloured by init, and it renders in a browser with something drawn."""
-    from cluster.figures import INIT_COLORS
-    from cluster.sweep_report import write_sweep_report
+    from cluster.report.figures import INIT_COLORS
+    from cluster.report.sweep import write_sweep_report
     from tests.browser import assert_renders
 
     def summary(run_id, init, curves):
@@ -119,12 +126,12 @@ def test_sweep_report_draws_pretrained_and_random_curves_in_one_figure(tmp_path)
 
 def test_a_learning_curve_has_one_point_per_validation_a_resumed_trial_included():
     """A trial resumed from a checkpoint the driver never recorded reports that validation again
-    (jobs/trial.py): the curve keeps one point for it, and a trial with no table has no points."""
+    (cluster/tune/trial.py): the curve keeps one point for it, and a trial with no table has no points."""
     from types import SimpleNamespace
 
     import pandas as pd
 
-    from jobs.sweep_export import _curve
+    from cluster.tune.export import _curve
 
     df = pd.DataFrame({"epoch": [0.5, 1.0, 1.0, 1.5], "accuracy": [0.4, 0.6, 0.6, 0.7]})
     curve = _curve(SimpleNamespace(metrics={"trial_id": "t1"}, metrics_dataframe=df), "accuracy")

@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from cluster.errors import UserError
-from cluster.image_data import (
+from cluster.data.image_data import (
     ANIMAL_LABELS,
     NumpyUnpickler,
     load_animal_mnist,
@@ -20,7 +19,7 @@ from cluster.image_data import (
     read_image_folder,
     sample_image_splits,
 )
-from cluster.images import (
+from cluster.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocessing,
@@ -30,6 +29,7 @@ from cluster.images import (
     normalize,
     preprocess,
 )
+from cluster.errors import UserError
 
 PREP = Preprocessing(image_size=32)
 

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from cluster.config import DataSpec, EvaluateSpec
-from cluster.db.url import configured_url
+from cluster.registry.db.url import configured_url
+from cluster.specs.workloads import DataSpec, EvaluateSpec
 from jobs.submit import PROJECT_ROOT, job_request
 
 LOCAL = "http://127.0.0.1:8265"
@@ -53,7 +53,7 @@ def test_a_remote_cluster_gets_no_database_setting_and_only_an_object_store_uri(
 
 
 def test_a_local_head_reaches_s3_with_a_credentials_file_not_the_key(monkeypatch, s3_server):
-    from cluster.storage import resolve
+    from cluster.data.storage import resolve
 
     monkeypatch.setenv("EVALCLUSTER_ARTIFACTS", "s3://evalcluster/t-job-env")
     env, everything = request_env(monkeypatch, LOCAL)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from conftest import run_evalctl as evalctl
 
-from cluster.registry import Registry
+from cluster.registry.record import Registry
 
 pytestmark = pytest.mark.head
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ URL = "http://127.0.0.1:8265"
 
 @pytest.fixture(scope="module")
 def head():
-    from cluster.runtime import head_down, head_up
+    from cluster.ray.runtime import head_down, head_up
 
     head_up(num_cpus=2)
     yield URL

@@ -1,4 +1,4 @@
-"""The model actor (jobs/predictor.py: ModelActor) as a warm evaluation reuses it: each run sets
+"""The model actor (cluster/evaluation/predictor.py: ModelActor) as a warm evaluation reuses it: each run sets
 its torch threads, and the report's token attributions come from it, not a second model copy."""
 
 from dataclasses import asdict
@@ -6,11 +6,11 @@ from dataclasses import asdict
 import pandas as pd
 import pytest
 
-from cluster.config import DataSpec, EvaluateSpec
-from cluster.explain import token_attributions
-from cluster.modelcache import ModelSource
-from cluster.modeling import load_classifier
-from cluster.shards import plan_shards
+from cluster.data.shards import plan_shards
+from cluster.models.cache import ModelSource
+from cluster.models.explain import token_attributions
+from cluster.models.modeling import load_classifier
+from cluster.specs.workloads import DataSpec, EvaluateSpec
 from tests.conftest import LABELS
 
 pytestmark = pytest.mark.ray
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ray
 @pytest.fixture
 def warm_actor(ray_cluster, tiny_model_dir):
     """A model actor made as the warm pool makes them: no CPU reserved, 2 torch threads."""
-    from jobs.predictor import ModelActor
+    from cluster.evaluation.predictor import ModelActor
 
     spec = EvaluateSpec(model=str(tiny_model_dir), data=DataSpec(path="unused.parquet"))
     source = ModelSource(str(tiny_model_dir), "tiny")

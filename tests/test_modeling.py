@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cluster.errors import UserError
-from cluster.modeling import (
+from cluster.models.modeling import (
     classifier_labels,
     load_classifier,
     predict_proba,
@@ -16,7 +16,7 @@ from cluster.modeling import (
     resolve_precision,
     save_model_dir,
 )
-from cluster.registry import Registry
+from cluster.registry.record import Registry
 
 LABELS = ["negative", "neutral", "positive"]
 

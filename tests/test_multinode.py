@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from cluster.errors import UserError
-from cluster.registry import Registry
+from cluster.registry.record import Registry
 from tests.conftest import LABELS, ROOT, free_port, run_evalctl
 from tests.mn_cluster import LocalCluster
 from tests.mn_helpers import (
@@ -82,7 +82,7 @@ def small_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.modeling import base_model_dir, save_model_dir
+    from cluster.models.modeling import base_model_dir, save_model_dir
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -109,7 +109,7 @@ def eval_data(sample_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def undisturbed(mn, small_model_dir, eval_data, tmp_path_factory, evalcluster_home_module):
     """The same evaluation on one node (the head) and on two nodes; the work seen while it ran."""
-    from cluster.cluster_view import describe_cluster
+    from cluster.ray.view import describe_cluster
 
     out = tmp_path_factory.mktemp("mn-eval")
     workers(mn, 0)
@@ -205,7 +205,7 @@ def test_node_lost_mid_evaluation_every_row_once_same_metrics(
 
 
 def test_sweep_trials_on_both_nodes_and_a_node_lost_mid_trial(mn, tiny_model_dir, sample_dir, tmp_path):
-    from cluster.cluster_view import describe_cluster
+    from cluster.ray.view import describe_cluster
     from jobs.sweep import run_sweep
 
     (worker,) = workers(mn, 1)
@@ -345,7 +345,7 @@ def test_sigint_records_the_sweep_interrupted_and_keeps_best(mn, tiny_model_dir,
 
 
 def test_serving_spreads_replicas_survives_a_lost_node_and_cluster_status_shows_it(mn, tiny_model_dir):
-    from cluster.config import ServeSpec
+    from cluster.specs.workloads import ServeSpec
     from jobs.deploy import deploy
 
     (worker,) = workers(mn, 1)

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cluster.perturb
-import cluster.robustness
-from cluster.compare import mcnemar_exact
+import cluster.data.perturb
+import cluster.stats.robustness
+from cluster.data.perturb import HOMOGLYPHS, PERTURBATIONS, perturb, perturb_text
 from cluster.errors import UserError
-from cluster.perturb import HOMOGLYPHS, PERTURBATIONS, perturb, perturb_text
-from cluster.robustness import Damage, robustness_stats, robustness_summary
+from cluster.stats.compare import mcnemar_exact
+from cluster.stats.robustness import Damage, robustness_stats, robustness_summary
 
 TWEETS = [
     "@united my flight was delayed AGAIN!!! 3 hours... not happy http://t.co/x #fail",
@@ -69,7 +69,7 @@ def test_case_changes_nothing_an_uncased_tokenizer_sees(sample_dir):
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from cluster.modeling import base_model_dir
+    from cluster.models.modeling import base_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     assert tok.init_kwargs.get("do_lower_case", True)
@@ -160,7 +160,7 @@ def test_tiny_model_identity_and_case_flip_nothing(tiny_model_dir, sample_dir):
     """500 rows through a real (tiny, uncased-tokenizer) model: identity and case give 0 flips."""
     import pandas as pd
 
-    from cluster.modeling import load_classifier, predict_proba
+    from cluster.models.modeling import load_classifier, predict_proba
 
     model, tok, labels = load_classifier(tiny_model_dir)
     df = pd.read_parquet(sample_dir / "test.parquet").head(500)
@@ -175,5 +175,5 @@ def test_tiny_model_identity_and_case_flip_nothing(tiny_model_dir, sample_dir):
 
 
 def test_docstring_examples_run():
-    for module in (cluster.perturb, cluster.robustness):
+    for module in (cluster.data.perturb, cluster.stats.robustness):
         assert doctest.testmod(module).failed == 0

@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 
-from cluster.config import PretrainSpec, TextSpec, load_spec
 from cluster.errors import UserError
-from cluster.modeling import classifier_labels, load_classifier, read_lineage
-from cluster.registry import Registry
+from cluster.models.modeling import classifier_labels, load_classifier, read_lineage
+from cluster.registry.record import Registry
+from cluster.specs.workloads import PretrainSpec, TextSpec, load_spec
 from jobs.pretrain import run_pretrain
 
 LABELS = ["negative", "neutral", "positive"]

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from cluster.config import DataSpec
-from cluster.data import to_ray_dataset
+from cluster.data.scan import to_ray_dataset
+from cluster.specs.workloads import DataSpec
 
 pytestmark = pytest.mark.ray
 
@@ -24,7 +24,7 @@ def test_ray_dataset_keeps_rows_and_columns(ray_cluster, tmp_path):
 
 
 def test_workers_get_explicit_torch_threads(ray_cluster):
-    from cluster.runtime import worker_threads
+    from cluster.ray.runtime import worker_threads
 
     @ray_cluster.remote(num_cpus=2)
     def threads():

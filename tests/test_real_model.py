@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cluster.data import LABELS
-from cluster.modeling import base_model_dir, load_classifier, predict_proba
+from cluster.data.scan import LABELS
+from cluster.models.modeling import base_model_dir, load_classifier, predict_proba
 
 pytestmark = pytest.mark.real_model
 

@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-import cluster.registry as registry_module
-from cluster.db.schema import VERSION_TABLE, runs
+import cluster.registry.record as registry_module
 from cluster.errors import UserError
-from cluster.heartbeat import stale_reason
-from cluster.registry import Registry
+from cluster.registry.db.schema import VERSION_TABLE, runs
+from cluster.registry.heartbeat import stale_reason
+from cluster.registry.record import Registry
 from tests.registry_helpers import start_writer, writers_context
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -273,8 +273,8 @@ def _stuck_in_a_transaction(home, ready):
     """Insert a run, a model and an alias in one transaction, then wait to be killed before COMMIT."""
     from sqlalchemy import insert
 
-    from cluster.db.schema import models
-    from cluster.registry import _upsert_alias
+    from cluster.registry.db.schema import models
+    from cluster.registry.record import _upsert_alias
 
     reg = Registry(home)
     with reg.database.write() as conn:
@@ -326,8 +326,8 @@ def test_pending_upgrade_automatic_on_sqlite_explicit_on_postgresql(tmp_path, ba
     from alembic import command
     from alembic.config import Config
 
-    from cluster.db.migrate import MIGRATIONS
-    from cluster.db.store import Database
+    from cluster.registry.db.migrate import MIGRATIONS
+    from cluster.registry.db.store import Database
 
     reg = Registry(tmp_path)
     run_id = reg.start_run("evaluate", {})

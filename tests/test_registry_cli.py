@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cluster.registry import Registry
+from cluster.registry.record import Registry
 from tests.pg import free_port
 from tests.registry_helpers import DAMAGE, MAIN_DB, snapshot
 

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from cluster.db.migrate import BASELINE_COLUMNS, MIGRATIONS, REVISIONS
-from cluster.db.schema import VERSION_TABLE
 from cluster.errors import UserError
-from cluster.heartbeat import stale_reason
-from cluster.registry import Registry
+from cluster.registry.db.migrate import BASELINE_COLUMNS, MIGRATIONS, REVISIONS
+from cluster.registry.db.schema import VERSION_TABLE
+from cluster.registry.heartbeat import stale_reason
+from cluster.registry.record import Registry
 from tests.registry_helpers import DAMAGE, MAIN_DB, snapshot
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.registry import Registry
+from cluster.registry.record import Registry
 from tests.registry_helpers import start_writer, writers_context
 
 WRITERS_PER_MACHINE = 8

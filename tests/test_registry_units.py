@@ -2,9 +2,9 @@
 
 import pytest
 
-from cluster.db.url import parse_url, resolve, scrub, scrubbed
 from cluster.errors import UserError, printable
-from cluster.heartbeat import format_age, heartbeat_period, parse_duration, stale_after
+from cluster.registry.db.url import parse_url, resolve, scrub, scrubbed
+from cluster.registry.heartbeat import format_age, heartbeat_period, parse_duration, stale_after
 
 
 @pytest.mark.parametrize(

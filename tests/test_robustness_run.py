@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cluster.config import DataSpec, RobustnessSpec
-from cluster.perturb import perturb
-from cluster.registry import Registry
+from cluster.data.perturb import perturb
+from cluster.registry.record import Registry
+from cluster.specs.workloads import DataSpec, RobustnessSpec
 from jobs.robustness import run_robustness
 from jobs.team import leaderboard
 from tests.browser import assert_renders

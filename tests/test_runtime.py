@@ -32,7 +32,7 @@ def option(cmd: list[str], name: str) -> str | None:
 
 
 def test_the_local_head_binds_loopback_by_default():
-    from cluster.runtime import head_command
+    from cluster.ray.runtime import head_command
 
     cmd, env = head_command()
     assert cmd[1:3] == ["start", "--head"]
@@ -45,7 +45,7 @@ def test_the_local_head_binds_loopback_by_default():
     "host, node_ip, dashboard", [("0.0.0.0", None, "0.0.0.0"), ("10.1.2.3", "10.1.2.3", "10.1.2.3")]
 )
 def test_cluster_up_host_opens_the_head_to_the_network(host, node_ip, dashboard):
-    from cluster.runtime import head_command
+    from cluster.ray.runtime import head_command
 
     cmd, env = head_command(host=host, num_cpus=3)
     assert option(cmd, "--node-ip-address") == node_ip and option(cmd, "--dashboard-host") == dashboard
@@ -53,7 +53,7 @@ def test_cluster_up_host_opens_the_head_to_the_network(host, node_ip, dashboard)
 
 
 def test_a_new_token_file_is_private(home):
-    from cluster.runtime import ensure_auth_token, find_auth_token
+    from cluster.ray.runtime import ensure_auth_token, find_auth_token
 
     ensure_auth_token()
     token = home / ".ray" / "auth_token"
@@ -65,7 +65,7 @@ def test_a_new_token_file_is_private(home):
 
 
 def test_a_readable_token_file_is_tightened_and_said(home, caplog):
-    from cluster.runtime import ensure_auth_token
+    from cluster.ray.runtime import ensure_auth_token
 
     token = home / ".ray" / "auth_token"
     token.parent.mkdir()
@@ -79,7 +79,7 @@ def test_a_readable_token_file_is_tightened_and_said(home, caplog):
 
 LISTENERS = """
 import json, os, psutil, ray
-from cluster.runtime import init_ray
+from cluster.ray.runtime import init_ray
 init_ray(num_cpus=1)
 worker = ray.get(ray.remote(lambda: os.getpid()).remote())
 procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
@@ -109,7 +109,7 @@ def test_a_held_agent_port_makes_the_head_take_a_free_one():
     import contextlib
     import socket
 
-    from cluster.runtime import head_command, port_free
+    from cluster.ray.runtime import head_command, port_free
 
     with socket.socket() as held:
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

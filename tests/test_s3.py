@@ -7,9 +7,16 @@ import uuid
 import pandas as pd
 import pytest
 
-from cluster.config import DataSpec, EvaluateSpec, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
-from cluster.modeling import resolve_model
-from cluster.registry import Registry
+from cluster.models.modeling import resolve_model
+from cluster.registry.record import Registry
+from cluster.specs.workloads import (
+    DataSpec,
+    EvaluateSpec,
+    ResourcesSpec,
+    SchedulerSpec,
+    SearchSpace,
+    SweepSpec,
+)
 from jobs.evaluate import run_evaluate
 from jobs.team import compare_runs
 from tests.test_registry_cli import assert_user_error

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cluster.image_data import encode_png
+from cluster.data.image_data import encode_png
 
 pytestmark = pytest.mark.ray
 
@@ -28,7 +28,7 @@ def digit_pngs(n: int) -> list[bytes]:
 def served_images(ray_cluster, tiny_image_model_dir):
     from ray import serve
 
-    from cluster.config import ServeSpec
+    from cluster.specs.workloads import ServeSpec
     from jobs.deploy import deploy
     from tests.pg import free_port
 
@@ -47,7 +47,7 @@ def served_images(ray_cluster, tiny_image_model_dir):
 
 
 def test_images_are_classified_as_offline(served_images, tiny_image_model_dir):
-    from cluster.modality import load_trained
+    from cluster.models.modality import load_trained
 
     pngs = digit_pngs(3)
     r = httpx.post(f"{served_images}/v1/predict", json={"images": [b64(p) for p in pngs]}, timeout=60)

@@ -5,8 +5,8 @@ import hashlib
 import pytest
 import yaml
 
-from cluster.config import ServeSpec, load_spec
 from cluster.errors import UserError
+from cluster.specs.workloads import ServeSpec, load_spec
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 

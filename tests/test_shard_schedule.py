@@ -1,4 +1,4 @@
-"""The driver's side of an evaluation (jobs/shard_schedule.py) against a fake Ray: each shard
+"""The driver's side of an evaluation (cluster/evaluation/shard_schedule.py) against a fake Ray: each shard
 taken once by its input offset, released in input order, a lost actor's shards run again on
 the actors left, replacements only where there is room. No Ray started."""
 
@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayTaskError
 
-import jobs.shard_schedule as sched
+import cluster.evaluation.shard_schedule as sched
 from cluster.errors import UserError
-from jobs.shard_schedule import ShardLedger, ShardScheduler, Worker, is_lost_actor
+from cluster.evaluation.shard_schedule import ShardLedger, ShardScheduler, Worker, is_lost_actor
 
 OFFSETS = list(range(0, 80, 10))  # 8 shards of 10 rows
 

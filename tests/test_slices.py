@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cluster.slices
+import cluster.stats.slices
 from cluster.errors import UserError
-from cluster.metrics import poisson_weights, scores_from_confusion
-from cluster.slices import ALL, _replicates, slice_names, slice_stats, weak_slices, wordpiece_words
+from cluster.stats.metrics import poisson_weights, scores_from_confusion
+from cluster.stats.slices import ALL, _replicates, slice_names, slice_stats, weak_slices, wordpiece_words
 
 MARKER = "zebra"  # a whole word of the WordPiece vocabulary that tweets hardly use
 
@@ -125,4 +125,4 @@ def test_bad_arguments_are_one_clear_error(planted):
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(cluster.slices).failed == 0
+    assert doctest.testmod(cluster.stats.slices).failed == 0

@@ -6,8 +6,8 @@ import pytest
 import typer
 import yaml
 
-from cluster.config import EvaluateSpec, SweepSpec
 from cluster.errors import UserError
+from cluster.specs.workloads import EvaluateSpec, SweepSpec
 from jobs import cli, deploy, evaluate, pretrain, sweep, team
 
 COMMANDS = {

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from cluster import svgplots
 from cluster.clock import Phases, process_age_s, rss_bytes
+from cluster.report import svgplots
 from tests.conftest import ROOT
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -79,8 +79,8 @@ def test_grouped_bars_one_bar_per_group_and_series():
 
 
 def test_report_renders_in_well_under_a_second_for_10k_rows():
-    from cluster.metrics import batch_stats, finalize
-    from cluster.report import render
+    from cluster.report.html import render
+    from cluster.stats.metrics import batch_stats, finalize
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 10_000)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from cluster.artifacts import ArtifactStore, dir_checksum, fetch_dir, publish, read_text
+from cluster.data.storage import check_location, join, resolve
 from cluster.errors import UserError
-from cluster.modelcache import ModelSource, cache_root, fetch_model, store_model
-from cluster.storage import check_location, join, resolve
+from cluster.models.cache import ModelSource, cache_root, fetch_model, store_model
+from cluster.registry.artifacts import ArtifactStore, dir_checksum, fetch_dir, publish, read_text
 from tests.test_registry_cli import assert_user_error
 from tests.test_registry_cli import cli as cli  # noqa: F401  (a fixture)
 
@@ -118,7 +118,7 @@ def test_an_unwritable_store_is_one_clear_line(tmp_path, s3_server, monkeypatch,
 
 
 def _hold(directory: str, run_id: str, hold_s: float, started, results) -> None:
-    from cluster.outlock import hold
+    from cluster.registry.outlock import hold
 
     started.wait(60)
     try:
@@ -132,7 +132,7 @@ def _hold(directory: str, run_id: str, hold_s: float, started, results) -> None:
 
 @pytest.mark.heavy  # several processes
 def test_concurrent_writers_one_holds_the_others_are_refused(tmp_path):
-    from cluster.outlock import LOCK_FILE
+    from cluster.registry.outlock import LOCK_FILE
 
     ctx = mp.get_context("fork")
     started, results = ctx.Event(), ctx.Queue()
@@ -154,9 +154,9 @@ def test_concurrent_writers_one_holds_the_others_are_refused(tmp_path):
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
-    from cluster.heartbeat import owner_process
-    from cluster.outlock import LOCK_FILE, hold
-    from cluster.registry import now
+    from cluster.registry.heartbeat import owner_process
+    from cluster.registry.outlock import LOCK_FILE, hold
+    from cluster.registry.record import now
 
     ctx = mp.get_context("fork")
     dead = ctx.Process(target=time.sleep, args=(0,))
@@ -183,7 +183,7 @@ def test_evaluate_into_a_directory_another_writer_holds_is_refused(tmp_path, tin
     import subprocess
     import sys
 
-    from cluster.registry import Registry
+    from cluster.registry.record import Registry
 
     out = tmp_path / "out"
     holder = subprocess.Popen(
@@ -206,7 +206,7 @@ def test_evaluate_into_a_directory_another_writer_holds_is_refused(tmp_path, tin
 HOLDER = """
 import sys, time
 from pathlib import Path
-from cluster.outlock import hold
+from cluster.registry.outlock import hold
 with hold(Path(sys.argv[1]), "evaluate-holder"):
     print("held", flush=True)
     time.sleep(600)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import DataSpec, EvaluateSpec, ServeSpec, SweepSpec
 from cluster.errors import UserError
+from cluster.specs.workloads import DataSpec, EvaluateSpec, ServeSpec, SweepSpec
 from jobs.submit import PROJECT_ROOT, job_request, localize
 from jobs.upload import stage
 
@@ -111,7 +111,7 @@ def test_the_real_project_uploads_its_packages_only():
             for p in (PROJECT_ROOT / d).rglob("*.py")
         }
         assert on_disk <= set(staged.files)
-        assert "jobs/configs/sweep.yaml" in staged.files and "cluster/config.py" in staged.files
+        assert "jobs/configs/sweep.yaml" in staged.files and "cluster/specs/workloads.py" in staged.files
         assert not any("__pycache__" in f for f in staged.files)
     finally:
         staged.cleanup()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import LogUniform, SearchSpace
 from cluster.errors import UserError
+from cluster.specs.workloads import LogUniform, SearchSpace
 from tests.mn_helpers import result_rows, tiny_sweep
 
 
@@ -39,8 +39,8 @@ def _mark_running(snapshot: Path) -> str:
 
 
 def _trainable(spec):
+    from cluster.tune.setup import make_trainable
     from jobs.sweep import load_splits
-    from jobs.tune_setup import make_trainable
 
     train, val, labels, _ = load_splits(spec)
     return make_trainable(train, val, spec.model, labels, "fp32", 1, cpus=1, gpus=0)
@@ -52,8 +52,8 @@ def test_resume_after_a_kill_mid_copy_rebuilds_the_search_state(
 ):
     import ray.cloudpickle as cloudpickle
 
+    from cluster.tune.state import repair_experiment_state
     from jobs.sweep import resume_sweep, run_sweep
-    from jobs.sweep_state import repair_experiment_state
 
     storage = tmp_path / "store"
     spec = tiny_sweep(

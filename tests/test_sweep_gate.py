@@ -2,8 +2,8 @@
 
 import pytest
 
-from cluster.config import DataSpec, SchedulerSpec, SearchSpace, SweepGateSpec
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.specs.workloads import DataSpec, SchedulerSpec, SearchSpace, SweepGateSpec
 from jobs.sweep import run_sweep
 from tests.test_sweep import tiny_spec
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cluster.config import ServeSpec
-from cluster.registry import Registry
+from cluster.registry.record import Registry
+from cluster.specs.workloads import ServeSpec
 from tests.conftest import free_port, run_evalctl
 
 pytestmark = pytest.mark.ray

@@ -18,9 +18,9 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-import cluster.threshold
+import cluster.stats.threshold
 from cluster.errors import UserError
-from cluster.threshold import (
+from cluster.stats.threshold import (
     compute_threshold_metrics,
     empty_threshold_stats,
     point_scores,
@@ -28,13 +28,13 @@ from cluster.threshold import (
     threshold_metrics,
     threshold_stats,
 )
-from cluster.threshold import roc_curve as our_roc_curve
-from cluster.threshold_cells import SHIFT, MergeTree, exact_sums
-from cluster.threshold_ci import bootstrap_ci
+from cluster.stats.threshold import roc_curve as our_roc_curve
+from cluster.stats.threshold_cells import SHIFT, MergeTree, exact_sums
+from cluster.stats.threshold_ci import bootstrap_ci
 
 
 def softmax32(logits: np.ndarray) -> np.ndarray:
-    """As cluster.modeling.predict_proba: softmax in float32, then float64."""
+    """As cluster.models.modeling.predict_proba: softmax in float32, then float64."""
     z = logits.astype(np.float32)
     e = np.exp(z - z.max(1, keepdims=True))
     return (e / e.sum(1, keepdims=True)).astype(np.float64)
@@ -174,14 +174,14 @@ def test_coarsened_keys_stay_within_the_stated_error():
 
 def test_binned_replicates_give_the_exact_keys_intervals(monkeypatch):
     """Replicates on BOOT_BINS equal-count bins (shifted to the exact point) match exact keys."""
-    import cluster.threshold_ci
+    import cluster.stats.threshold_ci
 
     rng = np.random.default_rng(4)
     y = rng.integers(0, 3, 6000)
     p = softmax32(rng.normal(size=(6000, 3)) * 1.5 + 1.5 * np.eye(3)[y])
     stats = threshold_stats(y_true=y, probs=p)
     exact = threshold_metrics(stats, labels=list("abc"), bootstrap=300)
-    monkeypatch.setattr(cluster.threshold_ci, "BOOT_BINS", 256)
+    monkeypatch.setattr(cluster.stats.threshold_ci, "BOOT_BINS", 256)
     binned = threshold_metrics(stats, labels=list("abc"), bootstrap=300)
     for key in ("roc_auc_macro", "roc_auc_weighted", "average_precision_macro", "average_precision_weighted"):
         assert binned[key] == exact[key]
@@ -192,7 +192,7 @@ def test_binned_replicates_give_the_exact_keys_intervals(monkeypatch):
 
 def test_predict_proba_probabilities_are_exact_float32(tiny_model_dir):
     """Why float32 keys are lossless: the model's softmax runs in float32."""
-    from cluster.modeling import load_classifier, predict_proba
+    from cluster.models.modeling import load_classifier, predict_proba
 
     model, tok, _ = load_classifier(tiny_model_dir)
     texts = [f"tweet number {i} about flights {'!' * (i % 5)}" for i in range(64)]
@@ -250,7 +250,7 @@ def test_cluster_bootstrap_covers_true_values_about_95_percent():
     """400 simulated test sets of 300 rows; truth from 1,000,000 rows of the same population.
 
     Independent per-class cell weights would make the macro-AUC intervals ~23% too narrow
-    (measured; ~87% coverage by the normal approximation, cluster/threshold_ci.py). Percentile intervals on 300 rows cover ~94%; with 400
+    (measured; ~87% coverage by the normal approximation, cluster/stats/threshold_ci.py). Percentile intervals on 300 rows cover ~94%; with 400
     trials one binomial SD is 1.2 points. The width check is the sharper one: mean interval
     width against 2 x 1.96 x the spread of the estimates over the trials.
     """
@@ -276,5 +276,5 @@ def test_cluster_bootstrap_covers_true_values_about_95_percent():
 
 
 def test_docstring_examples_run():
-    for module in (cluster.threshold,):
+    for module in (cluster.stats.threshold,):
         assert doctest.testmod(module).failed == 0

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jobs.train_loop import epoch_batches, steps_per_epoch
+from cluster.train.loop import epoch_batches, steps_per_epoch
 
 
 def padded(lengths: np.ndarray, batches: list[np.ndarray]) -> int:

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from jobs.train_step import TrainStep, make_optimizer
+from cluster.train.step import TrainStep, make_optimizer
 
 HP = {"learning_rate": 0.05, "weight_decay": 0.0, "warmup_ratio": 0.0}
 

@@ -4,7 +4,7 @@ The moment (issue 11 point 3, seen in round 5 of the 20-kill test): the trial wr
 final checkpoint inside ``tune.report`` and the driver is killed before it records that
 report. The restarted trial finds the final checkpoint on storage, so it has no step left to
 train; it must still report that last validation once, and nothing else. Played here with
-the product's trainable class (jobs/trial.py) and checkpoint code, in this process, on
+the product's trainable class (cluster/tune/trial.py) and checkpoint code, in this process, on
 storage the first run left: no driver, so no race to win.
 """
 
@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from cluster.config import SearchSpace
+from cluster.specs.workloads import SearchSpace
 from tests.mn_helpers import tiny_sweep
 
 # 40 training rows, batch 16: 3 steps; validations after steps 1, 2 and 3 (evals_per_epoch 3).
@@ -26,8 +26,8 @@ def _trial(spec, storage_root):
     (what a trial actor holds after a (re)start)."""
     from ray.train._internal.storage import StorageContext
 
+    from cluster.tune.setup import make_trainable, param_space
     from jobs.sweep import load_splits
-    from jobs.tune_setup import make_trainable, param_space
 
     train, val, labels, _ = load_splits(spec)
     cls = make_trainable(train, val, spec.model, labels, "fp32", EVALS, cpus=1, gpus=0)
@@ -68,7 +68,7 @@ def test_driver_killed_after_the_last_checkpoint_the_resumed_trial_reports_it_on
 ):
     import pyarrow.fs as pafs
 
-    from cluster.checkpoint import complete_checkpoints
+    from cluster.train.checkpoint import complete_checkpoints
 
     spec = tiny_sweep(
         tiny_model_dir, sample_dir, tmp_path, max_train_rows=ROWS, max_validation_rows=24,

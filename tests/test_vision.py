@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from cluster.data.image_data import ANIMAL_LABELS, encode_png, load_animal_mnist
+from cluster.data.images import decode_images
 from cluster.errors import UserError
-from cluster.image_data import ANIMAL_LABELS, encode_png, load_animal_mnist
-from cluster.images import decode_images
-from cluster.modality import model_modality
-from cluster.modeling import read_lineage
-from cluster.saliency import explain_image
-from cluster.vision import (
+from cluster.models.modality import model_modality
+from cluster.models.modeling import read_lineage
+from cluster.models.saliency import explain_image
+from cluster.models.vision import (
     HEAD_KEYS,
     image_labels,
     load_image_model,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cluster.warmpool import LEASE_STALE_S, WarmPool, actor_kind, actor_names, model_key
+from cluster.ray.warmpool import LEASE_STALE_S, WarmPool, actor_kind, actor_names, model_key
 
 GIB = 2**30
 

@@ -1,0 +1,135 @@
+"""The sections an evaluation adds beside its core metrics: the analyses, the gate, the lineage.
+
+jobs/evaluate.py runs the pipeline with :class:`cluster.stats.analyses.Analyses`; these
+functions turn what came back into metrics.json's sections (threshold metrics, weak
+slices, mistakes with token attributions, robustness), judge the quality gate, and
+say where the model came from and what the registry keeps of a robustness run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cluster.errors import UserError
+
+
+def scores(stats, parts: dict, spec, labels: list[str], explainer) -> tuple[dict, dict]:
+    """metrics.json's scores: the core statistics, the analyses' sections, the mistakes'
+    attributions (by ``explainer``, the run's cluster.evaluation.pipeline.Actors; None: none); and the
+    seconds each step took (finalize_s, attributions_s)."""
+    from cluster.stats.analyses import finalize as finalize_parts
+    from cluster.stats.metrics import finalize, slice_metrics
+
+    t0 = time.perf_counter()
+    metrics = finalize(stats, labels)
+    if spec.data.slice_column:
+        metrics["slices"] = slice_metrics(stats, labels)
+    finalize_parts(parts, spec, labels, metrics)
+    took = {"finalize_s": time.perf_counter() - t0}
+    if explainer is not None:
+        from cluster.evaluation.explainer import add_attributions
+
+        t0 = time.perf_counter()
+        add_attributions(metrics.get("mistakes", []), explainer.handles, spec.max_length)
+        took["attributions_s"] = time.perf_counter() - t0
+    return metrics, took
+
+
+def gate_baseline(spec, registry, summary, labels: list[str]) -> dict | None:
+    """The gate's baseline run on the same data (refused, one line, when there is none)."""
+    if spec.gate is None or spec.gate.baseline is None:
+        return None
+    from jobs.gate import resolve_baseline
+
+    return resolve_baseline(registry, spec.gate.baseline, summary.fingerprint, spec.data.path, labels)
+
+
+def judge_gate(spec, metrics: dict, predictions: Path, baseline: dict | None) -> dict:
+    """The gate's verdicts (cluster/stats/gates.py); with a baseline, paired against its predictions."""
+    from cluster.stats.gates import judge
+    from jobs.gate import paired_with
+
+    paired = paired_with(baseline, predictions, metrics["labels"], spec.gate, spec.seed) if baseline else None
+    return judge(spec.gate, metrics, paired)
+
+
+def model_lineage(model, registry) -> dict:
+    """Where the model came from (its evalcluster.json), with the training data's fingerprint
+    (from the lineage, else from the sweep run that made it)."""
+    from cluster.models.modeling import read_lineage
+
+    lin = read_lineage(model.path)
+    keep = (
+        "base_model",
+        "sweep",
+        "sweep_run",
+        "pretrain_run",
+        "trial_id",
+        "trial_config",
+        "train_data",
+        "train_fingerprint",
+        "validation_data",
+        "validation_metrics",
+    )
+    out = {k: lin[k] for k in keep if k in lin}
+    if "train_fingerprint" not in out and lin.get("sweep_run"):
+        try:
+            out["train_fingerprint"] = registry.get_run(lin["sweep_run"])["dataset_fingerprint"]
+        except UserError:
+            out["train_fingerprint"] = None  # the sweep's record is not in this registry
+    return out
+
+
+def headline_extras(metrics: dict) -> dict:
+    """What the registry keeps besides the metric table: the gate's verdict, the weak slices'
+    names and, for a robustness run, each perturbation's scores."""
+    out = {}
+    if "gate" in metrics:
+        out["gate"] = {"passed": metrics["gate"]["passed"], "baseline": metrics["gate"]["baseline"]}
+    if "auto_slices" in metrics:
+        out["weak_slices"] = [w["slice"] for w in metrics["auto_slices"]["weak"]]
+    if "robustness" in metrics:
+        out["robustness"] = robustness_digest(metrics["robustness"])
+    return out
+
+
+def robustness_digest(rob: dict) -> dict:
+    """Per perturbation: the perturbed score, its change (with the paired CI), flip rate, McNemar p."""
+    per = {}
+    for kind, r in rob["perturbations"].items():
+        per[kind] = {
+            "flip_rate": r["flip_rate"],
+            "mcnemar_p": r["mcnemar_p"],
+            **{m: d["b"] for m, d in r["metrics"].items()},
+            "delta": {m: d["diff"] for m, d in r["metrics"].items()},
+            "delta_ci95": {m: d["ci95"] for m, d in r["metrics"].items()},
+        }
+    return {"rate": rob["rate"], "seed": rob["seed"], "perturbations": per}
+
+
+def run_info(job, run_id: str) -> dict:
+    """metrics.json's record of the run: model, lineage, dataset as given, settings, Ray.
+    A text run's ``dataset`` is as it always was; an image run's says ``modality: image`` and
+    names its ``image_column``."""
+    from cluster.data.files import input_column
+
+    spec, model, summary = job.spec, job.model, job.summary
+    dataset = {"path": job.given.data.path, "fingerprint": summary.fingerprint, "rows": summary.num_rows}
+    if model.modality == "text":
+        dataset["text_column"] = spec.data.text_column
+    else:
+        dataset.update(modality=model.modality, image_column=input_column(spec.data, model.modality))
+    dataset.update(label_column=spec.data.label_column, slice_column=spec.data.slice_column)
+    return {
+        "model": {"id": model.model_id, "path": model.location or str(model.path)},
+        "lineage": model_lineage(model, job.registry),
+        "dataset": dataset,
+        "run_id": run_id,
+        "batch_size": spec.batch_size,
+        "max_length": spec.max_length,
+        "bootstrap": spec.bootstrap,
+        "seed": spec.seed,
+        "ray": job.actors.joined,
+        "warm_actors": job.actors.reused,
+    }

@@ -1,0 +1,1 @@
+"""Reports: self-contained HTML pages (Jinja2 templates) with their figures drawn as inline SVG."""

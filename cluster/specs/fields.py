@@ -1,0 +1,31 @@
+"""The field types the workload specs share (cluster/specs/workloads.py, cluster/specs/serve.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, Strict
+
+from cluster.errors import UserError
+from cluster.specs.parse import PathField
+from cluster.stats.metrics import metric_info
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Bool = Annotated[bool, Strict()]
+Name = Annotated[str, Field(min_length=1)]
+DataPath = Annotated[str, Field(min_length=1), PathField("input")]
+OutPath = Annotated[str | None, PathField("output")]
+ModelArg = Annotated[str, Field(min_length=1), PathField("model")]
+
+
+def _known_metric(name: str) -> str:
+    try:
+        metric_info(name)
+    except UserError as exc:
+        raise ValueError(str(exc)) from exc
+    return name
+
+
+Metric = Annotated[str, AfterValidator(_known_metric)]  # a row of cluster.stats.metrics.METRICS
+PRECISION_HELP = "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."
+OWNER_HELP = "Recorded owner of the run (default: the OS user)."

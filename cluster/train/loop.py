@@ -1,0 +1,138 @@
+"""The fine-tuning loop: plain PyTorch over a classifier of either modality (cluster/models/modality.py).
+
+Used as is inside a Ray Tune trial (cluster/tune/trial.py) and bare (benchmarks), so the
+two can be compared. Cross-entropy; the optimizer, schedule, precision (autocast,
+fp16 loss scaling) and clipping are cluster/train/step.py's, shared with MLM
+pretraining; validation ``evals_per_epoch`` times per epoch with the evaluation's
+own metric code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from cluster.train.step import TrainStep, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
+
+
+@dataclass
+class Split:
+    """Inputs and their class ids (in model label order).
+
+    ``inputs``: texts; or images, encoded (bytes/paths, as read) or decoded
+    (uint8 (n, 3, S, S), after ``Classifier.prepare``).
+    """
+
+    inputs: list | np.ndarray
+    y: np.ndarray  # (n,) int64
+
+
+def prepared(clf, split: Split) -> Split:
+    """``split`` with its inputs ready for ``clf`` (images decoded once, at the model's size;
+    a bad image fails the trial naming its row)."""
+    return Split(clf.prepare(split.inputs).inputs, split.y)
+
+
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    return math.ceil(n_rows / batch_size)
+
+
+# Batches can be drawn from length-sorted "mega-batches" of MEGABATCH batches, as
+# Hugging Face's group_by_length: fewer padded tokens per step. Measured here
+# (benchmarks/length_grouping.py, MiniLM): 1.14x training rows/s with 50, but lower
+# macro-F1 on short runs (2,000 rows, 1 epoch: 0.567 vs 0.582; the demo sweep's
+# best model on the test split: 0.619 vs 0.663), plausibly because same-length
+# batches bias the few steps there are. So it is off (1 = plain shuffled batches).
+MEGABATCH = 1
+
+
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, megabatch: int = MEGABATCH
+) -> list[np.ndarray]:
+    """The row indices of each batch of ``epoch``, a function of (seed, epoch) only.
+
+    ``lengths``: (n,) text lengths in characters, a cheap proxy for tokens. A
+    resumed run recomputes the same list, so it sees exactly the batches it
+    would have seen.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), batch_size * megabatch):
+        mega = order[start : start + batch_size * megabatch]
+        mega = mega[np.argsort(-lengths[mega], kind="stable")]
+        batches += [mega[i : i + batch_size] for i in range(0, len(mega), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def fine_tune(
+    clf,
+    optimizer,
+    scheduler,
+    train: Split,
+    val: Split,
+    hp: dict,
+    *,
+    precision: str,
+    evals_per_epoch: int,
+    start_step: int,
+    report: Callable[[dict, int], None],
+) -> None:
+    """Train from ``start_step`` to the end, calling ``report(metrics, step)`` at each validation.
+
+    ``clf``: a ``cluster.models.modality.Classifier``; ``train``/``val`` prepared for it.
+    The batches of epoch e are seeded by (seed, e) (``epoch_batches``), so a resumed
+    run sees exactly the batches it would have seen.
+    """
+    import torch
+
+    device = next(clf.model.parameters()).device
+    bs, epochs, max_length = int(hp["batch_size"]), int(hp["epochs"]), int(hp["max_length"])
+    per_epoch = steps_per_epoch(len(train.inputs), bs)
+    # Validate after these steps of each epoch (1-based), the epoch's last step included.
+    eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
+    y_all = torch.tensor(train.y, dtype=torch.long)  # a copy: train.y may be read-only
+    lengths = clf.lengths(train.inputs)
+    step_fn = TrainStep(clf.model, optimizer, scheduler, precision)
+    window = {"loss": 0.0, "rows": 0, "train_s": 0.0}  # since the last validation
+    for step in range(start_step, per_epoch * epochs):
+        epoch, i = divmod(step, per_epoch)
+        if i == 0 or step == start_step:  # a new epoch, or resuming mid-epoch
+            batches = epoch_batches(lengths, bs, int(hp["seed"]), epoch, MEGABATCH)
+        idx = batches[i]
+        t0 = time.perf_counter()
+        batch = clf.encode(train.inputs, idx, max_length=max_length)
+        y = y_all[idx].to(device)
+        loss = step_fn(lambda: torch.nn.functional.cross_entropy(clf.logits(batch).float(), y))  # noqa: B023
+        window["train_s"] += time.perf_counter() - t0
+        window["loss"] += loss * len(idx)
+        window["rows"] += len(idx)
+        if i + 1 in eval_at:
+            metrics = validate(clf, val, max_length, precision)
+            rows = max(window["rows"], 1)
+            metrics.update(
+                epoch=(step + 1) / per_epoch,
+                step=step + 1,
+                start_step=start_step,
+                train_loss=window["loss"] / rows,
+                train_rows_per_s=window["rows"] / max(window["train_s"], 1e-9),
+            )
+            report(metrics, step + 1)
+            window = {"loss": 0.0, "rows": 0, "train_s": 0.0}
+
+
+def validate(clf, val: Split, max_length: int, precision: str) -> dict:
+    """The evaluation's own scalar metrics of ``clf`` on the (prepared) validation split."""
+    from cluster.stats.metrics import compute_metrics
+    from cluster.stats.threshold import compute_threshold_metrics
+
+    clf.model.eval()
+    probs = clf.predict_proba(val.inputs, max_length=max_length, precision=precision, batch_size=128)
+    scores = compute_metrics(val.y, probs, clf.labels)
+    # ROC-AUC, AP, top-2 accuracy, Brier (point values): so a sweep can rank by any metric of the table
+    scores.update(compute_threshold_metrics(y_true=val.y, probs=probs, labels=clf.labels, bootstrap=0))
+    return {k: v for k, v in scores.items() if isinstance(v, float)}

@@ -1,0 +1,223 @@
+"""One sweep trial: a fine-tuning run of cluster/train/loop.py inside Ray Tune, with checkpoints.
+
+A trial reports validation metrics (and the node it runs on) with
+``tune.report(metrics, checkpoint=...)`` at each validation; each checkpoint carries a
+manifest of its files (cluster/train/checkpoint.py). A trial restarted after a failure, or after
+the sweep's driver was killed and `evalctl sweep resume` restored it, resumes from
+``tune.get_checkpoint()`` (model, optimizer, scheduler, step and RNG states).
+
+Which checkpoint: the newest *complete* one of the trial on storage (:class:`SweepTrial`),
+not necessarily the one the driver's last experiment snapshot named. The snapshot is
+taken every 10 s or more, while ``CheckpointConfig(num_to_keep=...)`` deletes older
+checkpoints as newer ones are reported: after a SIGKILLed driver the snapshot can name a
+checkpoint that no longer exists (Ray's own restore then fails with "Could not recover
+from checkpoint as it does not exist on storage anymore"), or name an older one than
+storage holds (a finished trial would train again). Resuming from storage instead is
+correct whatever moment the driver died at, at no disk cost. When the driver never recorded
+that checkpoint's report (it died between the trial writing the checkpoint and the next
+snapshot), the resumed trial reports it again first (:func:`resume_point`): so each
+validation is recorded once, a trial resumed at its very end included.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def train_trial(
+    config: dict,
+    *,
+    train,
+    val,
+    model_path: str,
+    labels: list[str],
+    precision: str,
+    evals_per_epoch: int,
+    init: str = "pretrained",
+    image_size: int = 224,
+) -> None:
+    """Ray Tune function trainable: fine-tune with ``config``; resume from tune.get_checkpoint().
+
+    ``init``/``image_size``: how a new model starts (cluster/models/modality.py ``load_for_training``)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from cluster.models.modeling import pick_device, resolve_precision
+    from cluster.ray.runtime import worker_threads
+    from cluster.train.checkpoint import write_manifest
+    from cluster.train.loop import fine_tune, prepared, steps_per_epoch
+    from cluster.train.step import make_optimizer
+
+    torch.set_num_threads(worker_threads())
+    device = pick_device()
+    precision = resolve_precision(precision, device)
+    checkpoint = tune.get_checkpoint()
+    ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
+    reports = itertools.count(_iteration_of(ckpt_dir) + 1)  # Tune's training_iteration of each report
+    node_id = ray.get_runtime_context().get_node_id()
+    clf = _start_model(ckpt_dir, model_path, labels, init, int(config["seed"]), device, image_size)
+    train, val = prepared(clf, train), prepared(clf, val)
+    total = steps_per_epoch(len(train.inputs), int(config["batch_size"])) * int(config["epochs"])
+    optimizer, scheduler = make_optimizer(clf.model, config, total)
+    start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
+    if start_step:
+        log.info("trial resumed from its checkpoint at step %d", start_step)
+
+    def report(metrics: dict, step: int) -> None:
+        metrics = {**metrics, "precision": precision, "node_id": node_id}
+        with tempfile.TemporaryDirectory() as d:
+            _save(Path(d), clf, optimizer, scheduler, step)
+            write_manifest(d, step, next(reports), metrics)  # last: it lists every other file
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fine_tune(
+        clf,
+        optimizer,
+        scheduler,
+        train,
+        val,
+        config,
+        precision=precision,
+        evals_per_epoch=evals_per_epoch,
+        start_step=start_step,
+        report=report,
+    )
+
+
+def _start_model(
+    ckpt_dir: Path | None, model_path: str, labels, init: str, seed: int, device, image_size: int
+):
+    """The checkpoint's model (its weights, whatever the init), else ``model_path``'s started as ``init``."""
+    from cluster.models.modality import load_for_training
+
+    start = dict(seed=seed, device=device, image_size=image_size)
+    if ckpt_dir:
+        return load_for_training(ckpt_dir / "model", labels, **start)
+    return load_for_training(model_path, labels, init=init, **start)
+
+
+def _save(d: Path, clf, optimizer, scheduler, step: int) -> None:
+    """Checkpoint = model (safetensors) + optimizer, scheduler, step and every RNG state
+    (safetensors + JSON: cluster/train/checkpoint.py; nothing in a checkpoint is ever unpickled)."""
+    from cluster.models.modality import save_checkpoint
+    from cluster.train.checkpoint import save_trainer_state
+
+    save_checkpoint(clf, d)
+    save_trainer_state(d, optimizer, scheduler, step)
+
+
+def _restore(d: Path, optimizer, scheduler) -> int:
+    """Optimizer, scheduler and RNG states from checkpoint ``d``; the step to resume at."""
+    from cluster.train.checkpoint import load_trainer_state
+
+    return load_trainer_state(d, optimizer, scheduler)
+
+
+def _iteration_of(ckpt_dir: Path | None) -> int:
+    """Tune's training_iteration when checkpoint ``ckpt_dir`` was reported (0: a fresh start)."""
+    from cluster.train.checkpoint import MANIFEST
+
+    if ckpt_dir is None or not (ckpt_dir / MANIFEST).is_file():
+        return 0
+    return int(json.loads((ckpt_dir / MANIFEST).read_text()).get("iteration", 0))
+
+
+# ------------------------------------------------------------------ resuming from storage
+
+
+def sweep_trial_class(trainable):
+    """Tune's class for the function ``trainable`` (with its parameters and resources attached),
+    resuming from the trial's newest complete checkpoint on storage (see the module docstring)."""
+    from ray import tune
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class SweepTrial(wrap_function(trainable)):
+        def setup(self, config):
+            self._unrecorded = None  # a report the driver never recorded, sent again first
+            super().setup(config)
+            # Also when the driver knows no checkpoint of this trial (it died before recording
+            # the first one): storage may hold one.
+            self._restore_newest(None)
+
+        def restore(self, checkpoint_path):
+            self._restore_newest(checkpoint_path)
+
+        def _restore_newest(self, named) -> None:
+            point, self._unrecorded = resume_point(self._storage, named)
+            if point is not None:
+                super().restore(point)
+            elif named is not None:
+                log.warning("no complete checkpoint of this trial on storage: it starts over")
+
+        def _trainable_func(self, config):
+            if self._unrecorded is not None:  # before any training: it is the resume point's report
+                tune.report(self._unrecorded)
+            return super()._trainable_func(config)
+
+    SweepTrial.__qualname__ = "SweepTrial"  # the actor's class name in Ray's state API
+    return SweepTrial
+
+
+def resume_point(storage, named) -> tuple:
+    """(the trial's newest complete checkpoint on ``storage`` as a training result for
+    ``Trainable.restore``, or None when storage holds none; the metrics to report again first,
+    or None). ``named``: the checkpoint result the driver asked for, if any.
+
+    A checkpoint is on storage before the driver hears of its report (the trial writes it
+    inside ``tune.report``). So when the newest complete checkpoint is not the one the driver
+    named, its report may never have been recorded: unless the trial's result.json on storage
+    holds its iteration, it is reported again, from the manifest, before training goes on (as
+    Tune's iteration it had). Without that, a driver killed just
+    after a trial's last checkpoint left a trial that resumes at its end, trains no step,
+    reports nothing, and stays recorded one validation short of finished.
+
+    Also moves the storage's checkpoint index past every directory present, so the resumed
+    trial never writes into an existing one."""
+    from ray.train import Checkpoint
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+
+    from cluster.train.checkpoint import complete_checkpoints
+
+    fs = storage.storage_filesystem
+    complete, highest = complete_checkpoints(fs, storage.trial_fs_path)
+    storage.current_checkpoint_index = max(storage.current_checkpoint_index, highest)
+    if not complete:
+        return None, None
+    path, manifest = complete[0]
+    if named is not None and named.checkpoint.path.rstrip("/") == path.rstrip("/"):
+        return named, None
+    if named is not None:
+        log.warning("resuming from %s (newest complete on storage), not %s", path, named.checkpoint.path)
+    metrics = {**(named.metrics if named else {}), **manifest["metrics"]}
+    recorded = manifest["iteration"] in _recorded_iterations(fs, storage.trial_fs_path)
+    metrics["training_iteration"] = manifest["iteration"] - (
+        not recorded
+    )  # a report sent again takes its own
+    point = _TrainingResult(checkpoint=Checkpoint(path, filesystem=fs), metrics=metrics)
+    return point, None if recorded else dict(manifest["metrics"])
+
+
+def _recorded_iterations(fs, trial_fs_path: str) -> set[int]:
+    """Tune iterations the trial's result.json on storage holds. It can be ahead of the snapshot:
+    Tune's background copy to storage takes result.json as it is when copied, and the driver goes
+    on writing it meanwhile; a driver killed then leaves a row its snapshot does not know (seen:
+    a validation recorded twice). A row cut short by the kill is no record."""
+    try:
+        with fs.open_input_stream(f"{trial_fs_path}/result.json") as f:
+            lines = f.readall().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return set()
+    done = set()
+    for line in lines:
+        try:
+            done.add(int(json.loads(line)["training_iteration"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
