@@ -226,6 +226,11 @@ class SweepSpec(Spec):
         description="MODEL to fine-tune (base, efficientnet-lite0, a dir, an id or alias); "
         "a bare encoder or image backbone gets a new classification head.",
     )
+    task: Literal["classification", "segmentation", "translation"] = Field(
+        "classification",
+        description="What the fine-tuned model does: classification (text or images, by MODEL), "
+        "segmentation (a label per pixel) or translation (text to text).",
+    )
     init: Literal["pretrained", "random"] = Field(
         "pretrained",
         description="pretrained: start from MODEL's weights; random: the same architecture randomly "
