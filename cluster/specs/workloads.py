@@ -40,6 +40,7 @@ from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers
     check_search_alg,
 )
 from cluster.specs.serve import ServeSpec  # noqa: F401  (re-exported: every spec is importable from here)
+from cluster.specs.translation import MaxChars, ReferenceColumns, SourceColumn, TargetColumn
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
 from cluster.stats.metrics import metric_mode, metric_names
 
@@ -55,6 +56,11 @@ class DataSpec(Spec):
     label_column: Name | None = Field("label", description="Column holding the class name.")
     id_column: Name | None = Field(None, description="Id column, copied into predictions.parquet.")
     slice_column: Name | None = Field(None, description="Metrics per value of this column.")
+    # Parallel corpora (translation models): cluster/specs/translation.py
+    source_column: SourceColumn
+    target_column: TargetColumn
+    reference_columns: ReferenceColumns
+    max_chars: MaxChars
 
 
 class TextSpec(DataSpec):
@@ -112,8 +118,8 @@ class PipelineSpec(Spec):
     seed: Int = Field(0, ge=0, description="Bootstrap seed.")
     skip_bad_rows: Bool = Field(
         False,
-        description="Leave out images that cannot be decoded, counted and listed in metrics.json "
-        "(default: the first one stops the run, naming its row).",
+        description="Leave out images that cannot be decoded, or empty or over-long translation texts, "
+        "counted and listed in metrics.json (default: the first one stops the run, naming its row).",
     )
     owner: str | None = Field(None, description=OWNER_HELP)
     overwrite: Bool = Field(False, description="Allow --out to hold an earlier run.")
