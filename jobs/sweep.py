@@ -50,7 +50,14 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     registry = registry or Registry()
     spec = spec.model_copy(update={"name": spec.name or new_id("sweep")})
     model = resolve_model(spec.model, registry)
-    train, val, labels, fingerprint = load_splits(spec, model.modality)
+    if spec.task == "translation":
+        from cluster.tune.translation_trial import prepare_translation
+
+        splits, labels = prepare_translation(spec, model), None
+        fingerprint = splits.fingerprint
+    else:
+        train, val, labels, fingerprint = load_splits(spec, model.modality)
+        splits = (train, val)
     storage = storage_path(spec, registry)
     check_gate_baseline(spec, registry)  # a wrong baseline is an error now, not after the sweep
     ArtifactStore.from_env(registry.home).check_writable()  # the best model goes there: fail now
@@ -65,7 +72,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         init_ray()
         check_storage_on_every_node(storage)  # before any trial starts
         resources = trial_resources(spec)
-        tuner = make_tuner(spec, storage, model.path, labels, (train, val), resources, resume)
+        tuner = make_tuner(spec, storage, model.path, labels, splits, resources, resume)
         _write_spec_file(storage, spec, run_id)
         t0 = time.perf_counter()
         with InterruptWatch() as watch:
@@ -263,9 +270,11 @@ def print_summary(summary: dict) -> None:
 
     v = summary["validation"]
     console.print(f"best trial {summary['best_trial']}: {summary['best_config']}")
+    shown = ("bleu", "chrf", "ter") if "bleu" in v else ("accuracy", "f1_macro")  # translation or not
     console.print(
-        f"validation accuracy {v.get('accuracy', math.nan):.4f}, f1_macro {v.get('f1_macro', math.nan):.4f}"
-        f" ({summary['trials']} trials, {summary['trial_epochs']:.1f} trial-epochs, "
+        "validation "
+        + ", ".join(f"{k} {v.get(k, math.nan):.4f}" for k in shown)
+        + f" ({summary['trials']} trials, {summary['trial_epochs']:.1f} trial-epochs, "
         f"{summary['wall_s']:.0f}s)"
     )
     if "gate" in summary:

@@ -40,7 +40,7 @@ from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers
     check_search_alg,
 )
 from cluster.specs.serve import ServeSpec  # noqa: F401  (re-exported: every spec is importable from here)
-from cluster.specs.translation import MaxChars, ReferenceColumns, SourceColumn, TargetColumn
+from cluster.specs.translation import MaxChars, ReferenceColumns, Seq2SeqSpec, SourceColumn, TargetColumn
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
 from cluster.stats.metrics import metric_mode, metric_names
 
@@ -244,6 +244,10 @@ class SweepSpec(Spec):
     )
     image_size: Int = Field(
         224, ge=32, le=1024, description="Input side in pixels of a new image classifier (image models only)."
+    )
+    translation: Seq2SeqSpec = Field(
+        default_factory=Seq2SeqSpec,
+        description="task: translation: the new decoder, target vocabulary, limits.",
     )
     train: DataSpec = Field(default_factory=lambda: _sample("train"), description="Training data.")
     validation: DataSpec = Field(

@@ -83,9 +83,9 @@ register(
         "brier_score", "Brier score", higher_is_better=False, has_ci=True, from_counts=False, headline=True
     ),
     # Translation (cluster/stats/translation.py): corpus scores on sacrebleu's 0-100 scale.
-    MetricInfo("bleu", "BLEU", has_ci=True, from_counts=False),
-    MetricInfo("chrf", "chrF2", has_ci=True, from_counts=False),
-    MetricInfo("ter", "TER", higher_is_better=False, has_ci=True, from_counts=False),
+    MetricInfo("bleu", "BLEU", has_ci=True, from_counts=False, headline=True),
+    MetricInfo("chrf", "chrF2", has_ci=True, from_counts=False, headline=True),
+    MetricInfo("ter", "TER", higher_is_better=False, has_ci=True, from_counts=False, headline=True),
 )
 THRESHOLD_METRICS = (
     "roc_auc_macro",

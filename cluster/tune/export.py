@@ -68,7 +68,7 @@ def _register(spec: SweepSpec, best, trial_id, chosen, registry: Registry, run_i
     from ray.train import Checkpoint
 
     from cluster.models.cache import store_model
-    from cluster.models.modality import load_trained
+    from cluster.models.modality import load_trained, model_task
     from cluster.registry.artifacts import ArtifactStore
 
     path, validation = chosen
@@ -90,7 +90,13 @@ def _register(spec: SweepSpec, best, trial_id, chosen, registry: Registry, run_i
     checkpoint = Checkpoint(path, filesystem=best.filesystem or pafs.LocalFileSystem())
     store = ArtifactStore.from_env(registry.home)
     with checkpoint.as_directory() as d:
-        clf = load_trained(Path(d) / "model")  # a text or an image classifier (cluster/models/modality.py)
+        # a text or an image classifier (cluster/models/modality.py), or a translator
+        if model_task(Path(d) / "model") == "translation":
+            from cluster.models.seq2seq import load_translator
+
+            clf = load_translator(Path(d) / "model")
+        else:
+            clf = load_trained(Path(d) / "model")
         # complete in the artifact store (a directory or a URI) before it is registered
         location, checksum = store_model(
             lambda out: clf.save(out, lineage), model_id, store, registry.home / "staging"

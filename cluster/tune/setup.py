@@ -38,17 +38,22 @@ def make_tuner(
     # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     cpus, gpus = resources
-    trainable = make_trainable(
-        *splits,
-        model_path,
-        labels,
-        spec.precision,
-        spec.evals_per_epoch,
-        cpus,
-        gpus,
-        init=spec.init,
-        image_size=spec.image_size,
-    )
+    if spec.task == "translation":  # splits: a TranslationData (cluster/tune/translation_trial.py)
+        from cluster.tune.translation_trial import translation_trainable
+
+        trainable = translation_trainable(spec, splits, model_path, cpus, gpus)
+    else:
+        trainable = make_trainable(
+            *splits,
+            model_path,
+            labels,
+            spec.precision,
+            spec.evals_per_epoch,
+            cpus,
+            gpus,
+            init=spec.init,
+            image_size=spec.image_size,
+        )
     path = f"{storage.rstrip('/')}/{spec.name}"
     if resume and tune.Tuner.can_restore(path):
         from cluster.tune.state import repair_experiment_state

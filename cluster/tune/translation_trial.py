@@ -1,0 +1,154 @@
+"""One translation sweep trial: cluster/train/seq2seq_loop.py inside Ray Tune, with checkpoints.
+
+The same contract as a classification trial (cluster/tune/trial.py, whose resume machinery
+wraps this one too: :func:`cluster.tune.trial.sweep_trial_class`): it reports validation
+metrics (BLEU, chrF, TER on greedy translations) with a checkpoint at each validation, each
+checkpoint a model directory (safetensors, both tokenizers) plus the trainer state and a
+manifest; a restarted trial resumes from its newest complete checkpoint, exactly.
+
+What a trial receives besides its config is a :class:`TranslationData`: the training and
+validation pairs and the target tokenizer, trained once by the driver on the training
+targets, so every trial (and every restart of one) starts from the same vocabulary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TranslationData:
+    """What the driver hands every trial (through Ray's object store)."""
+
+    train: object  # cluster.data.parallel.Pairs
+    val: object  # cluster.data.parallel.Pairs
+    target_tokenizer: str  # cluster.models.seq2seq_build.target_tokenizer_json
+    fingerprint: str  # of the training data, recorded with the sweep
+
+
+def train_translation_trial(
+    config: dict,
+    *,
+    data: TranslationData,
+    model_path: str,
+    seq2seq: dict,
+    precision: str,
+    evals_per_epoch: int,
+    init: str = "pretrained",
+) -> None:
+    """Ray Tune function trainable: fine-tune a translator with ``config``; resume from
+    tune.get_checkpoint(). ``seq2seq``: cluster.specs.translation.Seq2SeqSpec as a dict."""
+    import ray
+    import torch
+    from ray import tune
+
+    from cluster.models.modeling import pick_device, resolve_precision
+    from cluster.models.seq2seq import load_translator, start_translator
+    from cluster.models.seq2seq_build import target_tokenizer_from_json
+    from cluster.ray.runtime import worker_threads
+    from cluster.specs.translation import Seq2SeqSpec
+    from cluster.train.checkpoint import save_trainer_state, write_manifest
+    from cluster.train.loop import steps_per_epoch
+    from cluster.train.seq2seq_loop import fine_tune_translation
+    from cluster.train.step import make_optimizer
+    from cluster.tune.trial import _iteration_of, _restore
+
+    torch.set_num_threads(worker_threads())
+    device = pick_device()
+    precision = resolve_precision(precision, device)
+    spec = Seq2SeqSpec(**seq2seq)
+    checkpoint = tune.get_checkpoint()
+    ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
+    reports = itertools.count(_iteration_of(ckpt_dir) + 1)
+    node_id = ray.get_runtime_context().get_node_id()
+    if ckpt_dir:  # the checkpoint's weights, whatever the init
+        tr = load_translator(ckpt_dir / "model", device=device)
+    else:
+        tok = target_tokenizer_from_json(data.target_tokenizer)
+        tr = start_translator(
+            model_path, spec, target_tokenizer=tok, init=init, seed=int(config["seed"]), device=device
+        )
+    total = steps_per_epoch(len(data.train), int(config["batch_size"])) * int(config["epochs"])
+    optimizer, scheduler = make_optimizer(tr.model, config, total)
+    start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
+    if start_step:
+        log.info("trial resumed from its checkpoint at step %d", start_step)
+
+    def report(metrics: dict, step: int) -> None:
+        metrics = {**metrics, "precision": precision, "node_id": node_id}
+        with tempfile.TemporaryDirectory() as d:
+            tr.save_checkpoint(Path(d))
+            save_trainer_state(d, optimizer, scheduler, step)
+            write_manifest(d, step, next(reports), metrics)  # last: it lists every other file
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fine_tune_translation(
+        tr,
+        optimizer,
+        scheduler,
+        data.train,
+        data.val,
+        config,
+        max_target_length=spec.max_target_length,
+        max_new_tokens=spec.max_new_tokens,
+        precision=precision,
+        evals_per_epoch=evals_per_epoch,
+        start_step=start_step,
+        report=report,
+    )
+
+
+def translation_trainable(spec, data: TranslationData, model_path, cpus: float, gpus: float):
+    """The trial function with its data in the object store and its resources, as Tune's class
+    that resumes from the newest complete checkpoint on storage (cluster/tune/trial.py)."""
+    from ray import tune
+
+    from cluster.tune.trial import sweep_trial_class
+
+    fn = tune.with_resources(
+        tune.with_parameters(
+            train_translation_trial,
+            data=data,
+            model_path=str(model_path),
+            seq2seq=spec.translation.model_dump(),
+            precision=spec.precision,
+            evals_per_epoch=spec.evals_per_epoch,
+            init=spec.init,
+        ),
+        {"cpu": cpus, "gpu": gpus},
+    )
+    return sweep_trial_class(fn)
+
+
+# ------------------------------------------------------------------ the driver's side
+
+
+def prepare_translation(spec, model) -> TranslationData:
+    """The sweep's data, checked before anything starts: the metric is a translation metric, the
+    model can start a translator, the splits read (bad rows are errors naming the row), capped
+    (a seeded choice of ``max_train_rows``/``max_validation_rows``), and the target tokenizer
+    trained on the training targets when the model needs a new decoder."""
+    from cluster.data.parallel import read_pairs, subsample
+    from cluster.errors import UserError
+    from cluster.models.seq2seq import is_seq2seq_dir
+    from cluster.models.seq2seq_build import target_tokenizer_json, train_target_tokenizer
+    from cluster.stats.translation import METRICS
+
+    if spec.metric not in METRICS:
+        raise UserError(
+            f"a translation sweep ranks trials by {', '.join(METRICS)}, not {spec.metric}; set metric: bleu"
+        )
+    if model.modality != "text":
+        raise UserError(f"model {model.model_id} is an image model; translation starts from a text encoder")
+    train = subsample(read_pairs(spec.train), spec.max_train_rows, spec.seed)
+    val = subsample(read_pairs(spec.validation), spec.max_validation_rows, spec.seed)
+    tokenizer = ""
+    if not is_seq2seq_dir(model.path):
+        tokenizer = target_tokenizer_json(train_target_tokenizer(train.targets, spec.translation.vocab_size))
+    return TranslationData(train, val, tokenizer, train.fingerprint)
