@@ -54,6 +54,7 @@ def deploy(
     """
     from ray import serve
 
+    from cluster.models.modality import model_task
     from cluster.models.modeling import resolve_model
     from cluster.registry.record import Registry
 
@@ -63,7 +64,8 @@ def deploy(
         raise UserError(f"${spec.api_key_env} holds an API key and --no-api-key was given: choose one")
     registry = Registry()
     ref = resolve_model(spec.model, registry)
-    if ref.labels is None:
+    task = model_task(ref.path)
+    if ref.labels is None and task != "translation":
         raise UserError(
             f"model {ref.model_id} has no id2label: serve a fine-tuned classifier, not a bare encoder "
             "(fine-tune it with `evalctl sweep` first)"
@@ -75,7 +77,7 @@ def deploy(
     start_serve("0.0.0.0" if remote_host else spec.host, spec.port)
     phases.mark("serve_started")
     key_sha256, auth = _auth(spec, no_api_key)
-    app = build_app(_replica_args(spec, ref, registry, key_sha256))
+    app = build_app({**_replica_args(spec, ref, registry, key_sha256), "task": task})
     phases.mark("app_built")
     # Not serve.run: it polls the application's status once a second until RUNNING; the wait
     # below polls it every 0.1 s (with /healthz: which model answers, a hot swap's new one).
@@ -85,7 +87,7 @@ def deploy(
     wait_until_serving(url, ref.model_id, timeout_s)
     phases.mark("answered")
     log_startup(phases, APP_NAME, DEPLOYMENT)
-    return {"url": url, "model_id": ref.model_id, "labels": ref.labels, "auth": auth}
+    return {"url": url, "model_id": ref.model_id, "labels": ref.labels, "task": task, "auth": auth}
 
 
 def start_serve(host: str, port: int) -> None:
@@ -299,12 +301,12 @@ def _connect(address: str | None) -> bool:
 
 def _run(spec: ServeSpec, address: str | None = None, no_api_key: bool = False) -> None:
     served = deploy(spec, address, no_api_key=no_api_key)
-    console.print(f"serving {served['model_id']} ({', '.join(served['labels'])}) at {served['url']}")
+    translates = served["task"] == "translation"
+    what = "translation" if translates else ", ".join(served["labels"])
+    console.print(f"serving {served['model_id']} ({what}) at {served['url']}")
     console.print(served["auth"])
-    console.print(
-        f'try: evalctl query "what a great flight"   |   docs: {served["url"]}/docs   |   '
-        "stop: evalctl serve stop"
-    )
+    example = 'query --translate "In the beginning"' if translates else 'query "what a great flight"'
+    console.print(f"try: evalctl {example}   |   docs: {served['url']}/docs   |   stop: evalctl serve stop")
 
 
 def _job_extras(spec: ServeSpec, extras: dict) -> tuple[list[str], dict[str, str]]:
@@ -333,7 +335,9 @@ WORKLOAD = Workload(
 )
 deploy_command = serve_app.command("deploy")(
     spec_command(
-        WORKLOAD, "Put a model online (POST /v1/predict) and return once it answers; again = hot swap."
+        WORKLOAD,
+        "Put a model online (POST /v1/predict; a translation model: POST /v1/translate) and return once "
+        "it answers; again = hot swap.",
     )
 )
 

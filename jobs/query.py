@@ -65,18 +65,21 @@ def query(
     saliency_out: Path | None = typer.Option(
         None, help="With --explain and images: write each saliency overlay PNG into this directory."
     ),
+    translate: bool = typer.Option(
+        False, "--translate", help="Translate the texts (POST /v1/translate) with a served translation model."
+    ),
 ) -> None:
-    """Print label, score and probabilities per text or image (retries while a replica restarts)."""
+    """Print label, score and probabilities per text or image, or translations with --translate
+    (retries while a replica restarts)."""
+    if translate:
+        from jobs.translate_cli import query_translations
+
+        query_translations(_texts(texts, file), url, as_json, post)
+        return
     if image:
         query_images(list(image), url, as_json, explain, saliency_out)
         return
-    texts = list(texts or [])
-    if file:
-        if not file.is_file():
-            raise UserError(f"--file {file} not found")
-        texts += [line.strip() for line in file.read_text().splitlines() if line.strip()]
-    if not texts:
-        raise UserError('nothing to score: give texts (evalctl query "some text") or --file FILE')
+    texts = _texts(texts, file)
     result = post(url, "/v1/predict", {"texts": texts})
     if as_json:
         console.print_json(data=result)
@@ -85,6 +88,18 @@ def query(
     if explain:
         for text in texts:
             _print_explanation(post(url, "/v1/explain", {"text": text}))
+
+
+def _texts(texts: list[str] | None, file: Path | None) -> list[str]:
+    """The texts given as arguments, then the lines of ``file``; at least one."""
+    texts = list(texts or [])
+    if file:
+        if not file.is_file():
+            raise UserError(f"--file {file} not found")
+        texts += [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise UserError('nothing to score: give texts (evalctl query "some text") or --file FILE')
+    return texts
 
 
 def query_images(files: list[Path], url: str, as_json: bool, explain: bool, out: Path | None) -> None:

@@ -27,21 +27,15 @@ every path but /healthz. An unexpected error is a JSON 500 naming the request id
 
 import asyncio
 import base64
-import hashlib
-import hmac
-import logging
 import time
-import uuid
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.apikey import api_key_digest
-from cluster.specs.workloads import ServeSpec, load_spec
+from cluster.specs.workloads import ServeSpec
 from serve.batching import row_or_raise, score_each
+from serve.http import install, latest_metrics, serve_spec
 from serve.images import decode_request, explain_response, image_limits, request_bytes, require_modality
 from serve.schemas import (
     ExplainRequest,
@@ -54,93 +48,10 @@ from serve.schemas import (
 )
 
 APP_NAME = "evalcluster"
-# Resolved values passed beside the ServeSpec fields.
-RUNTIME_ARGS = ("path", "model_id", "checksum", "home", "api_key_sha256")
-OPEN_PATHS = frozenset({"/healthz"})  # answered without the API key
-# Serve's replica logger: its records land in the replica log with Serve's request id.
-logger = logging.getLogger("ray.serve")
-api = FastAPI(
-    title="evalcluster scorer", version="1", description="Online scoring of a fine-tuned classifier."
+# The API key guard and JSON errors: serve/http.py (shared with serve/translate.py's translator).
+api = install(
+    FastAPI(title="evalcluster scorer", version="1", description="Online scoring of a fine-tuned classifier.")
 )
-
-
-@api.middleware("http")
-async def _guard(request: Request, call_next) -> JSONResponse:
-    """Runs before routing and body parsing: the API key check (so a request without the key
-    learns nothing, not even the schema from a 422); and any unexpected error as JSON."""
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex  # set by Serve's proxy
-    try:  # fails closed: no key digest to compare with is a 500, never an open door
-        authorized = key_matches(_replica_key_digest(), request.headers.get("authorization"))
-        if request.url.path not in OPEN_PATHS and not authorized:
-            return JSONResponse(
-                status_code=401,
-                content={"detail": "missing or wrong API key: send 'Authorization: Bearer KEY'"},
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await call_next(request)
-    except Exception:
-        logger.exception("request %s failed", request_id)
-        return JSONResponse(
-            status_code=500,
-            content={
-                "detail": "internal error; the server log has it under this request id",
-                "request_id": request_id,
-            },
-        )
-
-
-def _replica_key_digest() -> str | None:
-    """The API key digest of the replica serving this request (None: no key configured)."""
-    return serve.get_replica_context().servable_object.key_digest
-
-
-def key_matches(digest: str | None, authorization: str | None) -> bool:
-    """Whether ``Authorization: Bearer KEY`` carries the key whose SHA-256 is ``digest``
-    (always True when no key is configured); compared in constant time."""
-    if digest is None:
-        return True
-    scheme, _, token = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        hashlib.sha256(token.strip().encode()).hexdigest(), digest
-    )
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid_payload(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with each problem named by location (invalid JSON, bad UTF-8, wrong types...)."""
-    problems = [
-        {"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
-    return JSONResponse(status_code=422, content={"error": "invalid request", "detail": problems})
-
-
-def _spec(args: dict) -> ServeSpec:
-    return load_spec(ServeSpec, {k: v for k, v in args.items() if k not in RUNTIME_ARGS}, where="serve args")
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """Refusals as JSON; FastAPI's body-parsing failure (e.g. bytes that are not UTF-8) named
-    plainly; a 5xx (e.g. /healthz's 503) names the request id, as every 5xx does."""
-    content = {"detail": exc.detail}
-    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-        content["detail"] = "request body is not valid JSON text (it must be UTF-8 encoded JSON)"
-    if exc.status_code >= 500:
-        content["request_id"] = request.headers.get("x-request-id") or uuid.uuid4().hex
-    return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
-
-
-def _latest_metrics(home: str | None, model_id: str) -> dict | None:
-    """Headline metrics of the latest finished evaluation of this model in the registry."""
-    from cluster.registry.record import Registry
-
-    try:
-        runs = Registry(home).list_runs(kind="evaluate", status="finished")
-    except Exception:  # noqa: BLE001 - the registry may not be reachable from every node
-        return None
-    run = next((r for r in runs if r["model_id"] == model_id), None)
-    return {"run_id": run["id"], **(run["metrics"] or {})} if run else None
 
 
 def batch_wait_s(spec: ServeSpec, last_batch: int) -> float:
@@ -176,7 +87,7 @@ class Scorer:
         from cluster.models.modeling import pick_device, read_lineage, resolve_precision
         from cluster.ray.runtime import worker_threads
 
-        self.spec = _spec(args)
+        self.spec = serve_spec(args)
         torch.set_num_threads(worker_threads())  # the CPUs Ray gave this replica (Ray may leave torch at 1)
         self.device = pick_device(self.spec.gpus_per_replica)
         # ``path``: a directory, or a URI in the artifact store: downloaded once per node, verified
@@ -318,7 +229,7 @@ class Scorer:
             **({"path": str(self.path)} if self.key_digest else {}),
             precision=self.precision,
             lineage=self.lineage,
-            metrics=_latest_metrics(self.home, self.model_id),
+            metrics=latest_metrics(self.home, self.model_id),
             limits=self._limits(),
         )
 
@@ -367,9 +278,14 @@ def deployment_options(spec: ServeSpec) -> dict:
 
 
 def build_app(args: dict):
-    """Serve application for ``args``: ServeSpec fields; ``model`` is resolved unless a path is given."""
+    """Serve application for ``args``: ServeSpec fields; ``model`` is resolved unless a path is given.
+    A translation model is served by the translator (serve/translate.py), under the same name."""
     args = app_args(args)
-    return Scorer.options(**deployment_options(_spec(args))).bind(args)
+    if args.get("task") == "translation":
+        from serve.translate import Translator
+
+        return Translator.options(**deployment_options(serve_spec(args))).bind(args)
+    return Scorer.options(**deployment_options(serve_spec(args))).bind(args)
 
 
 def app_args(args: dict) -> dict:
@@ -380,10 +296,13 @@ def app_args(args: dict) -> dict:
     from cluster.registry.record import Registry
 
     args = dict(args)
-    spec = _spec(args)
+    spec = serve_spec(args)
     if "path" not in args:
+        from cluster.models.modality import model_task
+
         ref = resolve_model(spec.model, Registry(args.get("home")))
-        if ref.labels is None:
+        args["task"] = model_task(ref.path)
+        if ref.labels is None and args["task"] != "translation":
             raise UserError(
                 f"model {ref.model_id} has no id2label: serve a fine-tuned classifier, not a bare encoder"
             )

@@ -167,7 +167,7 @@ def test_healthz_answers_from_the_last_health_check_without_a_forward_pass():
 
 
 def test_api_key_check():
-    from serve.app import key_matches
+    from serve.http import key_matches
 
     digest = hashlib.sha256(b"s3cret").hexdigest()
     assert key_matches(None, None)  # no key configured: open

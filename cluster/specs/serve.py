@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from cluster.specs.fields import PRECISION_HELP, ModelArg, Name, Precision
 from cluster.specs.parse import Spec
 from cluster.specs.search_space import Float, Int
+from cluster.specs.translation import MaxNewTokens, NumBeams
 
 
 def _parse_autoscale(value: Any) -> Any:
@@ -57,6 +58,8 @@ class ServeSpec(Spec):
         4096 * 4096, ge=1, description="Pixels per image, checked from its header (more: 422)."
     )
     max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
+    num_beams: NumBeams  # translation models (cluster/specs/translation.py)
+    max_new_tokens: MaxNewTokens
     precision: Precision = Field("auto", description=PRECISION_HELP)
     gpus_per_replica: Float | None = Field(
         None, ge=0, description="GPUs per replica (default: 1 when the cluster has GPUs, else 0)."

@@ -45,6 +45,14 @@ ReferenceColumns = Annotated[
         "leave them empty.",
     ),
 ]
+# How an evaluation (PipelineSpec) and the scorer (ServeSpec) generate translations.
+NumBeams = Annotated[
+    Int, Field(default=1, ge=1, le=16, description="Translation: beams (1 = greedy decoding).")
+]
+MaxNewTokens = Annotated[
+    Int,
+    Field(default=128, ge=1, le=1024, description="Translation: generated tokens per sentence at most."),
+]
 MaxChars = Annotated[
     Int,
     Field(
@@ -81,12 +89,3 @@ class Seq2SeqSpec(Spec):
                 f"decoder_heads {self.decoder_heads}"
             )
         return self
-
-
-class GenerationSpec(Spec):
-    """How an evaluation or the scorer generates translations."""
-
-    num_beams: Int = Field(1, ge=1, le=16, description="Translation: beams (1 = greedy decoding).")
-    max_new_tokens: Int = Field(
-        128, ge=1, le=1024, description="Translation: generated tokens per sentence at most."
-    )

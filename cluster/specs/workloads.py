@@ -40,7 +40,15 @@ from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers
     check_search_alg,
 )
 from cluster.specs.serve import ServeSpec  # noqa: F401  (re-exported: every spec is importable from here)
-from cluster.specs.translation import MaxChars, ReferenceColumns, Seq2SeqSpec, SourceColumn, TargetColumn
+from cluster.specs.translation import (
+    MaxChars,
+    MaxNewTokens,
+    NumBeams,
+    ReferenceColumns,
+    Seq2SeqSpec,
+    SourceColumn,
+    TargetColumn,
+)
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
 from cluster.stats.metrics import metric_mode, metric_names
 
@@ -112,6 +120,8 @@ class PipelineSpec(Spec):
     )
     precision: Precision = Field("auto", description=PRECISION_HELP)
     max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
+    num_beams: NumBeams  # translation models (cluster/specs/translation.py)
+    max_new_tokens: MaxNewTokens
     bootstrap: Int = Field(1000, ge=0, description="Poisson bootstrap replicates for the 95% CIs (0 = off).")
     limit: Int | None = Field(None, ge=1, description="Evaluate only the first N rows.")
     rows_per_shard: Int = Field(1024, ge=1, description="Rows per shard, the unit of parallel work.")
