@@ -119,8 +119,11 @@ class Classifier:
     def logits(self, batch: dict):
         return self.model(**batch).logits
 
-    def predict_proba(self, inputs, *, precision: str = "fp32", batch_size: int = 64, max_length: int = 128):
-        """Probabilities (n, num_labels) float64 in input order."""
+    def predict_proba(
+        self, inputs, *, precision: str = "fp32", batch_size: int = 64, max_length: int = 128, groups=None
+    ):
+        """Probabilities (n, num_labels) float64 in input order. ``groups``: texts are batched within
+        their group only (cluster/models/modeling.py ``predict_proba``); images are all one size."""
         if self.modality == "text":
             from cluster.models.modeling import predict_proba
 
@@ -131,6 +134,7 @@ class Classifier:
                 max_length=max_length,
                 precision=precision,
                 batch_size=batch_size,
+                groups=groups,
             )
         from cluster.models.vision import predict_proba_pixels
 
