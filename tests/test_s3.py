@@ -7,7 +7,7 @@ import uuid
 import pandas as pd
 import pytest
 
-from cluster.models.modeling import resolve_model
+from cluster.models.resolve import resolve_model
 from cluster.registry.record import Registry
 from cluster.specs.workloads import (
     DataSpec,
