@@ -82,7 +82,7 @@ class Variant:
     def train_turn(self, pixels, y, steps: int, batch: int = 32) -> None:
         import torch
 
-        from cluster.models.modeling import autocast
+        from cluster.models.device import autocast
 
         self.model.train()
         t0 = time.perf_counter()
@@ -98,7 +98,7 @@ class Variant:
     def infer_turn(self, pixels, batches: int, batch: int = 64) -> None:
         import torch
 
-        from cluster.models.modeling import autocast
+        from cluster.models.device import autocast
 
         self.model.eval()
         t0 = time.perf_counter()
@@ -150,16 +150,18 @@ def finetune(args, data) -> None:
     """Fine-tune for ``args.steps`` steps; validation accuracy every ``args.eval_every`` steps."""
     import torch
 
-    from cluster.models.modeling import resolve_precision
+    from cluster.models.device import resolve_precision
     from cluster.models.vision import predict_proba_pixels
-    from cluster.train.loop import epoch_batches, make_optimizer
+    from cluster.specs.search_space import TrialParams
+    from cluster.train.loop import epoch_batches
+    from cluster.train.step import make_optimizer
 
     torch.set_num_threads(os.cpu_count())
     (tr_im, tr_y), (va_im, va_y), (te_im, te_y) = data["train"], data["validation"], data["test"]
     tr_px, va_px, te_px = (decoded(im, args.size) for im in (tr_im, va_im, te_im))
     precision = resolve_precision(args.precision, "cpu")
     model = finetune_model(args)
-    hp = {"learning_rate": args.lr, "weight_decay": 0.01, "warmup_ratio": 0.06}
+    hp = TrialParams(learning_rate=args.lr, weight_decay=0.01, warmup_ratio=0.06)
     opt, sched = make_optimizer(model, hp, args.steps)
     per_epoch = -(-len(tr_y) // args.batch)
     train_s, t_start = 0.0, time.perf_counter()
@@ -205,7 +207,7 @@ def train_step(model, opt, sched, pixels, y, precision: str) -> float:
     import torch
 
     from cluster.data.images import normalize
-    from cluster.models.modeling import autocast
+    from cluster.models.device import autocast
 
     model.train()
     with autocast(precision, "cpu"):

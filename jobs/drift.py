@@ -25,6 +25,7 @@ import numpy as np
 from cluster.errors import UserError
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, DriftSpec
+from cluster.stats.metrics import GAP_METRICS
 from jobs.spec_cli import Workload, options, spec_command
 
 ARTIFACTS = ("drift.json", "report.html")
@@ -57,7 +58,8 @@ def run_drift(spec: DriftSpec, registry: Registry | None = None) -> dict:
 
 
 def _model(spec: DriftSpec, registry: Registry) -> tuple[Path, str | None, list[str] | None]:
-    from cluster.models.modeling import base_model_dir, resolve_model
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.resolve import resolve_model
 
     if spec.model is None:
         return base_model_dir(), None, None
@@ -131,7 +133,7 @@ def _actors(spec: DriftSpec, model_path: Path, labels, sides: dict):
     from cluster.clock import Phases
     from cluster.data.shards import plan_shards
     from cluster.evaluation.pipeline import model_actors
-    from cluster.models.modeling import ModelRef
+    from cluster.models.resolve import ModelRef
 
     for side in sides.values():
         side["shards"] = plan_shards(side["data"], spec.limit, spec.rows_per_shard)[1]
@@ -252,7 +254,7 @@ def print_drift(result: dict) -> None:
                       f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "", c["verdict"])  # fmt: skip
     console.print(table)
     for metric, g in (result.get("metric_gap") or {}).items():
-        if metric in ("accuracy", "f1_macro"):
+        if metric in GAP_METRICS:
             console.print(
                 f"{metric} gap (current - reference): {g['gap']:+.4f} "
                 f"[{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}]"

@@ -83,7 +83,7 @@ class _Job:
     """Everything one evaluation works with once its inputs are checked."""
 
     spec: EvaluateSpec
-    model: object  # cluster.models.modeling.ModelRef
+    model: object  # cluster.models.resolve.ModelRef
     labels: list[str]
     summary: object  # cluster.data.scan.DataSummary
     actors: object  # cluster.evaluation.pipeline.Actors (with the shards they get)
@@ -131,7 +131,7 @@ def _prepare(spec: EvaluateSpec, registry: Registry, work: str, kind: str) -> tu
     from cluster.data.scan import image_folder_spec
     from cluster.data.shards import plan_shards
     from cluster.models.modality import refuse_text_analyses
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
     from cluster.registry.record import new_id
 
     model = resolve_model(spec.model, registry)

@@ -56,7 +56,8 @@ class Translator:
 
         self.started["torch"] = time.time()
         from cluster.models.cache import ModelSource
-        from cluster.models.modeling import pick_device, read_lineage, resolve_precision
+        from cluster.models.device import pick_device, resolve_precision
+        from cluster.models.modeldir import read_lineage
         from cluster.models.seq2seq import load_translator
         from cluster.ray.runtime import worker_threads
 

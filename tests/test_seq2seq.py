@@ -10,7 +10,7 @@ import torch
 
 from cluster.errors import UserError
 from cluster.models.modality import model_task
-from cluster.models.modeling import base_model_dir
+from cluster.models.modeldir import base_model_dir
 from cluster.models.seq2seq import is_seq2seq_dir, load_translator, start_translator
 from cluster.models.seq2seq_build import (
     target_tokenizer_from_json,

@@ -153,4 +153,5 @@ def test_metric_table_knows_the_translation_metrics():
     from cluster.stats.metrics import metric_info, metric_mode
 
     assert metric_mode("bleu") == "max" and metric_mode("chrf") == "max" and metric_mode("ter") == "min"
-    assert metric_info("bleu").has_ci and not metric_info("bleu").from_counts
+    assert metric_info("bleu").has_ci and metric_info("bleu").family == "corpus"
+    assert metric_info("bleu").task == "translation" and not metric_info("bleu").paired

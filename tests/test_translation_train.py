@@ -11,6 +11,7 @@ import torch
 
 from cluster.data.parallel import read_pairs
 from cluster.errors import UserError
+from cluster.specs.search_space import TrialParams
 from cluster.specs.translation import Seq2SeqSpec
 from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
 from tests.test_seq2seq import EN, FR
@@ -23,8 +24,8 @@ TINY = Seq2SeqSpec(
     max_target_length=40,
     max_new_tokens=12,
 )
-HP = {"learning_rate": 3e-3, "batch_size": 4, "epochs": 2, "warmup_ratio": 0.1, "weight_decay": 0.01,
-      "max_length": 48, "seed": 0}  # fmt: skip
+HP = TrialParams(learning_rate=3e-3, batch_size=4, epochs=2, warmup_ratio=0.1, weight_decay=0.01,
+                max_length=48, seed=0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def tiny_translation_sweep(tiny_model_dir, pairs_dir, **kw) -> SweepSpec:
 @pytest.mark.ray
 def test_translation_sweep_registers_a_translator_as_best(ray_cluster, tiny_model_dir, pairs_dir):
     from cluster.models.modality import model_task
-    from cluster.models.modeling import read_lineage
+    from cluster.models.modeldir import read_lineage
     from cluster.models.seq2seq import load_translator
     from cluster.registry.record import Registry
     from jobs.sweep import run_sweep

@@ -106,7 +106,7 @@ class Translator:
         batch pads to its own longest source and its sentences finish at about the same step."""
         import torch
 
-        from cluster.models.modeling import autocast
+        from cluster.models.device import autocast
 
         if not texts:
             return []
@@ -148,7 +148,7 @@ class Translator:
 
     def save(self, out: str | Path, lineage: dict) -> Path:
         """A model directory, written beside ``out`` and renamed (complete or absent)."""
-        from cluster.models.modeling import LINEAGE_FILE, set_offline
+        from cluster.models.modeldir import LINEAGE_FILE, set_offline
 
         out = Path(out)
         if out.exists():
@@ -184,7 +184,7 @@ def load_translator(path: str | Path, device: str = "cpu") -> Translator:
     import transformers
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from cluster.models.modeling import require_safetensors, set_offline
+    from cluster.models.modeldir import require_safetensors, set_offline
 
     set_offline()
     transformers.logging.set_verbosity_error()

@@ -77,7 +77,7 @@ def new_encoder_decoder(encoder_dir: str | Path, target_tokenizer, spec, *, init
     import transformers
     from transformers import AutoConfig, AutoModel, AutoTokenizer, BertLMHeadModel, EncoderDecoderModel
 
-    from cluster.models.modeling import require_safetensors, set_offline
+    from cluster.models.modeldir import require_safetensors, set_offline
 
     set_offline()
     transformers.logging.set_verbosity_error()  # "some weights newly initialised" is the point here

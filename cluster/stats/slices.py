@@ -49,7 +49,7 @@ import numpy as np
 from scipy import stats as sps
 
 from cluster.errors import UserError
-from cluster.stats.metrics import scores_from_confusion
+from cluster.stats.metrics import scores_from_confusion, slice_metrics_allowed
 from cluster.stats.threshold_ci import percentile_ci
 
 ALL = "*"  # the name of the slice of all rows
@@ -142,7 +142,7 @@ def _length_bin(words: int) -> str:
 @functools.lru_cache(maxsize=1)
 def wordpiece_words() -> frozenset[str]:
     """Whole-word entries of the base model's WordPiece vocabulary (no ## pieces, no [SPECIAL])."""
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     vocab = (base_model_dir() / "vocab.txt").read_text(encoding="utf-8").split("\n")
     return frozenset(w for w in vocab if _WORDS.fullmatch(w))
@@ -197,7 +197,7 @@ def weak_slices(
 
 
 def check_metric(metric: str) -> None:
-    allowed = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted")
+    allowed = slice_metrics_allowed()
     if metric not in allowed:
         raise UserError(f'slice metric "{metric}" is not one of {", ".join(allowed)}')
 

@@ -28,7 +28,7 @@ def fine_tune_translation(
     scheduler,
     train,
     val,
-    hp: dict,
+    hp,
     *,
     max_target_length: int,
     max_new_tokens: int,
@@ -39,9 +39,9 @@ def fine_tune_translation(
 ) -> None:
     """Train ``tr`` (cluster.models.seq2seq.Translator) from ``start_step`` to the end.
 
-    ``train``/``val``: cluster.data.parallel.Pairs. ``hp``: a trial's config (batch_size,
+    ``train``/``val``: cluster.data.parallel.Pairs. ``hp``: the trial's TrialParams (batch_size,
     epochs, max_length = source tokens, seed)."""
-    bs, epochs, max_length = int(hp["batch_size"]), int(hp["epochs"]), int(hp["max_length"])
+    bs, epochs, max_length = hp.batch_size, hp.epochs, hp.max_length
     per_epoch = steps_per_epoch(len(train), bs)
     eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
     lengths = np.array([len(s) for s in train.sources])  # characters: a cheap proxy for tokens
@@ -50,7 +50,7 @@ def fine_tune_translation(
     for step in range(start_step, per_epoch * epochs):
         epoch, i = divmod(step, per_epoch)
         if i == 0 or step == start_step:
-            batches = epoch_batches(lengths, bs, int(hp["seed"]), epoch, MEGABATCH)
+            batches = epoch_batches(lengths, bs, hp.seed, epoch, MEGABATCH)
         idx = batches[i]
         t0 = time.perf_counter()
         batch = tr.encode(

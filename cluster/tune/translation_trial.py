@@ -6,9 +6,12 @@ metrics (BLEU, chrF, TER on greedy translations) with a checkpoint at each valid
 checkpoint a model directory (safetensors, both tokenizers) plus the trainer state and a
 manifest; a restarted trial resumes from its newest complete checkpoint, exactly.
 
-What a trial receives besides its config is a :class:`TranslationData`: the training and
-validation pairs and the target tokenizer, trained once by the driver on the training
-targets, so every trial (and every restart of one) starts from the same vocabulary.
+What a trial receives besides its hyperparameters (Tune's config, validated as
+:class:`~cluster.specs.search_space.TrialParams` where the trial starts) is a
+:class:`TranslationContext`: the sweep's spec, the model it starts from and a
+:class:`TranslationData`, the training and validation pairs and the target tokenizer, trained
+once by the driver on the training targets, so every trial (and every restart of one) starts
+from the same vocabulary.
 """
 
 from __future__ import annotations
@@ -32,37 +35,37 @@ class TranslationData:
     fingerprint: str  # of the training data, recorded with the sweep
 
 
-def train_translation_trial(
-    config: dict,
-    *,
-    data: TranslationData,
-    model_path: str,
-    seq2seq: dict,
-    precision: str,
-    evals_per_epoch: int,
-    init: str = "pretrained",
-) -> None:
-    """Ray Tune function trainable: fine-tune a translator with ``config``; resume from
-    tune.get_checkpoint(). ``seq2seq``: cluster.specs.translation.Seq2SeqSpec as a dict."""
+@dataclass(frozen=True)
+class TranslationContext:
+    """What every trial of a translation sweep shares (put once in Ray's object store)."""
+
+    spec: object  # cluster.specs.workloads.SweepSpec (task: translation)
+    model_path: str
+    data: TranslationData
+
+
+def train_translation_trial(config: dict, *, ctx: TranslationContext) -> None:
+    """Ray Tune function trainable: fine-tune a translator with ``config`` (validated as
+    TrialParams here); resume from tune.get_checkpoint()."""
     import ray
     import torch
     from ray import tune
 
-    from cluster.models.modeling import pick_device, resolve_precision
+    from cluster.models.device import pick_device, resolve_precision
     from cluster.models.seq2seq import load_translator, start_translator
     from cluster.models.seq2seq_build import target_tokenizer_from_json
     from cluster.ray.runtime import worker_threads
-    from cluster.specs.translation import Seq2SeqSpec
+    from cluster.specs.search_space import TrialParams
     from cluster.train.checkpoint import save_trainer_state, write_manifest
     from cluster.train.loop import steps_per_epoch
     from cluster.train.seq2seq_loop import fine_tune_translation
     from cluster.train.step import make_optimizer
     from cluster.tune.trial import _iteration_of, _restore
 
+    params, spec, data = TrialParams.of(config), ctx.spec.translation, ctx.data
     torch.set_num_threads(worker_threads())
     device = pick_device()
-    precision = resolve_precision(precision, device)
-    spec = Seq2SeqSpec(**seq2seq)
+    precision = resolve_precision(ctx.spec.precision, device)
     checkpoint = tune.get_checkpoint()
     ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
     reports = itertools.count(_iteration_of(ckpt_dir) + 1)
@@ -72,10 +75,10 @@ def train_translation_trial(
     else:
         tok = target_tokenizer_from_json(data.target_tokenizer)
         tr = start_translator(
-            model_path, spec, target_tokenizer=tok, init=init, seed=int(config["seed"]), device=device
+            ctx.model_path, spec, target_tokenizer=tok, init=ctx.spec.init, seed=params.seed, device=device
         )
-    total = steps_per_epoch(len(data.train), int(config["batch_size"])) * int(config["epochs"])
-    optimizer, scheduler = make_optimizer(tr.model, config, total)
+    total = steps_per_epoch(len(data.train), params.batch_size) * params.epochs
+    optimizer, scheduler = make_optimizer(tr.model, params, total)
     start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
     if start_step:
         log.info("trial resumed from its checkpoint at step %d", start_step)
@@ -94,34 +97,26 @@ def train_translation_trial(
         scheduler,
         data.train,
         data.val,
-        config,
+        params,
         max_target_length=spec.max_target_length,
         max_new_tokens=spec.max_new_tokens,
         precision=precision,
-        evals_per_epoch=evals_per_epoch,
+        evals_per_epoch=ctx.spec.evals_per_epoch,
         start_step=start_step,
         report=report,
     )
 
 
-def translation_trainable(spec, data: TranslationData, model_path, cpus: float, gpus: float):
-    """The trial function with its data in the object store and its resources, as Tune's class
+def translation_trainable(spec, model_path: str, data: TranslationData, cpus: float, gpus: float):
+    """The trial function with its context in the object store and its resources, as Tune's class
     that resumes from the newest complete checkpoint on storage (cluster/tune/trial.py)."""
     from ray import tune
 
     from cluster.tune.trial import sweep_trial_class
 
+    ctx = TranslationContext(spec, str(model_path), data)
     fn = tune.with_resources(
-        tune.with_parameters(
-            train_translation_trial,
-            data=data,
-            model_path=str(model_path),
-            seq2seq=spec.translation.model_dump(),
-            precision=spec.precision,
-            evals_per_epoch=spec.evals_per_epoch,
-            init=spec.init,
-        ),
-        {"cpu": cpus, "gpu": gpus},
+        tune.with_parameters(train_translation_trial, ctx=ctx), {"cpu": cpus, "gpu": gpus}
     )
     return sweep_trial_class(fn)
 
