@@ -104,36 +104,39 @@ class Translator:
         """Translations in input order: greedy (``num_beams`` 1) or beam search, at most
         ``max_new_tokens`` tokens each. Sources are tokenised once and sorted by length, so a
         batch pads to its own longest source and its sentences finish at about the same step."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out: list[str] = [""] * len(texts)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            got = self.generate([ids[i] for i in idx], num_beams, max_new_tokens, precision)
+            for i, text in zip(idx, got, strict=True):
+                out[i] = text
+        return out
+
+    def generate(
+        self, input_ids: list[list[int]], num_beams: int, max_new_tokens: int, precision: str = "fp32"
+    ) -> list[str]:
+        """One batch: source token ids (unpadded, one list per sentence) -> translations, in order
+        (the evaluation's model stage calls this with the ids its CPU stage tokenised)."""
         import torch
 
         from cluster.models.device import autocast
 
-        if not texts:
-            return []
-        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length)
-        order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
-        out: list[str] = [""] * len(texts)
+        feats = [{"input_ids": list(x), "attention_mask": [1] * len(x)} for x in input_ids]
         self.model.eval()
         with torch.inference_mode(), autocast(precision, self.device.type):
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                feats = [
-                    {"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i]}
-                    for i in idx
-                ]
-                batch = self.tokenizer.pad(feats, return_tensors="pt").to(self.device)
-                ids = self.model.generate(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    num_beams=num_beams,
-                    do_sample=False,
-                    max_new_tokens=max_new_tokens,
-                )
-                for i, text in zip(
-                    idx, self.target_tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True
-                ):
-                    out[i] = text.strip()
-        return out
+            batch = self.tokenizer.pad(feats, return_tensors="pt").to(self.device)
+            ids = self.model.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                num_beams=num_beams,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+            )
+        return [t.strip() for t in self.target_tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     # -------------------------------------------------------------- saving
 

@@ -27,7 +27,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
@@ -63,7 +63,7 @@ def sentence_stats(hyps: list[str], refs: list[list[str | None]]) -> dict[str, n
     out = {}
     for name in METRICS:
         if not len(hyps):
-            out[name] = np.zeros((0, _width(name)))
+            out[name] = np.zeros((0, stat_width(name)))
             continue
         rows = scorer(name)._extract_corpus_statistics(list(hyps), refs)
         out[name] = np.asarray(rows, dtype=np.float64).reshape(len(hyps), -1)
@@ -89,7 +89,7 @@ def sentence_scores(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 @cache
-def _width(name: str) -> int:
+def stat_width(name: str) -> int:
     """How many statistics a sentence has under metric ``name`` (BLEU 10, chrF 18, TER 2)."""
     return len(scorer(name)._extract_corpus_statistics(["a"], [["a"]])[0])
 
@@ -103,18 +103,29 @@ class TranslationStats:
     n: int = 0
     # Sentences whose hypothesis came out empty (nothing generated): a symptom worth a line.
     empty_hypotheses: int = 0
+    refs: dict = field(default_factory=dict)  # references per sentence -> sentences (the signature's nrefs)
 
     def __add__(self, other: TranslationStats) -> TranslationStats:
+        refs = dict(self.refs)
+        for k, v in other.refs.items():
+            refs[k] = refs.get(k, 0) + v
         return TranslationStats(
             {k: v + other.sums[k] for k, v in self.sums.items()},
             {k: v + other.boot[k] for k, v in self.boot.items()},
             self.n + other.n,
             self.empty_hypotheses + other.empty_hypotheses,
+            refs,
         )
 
 
+def count_refs(refs: list[list[str | None]]) -> dict[int, int]:
+    """How many sentences have how many references (None entries of a stream do not count)."""
+    per = [sum(s[i] is not None for s in refs) for i in range(len(refs[0]))] if refs else []
+    return {int(k): per.count(k) for k in sorted(set(per))}
+
+
 def empty_stats(bootstrap: int = 0) -> TranslationStats:
-    widths = {m: _width(m) for m in METRICS}
+    widths = {m: stat_width(m) for m in METRICS}
     return TranslationStats(
         {m: np.zeros(k) for m, k in widths.items()}, {m: np.zeros((bootstrap, k)) for m, k in widths.items()}
     )
@@ -141,6 +152,7 @@ def batch_stats(
     """Statistics of one batch of hypotheses and their reference streams (see ``sentence_stats``)."""
     out = stats_from_sentences(sentence_stats(hyps, refs), rows, bootstrap, seed)
     out.empty_hypotheses = sum(1 for h in hyps if not h.strip())
+    out.refs = count_refs(refs)
     return out
 
 
@@ -165,13 +177,23 @@ def finalize(stats: TranslationStats, confidence: float = 0.95) -> dict:
         "brevity_penalty": float(bleu.bp),
         "hyp_len": int(stats.sums["bleu"][0]),
         "ref_len": int(stats.sums["bleu"][1]),
-        "signature": str(scorer("bleu").get_signature()),
+        "signature": signature("bleu", stats.refs),
     }
-    out["chrf_signature"] = str(scorer("chrf").get_signature())
-    out["ter_signature"] = str(scorer("ter").get_signature())
+    out["chrf_signature"] = signature("chrf", stats.refs)
+    out["ter_signature"] = signature("ter", stats.refs)
     out["empty_hypotheses"] = stats.empty_hypotheses
     out["ci95"] = bootstrap_ci(stats, confidence) if len(stats.boot["bleu"]) else {}
     return out
+
+
+def signature(name: str, refs: dict[int, int]) -> str:
+    """sacrebleu's signature of the metric (what the score means: tokenizer, smoothing, version),
+    with the number of references per sentence (``var`` when it varies)."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    metric = {"bleu": BLEU, "chrf": CHRF, "ter": TER}[name]()
+    metric.num_refs = next(iter(refs)) if len(refs) == 1 else -1 if refs else 1
+    return str(metric.get_signature())
 
 
 def replicate_scores(name: str, boot: np.ndarray) -> np.ndarray:
@@ -191,3 +213,27 @@ def bootstrap_ci(stats: TranslationStats, confidence: float = 0.95) -> dict[str,
     ratio = np.divide(b[:, 0], b[:, 1], out=np.full(len(b), np.nan), where=b[:, 1] > 0)
     out["length_ratio"] = _interval(ratio[~np.isnan(ratio)], confidence) if (~np.isnan(ratio)).any() else []
     return out
+
+
+# ------------------------------------------------------------------ the worst sentences
+
+
+WORST = 10  # sentences a report shows side by side with their references
+
+
+@dataclass
+class Worst:
+    """The ``k`` sentences with the lowest sentence chrF (ties: the lower row first), mergeable:
+    ``a + b`` keeps the ``k`` lowest of both, so any sharding gives the same list."""
+
+    k: int
+    rows: list  # dicts: row, chrf, bleu, ter, source, reference, hypothesis (and id when set)
+
+    def __add__(self, other: Worst) -> Worst:
+        both = sorted(self.rows + other.rows, key=lambda r: (r["chrf"], r["row"]))
+        return Worst(self.k, both[: self.k])
+
+
+def worst_of(rows: list[dict], k: int = WORST) -> Worst:
+    """:class:`Worst` of some sentences (each a dict as in ``Worst.rows``)."""
+    return Worst(k, []) + Worst(k, list(rows))

@@ -113,3 +113,35 @@ def verdict(metric: str, result: dict, alpha: float = 0.05) -> str:
     else:
         head = f"{'B' if better else 'A'} better on {metric}"
     return f"{head}: {d:+.2f} [{lo:+.2f}, {hi:+.2f}] points, paired bootstrap p = {p:.4f}"
+
+
+def reference_columns(table) -> list[str]:
+    """A translation predictions table's reference columns, in order: reference, reference_2, ..."""
+    extra = sorted((c for c in table.column_names if c.startswith("reference_")), key=lambda c: int(c[10:]))
+    return ["reference", *extra]
+
+
+def compare_translations(a, b, metric: str = "bleu", replicates: int = 1000, seed: int = 0) -> dict:
+    """B against A from two translation predictions tables (pyarrow; columns ``row``,
+    ``hypothesis``, ``reference``...) of the same sentences: :func:`paired_bootstrap` per metric,
+    and a verdict on ``metric``. Rows are matched by ``row``; the references must agree."""
+    from cluster.errors import UserError
+    from cluster.stats.translation import sentence_stats
+
+    a, b = a.sort_by("row"), b.sort_by("row")
+    if a["row"].to_pylist() != b["row"].to_pylist():
+        raise UserError(
+            f"the runs translated different rows ({a.num_rows} vs {b.num_rows}); "
+            "compare evaluations of the same full dataset"
+        )
+    cols = reference_columns(a)
+    if cols != reference_columns(b) or any(a[c].to_pylist() != b[c].to_pylist() for c in cols):
+        raise UserError("the runs' references differ; were they evaluated on the same data and columns?")
+    refs = [a[c].to_pylist() for c in cols]
+    hyp_a, hyp_b = a["hypothesis"].to_pylist(), b["hypothesis"].to_pylist()
+    rows = a["row"].to_numpy()
+    result = paired_bootstrap(
+        sentence_stats(hyp_a, refs), sentence_stats(hyp_b, refs), rows, replicates, seed
+    )
+    return {"n": a.num_rows, "metrics": result, "verdict": verdict(metric, result[metric]), "seed": seed,
+            "replicates": replicates}  # fmt: skip

@@ -1,0 +1,168 @@
+"""Translation as an evaluation task: the steps the Ray Data evaluation pipeline asks of a task.
+
+    preprocess   check each pair (empty or over-long texts: cluster/data/parallel.py ``bad_pairs``,
+                 an error naming the row, or a ``_bad`` row with ``skip_bad_rows``), tokenise the
+                 sources, order the block by source length and cut it into model batches, so a
+                 batch pads little and its sentences finish generating at about the same step
+    model        cluster/evaluation/translate_model.py: batched generation (greedy or ``num_beams``,
+                 at most ``max_new_tokens`` tokens), then each sentence's BLEU, chrF and TER
+                 statistics (sacrebleu's, cluster/stats/translation.py)
+    statistics   the sentences' statistics summed, and per Poisson-bootstrap replicate (weights
+                 hashed from (seed, row)); the worst sentences by chrF
+    predictions  row, source, reference(s), hypothesis, sentence bleu/chrf/ter, the id column
+    finalize     corpus bleu, chrf, ter (equal to sacrebleu's on the same hypotheses), their CIs,
+                 the length ratio, BLEU's details, the worst sentences
+
+Pipeline columns: ``source``, ``target``, ``ref_1``... (extra references) and ``id`` as the data
+spec names them (read stage), then this module's ``_`` columns.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cluster.models.cache import ModelSource
+from cluster.specs.workloads import DataSpec, PipelineSpec
+
+# The pipeline's reserved columns (cluster/evaluation/task.py: ROW, BAD, BATCH).
+ROW, BAD, BATCH = "row", "_bad", "_batch"
+SOURCE, TARGET, ID, HYPOTHESIS = "source", "target", "id", "hypothesis"
+IDS = "_source_ids"  # the source's token ids, list<int32> (empty for a bad row)
+STATS = "_stats:"  # + a metric: the sentence's sacrebleu statistics, list<float64> (model stage)
+METRICS = ("bleu", "chrf", "ter")
+
+
+@dataclass
+class TranslateTask:
+    """A translation model on a parallel corpus."""
+
+    name: ClassVar[str] = "translation"
+
+    model: ModelSource
+    data: DataSpec  # columns (source, target, references, id) and max_chars
+    spec: PipelineSpec  # batch_size, max_length, num_beams, max_new_tokens, precision, bootstrap, seed
+    threads: int | None = None  # torch threads per model actor (None: the CPUs Ray gave it)
+
+    # ------------------------------------------------------------------ driver
+
+    def input_columns(self) -> dict[str, str]:
+        cols = {SOURCE: self.data.source_column, TARGET: self.data.target_column}
+        cols.update({f"ref_{i}": c for i, c in enumerate(self.data.reference_columns, start=1)})
+        if self.data.id_column:
+            cols[ID] = self.data.id_column
+        return cols
+
+    def block_rows(self, rows_per_block: int) -> int:
+        return rows_per_block
+
+    # ------------------------------------------------------------------ CPU stage
+
+    def preprocess(self, block: pa.Table) -> pa.Table:
+        """Checked pairs (bad ones raise, or are marked ``_bad``), source ids, length order, batches."""
+        from cluster.data.parallel import drop_bad
+
+        for name in self.input_columns():
+            if name != ID:
+                block = block.set_column(
+                    block.schema.get_field_index(name), name, block[name].cast(pa.string())
+                )
+        _, bad = drop_bad(block, self.data, self.spec.skip_bad_rows)  # raises unless skip_bad_rows
+        reasons = {b.row: b.reason for b in bad}
+        rows = block[ROW].to_pylist()
+        sources = [("" if r in reasons else s) for r, s in zip(rows, block[SOURCE].to_pylist(), strict=True)]
+        ids = source_tokenizer(self.model)(sources, truncation=True, max_length=self.spec.max_length)[
+            "input_ids"
+        ]
+        ids = [[] if r in reasons else x for r, x in zip(rows, ids, strict=True)]
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        block = block.take(pa.array(order, pa.int64()))
+        block = block.append_column(IDS, pa.array([ids[i] for i in order], pa.list_(pa.int32())))
+        block = block.append_column(BAD, pa.array([reasons.get(rows[i]) for i in order], pa.string()))
+        first = min(rows) if rows else 0
+        batch = first + np.arange(block.num_rows, dtype=np.int64) // self.spec.batch_size
+        return block.append_column(BATCH, pa.array(batch, pa.int64()))
+
+    # ------------------------------------------------------------------ model stage
+
+    def load(self, device: str):
+        from cluster.evaluation.translate_model import TranslateModel
+
+        return TranslateModel(self, device)
+
+    # ------------------------------------------------------------------ write stage
+
+    def statistics(self, rows: pa.Table) -> dict[str, Any]:
+        from cluster.data.parallel import reference_streams
+        from cluster.stats.translation import count_refs, stats_from_sentences, worst_of
+
+        sentence = {m: _matrix(rows[STATS + m], m) for m in METRICS}
+        stats = stats_from_sentences(sentence, rows[ROW].to_numpy(), self.spec.bootstrap, self.spec.seed)
+        stats.refs = count_refs(reference_streams(rows))
+        stats.empty_hypotheses = int(
+            pc.sum(pc.equal(pc.utf8_trim_whitespace(rows[HYPOTHESIS]), "")).as_py() or 0
+        )
+        return {"translation": stats, "worst": worst_of(self._sentences(rows, sentence))}
+
+    def _sentences(self, rows: pa.Table, sentence: dict[str, np.ndarray]) -> list[dict]:
+        from cluster.stats.translation import sentence_scores
+
+        scores = sentence_scores(sentence)
+        cols = {k: rows[k].to_pylist() for k in (ROW, SOURCE, TARGET, HYPOTHESIS)}
+        ids = rows[ID].to_pylist() if ID in rows.column_names else None
+        out = []
+        for i in range(rows.num_rows):
+            r = {"row": cols[ROW][i], "source": cols[SOURCE][i], "reference": cols[TARGET][i]}
+            r.update(hypothesis=cols[HYPOTHESIS][i], **{m: float(scores[m][i]) for m in METRICS})
+            if ids is not None:
+                r["id"] = ids[i]
+            out.append(r)
+        return out
+
+    def predictions(self, rows: pa.Table) -> pa.Table:
+        from cluster.stats.translation import sentence_scores
+
+        scores = sentence_scores({m: _matrix(rows[STATS + m], m) for m in METRICS})
+        cols: dict[str, Any] = {ROW: rows[ROW], SOURCE: rows[SOURCE], "reference": rows[TARGET]}
+        extra = sorted(c for c in rows.column_names if c.startswith("ref_"))
+        for i, name in enumerate(extra, start=2):
+            cols[f"reference_{i}"] = rows[name]
+        cols[HYPOTHESIS] = rows[HYPOTHESIS]
+        cols.update({m: pa.array(scores[m], pa.float64()) for m in METRICS})
+        if ID in rows.column_names:
+            cols[self.data.id_column or ID] = rows[ID]
+        return pa.table(cols)
+
+    # ------------------------------------------------------------------ driver, at the end
+
+    def finalize(self, merged: dict[str, Any]) -> dict:
+        from cluster.stats.translation import WORST, Worst, empty_stats, finalize
+
+        metrics = finalize(merged.get("translation") or empty_stats(self.spec.bootstrap))
+        metrics["worst"] = (merged.get("worst") or Worst(WORST, [])).rows
+        metrics["generation"] = {"num_beams": self.spec.num_beams, "max_new_tokens": self.spec.max_new_tokens}
+        return metrics
+
+
+@functools.cache
+def source_tokenizer(model: ModelSource):
+    """The model's source tokenizer, loaded once per worker process."""
+    from transformers import AutoTokenizer
+
+    from cluster.models.modeldir import set_offline
+
+    set_offline()
+    return AutoTokenizer.from_pretrained(model.local_path(), local_files_only=True)
+
+
+def _matrix(col, metric: str) -> np.ndarray:
+    """A ``_stats:`` column (list<float64>, one list per sentence) as an (n, k) array."""
+    from cluster.stats.translation import stat_width
+
+    values = col.to_pylist()
+    return np.asarray(values, dtype=np.float64).reshape(len(values), stat_width(metric))
