@@ -118,7 +118,7 @@ def main() -> None:
     pd.concat([df] * 10, ignore_index=True).to_parquet(tmp / "x10.parquet", row_group_size=1024)
     ref = resolve_model(opts.model)
     if ref.labels is None:  # a bare encoder: give it a (random) head so it can be evaluated
-        from cluster.data.scan import LABELS
+        from cluster.data.corpus import LABELS
         from cluster.models.text import load_classifier, save_model_dir
 
         model, tok, _ = load_classifier(ref.path, labels=LABELS)

@@ -26,7 +26,8 @@ import typer
 
 from cluster.errors import UserError, first_items
 from cluster.registry.record import Registry, new_id
-from cluster.specs.workloads import SweepSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.workloads import SweepSpec
 from cluster.tune.setup import InterruptWatch, SweepInterrupted
 from jobs.spec_cli import Workload, options, spec_command
 

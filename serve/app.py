@@ -33,7 +33,7 @@ from fastapi import FastAPI, HTTPException
 from ray import serve
 
 from cluster.apikey import api_key_digest
-from cluster.specs.workloads import ServeSpec
+from cluster.specs.serve import ServeSpec
 from serve.batching import row_or_raise, score_each
 from serve.http import install, latest_metrics, serve_spec
 from serve.images import decode_request, explain_response, image_limits, request_bytes, require_modality

@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster.specs.workloads import ServeSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.serve import ServeSpec
 
 # Resolved values a replica is built with beside the ServeSpec fields (serve/app.py ``app_args``).
 RUNTIME_ARGS = ("path", "model_id", "checksum", "home", "api_key_sha256", "task")

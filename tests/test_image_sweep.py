@@ -9,14 +9,8 @@ import pytest
 from cluster.models.modality import load_for_training, load_trained
 from cluster.models.modeldir import read_lineage
 from cluster.registry.record import Registry
-from cluster.specs.workloads import (
-    DataSpec,
-    EvaluateSpec,
-    ResourcesSpec,
-    SchedulerSpec,
-    SearchSpace,
-    SweepSpec,
-)
+from cluster.specs.search_space import SearchSpace
+from cluster.specs.workloads import DataSpec, EvaluateSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from jobs.evaluate import run_evaluate
 from jobs.sweep import run_sweep
 

@@ -11,9 +11,9 @@ import torch
 
 from cluster.data.parallel import read_pairs
 from cluster.errors import UserError
-from cluster.specs.search_space import TrialParams
+from cluster.specs.search_space import SearchSpace, TrialParams
 from cluster.specs.translation import Seq2SeqSpec
-from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
+from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from tests.test_seq2seq import EN, FR
 
 TINY = Seq2SeqSpec(
@@ -153,7 +153,7 @@ def test_a_translation_sweep_ranks_by_a_translation_metric(tiny_model_dir, pairs
 
 
 def test_shipped_translation_config_is_valid():
-    from cluster.specs.workloads import load_spec_file
+    from cluster.specs.parse import load_spec_file
 
     spec = load_spec_file(
         SweepSpec, Path(__file__).resolve().parent.parent / "jobs/configs/sweep_translation.yaml"
