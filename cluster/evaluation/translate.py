@@ -4,7 +4,7 @@
                  an error naming the row, or a ``_bad`` row with ``skip_bad_rows``), tokenise the
                  sources, order the block by source length and cut it into model batches, so a
                  batch pads little and its sentences finish generating at about the same step
-    model        cluster/evaluation/translate_model.py: batched generation (greedy or ``num_beams``,
+    model        :class:`TranslateModel`, in a model actor: batched generation (greedy or ``num_beams``,
                  at most ``max_new_tokens`` tokens), then each sentence's BLEU, chrF and TER
                  statistics (sacrebleu's, cluster/stats/translation.py)
     statistics   the sentences' statistics summed, and per Poisson-bootstrap replicate (weights
@@ -90,9 +90,7 @@ class TranslateTask:
 
     # ------------------------------------------------------------------ model stage
 
-    def load(self, device: str):
-        from cluster.evaluation.translate_model import TranslateModel
-
+    def load(self, device: str) -> TranslateModel:
         return TranslateModel(self, device)
 
     # ------------------------------------------------------------------ write stage
@@ -147,6 +145,51 @@ class TranslateTask:
         metrics["worst"] = (merged.get("worst") or Worst(WORST, [])).rows
         metrics["generation"] = {"num_beams": self.spec.num_beams, "max_new_tokens": self.spec.max_new_tokens}
         return metrics
+
+
+# ------------------------------------------------------------------ the model stage
+
+
+class TranslateModel:
+    """A translator loaded onto ``device`` for one TranslateTask."""
+
+    def __init__(self, task, device: str):
+        import torch
+
+        from cluster.models.device import resolve_precision
+        from cluster.models.seq2seq import load_translator
+        from cluster.ray.runtime import worker_threads
+
+        torch.set_num_threads(task.threads or worker_threads())
+        self.task, self.device = task, device
+        self.precision = resolve_precision(task.spec.precision, device)
+        self.translator = load_translator(task.model.local_path(), device=device)
+
+    def predict(self, batch: pa.Table) -> pa.Table:
+        """Rows of one model batch -> the same rows with ``hypothesis`` and the ``_stats:`` columns;
+        the source ids are dropped."""
+        from cluster.data.parallel import reference_streams
+        from cluster.stats.translation import sentence_stats
+
+        spec = self.task.spec
+        good = np.flatnonzero(np.asarray(batch[BAD].is_null().to_numpy(zero_copy_only=False)))
+        ids = batch[IDS].to_pylist()
+        hyps: list[str | None] = [None] * batch.num_rows
+        if len(good):
+            out = self.translator.generate(
+                [ids[i] for i in good], spec.num_beams, spec.max_new_tokens, self.precision
+            )
+            for i, text in zip(good, out, strict=True):
+                hyps[i] = text
+        kept = batch.take(pa.array(good, pa.int64()))
+        stats = sentence_stats([hyps[i] for i in good], reference_streams(kept))
+        batch = batch.drop_columns([IDS]).append_column(HYPOTHESIS, pa.array(hyps, pa.string()))
+        for m in METRICS:
+            rows: list = [None] * batch.num_rows
+            for j, i in enumerate(good):
+                rows[i] = stats[m][j].tolist()
+            batch = batch.append_column(STATS + m, pa.array(rows, pa.list_(pa.float64())))
+        return batch
 
 
 @functools.cache
