@@ -44,7 +44,7 @@ from cluster.specs.translation import (
     TargetColumn,
 )
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
-from cluster.stats.metrics import metric_mode, paired_metrics, slice_metrics_allowed
+from cluster.stats.metrics import metric_mode, metric_names, paired_metrics, slice_metrics_allowed
 
 
 class DataSpec(Spec):
@@ -395,7 +395,7 @@ class CompareSpec(Spec):
 
     @model_validator(mode="after")
     def _comparable(self):
-        comparable = paired_metrics()
+        comparable = paired_metrics() + metric_names(task="translation", has_ci=True)  # sentences paired
         if self.metric not in comparable:
             raise ValueError(f"cannot compare on {self.metric}; choose from {', '.join(comparable)}")
         return self
