@@ -120,8 +120,18 @@ def test_preprocess_orders_by_length_and_cuts_batches(translator_dir, corpus):
     fs, shards = plan_shards(task.data, None, 13)
     block = task.preprocess(read_pair_shard(shards[1], task.data, fs))
     lengths = [len(x) for x in block[IDS].to_pylist()]
-    assert lengths == sorted(lengths)
-    assert block[BATCH].to_pylist() == [13 + i // 4 for i in range(13)]
+    assert lengths == sorted(lengths)  # one sort group (sort_rows 1024): the whole block by length
+    batches, rows = block[BATCH].to_pylist(), block["row"].to_pylist()
+    assert [batches[i] for i in range(0, 13, 4)] == [rows[i] for i in range(0, 13, 4)]  # a batch's first row
+    assert all(batches[i] == batches[i - i % 4] for i in range(13))  # batches of 4
+
+
+def test_translations_do_not_depend_on_the_blocks(translator_dir, corpus):
+    """Sort groups of 4 rows: blocks of 8 or 12 rows cut the same batches, so the same translations."""
+    task = _task(translator_dir, corpus, sort_rows=4, rows_per_shard=8)
+    _, a = _run(task, rows_per_shard=8, parts=1)
+    _, b = _run(task, rows_per_shard=12, parts=1)
+    assert a["hypothesis"].to_pylist() == b["hypothesis"].to_pylist()
 
 
 def test_bad_rows_stop_the_run_or_are_marked(translator_dir, tmp_path):

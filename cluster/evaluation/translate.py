@@ -2,8 +2,9 @@
 
     preprocess   check each pair (empty or over-long texts: cluster/data/parallel.py ``bad_pairs``,
                  an error naming the row, or a ``_bad`` row with ``skip_bad_rows``), tokenise the
-                 sources, order the block by source length and cut it into model batches, so a
-                 batch pads little and its sentences finish generating at about the same step
+                 sources, order them by length within each sort group (``row // sort_rows``) and
+                 cut model batches there, so a batch pads little, its sentences finish generating
+                 at about the same step, and its composition does not depend on the blocks
     model        :class:`TranslateModel`, in a model actor: batched generation (greedy or ``num_beams``,
                  at most ``max_new_tokens`` tokens), then each sentence's BLEU, chrF and TER
                  statistics (sacrebleu's, cluster/stats/translation.py)
@@ -66,6 +67,7 @@ class TranslateTask:
     def preprocess(self, block: pa.Table) -> pa.Table:
         """Checked pairs (bad ones raise, or are marked ``_bad``), source ids, length order, batches."""
         from cluster.data.parallel import drop_bad
+        from cluster.models.text import sorted_batches
 
         for name in self.input_columns():
             if name != ID:
@@ -80,13 +82,17 @@ class TranslateTask:
             "input_ids"
         ]
         ids = [[] if r in reasons else x for r, x in zip(rows, ids, strict=True)]
-        order = np.argsort([len(x) for x in ids], kind="stable")
+        # As cluster/models/text.py batches classification: by length within each sort group
+        # (row // sort_rows), never across two, so a sentence's batch, and so its translation, is
+        # the same whatever the blocks, workers or nodes.
+        lengths = np.array([len(x) for x in ids], np.int64)
+        batches = sorted_batches(lengths, np.asarray(rows) // self.spec.sort_rows, self.spec.batch_size)
+        order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+        batch_of = np.concatenate([np.full(len(b), rows[b[0]]) for b in batches]) if batches else order
         block = block.take(pa.array(order, pa.int64()))
         block = block.append_column(IDS, pa.array([ids[i] for i in order], pa.list_(pa.int32())))
         block = block.append_column(BAD, pa.array([reasons.get(rows[i]) for i in order], pa.string()))
-        first = min(rows) if rows else 0
-        batch = first + np.arange(block.num_rows, dtype=np.int64) // self.spec.batch_size
-        return block.append_column(BATCH, pa.array(batch, pa.int64()))
+        return block.append_column(BATCH, pa.array(batch_of, pa.int64()))
 
     # ------------------------------------------------------------------ model stage
 
