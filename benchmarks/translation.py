@@ -207,7 +207,7 @@ def main() -> None:
     args = p.parse_args()
     result = {"sweeps": sweeps, "quality": quality, "plain": plain}[args.part](args)
     if result:
-        text = json.dumps(result, indent=2)
+        text = json.dumps(result, indent=2, ensure_ascii=False)
         print(text)
         if args.out:
             Path(args.out).write_text(text)

@@ -159,3 +159,15 @@ def test_sample_is_deterministic(bible, tmp_path):
     for split in ("train", "validation", "test"):
         a, b = (hashlib.sha256((d / f"{split}.parquet").read_bytes()).hexdigest() for d in (out, tmp_path))
         assert a == b, split
+
+
+@pytest.mark.cli
+def test_evalctl_data_sample_translation(evalctl, tmp_path):
+    proc = evalctl("data", "sample", "--translation", tmp_path / "tr")
+    assert proc.returncode == 0, proc.stderr
+    assert "28029" in proc.stdout and "2033" in proc.stdout and "Romans" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "tr").iterdir()) == [
+        "test.parquet", "train.parquet", "validation.parquet",
+    ]  # fmt: skip
+    none = evalctl("data", "sample")
+    assert none.returncode == 2 and "--translation DIR" in none.stderr
