@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.data.bible import TEST_BOOKS, VALIDATION_BOOKS, clean_target, sample_translation
-from cluster.data.parallel import read_pairs, subsample
+from cluster.data.parallel import read_pairs, scan_pairs, subsample
 from cluster.errors import UserError
 from cluster.specs.workloads import DataSpec
 
@@ -94,6 +94,17 @@ def test_skip_bad_rows_leaves_them_out_and_counts_them(tmp_path):
     assert got.rows.tolist() == [0, 2, 3, 4, 7, 8, 9]
     assert got.sources == [PAIRS["en"][i] for i in got.rows]
     assert 'empty "en"' in got.bad[0].reason and "limit 40" in got.bad[1].reason
+
+
+def test_scan_streams_the_same_fingerprint_and_counts_bad_rows(tmp_path):
+    df = PAIRS.copy()
+    df.loc[3, "fr"] = ""
+    f = write(tmp_path / "pairs.parquet", df)
+    summary, bad = scan_pairs(spec(f), skip_bad_rows=True, rows_per_shard=4)
+    assert summary.num_rows == 10 and bad == 1 and summary.label_counts == {}
+    assert summary.fingerprint == read_pairs(spec(f), skip_bad_rows=True).fingerprint
+    with pytest.raises(UserError, match='^row 3 of .*: empty "fr"'):
+        scan_pairs(spec(f))
 
 
 def test_missing_column_lists_the_columns(tmp_path):

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from cluster.data.files import file_schema, read_file, resolve_files
 from cluster.data.images import BadRow
+from cluster.data.scan import DataSummary
 from cluster.data.shards import ROWS_PER_SHARD, Shard, plan_shards
 from cluster.data.storage import resolve
 from cluster.errors import UserError, did_you_mean, first_items
@@ -209,3 +210,20 @@ def subsample(pairs: Pairs, cap: int | None, seed: int = 0) -> Pairs:
         return pairs
     chosen = np.sort(np.random.default_rng(seed).permutation(len(pairs))[:cap])
     return pairs.take(chosen)
+
+
+def scan_pairs(spec: DataSpec, limit: int | None = None, skip_bad_rows: bool = False, rows_per_shard=None):
+    """Validate and fingerprint a parallel corpus streaming one shard at a time (nothing that grows
+    with the data is kept): a cluster.data.scan.DataSummary (no labels) and the bad rows' count.
+    Without ``skip_bad_rows`` the first bad row is a UserError naming it."""
+    check_pair_columns(spec)
+    fs, shards = plan_shards(spec, limit, rows_per_shard or ROWS_PER_SHARD)
+    digest, n, bad = Fingerprint(), 0, 0
+    for shard in shards:
+        table = read_pair_shard(shard, spec, fs)
+        digest.update(table)
+        n += table.num_rows
+        bad += len(drop_bad(table, spec, skip_bad_rows)[1])
+    if n == 0:
+        raise UserError(f"dataset {spec.path} is empty (0 rows)")
+    return DataSummary(n, {}, digest.hexdigest()), bad
