@@ -137,7 +137,7 @@ def _foreign(kind: str, out, tok):
 def test_any_hf_seq2seq_directory_loads(tmp_path, target_tok, kind):
     d = _foreign(kind, tmp_path / kind, target_tok)
     assert "task" not in json.loads((d / "config.json").read_text())
-    assert is_seq2seq_dir(d)
+    assert is_seq2seq_dir(d) and model_task(d) == "translation"  # by its is_encoder_decoder
     tr = load_translator(d)
     out = tr.translate(["Dieu dit", "la terre"], max_new_tokens=5)
     assert len(out) == 2 and all(isinstance(o, str) for o in out)

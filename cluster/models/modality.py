@@ -48,11 +48,13 @@ def model_modality(path: str | Path) -> Modality:
 
 
 def model_task(path: str | Path) -> Task:
-    """The task of a model directory: its config.json's ``"task"``, else classification."""
+    """The task of a model directory: its config.json's ``"task"``, else translation for a Hugging
+    Face encoder-decoder (Marian, T5, BART: ``is_encoder_decoder``), else classification."""
     f = Path(path) / "config.json"
-    task = json.loads(f.read_text()).get("task") if f.is_file() else None
+    cfg = json.loads(f.read_text()) if f.is_file() else {}
+    task = cfg.get("task")
     if task is None:
-        return "classification"
+        return "translation" if cfg.get("is_encoder_decoder") else "classification"
     if task not in TASKS:
         raise UserError(f'{f}: "task" is {task!r}; allowed: {", ".join(TASKS)}')
     return task
