@@ -171,6 +171,15 @@ class TranslateModel:
         self.precision = resolve_precision(task.spec.precision, device)
         self.translator = load_translator(task.model.local_path(), device=device)
 
+    def use(self, task) -> None:
+        """A warm actor serves a later run of the same model: that run's settings from now on
+        (its generation settings, its torch threads)."""
+        import torch
+
+        self.task = task
+        if task.threads and torch.get_num_threads() != task.threads:
+            torch.set_num_threads(task.threads)
+
     def predict(self, batch: pa.Table) -> pa.Table:
         """Rows of one model batch -> the same rows with ``hypothesis`` and the ``_stats:`` columns;
         the source ids are dropped."""
