@@ -10,6 +10,15 @@ from cluster.errors import UserError
 from cluster.specs.parse import PathField
 from cluster.stats.metrics import metric_info
 
+# Upper limits (sanity bounds, in README's "Limits"): a value past one is a typo, not a bigger run.
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are 32-bit
+MAX_BATCH = 65536  # rows per optimizer step or forward pass
+MAX_LENGTH = 8192  # tokens per text
+MAX_BOOTSTRAP = 100_000  # bootstrap replicates
+MAX_WORKERS = 4096  # actors, trials or replicas at once
+MAX_CPUS = 4096
+MAX_GPUS = 64
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Bool = Annotated[bool, Strict()]
 Name = Annotated[str, Field(min_length=1)]
