@@ -71,6 +71,13 @@ class ServeSpec(Spec):
     max_image_pixels: Int = Field(
         4096 * 4096, ge=1, description="Pixels per image, checked from its header (more: 422)."
     )
+    max_explain_pixels: Int = Field(
+        128 * 128,
+        ge=64,
+        le=4096 * 4096,
+        description="Pixels of an image's saliency map (/v1/explain): a larger image is explained on a "
+        "map reduced to this, its aspect ratio kept.",
+    )
     max_length: Int = Field(
         128, ge=1, le=MAX_LENGTH, description="Tokens per text (longer texts are truncated)."
     )
