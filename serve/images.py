@@ -32,7 +32,11 @@ def require_modality(modality: str, sent: str) -> None:
 
 
 def image_limits(spec: ServeSpec) -> dict:
-    return {"max_images": spec.max_images, "max_image_bytes": spec.max_image_bytes}
+    return {
+        "max_images": spec.max_images,
+        "max_image_bytes": spec.max_image_bytes,
+        "max_explain_pixels": spec.max_explain_pixels,
+    }
 
 
 def request_bytes(images: list[str], spec: ServeSpec, field: str = "images") -> list[bytes]:

@@ -60,6 +60,7 @@ def test_images_are_classified_as_offline(served_images, tiny_image_model_dir):
     np.testing.assert_allclose(got, ref, atol=1e-5)
     info = httpx.get(f"{served_images}/v1/model").json()
     assert info["modality"] == "image" and info["limits"]["max_images"] == 4
+    assert info["limits"]["max_explain_pixels"] == 96 * 96
 
 
 def test_texts_to_an_image_model_name_the_images_field(served_images):
