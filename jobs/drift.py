@@ -269,7 +269,7 @@ def _run(spec: DriftSpec, **_) -> None:
 SIDE_FLAGS = {
     f"{side}.{field}": f"--{side}-{field.replace('_', '-')}"
     for side in ("reference", "current")
-    for field in ("text_column", "label_column")
+    for field in ("text_column", "label_column", "encoding")
 }
 WORKLOAD = Workload(
     spec=DriftSpec,

@@ -140,7 +140,7 @@ def data_modality(spec: DataSpec) -> str:
     if is_image_folder(spec.path):
         return "image"
     fs, files, fmt = resolve_files(spec.path)
-    names = file_schema(fs, files[0], fmt).names
+    names = file_schema(fs, files[0], fmt, spec.encoding).names
     return "image" if spec.image_column in names and spec.text_column not in names else "text"
 
 

@@ -55,7 +55,7 @@ def plan_shards(
             shards += _parquet_shards(fs, path, uri, offset, rows_per_shard)
             offset = shards[-1].offset + shards[-1].num_rows if shards else offset
         else:
-            n = read_file(fs, path, fmt, columns=None).num_rows
+            n = read_file(fs, path, fmt, columns=None, encoding=spec.encoding).num_rows
             size = max(rows_per_shard, -(-n // MAX_PIECES_PER_TEXT_FILE))
             shards += _pieces(uri, fmt, offset, n, size)
             offset += n
@@ -145,7 +145,7 @@ def read_shard(
     else:
         path = shard.uri.split("://", 1)[-1]
     wanted = source_columns(spec, modality)
-    table = read_file(fs, path, shard.fmt, columns=wanted, row_groups=shard.row_groups)
+    table = read_file(fs, path, shard.fmt, wanted, shard.row_groups, encoding=spec.encoding)
     table = table.slice(shard.start, shard.num_rows)
     out = {"row": pa.array(range(shard.offset, shard.offset + table.num_rows), pa.int64())}
     if modality == "image":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, Strict
@@ -35,6 +36,15 @@ def _known_metric(name: str) -> str:
     return name
 
 
+def _known_encoding(name: str) -> str:
+    try:
+        codecs.lookup(name)
+    except LookupError as exc:
+        raise ValueError(f"unknown encoding {name!r}; e.g. utf-8, latin-1, cp1252, utf-16") from exc
+    return name
+
+
+Encoding = Annotated[str, AfterValidator(_known_encoding)]  # a Python codec name
 Metric = Annotated[str, AfterValidator(_known_metric)]  # a row of cluster.stats.metrics.METRICS
 PRECISION_HELP = "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."
 OWNER_HELP = "Recorded owner of the run (default: the OS user)."

@@ -26,6 +26,7 @@ from cluster.specs.fields import (  # noqa: F401  (re-exported for callers)
     PRECISION_HELP,
     Bool,
     DataPath,
+    Encoding,
     Metric,
     ModelArg,
     Name,
@@ -62,6 +63,11 @@ class DataSpec(Spec):
     label_column: Name | None = Field("label", description="Column holding the class name.")
     id_column: Name | None = Field(None, description="Id column, copied into predictions.parquet.")
     slice_column: Name | None = Field(None, description="Metrics per value of this column.")
+    encoding: Encoding = Field(
+        "utf-8",
+        description="Text encoding of CSV/JSONL files, e.g. latin-1 or cp1252 for some exports "
+        "(a byte that does not decode is refused, naming it: never guessed).",
+    )
 
 
 class TextSpec(DataSpec):
