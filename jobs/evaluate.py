@@ -151,7 +151,7 @@ def _scan(spec: EvaluateSpec, modality: str, phases: Phases):
 
     phases.mark("scan_start")
     try:
-        return scan(spec.data, spec.limit, spec.rows_per_shard, modality)
+        return scan(spec.data, spec.limit, spec.rows_per_shard, modality, spec.skip_bad_rows)
     finally:
         phases.mark("scan_end")
 
