@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from cluster.clock import Phases, process_age_s
 from cluster.errors import UserError, first_items
 from cluster.registry.artifacts import publish, remove
+from cluster.registry.deferred import finish_or_keep
 from cluster.specs.workloads import DataSpec, EvaluateSpec
 from jobs.spec_cli import Workload, options, spec_command
 
@@ -119,7 +120,7 @@ def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult
             raise
         finally:
             target.cleanup()
-        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=target.dest)
+        finish_or_keep(registry, run_id, _headline(metrics), target.dest)  # kept if the database is away
     return EvalResult(run_id, target.dest, metrics)
 
 

@@ -237,6 +237,20 @@ def runs_fail(
         console.print(f"note: {cell(run['id'])} still looked alive (owned by {owner}).")
 
 
+@runs_app.command("record")
+def runs_record(
+    location: str = typer.Argument(..., help="The outputs' directory (or URI) a run named, unrecorded."),
+) -> None:
+    """Record a finished run whose final write found the registry database unreachable (its
+    outputs were kept, with registry-pending.json beside them)."""
+    from cluster.registry.deferred import record_pending
+    from cluster.registry.record import Registry
+
+    location = location if "://" in location else str(Path(location).expanduser().resolve())
+    run_id = record_pending(Registry(), location)
+    console.print(f"recorded run {cell(run_id)} (finished, outputs in {cell(location)})")
+
+
 # ------------------------------------------------------------------ db
 
 
