@@ -45,6 +45,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     from cluster.registry.artifacts import ArtifactStore
     from cluster.tune.export import export_best, write_report
     from cluster.tune.setup import make_tuner, trial_resources
+    from cluster.tune.signing import KEY_FILE
     from cluster.tune.storage_probe import check_storage_on_every_node
 
     registry = registry or Registry()
@@ -65,7 +66,8 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         init_ray()
         check_storage_on_every_node(storage)  # before any trial starts
         resources = trial_resources(spec)
-        tuner = make_tuner(spec, storage, model.path, labels, (train, val), resources, resume)
+        key = registry.home / KEY_FILE  # signs Tune's pickled state on storage (cluster/tune/signing.py)
+        tuner = make_tuner(spec, storage, model.path, labels, (train, val), resources, resume, key)
         _write_spec_file(storage, spec, run_id)
         t0 = time.perf_counter()
         with InterruptWatch() as watch:
@@ -95,6 +97,10 @@ def resume_sweep(name: str, registry: Registry | None = None, storage: str | Non
         raise UserError(f'no sweep "{name}" under {root.parent}; known: {", ".join(known) or "none"}')
     saved = json.loads((root / SPEC_FILE).read_text())
     spec = load_spec(SweepSpec, saved["spec"], where=str(root / SPEC_FILE))
+    from cluster.tune.signing import KEY_FILE
+    from cluster.tune.state import check_signatures
+
+    check_signatures(spec, str(root), registry.home / KEY_FILE)  # before anything is loaded or recorded
     registry.fail_run(saved["run_id"], "interrupted; resumed by `evalctl sweep resume`")  # if still running
     return run_sweep(spec, registry, resume=True)
 

@@ -29,11 +29,14 @@ def make_tuner(
     splits: tuple,
     resources: tuple,
     resume: bool,
+    key_file: Path,
 ):
-    """The Tuner: function trainable with its data in the object store, scheduler, checkpoints, retries."""
+    """The Tuner: function trainable with its data in the object store, scheduler, checkpoints, retries;
+    its storage signs and checks Tune's pickled state with ``key_file`` (cluster/tune/signing.py)."""
     from ray import tune
 
     from cluster.tune.callbacks import NoTensorBoard
+    from cluster.tune.signing import signed_filesystem
     from cluster.tune.trial import TrialContext
 
     # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
@@ -41,14 +44,17 @@ def make_tuner(
     cpus, gpus = resources
     trainable = make_trainable(TrialContext(spec, str(model_path), labels, *splits), cpus, gpus)
     path = f"{storage.rstrip('/')}/{spec.name}"
+    fs, root = signed_filesystem(path, key_file)
     if resume and tune.Tuner.can_restore(path):
         from cluster.tune.state import repair_experiment_state
 
-        repair_experiment_state(spec, path, trainable)  # a driver killed mid-copy leaves files cut short
-        return tune.Tuner.restore(path, trainable, resume_errored=True)
+        # signatures checked, and a driver killed mid-copy leaves files cut short: before Tune reads
+        repair_experiment_state(spec, path, trainable, key_file)
+        return tune.Tuner.restore(root, trainable, resume_errored=True, storage_filesystem=fs)
     run_config = tune.RunConfig(
         name=spec.name,
-        storage_path=storage,
+        storage_path=root.rsplit("/", 1)[0],
+        storage_filesystem=fs,
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=spec.checkpoints_to_keep,
             checkpoint_score_attribute=spec.metric,
