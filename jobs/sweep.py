@@ -274,6 +274,8 @@ def print_summary(summary: dict) -> None:
         f" ({summary['trials']} trials, {summary['trial_epochs']:.1f} trial-epochs, "
         f"{summary['wall_s']:.0f}s)"
     )
+    for line in summary.get("damaged_checkpoints", []):  # work a restart lost: never silent
+        console.print(f"warning: {line}", markup=False)
     if "gate" in summary:
         g = summary["gate"]
         console.print(
