@@ -8,7 +8,7 @@ import json
 import typer
 from rich.table import Table
 
-from cluster.specs.workloads import ServeSpec
+from cluster.specs.serve import ServeSpec
 from jobs.entry import console
 from jobs.registry_cli import cell
 

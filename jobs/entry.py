@@ -87,9 +87,9 @@ def ray_of_this_command():
         if not had_ray and _ray_up():
             import ray
 
-            node = getattr(ray._private.worker, "_global_node", None)
-            for info in node.all_processes.get("monitor", []) if node else []:  # only a Ray started here
-                info.process.kill()
+            from cluster.ray.compat import kill_embedded_monitor
+
+            kill_embedded_monitor()  # only a Ray started here has one
             ray.shutdown()
 
 

@@ -3,10 +3,10 @@ the project asks for (torch aside: the Makefile pins its CPU build), and what ru
 what it pins."""
 
 import re
-import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

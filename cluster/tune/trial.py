@@ -56,7 +56,7 @@ def train_trial(config: dict, *, ctx: TrialContext) -> None:
     import torch
     from ray import tune
 
-    from cluster.models.modeling import pick_device, resolve_precision
+    from cluster.models.device import pick_device, resolve_precision
     from cluster.ray.runtime import worker_threads
     from cluster.train.checkpoint import write_manifest
     from cluster.train.loop import fine_tune, prepared, steps_per_epoch
@@ -188,8 +188,8 @@ def resume_point(storage, named) -> tuple:
     Also moves the storage's checkpoint index past every directory present, so the resumed
     trial never writes into an existing one."""
     from ray.train import Checkpoint
-    from ray.train._internal.checkpoint_manager import _TrainingResult
 
+    from cluster.ray.compat import training_result
     from cluster.train.checkpoint import checkpoint_states
 
     fs = storage.storage_filesystem
@@ -212,7 +212,7 @@ def resume_point(storage, named) -> tuple:
     metrics["training_iteration"] = manifest["iteration"] - (
         not recorded
     )  # a report sent again takes its own
-    point = _TrainingResult(checkpoint=Checkpoint(path, filesystem=fs), metrics=metrics)
+    point = training_result(Checkpoint(path, filesystem=fs), metrics)
     return point, None if recorded else dict(manifest["metrics"])
 
 
