@@ -26,6 +26,7 @@ from cluster.clock import Phases, process_age_s
 from cluster.errors import UserError, first_items
 from cluster.registry.artifacts import publish, remove
 from cluster.registry.deferred import finish_or_keep
+from cluster.registry.overwrites import mark_overwritten
 from cluster.specs.workloads import DataSpec, EvaluateSpec
 from jobs.spec_cli import Workload, options, spec_command
 
@@ -175,6 +176,7 @@ def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
 
     spec = job.spec
     out.mkdir(parents=True, exist_ok=True)
+    mark_overwritten(job.registry, str(out), run_id)  # --overwrite: the earlier run's record says so
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
     tmp = out / ".predictions.parquet.tmp"
     metrics, took = _infer(job, tmp)

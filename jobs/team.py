@@ -17,6 +17,7 @@ from rich.table import Table
 from cluster.data.storage import is_remote, join
 from cluster.errors import UserError, did_you_mean
 from cluster.registry.artifacts import exists, fetch_file, open_input, read_text
+from cluster.registry.overwrites import require_outputs
 from cluster.registry.record import Registry
 from cluster.specs.workloads import CompareSpec, LeaderboardSpec
 from cluster.stats.metrics import metric_info
@@ -199,6 +200,7 @@ def _evaluation(registry: Registry, ref: str) -> dict:
         raise UserError(
             f"run {run['id']} is a {run['status']} {run['kind']} run; compare finished evaluations"
         )
+    require_outputs(registry, run, "its predictions")
     return run
 
 
@@ -277,6 +279,7 @@ def fetch_report(registry: Registry, run: dict) -> Path:
     """A local file holding ``run``'s report.html: in place, or downloaded from the artifact store
     to ``EVALCLUSTER_HOME/reports/<run-id>.html``."""
     location = join(run["artifact_path"] or "", "report.html") if run["artifact_path"] else None
+    require_outputs(registry, run, "its report")
     if run["status"] != "finished" or location is None or not exists(location):
         raise UserError(f"run {run['id']} ({run['kind']}, {run['status']}) has no report")
     if not is_remote(location):

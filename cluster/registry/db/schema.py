@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text
 
 STATUSES = ("running", "finished", "failed")
-OUR_TABLES = frozenset({"runs", "models", "aliases"})
+OUR_TABLES = frozenset({"runs", "models", "aliases", "overwrites"})
 VERSION_TABLE = "evalcluster_schema"  # Alembic's version table, named so it cannot be another app's
 JSON_COLUMNS = ("spec", "versions", "metrics", "lineage")
 
@@ -61,4 +61,13 @@ aliases = Table(
     Column("name", Text, primary_key=True),
     Column("model_id", Text, ForeignKey("models.id"), nullable=False),
     Column("updated_at", Text, nullable=False),
+)
+
+overwrites = Table(  # a run whose outputs a later run overwrote (--overwrite; revision 0004)
+    "overwrites",
+    metadata,
+    Column("run_id", Text, ForeignKey("runs.id"), primary_key=True),
+    Column("by_run", Text, ForeignKey("runs.id"), nullable=False),
+    Column("at", Text, nullable=False),
+    Column("path", Text, nullable=False),  # the directory both runs wrote
 )
