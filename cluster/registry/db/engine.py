@@ -14,7 +14,6 @@ server unreachable is tried again with backoff for ``EVALCLUSTER_DB_RETRY_S`` se
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -29,11 +28,12 @@ from sqlalchemy.pool import QueuePool
 
 from cluster.errors import UserError
 from cluster.registry.db.url import Target, scrubbed
+from cluster.specs.settings import settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 60
-RETRY_ENV, RETRY_S = "EVALCLUSTER_DB_RETRY_S", 30.0  # how long a write waits for an unreachable server
+RETRY_ENV = "EVALCLUSTER_DB_RETRY_S"  # how long a write waits for an unreachable server (settings.py)
 CONNECT_TIMEOUT_S = 10
 SQLITE_MAGIC = b"SQLite format 3\x00"
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied"
@@ -135,14 +135,8 @@ class Unreachable(UserError):
 
 
 def retry_budget_s() -> float:
-    raw = os.environ.get(RETRY_ENV, "").strip()
-    try:
-        budget = float(raw) if raw else RETRY_S
-    except ValueError:
-        budget = -1.0
-    if not 0 <= budget < float("inf"):
-        raise UserError(f"{RETRY_ENV}={raw!r} must be a number of seconds >= 0")
-    return budget
+    """EVALCLUSTER_DB_RETRY_S (cluster/specs/settings.py)."""
+    return settings().db_retry_s
 
 
 def with_retries(target: Target, attempt: Callable[[], T]) -> T:
