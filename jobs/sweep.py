@@ -53,6 +53,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     spec = spec.model_copy(update={"name": spec.name or new_id("sweep")})
     model = resolve_model(spec.model, registry)
     train, val, labels, fingerprint = load_splits(spec, model.modality)
+    say_budget(spec, len(train.y))
     storage = storage_path(spec, registry)
     check_gate_baseline(spec, registry)  # a wrong baseline is an error now, not after the sweep
     ArtifactStore.from_env(registry.home).check_writable()  # the best model goes there: fail now
@@ -104,6 +105,17 @@ def resume_sweep(name: str, registry: Registry | None = None, storage: str | Non
     check_signatures(spec, str(root), registry.home / KEY_FILE)  # before anything is loaded or recorded
     registry.fail_run(saved["run_id"], "interrupted; resumed by `evalctl sweep resume`")  # if still running
     return run_sweep(spec, registry, resume=True)
+
+
+def say_budget(spec: SweepSpec, train_rows: int) -> None:
+    """One line on stderr, before anything starts, when the trials' budget is small (the
+    optimizer steps a trial takes: cluster/tune/search.py budget_note)."""
+    from cluster.tune.search import budget_note
+    from jobs.entry import err_console
+
+    note = budget_note(spec, train_rows)
+    if note:
+        err_console.print(note, markup=False)
 
 
 def check_gate_baseline(spec: SweepSpec, registry: Registry) -> None:

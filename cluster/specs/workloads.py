@@ -309,6 +309,13 @@ class SweepSpec(Spec):
     evals_per_epoch: Int = Field(
         2, ge=1, le=100, description="Validations per epoch (ASHA decides at each one)."
     )
+    min_steps: Int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Optimizer steps each trial takes at least: on small data its epochs are raised to "
+        "reach them (0 = the epochs as given; a budget far below a few hundred steps is warned about).",
+    )
     max_train_rows: Int | None = Field(None, ge=1, description="Stratified subsample of the training rows.")
     max_validation_rows: Int | None = Field(
         None, ge=1, description="Stratified subsample of the validation rows."

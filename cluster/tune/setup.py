@@ -61,7 +61,7 @@ def make_tuner(
         trainable,
         param_space=param_space(spec),
         run_config=run_config,
-        tune_config=tune_config(spec, concurrency(spec, cpus, gpus)),
+        tune_config=tune_config(spec, concurrency(spec, cpus, gpus), len(splits[0].y)),
     )
 
 

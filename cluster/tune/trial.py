@@ -59,10 +59,12 @@ def train_trial(config: dict, *, ctx: TrialContext) -> None:
     from cluster.models.device import pick_device, resolve_precision
     from cluster.ray.runtime import worker_threads
     from cluster.train.checkpoint import write_manifest
-    from cluster.train.loop import fine_tune, prepared, steps_per_epoch
+    from cluster.train.loop import budget_epochs, fine_tune, prepared, steps_per_epoch
     from cluster.train.step import make_optimizer
 
     params = TrialParams.of(config)
+    epochs = budget_epochs(params.epochs, len(ctx.train.y), params.batch_size, ctx.spec.min_steps)
+    params = params.model_copy(update={"epochs": epochs})  # on small data: raised to min_steps
     torch.set_num_threads(worker_threads())
     device = pick_device()
     precision = resolve_precision(ctx.spec.precision, device)
