@@ -32,7 +32,7 @@ from cluster.tune.setup import InterruptWatch, SweepInterrupted
 from jobs.spec_cli import Workload, options, spec_command
 
 log = logging.getLogger(__name__)
-SPEC_FILE = "evalcluster_sweep.json"  # in the experiment dir: what `sweep resume` needs
+SPEC_FILE = "evalcluster_sweep.json"  # in the experiment dir: what `sweep resume` needs (signing.py's)
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
@@ -70,7 +70,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         resources = trial_resources(spec)
         key = registry.home / KEY_FILE  # signs Tune's pickled state on storage (cluster/tune/signing.py)
         tuner = make_tuner(spec, storage, model.path, labels, (train, val), resources, resume, key)
-        _write_spec_file(storage, spec, run_id)
+        _write_spec_file(storage, spec, run_id, key)
         t0 = time.perf_counter()
         with InterruptWatch() as watch:
             results = tuner.fit()
@@ -97,12 +97,13 @@ def resume_sweep(name: str, registry: Registry | None = None, storage: str | Non
     if not (root / SPEC_FILE).is_file():
         known = sorted(p.name for p in root.parent.glob("*") if (p / SPEC_FILE).is_file())
         raise UserError(f'no sweep "{name}" under {root.parent}; known: {", ".join(known) or "none"}')
-    saved = json.loads((root / SPEC_FILE).read_text())
-    spec = load_spec(SweepSpec, saved["spec"], where=str(root / SPEC_FILE))
     from cluster.tune.signing import KEY_FILE
-    from cluster.tune.state import check_signatures
+    from cluster.tune.state import check_signatures, saved_sweep
 
-    check_signatures(spec, str(root), registry.home / KEY_FILE)  # before anything is loaded or recorded
+    key = registry.home / KEY_FILE  # signed as written, checked before anything is used or recorded
+    saved = json.loads(saved_sweep(name, str(root), key))
+    spec = load_spec(SweepSpec, saved["spec"], where=str(root / SPEC_FILE))
+    check_signatures(spec, str(root), key)
     registry.fail_run(saved["run_id"], "interrupted; resumed by `evalctl sweep resume`")  # if still running
     return run_sweep(spec, registry, resume=True)
 
@@ -210,12 +211,12 @@ def storage_path(spec: SweepSpec, registry: Registry) -> str:
     return path if "://" in path else root
 
 
-def _write_spec_file(storage: str, spec: SweepSpec, run_id: str) -> None:
-    from cluster.data.storage import resolve
+def _write_spec_file(storage: str, spec: SweepSpec, run_id: str, key: Path) -> None:
+    from cluster.tune.signing import signed_filesystem
 
-    fs, root = resolve(storage)
-    fs.create_dir(f"{root}/{spec.name}", recursive=True)
-    with fs.open_output_stream(f"{root}/{spec.name}/{SPEC_FILE}") as f:
+    fs, root = signed_filesystem(f"{storage.rstrip('/')}/{spec.name}", key)  # signed: resume checks it
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{SPEC_FILE}") as f:
         f.write(json.dumps({"spec": spec.model_dump(mode="json"), "run_id": run_id}, indent=2).encode())
 
 

@@ -14,6 +14,7 @@ import pytest
 from cluster.errors import UserError
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, SweepSpec
+from cluster.tune import signing
 from cluster.tune.signing import KEY_FILE, LEDGER, UnsignedState, signed_filesystem
 from jobs.sweep import SPEC_FILE, resume_sweep
 
@@ -77,8 +78,12 @@ def victim(tmp_path, tiny_model_dir, sample_dir):
     run_id = registry.start_run("sweep", spec.model_dump(mode="json"), name="victim")
     exp = storage / "victim"
     exp.mkdir(parents=True)
-    (exp / SPEC_FILE).write_text(json.dumps({"spec": spec.model_dump(mode="json"), "run_id": run_id}))
     fs, root = signed_filesystem(str(exp), registry.home / KEY_FILE)
+    write(
+        fs,
+        f"{root}/{SPEC_FILE}",
+        json.dumps({"spec": spec.model_dump(mode="json"), "run_id": run_id}).encode(),
+    )
     write(fs, f"{root}/tuner.pkl", pickle.dumps({"a": "tuner state"}))
     return registry, storage, exp, run_id
 
@@ -94,6 +99,18 @@ def test_a_planted_tuner_pkl_is_refused_before_anything_loads_it(victim, tmp_pat
     assert "not resumed (Tune would unpickle it)" in msg
     assert not marker.exists()
     assert registry.get_run(run_id)["status"] == "running"  # refused before anything was recorded
+
+
+def test_an_altered_spec_file_is_refused(victim):
+    """The sweep's spec file says what a resume runs (its model, data, storage): signed too."""
+    registry, storage, exp, run_id = victim
+    saved = json.loads((exp / SPEC_FILE).read_text())
+    saved["spec"]["model"] = "/elsewhere/model"
+    (exp / SPEC_FILE).write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=f"sweep victim: .*{SPEC_FILE}: its .* bytes are not what this sweep"):
+        resume_sweep("victim", registry, storage=str(storage))
+    assert registry.get_run(run_id)["status"] == "running"
+    assert SPEC_FILE == signing.SPEC_FILE  # jobs/sweep.py's name for it is the one signed
 
 
 def test_unsigned_state_and_a_missing_key_are_refused(victim, tmp_path):

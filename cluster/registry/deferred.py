@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 
-from cluster.data.storage import join, resolve, storage_error
 from cluster.errors import UserError
-from cluster.registry.artifacts import exists, read_text
 from cluster.registry.db.engine import Unreachable
 
 PENDING = "registry-pending.json"  # beside a run's outputs: the record they are owed (version 1)
@@ -30,6 +28,8 @@ def finish_or_keep(
     """``registry.finish_run`` (``registry``: a cluster.registry.record.Registry), or, when the
     database stays unreachable, the record written beside the outputs and RecordLater naming the
     command that records it."""
+    from cluster.data.storage import join  # pyarrow: only here (the registry's import path stays without it)
+
     try:
         registry.finish_run(run_id, metrics=metrics, artifact_path=artifact_path, model_id=model_id)
     except Unreachable as exc:
@@ -46,6 +46,9 @@ def finish_or_keep(
 
 def record_pending(registry, location: str) -> str:
     """Write the record a run left in ``location`` (PENDING) into the registry; returns the run id."""
+    from cluster.data.storage import join  # pyarrow: only here (the registry's import path stays without it)
+    from cluster.registry.artifacts import exists, read_text
+
     path = join(location, PENDING)
     if not exists(path):
         raise UserError(
@@ -70,6 +73,8 @@ def _finished_as(run: dict, artifact_path: str) -> bool:
 
 
 def _write(location: str, text: str) -> None:
+    from cluster.data.storage import resolve, storage_error
+
     fs, path = resolve(location)
     try:
         with fs.open_output_stream(path) as f:
@@ -79,6 +84,8 @@ def _write(location: str, text: str) -> None:
 
 
 def _delete(location: str) -> None:
+    from cluster.data.storage import resolve, storage_error
+
     fs, path = resolve(location)
     try:
         fs.delete_file(path)

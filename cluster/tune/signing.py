@@ -4,7 +4,8 @@ anything reads it.
 Tune pickles its state (``tuner.pkl``; the ``experiment_state-*.json`` snapshots, whose trials are
 cloudpickled; the search algorithm's ``basic-variant-state-*.json``, ``search_gen_state-*.json``,
 ``searcher-state-*.pkl``; ``callback-states-*.pkl``; a failed trial's ``error.pkl``) and unpickles
-it on ``Tuner.restore``: a file planted in sweep storage would run code on `sweep resume`. So
+it on ``Tuner.restore``: a file planted in sweep storage would run code on `sweep resume` (and the
+sweep's own spec file, JSON, says what a resume runs, so it is signed too). So
 the sweep's storage filesystem is :func:`signed_filesystem`: every such file written through it
 gets its HMAC-SHA256 recorded in the ledger ``evalcluster-state.sig`` beside it *before* the
 file itself is written, and a read of such a file hands out its bytes only if their HMAC is in
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 KEY_FILE = "sweep-state.key"
 LEDGER = "evalcluster-state.sig"
 LEDGER_DEPTH = 4
+SPEC_FILE = "evalcluster_sweep.json"  # the sweep's spec and run id, for `sweep resume` (jobs/sweep.py)
 SIGNED = (  # names relative to the experiment directory
+    SPEC_FILE,
     "tuner.pkl",
     "experiment_state-*.json",
     "basic-variant-state-*.json",

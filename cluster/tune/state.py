@@ -125,6 +125,20 @@ def _search_patterns(spec: SweepSpec) -> tuple[str, ...]:
     return (BASIC_VARIANT,) if spec.search_alg in ("random", "grid") else OPTUNA
 
 
+def saved_sweep(name: str, path: str, key_file: str | Path) -> bytes:
+    """The bytes of the sweep's spec file (SPEC_FILE) in the experiment directory ``path``, checked
+    like Tune's state (cluster/tune/signing.py) before anything of it is used."""
+    from cluster.tune.signing import SPEC_FILE, UnsignedState, signed_filesystem
+
+    fs, root = signed_filesystem(path, key_file)
+    _require_signed(name, fs, root, path)
+    try:
+        with fs.open_input_stream(f"{root}/{SPEC_FILE}") as f:
+            return f.readall()
+    except UnsignedState as exc:
+        raise UserError(f"sweep {name}: {exc}: not resumed") from exc
+
+
 def check_signatures(spec: SweepSpec, path: str, key_file: str | Path) -> tuple:
     """Before anything of the experiment directory ``path`` is loaded: every signed state file but
     the newest snapshot and search state (which repair_experiment_state checks, then repairs or
@@ -132,31 +146,37 @@ def check_signatures(spec: SweepSpec, path: str, key_file: str | Path) -> tuple:
     filesystem, the directory on it, the names of its files)."""
     import pyarrow.fs as pafs
 
-    from cluster.tune.signing import LEDGER, UnsignedState, driver_key, is_signed, signed_filesystem
+    from cluster.tune.signing import UnsignedState, is_signed, signed_filesystem
 
     fs, root = signed_filesystem(path, key_file)
     names = _names(fs, root)
     repairable = {_newest(names, p) for p in (SNAPSHOT, *_search_patterns(spec))}
-    handler = fs.handler
+    _require_signed(spec.name, fs, root, path)
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     rels = [i.path[len(root) + 1 :] for i in infos if i.type == pafs.FileType.File]
-    if LEDGER not in rels:
-        raise UserError(
-            f"sweep {spec.name}: {path} holds no {LEDGER}: its pickled state was not signed (written "
-            "before evalcluster signed it, or the ledger was removed) and is not loaded; run the sweep "
-            "again under a new --name"
-        )
-    if driver_key(handler.key_file) is None:
-        raise UserError(
-            f"sweep {spec.name}: its state was signed where it ran; this machine has no "
-            f"{handler.key_file}: resume it there, or copy that key here (mode 0600)"
-        )
     for rel in sorted(r for r in rels if is_signed(r) and r not in repairable):
         try:
-            handler.checked(f"{root}/{rel}")
+            fs.handler.checked(f"{root}/{rel}")
         except UnsignedState as exc:
             raise UserError(f"sweep {spec.name}: {exc}: not resumed (Tune would unpickle it)") from exc
     return fs, root, names
+
+
+def _require_signed(name: str, fs, root: str, path: str) -> None:
+    """The experiment directory holds a signature ledger, and this machine the key to check it."""
+    from cluster.tune.signing import LEDGER, driver_key
+
+    if LEDGER not in _names(fs, root):
+        raise UserError(
+            f"sweep {name}: {path} holds no {LEDGER}: its pickled state was not signed (written "
+            "before evalcluster signed it, or the ledger was removed) and is not loaded; run the sweep "
+            "again under a new --name"
+        )
+    if driver_key(fs.handler.key_file) is None:
+        raise UserError(
+            f"sweep {name}: its state was signed where it ran; this machine has no "
+            f"{fs.handler.key_file}: resume it there, or copy that key here (mode 0600)"
+        )
 
 
 def _drawn(state: dict) -> int:
