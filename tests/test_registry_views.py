@@ -68,7 +68,9 @@ def test_keyset_pages_walk_every_run_once_both_ways_with_filters(tmp_path):
     reg = Registry(tmp_path)
     ids = []
     for i in range(23):
-        ids.append(reg.start_run("evaluate" if i % 3 else "sweep", {}, owner=f"o{i % 2}", run_id=f"r-{i:02d}"))
+        ids.append(
+            reg.start_run("evaluate" if i % 3 else "sweep", {}, owner=f"o{i % 2}", run_id=f"r-{i:02d}")
+        )
     with reg.database.write() as conn:  # distinct days, some sharing a second
         for i, run_id in enumerate(ids):
             conn.execute(
@@ -110,7 +112,8 @@ def test_leaderboard_ranks_in_the_database_and_tests_against_the_leader(tmp_path
     assert [r["id"] for r in page.rows] == [best, close] and page.total == 3 and page.leader["id"] == best
     assert page.rows[0]["versus"] is None and page.rows[1]["versus"]["p_value"] > 0.5
     rest = board_page(reg.database, "fp1", Board("f1_macro"), limit=2, offset=2)
-    assert [(r["rank"], r["id"]) for r in rest.rows] == [(3, weak)] and rest.rows[0]["versus"]["p_value"] < 1e-6
+    assert [(r["rank"], r["id"]) for r in rest.rows] == [(3, weak)]
+    assert rest.rows[0]["versus"]["p_value"] < 1e-6
     lower = board_page(reg.database, "fp1", Board("log_loss"), limit=5)  # lower is better
     assert [r["id"] for r in lower.rows] == [best, close, weak]
     datasets, total = board_datasets(reg.database, Board("f1_macro"))
@@ -174,7 +177,8 @@ def test_revision_0004_scores_old_runs_and_starts_alias_history(tmp_path):
                 {"id": f"old-{i}", "t": f"2026-11-0{i + 1}T00:00:00+00:00", "m": f'{{"f1_macro": {f1}}}'},
             )
         conn.execute(
-            sa.text("INSERT INTO aliases (name, model_id, updated_at) VALUES ('best', :m, 't0')"), {"m": model}
+            sa.text("INSERT INTO aliases (name, model_id, updated_at) VALUES ('best', :m, 't0')"),
+            {"m": model},
         )
     reg.close()
     Database.open(tmp_path, upgrade=True).close()
