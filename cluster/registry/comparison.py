@@ -15,7 +15,14 @@ from cluster.errors import UserError, did_you_mean
 from cluster.registry.artifacts import read_text
 from cluster.registry.predictions import run_predictions
 from cluster.registry.record import Registry
-from cluster.stats.compare import compare_predictions, mcnemar_exact, verdict
+from cluster.stats.compare import (
+    compare_predictions,
+    disagreements,
+    mcnemar_exact,
+    per_class_deltas,
+    slice_deltas,
+    verdict,
+)
 
 
 def compare_runs(
@@ -56,6 +63,23 @@ def compare_runs(
         "verdict": verdict(metric, diffs[metric], p),
     }
     return result, ma, mb
+
+
+def compare_in_full(
+    registry: Registry, ref_a: str, ref_b: str, metric: str = "f1_macro", examples: int = 20
+) -> dict:
+    """:func:`compare_runs` (1,000 replicates, seed 0, as `evalctl compare`) plus what a page shows
+    beside it: per-class and per-slice differences, and where the two runs disagree."""
+    result, ma, mb = compare_runs(registry, ref_a, ref_b, metric)
+    pa_, pb = (run_predictions(registry.get_run(ref)["artifact_path"]) for ref in (result["a"], result["b"]))
+    return {
+        "result": result,
+        "ma": ma,
+        "mb": mb,
+        "per_class": per_class_deltas(ma, mb),
+        "slices": slice_deltas(ma, mb),
+        "disagreements": disagreements(pa_, pb, ma["labels"], examples),
+    }
 
 
 def evaluation(registry: Registry, ref: str) -> dict:
