@@ -36,7 +36,9 @@ def simulated(n: int, skill: float, seed: int, y: np.ndarray) -> np.ndarray:
     return probs / probs.sum(1, keepdims=True)
 
 
-def evaluation(reg, root: Path, model_id: str, skill: float, seed: int, *, kind="evaluate", owner="ana", **kw):
+def evaluation(
+    reg, root: Path, model_id: str, skill: float, seed: int, *, kind="evaluate", owner="ana", **kw
+):
     """A finished evaluation (or robustness) run on the 'tweets test split' with real artifacts."""
     from jobs.evaluate import _headline
 

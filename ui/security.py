@@ -35,7 +35,7 @@ REPORT_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src da
 HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # (no-referrer would make a browser send "Origin: null" with forms)
     "X-Frame-Options": "SAMEORIGIN",
     "Cache-Control": "no-store",
 }

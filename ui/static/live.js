@@ -32,7 +32,7 @@
       const status = row.querySelector('[data-field="status"]');
       if (status) badge(status, state);
       const beat = row.querySelector('[data-field="heartbeat"]');
-      if (beat) beat.textContent = state.status === "running" ? "heartbeat " + state.heartbeat + " ago, running " + state.elapsed : "";
+      if (beat) beat.textContent = state.status === "running" ? state.heartbeat + " ago, running " + state.elapsed : "";
       if (state.status !== "running") row.removeAttribute("data-live");
     }
   }
