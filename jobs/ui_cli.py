@@ -39,7 +39,7 @@ def run_ui(spec: UISpec, address: str | None = None) -> None:
     from ui.server import prepare, serve_forever
 
     app, guard = prepare(spec)
-    access = "the access token" if guard.access_sha256 else "no token (this machine only)"
+    access = "access token required" if guard.access_sha256 else "no access token: this machine only"
     writes = "need the write token" if guard.write_sha256 else f"are off (set ${spec.write_token_env})"
     console.print(
         f"dashboard at http://{_shown_host(spec.host)}:{spec.port}/ ({access}; alias moves {writes})"
