@@ -88,6 +88,7 @@ def run_config(name: str, model: str, data: Path, rows_per_shard: int, rows: int
             model=model,
             data=DataSpec(path=str(data)),
             rows_per_shard=rows_per_shard,
+            sort_rows=rows_per_shard,
             bootstrap=200,
             limit=rows,
         )

@@ -117,8 +117,8 @@ def test_threshold_metrics_equal_sklearn_and_ignore_sharding(ray_cluster, tweets
         # batch_size 1: no padding, so the model's probabilities are bitwise the same in both runs
         for i, kw in enumerate(
             [
-                {"rows_per_shard": 1024, "workers": 1, "batch_size": 1},
-                {"rows_per_shard": 43, "workers": 2, "batch_size": 1},
+                {"rows_per_shard": 1024, "sort_rows": 1024, "workers": 1, "batch_size": 1},
+                {"rows_per_shard": 43, "sort_rows": 43, "workers": 2, "batch_size": 1},
             ]
         )
     ]

@@ -57,6 +57,7 @@ def test_evaluate_reads_parquet_csv_and_jsonl_from_s3_and_keeps_artifacts_there(
             data=DataSpec(path=uri),
             bootstrap=50,
             rows_per_shard=64,
+            sort_rows=64,
             precision="fp32",
         )
         results[fmt] = run_evaluate(spec)

@@ -31,6 +31,10 @@ Modality = Literal["text", "image"]
 MODALITIES = ("text", "image")
 INPUT_FIELDS = {"text": "texts", "image": "images"}  # the request field of each modality (serve)
 Init = Literal["pretrained", "random"]
+# What a model does with its input. A model directory says it in config.json (``"task"``); one that
+# does not is a classifier (every model directory written before tasks existed).
+Task = Literal["classification", "segmentation", "translation"]
+TASKS = ("classification", "segmentation", "translation")
 
 
 def model_modality(path: str | Path) -> Modality:
@@ -40,6 +44,17 @@ def model_modality(path: str | Path) -> Modality:
         return "image" if is_image_base(path) else "text"
     cfg = json.loads(f.read_text())
     return "image" if cfg.get("modality") == "image" else "text"
+
+
+def model_task(path: str | Path) -> Task:
+    """The task of a model directory: its config.json's ``"task"``, else classification."""
+    f = Path(path) / "config.json"
+    task = json.loads(f.read_text()).get("task") if f.is_file() else None
+    if task is None:
+        return "classification"
+    if task not in TASKS:
+        raise UserError(f'{f}: "task" is {task!r}; allowed: {", ".join(TASKS)}')
+    return task
 
 
 def is_image_base(path: str | Path) -> bool:
@@ -104,8 +119,11 @@ class Classifier:
     def logits(self, batch: dict):
         return self.model(**batch).logits
 
-    def predict_proba(self, inputs, *, precision: str = "fp32", batch_size: int = 64, max_length: int = 128):
-        """Probabilities (n, num_labels) float64 in input order."""
+    def predict_proba(
+        self, inputs, *, precision: str = "fp32", batch_size: int = 64, max_length: int = 128, groups=None
+    ):
+        """Probabilities (n, num_labels) float64 in input order. ``groups``: texts are batched within
+        their group only (cluster/models/modeling.py ``predict_proba``); images are all one size."""
         if self.modality == "text":
             from cluster.models.modeling import predict_proba
 
@@ -116,6 +134,7 @@ class Classifier:
                 max_length=max_length,
                 precision=precision,
                 batch_size=batch_size,
+                groups=groups,
             )
         from cluster.models.vision import predict_proba_pixels
 

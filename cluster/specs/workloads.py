@@ -24,6 +24,7 @@ from cluster.specs.fields import (  # noqa: F401  (re-exported for callers)
     Name,
     OutPath,
     Precision,
+    SliceMetric,
 )
 from cluster.specs.parse import PathField, Spec, load_spec, load_spec_file, load_yaml  # noqa: F401
 from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers)
@@ -41,7 +42,7 @@ from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers
 )
 from cluster.specs.serve import ServeSpec  # noqa: F401  (re-exported: every spec is importable from here)
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
-from cluster.stats.metrics import metric_mode, metric_names
+from cluster.stats.metrics import metric_mode, paired_metrics, slice_metrics_allowed
 
 
 class DataSpec(Spec):
@@ -108,7 +109,16 @@ class PipelineSpec(Spec):
     max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
     bootstrap: Int = Field(1000, ge=0, description="Poisson bootstrap replicates for the 95% CIs (0 = off).")
     limit: Int | None = Field(None, ge=1, description="Evaluate only the first N rows.")
-    rows_per_shard: Int = Field(1024, ge=1, description="Rows per shard, the unit of parallel work.")
+    rows_per_shard: Int = Field(
+        1024, ge=1, description="Rows per shard, the unit of parallel work (a multiple of --sort-rows)."
+    )
+    sort_rows: Int = Field(
+        1024,
+        ge=1,
+        description="Texts are length-sorted into batches within aligned groups of this many input rows "
+        "(row // sort_rows), so a row's batch, and its probabilities to the last bit, are the same "
+        "whatever the sharding, workers or nodes.",
+    )
     seed: Int = Field(0, ge=0, description="Bootstrap seed.")
     skip_bad_rows: Bool = Field(
         False,
@@ -124,8 +134,16 @@ class PipelineSpec(Spec):
         "until idle this many seconds (0 = unload when done). An embedded Ray ends with the command.",
     )
 
+    @model_validator(mode="after")
+    def _aligned_shards(self):
+        if self.rows_per_shard % self.sort_rows:
+            raise ValueError(
+                f"rows_per_shard ({self.rows_per_shard}) must be a multiple of sort_rows ({self.sort_rows}): "
+                "shards are cut only between sort groups, so no batch depends on the sharding"
+            )
+        return self
 
-SliceMetric = Literal["accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"]
+
 SLICE_CANDIDATES = "length bins, URL/mention/hashtag/number/negation, frequent words, --slice-column values"
 MISTAKES_HELP = "Most confident mistakes per confused class pair in report.html, with token attributions."
 
@@ -141,7 +159,10 @@ class EvaluateSpec(PipelineSpec):
     )
     auto_slices: Bool = Field(False, description=f"Find weak slices: {SLICE_CANDIDATES}.")
     min_slice_size: Int = Field(50, ge=1, description="Rows a slice needs to be tested and reported.")
-    slice_metric: SliceMetric = Field("accuracy", description="Metric the weak slices are judged by.")
+    slice_metric: SliceMetric = Field(
+        "accuracy",
+        description=f"Metric the weak slices are judged by ({', '.join(slice_metrics_allowed())}).",
+    )
     mistakes: Int = Field(3, ge=0, le=20, description=MISTAKES_HELP)
     gate: GateSpec | None = Field(
         None, description="Quality gate checked on this run (exit 1 when it fails)."
@@ -225,6 +246,11 @@ class SweepSpec(Spec):
         "base",
         description="MODEL to fine-tune (base, efficientnet-lite0, a dir, an id or alias); "
         "a bare encoder or image backbone gets a new classification head.",
+    )
+    task: Literal["classification", "segmentation", "translation"] = Field(
+        "classification",
+        description="What the fine-tuned model does: classification (text or images, by MODEL), "
+        "segmentation (a label per pixel) or translation (text to text).",
     )
     init: Literal["pretrained", "random"] = Field(
         "pretrained",
@@ -340,11 +366,10 @@ class LeaderboardSpec(Spec):
     def _one_dataset(self):
         if self.data is not None and self.dataset is not None:
             raise ValueError("give --data or --dataset, not both")
-        if self.perturbation is not None:
-            from cluster.stats.gates import PAIRED
-
-            if self.metric not in PAIRED:
-                raise ValueError(f"robustness runs are ranked by {', '.join(PAIRED)}, not {self.metric}")
+        if self.perturbation is not None and self.metric not in paired_metrics():
+            raise ValueError(
+                f"robustness runs are ranked by {', '.join(paired_metrics())}, not {self.metric}"
+            )
         return self
 
 
@@ -357,7 +382,7 @@ class CompareSpec(Spec):
 
     @model_validator(mode="after")
     def _comparable(self):
-        comparable = metric_names(has_ci=True, from_counts=True)
+        comparable = paired_metrics()
         if self.metric not in comparable:
             raise ValueError(f"cannot compare on {self.metric}; choose from {', '.join(comparable)}")
         return self
