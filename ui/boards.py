@@ -19,7 +19,7 @@ from cluster.registry import comparison
 from cluster.registry.leaderboard import Board, board_datasets, board_page, board_subsets
 from cluster.registry.scores import describe_subset
 from cluster.report import figures, svgplots
-from cluster.stats.metrics import METRICS, metric_names
+from cluster.stats.metrics import METRICS, metric_names, paired_metrics
 from ui.context import context, render
 
 router = APIRouter()
@@ -76,7 +76,7 @@ def ranking(
         metrics=metric_names(),
         display={k: v.display for k, v in METRICS.items()},
         chart=_figure(page, board),
-        compared=metric_names(has_ci=True, from_counts=True),
+        compared=paired_metrics(),
         significant=SIGNIFICANT,
         dataset_path=page.rows[0]["dataset_path"] if page.rows else None,
     )
@@ -129,7 +129,7 @@ def compare(request: Request, a: str = "", b: str = "", metric: str = "f1_macro"
         "b": b,
         "metric": metric,
         "result": None,
-        "compared": metric_names(has_ci=True, from_counts=True),
+        "compared": paired_metrics(),
     }
     if a and b:
         ra, rb = (comparison.evaluation(ctx.registry, ref)["id"] for ref in (a, b))

@@ -97,12 +97,11 @@ def headline_extras(metrics: dict) -> dict:
     return out
 
 
-SLICE_SCORES = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted")
-
-
 def _slice_digest(s: dict) -> dict:
-    """A slice's size, headline scores and their intervals."""
-    kept = {k: s[k] for k in SLICE_SCORES if k in s}
+    """A slice's size, headline count scores (accuracy, macro F1, ...) and their intervals."""
+    from cluster.stats.metrics import metric_names
+
+    kept = {k: s[k] for k in metric_names(family="counts", headline=True) if k in s}
     ci = {k: s["ci95"][k] for k in kept if k in s.get("ci95", {})}
     return {"n": s.get("n"), **kept, "ci95": ci}
 
