@@ -123,7 +123,7 @@ def _listed(run: dict) -> dict:
     if run["kind"] in SCORED_KINDS and isinstance(m.get("f1_macro"), float):
         score = ("macro F1", m["f1_macro"])
     elif run["kind"] == "sweep" and isinstance(m.get(m.get("metric", "")), float):
-        score = (f"validation {METRICS[m['metric']].display}", m[m["metric"]])
+        score = (f"val. {METRICS[m['metric']].display}", m[m["metric"]])
     elif run["kind"] == "drift" and "verdict" in m:
         score = ("verdict", m["verdict"])
     elif run["kind"] == "gate" and "passed" in m:

@@ -31,7 +31,7 @@ def main() -> None:
         from tests.ui_server import running_dashboard
 
         reg = Registry()
-        ids = build_record(reg, Path(tmp) / "artifacts")
+        ids = build_record(reg, Path(tmp) / "artifacts", more=6)
         shots = {
             "dashboard-runs.png": "/runs",
             "dashboard-run.png": f"/runs/{ids['strong']}",
@@ -47,7 +47,12 @@ def main() -> None:
             for name, path in shots.items():
                 page.goto(base + path)
                 laid_out_figures(page)
-                page.screenshot(path=str(OUT / name))
+                height = min(1600, page.evaluate("document.documentElement.scrollHeight"))
+                page.screenshot(
+                    path=str(OUT / name),
+                    full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1280, "height": height},
+                )
                 print(f"{OUT / name}: {path}")
             assert problems == [], problems
         reg.close()
