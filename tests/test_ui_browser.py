@@ -19,10 +19,9 @@ FP = "5e1a7c0ffee0b10c"
 
 
 def rows_of(page, table: str) -> list[str]:
-    """The first column's text of each data row of a table."""
-    return page.eval_on_selector_all(
-        f"table#{table} tr td:first-child", "els => els.map(e => e.innerText.trim())"
-    )
+    """The first column's text (its link's, where it has one) of each data row of a table."""
+    script = "els => els.map(e => (e.querySelector('a') || e).innerText.trim())"
+    return page.eval_on_selector_all(f"table#{table} tr td:first-child", script)
 
 
 def test_the_dashboard_in_chromium(tmp_path):
