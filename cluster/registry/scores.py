@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import math
 
-from sqlalchemy import insert
-from sqlalchemy.engine import Connection
+import sqlalchemy as sa
+from sqlalchemy import bindparam, insert, update
 
-from cluster.registry.db.schema import scores
+from cluster.registry.db.schema import runs, scores
 
 SCORED_KINDS = ("evaluate", "robustness")  # kinds whose metrics are test scores on their dataset
 OVERALL = ""
@@ -93,15 +93,50 @@ def _dict(x) -> dict:
     return x if isinstance(x, dict) else {}
 
 
-def finish_scored(conn: Connection, finish, params: dict, rows: list[dict]) -> bool:
-    """In the caller's write transaction: ``finish`` (the finishing UPDATE ... RETURNING kind,
-    dataset_fingerprint, created_at) with ``params``, then the run's score ``rows`` when its kind
-    is scored; False when no running run matched (nothing written)."""
-    run = conn.execute(finish, params).first()
-    if run is None:
-        return False
-    if run.kind in SCORED_KINDS and run.dataset_fingerprint:
-        fixed = {"run_id": params["run_id"], "kind": run.kind, "created_at": run.created_at}
-        fixed["dataset_fingerprint"] = run.dataset_fingerprint
-        conn.execute(insert(scores), [{**fixed, **r} for r in rows])
-    return True
+# The finish of a scored run: constant statements with their values bound at execution, so each
+# is compiled once per process (building them per call cost 5.6 ms of client CPU per start+finish
+# pair on PostgreSQL instead of 1.0, measured over 200 pairs with time.process_time).
+_FINISH = (
+    update(runs)
+    .where(runs.c.id == bindparam("run_id"), runs.c.status == "running")
+    .returning(runs.c.kind, runs.c.dataset_fingerprint, runs.c.created_at)
+)  # SET columns: the execution's other parameters
+_KINDS = ", ".join(f"'{k}'" for k in SCORED_KINDS)
+_PG_FINISH = sa.text(f"""
+WITH done AS (
+  UPDATE runs SET status = 'finished', finished_at = :finished_at, metrics = :metrics,
+    artifact_path = COALESCE(:artifact_path, artifact_path), model_id = COALESCE(:model_id, model_id)
+  WHERE id = :run_id AND status = 'running'
+  RETURNING id, kind, dataset_fingerprint, created_at
+), written AS (
+  INSERT INTO scores (run_id, kind, dataset_fingerprint, metric, subset, value, ci_low, ci_high, created_at)
+  SELECT done.id, done.kind, done.dataset_fingerprint, g.metric, g.subset, g.value, g.ci_low, g.ci_high,
+    done.created_at
+  FROM done, unnest(CAST(:metric AS text[]), CAST(:subset AS text[]), CAST(:value AS float8[]),
+                    CAST(:ci_low AS float8[]), CAST(:ci_high AS float8[]))
+             AS g(metric, subset, value, ci_low, ci_high)
+  WHERE done.kind IN ({_KINDS}) AND done.dataset_fingerprint IS NOT NULL
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM written)
+""")  # fmt: skip
+
+
+def finish_scored(db, run_id: str, values: dict, rows: list[dict]) -> bool:
+    """Finish the running run ``run_id`` with ``values`` (finished_at, metrics, and artifact_path /
+    model_id where not None) and write its score ``rows`` when its kind is scored, atomically;
+    False when no running run matched (nothing written).
+
+    PostgreSQL: one statement (the UPDATE and the INSERT as data-modifying CTEs), so a finish stays
+    one round trip in autocommit, as unscored finishes are. SQLite: one write transaction."""
+    if db.target.backend == "postgresql":
+        params = {"run_id": run_id, "artifact_path": None, "model_id": None, **values}
+        params.update({c: [r[c] for r in rows] for c in ("metric", "subset", "value", "ci_low", "ci_high")})
+        return db.write_one_row(_PG_FINISH, params)[0] == 1
+    with db.write() as conn:
+        run = conn.execute(_FINISH, {"run_id": run_id, "status": "finished", **values}).first()
+        if run is not None and run.kind in SCORED_KINDS and run.dataset_fingerprint:
+            fixed = {"run_id": run_id, "kind": run.kind, "created_at": run.created_at}
+            fixed["dataset_fingerprint"] = run.dataset_fingerprint
+            conn.execute(insert(scores), [{**fixed, **r} for r in rows])
+    return run is not None
