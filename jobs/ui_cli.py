@@ -25,6 +25,7 @@ from cluster.specs.serve import ServeSpec
 from cluster.specs.ui import LOOPBACK, UISpec
 from jobs.entry import console
 from jobs.spec_cli import Workload, options, spec_command
+from ui.server import prepare, serve_forever
 
 IMPORT_PATH = "ui.serve_app:build_app"
 APP_NAME = "evalcluster-ui"
@@ -36,8 +37,6 @@ def run_ui(spec: UISpec, address: str | None = None) -> None:
         url = deploy_ui(spec, address)
         console.print(f"dashboard at {url}/ (Ray Serve application {APP_NAME}); `evalctl serve stop` ends it")
         return
-    from ui.server import prepare, serve_forever
-
     app, guard = prepare(spec)
     access = "access token required" if guard.access_sha256 else "no access token: this machine only"
     writes = "need the write token" if guard.write_sha256 else f"are off (set ${spec.write_token_env})"

@@ -8,6 +8,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import uvicorn
+
+from cluster.apikey import digest
 from tests.pg import free_port
 from ui.app import create_app
 from ui.security import Guard, known_secrets
@@ -18,9 +21,6 @@ def running_dashboard(
     access: str | None = None, write: str | None = None, page_size: int = 50
 ) -> Iterator[str]:
     """Yields the dashboard's base URL (tokens: the access and write tokens, None = not set)."""
-    import uvicorn
-
-    from cluster.apikey import digest
 
     guard = Guard(
         digest(access) if access else None,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 
+import uvicorn
+
 from cluster.errors import UserError
 from cluster.specs.ui import UISpec
 from ui.app import create_app
@@ -49,8 +51,6 @@ def prepare(spec: UISpec):
 
 def serve_forever(app, spec: UISpec) -> None:
     """Serve until interrupted (Ctrl-C)."""
-    import uvicorn  # the server's import: only when serving
-
     uvicorn.run(
         app, host=spec.host, port=spec.port, log_level="warning", access_log=False, server_header=False
     )
