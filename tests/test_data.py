@@ -7,8 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.data.scan import check_columns, iter_tables, plan_shards, read_pandas, scan
-from cluster.data.shards import read_shard, shards_for_actors
+from cluster.data.files import check_columns
+from cluster.data.scan import iter_tables, read_pandas, scan
+from cluster.data.shards import plan_shards, read_shard, shards_for_actors
 from cluster.errors import UserError
 from cluster.specs.workloads import DataSpec
 

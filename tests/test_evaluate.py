@@ -8,9 +8,10 @@ import pytest
 from sklearn.metrics import f1_score, log_loss
 
 from cluster.errors import UserError
-from cluster.models.modeling import load_classifier, predict_proba
+from cluster.models.text import load_classifier, predict_proba
 from cluster.registry.record import Registry
-from cluster.specs.workloads import DataSpec, EvaluateSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.workloads import DataSpec, EvaluateSpec
 from cluster.stats.metrics import metric_names
 from jobs.evaluate import run_evaluate
 

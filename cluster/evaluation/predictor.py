@@ -43,8 +43,9 @@ class Predictor:
     ):
         import torch
 
+        from cluster.models.device import pick_device, resolve_precision
         from cluster.models.modality import load_trained
-        from cluster.models.modeling import load_encoder, pick_device, resolve_precision
+        from cluster.models.text import load_encoder
         from cluster.ray.runtime import worker_threads
 
         # Set before the warm-up pass, whose kernels are then the ones inference runs.

@@ -35,6 +35,7 @@ from cluster.registry.heartbeat import Heartbeat, heartbeat_period, owner_proces
 from cluster.registry.provenance import default_owner, git_state, package_versions
 from cluster.registry.queries import RunFilter
 from cluster.registry.scores import finish_scored, score_rows
+from cluster.specs.settings import settings
 
 __all__ = ["STATUSES", "Registry", "check_alias", "default_home", "default_owner", "new_id", "now"]
 
@@ -45,7 +46,7 @@ MAX_REF = 200  # ids are ~30 characters; a longer reference is a mistake, not a 
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("EVALCLUSTER_HOME") or Path.home() / ".evalcluster").expanduser()
+    return settings().home.expanduser()
 
 
 def now() -> str:
