@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 import time
 
 import httpx
@@ -20,8 +19,8 @@ import typer
 
 from cluster.apikey import api_key, digest
 from cluster.errors import UserError
-from cluster.registry.db.url import ENV_URL_FILE
 from cluster.specs.serve import ServeSpec
+from cluster.specs.settings import settings
 from cluster.specs.ui import LOOPBACK, UISpec
 from jobs.entry import console
 from jobs.spec_cli import Workload, options, spec_command
@@ -79,7 +78,7 @@ def deploy_ui(
         "access_sha256": digest(access) if access else None,
         "write_sha256": digest(write) if write else None,
         "home": str(registry.home),
-        "db_file": os.environ.get(ENV_URL_FILE) or None,
+        "db_file": str(db_file) if (db_file := settings().db_file) else None,
         "registry": registry.database.target.display,
     }
     module, attr = IMPORT_PATH.split(":")

@@ -39,7 +39,7 @@ HEADERS = {
     "X-Frame-Options": "SAMEORIGIN",
     "Cache-Control": "no-store",
 }
-SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "EVALCLUSTER_API_KEY")
+AWS_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def guard_from_env(token_env: str, write_env: str) -> Guard:
 
 def known_secrets(*extra: str | None) -> tuple[str, ...]:
     """Secret values this process holds: the registry database's password, S3 and API keys, ``extra``."""
-    found = [os.environ.get(v, "").strip() for v in SECRET_VARS]
+    found = [os.environ.get(v, "").strip() for v in AWS_SECRETS] + [api_key() or ""]
     raw, where = configured_url()
     if raw:
         with contextlib.suppress(UserError):  # a bad URL is reported where the registry is opened
