@@ -13,7 +13,7 @@ from tests.browser import browser_page, laid_out_figures
 from tests.ui_records import EVIL_NAME, EVIL_NOTE, EVIL_OWNER, build_record
 from tests.ui_server import running_dashboard
 
-pytestmark = pytest.mark.usefixtures("backend")
+pytestmark = [pytest.mark.usefixtures("backend"), pytest.mark.heavy]  # Chromium, twice
 WRITE = "write-token-7d1e"
 FP = "5e1a7c0ffee0b10c"
 
