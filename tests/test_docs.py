@@ -1,9 +1,11 @@
 """The docs against the tree: the README's Layout names every package folder and only folders that
-exist, the README stays a guide (under 500 lines), and every relative link in README.md and
-docs/*.md points at a file (and a heading) that exists."""
+exist, the README stays a guide (under 500 lines), every relative link in README.md and docs/*.md
+points at a file (and a heading) that exists, and every `$ evalctl ...` line they show is a command
+with those options."""
 
 import fnmatch
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,46 @@ def test_every_relative_link_points_at_an_existing_file_and_heading(doc):
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
             broken.append(f"{target}: no heading with that anchor in {dest.relative_to(ROOT)}")
     assert not broken, f"{doc.relative_to(ROOT)}: {broken}"
+
+
+SUBCOMMANDS = {
+    "data": {"sample", "check"},
+    "sweep": {"report", "resume"},
+    "serve": {"deploy", "status", "stop"},
+    "runs": {"list", "show", "fail", "record"},
+    "models": {"list", "alias", "unalias", "register"},
+    "db": {"status", "upgrade"},
+    "cluster": {"up", "down", "status"},
+    "jobs": {"list", "status", "logs", "stop"},
+}
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(doc, command line) for every `$ evalctl ...` line of a console block in the README and docs/."""
+    found = []
+    for doc in [README, *DOCS]:
+        for block in re.findall(r"```console\n(.*?)```", doc.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                if not line.startswith("$ evalctl "):
+                    continue
+                for part in line[2:].split("  #", 1)[0].split(";"):  # "a; b" shows two commands
+                    part = part.split("|", 1)[0].strip()  # "jobs list | status ID": alternatives
+                    if part.startswith("evalctl "):
+                        found.append((str(doc.relative_to(ROOT)), part))
+    return found
+
+
+@pytest.mark.parametrize(("doc", "line"), documented_commands(), ids=lambda v: v[:60])
+def test_every_documented_command_exists_with_its_options(doc, line):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    args = shlex.split(line)[1:]
+    path = args[:2] if args[0] in SUBCOMMANDS and args[1:2] and args[1] in SUBCOMMANDS[args[0]] else args[:1]
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, f"{doc}: evalctl {' '.join(path)}: {result.output}"
+    for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line):
+        assert re.search(rf"{re.escape(flag)}\b", result.output), (
+            f"{doc}: evalctl {' '.join(path)} has no {flag}"
+        )
