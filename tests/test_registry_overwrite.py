@@ -2,7 +2,7 @@
 
 After `evaluate --out DIR --overwrite`, the first run's finished record still pointed at DIR and
 `evalctl report OLD_RUN` showed the new run's report. Now the overwrite is recorded (table
-``overwrites``, schema revision 0004: a finished run's row is immutable) and said wherever the
+``overwrites``, schema revision 0005: a finished run's row is immutable) and said wherever the
 old run's outputs are asked for.
 """
 

@@ -96,6 +96,17 @@ class Database:
         with translated(self.target):
             return with_retries(self.target, once)
 
+    def write_one_row(self, statement, params: dict | None = None):
+        """Like :meth:`write_one`, for a statement that returns rows (RETURNING, or DML in a CTE);
+        returns its first row (None without one). An unreachable server is waited for too."""
+
+        def once():
+            with self._single.begin() as conn:
+                return conn.execute(statement, params).first()
+
+        with translated(self.target):
+            return with_retries(self.target, once)
+
     def state(self) -> SchemaState:
         with self.read() as conn:
             return inspect_schema(conn, self.target)

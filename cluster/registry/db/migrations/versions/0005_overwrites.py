@@ -1,7 +1,7 @@
 """A run's outputs overwritten by a later run in the same --out directory.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-07
 
 ``overwrites``: one row per run whose artifact directory a later run (``by_run``) overwrote with
@@ -14,8 +14,8 @@ not copied, so ``runs_immutable`` is untouched.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
