@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     debug: bool = Field(
         False, description="Print the full traceback above an error's line (evalctl --debug)."
     )
+    db_retry_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds a registry write waits for an unreachable PostgreSQL server (0: no retry).",
+    )
     heartbeat_s: float = Field(30.0, gt=0, description="Seconds between a running run's heartbeats.")
     stale_after_s: float = Field(180.0, gt=0, description="A run silent this long is shown stale.")
     warm_max_models: int = Field(2, ge=0, description="Warm pool: models kept loaded on a head.")
