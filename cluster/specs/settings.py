@@ -26,7 +26,8 @@ LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidat
 class Settings(BaseSettings):
     """The process's settings, from ``EVALCLUSTER_<NAME>`` variables (names case-insensitive)."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+    # An empty variable is unset: a submitted job blanks the submitter's registry variables this way.
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True, env_ignore_empty=True)
 
     home: Path = Field(
         Path("~/.evalcluster"), description="The local registry (registry.db), artifacts and caches."
