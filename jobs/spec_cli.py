@@ -128,7 +128,6 @@ class Workload:
     run: Callable[..., None]  # run(spec, **extras)
     module: str | None = None  # jobs.<name>: adds --address/--wait/--spec-json and Ray job submission
     config: bool = True  # a --config FILE option
-    default_config: Path | None = None  # read when neither --config nor --spec-json is given
     extras: Sequence[inspect.Parameter] = ()  # more parameters, passed to run() by name
     submit_argv: Sequence[str] = ()  # words before the options in the job's entrypoint
     # (spec, extras) -> (more entrypoint arguments, more job env vars) for a submitted job
@@ -166,13 +165,14 @@ def spec_command(w: Workload, doc: str) -> Callable[..., None]:
 
 
 def build_spec(w: Workload, ctx: typer.Context, values: dict[str, Any]) -> Spec:
-    """The spec from --spec-json or --config (or the default config), then the typed options on top."""
+    """The spec from --spec-json or --config (else the spec's own defaults), then the typed options on
+    top."""
     typed = {o.key: values[o.name] for o in w.options if _source(ctx, o.name) in TYPED}
     base, where = {}, "options"
     if values.get("spec_json"):
         base, where = _json(values["spec_json"]), "--spec-json"
-    elif values.get("config") or w.default_config:
-        path = Path(values.get("config") or w.default_config)
+    elif values.get("config"):
+        path = Path(values["config"])
         base, where = load_yaml(path), path.name
     # An error in a typed value names its option; with no file every value is an option.
     named = {o.key: o.flag or o.name.upper() for o in w.options if o.key in typed or where == "options"}
@@ -238,18 +238,8 @@ def _common(w: Workload) -> list[inspect.Parameter]:
 
     out = []
     if w.config:
-        default = (
-            f" (default: {w.default_config.relative_to(ROOT)}; its values replace the defaults shown below)"
-            if w.default_config
-            else ""
-        )
-        out.append(
-            opt(
-                "config",
-                Path | None,
-                typer.Option(None, help=f"YAML spec; typed options override it{default}."),
-            )
-        )
+        help_ = "YAML spec (without one: the defaults shown below); typed options override it."
+        out.append(opt("config", Path | None, typer.Option(None, help=help_)))
     if w.module:
         out += [
             opt("address", str | None, typer.Option(None, help=w.address_help)),

@@ -33,7 +33,6 @@ from jobs.spec_cli import Workload, options, spec_command
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "evalcluster_sweep.json"  # in the experiment dir: what `sweep resume` needs (signing.py's)
-CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 # ------------------------------------------------------------------ orchestration
@@ -244,7 +243,6 @@ WORKLOAD = Workload(
     options=options(SweepSpec, ["*"], flags={}),
     run=_run,
     module="jobs.sweep",
-    default_config=CONFIGS / "sweep.yaml",
 )
 command = sweep_app.callback()(
     spec_command(WORKLOAD, "Run a sweep from a YAML spec; prints the best trial and the registered model id.")
