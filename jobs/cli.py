@@ -42,6 +42,7 @@ LAZY = {
     "models": ("jobs.registry_cli", "models_app"),
     "db": ("jobs.registry_cli", "db_app"),
     "cluster": ("jobs.cluster_cli", "cluster_app"),
+    "ui": ("jobs.ui_cli", "command"),
 }
 
 
@@ -172,7 +173,7 @@ data_app.command("check")(
             spec=DataSpec,
             options=options(
                 DataSpec,
-                ["path", "text_column", "image_column", "label_column", "id_column"],
+                ["path", "text_column", "image_column", "label_column", "id_column", "encoding"],
                 flags={"path": ""},
             ),
             run=_check,

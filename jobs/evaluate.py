@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 from cluster.clock import Phases, process_age_s
 from cluster.errors import UserError, first_items
 from cluster.registry.artifacts import publish, remove
+from cluster.registry.deferred import finish_or_keep
+from cluster.registry.overwrites import mark_overwritten
 from cluster.specs.workloads import DataSpec, EvaluateSpec
 from jobs.spec_cli import Workload, options, spec_command
 
@@ -120,7 +122,7 @@ def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult
             raise
         finally:
             target.cleanup()
-        registry.finish_run(run_id, metrics=_headline(metrics), artifact_path=target.dest)
+        finish_or_keep(registry, run_id, _headline(metrics), target.dest)  # kept if the database is away
     return EvalResult(run_id, target.dest, metrics)
 
 
@@ -152,7 +154,7 @@ def _scan(spec: EvaluateSpec, modality: str, phases: Phases):
 
     phases.mark("scan_start")
     try:
-        return scan(spec.data, spec.limit, spec.rows_per_shard, modality)
+        return scan(spec.data, spec.limit, spec.rows_per_shard, modality, spec.skip_bad_rows)
     finally:
         phases.mark("scan_end")
 
@@ -174,6 +176,7 @@ def _evaluate_into(out: Path, job: _Job, run_id: str) -> dict:
 
     spec = job.spec
     out.mkdir(parents=True, exist_ok=True)
+    mark_overwritten(job.registry, str(out), run_id)  # --overwrite: the earlier run's record says so
     _remove_artifacts(out)  # an overwritten run leaves nothing of its own behind
     tmp = out / ".predictions.parquet.tmp"
     metrics, took = _infer(job, tmp)

@@ -23,6 +23,7 @@ import typer
 from cluster.data.storage import join
 from cluster.errors import UserError
 from cluster.registry.artifacts import read_text
+from cluster.registry.overwrites import require_outputs
 from cluster.registry.record import Registry
 from cluster.specs.workloads import GateSpec
 from jobs.spec_cli import Workload, options, spec_command
@@ -83,14 +84,13 @@ def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path
 def paired_with(baseline: dict, predictions: str, labels: list[str], gate: GateSpec, seed: int = 0) -> dict:
     """The gated run's predictions (a path or URI) against the baseline's, row by row (baseline = A,
     run = B); both stream from wherever they are kept (a directory, or the artifact store)."""
-    from cluster.registry.artifacts import open_input
+    from cluster.registry.predictions import open_predictions, run_predictions
     from cluster.stats.compare import compare_predictions, mcnemar_exact
 
-    with (
-        open_input(join(baseline["artifact_path"], "predictions.parquet"), "predictions") as pa_,
-        open_input(str(predictions), "predictions") as pb_,
-    ):
-        counts, diffs = compare_predictions(pa_, pb_, labels, gate.gate_bootstrap, seed)
+    base = run_predictions(baseline["artifact_path"])
+    counts, diffs = compare_predictions(
+        base, open_predictions(str(predictions)), labels, gate.gate_bootstrap, seed
+    )
     return {
         "baseline": baseline["id"],
         "baseline_model": baseline["model_id"],
@@ -107,10 +107,13 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
     run = registry.get_run(ref)
     if run["kind"] not in EVALUATIONS or run["status"] != "finished":
         raise UserError(f"run {run['id']} is a {run['status']} {run['kind']} run; gate a finished evaluation")
+    require_outputs(registry, run, "its metrics")
     metrics = json.loads(read_text(join(run["artifact_path"], "metrics.json"), "metrics"))
     baseline = resolve_baseline(
         registry, gate.baseline, run["dataset_fingerprint"], run["dataset_path"], metrics["labels"]
     )
+    if baseline:
+        require_outputs(registry, baseline, "the baseline's predictions")
     spec = {"run": run["id"], **gate.model_dump(mode="json")}
     with registry.run(
         "gate",

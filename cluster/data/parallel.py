@@ -55,7 +55,7 @@ def read_pair_shard(shard: Shard, spec: DataSpec, fs=None) -> pa.Table:
         fs, path = resolve(shard.uri)
     else:
         path = shard.uri.split("://", 1)[-1]
-    table = read_file(fs, path, shard.fmt, columns=pair_columns(spec), row_groups=shard.row_groups)
+    table = read_file(fs, path, shard.fmt, pair_columns(spec), shard.row_groups, encoding=spec.encoding)
     table = table.slice(shard.start, shard.num_rows)
     out = {"row": pa.array(range(shard.offset, shard.offset + table.num_rows), pa.int64())}
     out["source"] = _strings(table, spec.source_column, spec)

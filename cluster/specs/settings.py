@@ -26,7 +26,8 @@ LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidat
 class Settings(BaseSettings):
     """The process's settings, from ``EVALCLUSTER_<NAME>`` variables (names case-insensitive)."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+    # An empty variable is unset: a submitted job blanks the submitter's registry variables this way.
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True, env_ignore_empty=True)
 
     home: Path = Field(
         Path("~/.evalcluster"), description="The local registry (registry.db), artifacts and caches."
@@ -46,6 +47,13 @@ class Settings(BaseSettings):
     debug: bool = Field(
         False, description="Print the full traceback above an error's line (evalctl --debug)."
     )
+    db_retry_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds a registry write waits for an unreachable PostgreSQL server (0: no retry).",
+    )
     heartbeat_s: float = Field(30.0, gt=0, description="Seconds between a running run's heartbeats.")
     stale_after_s: float = Field(180.0, gt=0, description="A run silent this long is shown stale.")
     warm_max_models: int = Field(2, ge=0, description="Warm pool: models kept loaded on a head.")
@@ -56,6 +64,14 @@ class Settings(BaseSettings):
 # Read by cluster/apikey.py under the name ServeSpec.api_key_env says (this is its default), since
 # a deployment may name another variable: the scorer's key, a file holding it, its forwarded digest.
 API_KEY_VARIABLES = ("EVALCLUSTER_API_KEY", "EVALCLUSTER_API_KEY_FILE", "EVALCLUSTER_API_KEY_SHA256")
+# The dashboard's access and write tokens, read by cluster/apikey.py the same way under the names
+# UISpec.token_env and write_token_env give (these are their defaults).
+UI_TOKEN_VARIABLES = (
+    "EVALCLUSTER_UI_TOKEN",
+    "EVALCLUSTER_UI_TOKEN_FILE",
+    "EVALCLUSTER_UI_WRITE_TOKEN",
+    "EVALCLUSTER_UI_WRITE_TOKEN_FILE",
+)
 
 
 def settings() -> Settings:
