@@ -56,7 +56,7 @@ def baseline_pipeline(model_path: Path, texts: list[str]) -> tuple[float, float]
 def driver(args: list[str]) -> None:
     """Child mode: one evaluation as its own driver process; prints a JSON line."""
     from cluster.specs.workloads import DataSpec, EvaluateSpec
-    from jobs.evaluate import run_evaluate
+    from cluster.evaluation.run import run_evaluate
 
     model, path, out, precision = args
     t0 = time.perf_counter()

@@ -72,7 +72,7 @@ def run_config(name: str, model: str, data: Path, rows_per_shard: int, rows: int
     import ray
 
     from cluster.specs.workloads import DataSpec, EvaluateSpec
-    from jobs.evaluate import run_evaluate
+    from cluster.evaluation.run import run_evaluate
     from tests.mn_cluster import LocalCluster
 
     cluster = LocalCluster(head_cpus=2 if name == "A" else 1, dashboard=False)

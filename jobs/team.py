@@ -16,7 +16,9 @@ from rich.table import Table
 
 from cluster.data.storage import is_remote, join
 from cluster.errors import UserError, did_you_mean
-from cluster.registry.artifacts import exists, fetch_file, open_input, read_text
+from cluster.evaluation.outputs import predictions_location
+from cluster.evaluation.predictions import aligned
+from cluster.registry.artifacts import exists, fetch_file, read_text
 from cluster.registry.record import Registry
 from cluster.specs.workloads import CompareSpec, LeaderboardSpec
 from cluster.stats.metrics import metric_info
@@ -167,12 +169,10 @@ def compare_runs(
     ma, mb = (json.loads(read_text(join(r["artifact_path"], "metrics.json"), "metrics")) for r in (a, b))
     if ma["labels"] != mb["labels"]:
         raise UserError(f"the models predict different labels ({ma['labels']} vs {mb['labels']})")
-    # Both runs' predictions stream from wherever they are kept (a directory, or the artifact store).
-    with (
-        open_input(join(a["artifact_path"], "predictions.parquet"), "predictions") as pa_,
-        open_input(join(b["artifact_path"], "predictions.parquet"), "predictions") as pb_,
-    ):
-        counts, diffs = compare_predictions(pa_, pb_, ma["labels"], replicates, seed)
+    # Both runs' predictions are read by ranges of rows from wherever they are kept (a directory,
+    # or the artifact store), as part files (version 2) or one file (version 1).
+    pairs = aligned(*(predictions_location(r["artifact_path"]) for r in (a, b)), ["label", "pred"])
+    counts, diffs = compare_predictions(pairs, ma["labels"], replicates, seed)
     if metric not in diffs:
         raise UserError(
             f'cannot compare on "{metric}"{did_you_mean(metric, diffs)}; choose from {", ".join(diffs)}'

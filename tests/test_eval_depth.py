@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, top_k_accura
 from cluster.errors import UserError
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, EvaluateSpec, GateSpec
-from jobs.evaluate import run_evaluate
+from cluster.evaluation.run import run_evaluate
 from tests.browser import assert_renders
 
 LABELS = ["negative", "neutral", "positive"]

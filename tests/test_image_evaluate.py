@@ -20,7 +20,7 @@ from cluster.errors import UserError
 from cluster.models.modality import load_trained
 from cluster.models.vision import prepare_for_inference
 from cluster.specs.workloads import DataSpec, EvaluateSpec
-from jobs.evaluate import run_evaluate
+from cluster.evaluation.run import run_evaluate
 
 LABELS = ["zero", "one", "two"]
 

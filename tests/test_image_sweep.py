@@ -17,7 +17,7 @@ from cluster.specs.workloads import (
     SearchSpace,
     SweepSpec,
 )
-from jobs.evaluate import run_evaluate
+from cluster.evaluation.run import run_evaluate
 from jobs.sweep import run_sweep
 
 LABELS = ["one", "two", "zero"]  # the sweep sorts the training labels

@@ -17,7 +17,7 @@ from cluster.specs.workloads import (
     SearchSpace,
     SweepSpec,
 )
-from jobs.evaluate import run_evaluate
+from cluster.evaluation.run import run_evaluate
 from jobs.team import compare_runs
 from tests.test_registry_cli import assert_user_error
 from tests.test_registry_cli import cli as cli  # noqa: F401  (a fixture)

@@ -54,7 +54,7 @@ class DataSpec(Spec):
         "image", description="Column holding the image (PNG/JPEG bytes, or a path or URI), for image models."
     )
     label_column: Name | None = Field("label", description="Column holding the class name.")
-    id_column: Name | None = Field(None, description="Id column, copied into predictions.parquet.")
+    id_column: Name | None = Field(None, description="Id column, copied into the predictions.")
     slice_column: Name | None = Field(None, description="Metrics per value of this column.")
 
 
@@ -93,14 +93,20 @@ class GateSpec(Spec):
 
 
 class PipelineSpec(Spec):
-    """How a workload runs a model over sharded data (cluster/evaluation/predictor.py); shared by the
-    specs below."""
+    """How a workload runs a model over its data in the Ray Data pipeline (cluster/evaluation/
+    pipeline.py); shared by the specs below."""
 
     batch_size: Int = Field(64, ge=1, description="Rows per forward pass.")
     workers: Int | None = Field(
         None,
         ge=1,
-        description="Inference actors (default: one per GPU, else one per CPU; at most one per shard).",
+        description="Model actors at most (default: one per GPU, else one per CPU; at most one per block).",
+    )
+    min_workers: Int | None = Field(
+        None,
+        ge=1,
+        description="Model actors at least: Ray Data scales the pool between this and --workers "
+        "(default: --workers, a fixed pool).",
     )
     gpus_per_worker: Float | None = Field(
         None, ge=0, description="GPUs per actor (default: 1 when the cluster has GPUs, else 0)."
@@ -109,7 +115,12 @@ class PipelineSpec(Spec):
     max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
     bootstrap: Int = Field(1000, ge=0, description="Poisson bootstrap replicates for the 95% CIs (0 = off).")
     limit: Int | None = Field(None, ge=1, description="Evaluate only the first N rows.")
-    rows_per_shard: Int = Field(1024, ge=1, description="Rows per shard, the unit of parallel work.")
+    rows_per_shard: Int = Field(
+        1024,
+        ge=1,
+        description="Rows per block, the unit of parallel work and of a part file (blocks start at "
+        "multiples of --batch-size; images: fewer rows, so a decoded block stays under 64 MiB).",
+    )
     seed: Int = Field(0, ge=0, description="Bootstrap seed.")
     skip_bad_rows: Bool = Field(
         False,

@@ -1,10 +1,9 @@
 """Is model B really better than model A on this dataset? Paired statistics of two evaluations.
 
 Both runs must be evaluations of the same dataset (same fingerprint), so their
-predictions.parquet files line up row by row. We stream both files in aligned
-batches and accumulate, per Poisson-bootstrap replicate, the two confusion
-matrices under the *same* row weights (a paired bootstrap), plus McNemar's
-discordant counts. Nothing that grows with the dataset is kept.
+predictions line up row by row. We read both in aligned ranges of rows and accumulate, per
+Poisson-bootstrap replicate, the two confusion matrices under the *same* row weights (a paired
+bootstrap), plus McNemar's discordant counts. Nothing that grows with the dataset is kept.
 
     b = rows A got right and B got wrong,  c = rows A got wrong and B got right
     McNemar's exact test: two-sided binomial test of b vs c with p = 1/2.
@@ -13,14 +12,13 @@ discordant counts. Nothing that grows with the dataset is kept.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from cluster.errors import UserError
+from cluster.stats import codec
 from cluster.stats.metrics import paired_metrics, poisson_weights, scores_from_confusion
 
 
@@ -105,22 +103,14 @@ def verdict(metric: str, diff: dict, p_value: float) -> str:
 
 
 def compare_predictions(
-    path_a: Path | pa.NativeFile,
-    path_b: Path | pa.NativeFile,
+    aligned: Iterable[tuple[pa.Table, pa.Table]],
     labels: list[str],
     replicates: int = 1000,
     seed: int = 0,
-    batch_rows: int = 65536,
 ) -> tuple[PairedCounts, dict]:
-    """Stream two aligned predictions.parquet files (paths, or open files from any filesystem);
-    returns counts and per-metric differences."""
+    """Counts and per-metric differences of two runs' predictions, given as aligned (A, B) tables of
+    the same rows (``row``, ``label``, ``pred``; cluster/evaluation/predictions.py ``aligned``)."""
     index = {lab: i for i, lab in enumerate(labels)}
-    fa, fb = pq.ParquetFile(path_a), pq.ParquetFile(path_b)
-    if fa.metadata.num_rows != fb.metadata.num_rows:
-        raise UserError(
-            f"the runs predicted different numbers of rows ({fa.metadata.num_rows} vs "
-            f"{fb.metadata.num_rows}); compare evaluations of the same full dataset"
-        )
     k = len(labels)
     total = PairedCounts(
         np.zeros((k, k), np.int64),
@@ -128,26 +118,16 @@ def compare_predictions(
         np.zeros((replicates, k, k), np.int64),
         np.zeros((replicates, k, k), np.int64),
     )
-    cols = ["row", "label", "pred"]
-    for ta, tb in zip(
-        fa.iter_batches(batch_rows, columns=cols), fb.iter_batches(batch_rows, columns=cols), strict=True
-    ):
-        rows = ta.column("row").to_numpy()
-        if not np.array_equal(rows, tb.column("row").to_numpy()):
-            raise UserError("the runs' predictions are not aligned row by row; were they on the same data?")
+    for ta, tb in aligned:
         y = _ids(ta.column("label").to_pylist(), index)
-        part = paired_counts(
-            y,
-            _ids(ta.column("pred").to_pylist(), index),
-            _ids(tb.column("pred").to_pylist(), index),
-            rows,
-            k,
-            replicates,
-            seed,
-        )
-        total = merge(total, part)
+        pred_a, pred_b = (_ids(t.column("pred").to_pylist(), index) for t in (ta, tb))
+        rows = ta.column("row").to_numpy()
+        total = merge(total, paired_counts(y, pred_a, pred_b, rows, k, replicates, seed))
     return total, differences(total)
 
 
 def _ids(names: list[str], index: dict[str, int]) -> np.ndarray:
     return np.array([index[n] for n in names], dtype=np.int64)
+
+
+codec.register(PairedCounts)  # part files hold them (cluster/stats/codec.py)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cluster.errors import UserError, did_you_mean
+from cluster.stats import codec
+from cluster.stats.exact import as_float, as_floats, exact_sum, exact_sums, exact_weighted_sums
 
 ECE_BINS = 15  # equal-width confidence bins
 
@@ -170,12 +172,12 @@ class Stats:
     """Sufficient statistics of a set of rows (all arrays add elementwise)."""
 
     confusion: np.ndarray  # (k, k) int64, rows = true class, cols = predicted
-    log_loss_sum: float  # sum over rows of -log(clip(p_true))
+    log_loss_sum: int  # sum over rows of -log(clip(p_true)), exact (cluster/stats/exact.py)
     bin_count: np.ndarray  # (ECE_BINS,) rows per confidence bin
-    bin_conf: np.ndarray  # (ECE_BINS,) summed confidence (max probability)
+    bin_conf: np.ndarray  # (ECE_BINS,) object: summed confidence (max probability), exact
     bin_correct: np.ndarray  # (ECE_BINS,) correct predictions
     boot_confusion: np.ndarray  # (B, k, k) Poisson-weighted confusion counts
-    boot_log_loss: np.ndarray  # (B,) Poisson-weighted log-loss sums
+    boot_log_loss: np.ndarray  # (B,) object: Poisson-weighted log-loss sums, exact
     slices: dict[str, Stats] = field(default_factory=dict)  # per value of a slice column
 
     def __add__(self, other: Stats) -> Stats:
@@ -224,18 +226,18 @@ def batch_stats(
     cell = y_true * k + pred  # flat confusion-matrix cell of each row
     stats = Stats(
         confusion=np.bincount(cell, minlength=k * k).reshape(k, k),
-        log_loss_sum=float(row_loss.sum()),
+        log_loss_sum=exact_sum(row_loss),
         bin_count=np.bincount(bins, minlength=ECE_BINS).astype(np.int64),
-        bin_conf=np.bincount(bins, weights=conf, minlength=ECE_BINS),
+        bin_conf=exact_sums(conf, bins, ECE_BINS),
         bin_correct=np.bincount(bins, weights=(pred == y_true), minlength=ECE_BINS),
         boot_confusion=np.zeros((bootstrap, k, k), dtype=np.int64),
-        boot_log_loss=np.zeros(bootstrap),
+        boot_log_loss=np.zeros(bootstrap, dtype=object),
     )
     if bootstrap:
         w = poisson_weights(np.arange(n) if rows is None else np.asarray(rows), bootstrap, seed)
         for c in np.unique(cell):  # (B,) weight of each confusion cell
             stats.boot_confusion[:, c // k, c % k] = w[:, cell == c].sum(1)
-        stats.boot_log_loss = w @ row_loss
+        stats.boot_log_loss = exact_weighted_sums(w, row_loss)
     if slices is not None:  # each slice with its own replicates, under the same row weights
         slices = np.asarray(slices, dtype=object)
         rows = np.arange(n) if rows is None else np.asarray(rows)
@@ -352,11 +354,11 @@ def finalize(stats: Stats, labels: list[str], confidence: float = 0.95) -> dict:
         for i, lab in enumerate(labels)
     }
     out["confusion_matrix"] = stats.confusion.astype(int).tolist()
-    out["log_loss"] = stats.log_loss_sum / stats.n if stats.n else float("nan")
+    out["log_loss"] = as_float(stats.log_loss_sum) / stats.n if stats.n else float("nan")
     out["ece"] = expected_calibration_error(stats)
     out["calibration"] = {
         "bin_count": stats.bin_count.astype(int).tolist(),
-        "bin_confidence": _div(stats.bin_conf, stats.bin_count).tolist(),
+        "bin_confidence": _div(as_floats(stats.bin_conf), stats.bin_count).tolist(),
         "bin_accuracy": _div(stats.bin_correct, stats.bin_count).tolist(),
     }
     out["ci95"] = bootstrap_ci(stats, confidence) if len(stats.boot_log_loss) else {}
@@ -366,13 +368,13 @@ def finalize(stats: Stats, labels: list[str], confidence: float = 0.95) -> dict:
 def expected_calibration_error(stats: Stats) -> float:
     """ECE over equal-width bins: sum_b (n_b / n) * |accuracy_b - confidence_b|."""
     n = stats.bin_count.sum()
-    return float(np.abs(stats.bin_correct - stats.bin_conf).sum() / n) if n else float("nan")
+    return float(np.abs(stats.bin_correct - as_floats(stats.bin_conf)).sum() / n) if n else float("nan")
 
 
 def bootstrap_ci(stats: Stats, confidence: float = 0.95) -> dict[str, list[float]]:
     """Percentile intervals of CI_METRICS over the Poisson bootstrap replicates."""
     reps = scores_from_confusion(stats.boot_confusion)
-    reps["log_loss"] = _div(stats.boot_log_loss, stats.boot_confusion.sum((-2, -1)))
+    reps["log_loss"] = _div(as_floats(stats.boot_log_loss), stats.boot_confusion.sum((-2, -1)))
     alpha = (1 - confidence) / 2
     return {
         m: [float(np.quantile(reps[m], alpha)), float(np.quantile(reps[m], 1 - alpha))]
@@ -419,3 +421,6 @@ def compute_metrics(
 ) -> dict:
     """All metrics of one in-memory set of rows (e.g. a validation split)."""
     return finalize(batch_stats(y_true, probs, bootstrap=bootstrap, seed=seed), labels)
+
+
+codec.register(Stats)  # part files hold them (cluster/stats/codec.py)

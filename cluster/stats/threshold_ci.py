@@ -27,8 +27,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from cluster.stats.exact import SHIFT
 from cluster.stats.metrics import poisson_weights
-from cluster.stats.threshold_cells import BUCKETS, SHIFT, Cells, by_key, key_index, ranking_from_counts
+from cluster.stats.threshold_cells import BUCKETS, Cells, by_key, key_index, ranking_from_counts
 
 CHUNK_VALUES = 1 << 21  # replicate x bin values computed at once
 BOOT_BINS = 4096  # replicates use at most this many score bins per class (see _score_bins)

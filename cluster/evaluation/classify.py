@@ -1,0 +1,238 @@
+"""Classification, text and images, as an evaluation task (the seam: cluster/evaluation/task.py).
+
+    preprocess   text: tokenise the block, order it by token length (batches pad little);
+                 images: decode + resize (cluster/data/images.py), a bad image kept as a ``_bad`` row
+    model        cluster/evaluation/classify_model.py: probabilities, and what the analyses need
+                 of the model (perturbed probabilities, embeddings, the mistakes' attributions)
+    statistics   cluster/stats/metrics.py ``batch_stats`` (confusion counts, log-loss, calibration,
+                 bootstrap) and cluster/stats/analyses.py (threshold metrics, weak slices, mistakes,
+                 robustness; or the drift checks' summaries), all from the rows of one part file
+    predictions  row, label, pred, score, probs, and the id column under its own name
+    finalize     metrics.json's scores and sections
+
+Pipeline columns: ``text`` or ``image`` (the model's input), ``label``, ``id``, ``slice`` (as the
+data spec names them), then this module's ``_`` columns (see the constants below).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cluster.data.images import Preprocessing, decode_images
+from cluster.errors import UserError, first_items
+from cluster.evaluation.task import BAD, BATCH, ROW, EvalTask, TaskModel
+from cluster.models.cache import ModelSource
+from cluster.specs.workloads import PipelineSpec
+from cluster.stats.analyses import Analyses, DriftAnalyses
+
+TEXT, IMAGE, LABEL, ID, SLICE, PROBS = "text", "image", "label", "id", "slice", "probs"
+ENC = "_enc:"  # + a tokenizer output key (input_ids, attention_mask, ...): list<int32> per row
+PIXELS = "_pixels"  # decoded uint8 (3, S, S) image, as fixed-size binary (null for a bad row)
+PERTURBED = "_probs@"  # + a perturbation kind: the perturbed text's probabilities
+EMBEDDING = "_embedding"  # mean-pooled embedding of a hash-sampled row (drift), else null
+TOKENS = "_tokens"  # token attributions (JSON) of a row that may be one of the most confident mistakes
+EMBED = "_embed"  # drift: whether the model stage embeds the row (a hash sample of the rows)
+NTOK, NUNK = "_ntok", "_nunk"  # tokens and [UNK] tokens of a text (drift), untruncated
+BLOCK_BYTES = 64 << 20  # decoded image bytes per block at most
+
+
+@dataclass
+class ClassifyTask(EvalTask):
+    """A classifier (or, with ``labels`` None, a bare text encoder for drift checks) on some data."""
+
+    name: ClassVar[str] = "classification"
+
+    model: ModelSource
+    modality: str  # "text" | "image"
+    labels: list[str] | None
+    columns: dict[str, str]  # pipeline column -> input column (cluster/evaluation/run.py: task_for)
+    spec: PipelineSpec  # batch_size, max_length, precision, bootstrap, seed, skip_bad_rows
+    analyses: Analyses | DriftAnalyses | None = None
+    id_name: str | None = None  # the id column's name in the predictions (the input's own)
+    base_dir: str | None = None  # where relative image paths are resolved
+    preprocessing: Preprocessing | None = None  # images: from the model's config.json
+    threads: int | None = None  # torch threads per model actor (None: the CPUs Ray gave it)
+    run_token: str = ""  # tells a warm actor's per-run state (the mistakes' candidates) apart
+
+    # ------------------------------------------------------------------ driver
+
+    def input_columns(self) -> dict[str, str]:
+        return dict(self.columns)
+
+    def block_rows(self, rows_per_block: int) -> int:
+        if self.modality != IMAGE or self.preprocessing is None:
+            return rows_per_block
+        per_row = 3 * self.preprocessing.image_size**2
+        bs = self.spec.batch_size
+        return max(bs, min(rows_per_block, BLOCK_BYTES // per_row) // bs * bs)
+
+    def drift_analyses(self, block: pa.Table) -> DriftAnalyses | None:
+        """The drift checks' settings for the rows of ``block`` (None: no drift checks)."""
+        return self.analyses if isinstance(self.analyses, DriftAnalyses) else None
+
+    @property
+    def keeps_text(self) -> bool:
+        """Whether the texts travel on past the CPU stage (analyses that read them)."""
+        a = self.analyses
+        return isinstance(a, DriftAnalyses) or bool(a and (a.auto_slices or a.mistakes or a.perturb))
+
+    # ------------------------------------------------------------------ CPU stage
+
+    def preprocess(self, block: pa.Table) -> pa.Table:
+        block = _strings(block, (LABEL, SLICE))
+        first = int(pc.min(block[ROW]).as_py()) if block.num_rows else 0
+        block = self._text(block) if self.modality == TEXT else self._images(block)
+        batch = first + np.arange(block.num_rows, dtype=np.int64) // self.spec.batch_size
+        return block.append_column(BATCH, pa.array(batch, pa.int64()))
+
+    def _text(self, block: pa.Table) -> pa.Table:
+        texts = block[TEXT].cast(pa.string()).to_pylist()
+        tok = tokenizer(self.model)
+        enc = tok(texts, truncation=True, max_length=self.spec.max_length)
+        order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
+        block = block.take(pa.array(order, pa.int64()))
+        for key, values in enc.items():
+            block = block.append_column(ENC + key, pa.array([values[i] for i in order], pa.list_(pa.int32())))
+        drift = self.drift_analyses(block)
+        if drift is not None:
+            from cluster.stats.drift import token_counts
+
+            t, u = token_counts([texts[i] for i in order], tokenizer=tok)
+            block = block.append_column(NTOK, pa.array(t)).append_column(NUNK, pa.array(u))
+            block = block.append_column(EMBED, pa.array(drift.embedded(block[ROW].to_numpy())))
+        return block.set_column(block.schema.get_field_index(TEXT), TEXT, block[TEXT].cast(pa.string()))
+
+    def _images(self, block: pa.Table) -> pa.Table:
+        rows = block[ROW].to_pylist()
+        d = decode_images(
+            block[IMAGE].to_pylist(),
+            self.preprocessing,
+            rows=rows,
+            skip_bad_rows=self.spec.skip_bad_rows,
+            base_dir=self.base_dir,
+        )
+        kept = np.zeros(block.num_rows, bool)
+        kept[d.kept] = True
+        reasons = {b.row: b.reason for b in d.bad}
+        block = block.drop_columns([IMAGE])
+        block = block.append_column(PIXELS, _pixels_column(d.pixels, kept))
+        return block.append_column(BAD, pa.array([reasons.get(r) for r in rows], pa.string()))
+
+    # ------------------------------------------------------------------ model stage
+
+    def load(self, device: str) -> TaskModel:
+        from cluster.evaluation.classify_model import ClassifyModel
+
+        return ClassifyModel(self, device)
+
+    # ------------------------------------------------------------------ write stage
+
+    def statistics(self, rows: pa.Table) -> dict[str, Any]:
+        ids, probs = rows[ROW].to_numpy(), self._probs(rows)
+        y = self._label_ids(rows) if LABEL in rows.column_names and self.labels else None
+        slices = rows[SLICE].to_numpy(zero_copy_only=False) if SLICE in rows.column_names else None
+        texts = rows[TEXT].to_pylist() if TEXT in rows.column_names else None
+        parts: dict[str, Any] = {}
+        if y is not None:
+            from cluster.stats.metrics import batch_stats
+
+            s = self.spec
+            parts["core"] = batch_stats(y, probs, rows=ids, bootstrap=s.bootstrap, seed=s.seed, slices=slices)
+        if isinstance(self.analyses, DriftAnalyses):
+            found = {"lengths": rows[NTOK].to_numpy(), "unknown": rows[NUNK].to_numpy()}
+            found["vectors"] = rows[EMBEDDING].to_pylist()
+            parts.update(self.analyses.batch(rows=ids, probs=probs, **found))
+        elif self.analyses is not None and y is not None:
+            perturbed = {k: _matrix(rows[PERTURBED + k]) for k in self.analyses.perturb}
+            tokens = rows[TOKENS].to_pylist() if TOKENS in rows.column_names else None
+            found = {"perturbed": perturbed, "tokens": tokens, "slice_values": slices}
+            parts.update(self.analyses.batch(texts=texts, y_true=y, probs=probs, rows=ids, **found))
+        return parts
+
+    def _probs(self, rows: pa.Table) -> np.ndarray | None:
+        return _matrix(rows[PROBS]) if PROBS in rows.column_names else None
+
+    def _label_ids(self, rows: pa.Table) -> np.ndarray:
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        names = rows[LABEL].to_pylist()
+        unknown = sorted({n for n in names if n not in index}, key=str)
+        if unknown:
+            known = ", ".join(self.labels)
+            raise UserError(f"labels unknown to the model: {first_items(unknown)}; it predicts {known}")
+        return np.fromiter((index[n] for n in names), np.int64, len(names))
+
+    def predictions(self, rows: pa.Table) -> pa.Table:
+        cols: dict[str, pa.ChunkedArray | pa.Array] = {ROW: rows[ROW]}
+        if LABEL in rows.column_names:
+            cols[LABEL] = rows[LABEL]
+        if PROBS in rows.column_names and self.labels:
+            probs = _matrix(rows[PROBS])
+            pred = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
+            cols["pred"] = pa.array(np.array(self.labels, dtype=object)[pred].tolist(), pa.string())
+            cols["score"] = pa.array(probs[np.arange(len(pred)), pred], pa.float64())
+            cols[PROBS] = rows[PROBS].cast(pa.list_(pa.float64()))
+        if ID in rows.column_names:
+            cols[self.id_name or ID] = rows[ID]
+        return pa.table(cols)
+
+    # ------------------------------------------------------------------ driver, at the end
+
+    def finalize(self, merged: dict[str, Any]) -> dict:
+        from cluster.stats.analyses import finalize as finalize_analyses
+        from cluster.stats.metrics import empty_stats, finalize, slice_metrics
+
+        stats = merged.get("core") or empty_stats(len(self.labels), self.spec.bootstrap)
+        metrics = finalize(stats, self.labels)
+        if SLICE in self.columns:
+            metrics["slices"] = slice_metrics(stats, self.labels)
+        if isinstance(self.analyses, Analyses):
+            parts = {k: v for k, v in merged.items() if k != "core"}
+            finalize_analyses(parts, self.spec, self.labels, metrics)
+        return metrics
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer(model: ModelSource):
+    """The model's tokenizer, loaded once per worker process (CPU stage and model stage)."""
+    from transformers import AutoTokenizer
+
+    from cluster.models.modeling import set_offline
+
+    set_offline()
+    return AutoTokenizer.from_pretrained(model.local_path(), local_files_only=True)
+
+
+def _strings(block: pa.Table, names: tuple[str, ...]) -> pa.Table:
+    for name in names:
+        if name in block.column_names:
+            block = block.set_column(block.schema.get_field_index(name), name, block[name].cast(pa.string()))
+    return block
+
+
+def _pixels_column(pixels: np.ndarray, kept: np.ndarray) -> pa.Array:
+    """(n,) fixed-size binary of the decoded images (uint8 (k, 3, S, S) for the ``kept`` rows), null
+    where a row was not kept; one buffer, no per-row copies."""
+    n = len(kept)
+    size = math.prod(pixels.shape[1:]) if pixels.ndim == 4 else 1
+    full = np.zeros((n, size), np.uint8)
+    full[kept] = pixels.reshape(len(pixels), size)
+    validity = pa.array(kept, pa.bool_()).buffers()[1]
+    nulls = int((~kept).sum())
+    return pa.Array.from_buffers(pa.binary(size), n, [validity, pa.py_buffer(full)], null_count=nulls)
+
+
+def _matrix(col) -> np.ndarray:
+    """A list<float> column of equal-length rows -> (n, k) float64 (no per-row Python objects)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    if not n:
+        return np.zeros((0, 0))
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+    return flat.reshape(n, -1)
