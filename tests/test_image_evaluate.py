@@ -17,10 +17,11 @@ from sklearn.metrics import (
 )
 
 from cluster.errors import UserError
+from cluster.evaluation.predictions import read_predictions
+from cluster.evaluation.run import run_evaluate
 from cluster.models.modality import load_trained
 from cluster.models.vision import prepare_for_inference
 from cluster.specs.workloads import DataSpec, EvaluateSpec
-from cluster.evaluation.run import run_evaluate
 
 LABELS = ["zero", "one", "two"]
 
@@ -35,7 +36,7 @@ def test_image_evaluation_equals_sklearn_and_keeps_row_ids(
     ray_cluster, tiny_image_model_dir, digits_images, tmp_path
 ):
     result = run_evaluate(image_spec(digits_images, tmp_path / "out", model=str(tiny_image_model_dir)))
-    preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    preds = read_predictions(tmp_path / "out" / "predictions")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     source = pq.read_table(digits_images).to_pandas()
     assert preds["row"].tolist() == list(range(150))
@@ -105,7 +106,7 @@ def test_cli_skip_bad_rows_counts_and_reports_them(evalctl, tiny_image_model_dir
     assert [b["row"] for b in metrics["bad_rows"]["first_rows"]] == [7, 23]
     # Rows read, the skipped ones included (docs/contracts.md: workers, recovery).
     assert metrics["recovery"]["rows"] == sum(w["rows"] for w in metrics["workers"]) == 60
-    preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    preds = read_predictions(tmp_path / "out" / "predictions")
     assert preds["row"].tolist() == [r for r in range(60) if r not in (7, 23)]
     # Without --skip-bad-rows: exit 2 and one line naming the row, no traceback.
     proc = evalctl("evaluate", *args, "--out", tmp_path / "out2")
@@ -181,6 +182,7 @@ def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_
     import pickle
 
     from cluster.evaluation.predictor import PLACEHOLDER_ROW, Predictor
+
     from cluster.models.cache import ModelSource
 
     table = pq.read_table(digits_images).slice(0, 6)

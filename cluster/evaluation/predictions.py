@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
@@ -37,9 +36,11 @@ def open_predictions(location: str) -> pads.Dataset:
         raise storage_error(exc, location, "read") from exc
 
 
-def read_predictions(location: str, columns: list[str] | None = None) -> pa.Table:
-    """All of a run's predictions, sorted by ``row`` (small runs, tests, notebooks)."""
-    return open_predictions(location).to_table(columns=columns).sort_by(ROW)
+def read_predictions(location, columns: list[str] | None = None):
+    """All of a run's predictions as a pandas DataFrame sorted by ``row`` (small runs, tests,
+    notebooks; ``location``: a path, URI or pathlib.Path)."""
+    table = open_predictions(str(location)).to_table(columns=columns).sort_by(ROW)
+    return table.to_pandas()
 
 
 def aligned(location_a: str, location_b: str, columns: list[str], chunk_rows: int = CHUNK_ROWS) -> Iterator:
