@@ -55,8 +55,8 @@ def baseline_pipeline(model_path: Path, texts: list[str]) -> tuple[float, float]
 
 def driver(args: list[str]) -> None:
     """Child mode: one evaluation as its own driver process; prints a JSON line."""
-    from cluster.specs.workloads import DataSpec, EvaluateSpec
     from cluster.evaluation.run import run_evaluate
+    from cluster.specs.workloads import DataSpec, EvaluateSpec
 
     model, path, out, precision = args
     t0 = time.perf_counter()
@@ -109,7 +109,7 @@ def main() -> None:
     opts = parser.parse_args()
 
     from cluster.data.corpus import sample_splits
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     tmp = Path(tempfile.mkdtemp(prefix="evalbench-"))
     sample_splits(tmp / "sample")
@@ -119,7 +119,7 @@ def main() -> None:
     ref = resolve_model(opts.model)
     if ref.labels is None:  # a bare encoder: give it a (random) head so it can be evaluated
         from cluster.data.scan import LABELS
-        from cluster.models.modeling import load_classifier, save_model_dir
+        from cluster.models.text import load_classifier, save_model_dir
 
         model, tok, _ = load_classifier(ref.path, labels=LABELS)
         ref.path = save_model_dir(model, tok, tmp / "headed", {"base_model": ref.model_id})

@@ -54,7 +54,7 @@ import os, sys, torch
 from fastapi import FastAPI
 from pydantic import BaseModel
 sys.path.insert(0, {root!r})
-from cluster.models.modeling import load_classifier, predict_proba
+from cluster.models.text import load_classifier, predict_proba
 torch.set_num_threads(os.cpu_count())
 model, tok, labels = load_classifier({path!r})
 app = FastAPI()
@@ -228,7 +228,7 @@ def offline_rate(path: Path, texts: list[str], precision: str) -> float:
     """Rows/s of predict_proba in this process (batches of 64, length-sorted), after a warm-up."""
     import torch
 
-    from cluster.models.modeling import load_classifier, predict_proba
+    from cluster.models.text import load_classifier, predict_proba
 
     torch.set_num_threads(os.cpu_count())
     model, tok, _ = load_classifier(path)
@@ -259,7 +259,8 @@ def prepare_model(name: str, tmp: Path) -> tuple[Path, str]:
     """A classifier directory for ``name``; a bare encoder gets a fresh 3-class head."""
     from cluster.data.scan import LABELS
     from cluster.errors import UserError
-    from cluster.models.modeling import load_classifier, resolve_model, save_model_dir
+    from cluster.models.resolve import resolve_model
+    from cluster.models.text import load_classifier, save_model_dir
 
     try:
         ref = resolve_model(name)
@@ -285,7 +286,7 @@ def main() -> None:
     opts = parser.parse_args()
 
     from cluster.data.scan import sample_splits
-    from cluster.models.modeling import resolve_precision
+    from cluster.models.device import resolve_precision
 
     tmp = Path(tempfile.mkdtemp(prefix="servebench-"))
     sample_splits(tmp / "sample")

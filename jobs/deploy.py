@@ -54,7 +54,7 @@ def deploy(
     """
     from ray import serve
 
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
     from cluster.registry.record import Registry
 
     phases = Phases(start=process_started_at())

@@ -58,7 +58,8 @@ def run_drift(spec: DriftSpec, registry: Registry | None = None) -> dict:
 
 
 def _model(spec: DriftSpec, registry: Registry) -> tuple[Path, str | None, list[str] | None]:
-    from cluster.models.modeling import base_model_dir, resolve_model
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.resolve import resolve_model
 
     if spec.model is None:
         return base_model_dir(), None, None
@@ -89,7 +90,7 @@ def _side(data: DataSpec, spec: DriftSpec, labels: list[str] | None) -> dict:
 
 def _checks(spec: DriftSpec, model_path: Path, labels, sides: dict, out: Path) -> dict:
     from cluster.evaluation.drift import drift_pass
-    from cluster.models.modeling import ModelRef
+    from cluster.models.resolve import ModelRef
     from cluster.stats import drift
 
     model = ModelRef(path=model_path, model_id=str(model_path), labels=labels)  # on this machine

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import typer
 
+from cluster.evaluation.run import EvalResult, run_evaluate
 from cluster.specs.workloads import RobustnessSpec
 from jobs.eval_print import print_summary
-from cluster.evaluation.run import EvalResult, run_evaluate
 from jobs.evaluate import GATE_OPTIONS
 from jobs.spec_cli import Workload, options, spec_command
 

@@ -53,8 +53,8 @@ def _gate_for(g, registry: Registry, data, spec: SweepSpec) -> tuple[GateSpec | 
 def _ensure_evaluated(baseline: str, data, registry: Registry, spec: SweepSpec) -> None:
     from cluster.data.scan import scan
     from cluster.evaluation.baseline import resolve_baseline
-    from cluster.models.modeling import resolve_model
     from cluster.evaluation.run import run_evaluate
+    from cluster.models.resolve import resolve_model
 
     modality = resolve_model(spec.model, registry).modality  # the fingerprint hashes its inputs
     try:

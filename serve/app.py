@@ -172,8 +172,9 @@ class Scorer:
 
         self.started["torch"] = time.time()
         from cluster.models.cache import ModelSource
+        from cluster.models.device import pick_device, resolve_precision
         from cluster.models.modality import load_trained
-        from cluster.models.modeling import pick_device, read_lineage, resolve_precision
+        from cluster.models.modeldir import read_lineage
         from cluster.ray.runtime import worker_threads
 
         self.spec = _spec(args)
@@ -376,7 +377,7 @@ def app_args(args: dict) -> dict:
     """What each replica is constructed with: the ServeSpec fields (validated), the resolved
     model path and id, and the API key's digest (never the key)."""
     from cluster.errors import UserError
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
     from cluster.registry.record import Registry
 
     args = dict(args)

@@ -27,7 +27,7 @@ from cluster.stats.metrics import batch_stats
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     return AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
 
@@ -48,7 +48,7 @@ def embedded(corpus_by_domain):
     """Base-model embeddings of 150 airline tweets, 150 driverless-car tweets, 300 of any domain."""
     from transformers import AutoModel, AutoTokenizer
 
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     model = AutoModel.from_pretrained(base_model_dir(), local_files_only=True, use_safetensors=True).eval()
@@ -189,7 +189,7 @@ def test_embeddings_keep_input_order(embedded, corpus_by_domain):
     """Length-sorted batches are put back in input order: one text alone embeds the same."""
     from transformers import AutoModel, AutoTokenizer
 
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     model = AutoModel.from_pretrained(base_model_dir(), local_files_only=True, use_safetensors=True).eval()

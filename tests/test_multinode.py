@@ -82,7 +82,8 @@ def small_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.models.modeling import base_model_dir, save_model_dir
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.text import save_model_dir
 
     torch.manual_seed(0)
     config = BertConfig(

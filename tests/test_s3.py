@@ -7,7 +7,8 @@ import uuid
 import pandas as pd
 import pytest
 
-from cluster.models.modeling import resolve_model
+from cluster.evaluation.run import run_evaluate
+from cluster.models.resolve import resolve_model
 from cluster.registry.record import Registry
 from cluster.specs.workloads import (
     DataSpec,
@@ -17,7 +18,6 @@ from cluster.specs.workloads import (
     SearchSpace,
     SweepSpec,
 )
-from cluster.evaluation.run import run_evaluate
 from jobs.team import compare_runs
 from tests.test_registry_cli import assert_user_error
 from tests.test_registry_cli import cli as cli  # noqa: F401  (a fixture)
@@ -57,6 +57,7 @@ def test_evaluate_reads_parquet_csv_and_jsonl_from_s3_and_keeps_artifacts_there(
             data=DataSpec(path=uri),
             bootstrap=50,
             rows_per_shard=64,
+            sort_rows=64,
             precision="fp32",
         )
         results[fmt] = run_evaluate(spec)

@@ -26,7 +26,8 @@ def _trial(spec, storage_root):
     (what a trial actor holds after a (re)start)."""
     from ray.train._internal.storage import StorageContext
 
-    from cluster.tune.setup import make_trainable, param_space
+    from cluster.tune.search import param_space
+    from cluster.tune.setup import make_trainable
     from cluster.tune.trial import TrialContext
     from jobs.sweep import load_splits
 

@@ -2,16 +2,16 @@
 
 Shards are planned on the driver from cheap metadata (Parquet row groups; CSV/JSONL
 files in pieces) so that every row keeps its 0-based position in the input (``row``),
-which predictions.parquet needs and Ray's own readers do not expose. Each shard is
-read inside a Ray Data task, so no table that grows with the dataset passes through
-the driver.
+which the predictions need and Ray's own readers do not expose. The evaluation reads each
+shard as one Ray Data block (cluster/data/blocks.py), so no table that grows with the dataset
+passes through the driver.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -24,9 +24,6 @@ from cluster.specs.workloads import DataSpec
 
 log = logging.getLogger(__name__)
 ROWS_PER_SHARD = 1024  # default target rows per shard (= per Ray Data block, the unit of parallel work)
-# Image shards per actor: with 4, an actor that ends first idles at most about a quarter of its
-# share while the others finish (the driver keeps 2 shards in flight per actor).
-SHARDS_PER_ACTOR = 4
 MAX_PIECES_PER_TEXT_FILE = 8  # a CSV/JSONL piece re-reads its whole file: cap the re-reads
 
 
@@ -45,20 +42,22 @@ class Shard:
 def plan_shards(
     spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PER_SHARD
 ) -> tuple[pafs.FileSystem, list[Shard]]:
-    """Split the input into row-contiguous shards of about ``rows_per_shard`` rows, with their offsets."""
+    """Split the input into row-contiguous shards with their offsets, cut at the global multiples of
+    ``rows_per_shard`` (and at file ends) only: which rows share a shard, and so a sort group
+    (PipelineSpec.sort_rows divides rows_per_shard), is a function of the rows' positions."""
     fs, files, fmt = resolve_files(spec.path)
     shards: list[Shard] = []
     offset = 0
     for path in files:
         uri = as_uri(spec.path, fs, path)  # s3://bucket/key: a read task on any node opens it by URI
         if fmt == "parquet":
-            shards += _parquet_shards(fs, path, uri, offset, rows_per_shard)
-            offset = shards[-1].offset + shards[-1].num_rows if shards else offset
-        else:
-            n = read_file(fs, path, fmt, columns=None).num_rows
-            size = max(rows_per_shard, -(-n // MAX_PIECES_PER_TEXT_FILE))
-            shards += _pieces(uri, fmt, offset, n, size)
-            offset += n
+            groups = _row_group_sizes(fs, path, uri)
+            n, size = sum(groups), rows_per_shard
+        else:  # a CSV/JSONL piece re-reads its whole file: at most MAX_PIECES_PER_TEXT_FILE pieces
+            groups, n = None, read_file(fs, path, fmt, columns=None).num_rows
+            size = rows_per_shard * max(1, -(-n // (MAX_PIECES_PER_TEXT_FILE * rows_per_shard)))
+        shards += _aligned(uri, fmt, offset, n, size, groups)
+        offset += n
         if limit is not None and offset >= limit:
             break
     if limit is not None:
@@ -68,39 +67,33 @@ def plan_shards(
     return fs, shards
 
 
-def _parquet_shards(fs: pafs.FileSystem, fs_path: str, path: str, offset: int, size: int) -> list[Shard]:
-    """Small row groups are merged up to ``size`` rows; large ones are split into pieces.
-    ``fs_path`` is the file on ``fs``; ``path`` its location as the shards carry it."""
+def _row_group_sizes(fs: pafs.FileSystem, fs_path: str, path: str) -> list[int]:
+    """Rows of each row group of a Parquet file (``fs_path`` on ``fs``; ``path`` as errors name it)."""
     try:
         with fs.open_input_file(fs_path) as f:
             meta = pq.ParquetFile(f).metadata
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserError(f"cannot read {path} as parquet: {str(exc).splitlines()[0]}") from exc
-    shards, group, rows = [], [], 0
-    for i in range(meta.num_row_groups):
-        n = meta.row_group(i).num_rows
-        if n > size:
-            if group:
-                shards.append(Shard(path, "parquet", offset, rows, group))
-                offset, group, rows = offset + rows, [], 0
-            for piece in _pieces(path, "parquet", offset, n, size, [i]):
-                shards.append(piece)
-            offset += n
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def _aligned(uri: str, fmt: str, offset: int, n: int, size: int, groups: list[int] | None) -> list[Shard]:
+    """The shards of one file holding input rows [offset, offset + n): cut at the global multiples
+    of ``size``. Parquet shards name the row groups they overlap and where in them they start;
+    CSV/JSONL ones where in the file."""
+    bounds = [offset, *range((offset // size + 1) * size, offset + n, size), offset + n]
+    starts = list(itertools.accumulate([0, *(groups or [])]))  # row group i: [starts[i], starts[i+1])
+    shards = []
+    for lo, hi in itertools.pairwise(bounds):
+        if hi == lo:  # an empty file
             continue
-        group.append(i)
-        rows += n
-        if rows >= size:
-            shards.append(Shard(path, "parquet", offset, rows, group))
-            offset, group, rows = offset + rows, [], 0
-    if group:
-        shards.append(Shard(path, "parquet", offset, rows, group))
+        a, b = lo - offset, hi - offset  # within the file
+        if groups is None:
+            shards.append(Shard(uri, fmt, lo, hi - lo, None, a))
+            continue
+        overlap = [i for i in range(len(groups)) if starts[i] < b and starts[i + 1] > a]
+        shards.append(Shard(uri, fmt, lo, hi - lo, overlap, a - starts[overlap[0]]))
     return shards
-
-
-def _pieces(path: str, fmt: str, offset: int, n: int, size: int, groups: list[int] | None = None):
-    """Shards of ``size`` rows covering ``n`` rows that are read together."""
-    for start in range(0, n, size):
-        yield Shard(path, fmt, offset + start, min(size, n - start), groups, start)
 
 
 def _cut(shards: list[Shard], limit: int) -> list[Shard]:
@@ -109,29 +102,6 @@ def _cut(shards: list[Shard], limit: int) -> list[Shard]:
         if s.offset >= limit:
             break
         out.append(Shard(s.uri, s.fmt, s.offset, min(s.num_rows, limit - s.offset), s.row_groups, s.start))
-    return out
-
-
-def shards_for_actors(shards: list[Shard], actors: int, align: int) -> list[Shard]:
-    """The same rows cut into about SHARDS_PER_ACTOR shards per actor, at multiples of ``align``
-    input rows (the batch size: every batch an actor runs then holds the same rows however the
-    input was sharded). Shards only get smaller; each piece re-reads its shard's row groups
-    and slices them (``start``), light next to decoding and inference.
-
-    For images, whose inputs all have one size: in bf16 an image's probabilities do not
-    depend on the other rows of its batch nor on its size (checked bit for bit:
-    benchmarks/image_throughput.py ``parts``); in fp32 they move by ~5e-7 with the batch's
-    size, which aligned cuts keep the same for all but a file's last batch.
-    """
-    total = sum(s.num_rows for s in shards)
-    per_shard = -(-total // max(1, SHARDS_PER_ACTOR * actors))  # rows, rounded up
-    size = max(1, -(-per_shard // align)) * align
-    out = []
-    for s in shards:
-        cuts = range((s.offset // size + 1) * size, s.offset + s.num_rows, size)
-        bounds = [s.offset, *cuts, s.offset + s.num_rows]
-        for lo, hi in itertools.pairwise(bounds):
-            out.append(Shard(s.uri, s.fmt, lo, hi - lo, s.row_groups, s.start + lo - s.offset))
     return out
 
 
@@ -172,45 +142,3 @@ def _image_values(col: pa.ChunkedArray, spec: DataSpec) -> pa.ChunkedArray:
         f'image column "{spec.image_column}" of {spec.path} is {t}; '
         "allowed: binary (PNG/JPEG bytes) or string (a path or URI of an image file)"
     )
-
-
-def to_ray_dataset(
-    spec: DataSpec, limit: int | None = None, read_cpus: float = 0.0, rows_per_shard: int = ROWS_PER_SHARD
-):
-    """A ``ray.data.Dataset`` with one block per shard: columns row, text[, label, id, slice]."""
-    _, shards = plan_shards(spec, limit, rows_per_shard)
-    return shards_dataset(spec, shards, read_cpus)
-
-
-def shards_dataset(spec: DataSpec, shards: list[Shard], read_cpus: float = 0.0, modality: str = "text"):
-    """A ``ray.data.Dataset`` reading the planned ``shards``, one block each.
-
-    ``read_cpus``: CPUs each read task asks for. Reading a shard is light I/O next
-    to inference, and with 0 the reads never wait behind inference actors that
-    hold every CPU of a small machine (Ray Data's backpressure still bounds them).
-    """
-    import ray.data
-
-    items = [asdict(s) for s in shards]
-
-    def read_shards(batch: dict) -> pa.Table:
-        tables = [
-            read_shard(Shard(**{k: batch[k][i] for k in batch}), spec, modality=modality)
-            for i in range(len(batch["uri"]))
-        ]
-        return pa.concat_tables(tables)
-
-    # batch_size=1: one input item (a shard) per task call, so blocks follow shards.
-    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
-        _to_lists(read_shards), batch_size=1, batch_format="pyarrow", num_cpus=read_cpus
-    )
-
-
-def _to_lists(fn):
-    def wrapped(batch: pa.Table) -> pa.Table:  # Arrow list cells -> Python lists
-        d = batch.to_pydict()
-        d["row_groups"] = [list(v) if v is not None else None for v in d.get("row_groups", [])]
-        return fn(d)
-
-    wrapped.__name__ = fn.__name__  # Ray Data names the stage after the function
-    return wrapped

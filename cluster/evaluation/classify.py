@@ -23,12 +23,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cluster.data.images import Preprocessing, decode_images
 from cluster.errors import UserError, first_items
 from cluster.evaluation.task import BAD, BATCH, ROW, EvalTask, TaskModel
 from cluster.models.cache import ModelSource
+from cluster.models.text import sorted_batches
 from cluster.specs.workloads import PipelineSpec
 from cluster.stats.analyses import Analyses, DriftAnalyses
 
@@ -87,17 +87,20 @@ class ClassifyTask(EvalTask):
 
     def preprocess(self, block: pa.Table) -> pa.Table:
         block = _strings(block, (LABEL, SLICE))
-        first = int(pc.min(block[ROW]).as_py()) if block.num_rows else 0
-        block = self._text(block) if self.modality == TEXT else self._images(block)
-        batch = first + np.arange(block.num_rows, dtype=np.int64) // self.spec.batch_size
-        return block.append_column(BATCH, pa.array(batch, pa.int64()))
+        return self._text(block) if self.modality == TEXT else self._images(block)
 
     def _text(self, block: pa.Table) -> pa.Table:
+        """Tokenised, and ordered and batched as cluster/models/text.py ``predict_proba`` batches: by
+        length within each sort group (``row // sort_rows``), batches never spanning two groups."""
         texts = block[TEXT].cast(pa.string()).to_pylist()
         tok = tokenizer(self.model)
         enc = tok(texts, truncation=True, max_length=self.spec.max_length)
-        order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
-        block = block.take(pa.array(order, pa.int64()))
+        rows = block[ROW].to_numpy()
+        lengths = np.array([len(x) for x in enc["input_ids"]], np.int64)
+        batches = sorted_batches(lengths, rows // self.spec.sort_rows, self.spec.batch_size)
+        order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+        batch_ids = np.concatenate([np.full(len(b), rows[b[0]]) for b in batches]) if batches else order
+        block = block.take(pa.array(order, pa.int64())).append_column(BATCH, pa.array(batch_ids, pa.int64()))
         for key, values in enc.items():
             block = block.append_column(ENC + key, pa.array([values[i] for i in order], pa.list_(pa.int32())))
         drift = self.drift_analyses(block)
@@ -123,7 +126,10 @@ class ClassifyTask(EvalTask):
         reasons = {b.row: b.reason for b in d.bad}
         block = block.drop_columns([IMAGE])
         block = block.append_column(PIXELS, _pixels_column(d.pixels, kept))
-        return block.append_column(BAD, pa.array([reasons.get(r) for r in rows], pa.string()))
+        block = block.append_column(BAD, pa.array([reasons.get(r) for r in rows], pa.string()))
+        # Images are all one size: batches of input rows [k * batch_size, (k + 1) * batch_size).
+        batch = np.asarray(rows, np.int64) // self.spec.batch_size
+        return block.append_column(BATCH, pa.array(batch, pa.int64()))
 
     # ------------------------------------------------------------------ model stage
 
@@ -203,7 +209,7 @@ def tokenizer(model: ModelSource):
     """The model's tokenizer, loaded once per worker process (CPU stage and model stage)."""
     from transformers import AutoTokenizer
 
-    from cluster.models.modeling import set_offline
+    from cluster.models.modeldir import set_offline
 
     set_offline()
     return AutoTokenizer.from_pretrained(model.local_path(), local_files_only=True)

@@ -36,7 +36,8 @@ from cluster.evaluation.classify import (
     ClassifyTask,
 )
 from cluster.evaluation.task import BAD, ROW
-from cluster.models.modeling import autocast, load_encoder, predict_proba, resolve_precision
+from cluster.models.device import autocast, resolve_precision
+from cluster.models.text import load_encoder, predict_proba
 from cluster.stats.analyses import Analyses, perturbed_probs
 
 ATTRIBUTION_THREADS = 1  # the same numbers whatever thread count inference runs with
@@ -120,7 +121,7 @@ class ClassifyModel:
             from cluster.data.perturb import perturb
 
             new = perturb(good_texts, kind=kind, rate=a.rate, seed=a.seed, rows=rows)
-            changed = perturbed_probs(self, good_texts, new, probs)
+            changed = perturbed_probs(self, good_texts, new, probs, rows)
             out = out.append_column(PERTURBED + kind, _rows(changed, idx, n, pa.float64()))
         if a.mistakes and good_texts is not None and LABEL in out.column_names:
             out = out.append_column(TOKENS, self._attributions(out, probs, idx, good_texts))
@@ -167,9 +168,10 @@ class ClassifyModel:
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(list(texts), truncation=True, max_length=self.task.spec.max_length)["input_ids"]
 
-    def probs(self, texts: list[str]) -> np.ndarray:
+    def probs(self, texts: list[str], rows: np.ndarray) -> np.ndarray:
+        """Probabilities of ``texts`` (rows ``rows``), batched within their sort groups."""
         s = self.task.spec
-        sizes = {"max_length": s.max_length, "batch_size": s.batch_size}
+        sizes = {"max_length": s.max_length, "batch_size": s.batch_size, "groups": rows // s.sort_rows}
         return predict_proba(self.model, self.tokenizer, texts, precision=self.precision, **sizes)
 
 

@@ -65,7 +65,7 @@ def _side_of(block: pa.Table) -> str:
 
 def drift_pass(spec: DriftSpec, model, labels: list[str] | None, sides: dict[str, dict], scratch) -> dict:
     """Per side, (core statistics or None, the drift summaries by name). ``model``: a
-    cluster.models.modeling.ModelRef; ``sides``: name -> {"data": DataSpec, "labelled", "summary"}."""
+    cluster.models.resolve.ModelRef; ``sides``: name -> {"data": DataSpec, "labelled", "summary"}."""
     from cluster.ray.runtime import init_ray
 
     init_ray()
@@ -75,8 +75,7 @@ def drift_pass(spec: DriftSpec, model, labels: list[str] | None, sides: dict[str
     task = DriftTask(**{f.name: getattr(base, f.name) for f in fields(base)}, side_analyses=analyses)
     task.labelled = {name: side["labelled"] for name, side in sides.items()}
     plans = {
-        name: plan_blocks(side["data"], spec.limit, spec.rows_per_shard, spec.batch_size)[1]
-        for name, side in sides.items()
+        name: plan_blocks(side["data"], spec.limit, spec.rows_per_shard)[1] for name, side in sides.items()
     }
     layout = plan_layout(spec, sum(len(b) for b in plans.values()))
     task = replace(task, threads=int(layout.cpus_per_actor) if not layout.gpus_per_actor else None)

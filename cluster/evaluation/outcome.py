@@ -81,10 +81,10 @@ def source(job, task):
         return _threads(task, probe), probe, user_dataset(job.dataset, task), None
     from cluster.data.blocks import plan_blocks
 
-    least = probe.max_actors * BLOCKS_PER_IMAGE_ACTOR if job.model.modality == "image" else 1
-    _, blocks = plan_blocks(
-        spec.data, spec.limit, task.block_rows(spec.rows_per_shard), spec.batch_size, least
-    )
+    image = job.model.modality == "image"  # images: blocks cut at batch multiples, spread over actors
+    least = probe.max_actors * BLOCKS_PER_IMAGE_ACTOR if image else 1
+    size = task.block_rows(spec.rows_per_shard)
+    _, blocks = plan_blocks(spec.data, spec.limit, size, spec.batch_size if image else size, least)
     layout = plan_layout(spec, len(blocks))
     task = _threads(task, layout)
     return task, layout, read_blocks(blocks, task, layout), expected_coverage(blocks)

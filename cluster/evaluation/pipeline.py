@@ -141,10 +141,16 @@ def build(ds, task: EvalTask, spec: PipelineSpec, layout: Layout, warm=None):
     pool = ray.data.ActorPoolStrategy(
         min_size=layout.min_actors, max_size=layout.max_actors, initial_size=layout.max_actors
     )
-    return ds.map_batches(
+    # Whole blocks (batch_size None): a block's model batches (``_batch``, spec.batch_size rows each)
+    # are the task's; Ray's own slicing into batch_size rows would cut them wherever a block's sort
+    # group is not a multiple of the batch size. ``map_batches`` refuses batch_size None with GPUs,
+    # so GPU runs use the DeveloperAPI it delegates to (``map_batches_internal``, which Ray Data's
+    # own map_groups uses for the same reason).
+    stage = ds.map_batches_internal if layout.gpus_per_actor else ds.map_batches
+    return stage(
         ModelStage,
         fn_constructor_kwargs={"task": task, "gpus": layout.gpus_per_actor, "warm": warm},
-        batch_size=spec.batch_size,
+        batch_size=None,
         batch_format="pyarrow",
         compute=pool,
         num_cpus=layout.cpus_per_actor,
@@ -207,8 +213,7 @@ def pipeline_context(ctx, checkpoint=None):
 
 
 def expected_coverage(blocks: list) -> Coverage:
-    """The coverage of the planned blocks' rows."""
-    from cluster.data.blocks import block_rows
+    """The coverage of the planned blocks' rows (cluster/data/shards.py Shard: offset, num_rows)."""
     from cluster.evaluation.parts import expected_coverage as of_ranges
 
-    return of_ranges(block_rows(b) for b in blocks)
+    return of_ranges((b.offset, b.num_rows) for b in blocks)

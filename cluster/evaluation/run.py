@@ -55,7 +55,7 @@ class Job:
 
     spec: EvaluateSpec  # to run (an image folder tree read through its index)
     given: EvaluateSpec  # as the user gave it (recorded)
-    model: object  # cluster.models.modeling.ModelRef
+    model: object  # cluster.models.resolve.ModelRef
     labels: list[str]
     kind: str  # the run's kind in the registry: evaluate or robustness
     target: ArtifactTarget
@@ -117,7 +117,7 @@ def resume_evaluate(
 def _job(spec, registry, phases, kind, run_id, dataset, resumed: dict | None = None) -> Job:
     """The model, its labels and the artifacts' place, checked before anything starts."""
     from cluster.models.modality import refuse_text_analyses
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     # A resumed run uses the model it started with (an alias may have moved since).
     model = resolve_model(resumed["model_id"] if resumed else spec.model, registry)

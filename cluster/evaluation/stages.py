@@ -27,7 +27,7 @@ class ModelStage:
     """One model-stage actor: the task's model, loaded here (cold) or held by a warm actor."""
 
     def __init__(self, task: EvalTask, gpus: float = 0.0, warm=None):
-        from cluster.models.modeling import pick_device
+        from cluster.models.device import pick_device
 
         device = pick_device(gpus)
         if warm is None:

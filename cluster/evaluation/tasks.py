@@ -19,7 +19,7 @@ from cluster.specs.workloads import DataSpec, PipelineSpec
 
 
 def task_for(spec: PipelineSpec, model, labels: list[str] | None, data: DataSpec, analyses=None) -> EvalTask:
-    """The evaluation task of ``model`` (a cluster.models.modeling.ModelRef) on ``data``."""
+    """The evaluation task of ``model`` (a cluster.models.resolve.ModelRef) on ``data``."""
     from cluster.models.modality import model_task
 
     kind = model_task(model.path)

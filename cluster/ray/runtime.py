@@ -114,6 +114,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     else:  # an embedded Ray, on loopback only, with a private token file
         kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK)
         ensure_auth_token(create=os.environ.get("RAY_AUTH_MODE", "token").lower() != "disabled")
+        # Token mode said, not left to Ray's default: with RAY_AUTH_MODE unset a new local Ray turns
+        # it on too, but prints "Token authentication is enabled for this Ray cluster" on every command.
+        ensure_client_auth()
         joined = EMBEDDED
     if is_loopback(_bootstrap_host(kwargs["address"])):
         keep_loopback()

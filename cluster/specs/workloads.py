@@ -118,8 +118,15 @@ class PipelineSpec(Spec):
     rows_per_shard: Int = Field(
         1024,
         ge=1,
-        description="Rows per block, the unit of parallel work and of a part file (blocks start at "
-        "multiples of --batch-size; images: fewer rows, so a decoded block stays under 64 MiB).",
+        description="Rows per block, the unit of parallel work and of a part file; a multiple of "
+        "--sort-rows (images: fewer rows, so a decoded block stays under 64 MiB).",
+    )
+    sort_rows: Int = Field(
+        1024,
+        ge=1,
+        description="Texts are length-sorted into batches within aligned groups of this many input rows "
+        "(row // sort_rows), so a row's batch, and its probabilities to the last bit, are the same "
+        "whatever the blocks, workers or nodes.",
     )
     seed: Int = Field(0, ge=0, description="Bootstrap seed.")
     skip_bad_rows: Bool = Field(
@@ -135,6 +142,15 @@ class PipelineSpec(Spec):
         description="On a running Ray head or cluster: keep the model loaded for later evaluations "
         "until idle this many seconds (0 = unload when done). An embedded Ray ends with the command.",
     )
+
+    @model_validator(mode="after")
+    def _aligned_shards(self):
+        if self.rows_per_shard % self.sort_rows:
+            raise ValueError(
+                f"rows_per_shard ({self.rows_per_shard}) must be a multiple of sort_rows ({self.sort_rows}): "
+                "shards are cut only between sort groups, so no batch depends on the sharding"
+            )
+        return self
 
 
 SLICE_CANDIDATES = "length bins, URL/mention/hashtag/number/negation, frequent words, --slice-column values"

@@ -104,10 +104,13 @@ class Analyses:
         )
 
 
-def perturbed_probs(runner, texts: list[str], perturbed: list[str], probs: np.ndarray) -> np.ndarray:
+def perturbed_probs(
+    runner, texts: list[str], perturbed: list[str], probs: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
     """Probabilities of the perturbed texts. A row whose token ids did not change (an identity, or
     case changes under an uncased tokenizer) is the same model input, so it keeps its clean
-    probabilities exactly; only the others run through the model (also saving their cost)."""
+    probabilities exactly; only the others run through the model (also saving their cost), batched
+    by their input positions ``rows`` as the clean ones are."""
     out = np.array(probs, dtype=np.float64, copy=True)
     changed = [i for i, (a, b) in enumerate(zip(texts, perturbed, strict=True)) if a != b]
     if changed:
@@ -115,7 +118,7 @@ def perturbed_probs(runner, texts: list[str], perturbed: list[str], probs: np.nd
         after = runner.token_ids([perturbed[i] for i in changed])
         changed = [i for i, a, b in zip(changed, before, after, strict=True) if a != b]
     if changed:
-        out[changed] = runner.probs([perturbed[i] for i in changed])
+        out[changed] = runner.probs([perturbed[i] for i in changed], np.asarray(rows)[changed])
     return out
 
 

@@ -87,7 +87,7 @@ def rebuild_basic_variant(spec: SweepSpec, snapshot: dict, trainable, file_name:
     from ray.tune.experiment import Experiment
     from ray.tune.experiment.trial import Trial
 
-    from cluster.tune.setup import param_space, search_alg
+    from cluster.tune.search import param_space, search_alg
 
     trials = [Trial.from_json_state(state, stub=True) for state, _ in snapshot["trial_data"]]
     gen = search_alg(spec, spec.max_concurrent_trials or 1)

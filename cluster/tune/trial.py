@@ -55,7 +55,7 @@ def train_trial(config: dict, *, ctx: TrialContext) -> None:
     import torch
     from ray import tune
 
-    from cluster.models.modeling import pick_device, resolve_precision
+    from cluster.models.device import pick_device, resolve_precision
     from cluster.ray.runtime import worker_threads
     from cluster.train.checkpoint import write_manifest
     from cluster.train.loop import fine_tune, prepared, steps_per_epoch
