@@ -170,10 +170,31 @@ def run_pipeline(ds, task: EvalTask, layout: Layout, out: Output, expected: Cove
 
     sink = PartsDatasink(out.path, task, filesystem=out.fs)
     with pipeline_context(ds.context, checkpoint=out.checkpoint), without_stderr_lines(ACTOR_ARGUMENT_NOTICE):
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": layout.task_cpus}, concurrency=layout.cpu_tasks)
+        try:
+            ds.write_datasink(
+                sink, ray_remote_args={"num_cpus": layout.task_cpus}, concurrency=layout.cpu_tasks
+            )
+        except Exception as exc:  # a user's error in a stage (a bad image, a bad label) is raised as itself
+            user = user_error_in(exc)
+            if user is None:
+                raise
+            # Ray Data appends its retry advice to the message: a user's error stays one line.
+            raise UserError(str(user).split("\n", 1)[0]) from exc
     merged = merge_parts(read_parts(out.fs, out.path), earlier)
     check_coverage(merged.coverage, expected, out.location)
     return merged
+
+
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError a stage raised, from the Ray errors around it (RayTaskError.cause, causes)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        cause = getattr(exc, "cause", None)  # a RayTaskError: the task's own exception
+        if isinstance(exc, UserError) and not isinstance(cause, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = cause or exc.__cause__ or exc.__context__
+    return None
 
 
 def check_coverage(got: Coverage, expected: Coverage | None, where: str) -> None:
@@ -195,12 +216,15 @@ def pipeline_context(ctx, checkpoint=None):
     ``target_max_block_size`` None: a block is never cut by size on its way (the layout stays the
     plan's, so model batches and part files follow it: docs/design.md). Progress bars when the
     console is a terminal (or at INFO). ``checkpoint``: Ray Data's checkpointing of the write.
+    A stage's exception reaches the driver as itself (not as Ray Data's UserCodeException, whose
+    cause does not survive the trip), so a user's error keeps its one line.
     """
     verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
     wanted = {
         "target_max_block_size": None,
         "enable_progress_bars": verbose or sys.stderr.isatty(),
         "checkpoint_config": checkpoint,
+        "raise_original_map_exception": True,  # a stage's UserError reaches the driver as itself
     }
     before = {k: getattr(ctx, k) for k in wanted}
     for k, v in wanted.items():

@@ -58,7 +58,7 @@ def score_rows(task: EvalTask, rows: pa.Table) -> tuple[pa.Table, dict[bytes, by
         stats=task.statistics(good) if good.num_rows else {},
         coverage=coverage_of(ids),
         bad=bad_rows_of(bad[ROW].to_pylist(), bad[BAD].to_pylist()) if bad.num_rows else bad_rows_of([], []),
-        workers=_workers(good),
+        workers=_workers(rows),  # a skipped image was read by its actor too
         written=Span(time.time(), time.time()),
         content=_content(rows),
     )

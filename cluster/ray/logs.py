@@ -20,8 +20,9 @@ def quiet_ray_data() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler):  # the console; the session file keeps everything
             handler.setLevel(logging.INFO if verbose else logging.WARNING)
-            if not any(isinstance(f, _NoProgressNotice) for f in handler.filters):
-                handler.addFilter(_NoProgressNotice())
+            for kind in (_NoProgressNotice, _NoErrorsWhenQuiet):
+                if not any(isinstance(f, kind) for f in handler.filters):
+                    handler.addFilter(kind())
 
 
 @contextmanager
@@ -37,6 +38,15 @@ def quiet_logger(name: str, level: int = logging.ERROR):
         yield
     finally:
         logger.setLevel(before)
+
+
+class _NoErrorsWhenQuiet(logging.Filter):
+    """Drops Ray Data's error records (a stage's exception and its stack) from the console unless our
+    log level asks for INFO: the evaluation raises that exception itself, a user's error as one line
+    (its stack with --debug); Ray Data's log file keeps the records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR or logging.getLogger().getEffectiveLevel() <= logging.INFO
 
 
 class _NoProgressNotice(logging.Filter):
