@@ -67,7 +67,7 @@ class BlocksDatasource(Datasource):
         self.blocks, self.columns, self.constants = blocks, columns, constants
 
     def get_name(self) -> str:
-        return "ReadBlocks"
+        return "Blocks"  # Ray Data names the read stage "ReadBlocks"
 
     def estimate_inmemory_data_size(self) -> int:
         return sum(b.num_rows for b in self.blocks) * EST_BYTES_PER_ROW

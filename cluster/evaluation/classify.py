@@ -16,7 +16,7 @@ data spec names them), then this module's ``_`` columns (see the constants below
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -26,9 +26,11 @@ import pyarrow as pa
 
 from cluster.data.images import Preprocessing, decode_images
 from cluster.errors import UserError, first_items
+from cluster.evaluation.sink import CONTENT
 from cluster.evaluation.task import BAD, BATCH, ROW, EvalTask, TaskModel
 from cluster.models.cache import ModelSource
 from cluster.models.text import sorted_batches
+from cluster.models.tokens import encode, token_counts
 from cluster.specs.workloads import PipelineSpec
 from cluster.stats.analyses import Analyses, DriftAnalyses
 
@@ -60,6 +62,9 @@ class ClassifyTask(EvalTask):
     preprocessing: Preprocessing | None = None  # images: from the model's config.json
     threads: int | None = None  # torch threads per model actor (None: the CPUs Ray gave it)
     run_token: str = ""  # tells a warm actor's per-run state (the mistakes' candidates) apart
+    content_hash: bool = (
+        False  # add ``_content`` (a ray.data.Dataset's fingerprint, cluster/evaluation/sink.py)
+    )
 
     # ------------------------------------------------------------------ driver
 
@@ -87,14 +92,18 @@ class ClassifyTask(EvalTask):
 
     def preprocess(self, block: pa.Table) -> pa.Table:
         block = _strings(block, (LABEL, SLICE))
+        if self.content_hash:
+            block = block.append_column(
+                CONTENT, _content_hashes(block, TEXT if self.modality == TEXT else IMAGE)
+            )
         return self._text(block) if self.modality == TEXT else self._images(block)
 
     def _text(self, block: pa.Table) -> pa.Table:
         """Tokenised, and ordered and batched as cluster/models/text.py ``predict_proba`` batches: by
         length within each sort group (``row // sort_rows``), batches never spanning two groups."""
         texts = block[TEXT].cast(pa.string()).to_pylist()
-        tok = tokenizer(self.model)
-        enc = tok(texts, truncation=True, max_length=self.spec.max_length)
+        path = str(self.model.local_path())
+        enc = encode(texts, path, self.spec.max_length)
         rows = block[ROW].to_numpy()
         lengths = np.array([len(x) for x in enc["input_ids"]], np.int64)
         batches = sorted_batches(lengths, rows // self.spec.sort_rows, self.spec.batch_size)
@@ -105,10 +114,10 @@ class ClassifyTask(EvalTask):
             block = block.append_column(ENC + key, pa.array([values[i] for i in order], pa.list_(pa.int32())))
         drift = self.drift_analyses(block)
         if drift is not None:
-            from cluster.stats.drift import token_counts
-
-            t, u = token_counts([texts[i] for i in order], tokenizer=tok)
-            block = block.append_column(NTOK, pa.array(t)).append_column(NUNK, pa.array(u))
+            t, u = token_counts([texts[i] for i in order], path)
+            block = block.append_column(NTOK, pa.array(t, pa.int64())).append_column(
+                NUNK, pa.array(u, pa.int64())
+            )
             block = block.append_column(EMBED, pa.array(drift.embedded(block[ROW].to_numpy())))
         return block.set_column(block.schema.get_field_index(TEXT), TEXT, block[TEXT].cast(pa.string()))
 
@@ -204,15 +213,16 @@ class ClassifyTask(EvalTask):
         return metrics
 
 
-@functools.lru_cache(maxsize=4)
-def tokenizer(model: ModelSource):
-    """The model's tokenizer, loaded once per worker process (CPU stage and model stage)."""
-    from transformers import AutoTokenizer
-
-    from cluster.models.modeldir import set_offline
-
-    set_offline()
-    return AutoTokenizer.from_pretrained(model.local_path(), local_files_only=True)
+def _content_hashes(block: pa.Table, column: str) -> pa.Array:
+    """(n,) uint64: a hash of each row's position, label and input (bytes, or text as UTF-8)."""
+    rows, values = block[ROW].to_pylist(), block[column].to_pylist()
+    labels = block[LABEL].to_pylist() if LABEL in block.column_names else [None] * len(rows)
+    out = np.empty(len(rows), np.uint64)
+    for i, (row, label, value) in enumerate(zip(rows, labels, values, strict=True)):
+        h = hashlib.blake2b(f"{row}\x1f{label or ''}\x1f".encode(), digest_size=8)
+        h.update(value if isinstance(value, bytes) else str(value).encode())
+        out[i] = int.from_bytes(h.digest(), "little")
+    return pa.array(out)
 
 
 def _strings(block: pa.Table, names: tuple[str, ...]) -> pa.Table:

@@ -94,7 +94,8 @@ class ClassifyModel:
             return np.zeros((0, len(self.task.labels)))
         with torch.inference_mode(), autocast(self.precision, self.device):
             if self.task.modality == "text":
-                keys = [c for c in batch.column_names if c.startswith(ENC)]
+                wanted = set(self.tokenizer.model_input_names)  # e.g. no token_type_ids for DistilBERT
+                keys = [c for c in batch.column_names if c.startswith(ENC) and c[len(ENC) :] in wanted]
                 cols = {k[len(ENC) :]: batch[k].to_pylist() for k in keys}
                 feats = [{k: v[i] for k, v in cols.items()} for i in idx]
                 inputs = dict(self.tokenizer.pad(feats, return_tensors="pt").to(self.device))

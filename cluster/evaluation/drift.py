@@ -24,6 +24,7 @@ from cluster.evaluation.outputs import output_fs
 from cluster.evaluation.pipeline import Output, build, plan_layout, run_pipeline
 from cluster.evaluation.task import ROW
 from cluster.evaluation.tasks import classification, columns_for
+from cluster.evaluation.warm import warm_lease
 from cluster.specs.workloads import DriftSpec
 from cluster.stats.analyses import DriftAnalyses
 
@@ -68,7 +69,7 @@ def drift_pass(spec: DriftSpec, model, labels: list[str] | None, sides: dict[str
     cluster.models.resolve.ModelRef; ``sides``: name -> {"data": DataSpec, "labelled", "summary"}."""
     from cluster.ray.runtime import init_ray
 
-    init_ray()
+    joined = init_ray()
     analyses = {name: _analyses(spec, side["summary"].num_rows) for name, side in sides.items()}
     first = next(iter(sides.values()))["data"]
     base = classification(spec, model, labels, first, next(iter(analyses.values())))
@@ -82,7 +83,9 @@ def drift_pass(spec: DriftSpec, model, labels: list[str] | None, sides: dict[str
     ds = _read_sides(plans, sides, task, layout)
     fs, path = output_fs(str(scratch))
     try:
-        merged = run_pipeline(build(ds, task, spec, layout), task, layout, Output(str(scratch), fs, path))
+        with warm_lease(spec, model, task, layout, joined) as warm:  # one model load, kept on a head
+            stages = build(ds, task, spec, layout, warm)
+            merged = run_pipeline(stages, task, layout, Output(str(scratch), fs, path))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {name: _side_found(merged.stats, name) for name in sides}

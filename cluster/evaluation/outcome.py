@@ -20,11 +20,14 @@ from cluster.evaluation.pipeline import (
     Output,
     build,
     expected_coverage,
+    leave_a_cpu,
     plan_layout,
     read_blocks,
     run_pipeline,
 )
 from cluster.evaluation.tasks import task_for
+from cluster.evaluation.warm import warm_lease
+from cluster.registry.artifacts import exists
 
 BLOCKS_PER_IMAGE_ACTOR = 4  # an image actor that ends first idles at most about a quarter of its share
 
@@ -59,9 +62,12 @@ def infer(job) -> tuple[dict, dict]:
     task = task_for(spec, job.model, job.labels, spec.data, Analyses.for_spec(spec, len(job.labels)))
     task, layout, ds, expected = source(job, task)
     output = _output(job)
-    merged = run_pipeline(build(ds, task, spec, layout), task, layout, output, expected)
+    with warm_lease(spec, job.model, task, layout, job.joined) as warm:  # on a running head
+        merged = run_pipeline(build(ds, task, spec, layout, warm), task, layout, output, expected)
     job.phases.mark("last_result")
     _mark(job.phases, merged)
+    if job.dataset is not None:
+        _dataset_summary(job, merged)
     t0 = time.perf_counter()
     metrics = task.finalize(merged.stats)
     took = {"finalize_s": time.perf_counter() - t0}
@@ -78,7 +84,8 @@ def source(job, task):
     if job.dataset is not None:
         from cluster.evaluation.userdata import user_dataset
 
-        return _threads(task, probe), probe, user_dataset(job.dataset, task), None
+        task = dataclasses.replace(_threads(task, probe), content_hash=True)
+        return task, probe, user_dataset(job.dataset, task), None
     from cluster.data.blocks import plan_blocks
 
     image = job.model.modality == "image"  # images: blocks cut at batch multiples, spread over actors
@@ -86,6 +93,8 @@ def source(job, task):
     size = task.block_rows(spec.rows_per_shard)
     _, blocks = plan_blocks(spec.data, spec.limit, size, spec.batch_size if image else size, least)
     layout = plan_layout(spec, len(blocks))
+    if job.resumed and exists(job.target.checkpoint):
+        layout = leave_a_cpu(layout)  # room for Ray Data's checkpoint filter actor
     task = _threads(task, layout)
     return task, layout, read_blocks(blocks, task, layout), expected_coverage(blocks)
 
@@ -111,6 +120,25 @@ def _output(job) -> Output:
     return Output(target.predictions, fs, path, checkpoint=config)
 
 
+def _dataset_summary(job, merged: Merged) -> None:
+    """A ray.data.Dataset's summary, known only now: rows, labels and its content hash as the run's
+    dataset fingerprint (recorded); the gate's baseline is looked up with it."""
+    from cluster.data.scan import DataSummary
+    from cluster.evaluation.sections import gate_baseline
+    from cluster.registry.takeover import record_fingerprint
+
+    core = merged.stats.get("core")
+    counts = (
+        {}
+        if core is None
+        else {lab: int(n) for lab, n in zip(job.labels, core.confusion.sum(1), strict=True)}
+    )
+    fingerprint = f"{(merged.content.hashsum if merged.content else 0):016x}"
+    job.summary = DataSummary(merged.coverage.rows - merged.bad.count, counts, fingerprint)
+    record_fingerprint(job.registry, job.target.run_id, fingerprint)
+    job.baseline = gate_baseline(job.given, job.registry, job.summary, job.labels)
+
+
 def _mark(phases: Phases, merged: Merged) -> None:
     ready = merged.workers.first_ready()
     if ready:
@@ -120,7 +148,8 @@ def _mark(phases: Phases, merged: Merged) -> None:
 
 
 def how_it_ran(merged: Merged, layout: Layout) -> dict:
-    """metrics.json's ``device``, ``precision_mode``, ``workers``, ``worker_plan``, ``recovery``."""
+    """metrics.json's ``device``, ``precision_mode``, ``warm_actors``, ``workers``, ``worker_plan`` and
+    ``recovery``."""
     workers = merged.workers.report()
     first = workers[0] if workers else {}
     restarted = _restarted(merged)
@@ -133,6 +162,7 @@ def how_it_ran(merged: Merged, layout: Layout) -> dict:
     return {
         "device": first.get("device"),
         "precision_mode": first.get("precision"),
+        "warm_actors": merged.workers.warm(),
         "workers": workers,
         "worker_plan": layout.report(),
         "recovery": recovery,

@@ -113,6 +113,10 @@ class Workers:
         out = [{**dict(zip(names, who, strict=True)), "rows": n} for who, n in per.items()]
         return sorted(out, key=lambda w: (-w["rows"], w["actor"] or "", w["node"] or ""))
 
+    def warm(self) -> int:
+        """Model actors that were loaded before this run (warm ones on a running head)."""
+        return len({json.loads(k)["actor"] for k in self.rows if json.loads(k).get("warm")})
+
     def first_ready(self) -> float | None:
         """When the first model actor that computed rows had its model loaded (wall clock)."""
         return min((json.loads(k).get("ready_at") or 0.0 for k in self.rows), default=None)

@@ -20,6 +20,7 @@ and the driver checks the rows written against the input's (``Coverage``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Layout:
     gpus_per_actor: float
     cpu_tasks: int  # concurrent read+preprocess tasks, and as many write tasks
     task_cpus: float  # CPUs each of those tasks reserves
+    initial_actors: int | None = None  # the pool starts with this many (None: max_actors)
 
     def report(self) -> dict:
         """metrics.json's ``worker_plan``."""
@@ -106,6 +108,16 @@ class Output:
     checkpoint: object | None = None  # a ray.data.checkpoint.CheckpointConfig (resumable runs)
 
 
+def leave_a_cpu(layout: Layout) -> Layout:
+    """The layout of a resumed run: on CPUs, the pool starts one actor short (the autoscaler adds it
+    later). Ray Data's checkpoint filter runs in an actor that, like any actor without resources of
+    its own, needs a free CPU to be placed (and none once running); with every CPU held by a model
+    actor it would never start, and nothing would reach the model stage."""
+    if layout.gpus_per_actor or layout.max_actors < 2:
+        return layout
+    return dataclasses.replace(layout, initial_actors=layout.max_actors - 1)
+
+
 def read_blocks(blocks: list, task: EvalTask, layout: Layout):
     """The read stage: one read task per planned block (cluster/data/blocks.py)."""
     import ray.data
@@ -138,23 +150,26 @@ def build(ds, task: EvalTask, spec: PipelineSpec, layout: Layout, warm=None):
         num_cpus=layout.task_cpus,
         udf_modifying_row_count=False,
     )
+    initial = min(layout.initial_actors or layout.max_actors, layout.max_actors)
     pool = ray.data.ActorPoolStrategy(
-        min_size=layout.min_actors, max_size=layout.max_actors, initial_size=layout.max_actors
+        min_size=min(layout.min_actors, initial), max_size=layout.max_actors, initial_size=initial
     )
     # Whole blocks (batch_size None): a block's model batches (``_batch``, spec.batch_size rows each)
     # are the task's; Ray's own slicing into batch_size rows would cut them wherever a block's sort
     # group is not a multiple of the batch size. ``map_batches`` refuses batch_size None with GPUs,
     # so GPU runs use the DeveloperAPI it delegates to (``map_batches_internal``, which Ray Data's
     # own map_groups uses for the same reason).
-    stage = ds.map_batches_internal if layout.gpus_per_actor else ds.map_batches
+    # ``warm`` (a running head): the actors are clients of warm model actors, which hold the GPUs.
+    gpus = 0.0 if warm is not None else layout.gpus_per_actor
+    stage = ds.map_batches_internal if gpus else ds.map_batches
     return stage(
         ModelStage,
-        fn_constructor_kwargs={"task": task, "gpus": layout.gpus_per_actor, "warm": warm},
+        fn_constructor_kwargs={"task": task, "gpus": gpus, "warm": warm},
         batch_size=None,
         batch_format="pyarrow",
         compute=pool,
         num_cpus=layout.cpus_per_actor,
-        num_gpus=layout.gpus_per_actor or None,
+        num_gpus=gpus or None,
         udf_modifying_row_count=False,
     )
 

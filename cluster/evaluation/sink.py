@@ -86,8 +86,8 @@ def _workers(rows: pa.Table) -> Workers:
     return Workers({d["values"]: d["counts"] for d in counts})
 
 
-def worker_key(actor: str | None, node: str | None, device: str, precision: str, ready_at: float) -> str:
+def worker_key(actor, node, device: str, precision: str, ready_at: float, warm: bool = False) -> str:
     """The ``_worker`` value of the rows one model actor computed (``ready_at``: when its model was
-    loaded, wall clock; a restarted actor is a new entry)."""
+    loaded, wall clock, so a restarted actor is a new entry; ``warm``: it was loaded already)."""
     who = {"actor": actor, "node": node, "device": device, "precision": precision, "ready_at": ready_at}
-    return json.dumps(who, sort_keys=True)
+    return json.dumps({**who, "warm": warm}, sort_keys=True)

@@ -32,12 +32,14 @@ class ModelStage:
         device = pick_device(gpus)
         if warm is None:
             self.model = task.load(device)
-        else:
+            actor, node, reused = *_where(), False
+        else:  # a warm actor on a running head computes; this actor sends it the batches
             from cluster.evaluation.warm import WarmClient
 
             self.model = WarmClient(warm, task)
-        actor, node = _where()
-        self.worker = worker_key(actor, node, self.model.device, self.model.precision, time.time())
+            actor, node, reused = self.model.actor_id, self.model.actor_node, self.model.reused
+        m = self.model
+        self.worker = worker_key(actor, node, m.device, m.precision, time.time(), warm=reused)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         groups = _groups(batch)
