@@ -23,7 +23,9 @@ pytestmark = pytest.mark.ray
 def test_blocks_datasource_keeps_rows_columns_and_the_planned_layout(ray_cluster, tmp_path):
     df = pd.DataFrame({"body": [f"t{i}" for i in range(50)], "gold": ["x", "y"] * 25, "key": range(100, 150)})
     df.to_parquet(tmp_path / "d.parquet", row_group_size=7)
-    spec = DataSpec(path=str(tmp_path / "d.parquet"), text_column="body", label_column="gold", id_column="key")
+    spec = DataSpec(
+        path=str(tmp_path / "d.parquet"), text_column="body", label_column="gold", id_column="key"
+    )
     _, blocks = plan_blocks(spec, limit=40, rows_per_block=8)
     source = BlocksDatasource(blocks, {"text": "body", "label": "gold", "id": "key"})
     ds = ray_cluster.data.read_datasource(source, override_num_blocks=len(blocks))

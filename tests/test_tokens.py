@@ -7,7 +7,13 @@ from cluster.models.modeldir import base_model_dir
 from cluster.models.tokens import encode, token_counts
 from cluster.stats.drift import token_counts as hf_token_counts
 
-ODD = ["", "   ", "naïve café ☕ résumé", "ALL CAPS and 123,456.78!!!", "@user #tag http://t.co/x ≠ ∞ 🤖" * 20]
+ODD = [
+    "",
+    "   ",
+    "naïve café ☕ résumé",
+    "ALL CAPS and 123,456.78!!!",
+    "@user #tag http://t.co/x ≠ ∞ 🤖" * 20,
+]
 
 
 def test_fast_tokenisation_equals_the_hugging_face_tokenizer(sample_dir, tiny_model_dir):
