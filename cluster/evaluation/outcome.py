@@ -69,7 +69,7 @@ def infer(job) -> tuple[dict, dict]:
     if job.dataset is not None:
         _dataset_summary(job, merged)
     t0 = time.perf_counter()
-    metrics = task.finalize(merged.stats)
+    metrics = {"task": task.name, **task.finalize(merged.stats)}
     took = {"finalize_s": time.perf_counter() - t0}
     metrics.update(how_it_ran(merged, layout))
     if job.model.modality == "image":
