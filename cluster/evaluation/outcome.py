@@ -23,6 +23,7 @@ from cluster.evaluation.pipeline import (
     leave_a_cpu,
     plan_layout,
     read_blocks,
+    room_for_user_tasks,
     run_pipeline,
 )
 from cluster.evaluation.tasks import task_for
@@ -84,8 +85,9 @@ def source(job, task):
     if job.dataset is not None:
         from cluster.evaluation.userdata import user_dataset
 
-        task = dataclasses.replace(_threads(task, probe), content_hash=True)
-        return task, probe, user_dataset(job.dataset, task), None
+        layout = room_for_user_tasks(probe)
+        task = dataclasses.replace(_threads(task, layout), content_hash=True)
+        return task, layout, user_dataset(job.dataset, task), None
     from cluster.data.blocks import plan_blocks
 
     image = job.model.modality == "image"  # images: blocks cut at batch multiples, spread over actors

@@ -118,6 +118,16 @@ def leave_a_cpu(layout: Layout) -> Layout:
     return dataclasses.replace(layout, initial_actors=layout.max_actors - 1)
 
 
+def room_for_user_tasks(layout: Layout) -> Layout:
+    """The layout for a user's own ray.data.Dataset: on CPUs, one actor fewer. Its stages (a read,
+    its maps) ask for CPUs of their own, which model actors holding every CPU would never leave
+    them (ours reserve none: plan_layout)."""
+    if layout.gpus_per_actor or layout.max_actors < 2:
+        return layout
+    most = layout.max_actors - 1
+    return dataclasses.replace(layout, max_actors=most, min_actors=min(layout.min_actors, most))
+
+
 def read_blocks(blocks: list, task: EvalTask, layout: Layout):
     """The read stage: one read task per planned block (cluster/data/blocks.py)."""
     import ray.data
