@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from cluster.evaluation.classify import TOKENS
+from cluster.evaluation.classify_columns import TOKENS
 from cluster.evaluation.tasks import classification
 from cluster.evaluation.warm import WarmModel
 from cluster.models.explain import token_attributions

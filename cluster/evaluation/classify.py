@@ -26,22 +26,29 @@ import pyarrow as pa
 
 from cluster.data.images import Preprocessing, decode_images
 from cluster.errors import UserError, first_items
-from cluster.evaluation.sink import CONTENT
-from cluster.evaluation.task import BAD, BATCH, ROW, EvalTask, TaskModel
+from cluster.evaluation.classify_columns import (
+    EMBED,
+    EMBEDDING,
+    ENC,
+    ID,
+    IMAGE,
+    LABEL,
+    NTOK,
+    NUNK,
+    PERTURBED,
+    PIXELS,
+    PROBS,
+    SLICE,
+    TEXT,
+    TOKENS,
+)
+from cluster.evaluation.task import BAD, BATCH, CONTENT, ROW, EvalTask, TaskModel
 from cluster.models.cache import ModelSource
 from cluster.models.text import sorted_batches
 from cluster.models.tokens import encode, token_counts
 from cluster.specs.workloads import PipelineSpec
 from cluster.stats.analyses import Analyses, DriftAnalyses
 
-TEXT, IMAGE, LABEL, ID, SLICE, PROBS = "text", "image", "label", "id", "slice", "probs"
-ENC = "_enc:"  # + a tokenizer output key (input_ids, attention_mask, ...): list<int32> per row
-PIXELS = "_pixels"  # decoded uint8 (3, S, S) image, as fixed-size binary (null for a bad row)
-PERTURBED = "_probs@"  # + a perturbation kind: the perturbed text's probabilities
-EMBEDDING = "_embedding"  # mean-pooled embedding of a hash-sampled row (drift), else null
-TOKENS = "_tokens"  # token attributions (JSON) of a row that may be one of the most confident mistakes
-EMBED = "_embed"  # drift: whether the model stage embeds the row (a hash sample of the rows)
-NTOK, NUNK = "_ntok", "_nunk"  # tokens and [UNK] tokens of a text (drift), untruncated
 BLOCK_BYTES = 64 << 20  # decoded image bytes per block at most
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from cluster.evaluation.classify import (
+from cluster.evaluation.classify_columns import (
     EMBED,
     EMBEDDING,
     ENC,
@@ -33,9 +33,8 @@ from cluster.evaluation.classify import (
     PROBS,
     TEXT,
     TOKENS,
-    ClassifyTask,
 )
-from cluster.evaluation.task import BAD, ROW
+from cluster.evaluation.task import BAD, ROW, EvalTask
 from cluster.models.device import autocast, resolve_precision
 from cluster.models.text import load_encoder, predict_proba
 from cluster.stats.analyses import Analyses, perturbed_probs
@@ -46,7 +45,7 @@ ATTRIBUTION_THREADS = 1  # the same numbers whatever thread count inference runs
 class ClassifyModel:
     """One loaded classifier (or bare encoder) and its per-run state (the mistakes' candidates)."""
 
-    def __init__(self, task: ClassifyTask, device: str):
+    def __init__(self, task: EvalTask, device: str):
         from cluster.models.modality import load_trained
         from cluster.ray.runtime import worker_threads
 
@@ -66,7 +65,7 @@ class ClassifyModel:
             prepare_for_inference(self.model, batch_size=task.spec.batch_size, precision=self.precision)
         self.candidates: dict[str, dict] = {}  # run token -> {(label, pred): heap of (score, -row)}
 
-    def use(self, task: ClassifyTask) -> None:
+    def use(self, task: EvalTask) -> None:
         """A warm actor serves a later run of the same model: that run's settings from now on."""
         self.task = task
         if task.threads and torch.get_num_threads() != task.threads:

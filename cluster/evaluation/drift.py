@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.data.blocks import BlocksDatasource, plan_blocks
-from cluster.evaluation.classify import LABEL, ClassifyTask
+from cluster.evaluation.classify import ClassifyTask
+from cluster.evaluation.classify_columns import LABEL
 from cluster.evaluation.outputs import output_fs
 from cluster.evaluation.pipeline import Output, build, plan_layout, run_pipeline
 from cluster.evaluation.task import ROW

@@ -27,10 +27,9 @@ from ray.data.block import BlockAccessor
 from ray.data.datasource import BlockBasedFileDatasink
 
 from cluster.evaluation.parts import Coverage, Part, Span, Workers, bad_rows_of, coverage_of, encode_part
-from cluster.evaluation.task import BAD, ROW, EvalTask
+from cluster.evaluation.task import BAD, CONTENT, ROW, EvalTask
 
 WORKER = "_worker"  # set by the model stage: which actor computed the row (cluster/evaluation/stages.py)
-CONTENT = "_content"  # optional, set by a task's preprocess: a uint64 hash of the row's inputs
 
 
 class PartsDatasink(BlockBasedFileDatasink):

@@ -22,6 +22,8 @@ Everything between stages is a ``pyarrow.Table``. Column conventions, kept by ev
     _batch   int64, set by ``preprocess``: the model batch of a row. The model stage runs one
              forward pass per value, so what a row's prediction depends on (padding, batch size)
              is fixed by its block, never by how Ray sliced or bundled the batches
+    _content uint64, optional (``preprocess``): a hash of the row's inputs and label; their sum is
+             the fingerprint of a run on a ray.data.Dataset (a path's is the driver's scan)
     _*       any other leading-underscore column is the task's own intermediate data: carried from
              stage to stage, never written to the predictions
 
@@ -51,6 +53,7 @@ from typing import Any, ClassVar, Protocol
 import pyarrow as pa
 
 ROW, BAD, BATCH = "row", "_bad", "_batch"
+CONTENT = "_content"  # optional, set by ``preprocess``: a uint64 hash of the row's inputs (see above)
 
 
 class TaskModel(Protocol):
@@ -63,6 +66,11 @@ class TaskModel(Protocol):
         """One model batch (rows of one ``_batch`` value, bad rows included) -> the same rows with the
         model's per-row output columns added; columns only the model needed (token ids, pixels) are
         dropped. Bad rows pass through with null outputs."""
+        ...
+
+    def use(self, task: EvalTask) -> None:
+        """A warm model actor (cluster/evaluation/warm.py) serves a later run of the same model: that
+        run's settings (its task object) from now on, e.g. its torch threads and per-run state."""
         ...
 
 

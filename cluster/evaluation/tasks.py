@@ -13,7 +13,8 @@ from pathlib import Path
 from cluster.data.files import input_column
 from cluster.data.images import Preprocessing
 from cluster.errors import UserError
-from cluster.evaluation.classify import ID, IMAGE, LABEL, SLICE, TEXT, ClassifyTask
+from cluster.evaluation.classify import ClassifyTask
+from cluster.evaluation.classify_columns import ID, IMAGE, LABEL, SLICE, TEXT
 from cluster.evaluation.task import EvalTask
 from cluster.specs.workloads import DataSpec, PipelineSpec
 
