@@ -30,7 +30,7 @@ demo: $(STAMP)
 
 # What CI runs (.ci/run): every tier but `slow`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=25
 
 # Pure unit tests: no Ray, no subprocesses, no real model (under a minute); for editing metrics or config.
 test-fast: $(STAMP)

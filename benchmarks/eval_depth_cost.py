@@ -109,7 +109,7 @@ def tiny_model(tmp: Path) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.data.scan import LABELS
+    from cluster.data.corpus import LABELS
     from cluster.models.modeldir import base_model_dir
     from cluster.models.text import save_model_dir
 
@@ -133,7 +133,7 @@ def headed_model(ref: str, tmp: Path) -> str:
     model = resolve_model(ref)
     if model.labels is not None:
         return str(model.path)
-    from cluster.data.scan import LABELS
+    from cluster.data.corpus import LABELS
     from cluster.models.text import load_classifier, save_model_dir
 
     clf, tok, _ = load_classifier(model.path, labels=LABELS)

@@ -118,7 +118,7 @@ def main() -> None:
     pd.concat([df] * 10, ignore_index=True).to_parquet(tmp / "x10.parquet", row_group_size=1024)
     ref = resolve_model(opts.model)
     if ref.labels is None:  # a bare encoder: give it a (random) head so it can be evaluated
-        from cluster.data.scan import LABELS
+        from cluster.data.corpus import LABELS
         from cluster.models.text import load_classifier, save_model_dir
 
         model, tok, _ = load_classifier(ref.path, labels=LABELS)
@@ -138,8 +138,9 @@ def main() -> None:
             f"= {r['steady_rows_per_s'] / base:.2f}x baseline; whole run {r['wall_s']:.1f}s "
             f"(process {r['process_wall_s']:.1f}s)"
         )
-    p32 = pd.read_parquet(tmp / "fp32" / "predictions.parquet")
-    pau = pd.read_parquet(tmp / "auto" / "predictions.parquet")
+    from cluster.registry.predictions import read_predictions
+
+    p32, pau = (read_predictions(tmp / mode / "predictions") for mode in ("fp32", "auto"))
     agree = float(np.mean(p32["pred"].to_numpy() == pau["pred"].to_numpy()))
     print(
         f"argmax agreement fp32 vs auto: {agree:.4f}; accuracy fp32 {fp32['accuracy']:.4f}, "

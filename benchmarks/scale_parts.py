@@ -173,7 +173,7 @@ def gpu_busy(period_s: float = 0.1):
 
 def same_scores(outs: list[Path]) -> bool:
     """Whether runs (of either engine) found the same confusion matrix, scores and probabilities."""
-    from cluster.evaluation.predictions import read_predictions
+    from cluster.registry.predictions import read_predictions
 
     def scores(out: Path) -> dict:
         m = json.loads((out / "metrics.json").read_text())

@@ -147,7 +147,7 @@ def serve_runs(path: Path, model_id: str, texts: list[str], opts, results: dict,
     import ray
     from ray import serve
 
-    from cluster.specs.workloads import ServeSpec
+    from cluster.specs.serve import ServeSpec
     from serve.app import build_app
 
     port = free_port()
@@ -257,7 +257,7 @@ def evaluate_rate(path: Path, data: Path, tmp: Path, precision: str) -> dict | N
 
 def prepare_model(name: str, tmp: Path) -> tuple[Path, str]:
     """A classifier directory for ``name``; a bare encoder gets a fresh 3-class head."""
-    from cluster.data.scan import LABELS
+    from cluster.data.corpus import LABELS
     from cluster.errors import UserError
     from cluster.models.resolve import resolve_model
     from cluster.models.text import load_classifier, save_model_dir
@@ -285,7 +285,7 @@ def main() -> None:
     parser.add_argument("--skip-evaluate", action="store_true", help="skip the Ray Data evaluation run")
     opts = parser.parse_args()
 
-    from cluster.data.scan import sample_splits
+    from cluster.data.corpus import sample_splits
     from cluster.models.device import resolve_precision
 
     tmp = Path(tempfile.mkdtemp(prefix="servebench-"))

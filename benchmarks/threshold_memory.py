@@ -119,7 +119,7 @@ def main() -> None:
 
     import pandas as pd
 
-    from cluster.data.scan import LABELS, load_corpus, sample_splits
+    from cluster.data.corpus import LABELS, load_corpus, sample_splits
 
     with tempfile.TemporaryDirectory() as tmp:
         sample_splits(tmp, seed=0)

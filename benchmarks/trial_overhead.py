@@ -34,7 +34,7 @@ HP = {
 
 def sample_train_val(tmp: Path, rows: int, val_rows: int):
     """(train, validation, labels): subsamples of the sample corpus's splits, loaded as a sweep does."""
-    from cluster.data.scan import sample_splits
+    from cluster.data.corpus import sample_splits
     from cluster.specs.workloads import DataSpec, SweepSpec
     from jobs.sweep import load_splits
 

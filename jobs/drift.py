@@ -74,7 +74,8 @@ def _model(spec: DriftSpec, registry: Registry) -> tuple[Path, str | None, list[
 
 def _side(data: DataSpec, spec: DriftSpec, labels: list[str] | None) -> dict:
     """One dataset checked at the boundary: columns, rows, fingerprint, whether it is labelled."""
-    from cluster.data.scan import check_columns, scan
+    from cluster.data.files import check_columns
+    from cluster.data.scan import scan
     from cluster.evaluation.run import check_labels
 
     schema = check_columns(data.model_copy(update={"label_column": None}))

@@ -23,8 +23,8 @@ import typer
 from cluster.data.storage import join
 from cluster.errors import UserError
 from cluster.evaluation.baseline import EVALUATIONS, paired_with, resolve_baseline
-from cluster.evaluation.outputs import predictions_location
 from cluster.registry.artifacts import read_text
+from cluster.registry.predictions import run_predictions
 from cluster.registry.record import Registry
 from cluster.specs.workloads import GateSpec
 from jobs.spec_cli import Workload, options, spec_command
@@ -49,7 +49,7 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
         dataset_fingerprint=run["dataset_fingerprint"],
         model_id=run["model_id"],
     ) as gate_id:
-        predictions = predictions_location(run["artifact_path"])
+        predictions = run_predictions(run["artifact_path"]).location
         paired = (
             paired_with(baseline, predictions, metrics["labels"], gate, metrics.get("seed", 0))
             if baseline

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cluster.apikey import api_key
 from cluster.errors import UserError
+from cluster.specs.settings import settings
 from jobs.entry import console
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def query(
     texts: list[str] = typer.Argument(None, help="Texts to score."),
     file: Path | None = typer.Option(None, help="A file with one text per line."),
     image: list[Path] = typer.Option(None, "--image", help="An image file (PNG/JPEG) to score; repeatable."),
-    url: str = typer.Option("http://127.0.0.1:8000", envvar="EVALCLUSTER_URL", help="The scorer's base URL."),
+    url: str | None = typer.Option(
+        None, help="The scorer's base URL (default: $EVALCLUSTER_URL, else 127.0.0.1:8000)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the raw JSON response."),
     explain: bool = typer.Option(
         False, help="Also explain: per-token attributions, or per-pixel saliency (POST /v1/explain)."
@@ -67,6 +70,7 @@ def query(
     ),
 ) -> None:
     """Print label, score and probabilities per text or image (retries while a replica restarts)."""
+    url = url or settings().url
     if image:
         query_images(list(image), url, as_json, explain, saliency_out)
         return

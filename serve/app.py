@@ -40,7 +40,8 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.apikey import api_key_digest
-from cluster.specs.workloads import ServeSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.serve import ServeSpec
 from serve.batching import row_or_raise, score_each
 from serve.images import decode_request, explain_response, image_limits, request_bytes, require_modality
 from serve.schemas import (

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cluster.evaluation.predictions import read_predictions
-from cluster.specs.workloads import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
+from cluster.registry.predictions import read_predictions
+from cluster.specs.search_space import LogUniform, SearchSpace
+from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from tests.conftest import run_evalctl
 from tests.mn_cluster import LocalCluster
 

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.data.blocks import plan_blocks, read_block
-from cluster.data.scan import check_columns, iter_tables, plan_shards, read_pandas, scan
-from cluster.data.shards import read_shard
+from cluster.data.files import check_columns
+from cluster.data.scan import iter_tables, read_pandas, scan
+from cluster.data.shards import plan_shards, read_shard
 from cluster.errors import UserError
 from cluster.specs.workloads import DataSpec
 

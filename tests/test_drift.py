@@ -35,8 +35,8 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def corpus_by_domain():
     """Corpus texts per keyword domain (the rule of cluster.data.domains, without the file segmentation)."""
+    from cluster.data.corpus import load_corpus
     from cluster.data.domains import keyword_domain
-    from cluster.data.scan import load_corpus
 
     df = load_corpus()
     df["domain"] = [keyword_domain(t) for t in df["text"]]

@@ -13,8 +13,8 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, top_k_accuracy_score
 
 from cluster.errors import UserError
-from cluster.evaluation.predictions import read_predictions
 from cluster.evaluation.run import run_evaluate
+from cluster.registry.predictions import read_predictions
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, EvaluateSpec, GateSpec
 from tests.browser import assert_renders

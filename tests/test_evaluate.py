@@ -8,11 +8,12 @@ import pytest
 from sklearn.metrics import f1_score, log_loss
 
 from cluster.errors import UserError
-from cluster.evaluation.predictions import read_predictions
 from cluster.evaluation.run import run_evaluate
 from cluster.models.text import load_classifier, predict_proba
+from cluster.registry.predictions import read_predictions
 from cluster.registry.record import Registry
-from cluster.specs.workloads import DataSpec, EvaluateSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.workloads import DataSpec, EvaluateSpec
 from cluster.stats.metrics import metric_names
 
 LABELS = ["negative", "neutral", "positive"]

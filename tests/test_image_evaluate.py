@@ -17,10 +17,10 @@ from sklearn.metrics import (
 )
 
 from cluster.errors import UserError
-from cluster.evaluation.predictions import read_predictions
 from cluster.evaluation.run import run_evaluate
 from cluster.models.modality import load_trained
 from cluster.models.vision import prepare_for_inference
+from cluster.registry.predictions import read_predictions
 from cluster.specs.workloads import DataSpec, EvaluateSpec
 
 LABELS = ["zero", "one", "two"]

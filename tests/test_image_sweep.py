@@ -10,14 +10,8 @@ from cluster.evaluation.run import run_evaluate
 from cluster.models.modality import load_for_training, load_trained
 from cluster.models.modeldir import read_lineage
 from cluster.registry.record import Registry
-from cluster.specs.workloads import (
-    DataSpec,
-    EvaluateSpec,
-    ResourcesSpec,
-    SchedulerSpec,
-    SearchSpace,
-    SweepSpec,
-)
+from cluster.specs.search_space import SearchSpace
+from cluster.specs.workloads import DataSpec, EvaluateSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from jobs.sweep import run_sweep
 
 LABELS = ["one", "two", "zero"]  # the sweep sorts the training labels

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from cluster.errors import UserError
-from cluster.evaluation.predictions import read_predictions
+from cluster.registry.predictions import read_predictions
 from cluster.registry.record import Registry
 from tests.conftest import LABELS, ROOT, free_port, run_evalctl
 from tests.mn_cluster import LocalCluster
@@ -345,7 +345,7 @@ def test_sigint_records_the_sweep_interrupted_and_keeps_best(mn, tiny_model_dir,
 
 
 def test_serving_spreads_replicas_survives_a_lost_node_and_cluster_status_shows_it(mn, tiny_model_dir):
-    from cluster.specs.workloads import ServeSpec
+    from cluster.specs.serve import ServeSpec
     from jobs.deploy import deploy
 
     (worker,) = workers(mn, 1)

@@ -11,9 +11,9 @@ import pytest
 from cluster.data.blocks import BlocksDatasource, plan_blocks
 from cluster.evaluation.api import evaluate
 from cluster.evaluation.pipeline import Layout, build, read_blocks
-from cluster.evaluation.predictions import read_predictions
 from cluster.evaluation.tasks import classification
 from cluster.models.resolve import resolve_model
+from cluster.registry.predictions import read_predictions
 from cluster.specs.workloads import DataSpec, EvaluateSpec
 from tests.conftest import LABELS
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cluster.data.scan import LABELS
+from cluster.data.corpus import LABELS
 from cluster.models.modeldir import base_model_dir
 from cluster.models.text import load_classifier, predict_proba
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cluster.evaluation.predictions import read_predictions
+from cluster.registry.predictions import read_predictions
 from cluster.registry.record import Registry
 from tests.conftest import ROOT, run_evalctl
 

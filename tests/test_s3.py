@@ -10,14 +10,8 @@ import pytest
 from cluster.evaluation.run import run_evaluate
 from cluster.models.resolve import resolve_model
 from cluster.registry.record import Registry
-from cluster.specs.workloads import (
-    DataSpec,
-    EvaluateSpec,
-    ResourcesSpec,
-    SchedulerSpec,
-    SearchSpace,
-    SweepSpec,
-)
+from cluster.specs.search_space import SearchSpace
+from cluster.specs.workloads import DataSpec, EvaluateSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from jobs.team import compare_runs
 from tests.test_registry_cli import assert_user_error
 from tests.test_registry_cli import cli as cli  # noqa: F401  (a fixture)

@@ -13,7 +13,7 @@ import yaml
 
 from cluster.models.text import load_classifier, predict_proba
 from cluster.registry.record import Registry
-from cluster.specs.workloads import ServeSpec
+from cluster.specs.serve import ServeSpec
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,16 +14,9 @@ import pytest
 from cluster.errors import UserError
 from cluster.models.modeldir import read_lineage
 from cluster.registry.record import Registry
-from cluster.specs.workloads import (
-    DataSpec,
-    LogUniform,
-    ResourcesSpec,
-    SchedulerSpec,
-    SearchSpace,
-    SweepSpec,
-    load_spec,
-    load_spec_file,
-)
+from cluster.specs.parse import load_spec, load_spec_file
+from cluster.specs.search_space import LogUniform, SearchSpace
+from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from jobs.sweep import resume_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent

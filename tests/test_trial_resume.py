@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from cluster.specs.workloads import SearchSpace
+from cluster.specs.search_space import SearchSpace
 from tests.mn_helpers import tiny_sweep
 
 # 40 training rows, batch 16: 3 steps; validations after steps 1, 2 and 3 (evals_per_epoch 3).

@@ -1,8 +1,8 @@
 """Reading labelled text: validation and fingerprint of a dataset, and its rows in input order.
 
 The pieces: cluster/data/files.py (locating and reading files), cluster/data/shards.py
-(row-contiguous shards; the evaluation reads them as Ray Data blocks: cluster/data/blocks.py),
-cluster/data/corpus.py (the sample corpus). The names most callers need are importable from here.
+(row-contiguous shards, Ray Data), cluster/data/corpus.py (the sample corpus). The
+names most callers need are importable from here.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.data.corpus import LABELS, corpus_path, load_corpus, sample_splits  # noqa: F401  (re-exported)
-from cluster.data.files import FORMATS, check_columns, resolve_files  # noqa: F401
-from cluster.data.shards import ROWS_PER_SHARD, Shard, plan_shards, read_shard  # noqa: F401
+from cluster.data.files import check_columns, resolve_files
+from cluster.data.shards import ROWS_PER_SHARD, plan_shards, read_shard
 from cluster.errors import UserError, first_items
 from cluster.specs.workloads import DataSpec
 

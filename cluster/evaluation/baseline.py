@@ -8,10 +8,11 @@ and a sweep's ``gate:`` (jobs/sweep_gate.py).
 from __future__ import annotations
 
 from cluster.errors import UserError
-from cluster.evaluation.outputs import predictions_location
-from cluster.evaluation.predictions import aligned
+from cluster.models.resolve import resolve_model
+from cluster.registry.predictions import open_predictions, run_predictions
 from cluster.registry.record import Registry
 from cluster.specs.workloads import GateSpec
+from cluster.stats.compare import compare_predictions, mcnemar_exact
 
 EVALUATIONS = ("evaluate", "robustness")  # run kinds with metrics.json and predictions
 
@@ -50,8 +51,6 @@ def _run_or_none(registry: Registry, ref: str) -> dict | None:
 
 
 def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path: str) -> dict:
-    from cluster.models.resolve import resolve_model
-
     try:
         model = resolve_model(ref, registry)
     except UserError as exc:
@@ -69,10 +68,8 @@ def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path
 def paired_with(baseline: dict, predictions: str, labels: list[str], gate: GateSpec, seed: int = 0) -> dict:
     """The gated run's predictions (a path or URI) against the baseline's, row by row (baseline = A,
     run = B); both stream from wherever they are kept (a directory, or the artifact store)."""
-    from cluster.stats.compare import compare_predictions, mcnemar_exact
-
-    pairs = aligned(predictions_location(baseline["artifact_path"]), str(predictions), ["label", "pred"])
-    counts, diffs = compare_predictions(pairs, labels, gate.gate_bootstrap, seed)
+    mine, theirs = open_predictions(str(predictions)), run_predictions(baseline["artifact_path"])
+    counts, diffs = compare_predictions(theirs, mine, labels, gate.gate_bootstrap, seed)
     return {
         "baseline": baseline["id"],
         "baseline_model": baseline["model_id"],

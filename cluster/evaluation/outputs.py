@@ -121,15 +121,6 @@ def prepare_out(spec, artifacts: tuple[str, ...] = HELD, check: bool = True) -> 
     return out.resolve()
 
 
-def predictions_location(artifact_path: str) -> str:
-    """A finished run's predictions: its ``predictions/`` directory, or (runs written before
-    version 2) its ``predictions.parquet`` file."""
-    from cluster.registry.artifacts import exists
-
-    directory = join(artifact_path, PREDICTIONS)
-    return directory if exists(directory) else join(artifact_path, OLD_PREDICTIONS)
-
-
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2))

@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.stats import codec
-from cluster.stats.metrics import hash64
+from cluster.stats.rowhash import hash64
 from cluster.stats.threshold_cells import MergeTree
 
 KEY = b"evalcluster.part"  # the footer's key-value metadata entry

@@ -83,7 +83,8 @@ def run_evaluate(
 
     registry = registry or Registry()
     job = _job(spec, registry, phases or Phases(), kind, lambda model: new_id(kind), dataset)
-    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:
+    # --out is this run's before anything starts (a second run on it is refused at once).
+    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work, job.target.held(registry):
         _start(job, work, address)
         return _record(job)
 
@@ -102,14 +103,14 @@ def resume_evaluate(
         raise UserError(f"run {run['id']} is a {run['kind']} run; only evaluations can be resumed")
     spec = RESUMABLE[run["kind"]].model_validate(run["spec"])
     job = _job(spec, registry, phases or Phases(), run["kind"], lambda model: run["id"], None, run)
-    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:
+    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work, job.target.held(registry):
         _start(job, work, address)
         if job.summary.fingerprint != run["dataset_fingerprint"]:
             raise UserError(
                 f"{spec.data.path} changed since run {run['id']} started (fingerprint "
                 f"{job.summary.fingerprint}, was {run['dataset_fingerprint']}); evaluate it again"
             )
-        with job.target.held(registry), take_over(registry, run["id"]) as taken:
+        with take_over(registry, run["id"]) as taken:
             job.resumed = taken
             return _finish(job)
 
@@ -164,17 +165,14 @@ def _record(job: Job) -> EvalResult:
     """Run the evaluation as a registered run: failed (and no artifacts left) if anything raises."""
     spec, target = job.given, job.target
     fingerprint = job.summary.fingerprint if job.summary else None
-    with (
-        target.held(job.registry),
-        job.registry.run(
-            job.kind,
-            spec.model_dump(mode="json"),
-            owner=spec.owner,
-            dataset_path=spec.data.path,
-            dataset_fingerprint=fingerprint,
-            model_id=job.model.model_id,
-            run_id=target.run_id,
-        ),
+    with job.registry.run(
+        job.kind,
+        spec.model_dump(mode="json"),
+        owner=spec.owner,
+        dataset_path=spec.data.path,
+        dataset_fingerprint=fingerprint,
+        model_id=job.model.model_id,
+        run_id=target.run_id,
     ):
         target.clear()  # an overwritten --out leaves nothing of its own behind
         return _finish(job)

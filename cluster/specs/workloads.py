@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from cluster.data.perturb import Perturbation, Perturbations
-from cluster.specs.fields import (  # noqa: F401  (re-exported for callers)
+from cluster.specs.fields import (
     OWNER_HELP,
     PRECISION_HELP,
     Bool,
@@ -26,21 +26,14 @@ from cluster.specs.fields import (  # noqa: F401  (re-exported for callers)
     Precision,
     SliceMetric,
 )
-from cluster.specs.parse import PathField, Spec, load_spec, load_spec_file, load_yaml  # noqa: F401
-from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers)
-    DISTRIBUTIONS,
-    Choice,
+from cluster.specs.parse import PathField, Spec
+from cluster.specs.search_space import (
     Float,
-    Grid,
     Int,
-    LogUniform,
-    RandInt,
     SearchAlg,
     SearchSpace,
-    Uniform,
     check_search_alg,
 )
-from cluster.specs.serve import ServeSpec  # noqa: F401  (re-exported: every spec is importable from here)
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
 from cluster.stats.metrics import metric_mode, paired_metrics, slice_metrics_allowed
 

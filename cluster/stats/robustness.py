@@ -27,7 +27,7 @@ import numpy as np
 from cluster.errors import UserError
 from cluster.stats import codec
 from cluster.stats.compare import PairedCounts, differences, mcnemar_exact, merge, paired_counts
-from cluster.stats.metrics import poisson_weights
+from cluster.stats.rowhash import poisson_weights
 from cluster.stats.threshold_ci import percentile_ci
 
 TOP = 20  # most damaging examples kept

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cluster.stats import codec
-from cluster.stats.metrics import hash64
+from cluster.stats.rowhash import hash64
 
 SAMPLE_SALT = 0x73616D706C65
 

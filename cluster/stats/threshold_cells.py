@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from cluster.stats import codec
-from cluster.stats.metrics import hash64
+from cluster.stats.rowhash import hash64
 
 BUCKETS = 256  # bootstrap clusters of rows (see cluster.stats.threshold_ci)
 BUCKET_SALT = 0x7468726573686F6C  # decorrelates the buckets from other uses of the row hash

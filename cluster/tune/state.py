@@ -170,9 +170,9 @@ def _read(fs, fs_path: str, loader):
 
 
 def _load_snapshot(data: bytes) -> dict:
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
+    from cluster.ray.compat import load_tune_snapshot
 
-    state = _loads_with_cloudpickle(data)
+    state = load_tune_snapshot(data)
     if not state.get("trial_data"):
         raise ValueError("no trials in it")
     return state
