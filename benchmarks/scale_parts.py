@@ -130,9 +130,9 @@ def bare_rate(model: str, opts, device: str = "cpu", data=None) -> dict:
 
 
 def _predict_block(model, block) -> None:
-    from cluster.evaluation.stages import _groups
+    from cluster.evaluation.stages import model_batches
 
-    for idx in _groups(block):
+    for idx in model_batches(block):
         model.predict(block.take(idx))
 
 

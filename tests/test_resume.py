@@ -67,19 +67,28 @@ def committed(out: Path) -> int:
 
 
 def kill_when(out: Path, cmd: list, ready) -> dict:
-    """Start the driver, SIGKILL it once ``ready(committed part files)`` holds (or when it ends)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", *map(str, cmd)], cwd=ROOT, start_new_session=True,
-        env={**os.environ, "RAY_AUTH_MODE": "token"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.time() + 600
-    while proc.poll() is None and not ready(committed(out)) and time.time() < deadline:
-        time.sleep(0.02)
-    at = committed(out)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    return {"killed": proc.returncode == -signal.SIGKILL, "at": at, "rc": proc.returncode}
+    """Start the driver, SIGKILL it once ``ready(committed part files)`` holds (or when it ends).
+    Its stderr goes to a file (a pipe nobody reads could fill and stall it)."""
+    log = out.parent / "driver.err"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", *map(str, cmd)], cwd=ROOT, start_new_session=True,
+            env={**os.environ, "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+        deadline = time.time() + 600
+        while proc.poll() is None and not ready(committed(out)) and time.time() < deadline:
+            time.sleep(0.02)
+        at = committed(out)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    killed = proc.returncode == -signal.SIGKILL
+    return {
+        "killed": killed,
+        "at": at,
+        "rc": proc.returncode,
+        "stderr": "" if killed else log.read_text()[-3000:],
+    }
 
 
 def running_run(n: int) -> bool:

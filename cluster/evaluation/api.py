@@ -26,7 +26,8 @@ from __future__ import annotations
 import os
 
 from cluster.evaluation.run import EvalResult, run_evaluate
-from cluster.specs.workloads import DataSpec, EvaluateSpec, RobustnessSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.workloads import DataSpec, EvaluateSpec, RobustnessSpec
 
 DATASET = "ray.data.Dataset"  # what a run on a dataset records as its data path
 

@@ -28,8 +28,11 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from cluster.errors import UserError
-from cluster.evaluation.parts import Coverage, Merged, merge_parts, read_parts
+from cluster.evaluation.parts import Coverage, Merged, merge_parts, part_files, read_parts
+from cluster.evaluation.parts import expected_coverage as coverage_of_ranges
 from cluster.evaluation.task import EvalTask
+from cluster.ray.logs import ACTOR_ARGUMENT_NOTICE, without_stderr_lines
+from cluster.ray.runtime import cluster_resources, max_gpus_per_node
 from cluster.specs.workloads import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -68,8 +71,6 @@ def plan_layout(spec: PipelineSpec, blocks: int) -> Layout:
     a CPU an actor holds. Never more actors than blocks (an actor without one loads a model for
     nothing).
     """
-    from cluster.ray.runtime import cluster_resources, max_gpus_per_node
-
     res = cluster_resources()
     total_gpus, cpus = res.get("GPU", 0.0), max(1, int(res.get("CPU", 1)))
     gpus = spec.gpus_per_worker if spec.gpus_per_worker is not None else (1.0 if total_gpus else 0.0)
@@ -187,12 +188,9 @@ def build(ds, task: EvalTask, spec: PipelineSpec, layout: Layout, warm=None):
 def run_pipeline(ds, task: EvalTask, layout: Layout, out: Output, expected: Coverage | None = None) -> Merged:
     """Execute ``ds`` (built by :func:`build`) into part files under ``out``; return every part file's
     statistics added up. ``expected``: the input rows' coverage, checked against the files'."""
-    from cluster.evaluation.parts import part_files
-    from cluster.evaluation.sink import PartsDatasink
+    from cluster.evaluation.sink import PartsDatasink  # imports ray.data
 
     earlier = frozenset(part_files(out.fs, out.path))  # a resumed run's files (those still there after)
-    from cluster.ray.logs import ACTOR_ARGUMENT_NOTICE, without_stderr_lines
-
     sink = PartsDatasink(out.path, task, filesystem=out.fs)
     with pipeline_context(ds.context, checkpoint=out.checkpoint), without_stderr_lines(ACTOR_ARGUMENT_NOTICE):
         try:
@@ -263,6 +261,4 @@ def pipeline_context(ctx, checkpoint=None):
 
 def expected_coverage(blocks: list) -> Coverage:
     """The coverage of the planned blocks' rows (cluster/data/shards.py Shard: offset, num_rows)."""
-    from cluster.evaluation.parts import expected_coverage as of_ranges
-
-    return of_ranges((b.offset, b.num_rows) for b in blocks)
+    return coverage_of_ranges((b.offset, b.num_rows) for b in blocks)

@@ -9,7 +9,7 @@ row once, and the statistics with them.
 Why a ``BlockBasedFileDatasink``: Ray Data's checkpointing (ray.data.checkpoint) gives file
 datasinks a two-phase commit: a pending checkpoint of the task's ``row`` ids is written before its
 file, committed after it, and a resumed run deletes the files of pending checkpoints before it
-skips the committed rows (cluster/evaluation/resume.py). A write task retried by Ray writes the
+skips the committed rows (docs/design.md, "Resuming"). A write task retried by Ray writes the
 same file name again (names are the write's uuid and the task's index), never a second file.
 """
 

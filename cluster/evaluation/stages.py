@@ -42,7 +42,7 @@ class ModelStage:
         self.worker = worker_key(actor, node, m.device, m.precision, time.time(), warm=reused)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        groups = _groups(batch)
+        groups = model_batches(batch)
         outs = [self.model.predict(batch.take(pa.array(idx))) for idx in groups]
         out = outs[0] if len(outs) == 1 else pa.concat_tables(outs, promote_options="permissive")
         zeros = pa.array(np.zeros(out.num_rows, np.int32))
@@ -50,7 +50,7 @@ class ModelStage:
         return out.append_column(WORKER, tag)
 
 
-def _groups(batch: pa.Table) -> list[np.ndarray]:
+def model_batches(batch: pa.Table) -> list[np.ndarray]:
     """Row indices of each ``_batch`` value, in order of first appearance (one group: all rows)."""
     if BATCH not in batch.column_names or not batch.num_rows:
         return [np.arange(batch.num_rows)]

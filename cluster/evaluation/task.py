@@ -3,7 +3,7 @@
 The pipeline (cluster/evaluation/pipeline.py) is the same for every task; a task supplies the
 four steps marked ``task.``:
 
-    read        cluster/evaluation/source.py   row-contiguous blocks; every row carries ``row``
+    read        cluster/data/blocks.py         row-contiguous blocks; every row carries ``row``
     preprocess  task.preprocess(block)         Ray Data tasks on CPUs, one whole block per call
     model       task.load(device).predict(b)   Ray Data actors (a GPU each when asked or present),
                                                batches of ``spec.batch_size`` rows
