@@ -117,18 +117,26 @@ def undisturbed(mn, small_model_dir, eval_data, tmp_path_factory, evalcluster_ho
     one = run_evalctl(*evaluate_args(small_model_dir, eval_data, out / "one", mn.address))
     assert one.returncode == 0, one.stderr[-3000:]
     (worker,) = workers(mn, 1)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", *map(str, evaluate_args(small_model_dir, eval_data, out / "two", mn.address))],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc, logs = driver(evaluate_args(small_model_dir, eval_data, out / "two", mn.address), out / "two-")
     seen: dict[str, int] = {}
     while proc.poll() is None and len(seen) < 2:  # which nodes hold an evaluation actor meanwhile
         view = describe_cluster(mn.dashboard_url)
         seen.update({n.node_id: n.work["evaluation actor"] for n in view.nodes if n.work["evaluation actor"]})
         time.sleep(0.3)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, logs[1].read_text()[-3000:]
     return {"one": out / "one", "two": out / "two", "worker": worker.node_id, "status_seen": seen}
+
+
+def driver(args: list, prefix: Path) -> tuple[subprocess.Popen, tuple[Path, Path]]:
+    """`evalctl ARGS` started in the background, its stdout and stderr going to ``prefix``out/err
+    files (pipes nobody reads while it runs could fill and stall it)."""
+    logs = (Path(f"{prefix}out"), Path(f"{prefix}err"))
+    with logs[0].open("w") as out, logs[1].open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", *map(str, args)], cwd=ROOT, stdout=out, stderr=err, text=True
+        )
+    return proc, logs
 
 
 @pytest.fixture(scope="module")
@@ -172,10 +180,7 @@ def test_node_lost_mid_evaluation_every_row_once_same_metrics(
     lineage; a write task run again writes the same file name, so no row is counted twice."""
     (worker,) = workers(mn, 1)
     out = tmp_path / "lost"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", *map(str, evaluate_args(small_model_dir, eval_data, out, mn.address))],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc, logs = driver(evaluate_args(small_model_dir, eval_data, out, mn.address), tmp_path / "lost-")
     killed, deadline = {}, time.time() + 600
     while proc.poll() is None and not killed and time.time() < deadline:
         done = part_workers(out)
@@ -183,7 +188,8 @@ def test_node_lost_mid_evaluation_every_row_once_same_metrics(
             killed = {"after_parts": len(done), "kill_s": mn.kill(worker), "at": time.time()}
             mn.add_worker(cpus=1)  # the replacement machine
         time.sleep(0.05)
-    shown, err = proc.communicate(timeout=900)
+    proc.wait(timeout=900)
+    shown, err = (log.read_text() for log in logs)
     assert proc.returncode == 0 and killed, (
         f"rc {proc.returncode}; killed {killed}; stderr ends {err[-3000:]}"
     )

@@ -31,6 +31,7 @@ from cluster.ray.warmpool import (
     memory_estimate,
     model_key,
     pool_actor,
+    pool_name,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class WarmTarget:
     key: str  # the warm-pool key (model files, what is loaded, precision, device, code)
     run: str  # the run's token: the actors it claims are its own until it releases them
     gpus: float  # GPUs per warm actor (0: on the client's node, no resource reserved)
+    pool: str  # the pool actor's name, as the driver found it (a worker never derives its own)
 
 
 class WarmModel:
@@ -89,7 +91,8 @@ class WarmClient:
 
         self.warm, self.task = warm, task
         self.node = ray.get_runtime_context().get_node_id()
-        self.name, self.reused = ray.get(pool_actor().claim.remote(warm.key, warm.run, self.node))
+        claim = pool_actor(warm.pool).claim.remote(warm.key, warm.run, self.node)
+        self.name, self.reused = ray.get(claim)
         self._connect()
 
     def _connect(self) -> None:
@@ -134,17 +137,18 @@ def warm_lease(spec, model, task, layout, joined: str):
     label = {"model": model.location or str(model.path), "kind": kind, "precision": spec.precision}
     label["device"] = "gpu" if layout.gpus_per_actor else "cpu"
     estimate = memory_estimate(model.path, layout.max_actors)
-    pool = pool_actor()
+    name = pool_name()
+    pool = pool_actor(name)
     try:
         ray.get(pool.lease.remote(key, [], label, spec.keep_warm_s, estimate))
     except ray.exceptions.RayActorError:  # the pool left (long empty) as we called: a new one starts
-        pool = pool_actor()
+        pool = pool_actor(name)
         ray.get(pool.lease.remote(key, [], label, spec.keep_warm_s, estimate))
     stop = threading.Event()
     toucher = threading.Thread(target=_touch, args=(pool, key, stop), name="warm-lease", daemon=True)
     toucher.start()
     try:
-        yield WarmTarget(key, task.run_token, layout.gpus_per_actor)
+        yield WarmTarget(key, task.run_token, layout.gpus_per_actor, name)
     finally:
         stop.set()
         _release(pool, key, task.run_token)

@@ -261,14 +261,15 @@ def kill_actors(names: list[str]) -> None:
 # ------------------------------------------------------------------ the client side
 
 
-def pool_actor():
-    """The warm pool of this code version on the connected Ray (started on first use)."""
+def pool_actor(name: str | None = None):
+    """The warm pool ``name`` (default: this code version's) on the connected Ray, started on first
+    use. A run's workers use the pool its driver named, even if their code was read later."""
     import ray
 
     return (
         ray.remote(WarmPool)
         .options(
-            name=pool_name(),
+            name=name or pool_name(),
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,
