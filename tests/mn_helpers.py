@@ -20,10 +20,12 @@ RUN_KEYS = ("run_id", "timings", "workers", "worker_plan", "recovery", "ray", "w
 
 
 def evaluate_args(model: Path, data: Path, out: Path, address: str) -> list[str]:
+    """Each run loads its model afresh (``--keep-warm-s 0``): on a joined cluster a model left warm
+    by the run before would take every block while the other node's actor still loads."""
     return [
         "evaluate", "--model", model, "--data", data, "--out", out, "--address", address,
         "--rows-per-shard", "50", "--sort-rows", "50", "--batch-size", "16", "--max-length", "64", "--bootstrap", "50",
-        "--precision", "fp32",
+        "--precision", "fp32", "--keep-warm-s", "0",
     ]  # fmt: skip
 
 
