@@ -160,7 +160,7 @@ data_app.command("check")(
             spec=DataSpec,
             options=options(
                 DataSpec,
-                ["path", "text_column", "image_column", "label_column", "id_column"],
+                ["path", "text_column", "image_column", "label_column", "id_column", "encoding"],
                 flags={"path": ""},
             ),
             run=_check,

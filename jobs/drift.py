@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cluster.errors import UserError
+from cluster.registry.overwrites import mark_overwritten
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, DriftSpec
 from cluster.stats.metrics import GAP_METRICS
@@ -50,6 +51,7 @@ def run_drift(spec: DriftSpec, registry: Registry | None = None) -> dict:
     ) as run_id:
         out = out or registry.run_dir(run_id)
         out.mkdir(parents=True, exist_ok=True)
+        mark_overwritten(registry, str(out), run_id)  # --overwrite: the earlier run's record says so
         result = _checks(spec, model_path, labels, sides, out)
         result.update(run_id=run_id, model=model_id or "none (base encoder embeddings)")
         _write(out, result, sides, labels)
@@ -244,7 +246,7 @@ def _run(spec: DriftSpec, **_) -> None:
 SIDE_FLAGS = {
     f"{side}.{field}": f"--{side}-{field.replace('_', '-')}"
     for side in ("reference", "current")
-    for field in ("text_column", "label_column")
+    for field in ("text_column", "label_column", "encoding")
 }
 WORKLOAD = Workload(
     spec=DriftSpec,

@@ -24,6 +24,7 @@ from cluster.data.storage import join
 from cluster.errors import UserError
 from cluster.evaluation.baseline import EVALUATIONS, paired_with, resolve_baseline
 from cluster.registry.artifacts import read_text
+from cluster.registry.overwrites import require_outputs
 from cluster.registry.predictions import run_predictions
 from cluster.registry.record import Registry
 from cluster.specs.workloads import GateSpec
@@ -37,10 +38,13 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
     run = registry.get_run(ref)
     if run["kind"] not in EVALUATIONS or run["status"] != "finished":
         raise UserError(f"run {run['id']} is a {run['status']} {run['kind']} run; gate a finished evaluation")
+    require_outputs(registry, run, "its metrics")
     metrics = json.loads(read_text(join(run["artifact_path"], "metrics.json"), "metrics"))
     baseline = resolve_baseline(
         registry, gate.baseline, run["dataset_fingerprint"], run["dataset_path"], metrics["labels"]
     )
+    if baseline:
+        require_outputs(registry, baseline, "the baseline's predictions")
     spec = {"run": run["id"], **gate.model_dump(mode="json")}
     with registry.run(
         "gate",

@@ -290,7 +290,9 @@ def _run(spec: PretrainSpec, **_) -> None:
 
 WORKLOAD = Workload(
     spec=PretrainSpec,
-    options=options(PretrainSpec, ["data.path", "data.text_column", "*"], flags={"data.path": "--data"}),
+    options=options(
+        PretrainSpec, ["data.path", "data.text_column", "data.encoding", "*"], flags={"data.path": "--data"}
+    ),
     run=_run,
     module="jobs.pretrain",
 )

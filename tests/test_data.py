@@ -155,6 +155,61 @@ def test_empty_dataset(tmp_path):
         scan(DataSpec(path=str(f), text_column="tweet", label_column="y"))
 
 
+def latin1_csv(path, filler_rows: int = 0):
+    """A CSV written as latin-1 (äó are one byte each), after ``filler_rows`` ASCII rows."""
+    rows = [f"filler text {i:07d},a" for i in range(filler_rows)] + ["caf\u00e4 \u00f3 ok,b", "plain,a"]
+    path.write_bytes(("text,label\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    return path
+
+
+@pytest.mark.parametrize("filler_rows", [0, 60_000])  # in the first MiB, and after it
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_byte(tmp_path, filler_rows):
+    """issue 28, point 4: in the first MiB it was read as latin-1 silently (äó became Ã¤Ã³);
+    after it, an ArrowInvalid traceback."""
+    f = latin1_csv(tmp_path / "d.csv", filler_rows)
+    offset = f.read_bytes().index(b"\xe4")
+    with pytest.raises(UserError) as err:
+        scan(DataSpec(path=str(f)))
+    msg = str(err.value)
+    assert f"d.csv: byte {offset} (0xe4, line {filler_rows + 2}) is not valid utf-8" in msg, msg
+    assert "--encoding" in msg and "\n" not in msg
+    got = read_pandas(DataSpec(path=str(f), encoding="latin-1"))  # said explicitly: read as such
+    assert got["text"].tolist()[-2:] == ["caf\u00e4 \u00f3 ok", "plain"]
+
+
+def test_jsonl_that_is_not_utf8_is_refused_and_encodings_are_checked(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_bytes('{"text": "ok", "label": "a"}\n{"text": "caf\u00e4", "label": "b"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"d.jsonl: byte 42 \(0xe4, line 2\) is not valid utf-8"):
+        scan(DataSpec(path=str(f)))
+    assert read_pandas(DataSpec(path=str(f), encoding="latin-1"))["text"].tolist() == ["ok", "caf\u00e4"]
+    with pytest.raises(ValueError, match="unknown encoding 'latin-9x'"):
+        DataSpec(path=str(f), encoding="latin-9x")
+
+
+def test_utf8_is_checked_across_chunk_boundaries():
+    from cluster.data.files import utf8_bytes
+
+    mib = 1 << 20
+    straddling = b"a" * (mib - 1) + "\u00e4".encode() + b"b" * 10  # a 2-byte character cut by the chunk
+    assert utf8_bytes(straddling, "utf-8", "x.csv") is straddling
+    # (cut, where it fails): inside the straddling character its first byte is where decoding fails
+    for cut, bad_at in ((mib - 1, mib - 1), (mib, mib - 1), (mib + 1, mib + 1), (mib + 11, mib + 11)):
+        raw = straddling[:cut] + b"\xff" + b"c" * mib
+        with pytest.raises(UserError, match=rf"x.csv: byte {bad_at} \(0x"):
+            utf8_bytes(raw, "utf8", "x.csv")
+
+
+@pytest.mark.cli
+def test_data_check_refuses_a_latin1_csv_in_one_line(evalctl, tmp_path):
+    f = latin1_csv(tmp_path / "d.csv")
+    proc = evalctl("data", "check", f)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "is not valid utf-8" in proc.stderr and "Traceback" not in proc.stderr
+    ok = evalctl("data", "check", f, "--encoding", "latin-1")
+    assert ok.returncode == 0 and "2 rows" in ok.stdout, ok.stderr
+
+
 def test_fingerprint_depends_on_content_not_location(tmp_path):
     a = write(tmp_path / "a.parquet", DF)
     b = write(tmp_path / "b.csv", DF)

@@ -79,9 +79,23 @@ def test_image_evaluation_equals_sklearn_and_keeps_row_ids(
 @pytest.fixture(scope="module")
 def with_bad_rows(digits_images, tmp_path_factory):
     """The digits with row 7 undecodable and row 23 an empty image."""
+    return _with_pictures(
+        digits_images, tmp_path_factory, {7: b"not an image at all", 23: b"\x89PNG\r\n\x1a\n"}
+    )
+
+
+@pytest.fixture(scope="module")
+def with_bad_and_empty_rows(digits_images, tmp_path_factory):
+    """Those, and row 31 an image file of 0 bytes (issue 28, point 5: it stopped --skip-bad-rows)."""
+    bad = {7: b"not an image at all", 23: b"\x89PNG\r\n\x1a\n", 31: b""}
+    return _with_pictures(digits_images, tmp_path_factory, bad)
+
+
+def _with_pictures(digits_images, tmp_path_factory, pictures_at: dict):
     table = pq.read_table(digits_images).slice(0, 60)
     pictures = table["picture"].to_pylist()
-    pictures[7], pictures[23] = b"not an image at all", b"\x89PNG\r\n\x1a\n"
+    for row, picture in pictures_at.items():
+        pictures[row] = picture
     table = table.set_column(0, "picture", pa.array(pictures, pa.binary()))
     path = tmp_path_factory.mktemp("bad") / "bad.parquet"
     pq.write_table(table, path, row_group_size=40)
@@ -97,22 +111,26 @@ def test_a_bad_image_is_one_line_naming_its_row(ray_cluster, tiny_image_model_di
 
 
 @pytest.mark.cli
-def test_cli_skip_bad_rows_counts_and_reports_them(evalctl, tiny_image_model_dir, with_bad_rows, tmp_path):
-    args = ["--model", tiny_image_model_dir, "--data", with_bad_rows, "--image-column", "picture"]
+def test_cli_skip_bad_rows_counts_and_reports_them(
+    evalctl, tiny_image_model_dir, with_bad_and_empty_rows, tmp_path
+):
+    args = ["--model", tiny_image_model_dir, "--data", with_bad_and_empty_rows, "--image-column", "picture"]
     args += ["--label-column", "digit", "--id-column", "pid", "--out", tmp_path / "out", "--bootstrap", "20"]
     proc = evalctl("evaluate", *args, "--skip-bad-rows")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "skipped 2 bad image row(s): rows 7, 23" in proc.stdout
+    assert "skipped 3 bad image row(s): rows 7, 23, 31" in proc.stdout
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["n"] == 58 and metrics["bad_rows"]["count"] == 2
-    assert [b["row"] for b in metrics["bad_rows"]["first_rows"]] == [7, 23]
+    assert metrics["n"] == 57 and metrics["bad_rows"]["count"] == 3
+    assert [b["row"] for b in metrics["bad_rows"]["first_rows"]] == [7, 23, 31]
     # Rows read, the skipped ones included (docs/contracts.md: workers, recovery).
     assert metrics["recovery"]["rows"] == sum(w["rows"] for w in metrics["workers"]) == 60
     preds = read_predictions(tmp_path / "out" / "predictions")
-    assert preds["row"].tolist() == [r for r in range(60) if r not in (7, 23)]
-    # Without --skip-bad-rows: exit 2 and one line naming the row, no traceback.
+    assert preds["row"].tolist() == [r for r in range(60) if r not in (7, 23, 31)]
+    # Without --skip-bad-rows: exit 2 and one line naming the row, no traceback (the 0-byte image is
+    # found before any model loads).
     proc = evalctl("evaluate", *args, "--out", tmp_path / "out2")
-    assert proc.returncode == 2 and "image at row 7" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert 'null or empty "picture" (first rows: 31)' in proc.stderr and "--skip-bad-rows" in proc.stderr
 
 
 @pytest.mark.cli

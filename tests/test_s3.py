@@ -63,7 +63,8 @@ def test_evaluate_reads_parquet_csv_and_jsonl_from_s3_and_keeps_artifacts_there(
         base = f"{prefix}/team/runs/{result.run_id}/"
         files = [k[len(base) :] for k in s3_server.keys(base) if not k.endswith("/")]  # no dir markers
         parts = [f for f in files if f.startswith("predictions/") and f.endswith(".parquet")]
-        assert len(parts) == 4 and sorted(set(files) - set(parts)) == sorted(ARTIFACTS), files  # no _checkpoint
+        # 4 part files and the artifacts: no _checkpoint left behind.
+        assert len(parts) == 4 and sorted(set(files) - set(parts)) == sorted(ARTIFACTS), files
         assert result.metrics["n"] == 240 and result.metrics["dataset"]["path"] == uris[fmt]
     fingerprints = {reg.get_run(r.run_id)["dataset_fingerprint"] for r in results.values()}
     assert len(fingerprints) == 1  # the same rows in three formats

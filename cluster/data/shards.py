@@ -54,7 +54,7 @@ def plan_shards(
             groups = _row_group_sizes(fs, path, uri)
             n, size = sum(groups), rows_per_shard
         else:  # a CSV/JSONL piece re-reads its whole file: at most MAX_PIECES_PER_TEXT_FILE pieces
-            groups, n = None, read_file(fs, path, fmt, columns=None).num_rows
+            groups, n = None, read_file(fs, path, fmt, columns=None, encoding=spec.encoding).num_rows
             size = rows_per_shard * max(1, -(-n // (MAX_PIECES_PER_TEXT_FILE * rows_per_shard)))
         shards += _aligned(uri, fmt, offset, n, size, groups)
         offset += n
@@ -115,7 +115,7 @@ def read_shard(
     else:
         path = shard.uri.split("://", 1)[-1]
     wanted = source_columns(spec, modality)
-    table = read_file(fs, path, shard.fmt, columns=wanted, row_groups=shard.row_groups)
+    table = read_file(fs, path, shard.fmt, wanted, shard.row_groups, encoding=spec.encoding)
     table = table.slice(shard.start, shard.num_rows)
     out = {"row": pa.array(range(shard.offset, shard.offset + table.num_rows), pa.int64())}
     if modality == "image":

@@ -30,6 +30,8 @@ from cluster.clock import Phases
 from cluster.errors import UserError, first_items
 from cluster.evaluation.outputs import ArtifactTarget, artifact_target, write_json_atomic
 from cluster.registry.artifacts import publish
+from cluster.registry.deferred import finish_or_keep
+from cluster.registry.overwrites import mark_overwritten
 from cluster.specs.workloads import DataSpec, EvaluateSpec, RobustnessSpec
 
 if TYPE_CHECKING:
@@ -156,7 +158,8 @@ def _scan(job: Job):
 
     job.phases.mark("scan_start")
     try:
-        return scan(job.spec.data, job.spec.limit, job.spec.rows_per_shard, job.model.modality)
+        spec = job.spec
+        return scan(spec.data, spec.limit, spec.rows_per_shard, job.model.modality, spec.skip_bad_rows)
     finally:
         job.phases.mark("scan_end")
 
@@ -174,6 +177,8 @@ def _record(job: Job) -> EvalResult:
         model_id=job.model.model_id,
         run_id=target.run_id,
     ):
+        # --overwrite: the earlier run's record says its outputs are gone.
+        mark_overwritten(job.registry, target.dest, target.run_id)
         target.clear()  # an overwritten --out leaves nothing of its own behind
         return _finish(job)
 
@@ -193,7 +198,8 @@ def _finish(job: Job) -> EvalResult:
         raise
     finally:
         target.cleanup()
-    job.registry.finish_run(target.run_id, metrics=headline(metrics), artifact_path=target.dest)
+    # The record is kept beside the outputs if the database stays away (`evalctl runs record`).
+    finish_or_keep(job.registry, target.run_id, headline(metrics), target.dest)
     return EvalResult(target.run_id, target.dest, metrics, target.predictions)
 
 
