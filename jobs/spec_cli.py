@@ -133,6 +133,8 @@ class Workload:
     # (spec, extras) -> (more entrypoint arguments, more job env vars) for a submitted job
     job_extras: Callable[[Spec, dict], tuple[list[str], dict[str, str]]] | None = None
     address_help: str = ADDRESS_HELP
+    # resume(RUN, address=...): `--resume RUN` continues a recorded run instead of building a spec
+    resume: Callable[..., None] | None = None
 
 
 def spec_command(w: Workload, doc: str) -> Callable[..., None]:
@@ -141,6 +143,8 @@ def spec_command(w: Workload, doc: str) -> Callable[..., None]:
     def generated(ctx: typer.Context, **values: Any) -> None:
         if ctx.invoked_subcommand is not None:  # e.g. `evalctl sweep resume NAME`
             return
+        if w.resume is not None and values.get("resume"):
+            return _resume(w, ctx, values)
         spec = build_spec(w, ctx, values)
         extras = {p.name: values[p.name] for p in w.extras}
         if w.module:
@@ -162,6 +166,23 @@ def spec_command(w: Workload, doc: str) -> Callable[..., None]:
     generated.__annotations__ = {p.name: p.annotation for p in params}
     generated.__doc__ = doc
     return generated
+
+
+def _resume(w: Workload, ctx: typer.Context, values: dict[str, Any]) -> None:
+    """``--resume RUN``: the run's recorded spec, nothing else; it runs here (or joins HOST:6379)."""
+    from cluster.errors import UserError
+
+    typed = [o.flag or o.name for o in w.options if _source(ctx, o.name) in TYPED]
+    typed += ["--config"] * bool(values.get("config")) + ["--spec-json"] * bool(values.get("spec_json"))
+    if typed:
+        raise UserError(f"--resume takes the run's recorded settings; drop {', '.join(typed)}")
+    address = values.get("address")
+    if address and address.startswith(("http://", "https://")):
+        raise UserError(
+            "--resume runs where this command runs (or joins HOST:6379); to resume on a cluster, "
+            f"submit `python -m {w.module} --resume {values['resume']}` as a Ray job"
+        )
+    w.resume(values["resume"], address=address)
 
 
 def build_spec(w: Workload, ctx: typer.Context, values: dict[str, Any]) -> Spec:
@@ -237,6 +258,11 @@ def _common(w: Workload) -> list[inspect.Parameter]:
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
     out = []
+    if w.resume is not None:
+        help_ = (
+            "Continue the run RUN whose driver died (its recorded settings; rows already written are kept)."
+        )
+        out.append(opt("resume", str | None, typer.Option(None, metavar="RUN", help=help_)))
     if w.config:
         help_ = "YAML spec (without one: the defaults shown below); typed options override it."
         out.append(opt("config", Path | None, typer.Option(None, help=help_)))

@@ -7,9 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cluster.data.blocks import plan_blocks, read_block
 from cluster.data.files import check_columns
 from cluster.data.scan import iter_tables, read_pandas, scan
-from cluster.data.shards import plan_shards, read_shard, shards_for_actors
+from cluster.data.shards import plan_shards, read_shard
 from cluster.errors import UserError
 from cluster.specs.workloads import DataSpec
 
@@ -89,7 +90,9 @@ def test_large_row_groups_and_text_files_split_into_pieces(tmp_path):
         assert got["row"].tolist() == list(range(30)) and got["text"].tolist() == big["tweet"].tolist()
 
 
-def test_shards_for_actors_cut_at_batch_multiples_and_read_every_row_once(tmp_path):
+def test_blocks_spread_a_small_input_at_batch_multiples_and_read_every_row_once(tmp_path):
+    """The evaluation's read blocks (cluster/data/blocks.py): an image input smaller than the actors'
+    share is cut into more, smaller blocks, still at global multiples of the batch size."""
     big = pd.concat([DF] * 10, ignore_index=True)  # 100 rows: a 37-row file, then 63 in row groups of 25
     write(tmp_path / "d" / "part-0.parquet", big.iloc[:37])
     pq.write_table(
@@ -98,15 +101,15 @@ def test_shards_for_actors_cut_at_batch_multiples_and_read_every_row_once(tmp_pa
         row_group_size=25,
     )
     spec = DataSpec(path=str(tmp_path / "d"), text_column="tweet", label_column="y")
-    _, shards = plan_shards(spec, rows_per_shard=64)
-    cut = shards_for_actors(shards, actors=2, align=8)  # 100 rows / 8 shards -> 13 -> 16 rows each
-    assert len(cut) > len(shards) and max(s.num_rows for s in cut) == 16
-    starts = [s.offset for s in cut]
-    assert all(o % 16 == 0 for o in starts if o not in (0, 37)), starts  # a file's first shard aside
-    got = pa.concat_tables([read_shard(s, spec) for s in cut])
+    _, blocks = plan_blocks(spec, None, rows_per_block=64, align=8, min_blocks=8)  # 100 / 8 -> 13 -> 16
+    assert len(blocks) > 2 and max(b.num_rows for b in blocks) == 16
+    starts = [b.offset for b in blocks]
+    assert all(o % 16 == 0 for o in starts if o not in (0, 37)), starts  # a file's first block aside
+    got = pa.concat_tables([read_block(b, {"text": "tweet", "label": "y"}, {"_side": "x"}) for b in blocks])
     assert got["row"].to_pylist() == list(range(100))
-    assert got["text"].to_pylist() == big["tweet"].tolist()
-    assert shards_for_actors(shards, actors=1, align=1024) == shards  # never larger than planned
+    assert got["text"].to_pylist() == big["tweet"].tolist() and set(got["_side"].to_pylist()) == {"x"}
+    _, few = plan_blocks(spec, None, rows_per_block=64, align=8, min_blocks=1)
+    assert [b.offset for b in few] == [0, 37, 64]  # never smaller than asked unless spread
 
 
 def test_missing_path(tmp_path):

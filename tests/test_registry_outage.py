@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import cluster.evaluation.run as ev
 from cluster.errors import UserError
 from cluster.registry.deferred import PENDING, RecordLater, finish_or_keep
 from cluster.registry.record import Registry
@@ -114,7 +115,6 @@ def test_an_evaluation_whose_final_write_finds_no_database_keeps_its_outputs(
 ):
     """The issue's case end to end: the server goes away once the artifacts are published, before
     the run's final write; the evaluation says how to record it, and `runs record` does."""
-    import jobs.evaluate as ev
     from cluster.registry.deferred import record_pending
     from cluster.specs.workloads import DataSpec, EvaluateSpec
 
@@ -138,7 +138,7 @@ def test_an_evaluation_whose_final_write_finds_no_database_keeps_its_outputs(
             ev.run_evaluate(spec, registry)
     finally:
         own_server.resume()
-    assert {"metrics.json", "predictions.parquet", "report.html", PENDING} <= {p.name for p in out.iterdir()}
+    assert {"metrics.json", "predictions", "report.html", PENDING} <= {p.name for p in out.iterdir()}
     (run,) = registry.list_runs()
     assert run["status"] == "running"  # not failed: it finished; its record waits
     assert record_pending(registry, str(out)) == run["id"]

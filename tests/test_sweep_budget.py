@@ -6,6 +6,8 @@ take at least ``min_steps`` steps (the image recipe sets 300: their epochs are r
 data), and a sweep without it whose trials take far too few steps is warned before it starts.
 """
 
+from pathlib import Path
+
 import pytest
 
 from cluster.specs.parse import load_spec_file
@@ -13,8 +15,10 @@ from cluster.specs.search_space import Grid, SearchSpace
 from cluster.specs.workloads import SweepSpec
 from cluster.train.loop import budget_epochs
 from cluster.tune.search import budget_note, most_epochs
-from jobs.sweep import CONFIGS, say_budget
+from jobs.sweep import say_budget
 from tests.mn_helpers import tiny_sweep
+
+CONFIGS = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
 
 def image_recipe(**kw) -> SweepSpec:

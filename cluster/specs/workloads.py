@@ -64,7 +64,7 @@ class DataSpec(Spec):
         "image", description="Column holding the image (PNG/JPEG bytes, or a path or URI), for image models."
     )
     label_column: Name | None = Field("label", description="Column holding the class name.")
-    id_column: Name | None = Field(None, description="Id column, copied into predictions.parquet.")
+    id_column: Name | None = Field(None, description="Id column, copied into the predictions.")
     slice_column: Name | None = Field(None, description="Metrics per value of this column.")
     encoding: Encoding = Field(
         "utf-8",
@@ -115,15 +115,22 @@ class GateSpec(Spec):
 
 
 class PipelineSpec(Spec):
-    """How a workload runs a model over sharded data (cluster/evaluation/predictor.py); shared by the
-    specs below."""
+    """How a workload runs a model over its data in the Ray Data pipeline (cluster/evaluation/
+    pipeline.py); shared by the specs below."""
 
     batch_size: Int = Field(64, ge=1, le=MAX_BATCH, description="Rows per forward pass.")
     workers: Int | None = Field(
         None,
         ge=1,
         le=MAX_WORKERS,
-        description="Inference actors (default: one per GPU, else one per CPU; at most one per shard).",
+        description="Model actors at most (default: one per GPU, else one per CPU; at most one per block).",
+    )
+    min_workers: Int | None = Field(
+        None,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Model actors at least: Ray Data scales the pool between this and --workers "
+        "(default: --workers, a fixed pool).",
     )
     gpus_per_worker: Float | None = Field(
         None, ge=0, le=MAX_GPUS, description="GPUs per actor (default: 1 when the cluster has GPUs, else 0)."
@@ -139,14 +146,17 @@ class PipelineSpec(Spec):
     )
     limit: Int | None = Field(None, ge=1, description="Evaluate only the first N rows.")
     rows_per_shard: Int = Field(
-        1024, ge=1, description="Rows per shard, the unit of parallel work (a multiple of --sort-rows)."
+        1024,
+        ge=1,
+        description="Rows per block, the unit of parallel work and of a part file; a multiple of "
+        "--sort-rows (images: fewer rows, so a decoded block stays under 64 MiB).",
     )
     sort_rows: Int = Field(
         1024,
         ge=1,
         description="Texts are length-sorted into batches within aligned groups of this many input rows "
         "(row // sort_rows), so a row's batch, and its probabilities to the last bit, are the same "
-        "whatever the sharding, workers or nodes.",
+        "whatever the blocks, workers or nodes.",
     )
     seed: Int = Field(0, ge=0, le=MAX_SEED, description="Bootstrap seed.")
     skip_bad_rows: Bool = Field(
