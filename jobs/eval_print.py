@@ -36,7 +36,8 @@ def print_summary(result: EvalResult) -> None:
     if bad.get("count"):
         rows = ", ".join(str(b["row"]) for b in bad["first_rows"][:10])
         more = ", ..." if bad["count"] > 10 else ""
-        console.print(f"skipped {bad['count']} bad image row(s): rows {rows}{more}; see metrics.json")
+        what = "bad row(s)" if m.get("task") == "translation" else "bad image row(s)"
+        console.print(f"skipped {bad['count']} {what}: rows {rows}{more}; see metrics.json")
     console.print(f"run {result.run_id}; artifacts in {result.out}")
     if "gate" in m:
         print_gate(m["gate"])

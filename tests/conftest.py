@@ -90,6 +90,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_model_dir(model, tokenizer, out, {"base_model": "tiny-random-bert"})
 
 
+@pytest.fixture(scope="session")
+def translator_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny translator: the tiny BERT as the encoder of an EncoderDecoderModel, a one-layer random
+    decoder over a 200-token target tokenizer (tests/translation_helpers.py), saved as a model dir."""
+    from cluster.models.seq2seq import start_translator
+    from cluster.models.seq2seq_build import train_target_tokenizer
+    from tests.translation_helpers import FR, TINY
+
+    tok = train_target_tokenizer(FR, vocab_size=200, min_frequency=1)
+    tr = start_translator(tiny_model_dir, TINY, target_tokenizer=tok, seed=0)
+    return tr.save(tmp_path_factory.mktemp("models") / "translator", {"note": "tiny random translator"})
+
+
 IMAGE_LABELS = ["zero", "one", "two"]
 
 

@@ -14,19 +14,9 @@ import httpx
 import pytest
 
 from cluster.errors import UserError
-from tests.test_seq2seq import EN, FR, TINY
+from tests.translation_helpers import EN
 
 SERVE_KW = dict(max_new_tokens=6, num_beams=1)  # an untrained decoder runs to the limit: keep it short
-
-
-@pytest.fixture(scope="module")
-def translator_dir(tiny_model_dir, tmp_path_factory):
-    from cluster.models.seq2seq import start_translator
-    from cluster.models.seq2seq_build import train_target_tokenizer
-
-    tok = train_target_tokenizer(FR, vocab_size=200, min_frequency=1)
-    tr = start_translator(tiny_model_dir, TINY, target_tokenizer=tok, seed=0)
-    return tr.save(tmp_path_factory.mktemp("models") / "translator", {"note": "tiny translator for serving"})
 
 
 def test_build_app_gives_a_translation_model_the_translator(translator_dir, monkeypatch):

@@ -1,6 +1,6 @@
-"""The task seam's rules (cluster/evaluation/task.py), checked for each task without Ray: a task's
-statistics merge exactly and in any order, travel through the part-file codec unchanged, and the
-task object travels to workers without a loaded model."""
+"""The task seam's rules (cluster/evaluation/task.py), checked for each task (classification,
+translation) without Ray: a task's statistics merge exactly and in any order, travel through the
+part-file codec unchanged, and the task object travels to workers without a loaded model."""
 
 from __future__ import annotations
 
@@ -15,19 +15,26 @@ import pytest
 
 from cluster.evaluation.stages import model_batches
 from cluster.evaluation.task import ROW
-from cluster.evaluation.tasks import classification
+from cluster.evaluation.tasks import classification, task_for
 from cluster.models.resolve import resolve_model
 from cluster.specs.workloads import DataSpec, EvaluateSpec
 from cluster.stats import codec
 from cluster.stats.analyses import Analyses
+from tests.translation_helpers import EN, FR
 
 LABELS = ["negative", "neutral", "positive"]
 ROWS, BLOCK = 240, 60
 
 
-@pytest.fixture(scope="module")
-def scored(tiny_model_dir, sample_dir):
-    """(task, every row through preprocess + model, in blocks as the pipeline cuts them)."""
+@pytest.fixture(scope="module", params=["classification", "translation"])
+def scored(request):
+    """(task, every row through preprocess + model, in blocks as the pipeline cuts them), per task."""
+    if request.param == "translation":
+        return _translated(request.getfixturevalue("translator_dir"))
+    return _classified(request.getfixturevalue("tiny_model_dir"), request.getfixturevalue("sample_dir"))
+
+
+def _classified(tiny_model_dir, sample_dir):
     spec = EvaluateSpec(
         model=str(tiny_model_dir), data=DataSpec(path=str(sample_dir / "test.parquet")),
         bootstrap=30, batch_size=16, sort_rows=BLOCK, rows_per_shard=BLOCK, max_length=32,
@@ -36,13 +43,32 @@ def scored(tiny_model_dir, sample_dir):
     model = resolve_model(str(tiny_model_dir))
     task = classification(spec, model, LABELS, spec.data, Analyses.for_spec(spec, len(LABELS)))
     data = pq.read_table(sample_dir / "test.parquet").slice(0, ROWS)
-    data = data.append_column(ROW, pa.array(np.arange(ROWS), pa.int64()))
+    return task, _through_the_model(task, data, BLOCK)
+
+
+def _translated(translator_dir):
+    """One reference per sentence: every statistic is an integer count (TER's reference length is
+    an average over references), so the merge is exact bit for bit."""
+    words = " ".join(EN).split()
+    n = 30
+    data = pa.table({"source": [" ".join(words[i : i + 2 + i % 5]) for i in range(n)],
+                     "target": [FR[i % 4][: 12 + i] for i in range(n)]})  # fmt: skip
+    spec = EvaluateSpec(
+        model=str(translator_dir), data=DataSpec(path="unused.parquet"), bootstrap=30, batch_size=4,
+        sort_rows=8, max_new_tokens=5, precision="fp32",
+    )  # fmt: skip
+    task = task_for(spec, resolve_model(str(translator_dir)), [], spec.data)
+    return task, _through_the_model(task, data, 8)
+
+
+def _through_the_model(task, data: pa.Table, block: int) -> pa.Table:
+    data = data.append_column(ROW, pa.array(np.arange(data.num_rows), pa.int64()))
     loaded = task.load("cpu")
     out = []
-    for start in range(0, ROWS, BLOCK):
-        block = task.preprocess(data.slice(start, BLOCK))
-        out += [loaded.predict(block.take(idx)) for idx in model_batches(block)]
-    return task, pa.concat_tables(out).sort_by(ROW)
+    for start in range(0, data.num_rows, block):
+        b = task.preprocess(data.slice(start, block))
+        out += [loaded.predict(b.take(idx)) for idx in model_batches(b)]
+    return pa.concat_tables(out).sort_by(ROW)
 
 
 def same(x, y) -> bool:
@@ -70,7 +96,8 @@ def test_statistics_merge_exactly_in_any_order_and_any_split(scored):
     a, b = rows.filter(odd), rows.filter(pc.invert(odd))  # interleaved: no block boundary in common
     assert same(add(task.statistics(a), task.statistics(b)), whole)
     assert same(add(task.statistics(b), task.statistics(a)), whole)
-    thirds = [rows.slice(0, 70), rows.slice(70, 101), rows.slice(171)]
+    n = rows.num_rows
+    thirds = [rows.slice(0, n // 4), rows.slice(n // 4, n // 3), rows.slice(n // 4 + n // 3)]
     parts = [task.statistics(t) for t in thirds]
     assert same(add(add(parts[2], parts[0]), parts[1]), whole)
     assert task.finalize(add(task.statistics(a), task.statistics(b))) == task.finalize(whole)
@@ -86,7 +113,7 @@ def test_statistics_survive_the_part_file_codec(scored):
 def test_predictions_keep_each_row_once_with_row_first(scored):
     task, rows = scored
     preds = task.predictions(rows)
-    assert preds.column_names[0] == ROW and preds[ROW].to_pylist() == list(range(ROWS))
+    assert preds.column_names[0] == ROW and preds[ROW].to_pylist() == list(range(rows.num_rows))
     assert not [c for c in preds.column_names if c.startswith("_")]  # intermediates never written
 
 

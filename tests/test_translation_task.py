@@ -14,22 +14,13 @@ import sacrebleu
 from cluster.data.parallel import read_pair_shard
 from cluster.data.shards import plan_shards
 from cluster.errors import UserError
-from cluster.evaluation.translate import BAD, BATCH, IDS, TranslateTask
+from cluster.evaluation.task import BAD, BATCH
+from cluster.evaluation.translate import IDS, TranslateTask
 from cluster.models.cache import ModelSource
 from cluster.specs.workloads import DataSpec, EvaluateSpec
-from tests.test_seq2seq import EN, FR, TINY
+from tests.translation_helpers import EN, FR
 
 N = 26
-
-
-@pytest.fixture(scope="module")
-def translator_dir(tiny_model_dir, tmp_path_factory):
-    from cluster.models.seq2seq import start_translator
-    from cluster.models.seq2seq_build import train_target_tokenizer
-
-    tok = train_target_tokenizer(FR, vocab_size=200, min_frequency=1)
-    tr = start_translator(tiny_model_dir, TINY, target_tokenizer=tok, seed=0)
-    return tr.save(tmp_path_factory.mktemp("models") / "translator", {})
 
 
 @pytest.fixture(scope="module")
@@ -202,54 +193,3 @@ def test_compare_two_systems_by_paired_bootstrap(translator_dir, corpus, tiny_mo
     assert "B better on chrf" in html and "paired-bs" in html
     with pytest.raises(UserError, match="translated different rows"):
         compare_translations(a, a.slice(0, 5))
-
-
-# ------------------------------------------------------------------ the task seam's rules
-
-
-def _same(x, y) -> bool:
-    """Equal in value exactly: arrays element for element, dataclasses field by field."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(x):
-        return type(x) is type(y) and _same(dataclasses.asdict(x), dataclasses.asdict(y))
-    if isinstance(x, dict):
-        return isinstance(y, dict) and x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
-    if isinstance(x, list | tuple):
-        return len(x) == len(y) and all(_same(a, b) for a, b in zip(x, y, strict=True))
-    if isinstance(x, np.ndarray):
-        return isinstance(y, np.ndarray) and x.shape == y.shape and bool(np.all(x == y))
-    return x == y
-
-
-def test_the_seam_rules_exact_order_free_merge_predictions_and_a_light_task(translator_dir, tmp_path):
-    """One reference per sentence: every statistic is an integer count, so merging is exact bit for
-    bit in any order and split; the predictions keep each row once, ``row`` first, no ``_`` column;
-    the task pickles without a model."""
-    import pickle
-
-    words = " ".join(EN).split()
-    df = pd.DataFrame(
-        {"en": [" ".join(words[i : i + 4]) for i in range(30)], "fr": [FR[i % 4][:25] for i in range(30)]}
-    )
-    df.to_parquet(tmp_path / "single.parquet")
-    data = DataSpec(path=str(tmp_path / "single.parquet"), source_column="en", target_column="fr")
-    spec = EvaluateSpec(
-        model=str(translator_dir), data=data, batch_size=4, max_new_tokens=5, bootstrap=40, precision="fp32"
-    )
-    task = TranslateTask(ModelSource(str(translator_dir), "tiny"), data, spec)
-    _, rows = _run(task, rows_per_shard=10, parts=1)
-    whole = task.statistics(rows)
-    odd = pa.compute.equal(pa.compute.bit_wise_and(rows["row"], 1), 1)
-    a, b = task.statistics(rows.filter(odd)), task.statistics(rows.filter(pa.compute.invert(odd)))
-    add = lambda x, y: {k: x[k] + y[k] for k in x}  # noqa: E731
-    assert _same(add(a, b), whole) and _same(add(b, a), whole)
-    thirds = [task.statistics(t) for t in (rows.slice(0, 7), rows.slice(7, 13), rows.slice(20))]
-    assert _same(add(add(thirds[2], thirds[0]), thirds[1]), whole)
-    assert task.finalize(add(a, b)) == task.finalize(whole)
-    preds = task.predictions(rows)
-    assert preds.column_names[0] == "row" and preds["row"].to_pylist() == list(range(30))
-    assert not [c for c in preds.column_names if c.startswith("_")]
-    blob = pickle.dumps(task)
-    assert b"torch" not in blob and len(blob) < 200_000
-    assert pickle.loads(blob).finalize(whole) == task.finalize(whole)

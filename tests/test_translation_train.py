@@ -14,7 +14,7 @@ from cluster.errors import UserError
 from cluster.specs.search_space import SearchSpace, TrialParams
 from cluster.specs.translation import Seq2SeqSpec
 from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
-from tests.test_seq2seq import EN, FR
+from tests.translation_helpers import EN, FR
 
 TINY = Seq2SeqSpec(
     vocab_size=200,

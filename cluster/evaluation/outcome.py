@@ -1,9 +1,9 @@
 """What one evaluation computes and writes: the pipeline's run, then metrics.json and report.html.
 
 Called by cluster/evaluation/run.py inside the registered run. The pipeline is
-cluster/evaluation/pipeline.py; the task (classification) turns the merged statistics into the
-scores (cluster/evaluation/classify.py ``finalize``); this module adds how the run ran (where,
-on what, how long), the gate's verdicts, and writes the files.
+cluster/evaluation/pipeline.py; the task (classification or translation) turns the merged
+statistics into the scores (cluster/evaluation/classify.py, translate.py ``finalize``); this module
+adds how the run ran (where, on what, how long), the gate's verdicts, and writes the files.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ def evaluate_into(job) -> dict:
     """Run the pipeline of ``job`` (cluster/evaluation/run.py Job); write report.html and metrics.json
     into its local artifact directory; return metrics.json."""
     from cluster.evaluation.sections import judge_gate, run_info
-    from cluster.report.html import write_report
 
     spec, out, phases = job.spec, job.target.local, job.phases
     out.mkdir(parents=True, exist_ok=True)
@@ -49,7 +48,7 @@ def evaluate_into(job) -> dict:
         phases.mark("gate_end")
     phases.mark("done")
     metrics["timings"] = {**timings(phases, metrics["n"]), **{k: round(v, 3) for k, v in took.items()}}
-    write_report(metrics, out / "report.html")
+    write_report(metrics, out / "report.html", job.translation)
     write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the run completed
     return metrics
 
@@ -60,7 +59,8 @@ def infer(job) -> tuple[dict, dict]:
     from cluster.stats.analyses import Analyses
 
     spec = job.spec
-    task = task_for(spec, job.model, job.labels, spec.data, Analyses.for_spec(spec, len(job.labels)))
+    analyses = None if job.translation else Analyses.for_spec(spec, len(job.labels))
+    task = task_for(spec, job.model, job.labels, spec.data, analyses)
     task, layout, ds, expected = source(job, task)
     output = _output(job)
     with warm_lease(spec, job.model, task, layout, job.joined) as warm:  # on a running head
@@ -73,7 +73,7 @@ def infer(job) -> tuple[dict, dict]:
     metrics = {"task": task.name, **task.finalize(merged.stats)}
     took = {"finalize_s": time.perf_counter() - t0}
     metrics.update(how_it_ran(merged, layout))
-    if job.model.modality == "image":
+    if job.model.modality == "image" or job.translation:  # the tasks that mark ``_bad`` rows
         metrics["bad_rows"] = merged.bad.report()
     return metrics, took
 
@@ -99,6 +99,18 @@ def source(job, task):
         layout = leave_a_cpu(layout)  # room for Ray Data's checkpoint filter actor
     task = _threads(task, layout)
     return task, layout, read_blocks(blocks, task, layout), expected_coverage(blocks)
+
+
+def write_report(metrics: dict, path, translation: bool) -> None:
+    """report.html: a translation's (scores with CIs, the worst sentences) or a classifier's."""
+    if translation:
+        from cluster.report.translation import write_translation_report
+
+        write_translation_report(metrics, path)
+    else:
+        from cluster.report.html import write_report as write_classification_report
+
+        write_classification_report(metrics, path)
 
 
 def _threads(task, layout: Layout):

@@ -58,7 +58,7 @@ class Job:
     spec: EvaluateSpec  # to run (an image folder tree read through its index)
     given: EvaluateSpec  # as the user gave it (recorded)
     model: object  # cluster.models.resolve.ModelRef
-    labels: list[str]
+    labels: list[str]  # a classifier's (a translation model has none)
     kind: str  # the run's kind in the registry: evaluate or robustness
     target: ArtifactTarget
     phases: Phases
@@ -68,6 +68,12 @@ class Job:
     joined: str = ""  # what init_ray joined
     dataset: object = None  # a ray.data.Dataset given instead of spec.data's path
     resumed: dict = field(default_factory=dict)  # the run taken over, when resuming
+    task: str = "classification"  # the model's (cluster/models/modality.py model_task)
+
+    @property
+    def translation(self) -> bool:
+        """Whether the model is a translation model (a parallel corpus in, generated text scored)."""
+        return self.task == "translation"
 
 
 def run_evaluate(
@@ -119,25 +125,33 @@ def resume_evaluate(
 
 def _job(spec, registry, phases, kind, run_id, dataset, resumed: dict | None = None) -> Job:
     """The model, its labels and the artifacts' place, checked before anything starts."""
-    from cluster.models.modality import refuse_text_analyses
+    from cluster.models.modality import model_task, refuse_text_analyses
     from cluster.models.resolve import resolve_model
 
     # A resumed run uses the model it started with (an alias may have moved since).
     model = resolve_model(resumed["model_id"] if resumed else spec.model, registry)
-    labels = require_labels(model)
-    refuse_text_analyses(spec, model.modality, model.model_id)
+    task = model_task(model.path)
+    if task == "translation":
+        refuse_classifier_options(spec, model.model_id)
+        labels = []
+    else:
+        labels = require_labels(model)
+        refuse_text_analyses(spec, model.modality, model.model_id)
     target = artifact_target(spec, run_id(model), registry, resuming=resumed is not None)
-    return Job(spec, spec, model, labels, kind, target, phases, registry, dataset=dataset)
+    return Job(spec, spec, model, labels, kind, target, phases, registry, dataset=dataset, task=task)
 
 
 def _start(job: Job, work: str, address: str | None) -> None:
     """Ray started (or joined) while the data is validated and fingerprinted; the labels checked."""
     from cluster.data.files import check_columns
+    from cluster.data.parallel import check_pair_columns
     from cluster.data.scan import image_folder_spec
     from cluster.evaluation.sections import gate_baseline
     from cluster.ray.runtime import init_ray
 
-    if job.dataset is None:
+    if job.dataset is None and job.translation:
+        check_pair_columns(job.spec.data)
+    elif job.dataset is None:
         data = image_folder_spec(job.spec.data, job.model.modality, work)
         job.spec = job.spec.model_copy(update={"data": data})
         check_columns(job.spec.data, job.model.modality)
@@ -149,16 +163,20 @@ def _start(job: Job, work: str, address: str | None) -> None:
         say_joined(job.joined)
         job.summary = scanning.result() if scanning else None
     if job.summary is not None:
-        check_labels(job.summary.label_counts, job.labels, job.spec.data)
+        if not job.translation:
+            check_labels(job.summary.label_counts, job.labels, job.spec.data)
         job.baseline = gate_baseline(job.given, job.registry, job.summary, job.labels)
 
 
 def _scan(job: Job):
+    from cluster.data.parallel import scan_pairs
     from cluster.data.scan import scan
 
     job.phases.mark("scan_start")
     try:
         spec = job.spec
+        if job.translation:
+            return scan_pairs(spec.data, spec.limit, spec.skip_bad_rows, spec.rows_per_shard)[0]
         return scan(spec.data, spec.limit, spec.rows_per_shard, job.model.modality, spec.skip_bad_rows)
     finally:
         job.phases.mark("scan_end")
@@ -231,6 +249,24 @@ def require_labels(model) -> list[str]:
             "a model from `evalctl sweep`, or a directory whose config.json has id2label"
         )
     return model.labels
+
+
+def refuse_classifier_options(spec, model_id: str) -> None:
+    """Options that only mean something for a classifier, asked of a translation model: one line,
+    before anything starts. ``spec``: an EvaluateSpec or RobustnessSpec."""
+    asked = [
+        ("perturbations (evalctl robustness)", bool(getattr(spec, "perturb", None))),
+        ("--auto-slices", spec.auto_slices),
+        ("--slice-column", bool(spec.data.slice_column)),
+        ("a gate with --max-drop (compare two translation runs with `evalctl compare`)",
+         bool(spec.gate and spec.gate.max_drop)),
+    ]  # fmt: skip
+    refused = [name for name, given in asked if given]
+    if refused:
+        raise UserError(
+            f"model {model_id} is a translation model: {', '.join(refused)} apply to classifiers only; "
+            "a translation evaluation scores bleu, chrf and ter (gate them with --min/--max)"
+        )
 
 
 def check_labels(counts: dict[str, int], labels: list[str], data: DataSpec) -> None:

@@ -97,16 +97,21 @@ def robustness_digest(rob: dict) -> dict:
 def run_info(job, run_id: str) -> dict:
     """metrics.json's record of the run: model, lineage, dataset as given, settings, Ray.
     A text run's ``dataset`` is as it always was; an image run's says ``modality: image`` and
-    names its ``image_column``."""
+    names its ``image_column``; a translation run's names its source, target and reference columns."""
     from cluster.data.files import input_column
 
     spec, model, summary = job.spec, job.model, job.summary
     dataset = {"path": job.given.data.path, "fingerprint": summary.fingerprint, "rows": summary.num_rows}
-    if model.modality == "text":
+    if job.translation:
+        d = spec.data
+        dataset.update(source_column=d.source_column, target_column=d.target_column)
+        dataset.update(reference_columns=d.reference_columns, id_column=d.id_column)
+    elif model.modality == "text":
         dataset["text_column"] = spec.data.text_column
     else:
         dataset.update(modality=model.modality, image_column=input_column(spec.data, model.modality))
-    dataset.update(label_column=spec.data.label_column, slice_column=spec.data.slice_column)
+    if not job.translation:
+        dataset.update(label_column=spec.data.label_column, slice_column=spec.data.slice_column)
     return {
         "model": {"id": model.model_id, "path": model.location or str(model.path)},
         "lineage": model_lineage(model, job.registry),

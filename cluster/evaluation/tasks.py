@@ -1,7 +1,8 @@
 """Which task evaluates a model: the task seam's registry (cluster/evaluation/task.py).
 
 A model directory says its task in config.json (``"task"``, cluster/models/modality.py
-``model_task``; absent = classification). Segmentation and translation add their task here.
+``model_task``; absent = classification, or translation for a Hugging Face encoder-decoder).
+Segmentation adds its task here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from cluster.errors import UserError
 from cluster.evaluation.classify import ClassifyTask
 from cluster.evaluation.classify_columns import ID, IMAGE, LABEL, SLICE, TEXT
 from cluster.evaluation.task import EvalTask
+from cluster.evaluation.translate import TranslateTask
 from cluster.specs.workloads import DataSpec, PipelineSpec
 
 
@@ -24,8 +26,12 @@ def task_for(spec: PipelineSpec, model, labels: list[str] | None, data: DataSpec
     from cluster.models.modality import model_task
 
     kind = model_task(model.path)
+    if kind == "translation":
+        return TranslateTask(model=model.source, data=data, spec=spec, run_token=uuid.uuid4().hex)
     if kind != "classification":
-        raise UserError(f"model {model.model_id} is a {kind} model; this version evaluates classifiers")
+        raise UserError(
+            f"model {model.model_id} is a {kind} model; this version evaluates classifiers and translators"
+        )
     return classification(spec, model, labels, data, analyses)
 
 

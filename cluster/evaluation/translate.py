@@ -21,6 +21,7 @@ spec names them (read stage), then this module's ``_`` columns.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,11 +29,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cluster.data.parallel import drop_bad, reference_streams
+from cluster.evaluation.task import BAD, BATCH, CONTENT, ROW, EvalTask
 from cluster.models.cache import ModelSource
+from cluster.models.text import sorted_batches
 from cluster.specs.workloads import DataSpec, PipelineSpec
+from cluster.stats import translation as corpus  # also registers its statistics with the part-file codec
 
-# The pipeline's reserved columns (cluster/evaluation/task.py: ROW, BAD, BATCH).
-ROW, BAD, BATCH = "row", "_bad", "_batch"
 SOURCE, TARGET, ID, HYPOTHESIS = "source", "target", "id", "hypothesis"
 IDS = "_source_ids"  # the source's token ids, list<int32> (empty for a bad row)
 STATS = "_stats:"  # + a metric: the sentence's sacrebleu statistics, list<float64> (model stage)
@@ -40,7 +43,7 @@ METRICS = ("bleu", "chrf", "ter")
 
 
 @dataclass
-class TranslateTask:
+class TranslateTask(EvalTask):
     """A translation model on a parallel corpus."""
 
     name: ClassVar[str] = "translation"
@@ -49,6 +52,8 @@ class TranslateTask:
     data: DataSpec  # columns (source, target, references, id) and max_chars
     spec: PipelineSpec  # batch_size, max_length, num_beams, max_new_tokens, precision, bootstrap, seed
     threads: int | None = None  # torch threads per model actor (None: the CPUs Ray gave it)
+    run_token: str = ""  # tells a warm actor's runs apart (cluster/evaluation/warm.py)
+    content_hash: bool = False  # add ``_content``: a ray.data.Dataset's fingerprint (sink.py)
 
     # ------------------------------------------------------------------ driver
 
@@ -66,14 +71,13 @@ class TranslateTask:
 
     def preprocess(self, block: pa.Table) -> pa.Table:
         """Checked pairs (bad ones raise, or are marked ``_bad``), source ids, length order, batches."""
-        from cluster.data.parallel import drop_bad
-        from cluster.models.text import sorted_batches
-
         for name in self.input_columns():
             if name != ID:
                 block = block.set_column(
                     block.schema.get_field_index(name), name, block[name].cast(pa.string())
                 )
+        if self.content_hash:
+            block = block.append_column(CONTENT, _content_hashes(block, self.input_columns()))
         _, bad = drop_bad(block, self.data, self.spec.skip_bad_rows)  # raises unless skip_bad_rows
         reasons = {b.row: b.reason for b in bad}
         rows = block[ROW].to_pylist()
@@ -102,21 +106,18 @@ class TranslateTask:
     # ------------------------------------------------------------------ write stage
 
     def statistics(self, rows: pa.Table) -> dict[str, Any]:
-        from cluster.data.parallel import reference_streams
-        from cluster.stats.translation import count_refs, stats_from_sentences, worst_of
-
         sentence = {m: _matrix(rows[STATS + m], m) for m in METRICS}
-        stats = stats_from_sentences(sentence, rows[ROW].to_numpy(), self.spec.bootstrap, self.spec.seed)
-        stats.refs = count_refs(reference_streams(rows))
+        stats = corpus.stats_from_sentences(
+            sentence, rows[ROW].to_numpy(), self.spec.bootstrap, self.spec.seed
+        )
+        stats.refs = corpus.count_refs(reference_streams(rows))
         stats.empty_hypotheses = int(
             pc.sum(pc.equal(pc.utf8_trim_whitespace(rows[HYPOTHESIS]), "")).as_py() or 0
         )
-        return {"translation": stats, "worst": worst_of(self._sentences(rows, sentence))}
+        return {"translation": stats, "worst": corpus.worst_of(self._sentences(rows, sentence))}
 
     def _sentences(self, rows: pa.Table, sentence: dict[str, np.ndarray]) -> list[dict]:
-        from cluster.stats.translation import sentence_scores
-
-        scores = sentence_scores(sentence)
+        scores = corpus.sentence_scores(sentence)
         cols = {k: rows[k].to_pylist() for k in (ROW, SOURCE, TARGET, HYPOTHESIS)}
         ids = rows[ID].to_pylist() if ID in rows.column_names else None
         out = []
@@ -129,9 +130,7 @@ class TranslateTask:
         return out
 
     def predictions(self, rows: pa.Table) -> pa.Table:
-        from cluster.stats.translation import sentence_scores
-
-        scores = sentence_scores({m: _matrix(rows[STATS + m], m) for m in METRICS})
+        scores = corpus.sentence_scores({m: _matrix(rows[STATS + m], m) for m in METRICS})
         cols: dict[str, Any] = {ROW: rows[ROW], SOURCE: rows[SOURCE], "reference": rows[TARGET]}
         extra = sorted(c for c in rows.column_names if c.startswith("ref_"))
         for i, name in enumerate(extra, start=2):
@@ -145,10 +144,8 @@ class TranslateTask:
     # ------------------------------------------------------------------ driver, at the end
 
     def finalize(self, merged: dict[str, Any]) -> dict:
-        from cluster.stats.translation import WORST, Worst, empty_stats, finalize
-
-        metrics = finalize(merged.get("translation") or empty_stats(self.spec.bootstrap))
-        metrics["worst"] = (merged.get("worst") or Worst(WORST, [])).rows
+        metrics = corpus.finalize(merged.get("translation") or corpus.empty_stats(self.spec.bootstrap))
+        metrics["worst"] = (merged.get("worst") or corpus.Worst(corpus.WORST, [])).rows
         metrics["generation"] = {"num_beams": self.spec.num_beams, "max_new_tokens": self.spec.max_new_tokens}
         return metrics
 
@@ -183,9 +180,6 @@ class TranslateModel:
     def predict(self, batch: pa.Table) -> pa.Table:
         """Rows of one model batch -> the same rows with ``hypothesis`` and the ``_stats:`` columns;
         the source ids are dropped."""
-        from cluster.data.parallel import reference_streams
-        from cluster.stats.translation import sentence_stats
-
         spec = self.task.spec
         good = np.flatnonzero(np.asarray(batch[BAD].is_null().to_numpy(zero_copy_only=False)))
         ids = batch[IDS].to_pylist()
@@ -197,7 +191,7 @@ class TranslateModel:
             for i, text in zip(good, out, strict=True):
                 hyps[i] = text
         kept = batch.take(pa.array(good, pa.int64()))
-        stats = sentence_stats([hyps[i] for i in good], reference_streams(kept))
+        stats = corpus.sentence_stats([hyps[i] for i in good], reference_streams(kept))
         batch = batch.drop_columns([IDS]).append_column(HYPOTHESIS, pa.array(hyps, pa.string()))
         for m in METRICS:
             rows: list = [None] * batch.num_rows
@@ -218,9 +212,17 @@ def source_tokenizer(model: ModelSource):
     return AutoTokenizer.from_pretrained(model.local_path(), local_files_only=True)
 
 
+def _content_hashes(block: pa.Table, names) -> pa.Array:
+    """(n,) uint64: a hash of each row's position and texts (source, target, references, id)."""
+    columns = [block[ROW].to_pylist()] + [block[n].to_pylist() for n in names]
+    out = np.empty(block.num_rows, np.uint64)
+    for i, values in enumerate(zip(*columns, strict=True)):
+        text = "\x1f".join("" if v is None else str(v) for v in values)
+        out[i] = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return pa.array(out)
+
+
 def _matrix(col, metric: str) -> np.ndarray:
     """A ``_stats:`` column (list<float64>, one list per sentence) as an (n, k) array."""
-    from cluster.stats.translation import stat_width
-
     values = col.to_pylist()
-    return np.asarray(values, dtype=np.float64).reshape(len(values), stat_width(metric))
+    return np.asarray(values, dtype=np.float64).reshape(len(values), corpus.stat_width(metric))

@@ -61,8 +61,8 @@ def model_key(model_path: str | Path, precision: str, gpus: float, kind: str = "
     """The warm-pool key of a model directory at a precision, on CPU or GPU (16 hex digits).
 
     ``kind``: what the actors load from it, modality and model type (``text-classifier``,
-    ``text-encoder`` for the drift checks, ``image-classifier``): the same directory loaded
-    as a bare encoder must never serve an evaluation that needs its classifier."""
+    ``text-encoder`` for the drift checks, ``image-classifier``, ``text-translator``): the same
+    directory loaded as a bare encoder must never serve an evaluation that needs its classifier."""
     path = Path(model_path).resolve()
     device = "gpu" if gpus > 0 else "cpu"
     h = hashlib.sha256(f"{path}\0{precision}\0{device}\0{kind}\0{code_digest()}".encode())
@@ -75,8 +75,11 @@ def model_key(model_path: str | Path, precision: str, gpus: float, kind: str = "
 PROCESS_BYTES = 450 * 2**20  # a model actor's memory besides its weights (torch + transformers), measured
 
 
-def actor_kind(modality: str, classifier: bool) -> str:
-    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift) or ``image-classifier``."""
+def actor_kind(modality: str, classifier: bool, task: str = "classification") -> str:
+    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift), ``image-classifier``
+    or ``text-translator`` (a seq2seq model with its generation code)."""
+    if task == "translation":
+        return f"{modality}-translator"
     return f"{modality}-{'classifier' if classifier else 'encoder'}"
 
 

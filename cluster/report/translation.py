@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.report.html import _lineage, _timings, environment, write_html
+from cluster.report.html import environment, lineage_rows, timing_rows, write_html
 
 
 def render_translation(m: dict) -> str:
@@ -13,7 +13,7 @@ def render_translation(m: dict) -> str:
     return (
         environment()
         .get_template("translation.html.j2")
-        .render(m=m, lineage=_lineage(m.get("lineage") or {}), timings=_timings(m.get("timings") or {}))
+        .render(m=m, lineage=lineage_rows(m.get("lineage") or {}), timings=timing_rows(m.get("timings") or {}))
     )
 
 

@@ -32,7 +32,8 @@ from functools import cache
 
 import numpy as np
 
-from cluster.stats.metrics import poisson_weights
+from cluster.stats import codec
+from cluster.stats.rowhash import poisson_weights
 
 METRICS = ("bleu", "chrf", "ter")  # rows of the metric table (cluster/stats/metrics.py)
 LOWER_IS_BETTER = frozenset({"ter"})
@@ -237,3 +238,6 @@ class Worst:
 def worst_of(rows: list[dict], k: int = WORST) -> Worst:
     """:class:`Worst` of some sentences (each a dict as in ``Worst.rows``)."""
     return Worst(k, []) + Worst(k, list(rows))
+
+
+codec.register(TranslationStats, Worst)  # part files hold them (cluster/stats/codec.py)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cluster.stats.metrics import poisson_weights
+from cluster.stats.rowhash import poisson_weights
 from cluster.stats.translation import METRICS, replicate_scores, score_of
 
 ROW_CHUNK = 4096  # rows weighed at once: a (replicates, chunk) weight matrix, ~32 MB at 1000 replicates
