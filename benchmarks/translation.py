@@ -4,6 +4,7 @@ test scores with CIs against a copy-the-source baseline, and generation throughp
     python benchmarks/translation.py sweeps  [--config jobs/configs/sweep_translation.yaml] [--home DIR]
     python benchmarks/translation.py quality --pretrained M1 --random M2 [--data ...test.parquet] [--limit N]
     python benchmarks/translation.py plain   --model M [--data ...] [--limit N]      (one process, JSON line)
+    python benchmarks/translation.py throughput --model M [--data ...] [--limit N]  (evaluate vs plain)
 
 ``sweeps``: through the product only (``evalctl`` subprocesses, an embedded Ray, an isolated
 EVALCLUSTER_HOME): ``evalctl sweep --config CONFIG --init pretrained`` then ``--init random``,
@@ -20,6 +21,11 @@ Every score is computed by cluster/stats/translation.py (sacrebleu's definitions
 
 ``plain``: the baseline for evaluation throughput, a plain ``generate()`` loop in one process;
 its whole wall time (interpreter start to scores) and sentences/s.
+
+``throughput``: ``plain`` and ``evalctl evaluate`` (the Ray Data pipeline, an embedded Ray, an
+isolated EVALCLUSTER_HOME) on the same model, sentences and generation settings, one after the
+other in this script: each whole process's wall time, sentences/s, their ratio, and the share of
+sentences both translated identically (batches differ: a sentence's padding may differ).
 """
 
 from __future__ import annotations
@@ -138,6 +144,46 @@ def run_plain(model: str, args) -> dict:
     return got
 
 
+# ------------------------------------------------------------------ evaluate vs plain
+
+
+def throughput(args) -> dict:
+    import tempfile
+
+    from cluster.models.resolve import resolve_model
+    from cluster.registry.predictions import read_predictions
+
+    out = {"model": args.model, "data": args.data, "cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    model = str(resolve_model(args.model).path)  # a directory: the evaluation runs in a home of its own
+    base = run_plain(model, args)
+    hyps = base.pop("hypotheses")
+    out["plain"] = base
+    with tempfile.TemporaryDirectory(prefix="bench-translation-") as tmp:
+        cmd = ["evaluate", "--model", model, "--data", args.data, "--out", f"{tmp}/out"]
+        cmd += ["--max-new-tokens", str(args.max_new_tokens), "--precision", args.precision]
+        cmd += ["--batch-size", "32", "--limit", str(args.limit)] if args.limit else ["--batch-size", "32"]
+        t0 = time.perf_counter()
+        evalctl(Path(tmp) / "home", *cmd)
+        wall = time.perf_counter() - t0
+        metrics = json.loads(Path(tmp, "out", "metrics.json").read_text())
+        got = read_predictions(f"{tmp}/out/predictions")["hypothesis"].tolist()
+    n = metrics["n"]
+    out["evaluate"] = {
+        "n": n,
+        "whole_process_s": round(wall, 2),
+        "whole_sentences_per_s": round(n / wall, 2),
+        "timings": metrics["timings"],
+        "worker_plan": metrics["worker_plan"],
+        "bleu": metrics["bleu"],
+    }
+    out["evaluate_over_plain_sentences_per_s"] = round(
+        out["evaluate"]["whole_sentences_per_s"] / base["whole_sentences_per_s"], 3
+    )
+    out["identical_translations"] = round(sum(a == b for a, b in zip(hyps, got, strict=True)) / max(1, n), 4)
+    out["load_after"] = os.getloadavg()
+    return out
+
+
 # ------------------------------------------------------------------ quality
 
 
@@ -192,7 +238,7 @@ def main() -> None:
     s.add_argument("--config", default=CONFIG)
     s.add_argument("--home", default="bench-home-translation")
     s.add_argument("--set", action="append", default=[], help="OPTION=VALUE passed to both sweeps")
-    for name in ("quality", "plain"):
+    for name in ("quality", "plain", "throughput"):
         q = sub.add_parser(name)
         q.add_argument("--data", default=TEST)
         q.add_argument("--limit", type=int, default=None)
@@ -205,7 +251,8 @@ def main() -> None:
             q.add_argument("--model", required=True)
     p.add_argument("--out", default=None, help="also write the JSON result here")
     args = p.parse_args()
-    result = {"sweeps": sweeps, "quality": quality, "plain": plain}[args.part](args)
+    parts = {"sweeps": sweeps, "quality": quality, "plain": plain, "throughput": throughput}
+    result = parts[args.part](args)
     if result:
         text = json.dumps(result, indent=2, ensure_ascii=False)
         print(text)

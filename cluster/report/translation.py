@@ -10,11 +10,8 @@ from cluster.report.html import environment, lineage_rows, timing_rows, write_ht
 
 def render_translation(m: dict) -> str:
     """report.html of a translation evaluation's metrics.json."""
-    return (
-        environment()
-        .get_template("translation.html.j2")
-        .render(m=m, lineage=lineage_rows(m.get("lineage") or {}), timings=timing_rows(m.get("timings") or {}))
-    )
+    lineage, timings = lineage_rows(m.get("lineage") or {}), timing_rows(m.get("timings") or {})
+    return environment().get_template("translation.html.j2").render(m=m, lineage=lineage, timings=timings)
 
 
 def write_translation_report(metrics: dict, path: str | Path) -> Path:
