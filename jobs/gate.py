@@ -40,8 +40,14 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
         raise UserError(f"run {run['id']} is a {run['status']} {run['kind']} run; gate a finished evaluation")
     require_outputs(registry, run, "its metrics")
     metrics = json.loads(read_text(join(run["artifact_path"], "metrics.json"), "metrics"))
+    labels = metrics.get("labels")  # a translation run has none
+    if labels is None and gate.baseline:
+        raise UserError(
+            f"run {run['id']} is a translation run: --max-drop compares classifiers row by row; "
+            "compare translation runs with `evalctl compare RUN_A RUN_B --metric bleu`"
+        )
     baseline = resolve_baseline(
-        registry, gate.baseline, run["dataset_fingerprint"], run["dataset_path"], metrics["labels"]
+        registry, gate.baseline, run["dataset_fingerprint"], run["dataset_path"], labels
     )
     if baseline:
         require_outputs(registry, baseline, "the baseline's predictions")
@@ -55,9 +61,7 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
     ) as gate_id:
         predictions = run_predictions(run["artifact_path"]).location
         paired = (
-            paired_with(baseline, predictions, metrics["labels"], gate, metrics.get("seed", 0))
-            if baseline
-            else None
+            paired_with(baseline, predictions, labels, gate, metrics.get("seed", 0)) if baseline else None
         )
         result = {"run": run["id"], "model": run["model_id"], **judge(gate, metrics, paired)}
         out = registry.run_dir(gate_id)

@@ -138,11 +138,15 @@ def compare_runs(
 
 def _write_compare_report(registry: Registry, result: dict, ma: dict, mb: dict) -> Path:
     from cluster.report.html import render_comparison
+    from cluster.report.translation import render_translation_comparison
 
     path = registry.home / "compare" / f"{result['a']}__{result['b']}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_comparison(result, ma, mb))
+    translation = result.get("task") == "translation"
+    tmp.write_text(
+        render_translation_comparison(result) if translation else render_comparison(result, ma, mb)
+    )
     tmp.replace(path)
     return path
 
@@ -166,11 +170,12 @@ def show_comparison(spec: CompareSpec, run_a: str, run_b: str, as_json: bool = F
             f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
         )
     console.print(table)
-    mc = result["mcnemar"]
-    console.print(
-        f"McNemar: A right/B wrong {mc['a_right_b_wrong']}, A wrong/B right {mc['a_wrong_b_right']}, "
-        f"exact p = {mc['p_value']:.3g}"
-    )
+    mc = result.get("mcnemar")  # classifiers; translations: a paired-bootstrap p-value per metric
+    if mc:
+        console.print(
+            f"McNemar: A right/B wrong {mc['a_right_b_wrong']}, A wrong/B right {mc['a_wrong_b_right']}, "
+            f"exact p = {mc['p_value']:.3g}"
+        )
     console.print(f"[bold]{result['verdict']}[/]")
     console.print(f"side-by-side report: {result['report']}")
 

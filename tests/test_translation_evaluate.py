@@ -110,6 +110,7 @@ def test_api_scores_equal_sacrebleu_whatever_the_workers_and_blocks(
         assert b[name] == pytest.approx(a[name], abs=1e-9)
         assert b["ci95"][name] == pytest.approx(a["ci95"][name], abs=1e-9)
     assert [r["worker_plan"]["actors"] for r, _ in runs] == [1, 2]
+    check_compare_and_gate(a, b)
 
     # A ray.data.Dataset of the same rows: the same scores.
     import ray.data
@@ -119,6 +120,27 @@ def test_api_scores_equal_sacrebleu_whatever_the_workers_and_blocks(
                  **COLUMNS).metrics  # fmt: skip
     for name in ("bleu", "chrf", "ter"):
         assert c[name] == pytest.approx(a[name], abs=1e-9)
+
+
+def check_compare_and_gate(a: dict, b: dict) -> None:
+    """`evalctl compare` and `evalctl gate` on two translation runs of the same sentences."""
+    from cluster.specs.workloads import GateSpec
+    from jobs.gate import gate_run
+    from jobs.team import compare_runs
+
+    reg = Registry()
+    got = compare_runs(reg, a["run_id"], b["run_id"], "chrf", replicates=100)
+    assert got["n"] == N and got["metrics"]["chrf"]["a"] == pytest.approx(a["chrf"], abs=1e-9)
+    assert got["metrics"]["bleu"]["p_value"] == 1.0  # the same translations: no difference at all
+    assert got["verdict"].startswith("no significant difference on chrf")
+    with open(got["report"]) as f:
+        assert "Translation comparison" in f.read()
+    with pytest.raises(UserError, match='cannot compare translations on "f1_macro"'):
+        compare_runs(reg, a["run_id"], b["run_id"], "f1_macro")
+    verdict = gate_run(reg, b["run_id"], GateSpec(min={"bleu": 0.0, "chrf": 99.0}, max={"ter": 1000.0}))
+    assert not verdict["passed"] and [c["passed"] for c in verdict["conditions"]] == [True, False, True]
+    with pytest.raises(UserError, match="translation run: --max-drop"):
+        gate_run(reg, b["run_id"], GateSpec(baseline=a["run_id"], max_drop={"f1_macro": 1.0}))
 
 
 @pytest.mark.ray

@@ -52,6 +52,7 @@ def test_the_actor_kind_names_modality_and_model_type():
     assert actor_kind("text", classifier=True) == "text-classifier"
     assert actor_kind("text", classifier=False) == "text-encoder"
     assert actor_kind("image", classifier=True) == "image-classifier"
+    assert actor_kind("text", classifier=False, task="translation") == "text-translator"
 
 
 def test_least_recently_used_idle_model_leaves_first_when_over_the_model_count():

@@ -3,7 +3,8 @@
 The runs are looked up in the registry, their metrics.json and predictions read from
 wherever their artifacts are (a directory or the artifact store; predictions in
 either form, cluster/registry/predictions.py), and compared by cluster/stats/compare.py:
-paired-bootstrap intervals of B - A, McNemar's exact test, a one-line verdict.
+paired-bootstrap intervals of B - A, McNemar's exact test, a one-line verdict. Two translation
+runs are compared over sentences instead (cluster/stats/translation_compare.py: BLEU, chrF, TER).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def compare_runs(
             f"({a['dataset_fingerprint']} vs {b['dataset_fingerprint']}); compare runs on the same data"
         )
     ma, mb = (run_metrics(r) for r in (a, b))
+    if "translation" in (ma.get("task"), mb.get("task")):
+        return compare_translation_runs(a, b, ma, mb, metric, replicates, seed), ma, mb
     if ma["labels"] != mb["labels"]:
         raise UserError(f"the models predict different labels ({ma['labels']} vs {mb['labels']})")
     pa_, pb = (run_predictions(r["artifact_path"]) for r in (a, b))
@@ -64,6 +67,25 @@ def compare_runs(
         "verdict": verdict(metric, diffs[metric], p),
     }
     return result, ma, mb
+
+
+def compare_translation_runs(a: dict, b: dict, ma: dict, mb: dict, metric: str, replicates: int, seed: int):
+    """Two translation evaluations of the same sentences: the paired bootstrap over sentences on bleu,
+    chrf and ter (as ``sacrebleu --paired-bs``; cluster/stats/translation_compare.py)."""
+    from cluster.stats.translation import METRICS
+    from cluster.stats.translation_compare import compare_translations
+
+    if ma.get("task") != mb.get("task"):
+        raise UserError(f"{a['id']} and {b['id']} evaluated different tasks; compare two translation runs")
+    if metric not in METRICS:
+        raise UserError(
+            f'cannot compare translations on "{metric}"{did_you_mean(metric, METRICS)}; '
+            f"choose from {', '.join(METRICS)}"
+        )
+    pa_, pb = (run_predictions(r["artifact_path"]).read() for r in (a, b))
+    result = compare_translations(pa_, pb, metric, replicates, seed)
+    ids = {"a": a["id"], "b": b["id"], "model_a": a["model_id"], "model_b": b["model_id"]}
+    return {**ids, "dataset": a["dataset_fingerprint"], "task": "translation", **result}
 
 
 def compare_in_full(

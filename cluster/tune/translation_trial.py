@@ -52,8 +52,6 @@ def train_translation_trial(config: dict, *, ctx: TranslationContext) -> None:
     from ray import tune
 
     from cluster.models.device import pick_device, resolve_precision
-    from cluster.models.seq2seq import load_translator, start_translator
-    from cluster.models.seq2seq_build import target_tokenizer_from_json
     from cluster.ray.runtime import worker_threads
     from cluster.specs.search_space import TrialParams
     from cluster.train.checkpoint import save_trainer_state, write_manifest
@@ -70,13 +68,7 @@ def train_translation_trial(config: dict, *, ctx: TranslationContext) -> None:
     ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
     reports = itertools.count(_iteration_of(ckpt_dir) + 1)
     node_id = ray.get_runtime_context().get_node_id()
-    if ckpt_dir:  # the checkpoint's weights, whatever the init
-        tr = load_translator(ckpt_dir / "model", device=device)
-    else:
-        tok = target_tokenizer_from_json(data.target_tokenizer)
-        tr = start_translator(
-            ctx.model_path, spec, target_tokenizer=tok, init=ctx.spec.init, seed=params.seed, device=device
-        )
+    tr = _translator(ctx, ckpt_dir, params.seed, device)
     total = steps_per_epoch(len(data.train), params.batch_size) * params.epochs
     optimizer, scheduler = make_optimizer(tr.model, params, total)
     start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
@@ -104,6 +96,24 @@ def train_translation_trial(config: dict, *, ctx: TranslationContext) -> None:
         evals_per_epoch=ctx.spec.evals_per_epoch,
         start_step=start_step,
         report=report,
+    )
+
+
+def _translator(ctx: TranslationContext, ckpt_dir: Path | None, seed: int, device: str):
+    """The trial's translator: its checkpoint's weights when resuming (whatever the init), else new."""
+    from cluster.models.seq2seq import load_translator, start_translator
+    from cluster.models.seq2seq_build import target_tokenizer_from_json
+
+    if ckpt_dir:
+        return load_translator(ckpt_dir / "model", device=device)
+    tok = target_tokenizer_from_json(ctx.data.target_tokenizer)
+    return start_translator(
+        ctx.model_path,
+        ctx.spec.translation,
+        target_tokenizer=tok,
+        init=ctx.spec.init,
+        seed=seed,
+        device=device,
     )
 
 
