@@ -169,14 +169,14 @@ def _start(job: Job, work: str, address: str | None) -> None:
 
 
 def _scan(job: Job):
-    from cluster.data.parallel import scan_pairs
+    from cluster.data import parallel
     from cluster.data.scan import scan
 
     job.phases.mark("scan_start")
     try:
         spec = job.spec
         if job.translation:
-            return scan_pairs(spec.data, spec.limit, spec.skip_bad_rows, spec.rows_per_shard)[0]
+            return parallel.scan_pairs(spec.data, spec.limit, spec.skip_bad_rows, spec.rows_per_shard)[0]
         return scan(spec.data, spec.limit, spec.rows_per_shard, job.model.modality, spec.skip_bad_rows)
     finally:
         job.phases.mark("scan_end")
