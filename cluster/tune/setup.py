@@ -40,8 +40,10 @@ def make_tuner(
         from cluster.tune.translation_trial import translation_trainable
 
         trainable = translation_trainable(spec, str(model_path), splits, cpus, gpus)
+        train_rows = len(splits.train)
     else:
         trainable = make_trainable(TrialContext(spec, str(model_path), labels, *splits), cpus, gpus)
+        train_rows = len(splits[0].y)
     path = f"{storage.rstrip('/')}/{spec.name}"
     fs, root = signed_filesystem(path, key_file)
     if resume and tune.Tuner.can_restore(path):
@@ -66,7 +68,7 @@ def make_tuner(
         trainable,
         param_space=param_space(spec),
         run_config=run_config,
-        tune_config=tune_config(spec, concurrency(spec, cpus, gpus), len(splits[0].y)),
+        tune_config=tune_config(spec, concurrency(spec, cpus, gpus), train_rows),
     )
 
 
