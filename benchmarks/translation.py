@@ -249,7 +249,8 @@ def main() -> None:
             q.add_argument("--random", required=True)
         else:
             q.add_argument("--model", required=True)
-    p.add_argument("--out", default=None, help="also write the JSON result here")
+    for part in sub.choices.values():
+        part.add_argument("--out", default=None, help="also write the JSON result here")
     args = p.parse_args()
     parts = {"sweeps": sweeps, "quality": quality, "plain": plain, "throughput": throughput}
     result = parts[args.part](args)
