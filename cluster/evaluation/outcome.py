@@ -19,6 +19,7 @@ from cluster.evaluation.pipeline import (
     Layout,
     Output,
     build,
+    dead_nodes,
     expected_coverage,
     leave_a_cpu,
     plan_layout,
@@ -72,7 +73,7 @@ def infer(job) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     metrics = {"task": task.name, **task.finalize(merged.stats)}
     took = {"finalize_s": time.perf_counter() - t0}
-    metrics.update(how_it_ran(merged, layout))
+    metrics.update(how_it_ran(merged, layout, dead_nodes()))
     if job.model.modality == "image":
         metrics["bad_rows"] = merged.bad.report()
     return metrics, took
@@ -149,16 +150,18 @@ def _mark(phases: Phases, merged: Merged) -> None:
         phases.mark("first_result", merged.written.first)
 
 
-def how_it_ran(merged: Merged, layout: Layout) -> dict:
+def how_it_ran(merged: Merged, layout: Layout, dead: set[str] = frozenset()) -> dict:
     """metrics.json's ``device``, ``precision_mode``, ``warm_actors``, ``workers``, ``worker_plan`` and
-    ``recovery``."""
+    ``recovery`` (``dead``: the ids of the nodes Ray knows as lost, after the run)."""
     workers = merged.workers.report()
     first = workers[0] if workers else {}
-    restarted = _restarted(merged)
     recovery = {
         "rows": merged.coverage.rows,
         "part_files": merged.files,
-        "restarted_actors": restarted,
+        "restarted_actors": _restarted(merged),
+        # A model actor on a lost node is either restarted by Ray (same actor id, listed above) or,
+        # when Ray Data finds it dead first, replaced by a new actor of the pool: both are said here.
+        "lost_actors": [{"actor": w["actor"], "node": w["node"]} for w in workers if w["node"] in dead],
         "resumed_rows": merged.earlier.rows,
     }
     return {
