@@ -107,6 +107,9 @@ def test_progress_values_are_checked_and_described():
     assert describe(progress_value(1234, None)) == "1,234 rows"
     assert describe(progress_value(0, 0, "trials")) == "0 / 0 trials"
     assert describe(progress_value(8, 8, "trials")) == "8 / 8 trials (100%)"
+    for hand_written in ({"done": "<b>1</b>", "total": 3}, {"done": True}, {"done": 1, "total": -1}, [1]):
+        assert describe(hand_written) is None and fraction(hand_written) is None
+    assert describe({"done": 1, "total": 4, "unit": "<i>"}) == "1 / 4 units (25%)"
     for bad in ((-1, 3, "rows"), (1, -3, "rows"), (1, 3, "bytes")):
         with pytest.raises(ValueError):
             progress_value(*bad)

@@ -27,22 +27,34 @@ def progress_value(done: int, total: int | None = None, unit: str = "rows") -> d
     return {"done": done, "total": total, "unit": unit}
 
 
+def _read(progress) -> tuple[int, int | None, str] | None:
+    """(done, total, unit) of a recorded value, None unless it has the recorded shape (a row written
+    by hand, or by a newer evalcluster, is shown as no progress rather than breaking a page)."""
+    if not isinstance(progress, dict):
+        return None
+    done, total, unit = progress.get("done"), progress.get("total"), progress.get("unit", "rows")
+    counts = (done,) if total is None else (done, total)
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        return None
+    return done, total, unit if unit in UNITS else "units"
+
+
 def fraction(progress: dict | None) -> float | None:
     """done / total in [0, 1], or None (no progress, unknown or zero total)."""
-    if not isinstance(progress, dict) or not progress.get("total"):
+    read = _read(progress)
+    if read is None or not read[1]:
         return None
-    return max(0.0, min(1.0, progress.get("done", 0) / progress["total"]))
+    return min(1.0, read[0] / read[1])
 
 
 def describe(progress: dict | None) -> str | None:
     """``1,234 / 3,725 rows (33%)``, ``1,234 rows`` (total unknown), None without progress."""
-    if not isinstance(progress, dict) or "done" not in progress:
+    read = _read(progress)
+    if read is None:
         return None
-    text = f"{progress['done']:,}"
+    done, total, unit = read
     share = fraction(progress)
-    if progress.get("total") is not None:
-        text += f" / {progress['total']:,}"
-    text += f" {progress.get('unit', 'rows')}"
+    text = f"{done:,}" + (f" / {total:,}" if total is not None else "") + f" {unit}"
     return text + (f" ({int(share * 100)}%)" if share is not None else "")
 
 
