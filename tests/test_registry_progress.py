@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from cluster.registry.progress import describe, fraction, progress_value
 from cluster.registry.record import Registry
 from tests.test_registry import raw_sql, wait_for
+from tests.test_registry_cli import cli  # noqa: F401 - the in-process CLI fixture
 
 
 @pytest.mark.usefixtures("backend")
@@ -114,3 +115,17 @@ def test_progress_values_are_checked_and_described():
         with pytest.raises(ValueError):
             progress_value(*bad)
     assert not [t for t in threading.enumerate() if t.name.startswith("heartbeat-")]
+
+
+def test_runs_list_shows_a_running_runs_progress(cli):  # noqa: F811 - the fixture imported above
+    reg = Registry()
+    running, ended = reg.start_run("evaluate", {}), reg.start_run("sweep", {})
+    reg.set_progress(running, 1234, 3725)
+    reg.beat(running)
+    reg.set_progress(ended, 2, 8, "trials")
+    reg.fail_run(ended, "stopped")
+    listing = cli("runs", "list", env={"COLUMNS": "250"}).stdout
+    (line,) = [x for x in listing.splitlines() if running in x]
+    assert "1,234 / 3,725 rows (33%)" in line
+    assert "trials" not in listing  # an ended run's progress is in `runs show`, not the listing
+    assert '"done": 2' in cli("runs", "show", ended).stdout
