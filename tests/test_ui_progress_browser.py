@@ -1,6 +1,7 @@
-"""A running run's progress in the dashboard (headless Chromium): the runs page and the run's page
-show what its heartbeat wrote ("1,234 / 3,725 rows (33%)" and a bar), live.js follows it as the
-run goes on and ends; an ended run says how far it got; a hand-written value of another shape shows nothing."""
+"""A running run's progress in the dashboard (headless Chromium, on SQLite and PostgreSQL): the runs
+page and the run's page show what its heartbeat wrote ("1,234 / 3,725 rows (33%)" and a bar),
+live.js follows it as the run goes on and ends; an ended run says how far it got; a hand-written
+value of another shape shows nothing."""
 
 import pytest
 
@@ -9,7 +10,7 @@ from tests.browser import browser_page
 from tests.test_registry import raw_sql, wait_for
 from tests.ui_server import running_dashboard
 
-pytestmark = pytest.mark.heavy  # Chromium
+pytestmark = [pytest.mark.usefixtures("backend"), pytest.mark.heavy]  # Chromium, twice
 TEXT = "[data-field=progress] .progress-text"
 BAR = "[data-field=progress] progress"
 
