@@ -15,6 +15,7 @@ and can be re-promoted with `evalctl models alias best MODEL_ID`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -43,6 +44,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     from cluster.models.resolve import resolve_model
     from cluster.ray.runtime import init_ray
     from cluster.registry.artifacts import ArtifactStore
+    from cluster.tune.callbacks import trials_progress
     from cluster.tune.export import export_best, write_report
     from cluster.tune.setup import make_tuner, trial_resources
     from cluster.tune.signing import KEY_FILE
@@ -71,7 +73,9 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         tuner = make_tuner(spec, storage, model.path, labels, (train, val), resources, resume, key)
         _write_spec_file(storage, spec, run_id, key)
         t0 = time.perf_counter()
-        with InterruptWatch() as watch:
+        # trials ended of the total, written with the run's heartbeat (cluster/tune/callbacks.py)
+        told = functools.partial(_trials_done, registry, run_id)
+        with InterruptWatch() as watch, trials_progress(spec.name, told):
             results = tuner.fit()
         if watch.interrupted():
             raise SweepInterrupted(spec.name, results)  # recorded as failed; `best` stays where it was
@@ -87,6 +91,10 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         )
     summary["run_id"] = run_id
     return summary
+
+
+def _trials_done(registry: Registry, run_id: str, done: int, total: int | None) -> None:
+    registry.set_progress(run_id, done, total, "trials")
 
 
 def resume_sweep(name: str, registry: Registry | None = None, storage: str | None = None) -> dict:

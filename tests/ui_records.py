@@ -40,7 +40,7 @@ def evaluation(
     reg, root: Path, model_id: str, skill: float, seed: int, *, kind="evaluate", owner="ana", **kw
 ):
     """A finished evaluation (or robustness) run on the 'tweets test split' with real artifacts."""
-    from jobs.evaluate import _headline
+    from cluster.evaluation.outcome import headline
 
     n = kw.pop("rows", 600)
     y = np.random.default_rng(100).integers(0, 3, n)
@@ -72,7 +72,7 @@ def evaluation(
     ).to_parquet(out / "predictions.parquet")  # fmt: skip
     write_report(metrics, out / "report.html")
     (out / "metrics.json").write_text(json.dumps(metrics))
-    reg.finish_run(run, metrics=_headline(metrics), artifact_path=str(out))
+    reg.finish_run(run, metrics=headline(metrics), artifact_path=str(out))
     return run
 
 

@@ -9,6 +9,7 @@ on what, how long), the gate's verdicts, and writes the files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 
@@ -27,9 +28,11 @@ from cluster.evaluation.pipeline import (
     room_for_user_tasks,
     run_pipeline,
 )
+from cluster.evaluation.progress import parts_progress
 from cluster.evaluation.tasks import task_for
 from cluster.evaluation.warm import warm_lease
 from cluster.registry.artifacts import exists
+from cluster.registry.heartbeat import heartbeat_period
 
 BLOCKS_PER_IMAGE_ACTOR = 4  # an image actor that ends first idles at most about a quarter of its share
 
@@ -64,8 +67,15 @@ def infer(job) -> tuple[dict, dict]:
     task = task_for(spec, job.model, job.labels, spec.data, Analyses.for_spec(spec, len(job.labels)))
     task, layout, ds, expected = source(job, task)
     output = _output(job)
-    with warm_lease(spec, job.model, task, layout, job.joined) as warm:  # on a running head
+    total = expected.rows if expected is not None else None  # a ray.data.Dataset's: known at the end
+    tell = functools.partial(job.registry.set_progress, job.target.run_id, total=total)
+    tell(0)
+    with (
+        warm_lease(spec, job.model, task, layout, job.joined) as warm,  # on a running head
+        parts_progress(output.fs, output.path, tell, heartbeat_period()),
+    ):
         merged = run_pipeline(build(ds, task, spec, layout, warm), task, layout, output, expected)
+    job.registry.set_progress(job.target.run_id, merged.coverage.rows, total=merged.coverage.rows)
     job.phases.mark("last_result")
     _mark(job.phases, merged)
     if job.dataset is not None:
