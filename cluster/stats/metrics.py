@@ -82,6 +82,13 @@ register(
     MetricInfo(
         "brier_score", "Brier score", higher_is_better=False, has_ci=True, from_counts=False, headline=True
     ),
+    # Semantic segmentation (cluster/stats/segmentation.py), from a pixel confusion matrix; not from
+    # the classification counts of cluster/stats/compare.py (from_counts means those).
+    MetricInfo("miou", "Mean IoU", has_ci=True, from_counts=False),
+    MetricInfo("pixel_accuracy", "Pixel accuracy", has_ci=True, from_counts=False),
+    MetricInfo("mean_class_accuracy", "Mean class accuracy", has_ci=True, from_counts=False),
+    MetricInfo("fw_iou", "Frequency-weighted IoU", has_ci=True, from_counts=False),
+    MetricInfo("mean_dice", "Mean Dice", has_ci=True, from_counts=False),
 )
 THRESHOLD_METRICS = (
     "roc_auc_macro",
