@@ -292,6 +292,21 @@ def _source(col: pa.ChunkedArray, path: str, name: str) -> pa.ChunkedArray:
     )
 
 
+def pairs_fingerprint(table: pa.Table) -> str:
+    """16 hex digits: sha256(sha256(images) + sha256(masks)), each stream the SHA-256 of each value in
+    input order (bytes as they are, a path or URI as UTF-8 text), so neither the file format nor
+    the sharding changes it (docs/contracts.md: the dataset fingerprint)."""
+    import hashlib
+
+    def stream(col: pa.ChunkedArray) -> bytes:
+        h = hashlib.sha256()
+        for v in col.to_pylist():
+            h.update(hashlib.sha256(v.encode() if isinstance(v, str) else (v or b"")).digest())
+        return h.digest()
+
+    return hashlib.sha256(stream(table["image"]) + stream(table["mask"])).hexdigest()[:16]
+
+
 def data_dir(path: str) -> str | None:
     """Where relative paths in a dataset are resolved: the data file's directory (None for a URI)."""
     if "://" in path:

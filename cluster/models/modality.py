@@ -201,7 +201,9 @@ def load_for_training(
     (a directory that already classifies ``labels`` keeps its head), or with ``init: random``
     the same architecture randomly initialised throughout (the pretrained-vs-random baseline).
     ``task`` segmentation (or a segmentation model directory): a Segmenter (``labels``: its classes)."""
-    if task == "segmentation" or model_task(path) == "segmentation":
+    if task != "segmentation" and model_task(path) == "segmentation":
+        raise UserError(f"model {path} is a segmentation model: fine-tune it with task: segmentation")
+    if task == "segmentation":
         from cluster.models.segmenter import segmenter_for_training
 
         start = dict(seed=seed, device=device, init=init, image_size=image_size)

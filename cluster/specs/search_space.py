@@ -160,6 +160,9 @@ class SearchSpace(Spec):
     weight_decay: NonNegative = Field(0.01, description="AdamW weight decay (not on biases, LayerNorm).")
     max_length: PositiveInt = Field(64, description="Tokens per text; tweets average ~33.")
     seed: Seed = Field(0, description="Seeds the model head's init and the data order.")
+    dice_weight: NonNegative = Field(
+        0.0, description="Segmentation: weight of a soft Dice term added to the cross-entropy (0: none)."
+    )
 
     def kinds(self) -> dict[str, str]:
         """Parameter name -> "fixed" or its distribution's name."""

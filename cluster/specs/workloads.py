@@ -39,6 +39,7 @@ from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers
     Uniform,
     check_search_alg,
 )
+from cluster.specs.segmentation import Classes, check_task, default_metric
 from cluster.specs.serve import ServeSpec  # noqa: F401  (re-exported: every spec is importable from here)
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
 from cluster.stats.metrics import metric_mode, metric_names
@@ -55,6 +56,12 @@ class DataSpec(Spec):
     label_column: Name | None = Field("label", description="Column holding the class name.")
     id_column: Name | None = Field(None, description="Id column, copied into predictions.parquet.")
     slice_column: Name | None = Field(None, description="Metrics per value of this column.")
+    mask_column: Name = Field(
+        "mask", description="Segmentation: column holding the mask, a PNG label map (value = class index)."
+    )
+    ignore_index: Int = Field(
+        255, ge=0, le=255, description="Segmentation: mask value of an unlabelled pixel (not scored)."
+    )
 
 
 class TextSpec(DataSpec):
@@ -239,6 +246,9 @@ class SweepSpec(Spec):
     image_size: Int = Field(
         224, ge=32, le=1024, description="Input side in pixels of a new image classifier (image models only)."
     )
+    classes: Classes | None = Field(
+        None, description="Segmentation: class names of the mask values 0, 1, ... (comma-separated)."
+    )
     train: DataSpec = Field(default_factory=lambda: _sample("train"), description="Training data.")
     validation: DataSpec = Field(
         default_factory=lambda: _sample("validation"), description="Validation data."
@@ -258,7 +268,8 @@ class SweepSpec(Spec):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources per trial.")
     metric: Metric = Field(
         "f1_macro",
-        description="Validation metric ranking trials and checkpoints (direction from the metric table).",
+        description="Validation metric ranking trials and checkpoints (direction from the metric table; "
+        "miou for task segmentation).",
     )
     mode: Literal["max", "min"] | None = Field(
         None, description="Optional: must agree with the metric's direction (it is derived from the metric)."
@@ -282,8 +293,11 @@ class SweepSpec(Spec):
         None, description="Quality gate: `best` moves only if the best model passes."
     )
 
+    _task_metric = model_validator(mode="before")(default_metric)
+
     @model_validator(mode="after")
     def _consistent(self):
+        check_task(self)
         if self.mode is not None and self.mode != self.metric_mode:
             raise ValueError(
                 f"mode {self.mode} disagrees with metric {self.metric}, which is "

@@ -48,6 +48,7 @@ def make_tuner(
         gpus,
         init=spec.init,
         image_size=spec.image_size,
+        task=spec.task,
     )
     path = f"{storage.rstrip('/')}/{spec.name}"
     if resume and tune.Tuner.can_restore(path):
@@ -86,6 +87,7 @@ def make_trainable(
     *,
     init: str = "pretrained",
     image_size: int = 224,
+    task: str = "classification",
 ):
     """cluster.tune.trial.train_trial with its data in the object store and its resources attached, as
     Tune's class that resumes from the newest complete checkpoint on storage (cluster/tune/trial.py).
@@ -105,6 +107,7 @@ def make_trainable(
             evals_per_epoch=evals_per_epoch,
             init=init,
             image_size=image_size,
+            task=task,
         ),
         {"cpu": cpus, "gpu": gpus},
     )

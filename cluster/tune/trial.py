@@ -41,10 +41,12 @@ def train_trial(
     evals_per_epoch: int,
     init: str = "pretrained",
     image_size: int = 224,
+    task: str = "classification",
 ) -> None:
     """Ray Tune function trainable: fine-tune with ``config``; resume from tune.get_checkpoint().
 
-    ``init``/``image_size``: how a new model starts (cluster/models/modality.py ``load_for_training``)."""
+    ``init``/``image_size``/``task``: how a new model starts (cluster/models/modality.py
+    ``load_for_training``; ``labels`` are a segmentation model's classes)."""
     import ray
     import torch
     from ray import tune
@@ -62,7 +64,7 @@ def train_trial(
     ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
     reports = itertools.count(_iteration_of(ckpt_dir) + 1)  # Tune's training_iteration of each report
     node_id = ray.get_runtime_context().get_node_id()
-    clf = _start_model(ckpt_dir, model_path, labels, init, int(config["seed"]), device, image_size)
+    clf = _start_model(ckpt_dir, model_path, labels, init, int(config["seed"]), device, image_size, task)
     train, val = prepared(clf, train), prepared(clf, val)
     total = steps_per_epoch(len(train.inputs), int(config["batch_size"])) * int(config["epochs"])
     optimizer, scheduler = make_optimizer(clf.model, config, total)
@@ -92,12 +94,12 @@ def train_trial(
 
 
 def _start_model(
-    ckpt_dir: Path | None, model_path: str, labels, init: str, seed: int, device, image_size: int
+    ckpt_dir: Path | None, model_path: str, labels, init: str, seed: int, device, image_size: int, task: str
 ):
     """The checkpoint's model (its weights, whatever the init), else ``model_path``'s started as ``init``."""
     from cluster.models.modality import load_for_training
 
-    start = dict(seed=seed, device=device, image_size=image_size)
+    start = dict(seed=seed, device=device, image_size=image_size, task=task)
     if ckpt_dir:
         return load_for_training(ckpt_dir / "model", labels, **start)
     return load_for_training(model_path, labels, init=init, **start)
