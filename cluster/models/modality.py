@@ -84,6 +84,7 @@ class Classifier:
     model: Any  # torch.nn.Module; forward(**encode(...)).logits
     labels: list[str]
     tokenizer: Any = None  # text only
+    task: Task = "classification"  # what the model does (a Segmenter, cluster/models/segmenter.py, segments)
 
     # -------------------------------------------------------------- inputs
 
