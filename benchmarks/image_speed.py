@@ -152,14 +152,16 @@ def finetune(args, data) -> None:
 
     from cluster.models.modeling import resolve_precision
     from cluster.models.vision import predict_proba_pixels
-    from cluster.train.loop import epoch_batches, make_optimizer
+    from cluster.specs.search_space import TrialParams
+    from cluster.train.loop import epoch_batches
+    from cluster.train.step import make_optimizer
 
     torch.set_num_threads(os.cpu_count())
     (tr_im, tr_y), (va_im, va_y), (te_im, te_y) = data["train"], data["validation"], data["test"]
     tr_px, va_px, te_px = (decoded(im, args.size) for im in (tr_im, va_im, te_im))
     precision = resolve_precision(args.precision, "cpu")
     model = finetune_model(args)
-    hp = {"learning_rate": args.lr, "weight_decay": 0.01, "warmup_ratio": 0.06}
+    hp = TrialParams(learning_rate=args.lr, weight_decay=0.01, warmup_ratio=0.06)
     opt, sched = make_optimizer(model, hp, args.steps)
     per_epoch = -(-len(tr_y) // args.batch)
     train_s, t_start = 0.0, time.perf_counter()

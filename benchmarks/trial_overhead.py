@@ -60,7 +60,10 @@ def fine_tune_bare(train, val, labels, model_path, evals_per_epoch: int) -> list
 
     torch.set_num_threads(os.cpu_count())
     clf = load_for_training(model_path, labels, seed=0)
-    opt, sched = make_optimizer(clf.model, HP, steps_per_epoch(len(train.inputs), int(HP["batch_size"])))
+    from cluster.specs.search_space import TrialParams
+
+    hp = TrialParams.of(HP)
+    opt, sched = make_optimizer(clf.model, hp, steps_per_epoch(len(train.inputs), hp.batch_size))
     reports: list[dict] = []
     fine_tune(
         clf,
@@ -68,7 +71,7 @@ def fine_tune_bare(train, val, labels, model_path, evals_per_epoch: int) -> list
         sched,
         train,
         val,
-        HP,
+        hp,
         precision=resolve_precision("auto", "cpu"),
         evals_per_epoch=evals_per_epoch,
         start_step=0,
@@ -85,10 +88,13 @@ def bare(train, val, labels, model_path) -> float:
 def in_trial(train, val, labels, model_path, storage) -> float:
     from ray import tune
 
+    from cluster.specs.workloads import SweepSpec
     from cluster.tune.setup import make_trainable
+    from cluster.tune.trial import TrialContext
 
     # The trial settings the sweep would pass (a pretrained text model: image_size is unused).
-    trainable = make_trainable(train, val, model_path, labels, "auto", 2, float(os.cpu_count()), 0.0)
+    ctx = TrialContext(SweepSpec(evals_per_epoch=2), str(model_path), labels, train, val)
+    trainable = make_trainable(ctx, float(os.cpu_count()), 0.0)
     results = tune.Tuner(trainable, param_space=HP, run_config=tune.RunConfig(storage_path=storage)).fit()
     return float(results[0].metrics_dataframe["train_rows_per_s"].mean())
 

@@ -25,6 +25,7 @@ import numpy as np
 from cluster.errors import UserError
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, DriftSpec
+from cluster.stats.metrics import GAP_METRICS
 from jobs.spec_cli import Workload, options, spec_command
 
 ARTIFACTS = ("drift.json", "report.html")
@@ -252,7 +253,7 @@ def print_drift(result: dict) -> None:
                       f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "", c["verdict"])  # fmt: skip
     console.print(table)
     for metric, g in (result.get("metric_gap") or {}).items():
-        if metric in ("accuracy", "f1_macro"):
+        if metric in GAP_METRICS:
             console.print(
                 f"{metric} gap (current - reference): {g['gap']:+.4f} "
                 f"[{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}]"

@@ -80,7 +80,7 @@ def train_mlm(model, tokenizer, texts: list[str], spec: PretrainSpec, precision:
 
     device = next(model.parameters()).device
     steps = math.ceil(len(texts) / spec.batch_size) * spec.epochs
-    optimizer, scheduler = make_optimizer(model, spec.model_dump(), steps)
+    optimizer, scheduler = make_optimizer(model, spec, steps)
     step_fn = TrainStep(model, optimizer, scheduler, precision)
     step = 0
     for epoch in range(spec.epochs):

@@ -11,7 +11,7 @@ from cluster.errors import UserError
 from cluster.models.modeling import load_classifier, predict_proba
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, EvaluateSpec, load_spec
-from cluster.stats.metrics import THRESHOLD_METRICS
+from cluster.stats.metrics import metric_names
 from jobs.evaluate import run_evaluate
 
 LABELS = ["negative", "neutral", "positive"]
@@ -145,7 +145,7 @@ def test_same_metrics_with_one_or_two_workers_and_any_block_size(
         for key, ci in base["ci95"].items():
             # Threshold metrics rank the scores: other shard sizes pad batches differently, which
             # moves probabilities in their last float32 bits and can reorder near-ties.
-            tol = {"abs": 1e-6} if key in THRESHOLD_METRICS else {"rel": 1e-9}
+            tol = {"abs": 1e-6} if key in metric_names(family="threshold") else {"rel": 1e-9}
             assert other["ci95"][key] == pytest.approx(ci, **tol), key
         assert other["slices"]["slices"].keys() == {"mobile", "web"}
         assert other["slices"]["gap"]["accuracy"]["gap"] == pytest.approx(

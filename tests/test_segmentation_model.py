@@ -10,6 +10,7 @@ import torch
 from cluster.errors import UserError
 from cluster.models.segmentation import load_segmentation_model, new_segmentation_model
 from cluster.models.segmenter import Segmenter, masks_at, soft_dice_loss
+from cluster.specs.search_space import TrialParams
 
 CLASSES = ["background", "cat", "dog"]
 
@@ -79,7 +80,7 @@ def test_training_steps_lower_the_loss_and_ignore_unlabelled_pixels():
     seg.model.train()
     losses = []
     for _ in range(15):
-        loss = seg.loss(batch, y, {"dice_weight": 0.5})
+        loss = seg.loss(batch, y, TrialParams(dice_weight=0.5, learning_rate=1e-3))
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -91,7 +92,9 @@ def test_training_steps_lower_the_loss_and_ignore_unlabelled_pixels():
         logits = seg.logits(batch).float().permute(0, 2, 3, 1)
         valid = y != 255
         manual = torch.nn.functional.cross_entropy(logits[valid], y[valid].long())
-        assert float(seg.loss(batch, y, {})) == pytest.approx(float(manual), rel=1e-5)
+        assert float(seg.loss(batch, y, TrialParams(learning_rate=1e-3))) == pytest.approx(
+            float(manual), rel=1e-5
+        )
 
 
 def test_soft_dice_is_zero_for_a_perfect_prediction():

@@ -97,10 +97,11 @@ def test_a_trial_checkpoint_resumes_the_segmenter_and_its_optimizer(tmp_path):
     import torch
 
     from cluster.models.modality import load_for_training
+    from cluster.specs.search_space import TrialParams
     from cluster.train.step import make_optimizer
-    from cluster.tune.trial import _restore, _save, _start_model
+    from cluster.tune.trial import TrialContext, _restore, _save, _start_model
 
-    hp = {"learning_rate": 1e-3, "weight_decay": 0.01, "warmup_ratio": 0.1, "dice_weight": 0.0}
+    hp = TrialParams(learning_rate=1e-3, weight_decay=0.01, warmup_ratio=0.1)
     seg = load_for_training("unused", CLASSES, init="random", image_size=32, task="segmentation")
     opt, sched = make_optimizer(seg.model, hp, 10)
     batch = seg.encode(np.zeros((2, 3, 32, 32), np.uint8), np.arange(2))
@@ -109,7 +110,9 @@ def test_a_trial_checkpoint_resumes_the_segmenter_and_its_optimizer(tmp_path):
     opt.step()
     sched.step()
     _save(tmp_path, seg, opt, sched, step=1)
-    again = _start_model(tmp_path, "efficientnet-lite0", CLASSES, "random", 0, "cpu", 32, "segmentation")
+    spec = seg_sweep(Path("unused"), image_size=32, init="random")
+    ctx = TrialContext(spec, "efficientnet-lite0", CLASSES, None, None)
+    again = _start_model(tmp_path, ctx, 0, "cpu")
     assert isinstance(again, Segmenter)
     for (name, a), b in zip(seg.model.state_dict().items(), again.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

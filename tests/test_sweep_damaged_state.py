@@ -40,10 +40,12 @@ def _mark_running(snapshot: Path) -> str:
 
 def _trainable(spec):
     from cluster.tune.setup import make_trainable
+    from cluster.tune.trial import TrialContext
     from jobs.sweep import load_splits
 
     train, val, labels, _ = load_splits(spec)
-    return make_trainable(train, val, spec.model, labels, "fp32", 1, cpus=1, gpus=0)
+    spec = spec.model_copy(update={"precision": "fp32", "evals_per_epoch": 1})
+    return make_trainable(TrialContext(spec, spec.model, labels, train, val), cpus=1, gpus=0)
 
 
 @pytest.mark.ray

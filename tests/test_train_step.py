@@ -1,11 +1,13 @@
 """The training step both loops share: fp16 loss scaling, clipping, schedule (CPU autocast stands in for CUDA)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
 from cluster.train.step import TrainStep, make_optimizer
 
-HP = {"learning_rate": 0.05, "weight_decay": 0.0, "warmup_ratio": 0.0}
+HP = SimpleNamespace(learning_rate=0.05, weight_decay=0.0, warmup_ratio=0.0)
 
 
 def tiny_problem(seed=0):
@@ -53,7 +55,7 @@ def test_gradients_are_clipped_after_unscaling():
 
 def test_no_weight_decay_on_biases_and_layernorm():
     model = torch.nn.ModuleDict({"dense": torch.nn.Linear(4, 4), "LayerNorm": torch.nn.LayerNorm(4)})
-    optimizer, _ = make_optimizer(model, {**HP, "weight_decay": 0.1}, 10)
+    optimizer, _ = make_optimizer(model, SimpleNamespace(**{**vars(HP), "weight_decay": 0.1}), 10)
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert [p is model["dense"].weight for p in decay["params"]] == [True]

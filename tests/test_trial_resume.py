@@ -27,10 +27,12 @@ def _trial(spec, storage_root):
     from ray.train._internal.storage import StorageContext
 
     from cluster.tune.setup import make_trainable, param_space
+    from cluster.tune.trial import TrialContext
     from jobs.sweep import load_splits
 
     train, val, labels, _ = load_splits(spec)
-    cls = make_trainable(train, val, spec.model, labels, "fp32", EVALS, cpus=1, gpus=0)
+    spec = spec.model_copy(update={"precision": "fp32", "evals_per_epoch": EVALS})
+    cls = make_trainable(TrialContext(spec, spec.model, labels, train, val), cpus=1, gpus=0)
     storage = StorageContext(storage_path=str(storage_root), experiment_dir_name="exp", trial_dir_name="t")
     return cls(config={**param_space(spec), "seed": 0}, storage=storage)
 

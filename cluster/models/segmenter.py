@@ -7,7 +7,7 @@ take either; where segmentation differs, the model brings its own step:
   prepare(values, rows)   images (bytes, paths, URIs) -> uint8 (n, 3, S, S); decoded arrays pass as they are
   encode(inputs, idx)     a training batch -> {"pixel_values": float (b, 3, S, S)}
   logits(batch)           (b, K, S, S)
-  loss(batch, y, hp)      pixel cross-entropy (255 = unlabelled, left out) + hp["dice_weight"] x soft Dice
+  loss(batch, y, hp)      pixel cross-entropy (255 = unlabelled, left out) + hp.dice_weight x soft Dice
   validate(val, ...)      the validation split's miou, pixel accuracy, ... (at the input size)
   predict_proba(inputs)   per-pixel class probabilities (n, K, S, S) float32
   save(out, lineage)      a model directory (cluster/models/segmentation.py)
@@ -77,14 +77,14 @@ class Segmenter:
 
     def loss(self, batch: dict, y, hp) -> object:
         """Mean cross-entropy over the labelled pixels, plus ``dice_weight`` x (1 - soft Dice) when
-        the trial's hyperparameters set it. ``y``: (b, S, S) integer masks."""
+        the trial's hyperparameters (``hp``, TrialParams) set it. ``y``: (b, S, S) integer masks."""
         import torch
         from torch.nn import functional as F
 
         logits = self.logits(batch).float()
         y = y.long()
         loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
-        weight = float(hp.get("dice_weight", 0.0) or 0.0)
+        weight = float(getattr(hp, "dice_weight", 0.0))
         if weight:
             loss = loss + weight * soft_dice_loss(torch.softmax(logits, 1), y)
         return loss

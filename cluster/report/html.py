@@ -14,7 +14,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from cluster.report import figures
-from cluster.stats.metrics import METRICS, THRESHOLD_METRICS
+from cluster.stats.metrics import METRICS
 
 SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"}
 
@@ -73,7 +73,7 @@ def render(m: dict) -> str:
 
 def _metric_rows(m: dict) -> list[dict]:
     ci = m.get("ci95", {})
-    names = [k for k in METRICS if k in m and (METRICS[k].headline or k in THRESHOLD_METRICS)]
+    names = [k for k in METRICS if k in m and (METRICS[k].headline or METRICS[k].family == "threshold")]
     return [{"display": METRICS[k].display, "value": m[k], "ci": ci.get(k)} for k in names]
 
 

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field, Strict
 
 from cluster.errors import UserError
 from cluster.specs.parse import PathField
-from cluster.stats.metrics import metric_info
+from cluster.stats.metrics import metric_info, slice_metrics_allowed
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Bool = Annotated[bool, Strict()]
@@ -27,5 +27,14 @@ def _known_metric(name: str) -> str:
 
 
 Metric = Annotated[str, AfterValidator(_known_metric)]  # a row of cluster.stats.metrics.METRICS
+
+
+def _slice_metric(name: str) -> str:
+    if name not in slice_metrics_allowed():
+        raise ValueError(f'slice metric "{name}" is not one of {", ".join(slice_metrics_allowed())}')
+    return name
+
+
+SliceMetric = Annotated[str, AfterValidator(_slice_metric)]  # a paired headline metric of the table
 PRECISION_HELP = "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."
 OWNER_HELP = "Recorded owner of the run (default: the OS user)."

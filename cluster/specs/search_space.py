@@ -169,6 +169,29 @@ class SearchSpace(Spec):
         return {name: kind_of(getattr(self, name)) for name in type(self).model_fields}
 
 
+class TrialParams(SearchSpace):
+    """One point of the search space: the hyperparameters one trial trains with.
+
+    Built from Ray Tune's config where the trial starts (:meth:`of`), so every value that
+    reaches a trial is checked against the same ranges as the spec's (SearchSpace's fields,
+    their only home) and arrives typed: ``params.batch_size`` is an int, never a string or a
+    numpy scalar.
+    """
+
+    @model_validator(mode="after")
+    def _one_point(self):
+        drawn = [name for name, kind in self.kinds().items() if kind != "fixed"]
+        if drawn:
+            raise ValueError(f"a trial takes one value per parameter; {', '.join(drawn)} are distributions")
+        return self
+
+    @classmethod
+    def of(cls, config: dict) -> TrialParams:
+        """A trial's params from Tune's ``config`` (numpy scalars, as some searchers draw them,
+        become Python numbers first)."""
+        return cls.model_validate({k: v.item() if hasattr(v, "item") else v for k, v in config.items()})
+
+
 SearchAlg = Literal["random", "grid", "optuna"]
 
 

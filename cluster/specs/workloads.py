@@ -24,6 +24,7 @@ from cluster.specs.fields import (  # noqa: F401  (re-exported for callers)
     Name,
     OutPath,
     Precision,
+    SliceMetric,
 )
 from cluster.specs.parse import PathField, Spec, load_spec, load_spec_file, load_yaml  # noqa: F401
 from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers)
@@ -42,7 +43,7 @@ from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers
 from cluster.specs.segmentation import Classes, check_task, default_metric
 from cluster.specs.serve import ServeSpec  # noqa: F401  (re-exported: every spec is importable from here)
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
-from cluster.stats.metrics import metric_mode, metric_names
+from cluster.stats.metrics import metric_mode, paired_metrics, slice_metrics_allowed
 
 
 class DataSpec(Spec):
@@ -132,7 +133,6 @@ class PipelineSpec(Spec):
     )
 
 
-SliceMetric = Literal["accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"]
 SLICE_CANDIDATES = "length bins, URL/mention/hashtag/number/negation, frequent words, --slice-column values"
 MISTAKES_HELP = "Most confident mistakes per confused class pair in report.html, with token attributions."
 
@@ -148,7 +148,10 @@ class EvaluateSpec(PipelineSpec):
     )
     auto_slices: Bool = Field(False, description=f"Find weak slices: {SLICE_CANDIDATES}.")
     min_slice_size: Int = Field(50, ge=1, description="Rows a slice needs to be tested and reported.")
-    slice_metric: SliceMetric = Field("accuracy", description="Metric the weak slices are judged by.")
+    slice_metric: SliceMetric = Field(
+        "accuracy",
+        description=f"Metric the weak slices are judged by ({', '.join(slice_metrics_allowed())}).",
+    )
     mistakes: Int = Field(3, ge=0, le=20, description=MISTAKES_HELP)
     gate: GateSpec | None = Field(
         None, description="Quality gate checked on this run (exit 1 when it fails)."
@@ -359,11 +362,10 @@ class LeaderboardSpec(Spec):
     def _one_dataset(self):
         if self.data is not None and self.dataset is not None:
             raise ValueError("give --data or --dataset, not both")
-        if self.perturbation is not None:
-            from cluster.stats.gates import PAIRED
-
-            if self.metric not in PAIRED:
-                raise ValueError(f"robustness runs are ranked by {', '.join(PAIRED)}, not {self.metric}")
+        if self.perturbation is not None and self.metric not in paired_metrics():
+            raise ValueError(
+                f"robustness runs are ranked by {', '.join(paired_metrics())}, not {self.metric}"
+            )
         return self
 
 
@@ -376,7 +378,7 @@ class CompareSpec(Spec):
 
     @model_validator(mode="after")
     def _comparable(self):
-        comparable = metric_names(has_ci=True, from_counts=True)
+        comparable = paired_metrics(None)  # of any task: the runs' task picks the comparison
         if self.metric not in comparable:
             raise ValueError(f"cannot compare on {self.metric}; choose from {', '.join(comparable)}")
         return self

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cluster.stats.metrics import THRESHOLD_METRICS
+from cluster.stats.metrics import metric_names
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def finalize(parts: dict, spec, labels: list[str], metrics: dict) -> None:
 
     if "threshold" in parts:
         tm = threshold_metrics(parts["threshold"], labels=labels, bootstrap=spec.bootstrap, seed=spec.seed)
-        metrics.update({k: tm[k] for k in THRESHOLD_METRICS})
+        metrics.update({k: tm[k] for k in metric_names(family="threshold")})
         metrics["ci95"].update({k: v for k, v in tm["ci95"].items() if v is not None})
         metrics["threshold"] = {k: tm[k] for k in ("top_k", "exact", "cells", "per_class", "curves")}
     if "slices" in parts:

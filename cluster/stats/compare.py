@@ -21,9 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cluster.errors import UserError
-from cluster.stats.metrics import metric_names, poisson_weights, scores_from_confusion
-
-COMPARED = metric_names(has_ci=True, from_counts=True)  # paired CIs from confusion counts
+from cluster.stats.metrics import paired_metrics, poisson_weights, scores_from_confusion
 
 
 @dataclass
@@ -86,7 +84,7 @@ def differences(counts: PairedCounts, confidence: float = 0.95) -> dict[str, dic
     reps_a, reps_b = scores_from_confusion(counts.boot_a), scores_from_confusion(counts.boot_b)
     alpha = (1 - confidence) / 2
     out = {}
-    for m in COMPARED:
+    for m in paired_metrics():
         diff = reps_b[m] - reps_a[m]
         ci = [float(np.quantile(diff, alpha)), float(np.quantile(diff, 1 - alpha))] if len(diff) else None
         out[m] = {"a": float(a[m]), "b": float(b[m]), "diff": float(b[m] - a[m]), "ci95": ci}

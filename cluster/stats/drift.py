@@ -224,8 +224,7 @@ def metric_gap(*, reference, current, labels: list[str], confidence: float = 0.9
     replicates. The two datasets' rows are unrelated, but rows with the same position get the
     same hashed weights under one seed; pairing reference replicate b with current replicate
     b + 1 makes the two sides' weights independent whatever seeds were used."""
-    from cluster.stats.compare import COMPARED
-    from cluster.stats.metrics import scores_from_confusion
+    from cluster.stats.metrics import paired_metrics, scores_from_confusion
 
     b = min(len(reference.boot_confusion), len(current.boot_confusion))
     if b < 2:
@@ -235,7 +234,7 @@ def metric_gap(*, reference, current, labels: list[str], confidence: float = 0.9
     cur_b = scores_from_confusion(np.roll(current.boot_confusion[:b], -1, axis=0))
     alpha = (1 - confidence) / 2
     out = {}
-    for m in COMPARED:
+    for m in paired_metrics():
         diff = cur_b[m] - ref_b[m]
         out[m] = {
             "reference": float(ref[m]),

@@ -23,9 +23,7 @@ Example::
 from __future__ import annotations
 
 from cluster.errors import UserError
-from cluster.stats.metrics import metric_info, metric_names
-
-PAIRED = metric_names(has_ci=True, from_counts=True)  # what the paired comparison covers
+from cluster.stats.metrics import metric_info, paired_metrics
 
 
 def parse_conditions(value):
@@ -67,8 +65,8 @@ def check_direction(kind: str, conditions: dict[str, float]) -> dict[str, float]
             raise UserError(f"{metric} is lower-is-better; use --max {metric}=VALUE")
         if kind == "max" and higher:
             raise UserError(f"{metric} is higher-is-better; use --min {metric}=VALUE")
-        if kind == "max_drop" and metric not in PAIRED:
-            raise UserError(f"{metric}: the paired comparison covers {', '.join(PAIRED)}")
+        if kind == "max_drop" and metric not in paired_metrics(None):
+            raise UserError(f"{metric}: the paired comparison covers {', '.join(paired_metrics(None))}")
         if kind == "max_drop" and value < 0:
             raise UserError(f"{metric}: give the allowed drop in points (>= 0), got {value}")
     return conditions

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,73 +32,108 @@ ECE_BINS = 15  # equal-width confidence bins
 
 
 @dataclass(frozen=True)
-class MetricInfo:
-    """One row of the metric table: how a metric is named, ranked and reported.
+class Family:
+    """How a group of metrics is computed, and so what can be done with them.
 
-    Everything that ranks, compares, reports or sweeps on a metric reads this
-    table (leaderboard, compare, report, sweep ``mode``, the CLI), so a new
-    metric is one row here (or one :func:`register` call from its own module)
-    plus the code that computes it.
+    ``paired``: computable row by row from what two evaluations of the same rows share (the
+    confusion cells of each row), so the paired comparison (cluster/stats/compare.py), a gate's
+    ``--max-drop`` and per-slice scores cover them.
+    """
+
+    name: str
+    computed: str  # how, in a phrase (docs and error messages)
+    paired: bool = False
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("counts", "from the confusion matrix (scores_from_confusion)", paired=True),
+        Family("probability", "from each row's probability of its true class and its confidence"),
+        Family("threshold", "from the order of the scores over all rows (cluster/stats/threshold.py)"),
+        Family(
+            "pixels", "from each image's pixel confusion matrix (cluster/stats/segmentation.py)", paired=True
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One row of the metric table: how a metric is named, computed, ranked and reported.
+
+    Everything that ranks, compares, gates, slices, reports or sweeps on a metric reads this
+    table (leaderboard, compare, gates, slices, report, sweep ``mode``, the CLI), and the lists
+    of paired, threshold and CI metrics are derived from it (:func:`metric_names`): a new
+    metric is one row here (or one :func:`register` call from its own module) plus the code of
+    its family that computes it.
     """
 
     name: str  # key in metrics.json and in the registry
     display: str  # human-readable name (reports)
+    family: str  # a key of FAMILIES
     higher_is_better: bool = True
     has_ci: bool = False  # metrics.json's ci95 holds its bootstrap interval
-    from_counts: bool = True  # computable from a confusion matrix (paired comparison)
     headline: bool = False  # shown in CLI summaries and reports
+    bounds: tuple[float, float] = (0.0, 1.0)  # every value it can take (gate thresholds must lie in it)
+    task: str = "classification"  # the task whose evaluations report it (cluster/models/modality.py)
+
+    @property
+    def paired(self) -> bool:
+        return FAMILIES[self.family].paired
 
 
 METRICS: dict[str, MetricInfo] = {}
 
 
 def register(*infos: MetricInfo) -> None:
-    """Add (or replace) rows of the metric table."""
+    """Add (or replace) rows of the metric table (a new family first goes into FAMILIES)."""
+    for info in infos:
+        if info.family not in FAMILIES:
+            raise ValueError(f"metric {info.name}: unknown family {info.family!r}")
     METRICS.update({info.name: info for info in infos})
 
 
+def _counts(name: str, display: str, **kw) -> MetricInfo:
+    return MetricInfo(name, display, "counts", **kw)
+
+
 register(
-    MetricInfo("accuracy", "Accuracy", has_ci=True, headline=True),
-    MetricInfo("f1_macro", "Macro F1", has_ci=True, headline=True),
-    MetricInfo("precision_macro", "Macro precision", has_ci=True, headline=True),
-    MetricInfo("recall_macro", "Macro recall", has_ci=True, headline=True),
-    MetricInfo("f1_weighted", "Weighted F1", has_ci=True, headline=True),
-    MetricInfo("f1_micro", "Micro F1"),
-    MetricInfo("precision_micro", "Micro precision"),
-    MetricInfo("recall_micro", "Micro recall"),
-    MetricInfo("precision_weighted", "Weighted precision"),
-    MetricInfo("recall_weighted", "Weighted recall"),
-    MetricInfo("log_loss", "Log-loss", higher_is_better=False, has_ci=True, from_counts=False, headline=True),
-    MetricInfo("ece", "ECE (15 bins)", higher_is_better=False, from_counts=False, headline=True),
-    # Threshold metrics (cluster/stats/threshold.py): from the scores' order, not from counts.
+    _counts("accuracy", "Accuracy", has_ci=True, headline=True),
+    _counts("f1_macro", "Macro F1", has_ci=True, headline=True),
+    _counts("precision_macro", "Macro precision", has_ci=True, headline=True),
+    _counts("recall_macro", "Macro recall", has_ci=True, headline=True),
+    _counts("f1_weighted", "Weighted F1", has_ci=True, headline=True),
+    _counts("f1_micro", "Micro F1"),
+    _counts("precision_micro", "Micro precision"),
+    _counts("recall_micro", "Micro recall"),
+    _counts("precision_weighted", "Weighted precision"),
+    _counts("recall_weighted", "Weighted recall"),
     MetricInfo(
-        "roc_auc_macro", "ROC-AUC (macro, one-vs-rest)", has_ci=True, from_counts=False, headline=True
+        "log_loss", "Log-loss", "probability", higher_is_better=False, has_ci=True, headline=True,
+        bounds=(0.0, math.inf),
     ),
-    MetricInfo("roc_auc_weighted", "ROC-AUC (weighted)", has_ci=True, from_counts=False),
+    MetricInfo("ece", "ECE (15 bins)", "probability", higher_is_better=False, headline=True),
+    MetricInfo("roc_auc_macro", "ROC-AUC (macro, one-vs-rest)", "threshold", has_ci=True, headline=True),
+    MetricInfo("roc_auc_weighted", "ROC-AUC (weighted)", "threshold", has_ci=True),
     MetricInfo(
-        "average_precision_macro", "Average precision (macro)", has_ci=True, from_counts=False, headline=True
+        "average_precision_macro", "Average precision (macro)", "threshold", has_ci=True, headline=True
     ),
-    MetricInfo("average_precision_weighted", "Average precision (weighted)", has_ci=True, from_counts=False),
-    MetricInfo("top_k_accuracy", "Top-2 accuracy", has_ci=True, from_counts=False),
+    MetricInfo("average_precision_weighted", "Average precision (weighted)", "threshold", has_ci=True),
+    MetricInfo("top_k_accuracy", "Top-2 accuracy", "threshold", has_ci=True),
+    # Multiclass Brier (cluster/stats/threshold.py): the squared distance of two probability vectors.
     MetricInfo(
-        "brier_score", "Brier score", higher_is_better=False, has_ci=True, from_counts=False, headline=True
+        "brier_score", "Brier score", "threshold", higher_is_better=False, has_ci=True, headline=True,
+        bounds=(0.0, 2.0),
     ),
-    # Semantic segmentation (cluster/stats/segmentation.py), from a pixel confusion matrix; not from
-    # the classification counts of cluster/stats/compare.py (from_counts means those).
-    MetricInfo("miou", "Mean IoU", has_ci=True, from_counts=False),
-    MetricInfo("pixel_accuracy", "Pixel accuracy", has_ci=True, from_counts=False),
-    MetricInfo("mean_class_accuracy", "Mean class accuracy", has_ci=True, from_counts=False),
-    MetricInfo("fw_iou", "Frequency-weighted IoU", has_ci=True, from_counts=False),
-    MetricInfo("mean_dice", "Mean Dice", has_ci=True, from_counts=False),
-)
-THRESHOLD_METRICS = (
-    "roc_auc_macro",
-    "roc_auc_weighted",
-    "average_precision_macro",
-    "average_precision_weighted",
-    "top_k_accuracy",
-    "brier_score",
-)
+    # Semantic segmentation (cluster/stats/segmentation.py): from the pixel confusion matrix of each
+    # image, which two evaluations of the same images share (paired over images).
+    MetricInfo("miou", "Mean IoU", "pixels", has_ci=True, headline=True, task="segmentation"),
+    MetricInfo("pixel_accuracy", "Pixel accuracy", "pixels", has_ci=True, headline=True, task="segmentation"),
+    MetricInfo("mean_class_accuracy", "Mean class accuracy", "pixels", has_ci=True, task="segmentation"),
+    MetricInfo("fw_iou", "Frequency-weighted IoU", "pixels", has_ci=True, task="segmentation"),
+    MetricInfo("mean_dice", "Mean Dice", "pixels", has_ci=True, task="segmentation"),
+)  # fmt: skip
 
 
 def metric_info(name: str) -> MetricInfo:
@@ -115,16 +151,29 @@ def metric_mode(name: str) -> str:
 
 
 def metric_names(
-    *, has_ci: bool | None = None, from_counts: bool | None = None, headline: bool | None = None
-):
-    """Names of the table's metrics, in table order, filtered by the given flags."""
-    wanted = {"has_ci": has_ci, "from_counts": from_counts, "headline": headline}
+    *,
+    family: str | None = None,
+    has_ci: bool | None = None,
+    headline: bool | None = None,
+    paired: bool | None = None,
+    task: str | None = None,
+) -> tuple[str, ...]:
+    """Names of the table's metrics, in table order, filtered by the given attributes."""
+    wanted = {"family": family, "has_ci": has_ci, "headline": headline, "paired": paired, "task": task}
     return tuple(
         m.name for m in METRICS.values() if all(v is None or getattr(m, k) == v for k, v in wanted.items())
     )
 
 
-CI_METRICS = metric_names(has_ci=True)  # kept for callers of the earlier constant
+def paired_metrics(task: str | None = "classification") -> tuple[str, ...]:
+    """What a paired comparison of two evaluations of ``task`` (None: any) gives a CI for (compare,
+    gates' max-drop); each task's comparison is its own (cluster/stats/segmentation_compare.py)."""
+    return metric_names(paired=True, has_ci=True, task=task)
+
+
+def slice_metrics_allowed() -> tuple[str, ...]:
+    """What per-slice scores can be ranked by: the paired headline metrics (of classification)."""
+    return metric_names(paired=True, headline=True, task="classification")
 
 
 @dataclass
@@ -343,6 +392,9 @@ def bootstrap_ci(stats: Stats, confidence: float = 0.95) -> dict[str, list[float
     }
 
 
+GAP_METRICS = ("accuracy", "f1_macro")  # the best-worst gaps reported beside per-slice scores
+
+
 def slice_metrics(stats: Stats, labels: list[str], confidence: float = 0.95) -> dict:
     """Per-slice scores with their ``ci95``, and the best-worst gap on each headline metric with a CI.
 
@@ -353,7 +405,7 @@ def slice_metrics(stats: Stats, labels: list[str], confidence: float = 0.95) -> 
     for m in per.values():
         m.pop("calibration")
     gaps = {}
-    for metric in ("accuracy", "f1_macro"):
+    for metric in GAP_METRICS:
         vals = {k: v[metric] for k, v in per.items()}
         if vals:
             best, worst = max(vals, key=vals.get), min(vals, key=vals.get)

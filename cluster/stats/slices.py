@@ -49,7 +49,7 @@ import numpy as np
 from scipy import stats as sps
 
 from cluster.errors import UserError
-from cluster.stats.metrics import scores_from_confusion
+from cluster.stats.metrics import scores_from_confusion, slice_metrics_allowed
 from cluster.stats.threshold_ci import percentile_ci
 
 ALL = "*"  # the name of the slice of all rows
@@ -197,7 +197,7 @@ def weak_slices(
 
 
 def check_metric(metric: str) -> None:
-    allowed = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted")
+    allowed = slice_metrics_allowed()
     if metric not in allowed:
         raise UserError(f'slice metric "{metric}" is not one of {", ".join(allowed)}')
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cluster.train.step import TrainStep, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
+from cluster.train.step import TrainStep
 
 
 @dataclass
@@ -75,7 +75,7 @@ def fine_tune(
     scheduler,
     train: Split,
     val: Split,
-    hp: dict,
+    hp,
     *,
     precision: str,
     evals_per_epoch: int,
@@ -84,14 +84,15 @@ def fine_tune(
 ) -> None:
     """Train from ``start_step`` to the end, calling ``report(metrics, step)`` at each validation.
 
-    ``clf``: a ``cluster.models.modality.Classifier``; ``train``/``val`` prepared for it.
+    ``clf``: a ``cluster.models.modality.Classifier``; ``train``/``val`` prepared for it; ``hp``: the
+    trial's ``TrialParams`` (batch_size, epochs, max_length, seed).
     The batches of epoch e are seeded by (seed, e) (``epoch_batches``), so a resumed
     run sees exactly the batches it would have seen.
     """
     import torch
 
     device = next(clf.model.parameters()).device
-    bs, epochs, max_length = int(hp["batch_size"]), int(hp["epochs"]), int(hp["max_length"])
+    bs, epochs, max_length = hp.batch_size, hp.epochs, hp.max_length
     per_epoch = steps_per_epoch(len(train.inputs), bs)
     # Validate after these steps of each epoch (1-based), the epoch's last step included.
     eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
@@ -107,7 +108,7 @@ def fine_tune(
     for step in range(start_step, per_epoch * epochs):
         epoch, i = divmod(step, per_epoch)
         if i == 0 or step == start_step:  # a new epoch, or resuming mid-epoch
-            batches = epoch_batches(lengths, bs, int(hp["seed"]), epoch, MEGABATCH)
+            batches = epoch_batches(lengths, bs, hp.seed, epoch, MEGABATCH)
         idx = batches[i]
         t0 = time.perf_counter()
         batch = clf.encode(train.inputs, idx, max_length=max_length)

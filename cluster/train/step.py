@@ -9,15 +9,16 @@ gradients unscaled then clipped to norm 1, optimizer and schedule stepped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 MAX_GRAD_NORM = 1.0
 
 
-def make_optimizer(model, hp: Mapping, total_steps: int):
+def make_optimizer(model, hp, total_steps: int):
     """AdamW (no weight decay on biases and LayerNorm) + linear warm-up then linear decay.
 
-    ``hp``: learning_rate, weight_decay, warmup_ratio (a trial's config or a spec's fields).
+    ``hp``: anything with ``learning_rate``, ``weight_decay`` and ``warmup_ratio`` attributes (a
+    trial's TrialParams, or a PretrainSpec).
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -26,10 +27,10 @@ def make_optimizer(model, hp: Mapping, total_steps: int):
     for name, p in model.named_parameters():
         (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=hp["learning_rate"],
+        [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=hp.learning_rate,
     )
-    warmup = int(hp["warmup_ratio"] * total_steps)
+    warmup = int(hp.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 

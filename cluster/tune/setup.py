@@ -34,22 +34,12 @@ def make_tuner(
     from ray import tune
 
     from cluster.tune.callbacks import NoTensorBoard
+    from cluster.tune.trial import TrialContext
 
     # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     cpus, gpus = resources
-    trainable = make_trainable(
-        *splits,
-        model_path,
-        labels,
-        spec.precision,
-        spec.evals_per_epoch,
-        cpus,
-        gpus,
-        init=spec.init,
-        image_size=spec.image_size,
-        task=spec.task,
-    )
+    trainable = make_trainable(TrialContext(spec, str(model_path), labels, *splits), cpus, gpus)
     path = f"{storage.rstrip('/')}/{spec.name}"
     if resume and tune.Tuner.can_restore(path):
         from cluster.tune.state import repair_experiment_state
@@ -75,42 +65,15 @@ def make_tuner(
     )
 
 
-def make_trainable(
-    train,
-    val,
-    model_path,
-    labels,
-    precision: str,
-    evals_per_epoch: int,
-    cpus: float,
-    gpus: float,
-    *,
-    init: str = "pretrained",
-    image_size: int = 224,
-    task: str = "classification",
-):
-    """cluster.tune.trial.train_trial with its data in the object store and its resources attached, as
-    Tune's class that resumes from the newest complete checkpoint on storage (cluster/tune/trial.py).
-    ``init``/``image_size``: how a new model starts (cluster/models/modality.py ``load_for_training``)."""
+def make_trainable(ctx, cpus: float, gpus: float):
+    """cluster.tune.trial.train_trial with its context (a ``TrialContext``: the spec, the model, the
+    data) in the object store and its resources attached, as Tune's class that resumes from the
+    newest complete checkpoint on storage (cluster/tune/trial.py)."""
     from ray import tune
 
     from cluster.tune.trial import sweep_trial_class, train_trial
 
-    fn = tune.with_resources(
-        tune.with_parameters(
-            train_trial,
-            train=train,
-            val=val,
-            model_path=str(model_path),
-            labels=labels,
-            precision=precision,
-            evals_per_epoch=evals_per_epoch,
-            init=init,
-            image_size=image_size,
-            task=task,
-        ),
-        {"cpu": cpus, "gpu": gpus},
-    )
+    fn = tune.with_resources(tune.with_parameters(train_trial, ctx=ctx), {"cpu": cpus, "gpu": gpus})
     return sweep_trial_class(fn)
 
 

@@ -25,28 +25,32 @@ import itertools
 import json
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from cluster.specs.search_space import TrialParams
+from cluster.specs.workloads import SweepSpec
+from cluster.train.loop import Split
 
 log = logging.getLogger(__name__)
 
 
-def train_trial(
-    config: dict,
-    *,
-    train,
-    val,
-    model_path: str,
-    labels: list[str],
-    precision: str,
-    evals_per_epoch: int,
-    init: str = "pretrained",
-    image_size: int = 224,
-    task: str = "classification",
-) -> None:
-    """Ray Tune function trainable: fine-tune with ``config``; resume from tune.get_checkpoint().
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares besides its hyperparameters: the sweep's validated spec
+    (precision, validations per epoch, how a new model starts), the model it starts from, its
+    labels and the data (put once in Ray's object store by ``tune.with_parameters``)."""
 
-    ``init``/``image_size``/``task``: how a new model starts (cluster/models/modality.py
-    ``load_for_training``; ``labels`` are a segmentation model's classes)."""
+    spec: SweepSpec
+    model_path: str
+    labels: list[str]
+    train: Split
+    val: Split
+
+
+def train_trial(config: dict, *, ctx: TrialContext) -> None:
+    """Ray Tune function trainable: fine-tune with ``config`` (validated as :class:`TrialParams`
+    here, where the trial starts); resume from tune.get_checkpoint()."""
     import ray
     import torch
     from ray import tune
@@ -57,17 +61,18 @@ def train_trial(
     from cluster.train.loop import fine_tune, prepared, steps_per_epoch
     from cluster.train.step import make_optimizer
 
+    params = TrialParams.of(config)
     torch.set_num_threads(worker_threads())
     device = pick_device()
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(ctx.spec.precision, device)
     checkpoint = tune.get_checkpoint()
     ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
     reports = itertools.count(_iteration_of(ckpt_dir) + 1)  # Tune's training_iteration of each report
     node_id = ray.get_runtime_context().get_node_id()
-    clf = _start_model(ckpt_dir, model_path, labels, init, int(config["seed"]), device, image_size, task)
-    train, val = prepared(clf, train), prepared(clf, val)
-    total = steps_per_epoch(len(train.inputs), int(config["batch_size"])) * int(config["epochs"])
-    optimizer, scheduler = make_optimizer(clf.model, config, total)
+    clf = _start_model(ckpt_dir, ctx, params.seed, device)
+    train, val = prepared(clf, ctx.train), prepared(clf, ctx.val)
+    total = steps_per_epoch(len(train.inputs), params.batch_size) * params.epochs
+    optimizer, scheduler = make_optimizer(clf.model, params, total)
     start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
     if start_step:
         log.info("trial resumed from its checkpoint at step %d", start_step)
@@ -85,24 +90,23 @@ def train_trial(
         scheduler,
         train,
         val,
-        config,
+        params,
         precision=precision,
-        evals_per_epoch=evals_per_epoch,
+        evals_per_epoch=ctx.spec.evals_per_epoch,
         start_step=start_step,
         report=report,
     )
 
 
-def _start_model(
-    ckpt_dir: Path | None, model_path: str, labels, init: str, seed: int, device, image_size: int, task: str
-):
-    """The checkpoint's model (its weights, whatever the init), else ``model_path``'s started as ``init``."""
+def _start_model(ckpt_dir: Path | None, ctx: TrialContext, seed: int, device):
+    """The checkpoint's model (its weights, whatever the init), else the sweep's model started as
+    the spec's ``init`` says."""
     from cluster.models.modality import load_for_training
 
-    start = dict(seed=seed, device=device, image_size=image_size, task=task)
+    start = dict(seed=seed, device=device, image_size=ctx.spec.image_size, task=ctx.spec.task)
     if ckpt_dir:
-        return load_for_training(ckpt_dir / "model", labels, **start)
-    return load_for_training(model_path, labels, init=init, **start)
+        return load_for_training(ckpt_dir / "model", ctx.labels, **start)
+    return load_for_training(ctx.model_path, ctx.labels, init=ctx.spec.init, **start)
 
 
 def _save(d: Path, clf, optimizer, scheduler, step: int) -> None:
