@@ -53,6 +53,13 @@ def environment():
 
 def render(m: dict) -> str:
     """The evaluation (or robustness) report as an HTML string."""
+    if m.get("task") == "segmentation":  # its own page (cluster/report/segmentation.py)
+        from cluster.report.segmentation import context
+
+        page = environment().get_template("segmentation.html.j2")
+        return page.render(
+            **context(m), lineage=_lineage(m.get("lineage") or {}), timings=_timings(m.get("timings") or {})
+        )
     title = "Robustness evaluation" if "robustness" in m else "Evaluation"
     return (
         environment()
