@@ -164,7 +164,15 @@ def _sample_by_domain(out: Path, seed: int) -> None:
 
 
 def _check(spec: DataSpec) -> None:
+    from cluster.data.masks import check_pairs, is_pairs_data
     from cluster.data.scan import scan_any
+
+    if is_pairs_data(spec.path, spec.mask_column, spec.label_column):  # segmentation: image + mask pairs
+        s = check_pairs(spec)
+        console.print(f"{spec.path}: {s['rows']} image+mask pairs, fingerprint {s['fingerprint']}")
+        for value, n in s["pixels_per_value"].items():
+            console.print(f"  mask value {value}: {n} pixels")
+        return
 
     summary = scan_any(spec)
     console.print(f"{spec.path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")
@@ -178,7 +186,15 @@ data_app.command("check")(
             spec=DataSpec,
             options=options(
                 DataSpec,
-                ["path", "text_column", "image_column", "label_column", "id_column"],
+                [
+                    "path",
+                    "text_column",
+                    "image_column",
+                    "label_column",
+                    "id_column",
+                    "mask_column",
+                    "ignore_index",
+                ],
                 flags={"path": ""},
             ),
             run=_check,

@@ -166,3 +166,28 @@ def test_scene_mask_follows_the_paste_exactly():
     bg = np.clip(background(bg_rng), 0, 255).round().astype(np.uint8)
     # every background pixel is the background's own value; animal pixels were painted over
     np.testing.assert_array_equal(rgb[mask == 0], bg[mask == 0])
+
+
+@pytest.mark.cli
+def test_data_sample_and_check_from_the_command_line(evalctl, tmp_path):
+    proc = evalctl("data", "sample", "--segmentation", tmp_path / "seg")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p.name for p in (tmp_path / "seg").iterdir()} == {
+        "train.parquet",
+        "validation.parquet",
+        "test.parquet",
+    }
+    t = pq.read_table(tmp_path / "seg" / "test.parquet")
+    assert t.num_rows == 1000 and t.column_names == ["image", "mask", "id"]
+    check = evalctl("data", "check", tmp_path / "seg" / "validation.parquet")
+    assert (
+        check.returncode == 0 and "300 image+mask pairs" in check.stdout and "mask value 10:" in check.stdout
+    )
+    masks = t["mask"].to_pylist()[:5]
+    masks[2] = png(np.full((64, 64), 300 % 256, np.uint8))  # value 44: fine without classes...
+    masks[3] = png(np.zeros((10, 10), np.uint8))  # ...a size that differs is not
+    pq.write_table(pa.table({"image": t["image"].to_pylist()[:5], "mask": masks}), tmp_path / "bad.parquet")
+    bad = evalctl("data", "check", tmp_path / "bad.parquet")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: row 3: mask is 10x10, its image 64x64"
+    )

@@ -307,6 +307,41 @@ def pairs_fingerprint(table: pa.Table) -> str:
     return hashlib.sha256(stream(table["image"]) + stream(table["mask"])).hexdigest()[:16]
 
 
+def is_pairs_data(path: str, mask_column: str, label_column: str | None) -> bool:
+    """A segmentation dataset: a mask folder tree, or a table with the mask column and no label column."""
+    if is_mask_folder(path):
+        return True
+    from cluster.data.files import file_schema, resolve_files
+    from cluster.data.image_data import is_image_folder
+
+    if is_image_folder(path):  # LABEL/xxx.png: classification
+        return False
+    fs, files, fmt = resolve_files(path)
+    names = file_schema(fs, files[0], fmt).names
+    return mask_column in names and (label_column is None or label_column not in names)
+
+
+def check_pairs(spec) -> dict:
+    """Decode and check every pair of a DataSpec's segmentation data (the classes are a sweep's or a
+    model's: any value below ``ignore_index`` passes, or below 255); its size, fingerprint and pixels
+    per mask value."""
+    table = read_pairs(spec.path, spec.image_column, spec.mask_column, spec.id_column)
+    ignore = spec.ignore_index
+    rules = MaskRules(ignore if 2 <= ignore < IGNORE_INDEX else IGNORE_INDEX, ignore)
+    values = np.zeros(256, np.int64)
+    prep = Preprocessing(image_size=32)  # the images are decoded to be checked, not used
+    for start in range(0, table.num_rows, 256):
+        part = table.slice(start, 256)
+        d = decode_pairs(
+            part["image"].to_pylist(), part["mask"].to_pylist(), prep, rules,
+            rows=part["row"].to_pylist(), base_dir=data_dir(spec.path),
+        )  # fmt: skip
+        for m in d.masks:
+            values += np.bincount(m.ravel(), minlength=256)
+    shown = {("unlabelled" if v == IGNORE_INDEX else str(v)): int(n) for v, n in enumerate(values) if n}
+    return {"rows": table.num_rows, "fingerprint": pairs_fingerprint(table), "pixels_per_value": shown}
+
+
 def data_dir(path: str) -> str | None:
     """Where relative paths in a dataset are resolved: the data file's directory (None for a URI)."""
     if "://" in path:
