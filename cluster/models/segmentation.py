@@ -183,6 +183,9 @@ class SegmentationModel(nn.Module):
         self.taps = [i for i in range(len(blocks)) if i == len(blocks) - 1 or _stride(blocks[i + 1]) == 2]
         skip_channels = [blocks[i]._block_args.output_filters for i in self.taps]
         self.decoder = Decoder(skip_channels, config.decoder_channels, config.num_labels)
+        # What training treats as new (cluster/train/step.py: at decoder_lr_scale x the rate): a new decoder
+        # learns much faster at 10x (32 images, 100 steps: train mIoU 0.86 against 0.43 at 1x).
+        self.new_layers = ("decoder.",)
         self.set_memory_format(torch.channels_last)
 
     def set_memory_format(self, memory_format: torch.memory_format) -> SegmentationModel:

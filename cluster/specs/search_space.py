@@ -163,6 +163,9 @@ class SearchSpace(Spec):
     dice_weight: NonNegative = Field(
         0.0, description="Segmentation: weight of a soft Dice term added to the cross-entropy (0: none)."
     )
+    decoder_lr_scale: LearningRate = Field(
+        1.0, description="Segmentation: the new decoder's learning rate as a multiple of learning_rate."
+    )
 
     def kinds(self) -> dict[str, str]:
         """Parameter name -> "fixed" or its distribution's name."""
