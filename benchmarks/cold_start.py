@@ -305,7 +305,7 @@ def main() -> None:
     parser.add_argument("--serve-only", action="store_true", help="only the serving measurement")
     opts = parser.parse_args()
 
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     ref = resolve_model(opts.model)
     tmp = Path(tempfile.mkdtemp(prefix="coldstart-"))

@@ -109,8 +109,9 @@ def tiny_model(tmp: Path) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.data.scan import LABELS
-    from cluster.models.modeling import base_model_dir, save_model_dir
+    from cluster.data.corpus import LABELS
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.text import save_model_dir
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -124,7 +125,7 @@ def tiny_model(tmp: Path) -> str:
 
 def headed_model(ref: str, tmp: Path) -> str:
     """A classifier to evaluate: ``ref`` itself, or a bare encoder with a random 3-class head."""
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     if ref == "tiny":
         return tiny_model(tmp)
@@ -132,8 +133,8 @@ def headed_model(ref: str, tmp: Path) -> str:
     model = resolve_model(ref)
     if model.labels is not None:
         return str(model.path)
-    from cluster.data.scan import LABELS
-    from cluster.models.modeling import load_classifier, save_model_dir
+    from cluster.data.corpus import LABELS
+    from cluster.models.text import load_classifier, save_model_dir
 
     clf, tok, _ = load_classifier(model.path, labels=LABELS)
     return str(save_model_dir(clf, tok, tmp / "headed", {"base_model": model.model_id}))

@@ -67,8 +67,7 @@ def main() -> None:
     opts = parser.parse_args()
 
     from benchmarks.eval_depth_cost import headed_model
-    from cluster.data.corpus import sample_splits
-    from cluster.data.scan import LABELS
+    from cluster.data.corpus import LABELS, sample_splits
     from cluster.stats.metrics import batch_stats
     from cluster.stats.slices import slice_stats, weak_slices
     from cluster.stats.threshold import threshold_metrics, threshold_stats

@@ -109,7 +109,7 @@ def main() -> None:
     opts = parser.parse_args()
 
     from cluster.data.corpus import sample_splits
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     tmp = Path(tempfile.mkdtemp(prefix="evalbench-"))
     sample_splits(tmp / "sample")
@@ -118,8 +118,8 @@ def main() -> None:
     pd.concat([df] * 10, ignore_index=True).to_parquet(tmp / "x10.parquet", row_group_size=1024)
     ref = resolve_model(opts.model)
     if ref.labels is None:  # a bare encoder: give it a (random) head so it can be evaluated
-        from cluster.data.scan import LABELS
-        from cluster.models.modeling import load_classifier, save_model_dir
+        from cluster.data.corpus import LABELS
+        from cluster.models.text import load_classifier, save_model_dir
 
         model, tok, _ = load_classifier(ref.path, labels=LABELS)
         ref.path = save_model_dir(model, tok, tmp / "headed", {"base_model": ref.model_id})

@@ -82,7 +82,7 @@ class Variant:
     def train_turn(self, pixels, y, steps: int, batch: int = 32) -> None:
         import torch
 
-        from cluster.models.modeling import autocast
+        from cluster.models.device import autocast
 
         self.model.train()
         t0 = time.perf_counter()
@@ -98,7 +98,7 @@ class Variant:
     def infer_turn(self, pixels, batches: int, batch: int = 64) -> None:
         import torch
 
-        from cluster.models.modeling import autocast
+        from cluster.models.device import autocast
 
         self.model.eval()
         t0 = time.perf_counter()
@@ -150,7 +150,7 @@ def finetune(args, data) -> None:
     """Fine-tune for ``args.steps`` steps; validation accuracy every ``args.eval_every`` steps."""
     import torch
 
-    from cluster.models.modeling import resolve_precision
+    from cluster.models.device import resolve_precision
     from cluster.models.vision import predict_proba_pixels
     from cluster.specs.search_space import TrialParams
     from cluster.train.loop import epoch_batches
@@ -207,7 +207,7 @@ def train_step(model, opt, sched, pixels, y, precision: str) -> float:
     import torch
 
     from cluster.data.images import normalize
-    from cluster.models.modeling import autocast
+    from cluster.models.device import autocast
 
     model.train()
     with autocast(precision, "cpu"):

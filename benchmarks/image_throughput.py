@@ -51,7 +51,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import numpy as np, pyarrow.parquet as pq, torch
 from cluster.data.images import decode_images, normalize
-from cluster.models.modeling import autocast, resolve_precision
+from cluster.models.device import autocast, resolve_precision
 from cluster.models.vision import load_image_model
 
 model_dir, data, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])

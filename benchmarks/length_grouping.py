@@ -47,7 +47,7 @@ def main() -> None:
 
     from trial_overhead import sample_train_val
 
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="grouping-"))
     train, val, labels = sample_train_val(tmp, opts.rows, 1000)

@@ -41,7 +41,8 @@ def classifier(model: str | None, tmp: Path) -> str:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from cluster.data.corpus import LABELS
-    from cluster.models.modeling import base_model_dir, save_model_dir
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.text import save_model_dir
 
     base = base_model_dir()
     m = AutoModelForSequenceClassification.from_pretrained(
@@ -88,6 +89,7 @@ def run_config(name: str, model: str, data: Path, rows_per_shard: int, rows: int
             model=model,
             data=DataSpec(path=str(data)),
             rows_per_shard=rows_per_shard,
+            sort_rows=rows_per_shard,
             bootstrap=200,
             limit=rows,
         )

@@ -41,7 +41,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import numpy as np, pyarrow.parquet as pq, torch
 from cluster.data.masks import MaskRules, decode_pairs
-from cluster.models.modeling import autocast, resolve_precision
+from cluster.models.device import resolve_precision
 from cluster.models.segmentation import load_segmentation_model
 from cluster.models.segmenter import Segmenter, masks_at
 from cluster.stats.segmentation import finalize, stats_from_confusions

@@ -54,7 +54,7 @@ import os, sys, torch
 from fastapi import FastAPI
 from pydantic import BaseModel
 sys.path.insert(0, {root!r})
-from cluster.models.modeling import load_classifier, predict_proba
+from cluster.models.text import load_classifier, predict_proba
 torch.set_num_threads(os.cpu_count())
 model, tok, labels = load_classifier({path!r})
 app = FastAPI()
@@ -147,7 +147,7 @@ def serve_runs(path: Path, model_id: str, texts: list[str], opts, results: dict,
     import ray
     from ray import serve
 
-    from cluster.specs.workloads import ServeSpec
+    from cluster.specs.serve import ServeSpec
     from serve.app import build_app
 
     port = free_port()
@@ -228,7 +228,7 @@ def offline_rate(path: Path, texts: list[str], precision: str) -> float:
     """Rows/s of predict_proba in this process (batches of 64, length-sorted), after a warm-up."""
     import torch
 
-    from cluster.models.modeling import load_classifier, predict_proba
+    from cluster.models.text import load_classifier, predict_proba
 
     torch.set_num_threads(os.cpu_count())
     model, tok, _ = load_classifier(path)
@@ -257,9 +257,10 @@ def evaluate_rate(path: Path, data: Path, tmp: Path, precision: str) -> dict | N
 
 def prepare_model(name: str, tmp: Path) -> tuple[Path, str]:
     """A classifier directory for ``name``; a bare encoder gets a fresh 3-class head."""
-    from cluster.data.scan import LABELS
+    from cluster.data.corpus import LABELS
     from cluster.errors import UserError
-    from cluster.models.modeling import load_classifier, resolve_model, save_model_dir
+    from cluster.models.resolve import resolve_model
+    from cluster.models.text import load_classifier, save_model_dir
 
     try:
         ref = resolve_model(name)
@@ -284,8 +285,8 @@ def main() -> None:
     parser.add_argument("--skip-evaluate", action="store_true", help="skip the Ray Data evaluation run")
     opts = parser.parse_args()
 
-    from cluster.data.scan import sample_splits
-    from cluster.models.modeling import resolve_precision
+    from cluster.data.corpus import sample_splits
+    from cluster.models.device import resolve_precision
 
     tmp = Path(tempfile.mkdtemp(prefix="servebench-"))
     sample_splits(tmp / "sample")

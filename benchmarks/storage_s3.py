@@ -39,7 +39,8 @@ LABELS = ["negative", "neutral", "positive"]
 def prepare(tmp: Path, model: str | None) -> tuple[Path, Path]:
     """(test split, model directory) on local disk."""
     from cluster.data.corpus import sample_splits
-    from cluster.models.modeling import base_model_dir, load_classifier, save_model_dir
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.text import load_classifier, save_model_dir
 
     sample_splits(tmp / "data", seed=0)
     if model:

@@ -26,14 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def bench_spec(tmp: Path, name: str, trials: int, rows: int, validation_rows: int, epochs: int, **kw):
     """The benchmarks' sweep: MiniLM, a seeded log-uniform learning-rate search, trials one at a time."""
-    from cluster.specs.workloads import (
-        DataSpec,
-        LogUniform,
-        ResourcesSpec,
-        SchedulerSpec,
-        SearchSpace,
-        SweepSpec,
-    )
+    from cluster.specs.search_space import LogUniform, SearchSpace
+    from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 
     search = kw.pop("search", None) or SearchSpace(
         learning_rate=LogUniform(loguniform=[1e-5, 3e-4]), epochs=epochs, max_length=64
@@ -60,7 +54,7 @@ def start(tmp: Path):
     """Sample splits, a registry and an embedded Ray with every CPU, under ``tmp``."""
     import ray
 
-    from cluster.data.scan import sample_splits
+    from cluster.data.corpus import sample_splits
     from cluster.registry.record import Registry
 
     sample_splits(tmp / "sample")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def one_search(tmp: Path, registry, alg: str, seed: int, opts) -> dict:
     from sweep_asha import bench_spec
 
-    from cluster.specs.workloads import LogUniform, SearchSpace, Uniform
+    from cluster.specs.search_space import LogUniform, SearchSpace, Uniform
     from jobs.sweep import run_sweep
 
     search = SearchSpace(

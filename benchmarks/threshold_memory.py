@@ -2,7 +2,7 @@
 
     python benchmarks/threshold_memory.py [--pipeline-rows 3725]
 
-Probabilities at the model's precision (float32 softmax, as cluster.models.modeling.predict_proba):
+Probabilities at the model's precision (float32 softmax, as cluster.models.text.predict_proba):
   - "tfidf-lr": a TF-IDF + logistic-regression classifier trained on the sample train split
     (a trained, confident model; cheap on CPU), its logits through a float32 softmax;
   - "pipeline": predict_proba of the base model with a seeded new head, on the first
@@ -50,7 +50,8 @@ def tfidf_probs(train, texts: list[str], labels: list[str]) -> np.ndarray:
 
 
 def pipeline_probs(texts: list[str], labels: list[str]) -> np.ndarray:
-    from cluster.models.modeling import base_model_dir, load_classifier, predict_proba
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.text import load_classifier, predict_proba
 
     model, tok, _ = load_classifier(base_model_dir(), labels=labels, seed=0)
     return predict_proba(model, tok, texts, batch_size=64)
@@ -118,7 +119,7 @@ def main() -> None:
 
     import pandas as pd
 
-    from cluster.data.scan import LABELS, load_corpus, sample_splits
+    from cluster.data.corpus import LABELS, load_corpus, sample_splits
 
     with tempfile.TemporaryDirectory() as tmp:
         sample_splits(tmp, seed=0)

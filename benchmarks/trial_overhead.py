@@ -34,7 +34,7 @@ HP = {
 
 def sample_train_val(tmp: Path, rows: int, val_rows: int):
     """(train, validation, labels): subsamples of the sample corpus's splits, loaded as a sweep does."""
-    from cluster.data.scan import sample_splits
+    from cluster.data.corpus import sample_splits
     from cluster.specs.workloads import DataSpec, SweepSpec
     from jobs.sweep import load_splits
 
@@ -53,8 +53,8 @@ def fine_tune_bare(train, val, labels, model_path, evals_per_epoch: int) -> list
     """Run jobs/train_loop.fine_tune outside Ray on all cores; returns each validation's report."""
     import torch
 
+    from cluster.models.device import resolve_precision
     from cluster.models.modality import load_for_training
-    from cluster.models.modeling import resolve_precision
     from cluster.train.loop import fine_tune, steps_per_epoch
     from cluster.train.step import make_optimizer
 
@@ -107,7 +107,7 @@ def main() -> None:
 
     import ray
 
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
     train, val, labels = sample_train_val(tmp, opts.rows, 300)

@@ -65,7 +65,7 @@ class SecondLoad:
     def __init__(self, model_path: str):
         import torch
 
-        from cluster.models.modeling import load_classifier
+        from cluster.models.text import load_classifier
         from cluster.ray.runtime import worker_threads
 
         torch.set_num_threads(worker_threads())
@@ -97,7 +97,7 @@ def main() -> None:
     import ray
 
     from cluster.data.shards import plan_shards
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
     from cluster.specs.workloads import DataSpec, EvaluateSpec
     from cluster.stats.analyses import Analyses
 

@@ -8,7 +8,8 @@ import json
 import typer
 from rich.table import Table
 
-from cluster.specs.workloads import ServeSpec
+from cluster.specs.serve import ServeSpec
+from cluster.specs.settings import Settings
 from jobs.entry import console
 from jobs.registry_cli import cell
 
@@ -29,9 +30,15 @@ def cluster_up(
     port: int = typer.Option(6379, min=1, max=65535, help="The head's GCS port (Ray's default 6379)."),
     dashboard_port: int = typer.Option(8265, min=1, max=65535, help="Dashboard and job server port."),
     warm_models: int = typer.Option(
-        2, min=0, help="Warm pool: models kept loaded between evaluations (least recently used leave first)."
+        Settings.model_fields["warm_max_models"].default,
+        min=0,
+        help="Warm pool: models kept loaded between evaluations (least recently used leave first).",
     ),
-    warm_gib: float = typer.Option(4.0, min=0, help="Warm pool: memory its loaded models may hold, GiB."),
+    warm_gib: float = typer.Option(
+        Settings.model_fields["warm_max_gib"].default,
+        min=0,
+        help=Settings.model_fields["warm_max_gib"].description,
+    ),
     serve_port: int = typer.Option(
         SERVE_PORT, min=1, max=65535, help="Port of Serve's HTTP proxy (on 127.0.0.1), started with the head."
     ),

@@ -11,14 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cluster.specs.workloads import (
-    DataSpec,
-    EvaluateSpec,
-    LeaderboardSpec,
-    ServeSpec,
-    SweepSpec,
-    load_spec_file,
-)
+from cluster.specs.parse import load_spec_file
+from cluster.specs.serve import ServeSpec
+from cluster.specs.workloads import DataSpec, EvaluateSpec, LeaderboardSpec, SweepSpec
 from jobs.entry import console
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -31,7 +26,7 @@ QUERIES = [
 
 def run_demo(out: Path, full: bool = False) -> None:
     """Run the demo; prints each step's result and how to stop what it started."""
-    from cluster.data.scan import sample_splits
+    from cluster.data.corpus import sample_splits
     from cluster.ray.runtime import head_up
     from jobs import deploy, evaluate, query, sweep, team
     from jobs.eval_print import print_summary

@@ -26,7 +26,7 @@ import typer
 from cluster.apikey import api_key, api_key_digest, digest_env
 from cluster.clock import Phases, process_started_at
 from cluster.errors import UserError
-from cluster.specs.workloads import ServeSpec
+from cluster.specs.serve import ServeSpec
 from jobs.entry import console
 from jobs.serve_startup import log_startup
 from jobs.spec_cli import Workload, options, spec_command
@@ -54,7 +54,7 @@ def deploy(
     """
     from ray import serve
 
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
     from cluster.registry.record import Registry
 
     phases = Phases(start=process_started_at())
@@ -92,13 +92,13 @@ def start_serve(host: str, port: int) -> None:
     """Start Serve (controller, HTTP proxy on host:port) on the joined cluster, or check that the
     running one listens there: Ray would only warn and keep its own address."""
     from ray import serve
-    from ray.serve.context import _get_global_client  # the running controller's HTTP config
 
+    from cluster.ray.compat import serve_client
     from cluster.ray.logs import quiet_logger
 
     with quiet_logger("ray.serve"):
         serve.start(proxy_location=proxy_location(), http_options={"host": host, "port": port})
-    running = _get_global_client().http_config
+    running = serve_client().http_config
     if (running.host, running.port) != (host, port):
         raise UserError(
             f"Serve on this cluster listens on {running.host}:{running.port}, not {host}:{port}: deploy with "
@@ -268,9 +268,10 @@ def stop(address: str | None = None, shutdown: bool = False) -> bool:
     """Delete the application (the head keeps running); with ``shutdown`` Serve's controller and
     proxies too (the next deploy starts Serve on its own address). True if something stopped."""
     from ray import serve
-    from ray.serve.context import _get_global_client
 
-    if not _connect(address) or _get_global_client(raise_if_no_controller_running=False) is None:
+    from cluster.ray.compat import serve_client
+
+    if not _connect(address) or serve_client(required=False) is None:
         return False  # no Serve on this cluster
     if shutdown:
         serve.shutdown()  # the application goes with it

@@ -58,7 +58,8 @@ def run_drift(spec: DriftSpec, registry: Registry | None = None) -> dict:
 
 
 def _model(spec: DriftSpec, registry: Registry) -> tuple[Path, str | None, list[str] | None]:
-    from cluster.models.modeling import base_model_dir, resolve_model
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.resolve import resolve_model
 
     if spec.model is None:
         return base_model_dir(), None, None
@@ -73,7 +74,8 @@ def _model(spec: DriftSpec, registry: Registry) -> tuple[Path, str | None, list[
 
 def _side(data: DataSpec, spec: DriftSpec, labels: list[str] | None) -> dict:
     """One dataset checked at the boundary: columns, rows, fingerprint, whether it is labelled."""
-    from cluster.data.scan import check_columns, scan
+    from cluster.data.files import check_columns
+    from cluster.data.scan import scan
     from jobs.evaluate import check_labels
 
     schema = check_columns(data.model_copy(update={"label_column": None}))
@@ -132,7 +134,7 @@ def _actors(spec: DriftSpec, model_path: Path, labels, sides: dict):
     from cluster.clock import Phases
     from cluster.data.shards import plan_shards
     from cluster.evaluation.pipeline import model_actors
-    from cluster.models.modeling import ModelRef
+    from cluster.models.resolve import ModelRef
 
     for side in sides.values():
         side["shards"] = plan_shards(side["data"], spec.limit, spec.rows_per_shard)[1]

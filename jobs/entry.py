@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cluster.errors import UserError
+from cluster.specs.settings import settings
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False)
@@ -37,7 +38,7 @@ def configure_logging(level: str | None = None) -> None:
     Ray Data's console progress follows this level too (cluster/ray/runtime.py); its full
     logs stay in Ray's session directory.
     """
-    level = (level or os.environ.get("EVALCLUSTER_LOG_LEVEL") or "WARNING").upper()
+    level = (level or settings().log_level).upper()
     if level not in LEVELS:
         raise UserError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
     os.environ["EVALCLUSTER_LOG_LEVEL"] = level  # child processes and submitted jobs inherit it
@@ -46,7 +47,10 @@ def configure_logging(level: str | None = None) -> None:
 
 
 def debug_enabled() -> bool:
-    return os.environ.get("EVALCLUSTER_DEBUG", "").lower() in ("1", "true", "yes")
+    try:
+        return settings().debug
+    except UserError:  # asked while reporting another error: a bad variable must not hide it
+        return False
 
 
 def run(app: typer.Typer | Callable, argv: list[str] | None = None, prog: str = "evalctl") -> None:
@@ -87,9 +91,9 @@ def ray_of_this_command():
         if not had_ray and _ray_up():
             import ray
 
-            node = getattr(ray._private.worker, "_global_node", None)
-            for info in node.all_processes.get("monitor", []) if node else []:  # only a Ray started here
-                info.process.kill()
+            from cluster.ray.compat import kill_embedded_monitor
+
+            kill_embedded_monitor()  # only a Ray started here has one
             ray.shutdown()
 
 

@@ -64,18 +64,22 @@ def run_evaluate(
     phases = phases or Phases()
     registry = registry or Registry()
     given = spec
-    with tempfile.TemporaryDirectory(prefix="evalcluster-") as work:  # an image folder tree's index
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="evalcluster-")
+        )  # an image tree's index
         spec, model, labels, target, shards = _prepare(spec, registry, work, kind)
+        stack.enter_context(target.held(registry))  # --out is this run's before anything starts
         # The data is validated and fingerprinted while Ray starts and the actors load the model.
-        with ThreadPoolExecutor(1, thread_name_prefix="scan") as background:
-            scanning = background.submit(_scan, spec, model.modality, phases)
-            with model_actors(spec, model, labels, shards, phases, address) as actors:
-                say_joined(actors.joined)
-                summary = scanning.result()
-                check_labels(summary.label_counts, labels, spec.data)
-                baseline = gate_baseline(given, registry, summary, labels)
-                job = _Job(spec, model, labels, summary, actors, phases, registry, baseline, kind, given)
-                return _record(job, registry, target)
+        background = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="scan"))
+        scanning = background.submit(_scan, spec, model.modality, phases)
+        actors = stack.enter_context(model_actors(spec, model, labels, shards, phases, address))
+        say_joined(actors.joined)
+        summary = scanning.result()
+        check_labels(summary.label_counts, labels, spec.data)
+        baseline = gate_baseline(given, registry, summary, labels)
+        job = _Job(spec, model, labels, summary, actors, phases, registry, baseline, kind, given)
+        return _record(job, registry, target)
 
 
 @dataclass
@@ -83,7 +87,7 @@ class _Job:
     """Everything one evaluation works with once its inputs are checked."""
 
     spec: EvaluateSpec
-    model: object  # cluster.models.modeling.ModelRef
+    model: object  # cluster.models.resolve.ModelRef
     labels: list[str]
     summary: object  # cluster.data.scan.DataSummary
     actors: object  # cluster.evaluation.pipeline.Actors (with the shards they get)
@@ -97,17 +101,14 @@ class _Job:
 def _record(job: _Job, registry: Registry, target: ArtifactTarget) -> EvalResult:
     """Run the evaluation as a registered run: failed (and no artifacts left) if anything raises."""
     spec, run_id = job.spec, target.run_id
-    with (
-        target.held(registry),
-        registry.run(
-            job.kind,
-            job.given.model_dump(mode="json"),
-            owner=spec.owner,
-            dataset_path=job.given.data.path,
-            dataset_fingerprint=job.summary.fingerprint,
-            model_id=job.model.model_id,
-            run_id=run_id,
-        ),
+    with registry.run(
+        job.kind,
+        job.given.model_dump(mode="json"),
+        owner=spec.owner,
+        dataset_path=job.given.data.path,
+        dataset_fingerprint=job.summary.fingerprint,
+        model_id=job.model.model_id,
+        run_id=run_id,
     ):
         try:
             metrics = _evaluate_into(target.local, job, run_id)
@@ -131,7 +132,7 @@ def _prepare(spec: EvaluateSpec, registry: Registry, work: str, kind: str) -> tu
     from cluster.data.scan import image_folder_spec
     from cluster.data.shards import plan_shards
     from cluster.models.modality import refuse_text_analyses
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
     from cluster.registry.record import new_id
 
     model = resolve_model(spec.model, registry)

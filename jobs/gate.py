@@ -64,7 +64,7 @@ def _run_or_none(registry: Registry, ref: str) -> dict | None:
 
 
 def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path: str) -> dict:
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     try:
         model = resolve_model(ref, registry)

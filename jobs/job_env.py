@@ -26,6 +26,7 @@ from pathlib import Path
 from cluster.data.storage import ENDPOINT_VARS, REGION_VARS, check_location, is_remote
 from cluster.registry.artifacts import ENV as ARTIFACTS_ENV
 from cluster.registry.db.url import ENV_URL, ENV_URL_FILE
+from cluster.specs.settings import settings
 
 AWS_BY_VALUE = (*ENDPOINT_VARS, *REGION_VARS, "AWS_EC2_METADATA_DISABLED")
 AWS_FILES = ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
@@ -35,7 +36,7 @@ PROFILE = "evalcluster"
 
 def storage_env(same_machine: bool) -> dict[str, str]:
     """Environment variables for a submitted job (see the module docstring); never a secret."""
-    artifacts = os.environ.get(ARTIFACTS_ENV, "").strip()
+    artifacts = (settings().artifacts or "").strip()
     env = {}
     if artifacts and (same_machine or is_remote(artifacts)):
         env[ARTIFACTS_ENV] = check_location(artifacts, ARTIFACTS_ENV)
@@ -46,8 +47,9 @@ def storage_env(same_machine: bool) -> dict[str, str]:
 
 
 def _db_env() -> dict[str, str]:
-    url = os.environ.get(ENV_URL, "").strip()
-    url_file = os.environ.get(ENV_URL_FILE, "").strip()
+    s = settings()
+    url = s.db.get_secret_value().strip() if s.db else ""
+    url_file = str(s.db_file).strip() if s.db_file else ""
     if url_file:
         return {ENV_URL: "", ENV_URL_FILE: str(Path(url_file).expanduser().absolute())}
     if url:

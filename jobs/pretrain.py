@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def load_mlm(path: str | Path, device: str = "cpu"):
-    from cluster.models.modeling import set_offline
+    from cluster.models.modeldir import set_offline
 
     set_offline()
     import transformers
@@ -99,7 +99,7 @@ def train_mlm(model, tokenizer, texts: list[str], spec: PretrainSpec, precision:
 def run_pretrain(spec: PretrainSpec, registry: Registry | None = None) -> dict:
     """MLM-pretrain ``spec.model`` on ``spec.data``; save, register and return perplexities."""
     from cluster.data.scan import read_pandas, scan
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     registry = registry or Registry()
     model_ref = resolve_model(spec.model, registry)
@@ -167,7 +167,7 @@ def _gpu_workers() -> int:
 def _train_here(path, train, heldout, spec):
     import torch
 
-    from cluster.models.modeling import pick_device, resolve_precision
+    from cluster.models.device import pick_device, resolve_precision
 
     torch.manual_seed(spec.seed)
     device = pick_device()
@@ -210,7 +210,7 @@ def _worker_loop(config: dict) -> None:
     import torch
     from ray.train.torch import get_device, prepare_model
 
-    from cluster.models.modeling import resolve_precision
+    from cluster.models.device import resolve_precision
 
     spec, ctx = config["spec"], ray.train.get_context()
     torch.manual_seed(spec.seed)
@@ -259,7 +259,7 @@ def _out_dir(spec: PretrainSpec, registry: Registry) -> Path | None:
 def _save(model, tokenizer, out: Path | None, lineage: dict, model_id: str, registry: Registry):
     """Save the model to ``out`` or the artifact store; (location, checksum) to register."""
     from cluster.models.cache import store_model
-    from cluster.models.modeling import save_model_dir
+    from cluster.models.text import save_model_dir
     from cluster.registry.artifacts import ArtifactStore, dir_checksum
 
     def save(dest: Path) -> Path:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cluster.apikey import api_key
 from cluster.errors import UserError
+from cluster.specs.settings import settings
 from jobs.entry import console
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ def query(
     texts: list[str] = typer.Argument(None, help="Texts to score."),
     file: Path | None = typer.Option(None, help="A file with one text per line."),
     image: list[Path] = typer.Option(None, "--image", help="An image file (PNG/JPEG) to score; repeatable."),
-    url: str = typer.Option("http://127.0.0.1:8000", envvar="EVALCLUSTER_URL", help="The scorer's base URL."),
+    url: str | None = typer.Option(
+        None, help="The scorer's base URL (default: $EVALCLUSTER_URL, else 127.0.0.1:8000)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the raw JSON response."),
     explain: bool = typer.Option(
         False, help="Also explain: per-token attributions, or per-pixel saliency (POST /v1/explain)."
@@ -75,6 +78,7 @@ def query(
 ) -> None:
     """Print label, score and probabilities per text or image (retries while a replica restarts); for a
     segmentation model, write each image's mask and overlay and print its class shares."""
+    url = url or settings().url
     if image and post(url, "/v1/model", None).get("task") == "segmentation":
         from jobs.query_segment import encoded_files, write_segmentations
 

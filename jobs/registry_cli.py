@@ -63,7 +63,8 @@ def models_register(
     """Register a model directory trained elsewhere: copied into the artifact store
     ($EVALCLUSTER_ARTIFACTS, default EVALCLUSTER_HOME) with the checksum of its files."""
     from cluster.data.storage import is_remote
-    from cluster.models.modeling import read_lineage, resolve_model
+    from cluster.models.modeldir import read_lineage
+    from cluster.models.resolve import resolve_model
     from cluster.registry.record import Registry, check_alias, new_id
 
     for name in alias:

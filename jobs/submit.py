@@ -27,7 +27,8 @@ from urllib.parse import urlparse
 import httpx
 
 from cluster.errors import UserError
-from cluster.ray.runtime import auth_hint, ensure_client_auth, resolve_target
+from cluster.ray.auth import auth_hint, ensure_client_auth
+from cluster.ray.runtime import resolve_target
 from cluster.registry.record import default_owner, new_id
 from cluster.specs.parse import Key, PathField, Spec, path_fields, replace_paths
 from jobs.entry import console
@@ -81,7 +82,7 @@ def submit_if_remote(
 
 def job_request(module: str, spec: Spec, address: str, argv=(), env: dict | None = None) -> JobRequest:
     """The job to submit: localised spec as JSON in the entrypoint, staged upload, env vars."""
-    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+    from cluster.ray.compat import max_working_dir_bytes
 
     same_machine = urlparse(address).hostname in ("127.0.0.1", "localhost", "::1")
     if "owner" in type(spec).model_fields and spec.owner is None:
@@ -90,7 +91,7 @@ def job_request(module: str, spec: Spec, address: str, argv=(), env: dict | None
     named = [] if same_machine else [PROJECT_ROOT / p for p in uploaded_paths(spec)]
     staged = stage(PROJECT_ROOT, named)
     try:
-        check_size(staged, GCS_STORAGE_MAX_SIZE)
+        check_size(staged, max_working_dir_bytes())
     except UserError:
         staged.cleanup()
         raise

@@ -26,7 +26,8 @@ import typer
 
 from cluster.errors import UserError, first_items
 from cluster.registry.record import Registry, new_id
-from cluster.specs.workloads import SweepSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.workloads import SweepSpec
 from cluster.tune.setup import InterruptWatch, SweepInterrupted
 from jobs.spec_cli import Workload, options, spec_command
 
@@ -40,7 +41,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = False) -> dict:
     """Run (or resume) a sweep; returns the best trial's summary and the registered model id."""
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
     from cluster.ray.runtime import init_ray
     from cluster.registry.artifacts import ArtifactStore
     from cluster.tune.export import export_best, write_report
@@ -101,7 +102,7 @@ def resume_sweep(name: str, registry: Registry | None = None, storage: str | Non
 
 def check_gate_baseline(spec: SweepSpec, registry: Registry) -> None:
     """A gate's baseline must name a model, except ``best`` before the first sweep set it."""
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     if spec.gate is None or spec.gate.baseline is None:
         return

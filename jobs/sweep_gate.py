@@ -52,7 +52,7 @@ def _gate_for(g, registry: Registry, data, spec: SweepSpec) -> tuple[GateSpec | 
 
 def _ensure_evaluated(baseline: str, data, registry: Registry, spec: SweepSpec) -> None:
     from cluster.data.scan import scan
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
     from jobs.evaluate import run_evaluate
     from jobs.gate import resolve_baseline
 

@@ -41,7 +41,8 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.apikey import api_key_digest
-from cluster.specs.workloads import ServeSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.serve import ServeSpec
 from serve.batching import row_or_raise, score_each
 from serve.images import decode_request, explain_response, image_limits, request_bytes, require_modality
 from serve.schemas import (
@@ -176,8 +177,9 @@ class Scorer(SegmentRoutes):
 
         self.started["torch"] = time.time()
         from cluster.models.cache import ModelSource
+        from cluster.models.device import pick_device, resolve_precision
         from cluster.models.modality import load_trained
-        from cluster.models.modeling import pick_device, read_lineage, resolve_precision
+        from cluster.models.modeldir import read_lineage
         from cluster.ray.runtime import worker_threads
 
         self.spec = _spec(args)
@@ -381,7 +383,7 @@ def app_args(args: dict) -> dict:
     """What each replica is constructed with: the ServeSpec fields (validated), the resolved
     model path and id, and the API key's digest (never the key)."""
     from cluster.errors import UserError
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
     from cluster.registry.record import Registry
 
     args = dict(args)

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import HTTPException
 
 from cluster.models.modality import INPUT_FIELDS
-from cluster.specs.workloads import ServeSpec
+from cluster.specs.serve import ServeSpec
 
 WHAT = {"text": "texts", "image": "images (base64 PNG/JPEG)"}
 

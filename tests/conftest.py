@@ -69,7 +69,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.models.modeling import base_model_dir, save_model_dir
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.text import save_model_dir
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -129,7 +130,7 @@ def digits_images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """The real sample corpus split (train/validation/test Parquet)."""
-    from cluster.data.scan import sample_splits
+    from cluster.data.corpus import sample_splits
 
     out = tmp_path_factory.mktemp("sample")
     sample_splits(out, seed=0)
@@ -256,7 +257,7 @@ def served(ray_cluster, tiny_model_dir, tmp_path_factory):
     """Serve on a free port; yields (deploy function, url); shuts Serve down afterwards."""
     from ray import serve
 
-    from cluster.specs.workloads import ServeSpec
+    from cluster.specs.serve import ServeSpec
     from jobs.deploy import deploy
 
     port = free_port()

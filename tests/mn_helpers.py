@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cluster.specs.workloads import DataSpec, LogUniform, ResourcesSpec, SchedulerSpec, SearchSpace, SweepSpec
+from cluster.specs.search_space import LogUniform, SearchSpace
+from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from tests.conftest import run_evalctl
 from tests.mn_cluster import LocalCluster
 
@@ -20,7 +21,7 @@ RUN_KEYS = ("run_id", "timings", "workers", "worker_plan", "recovery", "ray", "w
 def evaluate_args(model: Path, data: Path, out: Path, address: str) -> list[str]:
     return [
         "evaluate", "--model", model, "--data", data, "--out", out, "--address", address,
-        "--rows-per-shard", "50", "--batch-size", "16", "--max-length", "64", "--bootstrap", "50",
+        "--rows-per-shard", "50", "--sort-rows", "50", "--batch-size", "16", "--max-length", "64", "--bootstrap", "50",
         "--precision", "fp32",
     ]  # fmt: skip
 

@@ -119,7 +119,7 @@ class KillChain:
             "kill": k, "after": target, "delay_s": delay, "driver_alive": alive, "spare": spare,
             "recorded": f"{before}->{_count(rows)}", "first_report_s": first, "kill_s": round(time.time() - t0, 1),
             "finished_at_kill": [short_trial(t) for t in finished(rows)],
-            "snapshot_named_missing": len(snapshot_misses(self.exp)),
+            "snapshot_named_missing": _len_or_cut(snapshot_misses(self.exp)),
         }  # fmt: skip
         self.rounds.append(figures)
         assert alive, (
@@ -170,7 +170,8 @@ class KillChain:
             f"{len(self.rounds)} kills in {total_s:.0f} s; a driver's start to its kill {min(kills):.0f}-"
             f"{max(kills):.0f} s (mean {sum(kills) / len(kills):.1f} s); a resumed driver's first "
             f"validation after {min(firsts):.0f}-{max(firsts):.0f} s; snapshots that named a deleted "
-            f"checkpoint: {sum(bool(r['snapshot_named_missing']) for r in self.rounds)}"
+            f"checkpoint: {sum(r['snapshot_named_missing'] not in (0, 'cut') for r in self.rounds)}; "
+            f"cut short by the kill: {sum(r['snapshot_named_missing'] == 'cut' for r in self.rounds)}"
         )
 
 
@@ -180,6 +181,10 @@ def _kill(proc: subprocess.Popen) -> None:
     if proc.returncode is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _len_or_cut(misses: list | None) -> int | str:
+    return "cut" if misses is None else len(misses)
 
 
 def _count(rows: dict[str, list]) -> int:
@@ -206,9 +211,14 @@ def short_trial(name: str) -> str:  # a trial directory as the figures show it: 
 # ------------------------------------------------------------------ the experiment snapshot
 
 
-def snapshot_view(exp: Path) -> dict[str, tuple[str, str | None]]:
+def snapshot_view(exp: Path) -> dict[str, tuple[str, str | None]] | None:
     """trial id -> (status, latest checkpoint path) as the newest experiment snapshot has them
-    (read with Tune's own loaders: what `Tuner.restore` would start from)."""
+    (read with Tune's own loaders: what `Tuner.restore` would start from); None when the kill cut
+    that snapshot short. Tune copies its snapshot to storage by truncating and rewriting the file
+    (pyarrow.fs.copy_files), so a driver killed mid-copy leaves it empty or partial: the state
+    `sweep resume` repairs first (cluster/tune/state.py), and this test then goes on through."""
+    import json
+
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
     from ray.tune.experiment.trial import Trial
     from ray.tune.utils.serialization import _loads_with_cloudpickle
@@ -216,7 +226,10 @@ def snapshot_view(exp: Path) -> dict[str, tuple[str, str | None]]:
     newest = _find_newest_experiment_checkpoint(str(exp))
     if newest is None:
         return {}
-    state = _loads_with_cloudpickle(Path(newest).read_bytes())
+    try:
+        state = _loads_with_cloudpickle(Path(newest).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):  # empty, or cut inside a character
+        return None
     view = {}
     for json_state, run_metadata in state["trial_data"]:
         trial = Trial.from_json_state(json_state, stub=True)
@@ -226,9 +239,10 @@ def snapshot_view(exp: Path) -> dict[str, tuple[str, str | None]]:
     return view
 
 
-def snapshot_misses(exp: Path) -> list[str]:
+def snapshot_misses(exp: Path) -> list[str] | None:
     """Trials whose checkpoint the newest experiment snapshot names but storage no longer holds
-    complete (num_to_keep deleted it after the snapshot): the race resuming from storage handles."""
+    complete (num_to_keep deleted it after the snapshot): the race resuming from storage handles.
+    None when the kill cut the snapshot short (:func:`snapshot_view`)."""
     import pyarrow.fs as pafs
 
     from cluster.train.checkpoint import complete_checkpoints
@@ -239,4 +253,7 @@ def snapshot_misses(exp: Path) -> list[str]:
             {p for p, _ in complete_checkpoints(pafs.LocalFileSystem(), str(dirs[0]))[0]} if dirs else set()
         )
 
-    return [t for t, (_, path) in snapshot_view(exp).items() if path and path not in on_storage(t)]
+    view = snapshot_view(exp)
+    if view is None:
+        return None
+    return [t for t, (_, path) in view.items() if path and path not in on_storage(t)]

@@ -9,7 +9,8 @@ import pytest
 
 from cluster.errors import UserError
 from cluster.registry.record import Registry
-from cluster.specs.workloads import SweepSpec, load_spec_file
+from cluster.specs.parse import load_spec_file
+from cluster.specs.workloads import SweepSpec
 
 BAD_SWEEPS = [
     ("search: {batch_size: -8}", "search.batch_size: must be >= 1, got -8"),

@@ -7,8 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.data.scan import check_columns, iter_tables, plan_shards, read_pandas, scan
-from cluster.data.shards import read_shard, shards_for_actors
+from cluster.data.files import check_columns
+from cluster.data.scan import iter_tables, read_pandas, scan
+from cluster.data.shards import plan_shards, read_shard, shards_for_actors
 from cluster.errors import UserError
 from cluster.specs.workloads import DataSpec
 
@@ -55,6 +56,25 @@ def test_parquet_shards_follow_row_groups_and_limit(tmp_path):
     _, shards = plan_shards(spec, limit=7, rows_per_shard=3)
     assert [(s.offset, s.num_rows) for s in shards] == [(0, 3), (3, 3), (6, 1)]
     assert sum(t.num_rows for t in iter_tables(spec, limit=7, rows_per_shard=3)) == 7
+
+
+def test_shards_are_cut_only_at_global_multiples_of_their_size(tmp_path):
+    """Whatever the files and row groups, a cut falls at a multiple of rows_per_shard or a file's
+    end: which rows share a shard (and so a sort group) depends on their positions alone."""
+    big = pd.concat([DF] * 10, ignore_index=True)  # 100 rows: a 37-row file, then 63 in row groups of 11
+    write(tmp_path / "d" / "part-0.parquet", big.iloc[:37])
+    pq.write_table(
+        pa.Table.from_pandas(big.iloc[37:], preserve_index=False), tmp_path / "d" / "part-1.parquet",
+        row_group_size=11,
+    )  # fmt: skip
+    spec = DataSpec(path=str(tmp_path / "d"), text_column="tweet", label_column="y")
+    for size in (5, 20, 64):
+        _, shards = plan_shards(spec, rows_per_shard=size)
+        cuts = [s.offset for s in shards[1:]]
+        assert all(c % size == 0 or c == 37 for c in cuts), (size, cuts)
+        assert all(s.num_rows <= size for s in shards)
+        got = pa.concat_tables([read_shard(s, spec) for s in shards])
+        assert got["row"].to_pylist() == list(range(100)) and got["text"].to_pylist() == big["tweet"].tolist()
 
 
 def test_large_row_groups_and_text_files_split_into_pieces(tmp_path):

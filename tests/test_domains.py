@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import cluster.data.domains
+from cluster.data.corpus import LABELS, corpus_path, load_corpus
 from cluster.data.domains import DOMAINS, keyword_domain, raw_domains, sample_domain_splits, segment
-from cluster.data.scan import LABELS, corpus_path, load_corpus
 
 
 @pytest.fixture(scope="module")

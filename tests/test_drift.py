@@ -27,7 +27,7 @@ from cluster.stats.metrics import batch_stats
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     return AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
 
@@ -35,8 +35,8 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def corpus_by_domain():
     """Corpus texts per keyword domain (the rule of cluster.data.domains, without the file segmentation)."""
+    from cluster.data.corpus import load_corpus
     from cluster.data.domains import keyword_domain
-    from cluster.data.scan import load_corpus
 
     df = load_corpus()
     df["domain"] = [keyword_domain(t) for t in df["text"]]
@@ -48,7 +48,7 @@ def embedded(corpus_by_domain):
     """Base-model embeddings of 150 airline tweets, 150 driverless-car tweets, 300 of any domain."""
     from transformers import AutoModel, AutoTokenizer
 
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     model = AutoModel.from_pretrained(base_model_dir(), local_files_only=True, use_safetensors=True).eval()
@@ -189,7 +189,7 @@ def test_embeddings_keep_input_order(embedded, corpus_by_domain):
     """Length-sorted batches are put back in input order: one text alone embeds the same."""
     from transformers import AutoModel, AutoTokenizer
 
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     model = AutoModel.from_pretrained(base_model_dir(), local_files_only=True, use_safetensors=True).eval()

@@ -42,7 +42,8 @@ def planted_model(out):
     """
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.models.modeling import base_model_dir, save_model_dir
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.text import save_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     config = BertConfig(
@@ -96,7 +97,7 @@ def spec_for(path, out=None, **kw):
 
 
 def test_the_planted_model_is_wrong_exactly_on_the_marker(planted):
-    from cluster.models.modeling import load_classifier, predict_proba
+    from cluster.models.text import load_classifier, predict_proba
 
     model_dir, path, marked = planted
     model, tok, _ = load_classifier(model_dir)
@@ -117,8 +118,8 @@ def test_threshold_metrics_equal_sklearn_and_ignore_sharding(ray_cluster, tweets
         # batch_size 1: no padding, so the model's probabilities are bitwise the same in both runs
         for i, kw in enumerate(
             [
-                {"rows_per_shard": 1024, "workers": 1, "batch_size": 1},
-                {"rows_per_shard": 43, "workers": 2, "batch_size": 1},
+                {"rows_per_shard": 1024, "sort_rows": 1024, "workers": 1, "batch_size": 1},
+                {"rows_per_shard": 43, "sort_rows": 43, "workers": 2, "batch_size": 1},
             ]
         )
     ]

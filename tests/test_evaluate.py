@@ -8,9 +8,10 @@ import pytest
 from sklearn.metrics import f1_score, log_loss
 
 from cluster.errors import UserError
-from cluster.models.modeling import load_classifier, predict_proba
+from cluster.models.text import load_classifier, predict_proba
 from cluster.registry.record import Registry
-from cluster.specs.workloads import DataSpec, EvaluateSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.workloads import DataSpec, EvaluateSpec
 from cluster.stats.metrics import metric_names
 from jobs.evaluate import run_evaluate
 
@@ -122,7 +123,7 @@ def test_same_metrics_with_one_or_two_workers_and_any_block_size(
 ):
     path, _ = tweets
     runs = []
-    for i, (workers, rows_per_shard) in enumerate([(1, 1024), (2, 50), (2, 100)]):
+    for i, (workers, rows_per_shard) in enumerate([(1, 300), (2, 50), (2, 100)]):
         spec = spec_for(
             path,
             tmp_path / f"o{i}",
@@ -131,22 +132,28 @@ def test_same_metrics_with_one_or_two_workers_and_any_block_size(
             precision="fp32",
             slice_column="source",
             rows_per_shard=rows_per_shard,
+            sort_rows=50,
         )
         runs.append(run_evaluate(spec).metrics)
+    preds = [pd.read_parquet(tmp_path / f"o{i}" / "predictions.parquet") for i in range(3)]
     base = runs[0]
     assert [r["worker_plan"]["actors"] for r in runs] == [1, 2, 2]
     for r in runs:  # every row computed once, by an actor that says where it ran
         assert sum(w["rows"] for w in r["workers"]) == 300 and all(w["node"] for w in r["workers"])
         assert r["recovery"]["duplicate_shards_dropped"] == 0 and not r["recovery"]["lost_actors"]
-    for other in runs[1:]:
+    for other, pred in zip(runs[1:], preds[1:], strict=True):
+        # Each row is batched with the same rows whatever the sharding (sort groups of 50 input
+        # rows), so its probabilities are the same to the last bit...
+        assert np.array_equal(np.stack(pred["probs"]), np.stack(preds[0]["probs"]))
         assert other["confusion_matrix"] == base["confusion_matrix"]
         assert other["f1_macro"] == base["f1_macro"]  # from integer counts: exactly equal
         assert other["log_loss"] == pytest.approx(base["log_loss"], rel=1e-9)
         for key, ci in base["ci95"].items():
-            # Threshold metrics rank the scores: other shard sizes pad batches differently, which
-            # moves probabilities in their last float32 bits and can reorder near-ties.
-            tol = {"abs": 1e-6} if key in metric_names(family="threshold") else {"rel": 1e-9}
-            assert other["ci95"][key] == pytest.approx(ci, **tol), key
+            # ...so the threshold metrics, which rank the scores, and their CIs are equal too
+            # (sums of floats merged in another order: to 1e-9).
+            assert other["ci95"][key] == pytest.approx(ci, rel=1e-9, abs=1e-12), key
+        for key in metric_names(family="threshold"):
+            assert other[key] == pytest.approx(base[key], rel=1e-9, abs=1e-12), key
         assert other["slices"]["slices"].keys() == {"mobile", "web"}
         assert other["slices"]["gap"]["accuracy"]["gap"] == pytest.approx(
             base["slices"]["gap"]["accuracy"]["gap"], abs=1e-12

@@ -13,7 +13,8 @@ import pytest
 import cluster.stats.gates
 from cluster.errors import UserError
 from cluster.registry.record import Registry
-from cluster.specs.workloads import GateSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.workloads import GateSpec
 from cluster.stats.gates import judge
 from jobs.gate import gate_run
 from jobs.submit import job_request

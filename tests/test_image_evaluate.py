@@ -27,7 +27,9 @@ LABELS = ["zero", "one", "two"]
 
 def image_spec(path, out, **kw) -> EvaluateSpec:
     data = DataSpec(path=str(path), image_column="picture", label_column="digit", id_column="pid")
-    return EvaluateSpec(model=kw.pop("model"), data=data, out=str(out), bootstrap=50, rows_per_shard=40, **kw)
+    return EvaluateSpec(
+        model=kw.pop("model"), data=data, out=str(out), bootstrap=50, rows_per_shard=40, sort_rows=40, **kw
+    )
 
 
 @pytest.mark.ray

@@ -7,16 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.models.modality import load_for_training, load_trained
-from cluster.models.modeling import read_lineage
+from cluster.models.modeldir import read_lineage
 from cluster.registry.record import Registry
-from cluster.specs.workloads import (
-    DataSpec,
-    EvaluateSpec,
-    ResourcesSpec,
-    SchedulerSpec,
-    SearchSpace,
-    SweepSpec,
-)
+from cluster.specs.search_space import SearchSpace
+from cluster.specs.workloads import DataSpec, EvaluateSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from jobs.evaluate import run_evaluate
 from jobs.sweep import run_sweep
 
@@ -76,7 +70,7 @@ def test_image_sweep_registers_an_image_model_with_learning_curves(ray_cluster, 
 
 
 def test_random_init_differs_from_pretrained_and_keeps_the_head_seed():
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     ref = resolve_model("efficientnet-lite0")
     assert ref.modality == "image" and ref.labels is None
@@ -89,7 +83,7 @@ def test_random_init_differs_from_pretrained_and_keeps_the_head_seed():
 
 
 def test_text_random_init_is_the_same_architecture_with_fresh_weights():
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     pre = load_for_training(base_model_dir(), ["negative", "neutral", "positive"])
     rnd = load_for_training(base_model_dir(), ["negative", "neutral", "positive"], init="random")

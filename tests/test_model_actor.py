@@ -9,7 +9,7 @@ import pytest
 from cluster.data.shards import plan_shards
 from cluster.models.cache import ModelSource
 from cluster.models.explain import token_attributions
-from cluster.models.modeling import load_classifier
+from cluster.models.text import load_classifier
 from cluster.specs.workloads import DataSpec, EvaluateSpec
 from tests.conftest import LABELS
 

@@ -7,15 +7,10 @@ import pytest
 import torch
 
 from cluster.errors import UserError
-from cluster.models.modeling import (
-    classifier_labels,
-    load_classifier,
-    predict_proba,
-    read_lineage,
-    resolve_model,
-    resolve_precision,
-    save_model_dir,
-)
+from cluster.models.device import resolve_precision
+from cluster.models.modeldir import classifier_labels, read_lineage
+from cluster.models.resolve import resolve_model
+from cluster.models.text import load_classifier, predict_proba, save_model_dir
 from cluster.registry.record import Registry
 
 LABELS = ["negative", "neutral", "positive"]

@@ -82,7 +82,8 @@ def small_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from cluster.models.modeling import base_model_dir, save_model_dir
+    from cluster.models.modeldir import base_model_dir
+    from cluster.models.text import save_model_dir
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -345,7 +346,7 @@ def test_sigint_records_the_sweep_interrupted_and_keeps_best(mn, tiny_model_dir,
 
 
 def test_serving_spreads_replicas_survives_a_lost_node_and_cluster_status_shows_it(mn, tiny_model_dir):
-    from cluster.specs.workloads import ServeSpec
+    from cluster.specs.serve import ServeSpec
     from jobs.deploy import deploy
 
     (worker,) = workers(mn, 1)

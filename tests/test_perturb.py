@@ -69,7 +69,7 @@ def test_case_changes_nothing_an_uncased_tokenizer_sees(sample_dir):
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     tok = AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
     assert tok.init_kwargs.get("do_lower_case", True)
@@ -160,7 +160,7 @@ def test_tiny_model_identity_and_case_flip_nothing(tiny_model_dir, sample_dir):
     """500 rows through a real (tiny, uncased-tokenizer) model: identity and case give 0 flips."""
     import pandas as pd
 
-    from cluster.models.modeling import load_classifier, predict_proba
+    from cluster.models.text import load_classifier, predict_proba
 
     model, tok, labels = load_classifier(tiny_model_dir)
     df = pd.read_parquet(sample_dir / "test.parquet").head(500)

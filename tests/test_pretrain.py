@@ -4,9 +4,11 @@ import pandas as pd
 import pytest
 
 from cluster.errors import UserError
-from cluster.models.modeling import classifier_labels, load_classifier, read_lineage
+from cluster.models.modeldir import classifier_labels, read_lineage
+from cluster.models.text import load_classifier
 from cluster.registry.record import Registry
-from cluster.specs.workloads import PretrainSpec, TextSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.workloads import PretrainSpec, TextSpec
 from jobs.pretrain import run_pretrain
 
 LABELS = ["negative", "neutral", "positive"]

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from cluster.data.scan import to_ray_dataset
+from cluster.data.shards import to_ray_dataset
 from cluster.specs.workloads import DataSpec
 
 pytestmark = pytest.mark.ray

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from cluster.data.scan import LABELS
-from cluster.models.modeling import base_model_dir, load_classifier, predict_proba
+from cluster.data.corpus import LABELS
+from cluster.models.modeldir import base_model_dir
+from cluster.models.text import load_classifier, predict_proba
 
 pytestmark = pytest.mark.real_model
 

@@ -58,7 +58,15 @@ def test_robustness_run(ray_cluster, tweets500, tiny_model_dir, tmp_path):
     assert rob["typo"]["flip_rate_ci95"] is not None and rob["typo"]["n"] == 500
     # Deterministic per seed and row, whatever the sharding.
     again = run_robustness(
-        spec_for(path, tmp_path / "b", tiny_model_dir, perturb=["typo"], rows_per_shard=37, mistakes=0)
+        spec_for(
+            path,
+            tmp_path / "b",
+            tiny_model_dir,
+            perturb=["typo"],
+            rows_per_shard=37,
+            sort_rows=37,
+            mistakes=0,
+        )
     )
     typo = again.metrics["robustness"]["perturbations"]["typo"]
     assert {k: v for k, v in typo.items() if k != "worst"} == {

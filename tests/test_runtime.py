@@ -53,7 +53,7 @@ def test_cluster_up_host_opens_the_head_to_the_network(host, node_ip, dashboard)
 
 
 def test_a_new_token_file_is_private(home):
-    from cluster.ray.runtime import ensure_auth_token, find_auth_token
+    from cluster.ray.auth import ensure_auth_token, find_auth_token
 
     ensure_auth_token()
     token = home / ".ray" / "auth_token"
@@ -65,7 +65,7 @@ def test_a_new_token_file_is_private(home):
 
 
 def test_a_readable_token_file_is_tightened_and_said(home, caplog):
-    from cluster.ray.runtime import ensure_auth_token
+    from cluster.ray.auth import ensure_auth_token
 
     token = home / ".ray" / "auth_token"
     token.parent.mkdir()

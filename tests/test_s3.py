@@ -7,16 +7,10 @@ import uuid
 import pandas as pd
 import pytest
 
-from cluster.models.modeling import resolve_model
+from cluster.models.resolve import resolve_model
 from cluster.registry.record import Registry
-from cluster.specs.workloads import (
-    DataSpec,
-    EvaluateSpec,
-    ResourcesSpec,
-    SchedulerSpec,
-    SearchSpace,
-    SweepSpec,
-)
+from cluster.specs.search_space import SearchSpace
+from cluster.specs.workloads import DataSpec, EvaluateSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from jobs.evaluate import run_evaluate
 from jobs.team import compare_runs
 from tests.test_registry_cli import assert_user_error
@@ -57,6 +51,7 @@ def test_evaluate_reads_parquet_csv_and_jsonl_from_s3_and_keeps_artifacts_there(
             data=DataSpec(path=uri),
             bootstrap=50,
             rows_per_shard=64,
+            sort_rows=64,
             precision="fp32",
         )
         results[fmt] = run_evaluate(spec)

@@ -39,7 +39,7 @@ def test_encoder_is_the_packaged_imagenet_one_and_random_init_differs():
 
 def test_directory_round_trip_through_the_shared_loaders(seg_dir):
     from cluster.models.modality import load_trained, model_modality, model_task
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     cfg = json.loads((seg_dir / "config.json").read_text())
     assert cfg["modality"] == "image" and cfg["task"] == "segmentation" and cfg["num_labels"] == 3

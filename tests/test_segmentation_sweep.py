@@ -8,17 +8,12 @@ import pytest
 from cluster.data.segmentation_sample import CLASSES, sample_segmentation_splits
 from cluster.errors import UserError
 from cluster.models.modality import load_trained
-from cluster.models.modeling import read_lineage
+from cluster.models.modeldir import read_lineage
 from cluster.models.segmenter import Segmenter
 from cluster.registry.record import Registry
-from cluster.specs.workloads import (
-    DataSpec,
-    ResourcesSpec,
-    SchedulerSpec,
-    SearchSpace,
-    SweepSpec,
-    load_spec_file,
-)
+from cluster.specs.parse import load_spec_file
+from cluster.specs.search_space import SearchSpace
+from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from jobs.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +60,7 @@ def test_bad_pairs_and_wrong_models_stop_before_any_trial(scenes, tmp_path, tiny
     masks[3] = t["image"][3].as_py()  # an RGB image where a mask belongs
     pq.write_table(t.set_column(1, "mask", pa.array(masks, pa.binary())), tmp_path / "bad.parquet")
     spec = seg_sweep(scenes, validation=DataSpec(path=str(tmp_path / "bad.parquet")))
-    from cluster.models.modeling import resolve_model
+    from cluster.models.resolve import resolve_model
 
     base = resolve_model("efficientnet-lite0")
     with pytest.raises(UserError, match="^row 3: mask has mode RGB, not a label map"):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from cluster.models.modeling import load_classifier, predict_proba
+from cluster.models.text import load_classifier, predict_proba
 from cluster.registry.record import Registry
-from cluster.specs.workloads import ServeSpec
+from cluster.specs.serve import ServeSpec
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ def other_model(tiny_model_dir, tmp_path) -> Path:
     """A second tiny model: same architecture, different weights."""
     import torch
 
-    from cluster.models.modeling import save_model_dir
+    from cluster.models.text import save_model_dir
 
     model, tok, _ = load_classifier(tiny_model_dir)
     with torch.no_grad():

@@ -28,7 +28,7 @@ def digit_pngs(n: int) -> list[bytes]:
 def served_images(ray_cluster, tiny_image_model_dir):
     from ray import serve
 
-    from cluster.specs.workloads import ServeSpec
+    from cluster.specs.serve import ServeSpec
     from jobs.deploy import deploy
     from tests.pg import free_port
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from cluster.errors import UserError
-from cluster.models.modeling import load_classifier
+from cluster.models.text import load_classifier
 
 pytestmark = pytest.mark.ray
 
@@ -133,7 +133,7 @@ def vocab_limited_model(tiny_model_dir, tmp_path) -> Path:
     passes every check and then fails inside the model, as an unforeseen bug would."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from cluster.models.modeling import save_model_dir
+    from cluster.models.text import save_model_dir
 
     config = BertConfig.from_pretrained(tiny_model_dir)
     config.vocab_size = 5000

@@ -37,7 +37,7 @@ def seg_model_dir(tmp_path_factory):
 def served_seg(ray_cluster, seg_model_dir):
     from ray import serve
 
-    from cluster.specs.workloads import ServeSpec
+    from cluster.specs.serve import ServeSpec
     from jobs.deploy import deploy
     from tests.pg import free_port
 

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from cluster.errors import UserError
-from cluster.specs.workloads import ServeSpec, load_spec
+from cluster.specs.parse import load_spec
+from cluster.specs.serve import ServeSpec
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import UserError
-from cluster.specs.workloads import DataSpec, EvaluateSpec, ServeSpec, SweepSpec
+from cluster.specs.serve import ServeSpec
+from cluster.specs.workloads import DataSpec, EvaluateSpec, SweepSpec
 from jobs.submit import PROJECT_ROOT, job_request, localize
 from jobs.upload import stage
 

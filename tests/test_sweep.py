@@ -12,18 +12,11 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import UserError
-from cluster.models.modeling import read_lineage
+from cluster.models.modeldir import read_lineage
 from cluster.registry.record import Registry
-from cluster.specs.workloads import (
-    DataSpec,
-    LogUniform,
-    ResourcesSpec,
-    SchedulerSpec,
-    SearchSpace,
-    SweepSpec,
-    load_spec,
-    load_spec_file,
-)
+from cluster.specs.parse import load_spec, load_spec_file
+from cluster.specs.search_space import LogUniform, SearchSpace
+from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from jobs.sweep import resume_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,7 +245,7 @@ def test_optuna_search_runs_seeded_tpe_trials(ray_cluster, tiny_model_dir, sampl
 def test_optuna_tpe_models_after_a_third_of_the_budget(tiny_model_dir, sample_dir):
     """Optuna's default (10 random start-up trials) would make TPE plain random search on a
     typical 4-12 trial sweep; the sampler starts modelling after a third of the budget."""
-    from cluster.tune.setup import search_alg
+    from cluster.tune.search import search_alg
 
     space = SearchSpace(learning_rate=LogUniform(loguniform=[1e-4, 1e-3]), epochs=1)
     for trials, startup in [(4, 2), (9, 3), (60, 10)]:

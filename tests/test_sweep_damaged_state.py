@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import UserError
-from cluster.specs.workloads import LogUniform, SearchSpace
+from cluster.specs.search_space import LogUniform, SearchSpace
 from tests.mn_helpers import result_rows, tiny_sweep
 
 

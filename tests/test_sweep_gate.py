@@ -3,7 +3,8 @@
 import pytest
 
 from cluster.registry.record import Registry
-from cluster.specs.workloads import DataSpec, SchedulerSpec, SearchSpace, SweepGateSpec
+from cluster.specs.search_space import SearchSpace
+from cluster.specs.workloads import DataSpec, SchedulerSpec, SweepGateSpec
 from jobs.sweep import run_sweep
 from tests.test_sweep import tiny_spec
 

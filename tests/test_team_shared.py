@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from cluster.registry.record import Registry
-from cluster.specs.workloads import ServeSpec
+from cluster.specs.serve import ServeSpec
 from tests.conftest import free_port, run_evalctl
 
 pytestmark = pytest.mark.ray

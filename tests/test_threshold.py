@@ -34,7 +34,7 @@ from cluster.stats.threshold_ci import bootstrap_ci
 
 
 def softmax32(logits: np.ndarray) -> np.ndarray:
-    """As cluster.models.modeling.predict_proba: softmax in float32, then float64."""
+    """As cluster.models.text.predict_proba: softmax in float32, then float64."""
     z = logits.astype(np.float32)
     e = np.exp(z - z.max(1, keepdims=True))
     return (e / e.sum(1, keepdims=True)).astype(np.float64)
@@ -192,7 +192,7 @@ def test_binned_replicates_give_the_exact_keys_intervals(monkeypatch):
 
 def test_predict_proba_probabilities_are_exact_float32(tiny_model_dir):
     """Why float32 keys are lossless: the model's softmax runs in float32."""
-    from cluster.models.modeling import load_classifier, predict_proba
+    from cluster.models.text import load_classifier, predict_proba
 
     model, tok, _ = load_classifier(tiny_model_dir)
     texts = [f"tweet number {i} about flights {'!' * (i % 5)}" for i in range(64)]

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from cluster.specs.workloads import SearchSpace
+from cluster.specs.search_space import SearchSpace
 from tests.mn_helpers import tiny_sweep
 
 # 40 training rows, batch 16: 3 steps; validations after steps 1, 2 and 3 (evals_per_epoch 3).
@@ -26,7 +26,8 @@ def _trial(spec, storage_root):
     (what a trial actor holds after a (re)start)."""
     from ray.train._internal.storage import StorageContext
 
-    from cluster.tune.setup import make_trainable, param_space
+    from cluster.tune.search import param_space
+    from cluster.tune.setup import make_trainable
     from cluster.tune.trial import TrialContext
     from jobs.sweep import load_splits
 

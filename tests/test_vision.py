@@ -13,7 +13,7 @@ from cluster.data.image_data import ANIMAL_LABELS, encode_png, load_animal_mnist
 from cluster.data.images import decode_images
 from cluster.errors import UserError
 from cluster.models.modality import model_modality
-from cluster.models.modeling import read_lineage
+from cluster.models.modeldir import read_lineage
 from cluster.models.saliency import explain_image
 from cluster.models.vision import (
     HEAD_KEYS,

@@ -34,7 +34,19 @@ def head_env():
 
 
 def evaluate(model, data, out, env):
-    args = ("evaluate", "--model", model, "--data", data, "--limit", 300, "--rows-per-shard", 100)
+    args = (
+        "evaluate",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--limit",
+        300,
+        "--rows-per-shard",
+        100,
+        "--sort-rows",
+        100,
+    )
     res = run_evalctl(*args, "--out", out, env=env)
     assert res.returncode == 0, res.stderr
     return res, json.loads((out / "metrics.json").read_text())

@@ -91,7 +91,7 @@ def corpus_domains():
     """load_corpus()'s rows (text, label) with their domain."""
     import pandas as pd
 
-    from cluster.data.scan import corpus_path, load_corpus
+    from cluster.data.corpus import corpus_path, load_corpus
 
     raw = pd.read_csv(corpus_path(), encoding="latin-1")
     raw = raw.assign(domain=raw_domains(raw), text=raw["text"].astype(str).str.strip())
@@ -111,7 +111,7 @@ def sample_domain_splits(out: str | Path, seed: int = 0) -> dict[str, dict[str, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cluster.data.scan import LABELS
+    from cluster.data.corpus import LABELS
 
     df = corpus_domains()
     out = Path(out)
@@ -131,8 +131,7 @@ def sample_splits_by_domain(out: str | Path, seed: int = 0) -> dict[str, dict[st
     ``out/<domain>/{train,validation,test}.parquet`` (text, label, domain). A domain's test file
     holds no text of any train file, so in-domain and out-of-domain scores are both held out.
     Returns the class counts per domain and split."""
-    from cluster.data.corpus import split_frame, write_parquet
-    from cluster.data.scan import LABELS
+    from cluster.data.corpus import LABELS, split_frame, write_parquet
 
     df = corpus_domains()  # load_corpus()'s rows in its order: the same split as sample_splits
     counts: dict[str, dict[str, dict[str, int]]] = {d: {} for d in DOMAINS}

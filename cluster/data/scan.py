@@ -17,9 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.data.corpus import LABELS, corpus_path, load_corpus, sample_splits  # noqa: F401  (re-exported)
-from cluster.data.files import FORMATS, check_columns, resolve_files  # noqa: F401
-from cluster.data.shards import ROWS_PER_SHARD, Shard, plan_shards, read_shard, to_ray_dataset  # noqa: F401
+from cluster.data.files import check_columns, resolve_files
+from cluster.data.shards import ROWS_PER_SHARD, plan_shards, read_shard
 from cluster.errors import UserError, first_items
 from cluster.specs.workloads import DataSpec
 

@@ -45,20 +45,22 @@ class Shard:
 def plan_shards(
     spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PER_SHARD
 ) -> tuple[pafs.FileSystem, list[Shard]]:
-    """Split the input into row-contiguous shards of about ``rows_per_shard`` rows, with their offsets."""
+    """Split the input into row-contiguous shards with their offsets, cut at the global multiples of
+    ``rows_per_shard`` (and at file ends) only: which rows share a shard, and so a sort group
+    (PipelineSpec.sort_rows divides rows_per_shard), is a function of the rows' positions."""
     fs, files, fmt = resolve_files(spec.path)
     shards: list[Shard] = []
     offset = 0
     for path in files:
         uri = as_uri(spec.path, fs, path)  # s3://bucket/key: a read task on any node opens it by URI
         if fmt == "parquet":
-            shards += _parquet_shards(fs, path, uri, offset, rows_per_shard)
-            offset = shards[-1].offset + shards[-1].num_rows if shards else offset
-        else:
-            n = read_file(fs, path, fmt, columns=None).num_rows
-            size = max(rows_per_shard, -(-n // MAX_PIECES_PER_TEXT_FILE))
-            shards += _pieces(uri, fmt, offset, n, size)
-            offset += n
+            groups = _row_group_sizes(fs, path, uri)
+            n, size = sum(groups), rows_per_shard
+        else:  # a CSV/JSONL piece re-reads its whole file: at most MAX_PIECES_PER_TEXT_FILE pieces
+            groups, n = None, read_file(fs, path, fmt, columns=None).num_rows
+            size = rows_per_shard * max(1, -(-n // (MAX_PIECES_PER_TEXT_FILE * rows_per_shard)))
+        shards += _aligned(uri, fmt, offset, n, size, groups)
+        offset += n
         if limit is not None and offset >= limit:
             break
     if limit is not None:
@@ -68,39 +70,33 @@ def plan_shards(
     return fs, shards
 
 
-def _parquet_shards(fs: pafs.FileSystem, fs_path: str, path: str, offset: int, size: int) -> list[Shard]:
-    """Small row groups are merged up to ``size`` rows; large ones are split into pieces.
-    ``fs_path`` is the file on ``fs``; ``path`` its location as the shards carry it."""
+def _row_group_sizes(fs: pafs.FileSystem, fs_path: str, path: str) -> list[int]:
+    """Rows of each row group of a Parquet file (``fs_path`` on ``fs``; ``path`` as errors name it)."""
     try:
         with fs.open_input_file(fs_path) as f:
             meta = pq.ParquetFile(f).metadata
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserError(f"cannot read {path} as parquet: {str(exc).splitlines()[0]}") from exc
-    shards, group, rows = [], [], 0
-    for i in range(meta.num_row_groups):
-        n = meta.row_group(i).num_rows
-        if n > size:
-            if group:
-                shards.append(Shard(path, "parquet", offset, rows, group))
-                offset, group, rows = offset + rows, [], 0
-            for piece in _pieces(path, "parquet", offset, n, size, [i]):
-                shards.append(piece)
-            offset += n
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def _aligned(uri: str, fmt: str, offset: int, n: int, size: int, groups: list[int] | None) -> list[Shard]:
+    """The shards of one file holding input rows [offset, offset + n): cut at the global multiples
+    of ``size``. Parquet shards name the row groups they overlap and where in them they start;
+    CSV/JSONL ones where in the file."""
+    bounds = [offset, *range((offset // size + 1) * size, offset + n, size), offset + n]
+    starts = list(itertools.accumulate([0, *(groups or [])]))  # row group i: [starts[i], starts[i+1])
+    shards = []
+    for lo, hi in itertools.pairwise(bounds):
+        if hi == lo:  # an empty file
             continue
-        group.append(i)
-        rows += n
-        if rows >= size:
-            shards.append(Shard(path, "parquet", offset, rows, group))
-            offset, group, rows = offset + rows, [], 0
-    if group:
-        shards.append(Shard(path, "parquet", offset, rows, group))
+        a, b = lo - offset, hi - offset  # within the file
+        if groups is None:
+            shards.append(Shard(uri, fmt, lo, hi - lo, None, a))
+            continue
+        overlap = [i for i in range(len(groups)) if starts[i] < b and starts[i + 1] > a]
+        shards.append(Shard(uri, fmt, lo, hi - lo, overlap, a - starts[overlap[0]]))
     return shards
-
-
-def _pieces(path: str, fmt: str, offset: int, n: int, size: int, groups: list[int] | None = None):
-    """Shards of ``size`` rows covering ``n`` rows that are read together."""
-    for start in range(0, n, size):
-        yield Shard(path, fmt, offset + start, min(size, n - start), groups, start)
 
 
 def _cut(shards: list[Shard], limit: int) -> list[Shard]:

@@ -70,7 +70,7 @@ def model_actors(
     address: str | None = None,
 ) -> Iterator[Actors]:
     """Start Ray (or join ``address``) and the model actors of ``model`` (a
-    cluster.models.modeling.ModelRef), not waiting for them; release or end them afterwards.
+    cluster.models.resolve.ModelRef), not waiting for them; release or end them afterwards.
     ``labels`` None: a bare encoder (drift checks)."""
     from cluster.ray.runtime import init_ray
 

@@ -43,8 +43,9 @@ class Predictor:
     ):
         import torch
 
+        from cluster.models.device import pick_device, resolve_precision
         from cluster.models.modality import load_trained
-        from cluster.models.modeling import load_encoder, pick_device, resolve_precision
+        from cluster.models.text import load_encoder
         from cluster.ray.runtime import worker_threads
 
         # Set before the warm-up pass, whose kernels are then the ones inference runs.
@@ -75,11 +76,16 @@ class Predictor:
     def modality(self) -> str:
         return "text" if self.clf is None else self.clf.modality
 
-    def probs(self, inputs) -> np.ndarray:
-        """Class probabilities (n, k) of texts, or of prepared images (uint8 (n, 3, S, S))."""
+    def probs(self, inputs, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, k) of texts, or of prepared images (uint8 (n, 3, S, S)); texts
+        batched within their sort group (``rows // sort_rows``), whatever shard brought them."""
         s = self.spec
         return self.clf.predict_proba(
-            inputs, precision=self.precision, batch_size=s.batch_size, max_length=s.max_length
+            inputs,
+            precision=self.precision,
+            batch_size=s.batch_size,
+            max_length=s.max_length,
+            groups=np.asarray(rows) // s.sort_rows,
         )
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
@@ -105,8 +111,8 @@ class Predictor:
         # taken before any bad row is skipped: a shard whose every image was skipped has them too.
         offset, n_rows = int(batch["row"][0].as_py()), batch.num_rows
         batch, inputs, bad = self._prepare(batch)
-        probs = self.probs(inputs) if self.labels is not None else None
         rows = batch["row"].to_numpy()
+        probs = self.probs(inputs, rows) if self.labels is not None else None
         y_true = None
         if probs is not None and "label" in batch.column_names:
             y_true = np.array([self.label2id[lab] for lab in batch["label"].to_pylist()], dtype=np.int64)

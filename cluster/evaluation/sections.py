@@ -57,7 +57,7 @@ def judge_gate(spec, metrics: dict, predictions: Path, baseline: dict | None) ->
 def model_lineage(model, registry) -> dict:
     """Where the model came from (its evalcluster.json), with the training data's fingerprint
     (from the lineage, else from the sweep run that made it)."""
-    from cluster.models.modeling import read_lineage
+    from cluster.models.modeldir import read_lineage
 
     lin = read_lineage(model.path)
     keep = (

@@ -36,8 +36,8 @@ class SegmentModel:
     def __init__(self, task, device: str):
         import torch
 
+        from cluster.models.device import resolve_precision
         from cluster.models.modality import load_trained
-        from cluster.models.modeling import resolve_precision
         from cluster.models.vision import prepare_for_inference
         from cluster.ray.runtime import worker_threads
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import re
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from cluster.data.storage import is_remote, is_uri, resolve
 from cluster.errors import UserError
 from cluster.registry.artifacts import ArtifactStore, dir_checksum, fetch_dir, publish, remove
+from cluster.specs.settings import settings
 
 CACHE_ENV = "EVALCLUSTER_CACHE"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -51,7 +51,7 @@ class ModelSource:
 def cache_root() -> Path:
     from cluster.registry.record import default_home
 
-    return Path(os.environ.get(CACHE_ENV) or default_home() / "cache").expanduser()
+    return (settings().cache or default_home() / "cache").expanduser()
 
 
 def fetch_model(source: ModelSource) -> tuple[Path, str | None]:

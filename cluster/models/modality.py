@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cluster.errors import UserError
+from cluster.models.modeldir import pretrained_weights_path
 
 Modality = Literal["text", "image"]
 MODALITIES = ("text", "image")
@@ -59,8 +60,6 @@ def model_task(path: str | Path) -> Task:
 
 def is_image_base(path: str | Path) -> bool:
     """The bundled ImageNet weights' directory (the base of a new image classifier)."""
-    from cluster.models.vision import pretrained_weights_path
-
     try:
         return Path(path).resolve() == pretrained_weights_path().parent.resolve()
     except UserError:
@@ -120,10 +119,13 @@ class Classifier:
     def logits(self, batch: dict):
         return self.model(**batch).logits
 
-    def predict_proba(self, inputs, *, precision: str = "fp32", batch_size: int = 64, max_length: int = 128):
-        """Probabilities (n, num_labels) float64 in input order."""
+    def predict_proba(
+        self, inputs, *, precision: str = "fp32", batch_size: int = 64, max_length: int = 128, groups=None
+    ):
+        """Probabilities (n, num_labels) float64 in input order. ``groups``: texts are batched within
+        their group only (cluster/models/text.py ``predict_proba``); images are all one size."""
         if self.modality == "text":
-            from cluster.models.modeling import predict_proba
+            from cluster.models.text import predict_proba
 
             return predict_proba(
                 self.model,
@@ -132,6 +134,7 @@ class Classifier:
                 max_length=max_length,
                 precision=precision,
                 batch_size=batch_size,
+                groups=groups,
             )
         from cluster.models.vision import predict_proba_pixels
 
@@ -142,7 +145,7 @@ class Classifier:
     def save(self, out: str | Path, lineage: dict) -> Path:
         """A model directory, written atomically (safetensors + config + evalcluster.json)."""
         if self.modality == "text":
-            from cluster.models.modeling import save_model_dir
+            from cluster.models.text import save_model_dir
 
             return save_model_dir(self.model, self.tokenizer, out, lineage)
         from cluster.models.vision import save_image_model_dir
@@ -182,7 +185,7 @@ def load_trained(path: str | Path, device: str = "cpu") -> Classifier:
 
         model = load_image_model(path, device=device)
         return Classifier("image", model, list(model.config.labels))
-    from cluster.models.modeling import load_classifier
+    from cluster.models.text import load_classifier
 
     model, tokenizer, labels = load_classifier(path, device=device)
     return Classifier("text", model, labels, tokenizer)
@@ -211,7 +214,7 @@ def load_for_training(
         return segmenter_for_training(path, labels, **start)
     if model_modality(path) == "image":
         return _image_for_training(Path(path), labels, seed, device, init, image_size)
-    from cluster.models.modeling import load_classifier
+    from cluster.models.text import load_classifier
 
     model, tokenizer, labels = load_classifier(path, labels=labels, seed=seed, device=device)
     if init == "random":

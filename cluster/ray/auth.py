@@ -13,6 +13,8 @@ import os
 import secrets
 from pathlib import Path
 
+from cluster.ray.compat import refresh_config
+
 log = logging.getLogger(__name__)
 
 
@@ -68,9 +70,7 @@ def ensure_client_auth() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
         # Ray caches its config (auth mode included) at first use: refresh it, as
         # Ray's own _enable_token_auth does, or this process keeps "disabled".
-        from ray._raylet import Config
-
-        Config.initialize("")
+        refresh_config()
 
 
 def auth_hint() -> str:

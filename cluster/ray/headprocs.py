@@ -78,18 +78,14 @@ def wait_for_job_agent(gcs_address: str, timeout_s: float = 60.0) -> bool:
     after `ray start` returns (tens of seconds on a busy machine); until then a submission,
     ours or `ray job submit`'s, is refused with a 500 "No available agent". False on timeout.
     """
-    from ray._private import ray_constants as rc
-    from ray._raylet import GcsClient
-    from ray.dashboard.consts import DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX as AGENT_KEY
-
     from cluster.ray.auth import ensure_client_auth
+    from cluster.ray.compat import head_agent_probe
 
     ensure_client_auth()
-    gcs = GcsClient(address=gcs_address)
+    registered = head_agent_probe(gcs_address)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        head = gcs.internal_kv_get(rc.KV_HEAD_NODE_ID_KEY, rc.KV_NAMESPACE_JOB)
-        if head and gcs.internal_kv_get(f"{AGENT_KEY}{head.decode()}".encode(), rc.KV_NAMESPACE_DASHBOARD):
+        if registered():
             return True
         time.sleep(0.5)
     log.warning(

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import UserError
-from cluster.ray.auth import (  # noqa: F401  (re-exported: callers use cluster.ray.runtime)
-    auth_hint,
+from cluster.ray.auth import (
     ensure_auth_token,
     ensure_client_auth,
-    find_auth_token,
 )
+from cluster.ray.compat import check_ray_version, loopback_constant_off
 from cluster.ray.logs import quiet_ray_data
 
 log = logging.getLogger(__name__)
@@ -94,6 +93,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     global _joined
     if ray.is_initialized():
         return _joined
+    check_ray_version()  # before anything reaches into Ray's private modules (cluster/ray/compat.py)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address.startswith(("http://", "https://")):
         raise UserError(
@@ -114,6 +114,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     else:  # an embedded Ray, on loopback only, with a private token file
         kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK)
         ensure_auth_token(create=os.environ.get("RAY_AUTH_MODE", "token").lower() != "disabled")
+        # Token mode said, not left to Ray's default: with RAY_AUTH_MODE unset a new local Ray turns
+        # it on too, but prints "Token authentication is enabled for this Ray cluster" on every command.
+        ensure_client_auth()
         joined = EMBEDDED
     if is_loopback(_bootstrap_host(kwargs["address"])):
         keep_loopback()
@@ -154,9 +157,7 @@ def keep_loopback() -> None:
     """Let this process and its children use 127.0.0.1 as a Ray node's address (see LOOPBACK_VAR).
     Ray reads the variable once, at import, so its constant is set too if Ray is loaded."""
     os.environ[LOOPBACK_VAR] = "0"
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None:
-        constants.ENABLE_RAY_CLUSTER = False
+    loopback_constant_off()
 
 
 def cluster_resources() -> dict[str, float]:

@@ -24,17 +24,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.specs.settings import settings
+
 NAMESPACE = "evalcluster"
 MODEL_PREFIX = "evalcluster-model-"
 POOL_PREFIX = "evalcluster-warm-pool-"
-ENV_MAX_MODELS, DEFAULT_MAX_MODELS = "EVALCLUSTER_WARM_MAX_MODELS", 2
-ENV_MAX_GIB, DEFAULT_MAX_GIB = "EVALCLUSTER_WARM_MAX_GIB", 4.0
+ENV_MAX_MODELS, ENV_MAX_GIB = (
+    "EVALCLUSTER_WARM_MAX_MODELS",
+    "EVALCLUSTER_WARM_MAX_GIB",
+)  # cluster/specs/settings.py
 LEASE_STALE_S = 120.0  # a client renews its lease every TOUCH_EVERY_S while it evaluates
 TOUCH_EVERY_S = 10.0
 REAP_EVERY_S = 5.0
@@ -98,9 +101,8 @@ def pool_name() -> str:
 
 def limits_from_env() -> tuple[int, int]:
     """(max models, max bytes) from the environment of the process that reads them."""
-    models = int(os.environ.get(ENV_MAX_MODELS) or DEFAULT_MAX_MODELS)
-    gib = float(os.environ.get(ENV_MAX_GIB) or DEFAULT_MAX_GIB)
-    return models, int(gib * 2**30)
+    s = settings()
+    return s.warm_max_models, int(s.warm_max_gib * 2**30)
 
 
 @dataclass

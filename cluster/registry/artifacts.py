@@ -31,6 +31,7 @@ import pyarrow.fs as pafs
 
 from cluster.data.storage import check_location, is_remote, is_uri, join, resolve, storage_error
 from cluster.errors import UserError
+from cluster.specs.settings import settings
 
 log = logging.getLogger(__name__)
 ENV = "EVALCLUSTER_ARTIFACTS"
@@ -46,7 +47,7 @@ class ArtifactStore:
     @classmethod
     def from_env(cls, home: str | Path) -> ArtifactStore:
         """``EVALCLUSTER_ARTIFACTS`` if set, else ``home`` (EVALCLUSTER_HOME)."""
-        root = check_location(os.environ.get(ENV, "").strip() or str(home), ENV)
+        root = check_location((settings().artifacts or "").strip() or str(home), ENV)
         if is_uri(root) and not is_remote(root):  # file://: this machine's disk, kept as a plain path
             root = resolve(root)[1]
         return cls(root)

@@ -19,34 +19,20 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from cluster.errors import UserError
-
-HEARTBEAT_PERIOD_S = 30.0
-STALE_AFTER_S = 180.0  # six missed beats: a busy or briefly partitioned process is not called dead
-ENV_PERIOD = "EVALCLUSTER_HEARTBEAT_S"  # overrides, for tests and impatient operators
-ENV_STALE = "EVALCLUSTER_STALE_AFTER_S"
+from cluster.specs.settings import settings
 
 log = logging.getLogger(__name__)
 
 
 def heartbeat_period() -> float:
-    return _env_seconds(ENV_PERIOD, HEARTBEAT_PERIOD_S)
+    """Seconds between a running run's heartbeats (EVALCLUSTER_HEARTBEAT_S)."""
+    return settings().heartbeat_s
 
 
 def stale_after() -> float:
-    return _env_seconds(ENV_STALE, STALE_AFTER_S)
-
-
-def _env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise UserError(f"{name}={raw!r} must be a positive number of seconds")
-    return value
+    """A run silent this long is stale (EVALCLUSTER_STALE_AFTER_S; six missed beats by default: a
+    busy or briefly partitioned process is not called dead)."""
+    return settings().stale_after_s
 
 
 def owner_process() -> tuple[str, int]:

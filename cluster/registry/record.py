@@ -33,6 +33,7 @@ from cluster.registry.db.schema import JSON_COLUMNS, STATUSES, aliases, models, 
 from cluster.registry.db.store import Database
 from cluster.registry.heartbeat import Heartbeat, heartbeat_period, owner_process, seconds_since, stale_reason
 from cluster.registry.provenance import default_owner, git_state, package_versions
+from cluster.specs.settings import settings
 
 __all__ = ["STATUSES", "Registry", "check_alias", "default_home", "default_owner", "new_id", "now"]
 
@@ -43,7 +44,7 @@ MAX_REF = 200  # ids are ~30 characters; a longer reference is a mistake, not a 
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("EVALCLUSTER_HOME") or Path.home() / ".evalcluster").expanduser()
+    return settings().home.expanduser()
 
 
 def now() -> str:

@@ -3,7 +3,7 @@
 Written by hand instead of with matplotlib because they are the only plots we draw and
 matplotlib cost ~1 s of CPU per report on our machine (its import, then ~0.15 s per
 figure rendered to PNG), which was most of what an evaluation spends after its last
-prediction; these take about a millisecond each (README, Performance: start-up). Each
+prediction; these take about a millisecond each (docs/benchmarks.md, Start-up). Each
 function returns one ``<svg>`` element (500 x 400, or taller for many interval rows)
 that an HTML page embeds as it is; cluster/report/figures.py draws the reports' figures with them.
 """

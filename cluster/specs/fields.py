@@ -31,7 +31,7 @@ Metric = Annotated[str, AfterValidator(_known_metric)]  # a row of cluster.stats
 
 def _slice_metric(name: str) -> str:
     if name not in slice_metrics_allowed():
-        raise ValueError(f'slice metric "{name}" is not one of {", ".join(slice_metrics_allowed())}')
+        raise ValueError(f"must be one of {', '.join(slice_metrics_allowed())}, got {name!r}")
     return name
 
 

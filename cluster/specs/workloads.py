@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from cluster.data.perturb import Perturbation, Perturbations
-from cluster.specs.fields import (  # noqa: F401  (re-exported for callers)
+from cluster.specs.fields import (
     OWNER_HELP,
     PRECISION_HELP,
     Bool,
@@ -26,22 +26,15 @@ from cluster.specs.fields import (  # noqa: F401  (re-exported for callers)
     Precision,
     SliceMetric,
 )
-from cluster.specs.parse import PathField, Spec, load_spec, load_spec_file, load_yaml  # noqa: F401
-from cluster.specs.search_space import (  # noqa: F401  (re-exported for callers)
-    DISTRIBUTIONS,
-    Choice,
+from cluster.specs.parse import PathField, Spec
+from cluster.specs.search_space import (
     Float,
-    Grid,
     Int,
-    LogUniform,
-    RandInt,
     SearchAlg,
     SearchSpace,
-    Uniform,
     check_search_alg,
 )
 from cluster.specs.segmentation import Classes, check_task, default_metric
-from cluster.specs.serve import ServeSpec  # noqa: F401  (re-exported: every spec is importable from here)
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
 from cluster.stats.metrics import metric_mode, paired_metrics, slice_metrics_allowed
 
@@ -116,7 +109,16 @@ class PipelineSpec(Spec):
     max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
     bootstrap: Int = Field(1000, ge=0, description="Poisson bootstrap replicates for the 95% CIs (0 = off).")
     limit: Int | None = Field(None, ge=1, description="Evaluate only the first N rows.")
-    rows_per_shard: Int = Field(1024, ge=1, description="Rows per shard, the unit of parallel work.")
+    rows_per_shard: Int = Field(
+        1024, ge=1, description="Rows per shard, the unit of parallel work (a multiple of --sort-rows)."
+    )
+    sort_rows: Int = Field(
+        1024,
+        ge=1,
+        description="Texts are length-sorted into batches within aligned groups of this many input rows "
+        "(row // sort_rows), so a row's batch, and its probabilities to the last bit, are the same "
+        "whatever the sharding, workers or nodes.",
+    )
     seed: Int = Field(0, ge=0, description="Bootstrap seed.")
     skip_bad_rows: Bool = Field(
         False,
@@ -131,6 +133,15 @@ class PipelineSpec(Spec):
         description="On a running Ray head or cluster: keep the model loaded for later evaluations "
         "until idle this many seconds (0 = unload when done). An embedded Ray ends with the command.",
     )
+
+    @model_validator(mode="after")
+    def _aligned_shards(self):
+        if self.rows_per_shard % self.sort_rows:
+            raise ValueError(
+                f"rows_per_shard ({self.rows_per_shard}) must be a multiple of sort_rows ({self.sort_rows}): "
+                "shards are cut only between sort groups, so no batch depends on the sharding"
+            )
+        return self
 
 
 SLICE_CANDIDATES = "length bins, URL/mention/hashtag/number/negation, frequent words, --slice-column values"

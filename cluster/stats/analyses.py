@@ -11,7 +11,7 @@ order-free, bounded in size), which the driver adds up per name and
     robustness:KIND    cluster/stats/robustness.py   clean vs perturbed predictions of the same rows
     profile, embeddings, confidence, predicted  the drift checks' inputs (:class:`DriftAnalyses`)
 
-The actor passes itself as ``runner``: ``runner.probs(texts)`` (class probabilities),
+The actor passes itself as ``runner``: ``runner.probs(texts, rows)`` (class probabilities),
 ``runner.token_ids(texts)`` and ``runner.embed(texts)`` (mean-pooled embeddings).
 """
 
@@ -87,7 +87,7 @@ class Analyses:
         return robustness_stats(
             y_true=y_true,
             probs_clean=probs,
-            probs_perturbed=perturbed_probs(runner, texts, new, probs),
+            probs_perturbed=perturbed_probs(runner, texts, new, probs, rows),
             rows=rows,
             texts=texts,
             perturbed_texts=new,
@@ -96,10 +96,13 @@ class Analyses:
         )
 
 
-def perturbed_probs(runner, texts: list[str], perturbed: list[str], probs: np.ndarray) -> np.ndarray:
+def perturbed_probs(
+    runner, texts: list[str], perturbed: list[str], probs: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
     """Probabilities of the perturbed texts. A row whose token ids did not change (an identity, or
     case changes under an uncased tokenizer) is the same model input, so it keeps its clean
-    probabilities exactly; only the others run through the model (also saving their cost)."""
+    probabilities exactly; only the others run through the model (also saving their cost), batched
+    by their input positions ``rows`` as the clean ones are."""
     out = np.array(probs, dtype=np.float64, copy=True)
     changed = [i for i, (a, b) in enumerate(zip(texts, perturbed, strict=True)) if a != b]
     if changed:
@@ -107,7 +110,7 @@ def perturbed_probs(runner, texts: list[str], perturbed: list[str], probs: np.nd
         after = runner.token_ids([perturbed[i] for i in changed])
         changed = [i for i, a, b in zip(changed, before, after, strict=True) if a != b]
     if changed:
-        out[changed] = runner.probs([perturbed[i] for i in changed])
+        out[changed] = runner.probs([perturbed[i] for i in changed], np.asarray(rows)[changed])
     return out
 
 

@@ -142,7 +142,7 @@ def _length_bin(words: int) -> str:
 @functools.lru_cache(maxsize=1)
 def wordpiece_words() -> frozenset[str]:
     """Whole-word entries of the base model's WordPiece vocabulary (no ## pieces, no [SPECIAL])."""
-    from cluster.models.modeling import base_model_dir
+    from cluster.models.modeldir import base_model_dir
 
     vocab = (base_model_dir() / "vocab.txt").read_text(encoding="utf-8").split("\n")
     return frozenset(w for w in vocab if _WORDS.fullmatch(w))

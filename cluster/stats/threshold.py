@@ -21,7 +21,7 @@ on the one-hot labels, ``top_k_accuracy_score``, ``brier_score_loss``), equal to
 Size: ``predict_proba`` computes the softmax in float32, so every probability is
 exactly a float32 (tested); keys are stored as float32 when that is lossless
 (else float64). A cell costs 21 bytes (4 key + 1 bucket + 2 x 8 counts) and a
-class holds at most min(rows, distinct values x buckets) cells; see the README
+class holds at most min(rows, distinct values x buckets) cells; see docs/benchmarks.md
 for the measured sizes. Past ``max_cells`` cells in a class, keys are coarsened
 (:mod:`cluster.stats.threshold_cells`): the result is still independent of sharding,
 ``exact`` turns False and ``roc_auc_max_error`` bounds the AUC error.

@@ -62,7 +62,7 @@ class TrainStep:
         """
         import torch
 
-        from cluster.models.modeling import autocast
+        from cluster.models.device import autocast
 
         self.model.train()
         with autocast(self.precision, self.device):

@@ -87,7 +87,7 @@ def rebuild_basic_variant(spec: SweepSpec, snapshot: dict, trainable, file_name:
     from ray.tune.experiment import Experiment
     from ray.tune.experiment.trial import Trial
 
-    from cluster.tune.setup import param_space, search_alg
+    from cluster.tune.search import param_space, search_alg
 
     trials = [Trial.from_json_state(state, stub=True) for state, _ in snapshot["trial_data"]]
     gen = search_alg(spec, spec.max_concurrent_trials or 1)
@@ -170,9 +170,9 @@ def _read(fs, fs_path: str, loader):
 
 
 def _load_snapshot(data: bytes) -> dict:
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
+    from cluster.ray.compat import load_tune_snapshot
 
-    state = _loads_with_cloudpickle(data)
+    state = load_tune_snapshot(data)
     if not state.get("trial_data"):
         raise ValueError("no trials in it")
     return state

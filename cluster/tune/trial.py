@@ -55,7 +55,7 @@ def train_trial(config: dict, *, ctx: TrialContext) -> None:
     import torch
     from ray import tune
 
-    from cluster.models.modeling import pick_device, resolve_precision
+    from cluster.models.device import pick_device, resolve_precision
     from cluster.ray.runtime import worker_threads
     from cluster.train.checkpoint import write_manifest
     from cluster.train.loop import fine_tune, prepared, steps_per_epoch
@@ -187,8 +187,8 @@ def resume_point(storage, named) -> tuple:
     Also moves the storage's checkpoint index past every directory present, so the resumed
     trial never writes into an existing one."""
     from ray.train import Checkpoint
-    from ray.train._internal.checkpoint_manager import _TrainingResult
 
+    from cluster.ray.compat import training_result
     from cluster.train.checkpoint import complete_checkpoints
 
     fs = storage.storage_filesystem
@@ -206,7 +206,7 @@ def resume_point(storage, named) -> tuple:
     metrics["training_iteration"] = manifest["iteration"] - (
         not recorded
     )  # a report sent again takes its own
-    point = _TrainingResult(checkpoint=Checkpoint(path, filesystem=fs), metrics=metrics)
+    point = training_result(Checkpoint(path, filesystem=fs), metrics)
     return point, None if recorded else dict(manifest["metrics"])
 
 

@@ -4,7 +4,7 @@ small team record, including an alias and an owner that today's listings must es
 Reproduce (from the repository root)::
 
     mkdir -p /tmp/legacy/cluster && touch /tmp/legacy/cluster/__init__.py
-    git show 32d0bcc:cluster/registry/record.py > /tmp/legacy/cluster/registry.py
+    git show 32d0bcc:cluster/registry.py > /tmp/legacy/cluster/registry.py
     git show 32d0bcc:cluster/errors.py > /tmp/legacy/cluster/errors.py
     cp tests/data/make_registry_main.py /tmp/legacy/ && cd /tmp/legacy
     python make_registry_main.py home   # -> home/registry.db

@@ -7,7 +7,6 @@ or by ``EVALCLUSTER_DB_FILE``, a file holding that URL (a mounted Kubernetes Sec
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from cluster.errors import UserError
+from cluster.specs.settings import settings
 
 ENV_URL = "EVALCLUSTER_DB"
 ENV_URL_FILE = "EVALCLUSTER_DB_FILE"
@@ -77,8 +77,9 @@ def resolve(home: Path) -> Target:
 
 def configured_url() -> tuple[str | None, str]:
     """(URL text, where it came from) from EVALCLUSTER_DB / EVALCLUSTER_DB_FILE; (None, "") if unset."""
-    url = os.environ.get(ENV_URL, "").strip()
-    url_file = os.environ.get(ENV_URL_FILE, "").strip()
+    s = settings()
+    url = s.db.get_secret_value().strip() if s.db else ""
+    url_file = str(s.db_file).strip() if s.db_file else ""
     if url and url_file:
         raise UserError(f"both {ENV_URL} and {ENV_URL_FILE} are set; set one of them")
     if url:
