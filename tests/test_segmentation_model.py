@@ -136,3 +136,21 @@ def test_training_start_refuses_a_classifier_and_checks_classes(seg_dir, tiny_im
         load_for_training(seg_dir, ["background", "cat"], task="segmentation")
     fresh = load_for_training(seg_dir, CLASSES, init="random", image_size=32, task="segmentation")
     assert fresh.model.origin["init"] == "random"
+
+
+def test_the_decoder_trains_at_its_own_rate_and_classifiers_are_unchanged(tiny_image_model_dir):
+    from cluster.models.vision import load_image_model
+    from cluster.train.step import make_optimizer
+
+    model = new_segmentation_model(CLASSES, pretrained=False, image_size=32)
+    opt, _ = make_optimizer(model, TrialParams(learning_rate=1e-3, decoder_lr_scale=10.0), 100)
+    decoder = {id(p) for p in model.decoder.parameters()}
+    for group in opt.param_groups:
+        fast = {id(p) in decoder for p in group["params"]}
+        assert len(fast) <= 1  # a group is all decoder or all encoder
+        assert group["initial_lr"] == pytest.approx(1e-2 if fast == {True} else 1e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    clf_opt, _ = make_optimizer(
+        load_image_model(tiny_image_model_dir), TrialParams(learning_rate=1e-3, decoder_lr_scale=10.0), 100
+    )
+    assert len(clf_opt.param_groups) == 2 and {g["initial_lr"] for g in clf_opt.param_groups} == {1e-3}
