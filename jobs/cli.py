@@ -42,6 +42,7 @@ LAZY = {
     "models": ("jobs.registry_cli", "models_app"),
     "db": ("jobs.registry_cli", "db_app"),
     "cluster": ("jobs.cluster_cli", "cluster_app"),
+    "ui": ("jobs.ui_cli", "command"),
 }
 
 

@@ -69,7 +69,7 @@ def deploy(
             "(fine-tune it with `evalctl sweep` first)"
         )
     phases.mark("resolved")
-    address = _join(address, start_head)
+    address = join_cluster(address, start_head)
     phases.mark("connected")
     remote_host = _remote_host(address)
     start_serve("0.0.0.0" if remote_host else spec.host, spec.port)
@@ -119,7 +119,9 @@ def _replica_args(spec: ServeSpec, ref, registry, key_sha256: str | None) -> dic
     }
 
 
-def _join(address: str | None, start_head: bool) -> str | None:
+def join_cluster(address: str | None, start_head: bool) -> str | None:
+    """Join the cluster at ``address`` (None: RAY_ADDRESS, else the local head, started if none runs
+    and ``start_head``: Serve must outlive the command); returns the address joined."""
     from cluster.ray.runtime import head_running, head_up, init_ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None

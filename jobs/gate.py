@@ -83,14 +83,13 @@ def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path
 def paired_with(baseline: dict, predictions: str, labels: list[str], gate: GateSpec, seed: int = 0) -> dict:
     """The gated run's predictions (a path or URI) against the baseline's, row by row (baseline = A,
     run = B); both stream from wherever they are kept (a directory, or the artifact store)."""
-    from cluster.registry.artifacts import open_input
+    from cluster.registry.predictions import open_predictions, run_predictions
     from cluster.stats.compare import compare_predictions, mcnemar_exact
 
-    with (
-        open_input(join(baseline["artifact_path"], "predictions.parquet"), "predictions") as pa_,
-        open_input(str(predictions), "predictions") as pb_,
-    ):
-        counts, diffs = compare_predictions(pa_, pb_, labels, gate.gate_bootstrap, seed)
+    base = run_predictions(baseline["artifact_path"])
+    counts, diffs = compare_predictions(
+        base, open_predictions(str(predictions)), labels, gate.gate_bootstrap, seed
+    )
     return {
         "baseline": baseline["id"],
         "baseline_model": baseline["model_id"],

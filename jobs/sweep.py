@@ -113,14 +113,15 @@ def check_gate_baseline(spec: SweepSpec, registry: Registry) -> None:
 
 def promote_best(spec: SweepSpec, model_id: str, registry: Registry) -> dict:
     """Point ``best`` at the new model, unless the sweep's gate fails; says why not."""
+    moved = {"by": spec.owner, "via": "sweep", "note": f"sweep {spec.name}"}
     if spec.gate is None:
-        registry.set_alias("best", model_id)
+        registry.set_alias("best", model_id, **moved)
         return {"best_alias": f"best -> {model_id}"}
     from jobs.sweep_gate import gate_model
 
     gate = gate_model(spec, model_id, registry)
     if gate["passed"]:
-        registry.set_alias("best", model_id)
+        registry.set_alias("best", model_id, **{**moved, "note": f"sweep {spec.name}, gate passed"})
         return {"gate": gate, "best_alias": f"best -> {model_id} (gate passed)"}
     failed = "; ".join(c["line"].split("  ", 1)[1] for c in gate["conditions"] if not c["passed"])
     held = registry.resolve_model("best")

@@ -1,4 +1,7 @@
-"""The team's shared record: leaderboard, paired comparison of two runs, reports.
+"""The team's shared record at the command line: leaderboard, paired comparison of two runs, reports.
+
+The ranking and the comparison are cluster/registry/leaderboard.py and comparison.py (the
+dashboard shows the same); this module prints them and writes the side-by-side report.
 
 evalctl leaderboard [--data PATH | --dataset FINGERPRINT] [--metric f1_macro]
 evalctl compare RUN_A RUN_B [--json]
@@ -15,47 +18,17 @@ import typer
 from rich.table import Table
 
 from cluster.data.storage import is_remote, join
-from cluster.errors import UserError, did_you_mean
-from cluster.registry.artifacts import exists, fetch_file, open_input, read_text
+from cluster.errors import UserError
+from cluster.registry import comparison
+from cluster.registry.artifacts import exists, fetch_file
+from cluster.registry.leaderboard import leaderboard
 from cluster.registry.record import Registry
 from cluster.specs.workloads import CompareSpec, LeaderboardSpec
-from cluster.stats.metrics import metric_info
 from jobs.entry import console
 from jobs.registry_cli import cell
 from jobs.spec_cli import Workload, options, spec_command
 
 # ------------------------------------------------------------------ leaderboard
-
-
-def leaderboard(
-    registry: Registry, fingerprint: str | None, metric: str, perturbation: str | None = None
-) -> dict[str, list[dict]]:
-    """Finished evaluation runs grouped by dataset fingerprint, each group ranked by ``metric``.
-
-    With ``perturbation``: robustness runs instead, grouped by dataset and perturbation rate,
-    ranked by ``metric`` under that perturbation (each row keeps its clean score, change and flip rate).
-    """
-    info = metric_info(metric)  # an unknown metric is an error even before any run exists
-    kind = "robustness" if perturbation else "evaluate"
-    runs = registry.list_runs(kind=kind, status="finished", dataset_fingerprint=fingerprint)
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        m = r["metrics"] or {}
-        if perturbation:
-            rob = m.get("robustness", {})
-            per = rob.get("perturbations", {}).get(perturbation)
-            if per is None or not isinstance(per.get(metric), float):
-                continue
-            r = {**r, "score": per[metric], "perturbed": per, "rate": rob["rate"]}
-            key = f"{r['dataset_fingerprint']} @ rate {rob['rate']}"
-        elif isinstance(m.get(metric), float):
-            r, key = {**r, "score": m[metric]}, r["dataset_fingerprint"]
-        else:
-            continue
-        groups.setdefault(key, []).append(r)
-    for rows in groups.values():
-        rows.sort(key=lambda r: r["score"], reverse=info.higher_is_better)
-    return groups
 
 
 def show_leaderboard(spec: LeaderboardSpec, as_json: bool = False) -> None:
@@ -155,51 +128,11 @@ def compare_runs(
     replicates: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """Paired comparison of two evaluation runs of the same dataset; writes a side-by-side report."""
-    from cluster.stats.compare import compare_predictions, mcnemar_exact, verdict
-
-    a, b = (_evaluation(registry, ref) for ref in (ref_a, ref_b))
-    if a["dataset_fingerprint"] != b["dataset_fingerprint"]:
-        raise UserError(
-            f"{a['id']} and {b['id']} evaluated different datasets "
-            f"({a['dataset_fingerprint']} vs {b['dataset_fingerprint']}); compare runs on the same data"
-        )
-    ma, mb = (json.loads(read_text(join(r["artifact_path"], "metrics.json"), "metrics")) for r in (a, b))
-    if ma["labels"] != mb["labels"]:
-        raise UserError(f"the models predict different labels ({ma['labels']} vs {mb['labels']})")
-    # Both runs' predictions stream from wherever they are kept (a directory, or the artifact store).
-    with (
-        open_input(join(a["artifact_path"], "predictions.parquet"), "predictions") as pa_,
-        open_input(join(b["artifact_path"], "predictions.parquet"), "predictions") as pb_,
-    ):
-        counts, diffs = compare_predictions(pa_, pb_, ma["labels"], replicates, seed)
-    if metric not in diffs:
-        raise UserError(
-            f'cannot compare on "{metric}"{did_you_mean(metric, diffs)}; choose from {", ".join(diffs)}'
-        )
-    p = mcnemar_exact(counts.b, counts.c)
-    result = {
-        "a": a["id"],
-        "b": b["id"],
-        "model_a": a["model_id"],
-        "model_b": b["model_id"],
-        "dataset": a["dataset_fingerprint"],
-        "n": int(counts.cm_a.sum()),
-        "metrics": diffs,
-        "mcnemar": {"a_right_b_wrong": counts.b, "a_wrong_b_right": counts.c, "p_value": p},
-        "verdict": verdict(metric, diffs[metric], p),
-    }
+    """Paired comparison of two evaluation runs of the same dataset (cluster/registry/comparison.py);
+    writes a side-by-side report."""
+    result, ma, mb = comparison.compare_runs(registry, ref_a, ref_b, metric, replicates, seed)
     result["report"] = str(_write_compare_report(registry, result, ma, mb))
     return result
-
-
-def _evaluation(registry: Registry, ref: str) -> dict:
-    run = registry.get_run(ref)
-    if run["kind"] != "evaluate" or run["status"] != "finished":
-        raise UserError(
-            f"run {run['id']} is a {run['status']} {run['kind']} run; compare finished evaluations"
-        )
-    return run
 
 
 def _write_compare_report(registry: Registry, result: dict, ma: dict, mb: dict) -> Path:

@@ -9,6 +9,7 @@ A screenshot of the whole page is written next to the report for a person to loo
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
@@ -58,5 +59,37 @@ def assert_renders(path: Path, min_figures: int) -> dict:
     assert found["errors"] == [], found["errors"]
     assert len(found["figures"]) >= min_figures, found["figures"]
     bad = [f for f in found["figures"] if not (f["drawn"] > 0 and f["visible"])]
+    assert not bad, bad
+    return found
+
+
+@contextmanager
+def browser_page(width: int = 1280, height: int = 900):
+    """A headless Chromium page; yields (page, problems): console errors, uncaught exceptions and
+    any dialog (an alert() would mean injected script ran), as they happen."""
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+
+            def dialog(d):
+                problems.append(f"dialog: {d.message}")
+                d.dismiss()
+
+            page.on("dialog", dialog)
+            yield page, problems
+        finally:
+            browser.close()
+
+
+def laid_out_figures(page) -> list[dict]:
+    """The page's figures (FIGURES), asserted drawn and visible."""
+    found = page.eval_on_selector_all("figure.fig", FIGURES)
+    bad = [f for f in found if not (f["drawn"] > 0 and f["visible"])]
     assert not bad, bad
     return found

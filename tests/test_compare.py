@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from cluster.errors import UserError
+from cluster.registry.leaderboard import leaderboard
 from cluster.registry.record import Registry
 from cluster.stats.compare import differences, mcnemar_exact, paired_counts
 from cluster.stats.metrics import poisson_weights
-from jobs.team import compare_runs, leaderboard
+from jobs.team import compare_runs
 from tests.registry_helpers import fake_eval
 
 LABELS = ["negative", "neutral", "positive"]

@@ -59,9 +59,10 @@ def manifests():
 
 
 def core_schema(kind: str) -> dict:
-    """Strict schemas of the core kinds our manifests use, built from the Kubernetes schemas that
-    KubeRay's CRDs embed: a Service (RayCluster's headService), a pod template (headGroupSpec.template),
-    a PersistentVolumeClaim spec (a pod volume's ephemeral.volumeClaimTemplate.spec), a label selector."""
+    """Strict schemas of the core kinds our manifests use (Service, StatefulSet, Deployment), built from
+    the Kubernetes schemas that KubeRay's CRDs embed: a Service (RayCluster's headService), a pod
+    template (headGroupSpec.template), a PersistentVolumeClaim spec (a pod volume's
+    ephemeral.volumeClaimTemplate.spec), a label selector."""
     head = crd_schema("RayCluster")["properties"]["spec"]["properties"]["headGroupSpec"]["properties"]
     if kind == "Service":
         return {**head["headService"], "required": ["apiVersion", "kind", "metadata", "spec"]}
@@ -72,6 +73,9 @@ def core_schema(kind: str) -> dict:
     selector = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["items"]["properties"][
         "labelSelector"
     ]
+    if kind == "Deployment":
+        return _workload("Deployment", {"replicas": {"type": "integer", "minimum": 0}, "selector": selector,
+                                        "template": template}, ["selector", "template"])  # fmt: skip
     assert kind == "StatefulSet"
     spec = {
         "serviceName": {"type": "string"},
@@ -80,18 +84,23 @@ def core_schema(kind: str) -> dict:
         "template": template,
         "volumeClaimTemplates": {"type": "array", "items": claim},
     }
+    return _workload("StatefulSet", spec, ["selector", "template", "serviceName"])
+
+
+def _workload(kind: str, spec: dict, required: list[str]) -> dict:
+    """An apps/v1 ``kind`` whose spec has exactly the properties ``spec`` (strict)."""
     return {
         "type": "object",
         "additionalProperties": False,
         "required": ["apiVersion", "kind", "metadata", "spec"],
         "properties": {
             "apiVersion": {"const": "apps/v1"},
-            "kind": {"const": "StatefulSet"},
+            "kind": {"const": kind},
             "metadata": {"type": "object"},
             "spec": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["selector", "template", "serviceName"],
+                "required": required,
                 "properties": spec,
             },
         },
@@ -116,6 +125,10 @@ def test_strict_validation_catches_a_misspelled_field():
     service["spec"]["port"] = 5432
     with pytest.raises(jsonschema.ValidationError, match="'port'"):
         jsonschema.validate(service, core_schema("Service"))
+    _, deployment = yaml.safe_load_all((K8S / "ui.yaml").read_text())
+    deployment["spec"]["replica"] = 2
+    with pytest.raises(jsonschema.ValidationError, match="'replica'"):
+        jsonschema.validate(deployment, core_schema("Deployment"))
 
 
 def pods(doc):
@@ -236,3 +249,45 @@ def test_image_tags_match_the_pinned_ray_version():
             assert version == ray.__version__, path.name
         for tag in re.findall(r"image: (evalcluster\S+)", text):
             assert f"ray{ray.__version__}" in tag, (path.name, tag)
+
+
+def test_dashboard_is_a_non_root_deployment_on_the_team_record_with_its_tokens_from_a_secret():
+    """k8s/ui.yaml: `evalctl ui` on 0.0.0.0 (which needs the access token, from a Secret), the registry
+    URL and S3 keys from the same Secrets as the Ray pods, probes on /healthz, nothing secret inline."""
+    import typer
+
+    from jobs.ui_cli import command
+
+    service, deployment = yaml.safe_load_all((K8S / "ui.yaml").read_text())
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+    (c,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"]
+    assert c["resources"]["limits"] and c["resources"]["requests"]
+    argv = c["command"]
+    assert argv[:4] == ["python", "-m", "jobs.cli", "ui"]
+    app = typer.Typer()
+    app.command()(command)
+    params = typer.main.get_command(app).make_context("ui", argv[4:], resilient_parsing=False).params
+    port = next(p for p in c["ports"] if p["name"] == "http")["containerPort"]
+    assert params["host"] == "0.0.0.0" and params["port"] == port == service["spec"]["ports"][0]["port"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    env = {e["name"]: e for e in c["env"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    secrets = volumes_of(pod, "secret")
+    for var, secret, key in (
+        ("EVALCLUSTER_DB_FILE", "evalcluster-db", "url"),
+        ("EVALCLUSTER_UI_TOKEN_FILE", "evalcluster-ui", "token"),
+        ("EVALCLUSTER_UI_WRITE_TOKEN_FILE", "evalcluster-ui", "write_token"),
+    ):
+        folder, name = env[var]["value"].rsplit("/", 1)
+        assert name == key and mounts[folder]["readOnly"] is True
+        assert secrets[mounts[folder]["name"]] == {"secretName": secret, "defaultMode": 0o440}
+    assert mounts[env["EVALCLUSTER_HOME"]["value"]]["name"] in volumes_of(pod, "emptyDir")
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "evalcluster-s3"
+    for name, e in env.items():
+        if any(w in name for w in ("SECRET", "PASSWORD", "KEY")) or name.endswith("TOKEN"):
+            assert "value" not in e, name

@@ -19,6 +19,7 @@ import cluster.registry.record as registry_module
 from cluster.errors import UserError
 from cluster.registry.db.schema import VERSION_TABLE, runs
 from cluster.registry.heartbeat import stale_reason
+from cluster.registry.queries import alias_moves
 from cluster.registry.record import Registry
 from tests.registry_helpers import start_writer, writers_context
 
@@ -273,8 +274,8 @@ def _stuck_in_a_transaction(home, ready):
     """Insert a run, a model and an alias in one transaction, then wait to be killed before COMMIT."""
     from sqlalchemy import insert
 
+    from cluster.registry import aliases
     from cluster.registry.db.schema import models
-    from cluster.registry.record import _upsert_alias
 
     reg = Registry(home)
     with reg.database.write() as conn:
@@ -287,7 +288,7 @@ def _stuck_in_a_transaction(home, ready):
         }
         conn.execute(insert(runs).values(**row, spec="{}"))
         conn.execute(insert(models).values(id="m-half", path="/half", created_at=LONG_AGO))
-        conn.execute(_upsert_alias(conn.dialect.name, "best", "m-half"))
+        aliases.move(conn, "best", "m-half", LONG_AGO, "w", "test")  # the alias and its history row
         ready.set()
         time.sleep(600)
 
@@ -305,6 +306,7 @@ def test_writer_killed_mid_transaction_leaves_no_partial_record(tmp_path):
     reg = Registry(tmp_path)
     assert reg.list_runs() == [] and [m["id"] for m in reg.list_models()] == [before]
     assert reg.resolve_model("best")["id"] == before
+    assert [m["to_model"] for m in alias_moves(reg.database, "best")] == [before]  # no half-move
     after = reg.register_model("/m1")  # nothing is left locked: the next writer goes straight through
     assert reg.set_alias("best", after) == after
 
@@ -317,7 +319,7 @@ def test_schema_newer_than_the_code_is_refused(tmp_path):
     run_id = reg.start_run("evaluate", {})
     raw_sql(reg, f"UPDATE {VERSION_TABLE} SET version_num = '9999'")
     with pytest.raises(
-        UserError, match="is at schema revision 9999, newer than this code \\(which knows up to 0003\\)"
+        UserError, match="is at schema revision 9999, newer than this code \\(which knows up to 0004\\)"
     ):
         Registry(tmp_path).get_run(run_id)
 
@@ -340,7 +342,7 @@ def test_pending_upgrade_automatic_on_sqlite_explicit_on_postgresql(tmp_path, ba
     reg.close()
     if backend == "postgresql":
         with pytest.raises(
-            UserError, match="at schema revision 0001, this code needs 0003: run `evalctl db upgrade`"
+            UserError, match="at schema revision 0001, this code needs 0004: run `evalctl db upgrade`"
         ):
             Registry(tmp_path).get_run(run_id)
         Database.open(tmp_path, upgrade=True).close()

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from cluster.data.perturb import perturb
+from cluster.registry.leaderboard import leaderboard
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, RobustnessSpec
 from jobs.robustness import run_robustness
-from jobs.team import leaderboard
 from tests.browser import assert_renders
 
 

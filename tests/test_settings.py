@@ -7,13 +7,17 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import UserError
-from cluster.specs.settings import API_KEY_VARIABLES, PREFIX, Settings, settings
+from cluster.specs.settings import API_KEY_VARIABLES, PREFIX, UI_TOKEN_VARIABLES, Settings, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = [
     p for d in ("cluster", "jobs", "serve", "ui") if (ROOT / d).is_dir() for p in (ROOT / d).rglob("*.py")
 ]
-KNOWN = {PREFIX + name.upper() for name in Settings.model_fields} | set(API_KEY_VARIABLES)
+KNOWN = (
+    {PREFIX + name.upper() for name in Settings.model_fields}
+    | set(API_KEY_VARIABLES)
+    | set(UI_TOKEN_VARIABLES)
+)
 
 
 def test_every_variable_named_in_the_code_or_docs_is_a_setting():

@@ -83,8 +83,11 @@ def model_lineage(model, registry) -> dict:
 
 def headline_extras(metrics: dict) -> dict:
     """What the registry keeps besides the metric table: the gate's verdict, the weak slices'
-    names and, for a robustness run, each perturbation's scores."""
+    names, the slice column's per-value scores (leaderboards rank them: cluster/registry/scores.py)
+    and, for a robustness run, each perturbation's scores."""
     out = {}
+    if "slices" in metrics:
+        out["slices"] = {name: _slice_digest(s) for name, s in metrics["slices"]["slices"].items()}
     if "gate" in metrics:
         out["gate"] = {"passed": metrics["gate"]["passed"], "baseline": metrics["gate"]["baseline"]}
     if "auto_slices" in metrics:
@@ -92,6 +95,15 @@ def headline_extras(metrics: dict) -> dict:
     if "robustness" in metrics:
         out["robustness"] = robustness_digest(metrics["robustness"])
     return out
+
+
+def _slice_digest(s: dict) -> dict:
+    """A slice's size, headline count scores (accuracy, macro F1, ...) and their intervals."""
+    from cluster.stats.metrics import metric_names
+
+    kept = {k: s[k] for k in metric_names(family="counts", headline=True) if k in s}
+    ci = {k: s["ci95"][k] for k in kept if k in s.get("ci95", {})}
+    return {"n": s.get("n"), **kept, "ci95": ci}
 
 
 def robustness_digest(rob: dict) -> dict:

@@ -24,15 +24,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cluster.errors import UserError, did_you_mean, printable
-from cluster.registry.db.schema import JSON_COLUMNS, STATUSES, aliases, models, runs
+from cluster.registry import aliases as alias_moves
+from cluster.registry.db.schema import STATUSES, aliases, decode_row, models, runs
 from cluster.registry.db.store import Database
 from cluster.registry.heartbeat import Heartbeat, heartbeat_period, owner_process, seconds_since, stale_reason
 from cluster.registry.provenance import default_owner, git_state, package_versions
+from cluster.registry.queries import RunFilter
+from cluster.registry.scores import finish_scored, score_rows
 from cluster.specs.settings import settings
 
 __all__ = ["STATUSES", "Registry", "check_alias", "default_home", "default_owner", "new_id", "now"]
@@ -146,21 +148,21 @@ class Registry:
             raise UserError(f'run id "{_shown(run_id)}" is already taken') from exc
         return run_id
 
-    def finish_run(
-        self,
-        run_id: str,
-        metrics: dict | None = None,
-        artifact_path: str | None = None,
-        model_id: str | None = None,
-    ) -> None:
-        """running -> finished, once; afterwards the record is immutable."""
-        self._transition(
-            run_id,
-            "finished",
-            metrics=json.dumps(metrics, default=str) if metrics is not None else None,
-            artifact_path=artifact_path,
-            model_id=model_id,
-        )
+    def finish_run(self, run_id: str, metrics=None, artifact_path: str | None = None, model_id=None) -> None:
+        """running -> finished, once; afterwards the record is immutable. An evaluation's scores
+        (cluster/registry/scores.py) are written in the same transaction."""
+        encoded = json.dumps(metrics, default=str) if metrics is not None else None
+        values = {"metrics": encoded, "artifact_path": artifact_path, "model_id": model_id}
+        rows = score_rows(metrics)
+        if not rows:  # one statement: autocommit on PostgreSQL, no BEGIN/COMMIT round trips
+            self._transition(run_id, "finished", **values)
+            return
+        values = {
+            "finished_at": now(),
+            **{k: v for k, v in values.items() if v is not None},
+        }
+        if not finish_scored(self.database, run_id, values, rows):
+            raise RuntimeError(_NOT_RUNNING.format(run_id=run_id))
 
     def fail_run(self, run_id: str, error: str) -> None:
         """running -> failed (a no-op for a run that already ended)."""
@@ -174,9 +176,7 @@ class Registry:
         }
         changed = self.database.write_one(_UPDATE_RUNNING, {"run_id": run_id, **values}) == 1
         if not changed and strict:
-            raise RuntimeError(
-                f"run {run_id} is not running (it ended, or was marked failed); finished runs are immutable"
-            )
+            raise RuntimeError(_NOT_RUNNING.format(run_id=run_id))
         return changed
 
     def beat(self, run_id: str) -> bool:
@@ -249,7 +249,7 @@ class Registry:
             raise UserError(f'no run "{shown}" in {self._where()}{did_you_mean(shown, self._run_ids())}')
         if len(rows) > 1:
             raise UserError(f'run "{_shown(ref)}" is ambiguous: {", ".join(r.id for r in rows[:5])}')
-        return _decode(rows[0])
+        return decode_row(rows[0])
 
     def list_runs(
         self,
@@ -260,20 +260,13 @@ class Registry:
         dataset_fingerprint: str | None = None,
         limit: int | None = None,
     ) -> list[dict]:
-        """Runs, newest first, filtered by the given fields."""
-        stmt = select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
-        for col, val in [
-            (runs.c.owner, owner),
-            (runs.c.kind, kind),
-            (runs.c.status, status),
-            (runs.c.dataset_fingerprint, dataset_fingerprint),
-        ]:
-            if val is not None:
-                stmt = stmt.where(col == val)
+        """Runs, newest first, filtered by the given fields (cluster/registry/queries.py RunFilter)."""
+        where = RunFilter(owner=owner, kind=kind, status=status, dataset=dataset_fingerprint)
+        stmt = where.where(select(runs)).order_by(runs.c.created_at.desc(), runs.c.id.desc())
         if limit:
             stmt = stmt.limit(int(limit))
         with self.database.read() as conn:
-            return [_decode(r) for r in conn.execute(stmt)]
+            return [decode_row(r) for r in conn.execute(stmt)]
 
     def _run_ids(self) -> list[str]:
         with self.database.read() as conn:
@@ -306,22 +299,24 @@ class Registry:
             raise UserError(f'model id "{_shown(model_id)}" is already taken') from exc
         return model_id
 
-    def set_alias(self, name: str, model_ref: str) -> str:
-        """Point alias ``name`` (e.g. best, serving) at a model id or another alias."""
+    def set_alias(self, name: str, model_ref: str, *, by: str | None = None, via="cli", note=None) -> str:
+        """Point alias ``name`` (e.g. best, serving) at a model id or another alias; the move is
+        recorded in the alias's history (``by``: who, default the OS user; ``via``: which tool)."""
         check_alias(name)
         row = self.resolve_model(model_ref)
         if row is None:
             shown = _shown(model_ref)
             raise UserError(f'no registered model "{shown}"{did_you_mean(shown, self.model_names())}')
-        self.database.write_one(_upsert_alias(self.database.engine.dialect.name, name, row["id"]))
+        with self.database.write() as conn:
+            alias_moves.move(conn, name, row["id"], now(), by or default_owner(), via, note)
         return row["id"]
 
-    def remove_alias(self, name: str) -> str:
-        """Remove alias ``name`` (the model stays registered); returns the model id it pointed at."""
+    def remove_alias(self, name: str, *, by: str | None = None, via="cli", note=None) -> str:
+        """Remove alias ``name`` (the model stays registered; the removal is recorded in its history);
+        returns the model id it pointed at."""
         check_ref(name, "alias")
-        stmt = delete(aliases).where(aliases.c.name == name).returning(aliases.c.model_id)
         with self.database.write() as conn:
-            model_id = conn.execute(stmt).scalar()
+            model_id = alias_moves.drop(conn, name, now(), by or default_owner(), via, note)
         if model_id is None:
             known = [a for a in self.model_names() if not a.startswith("m-")]
             shown = _shown(name)
@@ -344,13 +339,13 @@ class Registry:
                 prefix = models.c.id.startswith(ref, autoescape=True)
                 rows = conn.execute(select(models).where(prefix).limit(2)).all()
                 row = rows[0] if len(rows) == 1 else None
-        return _decode(row) if row else None
+        return decode_row(row) if row else None
 
     def model_at(self, path: str) -> dict | None:
         """The newest model registered at ``path`` (a directory or URI), or None."""
         with self.database.read() as conn:
             row = conn.execute(_MODEL_AT, {"path": str(path)}).first()
-        return _decode(row) if row else None
+        return decode_row(row) if row else None
 
     def list_models(self) -> list[dict]:
         """Models, newest first; ``aliases`` is their comma-joined alias names (None without any)."""
@@ -360,7 +355,7 @@ class Registry:
         names: dict[str, list[str]] = {}
         for model_id, name in pairs:
             names.setdefault(model_id, []).append(name)
-        return [{**_decode(r), "aliases": ",".join(names.get(r.id, [])) or None} for r in rows]
+        return [{**decode_row(r), "aliases": ",".join(names.get(r.id, [])) or None} for r in rows]
 
     def model_names(self) -> list[str]:
         """Aliases and ids, for "did you mean" and error messages."""
@@ -374,26 +369,10 @@ class Registry:
 # start+finish pair cost 2.0-2.4 ms of client CPU with values baked into each statement, 0.8 ms so).
 # The SET columns of an UPDATE come from the parameters it is executed with.
 _UPDATE_RUNNING = update(runs).where(runs.c.id == bindparam("run_id"), runs.c.status == "running")
+_NOT_RUNNING = "run {run_id} is not running (it ended, or was marked failed); finished runs are immutable"
 _RUN_BY_ID = select(runs).where(runs.c.id == bindparam("ref"))
 _MODEL_AT = select(models).where(models.c.path == bindparam("path")).order_by(models.c.created_at.desc())
 # The model an alias points at, else the model with that id (an alias wins, as it always has);
 # one round trip, and the scalar subquery lets both lookups use their primary keys.
 _ALIASED = select(aliases.c.model_id).where(aliases.c.name == bindparam("ref")).scalar_subquery()
 _MODEL_BY_ALIAS_OR_ID = select(models).where(models.c.id == func.coalesce(_ALIASED, bindparam("ref")))
-
-
-def _upsert_alias(dialect: str, name: str, model_id: str):
-    stmt = (postgresql if dialect == "postgresql" else sqlite).insert(aliases)
-    stmt = stmt.values(name=name, model_id=model_id, updated_at=now())
-    return stmt.on_conflict_do_update(
-        index_elements=[aliases.c.name],
-        set_={"model_id": stmt.excluded.model_id, "updated_at": stmt.excluded.updated_at},
-    )
-
-
-def _decode(row) -> dict:
-    d = dict(row._mapping)
-    for key in JSON_COLUMNS:
-        if d.get(key):
-            d[key] = json.loads(d[key])
-    return d

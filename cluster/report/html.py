@@ -67,24 +67,26 @@ def render(m: dict) -> str:
         .render(
             m=m,
             title=title,
-            metric_rows=_metric_rows(m),
-            fig=_figures(m),
+            metric_rows=metric_rows(m),
+            fig=report_figures(m),
             mistakes=[
                 {**p, "examples": [_with_tokens(e) for e in p["examples"]]} for p in m.get("mistakes", [])
             ],
-            lineage=_lineage(m.get("lineage") or {}),
-            timings=_timings(m.get("timings") or {}),
+            lineage=lineage_rows(m.get("lineage") or {}),
+            timings=timing_rows(m.get("timings") or {}),
         )
     )
 
 
-def _metric_rows(m: dict) -> list[dict]:
+def metric_rows(m: dict) -> list[dict]:
+    """The headline and threshold metrics a run has: display name, value, 95% CI (report and dashboard)."""
     ci = m.get("ci95", {})
     names = [k for k in METRICS if k in m and (METRICS[k].headline or METRICS[k].family == "threshold")]
     return [{"display": METRICS[k].display, "value": m[k], "ci": ci.get(k)} for k in names]
 
 
-def _figures(m: dict) -> dict[str, str]:
+def report_figures(m: dict) -> dict[str, str]:
+    """The report's figures for a metrics.json dict, by name, as inline SVG markup."""
     fig = {
         "confusion": figures.confusion(m),
         "reliability": figures.reliability(m),
@@ -117,7 +119,8 @@ def _with_tokens(example: dict) -> dict:
     return {**example, "toks": shown}
 
 
-def _lineage(lin: dict) -> list[tuple[str, str]]:
+def lineage_rows(lin: dict) -> list[tuple[str, str]]:
+    """(what, value) rows of a model's lineage, in reading order."""
     names = {
         "base_model": "base model",
         "sweep": "sweep",
@@ -155,7 +158,8 @@ TIMING_NAMES = {
 }
 
 
-def _timings(t: dict) -> list[tuple[str, str]]:
+def timing_rows(t: dict) -> list[tuple[str, str]]:
+    """(phase, seconds or rows/s) rows of a run's timings."""
     rows = [(name, f"{t[k]:.2f} s") for k, name in TIMING_NAMES.items() if k in t]
     rows += [
         (k.replace("_", " "), f"{v:.2f} s")
@@ -190,4 +194,4 @@ def render_drift(d: dict, svgs: dict[str, str]) -> str:
     (cluster/report/figures.py)."""
     template = environment().get_template("drift.html.j2")
     fig = {name: Markup(svg) for name, svg in svgs.items()}
-    return template.render(d=d, fig=fig, timings=_timings(d["timings"]))
+    return template.render(d=d, fig=fig, timings=timing_rows(d["timings"]))

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
 # Read by cluster/apikey.py under the name ServeSpec.api_key_env says (this is its default), since
 # a deployment may name another variable: the scorer's key, a file holding it, its forwarded digest.
 API_KEY_VARIABLES = ("EVALCLUSTER_API_KEY", "EVALCLUSTER_API_KEY_FILE", "EVALCLUSTER_API_KEY_SHA256")
+# The dashboard's access and write tokens, read by cluster/apikey.py the same way under the names
+# UISpec.token_env and write_token_env give (these are their defaults).
+UI_TOKEN_VARIABLES = (
+    "EVALCLUSTER_UI_TOKEN",
+    "EVALCLUSTER_UI_TOKEN_FILE",
+    "EVALCLUSTER_UI_WRITE_TOKEN",
+    "EVALCLUSTER_UI_WRITE_TOKEN_FILE",
+)
 
 
 def settings() -> Settings:

@@ -1,10 +1,16 @@
 """Is model B really better than model A on this dataset? Paired statistics of two evaluations.
 
 Both runs must be evaluations of the same dataset (same fingerprint), so their
-predictions.parquet files line up row by row. We stream both files in aligned
-batches and accumulate, per Poisson-bootstrap replicate, the two confusion
-matrices under the *same* row weights (a paired bootstrap), plus McNemar's
+predictions line up row by row. We stream both runs' predictions in aligned
+batches (any source with ``num_rows`` and ``batches(columns, rows)``, e.g.
+cluster/registry/predictions.py) and accumulate, per Poisson-bootstrap replicate, the two
+confusion matrices under the *same* row weights (a paired bootstrap), plus McNemar's
 discordant counts. Nothing that grows with the dataset is kept.
+
+Also here: where two runs disagree (:func:`disagreements`), their per-class and
+per-slice differences read off their metrics.json (:func:`per_class_deltas`,
+:func:`slice_deltas`), and a leaderboard's test of a run against the leader from the
+two runs' bootstrap intervals alone (:func:`versus_leader`).
 
     b = rows A got right and B got wrong,  c = rows A got wrong and B got right
     McNemar's exact test: two-sided binomial test of b vs c with p = 1/2.
@@ -13,15 +19,23 @@ discordant counts. Nothing that grows with the dataset is kept.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cluster.errors import UserError
 from cluster.stats.metrics import paired_metrics, poisson_weights, scores_from_confusion
+
+
+class PredictionSource(Protocol):
+    """A run's predictions in row order (cluster/registry/predictions.py ``Predictions``)."""
+
+    num_rows: int
+
+    def batches(self, columns: Sequence[str], rows: int) -> Iterator[pa.RecordBatch]: ...
 
 
 @dataclass
@@ -105,22 +119,15 @@ def verdict(metric: str, diff: dict, p_value: float) -> str:
 
 
 def compare_predictions(
-    path_a: Path | pa.NativeFile,
-    path_b: Path | pa.NativeFile,
+    source_a: PredictionSource,
+    source_b: PredictionSource,
     labels: list[str],
     replicates: int = 1000,
     seed: int = 0,
     batch_rows: int = 65536,
 ) -> tuple[PairedCounts, dict]:
-    """Stream two aligned predictions.parquet files (paths, or open files from any filesystem);
-    returns counts and per-metric differences."""
+    """Stream two runs' aligned predictions; returns counts and per-metric differences."""
     index = {lab: i for i, lab in enumerate(labels)}
-    fa, fb = pq.ParquetFile(path_a), pq.ParquetFile(path_b)
-    if fa.metadata.num_rows != fb.metadata.num_rows:
-        raise UserError(
-            f"the runs predicted different numbers of rows ({fa.metadata.num_rows} vs "
-            f"{fb.metadata.num_rows}); compare evaluations of the same full dataset"
-        )
     k = len(labels)
     total = PairedCounts(
         np.zeros((k, k), np.int64),
@@ -128,25 +135,138 @@ def compare_predictions(
         np.zeros((replicates, k, k), np.int64),
         np.zeros((replicates, k, k), np.int64),
     )
-    cols = ["row", "label", "pred"]
-    for ta, tb in zip(
-        fa.iter_batches(batch_rows, columns=cols), fb.iter_batches(batch_rows, columns=cols), strict=True
-    ):
-        rows = ta.column("row").to_numpy()
-        if not np.array_equal(rows, tb.column("row").to_numpy()):
-            raise UserError("the runs' predictions are not aligned row by row; were they on the same data?")
+    for ta, tb in _aligned(source_a, source_b, ["row", "label", "pred"], batch_rows):
         y = _ids(ta.column("label").to_pylist(), index)
         part = paired_counts(
             y,
             _ids(ta.column("pred").to_pylist(), index),
             _ids(tb.column("pred").to_pylist(), index),
-            rows,
+            ta.column("row").to_numpy(),
             k,
             replicates,
             seed,
         )
         total = merge(total, part)
     return total, differences(total)
+
+
+def _aligned(a: PredictionSource, b: PredictionSource, columns: list[str], rows: int):
+    """Both sources' batches side by side, checked to hold the same rows."""
+    if a.num_rows != b.num_rows:
+        raise UserError(
+            f"the runs predicted different numbers of rows ({a.num_rows} vs "
+            f"{b.num_rows}); compare evaluations of the same full dataset"
+        )
+    for ta, tb in zip(a.batches(columns, rows), b.batches(columns, rows), strict=True):
+        if not np.array_equal(ta.column("row").to_numpy(), tb.column("row").to_numpy()):
+            raise UserError("the runs' predictions are not aligned row by row; were they on the same data?")
+        yield ta, tb
+
+
+def disagreements(
+    source_a: PredictionSource, source_b: PredictionSource, labels: list[str], examples: int = 20
+) -> dict:
+    """Where A and B predict differently: ``matrix`` (rows: A's class, columns: B's), how many rows
+    each got right alone (``a_only``, ``b_only``), both, neither; the first ``examples`` rows
+    (in row order) where they differ, with the true label, both predictions and scores."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    k = len(labels)
+    matrix = np.zeros((k, k), np.int64)
+    counts = dict.fromkeys(("both_right", "a_only", "b_only", "both_wrong"), 0)
+    shown: list[dict] = []
+    for ta, tb in _aligned(source_a, source_b, ["row", "label", "pred", "score"], 65536):
+        y = _ids(ta.column("label").to_pylist(), index)
+        pa_, pb = _ids(ta.column("pred").to_pylist(), index), _ids(tb.column("pred").to_pylist(), index)
+        np.add.at(matrix, (pa_, pb), 1)
+        ra, rb = pa_ == y, pb == y
+        for key, hit in (("both_right", ra & rb), ("a_only", ra & ~rb), ("b_only", ~ra & rb)):
+            counts[key] += int(hit.sum())
+        counts["both_wrong"] += int((~ra & ~rb).sum())
+        for i in np.flatnonzero(pa_ != pb)[: max(0, examples - len(shown))]:
+            shown.append(
+                {
+                    "row": int(ta.column("row")[i].as_py()),
+                    "label": labels[y[i]],
+                    "pred_a": labels[pa_[i]],
+                    "pred_b": labels[pb[i]],
+                    "score_a": float(ta.column("score")[i].as_py()),
+                    "score_b": float(tb.column("score")[i].as_py()),
+                }
+            )
+    disagree = int(matrix.sum() - np.trace(matrix))
+    return {"matrix": matrix.tolist(), "disagree": disagree, **counts, "examples": shown}
+
+
+def per_class_deltas(ma: dict, mb: dict) -> list[dict]:
+    """Per class of A's labels: precision, recall and F1 of A and B and B - A (metrics.json dicts)."""
+    out = []
+    for lab in ma["labels"]:
+        a, b = ma["per_class"].get(lab, {}), mb["per_class"].get(lab, {})
+        row = {"label": lab, "support": a.get("support")}
+        for m in ("precision", "recall", "f1"):
+            row[m] = {"a": a.get(m), "b": b.get(m), "diff": _diff(a.get(m), b.get(m))}
+        out.append(row)
+    return out
+
+
+def slice_deltas(ma: dict, mb: dict, metrics: Sequence[str] = ("accuracy", "f1_macro")) -> list[dict]:
+    """Slices both runs scored (slice-column values, and weak-slice candidates), with each run's
+    score and interval and B - A. The slices' rows are the same in both runs, but only the point
+    difference is given: a paired interval would need each row's slice, which predictions do not keep."""
+    out = []
+    sa, sb = ma.get("slices", {}).get("slices", {}), mb.get("slices", {}).get("slices", {})
+    for name in [n for n in sa if n in sb]:
+        for m in metrics:
+            a, b = sa[name], sb[name]
+            out.append(
+                _slice_row(name, m, a.get(m), b.get(m), a["ci95"].get(m), b["ci95"].get(m), a.get("n"))
+            )
+    aa, ab = ma.get("auto_slices", {}), mb.get("auto_slices", {})
+    if aa and ab and aa.get("metric") == ab.get("metric"):
+        m = aa["metric"]
+        sa, sb = aa.get("slices", {}), ab.get("slices", {})
+        for name in [n for n in sa if n in sb]:
+            a, b = sa[name], sb[name]
+            out.append(_slice_row(name, m, a.get(m), b.get(m), a.get("ci95"), b.get("ci95"), a.get("n")))
+    return out
+
+
+def _slice_row(name, metric, a, b, ci_a, ci_b, n) -> dict:
+    return {
+        "slice": name,
+        "metric": metric,
+        "n": n,
+        "a": a,
+        "b": b,
+        "diff": _diff(a, b),
+        "ci_a": ci_a,
+        "ci_b": ci_b,
+    }
+
+
+def _diff(a, b) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def versus_leader(
+    leader: float, leader_ci: Sequence[float] | None, value: float, ci: Sequence[float] | None
+) -> dict | None:
+    """How far a run is from the leader, and whether that is more than chance: a two-sided z-test of
+    the difference with each run's standard error read off its 95% percentile bootstrap interval
+    (width / (2 x 1.96)). The two runs are taken as independent, which is conservative for runs
+    on the same rows (their errors correlate, which a paired test uses: `evalctl compare`).
+    None without both intervals."""
+    if not leader_ci or not ci:
+        return None
+    se = math.hypot((leader_ci[1] - leader_ci[0]) / (2 * Z95), (ci[1] - ci[0]) / (2 * Z95))
+    gap = leader - value
+    if se == 0:
+        return {"gap": gap, "z": None, "p_value": 1.0 if gap == 0 else 0.0}
+    z = gap / se
+    return {"gap": gap, "z": z, "p_value": math.erfc(abs(z) / math.sqrt(2))}
+
+
+Z95 = 1.959963984540054  # the normal quantile of 0.975
 
 
 def _ids(names: list[str], index: dict[str, int]) -> np.ndarray:

@@ -8,10 +8,12 @@ the first SQLite registry, so rows read the same on every backend.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text
+import json
+
+from sqlalchemy import Column, Float, ForeignKey, Integer, MetaData, PrimaryKeyConstraint, Table, Text
 
 STATUSES = ("running", "finished", "failed")
-OUR_TABLES = frozenset({"runs", "models", "aliases"})
+OUR_TABLES = frozenset({"runs", "models", "aliases", "alias_history", "scores"})
 VERSION_TABLE = "evalcluster_schema"  # Alembic's version table, named so it cannot be another app's
 JSON_COLUMNS = ("spec", "versions", "metrics", "lineage")
 
@@ -62,3 +64,40 @@ aliases = Table(
     Column("model_id", Text, ForeignKey("models.id"), nullable=False),
     Column("updated_at", Text, nullable=False),
 )
+
+alias_history = Table(  # revision 0004: one row per move of an alias
+    "alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alias", Text, nullable=False),
+    Column("from_model", Text),  # NULL: the alias was new
+    Column("to_model", Text),  # NULL: the alias was removed
+    Column("moved_by", Text, nullable=False),
+    Column("moved_at", Text, nullable=False),
+    Column("via", Text, nullable=False),  # cli, ui, sweep, ...
+    Column("note", Text),
+)
+
+scores = Table(  # revision 0004: what leaderboards rank (cluster/registry/scores.py)
+    "scores",
+    metadata,
+    Column("run_id", Text, ForeignKey("runs.id"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("dataset_fingerprint", Text, nullable=False),
+    Column("metric", Text, nullable=False),
+    Column("subset", Text, nullable=False),  # "" = all rows, slice:VALUE, perturbation:KIND@RATE
+    Column("value", Float, nullable=False),
+    Column("ci_low", Float),
+    Column("ci_high", Float),
+    Column("created_at", Text, nullable=False),  # the run's, so ties rank newest first without a join
+    PrimaryKeyConstraint("run_id", "metric", "subset", name="pk_scores"),
+)
+
+
+def decode_row(row) -> dict:
+    """A result row as a dict, its JSON columns decoded."""
+    d = dict(row._mapping)
+    for key in JSON_COLUMNS:
+        if d.get(key):
+            d[key] = json.loads(d[key])
+    return d

@@ -89,6 +89,12 @@ class Database:
         with translated(self.target), self._single.begin() as conn:
             return conn.execute(statement, params).rowcount
 
+    def write_one_row(self, statement, params: dict | None = None):
+        """Like :meth:`write_one`, for a statement that returns rows (RETURNING, or DML in a CTE);
+        returns its first row (None without one)."""
+        with translated(self.target), self._single.begin() as conn:
+            return conn.execute(statement, params).first()
+
     def state(self) -> SchemaState:
         with self.read() as conn:
             return inspect_schema(conn, self.target)
