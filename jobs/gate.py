@@ -80,13 +80,30 @@ def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path
     return mine[0]  # newest first
 
 
-def paired_with(baseline: dict, predictions: str, labels: list[str], gate: GateSpec, seed: int = 0) -> dict:
+def paired_with(
+    baseline: dict,
+    predictions: str,
+    labels: list[str],
+    gate: GateSpec,
+    seed: int = 0,
+    task: str = "classification",
+) -> dict:
     """The gated run's predictions (a path or URI) against the baseline's, row by row (baseline = A,
-    run = B); both stream from wherever they are kept (a directory, or the artifact store)."""
+    run = B); both stream from wherever they are kept (a directory, or the artifact store).
+    Segmentation: paired over images, with the Wilcoxon test (cluster/stats/segmentation_compare.py)."""
     from cluster.registry.predictions import open_predictions, run_predictions
     from cluster.stats.compare import compare_predictions, mcnemar_exact
 
     base = run_predictions(baseline["artifact_path"])
+    if task == "segmentation":
+        from cluster.stats.segmentation_compare import compare_sources
+
+        seg = compare_sources(
+            base, open_predictions(str(predictions)), labels, "miou", gate.gate_bootstrap, seed
+        )
+        p = seg["wilcoxon"]["p_value"]
+        found = {"n": seg["n"], "metrics": seg["metrics"], "p_value": p, "test": "Wilcoxon"}
+        return {"baseline": baseline["id"], "baseline_model": baseline["model_id"], **found}
     counts, diffs = compare_predictions(
         base, open_predictions(str(predictions)), labels, gate.gate_bootstrap, seed
     )
@@ -120,7 +137,9 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
     ) as gate_id:
         predictions = join(run["artifact_path"], "predictions.parquet")
         paired = (
-            paired_with(baseline, predictions, metrics["labels"], gate, metrics.get("seed", 0))
+            paired_with(
+                baseline, predictions, metrics["labels"], gate, metrics.get("seed", 0), metrics.get("task")
+            )
             if baseline
             else None
         )

@@ -43,3 +43,18 @@ def confusion_percent(matrix: list[list[int]], labels: list[str]) -> str:
         total = sum(row)
         rows.append([round(100 * v / total) if total else 0 for v in row])
     return svgplots.confusion(rows, labels, "Pixels of each true class by predicted class (%)")
+
+
+def comparison_context(result: dict, ma: dict, mb: dict) -> dict:
+    """The variables of compare_segmentation.html.j2: B against A, per class and as confusion matrices."""
+    per_class = []
+    for lab in ma["labels"]:
+        a, b = ma["per_class"][lab]["iou"], mb["per_class"].get(lab, {}).get("iou")
+        per_class.append({"label": lab, "a": a, "b": b, "diff": None if a is None or b is None else b - a})
+    return {
+        "r": result,
+        "per_class": per_class,
+        "display": {k: v.display for k, v in METRICS.items()},
+        "fig_a": Markup(confusion_percent(ma["confusion_matrix"], ma["labels"])),
+        "fig_b": Markup(confusion_percent(mb["confusion_matrix"], mb["labels"])),
+    }

@@ -139,12 +139,15 @@ def _drop(spec, metric: str, points: float, paired: dict) -> dict:
     judged = ci[1] if spec.use_ci_lower and ci else drop
     passed = judged <= points
     how = f" by its CI upper end {ci[1]:+.2f}" if spec.use_ci_lower and ci else ""
-    p = paired["mcnemar_p"]
+    # Classification: McNemar's test; segmentation: Wilcoxon on per-image IoU (its "p_value", "test").
+    p, test = (
+        (paired["mcnemar_p"], "McNemar") if "mcnemar_p" in paired else (paired["p_value"], paired["test"])
+    )
     p_text = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
     interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
     line = (
         f"{'PASS' if passed else 'FAIL'}  {metric} drop <= {points:.2f} points vs {paired['baseline']}{how}: "
-        f"{drop:+.2f}{interval} points ({d['a']:.4f} -> {d['b']:.4f}), McNemar {p_text}"
+        f"{drop:+.2f}{interval} points ({d['a']:.4f} -> {d['b']:.4f}), {test} {p_text}"
     )
     return {
         "kind": "max_drop",
@@ -154,7 +157,7 @@ def _drop(spec, metric: str, points: float, paired: dict) -> dict:
         "ci95": ci,
         "judged": judged,
         "baseline_value": d["a"],
-        "mcnemar_p": p,
+        ("mcnemar_p" if test == "McNemar" else "p_value"): p,
         "passed": bool(passed),
         "line": line,
     }

@@ -83,6 +83,20 @@ def wilcoxon_iou(cm_a: np.ndarray, cm_b: np.ndarray) -> dict:
     return {"images": int(ok.sum()), "b_better": b_better, "a_better": a_better, "p_value": p}
 
 
+def compare_sources(a, b, labels: list[str], metric: str, replicates: int = 1000, seed: int = 0) -> dict:
+    """:func:`paired_images` of two runs' predictions (``batches(columns, rows)`` sources in row order,
+    cluster/registry/predictions.py), with the one-line verdict on ``metric``."""
+    tables = []
+    for source in (a, b):
+        batches = list(source.batches(COLUMNS, 65536))
+        tables.append(pa.Table.from_batches(batches) if batches else pa.table({c: [] for c in COLUMNS}))
+    out = paired_images(*tables, len(labels), replicates, seed)
+    if metric not in out["metrics"]:
+        raise UserError(f"segmentation runs are compared on {', '.join(out['metrics'])}, not {metric}")
+    out["verdict"] = verdict(metric, out["metrics"][metric], out["wilcoxon"]["p_value"])
+    return out
+
+
 def verdict(metric: str, diff: dict, p_value: float) -> str:
     """One line, e.g. 'B better on miou: +4.1 [+3.2, +5.0] points, Wilcoxon p < 0.001'."""
     d, (lo, hi) = diff["diff"] * 100, [x * 100 for x in diff["ci95"]]
