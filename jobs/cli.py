@@ -165,7 +165,7 @@ def _sample_by_domain(out: Path, seed: int) -> None:
 
 
 def _check(spec: DataSpec) -> None:
-    from cluster.data.masks import check_pairs, is_pairs_data
+    from cluster.data.pairs import check_pairs, is_pairs_data
     from cluster.data.scan import scan_any
 
     if is_pairs_data(spec.path, spec.mask_column, spec.label_column):  # segmentation: image + mask pairs

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from cluster.data.images import Preprocessing
-from cluster.data.masks import MaskRules, decode_pairs, mask_folder_index, read_pairs
+from cluster.data.masks import MaskRules, decode_pairs
+from cluster.data.pairs import mask_folder_index, read_pairs
 from cluster.errors import UserError
 
 PREP = Preprocessing(image_size=32)
@@ -191,3 +192,26 @@ def test_data_sample_and_check_from_the_command_line(evalctl, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
         "error: row 3: mask is 10x10, its image 64x64"
     )
+
+
+def test_a_folder_tree_as_an_evaluation_reads_it(tmp_path):
+    from cluster.data.pairs import mask_folder_spec, scan_pairs
+    from cluster.specs.workloads import DataSpec
+
+    (tmp_path / "tree" / "images").mkdir(parents=True)
+    (tmp_path / "tree" / "masks").mkdir()
+    for name in ("b", "a"):
+        img, m, _ = pair(seed=ord(name))
+        (tmp_path / "tree" / "images" / f"{name}.png").write_bytes(img)
+        (tmp_path / "tree" / "masks" / f"{name}.png").write_bytes(m)
+    spec = mask_folder_spec(DataSpec(path=str(tmp_path / "tree")), tmp_path / "work")
+    assert spec.path.endswith("mask_folder_index.parquet") and spec.id_column == "name"
+    summary = scan_pairs(spec)
+    assert summary.num_rows == 2 and summary.label_counts == {} and len(summary.fingerprint) == 16
+    table = pq.read_table(spec.path)
+    assert table["name"].to_pylist() == ["a", "b"]
+    other = DataSpec(path=str(tmp_path / "tree" / "x.parquet"))
+    pq.write_table(pa.table({"image": [b"1"], "mask": [b"2"]}), other.path)
+    assert scan_pairs(other).fingerprint != summary.fingerprint
+    unchanged = DataSpec(path=other.path)
+    assert mask_folder_spec(unchanged, tmp_path / "work") is unchanged

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from cluster.data.images import Preprocessing
-from cluster.data.masks import MaskRules, data_dir, decode_pairs, pairs_fingerprint, read_pairs
+from cluster.data.masks import MaskRules, decode_pairs
+from cluster.data.pairs import data_dir, pairs_fingerprint, read_pairs
 from cluster.errors import UserError
 from cluster.train.loop import Split
 
