@@ -56,7 +56,9 @@ class Segmenter:
         from cluster.data.images import decode_images
 
         if isinstance(values, np.ndarray) and values.dtype == np.uint8 and values.ndim == 4:
-            return Prepared(values, np.arange(len(values)))
+            # A trial's splits come read-only from Ray's object store; torch warns on every batch made
+            # from a read-only array, so the trial holds one writable copy.
+            return Prepared(values if values.flags.writeable else values.copy(), np.arange(len(values)))
         prep = self.model.config.preprocessing
         d = decode_images(values, prep, rows=rows, skip_bad_rows=skip_bad_rows, base_dir=base_dir)
         return Prepared(d.pixels, d.kept, d.bad)
