@@ -14,7 +14,6 @@ from PIL import Image
 
 from cluster.data.segmentation_sample import CLASSES, sample_segmentation_splits
 from cluster.evaluation.segment import BAD, BATCH, ROW, SegmentTask
-from cluster.models.cache import ModelSource
 from cluster.specs.workloads import PipelineSpec
 from cluster.stats import segmentation as seg
 
@@ -33,16 +32,17 @@ def setup(tmp_path_factory):
     masks[5] = b"not a png"  # a bad pair
     block = pa.table({ROW: pa.array(np.arange(20)), "image": images, "mask": masks, "id": t["id"]})
     spec = PipelineSpec(batch_size=6, precision="fp32", bootstrap=40, seed=1, skip_bad_rows=True)
-    from cluster.models.segmentation import read_segmentation_config
+    from cluster.evaluation.segment import segment_task
+    from cluster.models.resolve import resolve_model
+    from cluster.specs.workloads import DataSpec
 
-    task = SegmentTask(
-        model=ModelSource(str(path), "m-test"),
-        labels=CLASSES,
-        columns={"image": "image", "mask": "mask", "id": "id"},
-        spec=spec,
-        preprocessing=read_segmentation_config(path).preprocessing,
-        id_name="id",
-    )
+    data = DataSpec(path=str(root / "test.parquet"), id_column="id")
+    task = segment_task(spec, resolve_model(str(path)), CLASSES, data)
+    assert task.preprocessing.image_size == 32 and task.columns == {
+        "image": "image",
+        "mask": "mask",
+        "id": "id",
+    }
     return task, block, path, t
 
 

@@ -175,6 +175,27 @@ class SegmentTask:
         return metrics
 
 
+def segment_task(spec, model, labels: list[str], data) -> SegmentTask:
+    """The task of a segmentation ``model`` (a cluster.models.resolve.ModelRef) on ``data`` (a DataSpec:
+    image, mask and id columns, ``ignore_index``); its preprocessing from the model's config.json."""
+    from cluster.data.pairs import data_dir
+    from cluster.models.segmentation import read_segmentation_config
+
+    columns = {IMAGE: data.image_column, MASK: data.mask_column}
+    if data.id_column:
+        columns[ID] = data.id_column
+    return SegmentTask(
+        model=model.source,
+        labels=list(labels),
+        columns=columns,
+        spec=spec,
+        preprocessing=read_segmentation_config(model.path).preprocessing,
+        ignore_index=data.ignore_index,
+        id_name=data.id_column,
+        base_dir=data_dir(data.path),
+    )
+
+
 # ------------------------------------------------------------------ columns
 
 
