@@ -54,8 +54,7 @@ from serve.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from serve.segment import SegmentRoutes
-from serve.segment import router as segment_router
+from serve.segment import SegmentRoutes, segment_router
 
 APP_NAME = "evalcluster"
 # Resolved values passed beside the ServeSpec fields.

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve.images import request_bytes
 from serve.schemas import ImageB64, ModelRef
 
-router = APIRouter()
+segment_router = APIRouter()
 
 
 class SegmentRequest(BaseModel):
@@ -76,7 +76,7 @@ class SegmentRoutes:
     """The /v1/segment route of the Scorer (serve/app.py), which has ``clf``, ``spec``, ``labels``,
     ``_score`` (one input through the batch queue) and ``_ref``."""
 
-    @router.post("/v1/segment", response_model=SegmentResponse)
+    @segment_router.post("/v1/segment", response_model=SegmentResponse)
     async def segment(self, req: SegmentRequest) -> SegmentResponse:
         if self.clf.task != "segmentation":
             what = "texts" if self.clf.modality == "text" else "images"
