@@ -151,3 +151,16 @@ def test_report_shows_per_class_iou_confusion_and_the_worst_images(setup, tmp_pa
     assert len(parser.srcs) == seg.WORST and all(s.startswith("data:image/png;base64,") for s in parser.srcs)
     assert "Segmentation evaluation of m-seg" in html and "Mean IoU" in html and "giraffe" in html
     assert html.count("<svg") == 2 and "Pixels of each true class by predicted class" in html
+
+
+def test_classification_analyses_are_refused_in_one_line():
+    from cluster.errors import UserError
+    from cluster.evaluation.segment import refuse_classification_analyses
+    from cluster.specs.workloads import DataSpec, EvaluateSpec
+
+    refuse_classification_analyses(EvaluateSpec(data=DataSpec(path="x.parquet")), "m-seg")
+    spec = EvaluateSpec(data=DataSpec(path="x.parquet", slice_column="site"), auto_slices=True)
+    with pytest.raises(
+        UserError, match="^model m-seg is a segmentation model: --slice-column, --auto-slices score"
+    ):
+        refuse_classification_analyses(spec, "m-seg")

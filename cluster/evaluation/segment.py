@@ -175,6 +175,26 @@ class SegmentTask:
         return metrics
 
 
+def refuse_classification_analyses(spec, model_id: str) -> None:
+    """What a segmentation evaluation does not do, refused in one line before anything starts."""
+    from cluster.errors import UserError
+
+    asked = [
+        name
+        for name, on in (
+            ("--slice-column", spec.data.slice_column),
+            ("--auto-slices", getattr(spec, "auto_slices", False)),
+            ("perturbations (robustness)", getattr(spec, "perturb", None)),
+        )
+        if on
+    ]
+    if asked:
+        raise UserError(
+            f"model {model_id} is a segmentation model: {', '.join(asked)} score classifiers; a "
+            "segmentation evaluation reports per-class IoU, the pixel confusion matrix and the worst images"
+        )
+
+
 def segment_task(spec, model, labels: list[str], data) -> SegmentTask:
     """The task of a segmentation ``model`` (a cluster.models.resolve.ModelRef) on ``data`` (a DataSpec:
     image, mask and id columns, ``ignore_index``); its preprocessing from the model's config.json."""
