@@ -15,7 +15,7 @@ tables show medians over the repeats:
   - warm: the same right after `head` (its model actors still loaded: the warm pool)
   - the evalctl rows' breakdown is their metrics.json `timings`
   - results identical: metrics.json (less run id, timings, how it ran) and
-    predictions.parquet equal across cold, head and warm, for every size
+    predictions equal across cold, head and warm, for every size
   - serve: `evalctl serve deploy` until the first answered POST /v1/predict, with no head
     running (the command starts one) and on a running head (Serve started by its `cluster up`,
     whose own time is printed first)
@@ -198,7 +198,7 @@ def make_data(tmp: Path, sizes: list[int]) -> dict[int, Path]:
 
 
 def same_results(outs: list[Path]) -> bool:
-    import pandas as pd
+    from cluster.registry.predictions import read_predictions, run_predictions
 
     def metrics(out: Path) -> dict:
         m = json.loads((out / "metrics.json").read_text())
@@ -207,7 +207,9 @@ def same_results(outs: list[Path]) -> bool:
     first = outs[0]
     return all(
         metrics(o) == metrics(first)
-        and pd.read_parquet(o / "predictions.parquet").equals(pd.read_parquet(first / "predictions.parquet"))
+        and read_predictions(run_predictions(str(o)).location).equals(
+            read_predictions(run_predictions(str(first)).location)
+        )
         for o in outs[1:]
     )
 

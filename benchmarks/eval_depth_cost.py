@@ -50,8 +50,8 @@ def driver(variant: str, model: str, path: str, out: str) -> None:
     """Child mode: one evaluation in this process (embedded Ray); prints one JSON line."""
     import ray
 
+    from cluster.evaluation.run import run_evaluate
     from cluster.specs.workloads import DataSpec, EvaluateSpec
-    from jobs.evaluate import run_evaluate
 
     # An embedded Ray of our own: never join another engineer's head on this machine.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -55,8 +55,8 @@ def baseline_pipeline(model_path: Path, texts: list[str]) -> tuple[float, float]
 
 def driver(args: list[str]) -> None:
     """Child mode: one evaluation as its own driver process; prints a JSON line."""
+    from cluster.evaluation.run import run_evaluate
     from cluster.specs.workloads import DataSpec, EvaluateSpec
-    from jobs.evaluate import run_evaluate
 
     model, path, out, precision = args
     t0 = time.perf_counter()
@@ -138,8 +138,9 @@ def main() -> None:
             f"= {r['steady_rows_per_s'] / base:.2f}x baseline; whole run {r['wall_s']:.1f}s "
             f"(process {r['process_wall_s']:.1f}s)"
         )
-    p32 = pd.read_parquet(tmp / "fp32" / "predictions.parquet")
-    pau = pd.read_parquet(tmp / "auto" / "predictions.parquet")
+    from cluster.registry.predictions import read_predictions
+
+    p32, pau = (read_predictions(tmp / mode / "predictions") for mode in ("fp32", "auto"))
     agree = float(np.mean(p32["pred"].to_numpy() == pau["pred"].to_numpy()))
     print(
         f"argmax agreement fp32 vs auto: {agree:.4f}; accuracy fp32 {fp32['accuracy']:.4f}, "

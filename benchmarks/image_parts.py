@@ -3,7 +3,7 @@
     python benchmarks/image_parts.py [--size 64] [--rounds 4] [--threads 1] [--out FILE.json]
 
 The animal-mnist test split (972 PNGs) through the steps a model actor runs
-(cluster/evaluation/predictor.py), each step timed in CPU seconds of this process (``time.process_time``:
+(cluster/evaluation/classify_model.py), each step timed in CPU seconds of this process (``time.process_time``:
 other tenants of a shared machine move it far less than wall time; with ``--threads 1``
 CPU seconds are the work itself). Variants take turns for ``--rounds`` rounds (round 0 is
 a warm-up, not counted); the best turn of each is reported with its ratio to the

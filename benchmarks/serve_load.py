@@ -74,7 +74,7 @@ EVALUATE_CHILD = """
 import json, sys
 sys.path.insert(0, {root!r})
 from cluster.specs.workloads import DataSpec, EvaluateSpec
-from jobs.evaluate import run_evaluate
+from cluster.evaluation.run import run_evaluate
 r = run_evaluate(EvaluateSpec(model={path!r}, data=DataSpec(path={data!r}), out={out!r},
                               precision={precision!r}, bootstrap=0, overwrite=True))
 print("RESULT " + json.dumps(r.metrics["timings"]))

@@ -195,6 +195,7 @@ data_app.command("check")(
                     "id_column",
                     "mask_column",
                     "ignore_index",
+                    "encoding",
                 ],
                 flags={"path": ""},
             ),

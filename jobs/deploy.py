@@ -55,6 +55,7 @@ def deploy(
     from ray import serve
 
     from cluster.models.resolve import resolve_model
+    from cluster.ray.logs import quiet_logger
     from cluster.registry.record import Registry
 
     phases = Phases(start=process_started_at())
@@ -80,7 +81,8 @@ def deploy(
     # Not serve.run: it polls the application's status once a second until RUNNING; the wait
     # below polls it every 0.1 s (with /healthz: which model answers, a hot swap's new one).
     target = serve.RunTarget(app, name=APP_NAME, route_prefix="/")
-    serve.run_many([target], wait_for_applications_running=False)
+    with quiet_logger("ray.serve"):  # its "Connecting to existing Serve app" line: at INFO only
+        serve.run_many([target], wait_for_applications_running=False)
     url = f"http://{remote_host or _local_host(spec.host)}:{spec.port}"
     wait_until_serving(url, ref.model_id, timeout_s)
     phases.mark("answered")
@@ -236,9 +238,12 @@ def _answers(url: str, model_id: str) -> bool:
     return r.status_code == 200 and r.json().get("model") == model_id
 
 
-def status(address: str | None = None, port: int = 8000) -> dict:
-    """Serve's view of the application, plus the model /healthz names (no head = nothing served)."""
+def status(address: str | None = None, port: int | None = None) -> dict:
+    """Serve's view of the application, plus the model /healthz names (no head = nothing served);
+    ``port``: of Serve's proxy, by default where the running Serve listens."""
     from ray import serve
+
+    from cluster.ray.compat import serve_client
 
     if not _connect(address):
         return {
@@ -258,7 +263,9 @@ def status(address: str | None = None, port: int = 8000) -> dict:
             for name, d in app.deployments.items()
         },
     }
-    url = f"http://{_remote_host(address) or '127.0.0.1'}:{port}"
+    http = getattr(serve_client(required=False), "http_config", None)  # where the running Serve listens
+    port = port or (http.port if http else 8000)
+    url = f"http://{_remote_host(address) or _local_host(http.host if http else '')}:{port}"
     try:
         out.update(url=url, model=httpx.get(f"{url}/healthz", timeout=5).json().get("model"))
     except (httpx.HTTPError, ValueError):
@@ -343,7 +350,8 @@ deploy_command = serve_app.command("deploy")(
 
 @serve_app.command("status")
 def status_command(
-    address: str | None = None, port: int = typer.Option(8000, help="HTTP port of Serve's proxy.")
+    address: str | None = None,
+    port: int | None = typer.Option(None, help="HTTP port of Serve's proxy (default: where Serve listens)."),
 ) -> None:
     """Status of the served application: Serve's states, replicas, URL and model."""
     console.print_json(data=status(address, port))

@@ -4,10 +4,10 @@
         --current data/sample/driverless/test.parquet [--model best]
     python -m jobs.drift ...        (the Ray job entrypoint)
 
-Each side runs through the sharded pipeline (cluster/evaluation/predictor.py) once; the actors
-return small mergeable summaries (cluster/stats/analyses.py DriftAnalyses): predicted-class
-counts and confidence values (with a classifier), token-length histograms and [UNK]
-sums, and a seeded hash sample of ``embed_rows`` mean-pooled embeddings. The checks
+Both sides run through one Ray Data pipeline (cluster/evaluation/drift.py: one model load); its
+write stage returns small mergeable summaries (cluster/stats/analyses.py DriftAnalyses):
+predicted-class counts and confidence values (with a classifier), token-length histograms and
+[UNK] sums, and a seeded hash sample of ``embed_rows`` mean-pooled embeddings. The checks
 are cluster/stats/drift.py's, each with its p-value (and CI) and a Bonferroni-corrected
 verdict; with labels on both sides, the metric gap with an unpaired bootstrap CI.
 Without ``--model`` there are no prediction checks, and the embeddings are the base
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cluster.errors import UserError
+from cluster.registry.overwrites import mark_overwritten
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, DriftSpec
 from cluster.stats.metrics import GAP_METRICS
@@ -34,7 +35,7 @@ MIN_ROWS = 10  # per side: the domain classifier's 5 folds need a few rows of ea
 
 def run_drift(spec: DriftSpec, registry: Registry | None = None) -> dict:
     """Run the checks of ``spec``; writes drift.json + report.html, registers the run; returns the result."""
-    from jobs.evaluate import prepare_out
+    from cluster.evaluation.outputs import prepare_out
 
     registry = registry or Registry()
     model_path, model_id, labels = _model(spec, registry)
@@ -50,7 +51,8 @@ def run_drift(spec: DriftSpec, registry: Registry | None = None) -> dict:
     ) as run_id:
         out = out or registry.run_dir(run_id)
         out.mkdir(parents=True, exist_ok=True)
-        result = _checks(spec, model_path, labels, sides)
+        mark_overwritten(registry, str(out), run_id)  # --overwrite: the earlier run's record says so
+        result = _checks(spec, model_path, labels, sides, out)
         result.update(run_id=run_id, model=model_id or "none (base encoder embeddings)")
         _write(out, result, sides, labels)
         registry.finish_run(run_id, metrics=_digest(result), artifact_path=str(out))
@@ -76,7 +78,7 @@ def _side(data: DataSpec, spec: DriftSpec, labels: list[str] | None) -> dict:
     """One dataset checked at the boundary: columns, rows, fingerprint, whether it is labelled."""
     from cluster.data.files import check_columns
     from cluster.data.scan import scan
-    from jobs.evaluate import check_labels
+    from cluster.evaluation.run import check_labels
 
     schema = check_columns(data.model_copy(update={"label_column": None}))
     labelled = bool(data.label_column) and data.label_column in schema.names and labels is not None
@@ -89,16 +91,15 @@ def _side(data: DataSpec, spec: DriftSpec, labels: list[str] | None) -> dict:
     return {"data": data, "summary": summary, "labelled": labelled}
 
 
-def _checks(spec: DriftSpec, model_path: Path, labels, sides: dict) -> dict:
+def _checks(spec: DriftSpec, model_path: Path, labels, sides: dict, out: Path) -> dict:
+    from cluster.evaluation.drift import drift_pass
+    from cluster.models.resolve import ModelRef
     from cluster.stats import drift
 
-    timings, found = {}, {}
+    model = ModelRef(path=model_path, model_id=str(model_path), labels=labels)  # on this machine
     t0 = time.perf_counter()
-    with _actors(spec, model_path, labels, sides) as actors:  # one model load for both sides
-        for name, side in sides.items():
-            found[name] = _summaries(spec, actors, labels, side)
-            timings[f"{name}_pipeline_s"] = time.perf_counter() - t0  # the first: with the model load
-            t0 = time.perf_counter()
+    found = drift_pass(spec, model, labels, sides, out / "_drift_parts")  # both sides, one model load
+    timings = {"pipeline_s": time.perf_counter() - t0}
     t0 = time.perf_counter()
     ref, cur = found["reference"][1], found["current"][1]
     checks, skipped = {}, {}
@@ -127,33 +128,6 @@ def _checks(spec: DriftSpec, model_path: Path, labels, sides: dict) -> dict:
     result.update({name: _describe(side) for name, side in sides.items()})
     result["found"] = found  # summaries for the plots (not written to drift.json)
     return result
-
-
-def _actors(spec: DriftSpec, model_path: Path, labels, sides: dict):
-    """The model actors (cluster/evaluation/pipeline.py) for both sides; each side's shards planned here."""
-    from cluster.clock import Phases
-    from cluster.data.shards import plan_shards
-    from cluster.evaluation.pipeline import model_actors
-    from cluster.models.resolve import ModelRef
-
-    for side in sides.values():
-        side["shards"] = plan_shards(side["data"], spec.limit, spec.rows_per_shard)[1]
-    most = max((side["shards"] for side in sides.values()), key=len)  # sizes the pool
-    model = ModelRef(path=model_path, model_id=str(model_path), labels=labels)  # on this machine
-    return model_actors(spec, model, labels, most, Phases())
-
-
-def _summaries(spec: DriftSpec, actors, labels, side: dict) -> tuple:
-    from cluster.clock import Phases
-    from cluster.evaluation.pipeline import Run, run_pipeline
-    from cluster.stats.analyses import DriftAnalyses
-
-    rows = side["summary"].num_rows
-    analyses = DriftAnalyses(min(1.0, 2.0 * spec.embed_rows / rows), spec.embed_rows, spec.seed)
-    actors.shards = side["shards"]
-    k = len(labels) if labels is not None else 0
-    stats, info = run_pipeline(spec, actors, k, None, Phases(), Run(side["data"], analyses))
-    return stats, info["parts"]
 
 
 def _gap(spec: DriftSpec, found: dict, labels, skipped: dict) -> dict | None:
@@ -272,7 +246,7 @@ def _run(spec: DriftSpec, **_) -> None:
 SIDE_FLAGS = {
     f"{side}.{field}": f"--{side}-{field.replace('_', '-')}"
     for side in ("reference", "current")
-    for field in ("text_column", "label_column")
+    for field in ("text_column", "label_column", "encoding")
 }
 WORKLOAD = Workload(
     spec=DriftSpec,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from jobs.evaluate import EvalResult
+    from cluster.evaluation.run import EvalResult
 
 
 def print_summary(result: EvalResult) -> None:
@@ -43,16 +43,19 @@ def print_summary(result: EvalResult) -> None:
 
 
 def where_it_ran(m: dict) -> str:
-    """One line: actors, nodes, and any recovery from lost actors."""
+    """One line: model actors, nodes, and any recovery (restarted actors, a resumed run)."""
     workers = m.get("workers") or []
-    line = f"{len(workers)} inference actor(s) on {len({w['node'] for w in workers})} node(s)"
-    lost = (m.get("recovery") or {}).get("lost_actors") or []
-    if lost:
-        requeued = sum(x["shards_requeued"] for x in lost)
+    actors = len({w["actor"] for w in workers})
+    line = f"{actors} model actor(s) on {len({w['node'] for w in workers})} node(s)"
+    recovery = m.get("recovery") or {}
+    restarted = recovery.get("restarted_actors") or []
+    if restarted:
         line += (
-            f"; {len(lost)} actor(s) lost: their {requeued} unfinished shard(s) ran again on the "
-            "actors left, each shard counted once"
+            f"; {len(restarted)} actor(s) restarted by Ray on another node after theirs was lost: their "
+            "unfinished blocks ran again, each row counted once"
         )
+    if recovery.get("resumed_rows"):
+        line += f"; resumed: {recovery['resumed_rows']} row(s) kept from before, not computed again"
     return line
 
 

@@ -22,98 +22,13 @@ import typer
 
 from cluster.data.storage import join
 from cluster.errors import UserError
+from cluster.evaluation.baseline import EVALUATIONS, paired_with, resolve_baseline
 from cluster.registry.artifacts import read_text
+from cluster.registry.overwrites import require_outputs
+from cluster.registry.predictions import run_predictions
 from cluster.registry.record import Registry
 from cluster.specs.workloads import GateSpec
 from jobs.spec_cli import Workload, options, spec_command
-
-EVALUATIONS = ("evaluate", "robustness")  # run kinds with metrics.json and predictions.parquet
-
-
-def resolve_baseline(
-    registry: Registry, ref: str | None, fingerprint: str, data_path: str, labels: list[str] | None = None
-) -> dict | None:
-    """The baseline's finished evaluation of the data with this ``fingerprint`` (an evaluation run,
-    or a model's latest one), or None without ``ref``. A run on other data is refused."""
-    if ref is None:
-        return None
-    run = _run_or_none(registry, ref)
-    if run is None:
-        run = _latest_evaluation(registry, ref, fingerprint, data_path)
-    elif run["kind"] not in EVALUATIONS or run["status"] != "finished":
-        raise UserError(
-            f"baseline {run['id']} is a {run['status']} {run['kind']} run; give a finished evaluation"
-        )
-    elif run["dataset_fingerprint"] != fingerprint:
-        raise UserError(
-            f"baseline {run['id']} evaluated other data (dataset {run['dataset_fingerprint']}, "
-            f"{run['dataset_path']}) than the gated run (dataset {fingerprint}, {data_path}); "
-            "a gate compares on the same rows"
-        )
-    have = (run.get("metrics") or {}).get("labels")
-    if labels is not None and have is not None and have != labels:
-        raise UserError(f"baseline {run['id']} predicts {have}, the gated model {labels}")
-    return run
-
-
-def _run_or_none(registry: Registry, ref: str) -> dict | None:
-    try:
-        return registry.get_run(ref)
-    except UserError:
-        return None
-
-
-def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path: str) -> dict:
-    from cluster.models.resolve import resolve_model
-
-    try:
-        model = resolve_model(ref, registry)
-    except UserError as exc:
-        raise UserError(f'baseline "{ref}" is neither an evaluation run nor a model: {exc}') from exc
-    runs = registry.list_runs(kind="evaluate", status="finished", dataset_fingerprint=fingerprint)
-    mine = [r for r in runs if r["model_id"] == model.model_id]
-    if not mine:
-        raise UserError(
-            f"baseline model {model.model_id} has no finished evaluation on this data (dataset "
-            f"{fingerprint}); evaluate it first: evalctl evaluate --model {ref} --data {data_path}"
-        )
-    return mine[0]  # newest first
-
-
-def paired_with(
-    baseline: dict,
-    predictions: str,
-    labels: list[str],
-    gate: GateSpec,
-    seed: int = 0,
-    task: str = "classification",
-) -> dict:
-    """The gated run's predictions (a path or URI) against the baseline's, row by row (baseline = A,
-    run = B); both stream from wherever they are kept (a directory, or the artifact store).
-    Segmentation: paired over images, with the Wilcoxon test (cluster/stats/segmentation_compare.py)."""
-    from cluster.registry.predictions import open_predictions, run_predictions
-    from cluster.stats.compare import compare_predictions, mcnemar_exact
-
-    base = run_predictions(baseline["artifact_path"])
-    if task == "segmentation":
-        from cluster.stats.segmentation_compare import compare_sources
-
-        seg = compare_sources(
-            base, open_predictions(str(predictions)), labels, "miou", gate.gate_bootstrap, seed
-        )
-        p = seg["wilcoxon"]["p_value"]
-        found = {"n": seg["n"], "metrics": seg["metrics"], "p_value": p, "test": "Wilcoxon"}
-        return {"baseline": baseline["id"], "baseline_model": baseline["model_id"], **found}
-    counts, diffs = compare_predictions(
-        base, open_predictions(str(predictions)), labels, gate.gate_bootstrap, seed
-    )
-    return {
-        "baseline": baseline["id"],
-        "baseline_model": baseline["model_id"],
-        "n": int(counts.cm_a.sum()),
-        "metrics": diffs,
-        "mcnemar_p": mcnemar_exact(counts.b, counts.c),
-    }
 
 
 def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
@@ -123,10 +38,13 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
     run = registry.get_run(ref)
     if run["kind"] not in EVALUATIONS or run["status"] != "finished":
         raise UserError(f"run {run['id']} is a {run['status']} {run['kind']} run; gate a finished evaluation")
+    require_outputs(registry, run, "its metrics")
     metrics = json.loads(read_text(join(run["artifact_path"], "metrics.json"), "metrics"))
     baseline = resolve_baseline(
         registry, gate.baseline, run["dataset_fingerprint"], run["dataset_path"], metrics["labels"]
     )
+    if baseline:
+        require_outputs(registry, baseline, "the baseline's predictions")
     spec = {"run": run["id"], **gate.model_dump(mode="json")}
     with registry.run(
         "gate",
@@ -135,7 +53,7 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
         dataset_fingerprint=run["dataset_fingerprint"],
         model_id=run["model_id"],
     ) as gate_id:
-        predictions = join(run["artifact_path"], "predictions.parquet")
+        predictions = run_predictions(run["artifact_path"]).location
         paired = (
             paired_with(
                 baseline, predictions, metrics["labels"], gate, metrics.get("seed", 0), metrics.get("task")

@@ -25,7 +25,7 @@ import numpy as np
 
 from cluster.errors import UserError
 from cluster.registry.record import Registry, new_id
-from cluster.specs.workloads import PretrainSpec
+from cluster.specs.pretrain import PretrainSpec
 from jobs.spec_cli import Workload, options, spec_command
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,9 @@ def _run(spec: PretrainSpec, **_) -> None:
 
 WORKLOAD = Workload(
     spec=PretrainSpec,
-    options=options(PretrainSpec, ["data.path", "data.text_column", "*"], flags={"data.path": "--data"}),
+    options=options(
+        PretrainSpec, ["data.path", "data.text_column", "data.encoding", "*"], flags={"data.path": "--data"}
+    ),
     run=_run,
     module="jobs.pretrain",
 )

@@ -122,7 +122,9 @@ def query_images(files: list[Path], url: str, as_json: bool, explain: bool, out:
         s = post(url, "/v1/explain", {"image": b64})
         sal = s["saliency"]
         line = f"{f.name}: {s['label']} {s['score']:.3f} ({s['method']})"
-        line += f", saliency {sal['width']}x{sal['height']} values"
+        line += f", saliency map {sal['width']}x{sal['height']}"
+        if (sal["width"], sal["height"]) != (sal["image_width"], sal["image_height"]):
+            line += f" (image {sal['image_width']}x{sal['image_height']}, reduced: max_explain_pixels)"
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             png = out / f"{f.stem}.saliency.png"

@@ -165,15 +165,23 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(run_id: str) -> None:
-    """Everything recorded about one run."""
+    """Everything recorded about one run (and whether a later run overwrote its outputs)."""
     from cluster.registry.heartbeat import stale_reason
+    from cluster.registry.overwrites import overwritten
     from cluster.registry.record import Registry
 
-    run = Registry().get_run(run_id)
-    console.print_json(json.dumps({**run, "stale": stale_reason(run)}, default=str))
+    registry = Registry()
+    run = registry.get_run(run_id)
+    gone = overwritten(registry, run["id"])
+    console.print_json(json.dumps({**run, "stale": stale_reason(run), "overwritten": gone}, default=str))
     timings = (run.get("metrics") or {}).get("timings")
     if timings:
         console.print(timings_table(timings))
+    if gone:
+        console.print(
+            f"note: its outputs in {cell(gone['path'])} were overwritten by run {cell(gone['by_run'])} at "
+            f"{cell(gone['at'])} (--overwrite): what is there now is that run's"
+        )
 
 
 # Phases of an evaluation in the order they happen (metrics.json `timings`, docs/contracts.md).
@@ -231,6 +239,20 @@ def runs_fail(
     if not stale_reason(before):
         owner = f"pid {cell(run['pid'])} on {cell(run['host'])}"
         console.print(f"note: {cell(run['id'])} still looked alive (owned by {owner}).")
+
+
+@runs_app.command("record")
+def runs_record(
+    location: str = typer.Argument(..., help="The outputs' directory (or URI) a run named, unrecorded."),
+) -> None:
+    """Record a finished run whose final write found the registry database unreachable (its
+    outputs were kept, with registry-pending.json beside them)."""
+    from cluster.registry.deferred import record_pending
+    from cluster.registry.record import Registry
+
+    location = location if "://" in location else str(Path(location).expanduser().resolve())
+    run_id = record_pending(Registry(), location)
+    console.print(f"recorded run {cell(run_id)} (finished, outputs in {cell(location)})")
 
 
 # ------------------------------------------------------------------ db

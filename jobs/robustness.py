@@ -4,11 +4,11 @@
         [--rate 0.1] [--seed S]
     python -m jobs.robustness ...        (the Ray job entrypoint)
 
-The evaluation pipeline (jobs/evaluate.py, cluster/evaluation/predictor.py) runs once: inside each
-inference actor every shard is perturbed (cluster/data/perturb.py: a pure function of
-seed, perturbation and row id, so any sharding perturbs a row the same way), the
-rows whose tokens changed are scored again, and the clean-vs-perturbed statistics
-merge on the driver (cluster/stats/robustness.py). metrics.json holds the clean metrics
+The evaluation pipeline (cluster/evaluation/run.py) runs once: in the model stage every row is
+also perturbed (cluster/data/perturb.py: a pure function of seed, perturbation and row id, so any
+layout perturbs a row the same way) and the rows whose tokens changed are scored again; the write
+stage turns clean and perturbed predictions into paired statistics (cluster/stats/robustness.py),
+added up on the driver. metrics.json holds the clean metrics
 plus ``robustness``: per perturbation the flip rate, metric changes with paired
 CIs, McNemar's p against the clean predictions and the 20 most damaging examples
 (also in report.html). The run is registered as kind ``robustness``; `evalctl
@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import typer
 
+from cluster.evaluation.run import EvalResult, run_evaluate
 from cluster.specs.workloads import RobustnessSpec
 from jobs.eval_print import print_summary
-from jobs.evaluate import GATE_OPTIONS, EvalResult, run_evaluate
+from jobs.evaluate import GATE_OPTIONS
 from jobs.spec_cli import Workload, options, spec_command
 
 

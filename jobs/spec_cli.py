@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import typer
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from cluster.specs.parse import Key, Spec, load_spec, load_yaml, merge
 
 ROOT = Path(__file__).resolve().parent.parent
+_LOW, _HIGH = ((Ge, "<="), (Gt, "<")), ((Le, "<="), (Lt, "<"))  # a field's range, as --help shows it
 TYPED = ("COMMANDLINE", "ENVIRONMENT")  # parameter sources that count as typed by the user
 ADDRESS_HELP = "http://HEAD:8265 submits a Ray job (or RAY_ADDRESS)."
 WAIT_HELP = "With --address: stream the job's logs, exit with its outcome."
@@ -47,7 +49,19 @@ class Option:
 
     @property
     def help(self) -> str:
-        return self.field.description or ""
+        """The field's description and its range, e.g. "Passes over the data. [1 <= x <= 1000]"."""
+        bound = {
+            type(m): getattr(m, type(m).__name__.lower())  # Ge(ge=1) -> 1
+            for m in self.field.metadata
+            if isinstance(m, (Ge, Gt, Le, Lt))
+        }
+        low = next((f"{_num(bound[k])} {op} " for k, op in _LOW if k in bound), "")
+        high = next((f" {op} {_num(bound[k])}" for k, op in _HIGH if k in bound), "")
+        if low and not high:  # "x >= 1" reads better than "1 <= x"
+            value, op = low.split()
+            low, high = "", f" {op.replace('<', '>')} {value}"
+        text = self.field.description or ""
+        return f"{text} [{low}x{high}]" if low or high else text
 
     @property
     def default(self) -> Any:
@@ -55,6 +69,10 @@ class Option:
         if self.field.is_required():
             return None
         return self.field.get_default(call_default_factory=True)
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def options(cls: type[Spec], keys: Sequence[str], flags: dict[str, str] | None = None) -> list[Option]:
@@ -110,12 +128,13 @@ class Workload:
     run: Callable[..., None]  # run(spec, **extras)
     module: str | None = None  # jobs.<name>: adds --address/--wait/--spec-json and Ray job submission
     config: bool = True  # a --config FILE option
-    default_config: Path | None = None  # read when neither --config nor --spec-json is given
     extras: Sequence[inspect.Parameter] = ()  # more parameters, passed to run() by name
     submit_argv: Sequence[str] = ()  # words before the options in the job's entrypoint
     # (spec, extras) -> (more entrypoint arguments, more job env vars) for a submitted job
     job_extras: Callable[[Spec, dict], tuple[list[str], dict[str, str]]] | None = None
     address_help: str = ADDRESS_HELP
+    # resume(RUN, address=...): `--resume RUN` continues a recorded run instead of building a spec
+    resume: Callable[..., None] | None = None
 
 
 def spec_command(w: Workload, doc: str) -> Callable[..., None]:
@@ -124,6 +143,8 @@ def spec_command(w: Workload, doc: str) -> Callable[..., None]:
     def generated(ctx: typer.Context, **values: Any) -> None:
         if ctx.invoked_subcommand is not None:  # e.g. `evalctl sweep resume NAME`
             return
+        if w.resume is not None and values.get("resume"):
+            return _resume(w, ctx, values)
         spec = build_spec(w, ctx, values)
         extras = {p.name: values[p.name] for p in w.extras}
         if w.module:
@@ -147,14 +168,32 @@ def spec_command(w: Workload, doc: str) -> Callable[..., None]:
     return generated
 
 
+def _resume(w: Workload, ctx: typer.Context, values: dict[str, Any]) -> None:
+    """``--resume RUN``: the run's recorded spec, nothing else; it runs here (or joins HOST:6379)."""
+    from cluster.errors import UserError
+
+    typed = [o.flag or o.name for o in w.options if _source(ctx, o.name) in TYPED]
+    typed += ["--config"] * bool(values.get("config")) + ["--spec-json"] * bool(values.get("spec_json"))
+    if typed:
+        raise UserError(f"--resume takes the run's recorded settings; drop {', '.join(typed)}")
+    address = values.get("address")
+    if address and address.startswith(("http://", "https://")):
+        raise UserError(
+            "--resume runs where this command runs (or joins HOST:6379); to resume on a cluster, "
+            f"submit `python -m {w.module} --resume {values['resume']}` as a Ray job"
+        )
+    w.resume(values["resume"], address=address)
+
+
 def build_spec(w: Workload, ctx: typer.Context, values: dict[str, Any]) -> Spec:
-    """The spec from --spec-json or --config (or the default config), then the typed options on top."""
+    """The spec from --spec-json or --config (else the spec's own defaults), then the typed options on
+    top."""
     typed = {o.key: values[o.name] for o in w.options if _source(ctx, o.name) in TYPED}
     base, where = {}, "options"
     if values.get("spec_json"):
         base, where = _json(values["spec_json"]), "--spec-json"
-    elif values.get("config") or w.default_config:
-        path = Path(values.get("config") or w.default_config)
+    elif values.get("config"):
+        path = Path(values["config"])
         base, where = load_yaml(path), path.name
     # An error in a typed value names its option; with no file every value is an option.
     named = {o.key: o.flag or o.name.upper() for o in w.options if o.key in typed or where == "options"}
@@ -169,8 +208,14 @@ def _source(ctx: typer.Context, name: str) -> str:
 def _json(text: str) -> dict:
     from cluster.errors import UserError
 
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [k for k, _ in pairs]
+        if dup := next((k for i, k in enumerate(keys) if k in keys[:i]), None):
+            raise UserError(f"--spec-json: duplicate key {dup!r}; write each key once")
+        return dict(pairs)
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
         raise UserError(f"--spec-json is not valid JSON ({exc.msg} at character {exc.pos})") from exc
     if not isinstance(data, dict):
@@ -213,19 +258,14 @@ def _common(w: Workload) -> list[inspect.Parameter]:
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
     out = []
+    if w.resume is not None:
+        help_ = (
+            "Continue the run RUN whose driver died (its recorded settings; rows already written are kept)."
+        )
+        out.append(opt("resume", str | None, typer.Option(None, metavar="RUN", help=help_)))
     if w.config:
-        default = (
-            f" (default: {w.default_config.relative_to(ROOT)}; its values replace the defaults shown below)"
-            if w.default_config
-            else ""
-        )
-        out.append(
-            opt(
-                "config",
-                Path | None,
-                typer.Option(None, help=f"YAML spec; typed options override it{default}."),
-            )
-        )
+        help_ = "YAML spec (without one: the defaults shown below); typed options override it."
+        out.append(opt("config", Path | None, typer.Option(None, help=help_)))
     if w.module:
         out += [
             opt("address", str | None, typer.Option(None, help=w.address_help)),

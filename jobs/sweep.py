@@ -32,8 +32,7 @@ from cluster.tune.setup import InterruptWatch, SweepInterrupted
 from jobs.spec_cli import Workload, options, spec_command
 
 log = logging.getLogger(__name__)
-SPEC_FILE = "evalcluster_sweep.json"  # in the experiment dir: what `sweep resume` needs
-CONFIGS = Path(__file__).resolve().parent / "configs"
+SPEC_FILE = "evalcluster_sweep.json"  # in the experiment dir: what `sweep resume` needs (signing.py's)
 
 
 # ------------------------------------------------------------------ orchestration
@@ -46,12 +45,14 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     from cluster.registry.artifacts import ArtifactStore
     from cluster.tune.export import export_best, write_report
     from cluster.tune.setup import make_tuner, trial_resources
+    from cluster.tune.signing import KEY_FILE
     from cluster.tune.storage_probe import check_storage_on_every_node
 
     registry = registry or Registry()
     spec = spec.model_copy(update={"name": spec.name or new_id("sweep")})
     model = resolve_model(spec.model, registry)
     train, val, labels, fingerprint = load_splits(spec, model.modality, model.path)
+    say_budget(spec, len(train.y))
     storage = storage_path(spec, registry)
     check_gate_baseline(spec, registry)  # a wrong baseline is an error now, not after the sweep
     ArtifactStore.from_env(registry.home).check_writable()  # the best model goes there: fail now
@@ -66,8 +67,9 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         init_ray()
         check_storage_on_every_node(storage)  # before any trial starts
         resources = trial_resources(spec)
-        tuner = make_tuner(spec, storage, model.path, labels, (train, val), resources, resume)
-        _write_spec_file(storage, spec, run_id)
+        key = registry.home / KEY_FILE  # signs Tune's pickled state on storage (cluster/tune/signing.py)
+        tuner = make_tuner(spec, storage, model.path, labels, (train, val), resources, resume, key)
+        _write_spec_file(storage, spec, run_id, key)
         t0 = time.perf_counter()
         with InterruptWatch() as watch:
             results = tuner.fit()
@@ -94,10 +96,26 @@ def resume_sweep(name: str, registry: Registry | None = None, storage: str | Non
     if not (root / SPEC_FILE).is_file():
         known = sorted(p.name for p in root.parent.glob("*") if (p / SPEC_FILE).is_file())
         raise UserError(f'no sweep "{name}" under {root.parent}; known: {", ".join(known) or "none"}')
-    saved = json.loads((root / SPEC_FILE).read_text())
+    from cluster.tune.signing import KEY_FILE
+    from cluster.tune.state import check_signatures, saved_sweep
+
+    key = registry.home / KEY_FILE  # signed as written, checked before anything is used or recorded
+    saved = json.loads(saved_sweep(name, str(root), key))
     spec = load_spec(SweepSpec, saved["spec"], where=str(root / SPEC_FILE))
+    check_signatures(spec, str(root), key)
     registry.fail_run(saved["run_id"], "interrupted; resumed by `evalctl sweep resume`")  # if still running
     return run_sweep(spec, registry, resume=True)
+
+
+def say_budget(spec: SweepSpec, train_rows: int) -> None:
+    """One line on stderr, before anything starts, when the trials' budget is small (the
+    optimizer steps a trial takes: cluster/tune/search.py budget_note)."""
+    from cluster.tune.search import budget_note
+    from jobs.entry import err_console
+
+    note = budget_note(spec, train_rows)
+    if note:
+        err_console.print(note, markup=False)
 
 
 def check_gate_baseline(spec: SweepSpec, registry: Registry) -> None:
@@ -198,12 +216,12 @@ def storage_path(spec: SweepSpec, registry: Registry) -> str:
     return path if "://" in path else root
 
 
-def _write_spec_file(storage: str, spec: SweepSpec, run_id: str) -> None:
-    from cluster.data.storage import resolve
+def _write_spec_file(storage: str, spec: SweepSpec, run_id: str, key: Path) -> None:
+    from cluster.tune.signing import signed_filesystem
 
-    fs, root = resolve(storage)
-    fs.create_dir(f"{root}/{spec.name}", recursive=True)
-    with fs.open_output_stream(f"{root}/{spec.name}/{SPEC_FILE}") as f:
+    fs, root = signed_filesystem(f"{storage.rstrip('/')}/{spec.name}", key)  # signed: resume checks it
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{SPEC_FILE}") as f:
         f.write(json.dumps({"spec": spec.model_dump(mode="json"), "run_id": run_id}, indent=2).encode())
 
 
@@ -230,7 +248,6 @@ WORKLOAD = Workload(
     options=options(SweepSpec, ["*"], flags={}),
     run=_run,
     module="jobs.sweep",
-    default_config=CONFIGS / "sweep.yaml",
 )
 command = sweep_app.callback()(
     spec_command(WORKLOAD, "Run a sweep from a YAML spec; prints the best trial and the registered model id.")
@@ -276,6 +293,8 @@ def print_summary(summary: dict) -> None:
         f" ({summary['trials']} trials, {summary['trial_epochs']:.1f} trial-epochs, "
         f"{summary['wall_s']:.0f}s)"
     )
+    for line in summary.get("damaged_checkpoints", []):  # work a restart lost: never silent
+        console.print(f"warning: {line}", markup=False)
     if "gate" in summary:
         g = summary["gate"]
         console.print(

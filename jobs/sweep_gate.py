@@ -18,7 +18,7 @@ from cluster.specs.workloads import EvaluateSpec, GateSpec, SweepSpec
 
 def gate_model(spec: SweepSpec, model_id: str, registry: Registry) -> dict:
     """Evaluate ``model_id`` on the gate's data with the gate; returns the verdicts and what was used."""
-    from jobs.evaluate import run_evaluate
+    from cluster.evaluation.run import run_evaluate
 
     g = spec.gate
     data = g.data or spec.validation
@@ -52,9 +52,9 @@ def _gate_for(g, registry: Registry, data, spec: SweepSpec) -> tuple[GateSpec | 
 
 def _ensure_evaluated(baseline: str, data, registry: Registry, spec: SweepSpec) -> None:
     from cluster.data.scan import scan
+    from cluster.evaluation.baseline import resolve_baseline
+    from cluster.evaluation.run import run_evaluate
     from cluster.models.resolve import resolve_model
-    from jobs.evaluate import run_evaluate
-    from jobs.gate import resolve_baseline
 
     modality = resolve_model(spec.model, registry).modality  # the fingerprint hashes its inputs
     try:

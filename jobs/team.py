@@ -22,8 +22,9 @@ from cluster.errors import UserError
 from cluster.registry import comparison
 from cluster.registry.artifacts import exists, fetch_file
 from cluster.registry.leaderboard import leaderboard
+from cluster.registry.overwrites import require_outputs
 from cluster.registry.record import Registry
-from cluster.specs.workloads import CompareSpec, LeaderboardSpec
+from cluster.specs.team import CompareSpec, LeaderboardSpec
 from jobs.entry import console
 from jobs.registry_cli import cell
 from jobs.spec_cli import Workload, options, spec_command
@@ -216,6 +217,7 @@ def fetch_report(registry: Registry, run: dict) -> Path:
     """A local file holding ``run``'s report.html: in place, or downloaded from the artifact store
     to ``EVALCLUSTER_HOME/reports/<run-id>.html``."""
     location = join(run["artifact_path"] or "", "report.html") if run["artifact_path"] else None
+    require_outputs(registry, run, "its report")
     if run["status"] != "finished" or location is None or not exists(location):
         raise UserError(f"run {run['id']} ({run['kind']}, {run['status']}) has no report")
     if not is_remote(location):

@@ -52,8 +52,8 @@ def deploy_ui(
     """Deploy the dashboard on the Serve of the cluster at ``address`` (default: the local head,
     started if none runs) under ``spec.route_prefix``; returns its URL once /healthz answers."""
     from ray import serve
-    from ray.serve.context import _get_global_client  # the running proxy's address
 
+    from cluster.ray.compat import serve_client  # the running proxy's address
     from cluster.ray.logs import quiet_logger
     from cluster.registry.record import Registry
     from jobs.deploy import join_cluster, proxy_location
@@ -66,7 +66,7 @@ def deploy_ui(
         serve.start(
             proxy_location=proxy_location(), http_options={"host": default.host, "port": default.port}
         )
-    http = _get_global_client().http_config
+    http = serve_client().http_config
     access, write = api_key(spec.token_env), api_key(spec.write_token_env)
     if http.host not in LOOPBACK and not access:
         raise UserError(

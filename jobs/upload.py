@@ -3,8 +3,9 @@
 The job's working dir is a fresh staging directory holding only the project's
 packages (cluster/, jobs/, serve/), pyproject.toml, and the local files the spec
 names (data, model directories inside the project, for a remote cluster).
-Secret-shaped files (.env*, keys, tokens, credentials, registry databases) are
-left out even from those, and the command says what was not uploaded.
+Secret-shaped files (.env*, keys, tokens, credentials, database and cloud CLI configs,
+kubeconfig, registry databases) are left out even from those, and the command names
+each file it left out.
 """
 
 from __future__ import annotations
@@ -33,6 +34,19 @@ SECRET_PATTERNS = (
     ".docker",
     ".kube",
     ".netrc",
+    ".pgpass",
+    ".pg_service.conf",
+    ".my.cnf",
+    "kubeconfig*",
+    ".config",  # gcloud, gh, ... keep their credentials under ~/.config
+    "gcloud",
+    ".azure",
+    "azure",
+    ".boto",
+    ".s3cfg",
+    "rclone.conf",
+    ".databrickscfg",
+    ".oci",
     ".npmrc",
     ".pypirc",
     ".git-credentials",
@@ -46,19 +60,25 @@ SECRET_PATTERNS = (
     "*.p12",
     "*.pfx",
     "*.kdbx",
+    "*.keystore",
+    "*.jks",
     "*credential*",
     "*secret*",
+    "*password*",
+    "*passwd*",
     "*api_key*",
     "*apikey*",
-    "*auth_token*",
-    "*access_token*",
-    "token",
-    "*.token",
+    "*token*",
+    "*service-account*",
+    "*service_account*",
     "*.db",
     "*.db-*",
     "*.sqlite*",
     "registry.lock",
 )
+# Hugging Face's tokenizer files, in a model dir, match *token* and are no secrets.
+NOT_SECRETS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json")
+SHOWN = 50  # secret-shaped files named in the summary line; past that, "(+N more)"
 JUNK = ("__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", ".hypothesis", "*.egg-info", ".DS_Store")
 
 
@@ -69,6 +89,8 @@ def secret_shaped(rel: Path) -> bool:
     reads a key, not a key); the directories above it still are.
     """
     parts = rel.parts[:-1] if rel.suffix == ".py" else rel.parts
+    if any(fnmatch.fnmatch(rel.name.lower(), pat) for pat in NOT_SECRETS):
+        parts = parts[:-1]
     return any(fnmatch.fnmatch(part.lower(), pat) for part in parts for pat in SECRET_PATTERNS)
 
 
@@ -94,14 +116,18 @@ class Staged:
         tops = sorted({f.split("/", 1)[0] for f in self.files})
         line = f"uploading {', '.join(tops)} ({len(self.files)} files, {self.bytes / 2**10:.0f} KiB)"
         if self.secrets:
-            line += f"; left out as secret-shaped: {', '.join(self.secrets[:8])}"
+            line += f"; left out as secret-shaped: {_some(self.secrets, SHOWN)}"
         if self.not_uploaded:
-            line += f"; not uploaded: {', '.join(self.not_uploaded[:12])}"
-            line += f" (+{len(self.not_uploaded) - 12})" if len(self.not_uploaded) > 12 else ""
+            line += f"; not uploaded: {_some(self.not_uploaded, 12)}"
         return line
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _some(names: list[str], shown: int) -> str:
+    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def stage(project: Path, named: list[Path] = ()) -> Staged:

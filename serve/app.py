@@ -3,7 +3,7 @@
     POST /v1/predict {"texts": [...]}   -> labels, scores, probabilities
     POST /v1/predict {"images": [...]}  -> the same for an image model (base64 PNG/JPEG)
     POST /v1/explain {"text": "..."}    -> gradient x input attributions per token
-    POST /v1/explain {"image": "..."}   -> gradient x input per pixel: numbers and a PNG overlay
+    POST /v1/explain {"image": "..."}   -> gradient x input on a bounded map: PNG heat map and overlay
     POST /v1/segment {"images": [...]}  -> a segmentation model's masks and class shares (serve/segment.py)
     GET  /v1/model                      -> id, labels, lineage, evaluation metrics
     GET  /healthz                       -> 200 while the last health check passed
@@ -293,7 +293,8 @@ class Scorer(SegmentRoutes):
         require_modality(self.modality, "text" if req.text is not None else "image", self.clf.task)
         if req.image is not None:
             (data,) = request_bytes([req.image], self.spec, field="image")
-            args = (self.model, data, req.target, self.spec.max_image_pixels)
+            args = (self.model, data, req.target, self.spec.max_image_pixels, self.spec.max_explain_pixels)
+            args += (req.values,)
             return ExplainResponse(model=self._ref(), **await asyncio.to_thread(explain_response, *args))
         self._check_limits([req.text])
         return await asyncio.to_thread(self._explain, req.text)

@@ -4,7 +4,8 @@ The request schema (serve/schemas.py) has checked that each image is base64; her
 the replica applies the deployment's limits (count: 413, bytes: 413) and decodes
 with the model's own preprocessing (cluster/data/images.py, as offline evaluation does):
 bytes that are not an image, a zero-size image or a decompression bomb are a 422
-naming the image. Nothing here runs the model but ``explain``.
+naming the image. Nothing here runs the model but ``explain``, whose saliency map has at most
+``max_explain_pixels`` pixels, whatever the image's size.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def require_modality(modality: str, sent: str, task: str = "classification") -> 
 
 
 def image_limits(spec: ServeSpec) -> dict:
-    return {"max_images": spec.max_images, "max_image_bytes": spec.max_image_bytes}
+    return {
+        "max_images": spec.max_images,
+        "max_image_bytes": spec.max_image_bytes,
+        "max_explain_pixels": spec.max_explain_pixels,
+    }
 
 
 def request_bytes(images: list[str], spec: ServeSpec, field: str = "images") -> list[bytes]:
@@ -63,24 +68,37 @@ def decode_request(images: list[bytes], prep, max_pixels: int) -> np.ndarray:
     return decoded.pixels
 
 
-def explain_response(model, data: bytes, target: str | None, max_pixels: int) -> dict:
-    """Gradient x input per pixel at the image's own size, as numbers and as a PNG overlay."""
+def explain_response(
+    model, data: bytes, target: str | None, max_pixels: int, max_explain_pixels: int, values: bool = True
+) -> dict:
+    """Gradient x input on a map of at most ``max_explain_pixels`` (the image's own size when it is
+    within that) as a 16-bit PNG heat map, a PNG overlay and, unless not ``values``, numbers (float32:
+    the shortest decimal that reads back as the same float32, a third shorter than float64's)."""
     from cluster.errors import UserError
-    from cluster.models.saliency import explain_image
+    from cluster.models.saliency import explain_image, heatmap_png
 
     try:
-        s = explain_image(model, data, target=target, max_pixels=max_pixels)
+        s = explain_image(
+            model, data, target=target, max_pixels=max_pixels, max_map_pixels=max_explain_pixels
+        )
     except UserError as exc:
         raise HTTPException(422, detail=f"image: {str(exc).removeprefix('image ')}") from exc
     h, w = s.values.shape
+    heatmap, scale = heatmap_png(s.values)
+    saliency = {
+        "width": w,
+        "height": h,
+        "image_width": s.image_size[0],
+        "image_height": s.image_size[1],
+        "scale": scale,
+        "heatmap_png": heatmap,
+        "overlay_png": s.overlay_png,
+    }
+    if values:
+        saliency["values"] = s.values.astype(np.float32).astype(str).astype(float).tolist()
     return {
         "label": s.label,
         "score": float(s.probs[s.target]),
         "method": "gradient x input (pixels, 0..1, summed over RGB)",
-        "saliency": {
-            "width": w,
-            "height": h,
-            "values": s.values.astype(float).tolist(),
-            "overlay_png": s.overlay_png,
-        },
+        "saliency": saliency,
     }

@@ -97,6 +97,9 @@ class ExplainRequest(BaseModel):
     text: Text | None = Field(None, min_length=1, description="A text (text models).")
     image: ImageB64 | None = Field(None, description="A base64 PNG/JPEG image (image models).")
     target: str | None = Field(None, description="Image models: the label to explain (default: predicted).")
+    values: bool = Field(
+        True, description="Image models: false leaves the numbers out (the 16-bit heat map PNG holds them)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -110,10 +113,18 @@ class TokenAttribution(BaseModel):
 
 
 class Saliency(BaseModel):
-    width: int
-    height: int
-    values: list[list[float]] = Field(..., description="Gradient x input per pixel, rows of the input image.")
+    width: int = Field(..., description="The map's width: the image's, or less (max_explain_pixels).")
+    height: int = Field(..., description="The map's height (the aspect ratio of the image).")
+    image_width: int
+    image_height: int
+    scale: float = Field(..., description="max |gradient x input| over the map.")
+    heatmap_png: str = Field(
+        ..., description="Base64 16-bit gray PNG of the map: value = (pixel - 32768) / 32767 * scale."
+    )
     overlay_png: str = Field(..., description="Base64 PNG: the image in gray, red (+) / blue (-) saliency.")
+    values: list[list[float]] | None = Field(
+        None, description='Gradient x input per map pixel, rows (left out with "values": false).'
+    )
 
 
 class ExplainResponse(BaseModel):
@@ -122,7 +133,7 @@ class ExplainResponse(BaseModel):
     score: float
     method: str
     tokens: list[TokenAttribution] | None = Field(None, description="Text models: per token.")
-    saliency: Saliency | None = Field(None, description="Image models: per pixel.")
+    saliency: Saliency | None = Field(None, description="Image models: per pixel of a bounded map.")
 
 
 class ModelInfo(BaseModel):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cluster.registry.predictions import read_predictions
 from cluster.specs.search_space import LogUniform, SearchSpace
 from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
 from tests.conftest import run_evalctl
@@ -19,10 +20,12 @@ RUN_KEYS = ("run_id", "timings", "workers", "worker_plan", "recovery", "ray", "w
 
 
 def evaluate_args(model: Path, data: Path, out: Path, address: str) -> list[str]:
+    """Each run loads its model afresh (``--keep-warm-s 0``): on a joined cluster a model left warm
+    by the run before would take every block while the other node's actor still loads."""
     return [
         "evaluate", "--model", model, "--data", data, "--out", out, "--address", address,
         "--rows-per-shard", "50", "--sort-rows", "50", "--batch-size", "16", "--max-length", "64", "--bootstrap", "50",
-        "--precision", "fp32",
+        "--precision", "fp32", "--keep-warm-s", "0",
     ]  # fmt: skip
 
 
@@ -30,8 +33,25 @@ def same_results(a: Path, b: Path) -> None:
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     strip = lambda m: {k: v for k, v in m.items() if k not in RUN_KEYS}  # noqa: E731
     assert strip(ma) == strip(mb), {k for k in strip(ma) if strip(ma)[k] != strip(mb).get(k)}
-    pa_, pb = pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet")
+    pa_, pb = read_predictions(a / "predictions"), read_predictions(b / "predictions")
     pd.testing.assert_frame_equal(pa_, pb, check_exact=True)
+
+
+def part_workers(out: Path) -> list[dict]:
+    """The model actors (actor, node) named in the footers of the part files written so far under
+    ``out/predictions`` (a file still being written is skipped)."""
+    import pyarrow.parquet as pq
+
+    from cluster.evaluation.parts import decode_part
+
+    found = []
+    for f in sorted((out / "predictions").glob("*.parquet")):
+        try:
+            part = decode_part(pq.ParquetFile(f).schema_arrow.metadata, str(f))
+        except Exception:  # noqa: BLE001 - not complete yet
+            continue
+        found += [json.loads(k) for k in part.workers.rows]
+    return found
 
 
 def tiny_sweep(tiny_model_dir, sample_dir, storage: Path, **kw) -> SweepSpec:

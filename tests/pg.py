@@ -93,6 +93,15 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
 
+    def pause(self) -> None:
+        """Stop the server (fast mode: sessions are ended), keeping its files and port for ``resume``."""
+        self._pg("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same port."""
+        if not self._try_start():
+            raise RuntimeError(f"PostgreSQL did not restart; log: {self._log_tail()}")
+
     def __enter__(self) -> PostgresServer:
         return self.start()
 

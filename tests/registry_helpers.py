@@ -83,7 +83,9 @@ def fake_eval(reg, tmp_path, name, fingerprint, y, pred, model="m-fake", data="d
     ).to_parquet(out / "predictions.parquet")
     (out / "metrics.json").write_text(json.dumps(metrics))
     run = reg.start_run("evaluate", {}, dataset_fingerprint=fingerprint, model_id=model, dataset_path=data)
-    from jobs.evaluate import _headline  # here: the writer processes above import this module
+    from cluster.evaluation.outcome import (
+        headline as _headline,  # here: the writer processes above import this module
+    )
 
     reg.finish_run(run, metrics=_headline(metrics), artifact_path=str(out))
     return run, metrics

@@ -32,6 +32,25 @@ BAD_SWEEPS = [
     ("search: {batch_size: {choice: [16, 0]}}", "search.batch_size: must be >= 1, got 0 (in choice)"),
     ("search_alg: optuna\nsearch: {learning_rate: {grid: [1.0e-4, 2.0e-4]}}", "search_alg optuna"),
     ("", "the file is empty"),
+    # issue 28, point 1: non-finite and absurd values, a key written twice
+    ("search: {learning_rate: .inf}", "search.learning_rate: must be a finite number, got inf"),
+    ("search: {weight_decay: .inf}", "search.weight_decay: must be a finite number, got inf"),
+    ("search: {warmup_ratio: .nan}", "search.warmup_ratio: must be a finite number, got nan"),
+    (
+        "search: {learning_rate: {loguniform: [1.0e-5, .inf]}}",
+        "search.learning_rate.loguniform.1: must be a finite number, got inf",
+    ),
+    ("search: {learning_rate: {choice: [1.0e-5, .inf]}}", "must be a finite number, got inf (in choice)"),
+    ("search: {epochs: 1000000000000}", "search.epochs: must be <= 1000, got 1000000000000"),
+    ("search: {learning_rate: 5.0}", "search.learning_rate: must be <= 1, got 5.0"),
+    (
+        "search: {seed: {randint: [0, 100000000000]}}",
+        "search.seed: must be <= 4294967295, got 99999999999 (in randint)",
+    ),
+    ("resources: {cpus: .inf}", "resources.cpus: must be a finite number, got inf"),
+    ("num_samples: 100000000", "num_samples: must be <= 10000, got 100000000"),
+    ("search: {epochs: 1}\nnum_samples: 2\nsearch: {epochs: 3}", "line 3: duplicate key 'search'"),
+    ("search:\n  epochs: 1\n  epochs: 3", "line 3: duplicate key 'epochs'"),
 ]
 
 
@@ -57,6 +76,27 @@ def test_bad_sweep_yaml_exits_2_before_ray_with_nothing_recorded(
     (line,) = proc.stderr.strip().splitlines()  # one line: no Ray start-up logs, no traceback
     assert line.startswith("error: sweep.yaml") and message in line, line
     assert not (evalcluster_home / "registry.db").exists() or Registry().list_runs() == []
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_non_finite_option_is_refused(evalctl, value, evalcluster_home):
+    proc = evalctl("evaluate", "--data", "x.csv", "--keep-warm-s", value)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"error: --keep-warm-s: must be a finite number, got {float(value)!r}"
+
+
+def test_a_wide_randint_is_checked_by_its_extremes():
+    """Its values were listed to check them: [0, 2**32] took gigabytes and the OOM killer."""
+    spec = SweepSpec.model_validate({"search": {"seed": {"randint": [0, 2**32]}}})
+    assert spec.search.seed.randint == [0, 2**32]
+
+
+def test_duplicate_key_in_spec_json_is_refused():
+    from jobs.spec_cli import _json
+
+    with pytest.raises(UserError, match="--spec-json: duplicate key 'model'"):
+        _json('{"model": "a", "data": {"path": "x"}, "model": "b"}')
 
 
 @pytest.mark.cli

@@ -46,7 +46,9 @@ def test_a_trial_without_checkpoints_has_none(tmp_path):
 
 def test_work_kinds_by_actor_class():
     assert work_kind("ServeReplica:evalcluster:Scorer") == "serve replica"
-    assert work_kind("ModelActor") == "evaluation actor"
+    assert work_kind("MapWorker(MapBatches(ModelStage))") == "evaluation actor"  # Ray Data's actor class
+    assert work_kind("WarmModel") == "warm model"
+    assert work_kind("MapWorker(MapBatches(preprocess))") is None
     assert work_kind("SweepTrial") == "sweep trial"
     assert work_kind("sweep_trial_class.<locals>.SweepTrial") == "sweep trial"
     assert work_kind("SomeoneElsesActor") is None

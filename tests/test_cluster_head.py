@@ -1,5 +1,6 @@
 """`evalctl cluster up|status|down` against a real `ray start --head` (token auth on)."""
 
+import json
 import os
 import stat
 import subprocess
@@ -35,6 +36,35 @@ def head_listen_addresses(gcs_port: int = 6379) -> set[str]:
     return {c.laddr.ip for p in procs for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
 
 
+def client_servers(gcs_port: int = 6379) -> list:
+    """Ray client server processes of the head serving ``gcs_port`` (their command line names no
+    session: issue 28, point 11, `cluster down` left this one running)."""
+    import psutil
+
+    return [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "ray.util.client.server" in (p.info["cmdline"] or [])
+        and any(a.startswith("--address=") and a.endswith(f":{gcs_port}") for a in p.info["cmdline"])
+    ]
+
+
+def joins_the_running_head(evalctl) -> None:
+    """issue 28, point 11: a command joining the head by its GCS address needs no RAY_AUTH_MODE when
+    the token file exists; and a token file loosened to 0644 is tightened by any command that joins
+    the head (it was only by `cluster up`)."""
+    token = Path.home() / ".ray" / "auth_token"
+    token.chmod(0o644)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    joined = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "serve", "status", "--address", "127.0.0.1:6379"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    assert '"status"' in joined.stdout and "Traceback" not in joined.stderr
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and "was readable by others" in joined.stderr
+
+
 def test_cluster_up_status_down(evalctl, tiny_model_dir):
     ray_cli = str(Path(sys.executable).with_name("ray"))
     serve_port = free_port()
@@ -61,10 +91,13 @@ def test_cluster_up_status_down(evalctl, tiny_model_dir):
         assert token.is_file() and stat.S_IMODE(token.stat().st_mode) == 0o600  # token auth on, private
         ips = head_listen_addresses()
         assert ips and ips <= LOOPBACK, ips  # GCS, raylet, workers, dashboard, Ray client: loopback only
+        joins_the_running_head(evalctl)
+        assert client_servers(), "the head runs no Ray client server: nothing for `cluster down` to stop"
     finally:
         down = evalctl("cluster", "down", timeout=120)
     assert down.returncode == 0 and "stopped" in down.stdout
     assert evalctl("cluster", "status").returncode == 1
+    assert client_servers() == []  # every process of the head stopped, its Ray client server too
 
 
 def deploy_on_the_running_serve(evalctl, model_dir, serve_port: int) -> None:
@@ -79,6 +112,11 @@ def deploy_on_the_running_serve(evalctl, model_dir, serve_port: int) -> None:
     assert "Traceback" not in wrong.stderr
     ok = evalctl(*deploy, "--port", serve_port, timeout=300)
     assert ok.returncode == 0, ok.stderr
+    assert (
+        "Connecting to existing Serve app" not in ok.stdout + ok.stderr
+    )  # Serve's INFO line: not at WARNING
+    status = json.loads(evalctl("serve", "status", timeout=120).stdout)  # no --port: where Serve listens
+    assert status["url"] == f"http://127.0.0.1:{serve_port}" and status["model"] == str(model_dir), status
     url = f"http://127.0.0.1:{serve_port}"
     answer = httpx.post(f"{url}/v1/predict", json={"texts": ["what a flight"]}, timeout=60)
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1, answer.text

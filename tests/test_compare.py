@@ -9,7 +9,7 @@ from cluster.errors import UserError
 from cluster.registry.leaderboard import leaderboard
 from cluster.registry.record import Registry
 from cluster.stats.compare import differences, mcnemar_exact, paired_counts
-from cluster.stats.metrics import poisson_weights
+from cluster.stats.rowhash import poisson_weights
 from jobs.team import compare_runs
 from tests.registry_helpers import fake_eval
 

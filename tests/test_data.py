@@ -7,9 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cluster.data.blocks import plan_blocks, read_block
 from cluster.data.files import check_columns
 from cluster.data.scan import iter_tables, read_pandas, scan
-from cluster.data.shards import plan_shards, read_shard, shards_for_actors
+from cluster.data.shards import plan_shards, read_shard
 from cluster.errors import UserError
 from cluster.specs.workloads import DataSpec
 
@@ -89,7 +90,9 @@ def test_large_row_groups_and_text_files_split_into_pieces(tmp_path):
         assert got["row"].tolist() == list(range(30)) and got["text"].tolist() == big["tweet"].tolist()
 
 
-def test_shards_for_actors_cut_at_batch_multiples_and_read_every_row_once(tmp_path):
+def test_blocks_spread_a_small_input_at_batch_multiples_and_read_every_row_once(tmp_path):
+    """The evaluation's read blocks (cluster/data/blocks.py): an image input smaller than the actors'
+    share is cut into more, smaller blocks, still at global multiples of the batch size."""
     big = pd.concat([DF] * 10, ignore_index=True)  # 100 rows: a 37-row file, then 63 in row groups of 25
     write(tmp_path / "d" / "part-0.parquet", big.iloc[:37])
     pq.write_table(
@@ -98,15 +101,15 @@ def test_shards_for_actors_cut_at_batch_multiples_and_read_every_row_once(tmp_pa
         row_group_size=25,
     )
     spec = DataSpec(path=str(tmp_path / "d"), text_column="tweet", label_column="y")
-    _, shards = plan_shards(spec, rows_per_shard=64)
-    cut = shards_for_actors(shards, actors=2, align=8)  # 100 rows / 8 shards -> 13 -> 16 rows each
-    assert len(cut) > len(shards) and max(s.num_rows for s in cut) == 16
-    starts = [s.offset for s in cut]
-    assert all(o % 16 == 0 for o in starts if o not in (0, 37)), starts  # a file's first shard aside
-    got = pa.concat_tables([read_shard(s, spec) for s in cut])
+    _, blocks = plan_blocks(spec, None, rows_per_block=64, align=8, min_blocks=8)  # 100 / 8 -> 13 -> 16
+    assert len(blocks) > 2 and max(b.num_rows for b in blocks) == 16
+    starts = [b.offset for b in blocks]
+    assert all(o % 16 == 0 for o in starts if o not in (0, 37)), starts  # a file's first block aside
+    got = pa.concat_tables([read_block(b, {"text": "tweet", "label": "y"}, {"_side": "x"}) for b in blocks])
     assert got["row"].to_pylist() == list(range(100))
-    assert got["text"].to_pylist() == big["tweet"].tolist()
-    assert shards_for_actors(shards, actors=1, align=1024) == shards  # never larger than planned
+    assert got["text"].to_pylist() == big["tweet"].tolist() and set(got["_side"].to_pylist()) == {"x"}
+    _, few = plan_blocks(spec, None, rows_per_block=64, align=8, min_blocks=1)
+    assert [b.offset for b in few] == [0, 37, 64]  # never smaller than asked unless spread
 
 
 def test_missing_path(tmp_path):
@@ -150,6 +153,61 @@ def test_empty_dataset(tmp_path):
     f = write(tmp_path / "d.parquet", DF.iloc[:0])
     with pytest.raises(UserError, match="is empty"):
         scan(DataSpec(path=str(f), text_column="tweet", label_column="y"))
+
+
+def latin1_csv(path, filler_rows: int = 0):
+    """A CSV written as latin-1 (äó are one byte each), after ``filler_rows`` ASCII rows."""
+    rows = [f"filler text {i:07d},a" for i in range(filler_rows)] + ["caf\u00e4 \u00f3 ok,b", "plain,a"]
+    path.write_bytes(("text,label\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    return path
+
+
+@pytest.mark.parametrize("filler_rows", [0, 60_000])  # in the first MiB, and after it
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_byte(tmp_path, filler_rows):
+    """issue 28, point 4: in the first MiB it was read as latin-1 silently (äó became Ã¤Ã³);
+    after it, an ArrowInvalid traceback."""
+    f = latin1_csv(tmp_path / "d.csv", filler_rows)
+    offset = f.read_bytes().index(b"\xe4")
+    with pytest.raises(UserError) as err:
+        scan(DataSpec(path=str(f)))
+    msg = str(err.value)
+    assert f"d.csv: byte {offset} (0xe4, line {filler_rows + 2}) is not valid utf-8" in msg, msg
+    assert "--encoding" in msg and "\n" not in msg
+    got = read_pandas(DataSpec(path=str(f), encoding="latin-1"))  # said explicitly: read as such
+    assert got["text"].tolist()[-2:] == ["caf\u00e4 \u00f3 ok", "plain"]
+
+
+def test_jsonl_that_is_not_utf8_is_refused_and_encodings_are_checked(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_bytes('{"text": "ok", "label": "a"}\n{"text": "caf\u00e4", "label": "b"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"d.jsonl: byte 42 \(0xe4, line 2\) is not valid utf-8"):
+        scan(DataSpec(path=str(f)))
+    assert read_pandas(DataSpec(path=str(f), encoding="latin-1"))["text"].tolist() == ["ok", "caf\u00e4"]
+    with pytest.raises(ValueError, match="unknown encoding 'latin-9x'"):
+        DataSpec(path=str(f), encoding="latin-9x")
+
+
+def test_utf8_is_checked_across_chunk_boundaries():
+    from cluster.data.files import utf8_bytes
+
+    mib = 1 << 20
+    straddling = b"a" * (mib - 1) + "\u00e4".encode() + b"b" * 10  # a 2-byte character cut by the chunk
+    assert utf8_bytes(straddling, "utf-8", "x.csv") is straddling
+    # (cut, where it fails): inside the straddling character its first byte is where decoding fails
+    for cut, bad_at in ((mib - 1, mib - 1), (mib, mib - 1), (mib + 1, mib + 1), (mib + 11, mib + 11)):
+        raw = straddling[:cut] + b"\xff" + b"c" * mib
+        with pytest.raises(UserError, match=rf"x.csv: byte {bad_at} \(0x"):
+            utf8_bytes(raw, "utf8", "x.csv")
+
+
+@pytest.mark.cli
+def test_data_check_refuses_a_latin1_csv_in_one_line(evalctl, tmp_path):
+    f = latin1_csv(tmp_path / "d.csv")
+    proc = evalctl("data", "check", f)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "is not valid utf-8" in proc.stderr and "Traceback" not in proc.stderr
+    ok = evalctl("data", "check", f, "--encoding", "latin-1")
+    assert ok.returncode == 0 and "2 rows" in ok.stdout, ok.stderr
 
 
 def test_fingerprint_depends_on_content_not_location(tmp_path):

@@ -13,9 +13,10 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, top_k_accuracy_score
 
 from cluster.errors import UserError
+from cluster.evaluation.run import run_evaluate
+from cluster.registry.predictions import read_predictions
 from cluster.registry.record import Registry
 from cluster.specs.workloads import DataSpec, EvaluateSpec, GateSpec
-from jobs.evaluate import run_evaluate
 from tests.browser import assert_renders
 
 LABELS = ["negative", "neutral", "positive"]
@@ -123,7 +124,7 @@ def test_threshold_metrics_equal_sklearn_and_ignore_sharding(ray_cluster, tweets
             ]
         )
     ]
-    preds = pd.read_parquet(tmp_path / "o0" / "predictions.parquet")
+    preds = read_predictions(tmp_path / "o0" / "predictions")
     probs, y = np.stack(preds["probs"].to_numpy()), df["label"].map(LABELS.index).to_numpy()
     m = runs[0]
     onehot = np.eye(3)[y]
@@ -138,7 +139,7 @@ def test_threshold_metrics_equal_sklearn_and_ignore_sharding(ray_cluster, tweets
         auc = roc_auc_score(y == c, probs[:, c])
         assert m["threshold"]["per_class"][lab]["roc_auc"] == pytest.approx(auc, abs=1e-9)
     # 1 shard on 1 actor vs 7 shards on 2 actors: bitwise the same values, intervals and curves.
-    assert np.array_equal(np.stack(pd.read_parquet(tmp_path / "o1" / "predictions.parquet")["probs"]), probs)
+    assert np.array_equal(np.stack(read_predictions(tmp_path / "o1" / "predictions")["probs"]), probs)
     keys = ("roc_auc_macro", "roc_auc_weighted", "average_precision_macro", "top_k_accuracy", "brier_score")
     assert [runs[1][k] for k in keys] == [m[k] for k in keys]
     assert {k: runs[1]["ci95"][k] for k in keys} == {k: m["ci95"][k] for k in keys}

@@ -8,12 +8,13 @@ import pytest
 from sklearn.metrics import f1_score, log_loss
 
 from cluster.errors import UserError
+from cluster.evaluation.run import run_evaluate
 from cluster.models.text import load_classifier, predict_proba
+from cluster.registry.predictions import read_predictions
 from cluster.registry.record import Registry
 from cluster.specs.parse import load_spec
 from cluster.specs.workloads import DataSpec, EvaluateSpec
 from cluster.stats.metrics import metric_names
-from jobs.evaluate import run_evaluate
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -72,7 +73,7 @@ def test_cli_evaluate_matches_single_process_forward(
     # Quiet by default: no Ray Data progress lines, no core_worker actor-argument line.
     for noise in ("logging_progress", "streaming_executor", "core_worker.cc", "Traceback"):
         assert noise not in proc.stderr, proc.stderr
-    preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    preds = pd.read_parquet(tmp_path / "out" / "predictions").sort_values("row", ignore_index=True)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert list(preds.columns) == ["row", "label", "pred", "score", "probs", "tweet_id"]
     assert preds["row"].tolist() == list(range(300))
@@ -135,12 +136,12 @@ def test_same_metrics_with_one_or_two_workers_and_any_block_size(
             sort_rows=50,
         )
         runs.append(run_evaluate(spec).metrics)
-    preds = [pd.read_parquet(tmp_path / f"o{i}" / "predictions.parquet") for i in range(3)]
+    preds = [read_predictions(tmp_path / f"o{i}" / "predictions") for i in range(3)]
     base = runs[0]
     assert [r["worker_plan"]["actors"] for r in runs] == [1, 2, 2]
     for r in runs:  # every row computed once, by an actor that says where it ran
         assert sum(w["rows"] for w in r["workers"]) == 300 and all(w["node"] for w in r["workers"])
-        assert r["recovery"]["duplicate_shards_dropped"] == 0 and not r["recovery"]["lost_actors"]
+        assert r["recovery"]["rows"] == 300 and not r["recovery"]["restarted_actors"]
     for other, pred in zip(runs[1:], preds[1:], strict=True):
         # Each row is batched with the same rows whatever the sharding (sort groups of 50 input
         # rows), so its probabilities are the same to the last bit...
@@ -164,7 +165,7 @@ def test_same_metrics_with_one_or_two_workers_and_any_block_size(
 def test_failure_midway_marks_run_failed_and_leaves_no_metrics(
     ray_cluster, tweets, tiny_model_dir, tmp_path, monkeypatch
 ):
-    import jobs.evaluate as ev
+    import cluster.evaluation.run as ev
 
     def broken_report(metrics, path):
         raise RuntimeError("disk full")
@@ -173,8 +174,8 @@ def test_failure_midway_marks_run_failed_and_leaves_no_metrics(
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk full"):
         ev.run_evaluate(spec_for(tweets[0], out, model=str(tiny_model_dir), bootstrap=0))
-    assert not (out / "metrics.json").exists() and not (out / "predictions.parquet").exists()
-    assert not list(out.glob(".*tmp"))
+    assert not (out / "metrics.json").exists() and not (out / "predictions").exists()
+    assert not (out / "_checkpoint").exists() and not list(out.glob(".*tmp"))
     (run,) = Registry().list_runs()
     assert run["status"] == "failed" and "disk full" in run["error"]
 
@@ -182,7 +183,7 @@ def test_failure_midway_marks_run_failed_and_leaves_no_metrics(
 # ------------------------------------------------------------------ bad input (no Ray needed)
 
 
-@pytest.mark.ray  # the labels are checked by the scan that runs while Ray starts (jobs/evaluate.py)
+@pytest.mark.ray  # the labels are checked by the scan that runs while Ray starts (cluster/evaluation/run.py)
 def test_unknown_labels_are_listed_with_counts(tweets, tiny_model_dir, tmp_path):
     _, df = tweets
     bad = df.copy()

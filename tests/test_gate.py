@@ -89,6 +89,27 @@ def test_drop_is_judged_in_points_with_the_paired_interval():
         ({"max_drop": {"f1_macro": 1}}, "max_drop needs a baseline"),
         ({"baseline": "best", "max_drop": {"log_loss": 1}}, "the paired comparison covers accuracy"),
         ({"baseline": "best", "min": {"f1_macro": 0.5}}, "a baseline is only used by max_drop"),
+        # issue 28, point 6: taken before (nan/inf exit 1 and recorded, -inf passed, ece=-1 and 1.5
+        # taken, a repeated metric silently dropped)
+        ({"min": ["f1_macro=nan"]}, "f1_macro=nan: a threshold must be a finite number"),
+        ({"min": ["f1_macro=inf"]}, "f1_macro=inf: a threshold must be a finite number"),
+        ({"min": ["f1_macro=-inf"]}, "f1_macro=-inf: a threshold must be a finite number"),
+        ({"min": {"f1_macro": float("nan")}}, "f1_macro=nan: a threshold must be a finite number"),
+        ({"max": ["ece=-1"]}, "ece=-1: outside the metric's range [0, 1]"),
+        ({"max": ["ece=1.5"]}, "ece=1.5: outside the metric's range [0, 1]"),
+        ({"max": ["log_loss=-0.5"]}, "log_loss=-0.5: outside the metric's range [0, inf]"),
+        ({"max": ["brier_score=2.5"]}, "brier_score=2.5: outside the metric's range [0, 2]"),
+        ({"min": ["accuracy=1.01"]}, "accuracy=1.01: outside the metric's range [0, 1]"),
+        ({"baseline": "b", "max_drop": ["f1_macro=150"]}, "f1_macro=150: a drop is at most 100 points"),
+        ({"baseline": "b", "max_drop": ["f1_macro=inf"]}, "a threshold must be a finite number"),
+        (
+            {"min": ["f1_macro=0.9", "f1_macro=0.1"]},
+            "f1_macro is given twice (0.9 and 0.1); give each metric one condition",
+        ),
+        (
+            {"min": ["f1_macro=0.9,accuracy=0.5,f1_macro=0.9"]},
+            "f1_macro is given twice (0.9 and 0.9)",
+        ),
     ],
 )
 def test_bad_gates_are_one_line(raw, fragment):
@@ -172,6 +193,10 @@ def test_cli_exit_codes(evalctl, runs, evalcluster_home):
         ([c, "--baseline", a, "--max-drop", "f1_macro=1"], "evaluated other data"),
         ([a, "--min", "ece=0.1"], "--min: ece is lower-is-better"),
         ([a, "--min", "f1_macr=0.5"], 'unknown metric "f1_macr"'),
+        ([a, "--min", "f1_macro=nan"], "--min: f1_macro=nan: a threshold must be a finite number"),
+        ([a, "--min", "f1_macro=-inf"], "a threshold must be a finite number"),
+        ([a, "--max", "ece=1.5"], "--max: ece=1.5: outside the metric's range [0, 1]"),
+        ([a, "--min", "f1_macro=0.9", "--min", "f1_macro=0.1"], "f1_macro is given twice"),
         ([a], "a gate needs at least one condition"),
         (["nosuchrun", "--min", "f1_macro=0.5"], 'no run "nosuchrun"'),
     ]:

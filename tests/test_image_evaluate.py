@@ -17,10 +17,11 @@ from sklearn.metrics import (
 )
 
 from cluster.errors import UserError
+from cluster.evaluation.run import run_evaluate
 from cluster.models.modality import load_trained
 from cluster.models.vision import prepare_for_inference
+from cluster.registry.predictions import read_predictions
 from cluster.specs.workloads import DataSpec, EvaluateSpec
-from jobs.evaluate import run_evaluate
 
 LABELS = ["zero", "one", "two"]
 
@@ -37,7 +38,7 @@ def test_image_evaluation_equals_sklearn_and_keeps_row_ids(
     ray_cluster, tiny_image_model_dir, digits_images, tmp_path
 ):
     result = run_evaluate(image_spec(digits_images, tmp_path / "out", model=str(tiny_image_model_dir)))
-    preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    preds = read_predictions(tmp_path / "out" / "predictions")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     source = pq.read_table(digits_images).to_pandas()
     assert preds["row"].tolist() == list(range(150))
@@ -78,9 +79,23 @@ def test_image_evaluation_equals_sklearn_and_keeps_row_ids(
 @pytest.fixture(scope="module")
 def with_bad_rows(digits_images, tmp_path_factory):
     """The digits with row 7 undecodable and row 23 an empty image."""
+    return _with_pictures(
+        digits_images, tmp_path_factory, {7: b"not an image at all", 23: b"\x89PNG\r\n\x1a\n"}
+    )
+
+
+@pytest.fixture(scope="module")
+def with_bad_and_empty_rows(digits_images, tmp_path_factory):
+    """Those, and row 31 an image file of 0 bytes (issue 28, point 5: it stopped --skip-bad-rows)."""
+    bad = {7: b"not an image at all", 23: b"\x89PNG\r\n\x1a\n", 31: b""}
+    return _with_pictures(digits_images, tmp_path_factory, bad)
+
+
+def _with_pictures(digits_images, tmp_path_factory, pictures_at: dict):
     table = pq.read_table(digits_images).slice(0, 60)
     pictures = table["picture"].to_pylist()
-    pictures[7], pictures[23] = b"not an image at all", b"\x89PNG\r\n\x1a\n"
+    for row, picture in pictures_at.items():
+        pictures[row] = picture
     table = table.set_column(0, "picture", pa.array(pictures, pa.binary()))
     path = tmp_path_factory.mktemp("bad") / "bad.parquet"
     pq.write_table(table, path, row_group_size=40)
@@ -96,22 +111,26 @@ def test_a_bad_image_is_one_line_naming_its_row(ray_cluster, tiny_image_model_di
 
 
 @pytest.mark.cli
-def test_cli_skip_bad_rows_counts_and_reports_them(evalctl, tiny_image_model_dir, with_bad_rows, tmp_path):
-    args = ["--model", tiny_image_model_dir, "--data", with_bad_rows, "--image-column", "picture"]
+def test_cli_skip_bad_rows_counts_and_reports_them(
+    evalctl, tiny_image_model_dir, with_bad_and_empty_rows, tmp_path
+):
+    args = ["--model", tiny_image_model_dir, "--data", with_bad_and_empty_rows, "--image-column", "picture"]
     args += ["--label-column", "digit", "--id-column", "pid", "--out", tmp_path / "out", "--bootstrap", "20"]
     proc = evalctl("evaluate", *args, "--skip-bad-rows")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "skipped 2 bad image row(s): rows 7, 23" in proc.stdout
+    assert "skipped 3 bad image row(s): rows 7, 23, 31" in proc.stdout
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["n"] == 58 and metrics["bad_rows"]["count"] == 2
-    assert [b["row"] for b in metrics["bad_rows"]["first_rows"]] == [7, 23]
+    assert metrics["n"] == 57 and metrics["bad_rows"]["count"] == 3
+    assert [b["row"] for b in metrics["bad_rows"]["first_rows"]] == [7, 23, 31]
     # Rows read, the skipped ones included (docs/contracts.md: workers, recovery).
     assert metrics["recovery"]["rows"] == sum(w["rows"] for w in metrics["workers"]) == 60
-    preds = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
-    assert preds["row"].tolist() == [r for r in range(60) if r not in (7, 23)]
-    # Without --skip-bad-rows: exit 2 and one line naming the row, no traceback.
+    preds = read_predictions(tmp_path / "out" / "predictions")
+    assert preds["row"].tolist() == [r for r in range(60) if r not in (7, 23, 31)]
+    # Without --skip-bad-rows: exit 2 and one line naming the row, no traceback (the 0-byte image is
+    # found before any model loads).
     proc = evalctl("evaluate", *args, "--out", tmp_path / "out2")
-    assert proc.returncode == 2 and "image at row 7" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert 'null or empty "picture" (first rows: 31)' in proc.stderr and "--skip-bad-rows" in proc.stderr
 
 
 @pytest.mark.cli
@@ -176,42 +195,41 @@ def test_a_label_folder_tree_becomes_an_image_dataset(tmp_path):
     assert image_folder_spec(text_spec, "text", tmp_path / "work") is text_spec
 
 
-def test_predictor_skips_bad_images_even_a_whole_batch_of_them(tiny_image_model_dir, digits_images):
-    """The actor's own logic, called in-process: skipped rows leave the statistics and the
-    predictions; a batch with nothing left sends only its statistics (a placeholder row), each
-    with the shard's offset and size as read."""
-    import pickle
-
-    from cluster.evaluation.predictor import PLACEHOLDER_ROW, Predictor
-    from cluster.models.cache import ModelSource
+def test_the_stages_skip_bad_images_even_a_whole_block_of_them(tiny_image_model_dir, digits_images):
+    """The pipeline's stages called in-process (cluster/evaluation/task.py): a skipped row flows on
+    with ``_bad`` set, leaves the statistics and the predictions, and is listed in its part file's
+    footer with the rows it covers; a block with nothing left still writes its footer."""
+    from cluster.evaluation.parts import decode_part
+    from cluster.evaluation.sink import score_rows
+    from cluster.evaluation.tasks import classification
+    from cluster.models.resolve import resolve_model
 
     table = pq.read_table(digits_images).slice(0, 6)
-    batch = pa.table(
-        {
-            "row": pa.array(range(10, 16), pa.int64()),
-            "image": table["picture"],
-            "label": table["digit"],
-        }
+    block = pa.table(
+        {"row": pa.array(range(10, 16), pa.int64()), "image": table["picture"], "label": table["digit"]}
     )
     spec = image_spec(digits_images, "unused", model=str(tiny_image_model_dir), skip_bad_rows=True)
-    source = ModelSource(str(tiny_image_model_dir), "tiny-image")
-    predictor = Predictor(source, LABELS, spec, gpus=0)
-    broken = batch.set_column(1, "image", pa.array([b"x", *table["picture"].to_pylist()[1:]], pa.binary()))
-    out = predictor(broken)
-    assert out["row"].to_pylist() == [11, 12, 13, 14, 15]
-    part = pickle.loads(out["_stats"][0].as_py())
-    assert part["stats"].n == 5 and [r for r, _ in part["bad"]] == [10]
-    # The shard is named by its input offset and size, its skipped first row included (the
-    # driver takes each shard once by its offset: cluster/evaluation/shard_schedule.py).
-    assert (part["offset"], part["rows"]) == (10, 6)
-    all_bad = batch.set_column(1, "image", pa.array([b"x"] * 6, pa.binary()))
-    out = predictor(all_bad)
-    assert out["row"].to_pylist() == [PLACEHOLDER_ROW]
-    part = pickle.loads(out["_stats"][0].as_py())
-    assert part["stats"].n == 0 and len(part["bad"]) == 6
-    assert (part["offset"], part["rows"]) == (10, 6)
-    # Without skip_bad_rows the first bad image is a UserError naming its row (cluster/evaluation/pipeline.py
-    # re-raises an actor's UserError as itself).
-    strict = Predictor(source, LABELS, spec.model_copy(update={"skip_bad_rows": False}), gpus=0)
+    task = classification(spec, resolve_model(str(tiny_image_model_dir)), LABELS, spec.data)
+    model = task.load("cpu")
+
+    def run(images: list) -> tuple:
+        pre = task.preprocess(block.set_column(1, "image", pa.array(images, pa.binary())))
+        rows, metadata = score_rows(task, model.predict(pre))
+        return rows, decode_part(metadata, "test")
+
+    rows, part = run([b"x", *table["picture"].to_pylist()[1:]])
+    assert rows["row"].to_pylist() == [11, 12, 13, 14, 15] and part.stats["core"].n == 5
+    assert part.bad.count == 1 and part.bad.first == [(10, part.bad.first[0][1])]
+    assert part.coverage.rows == 6  # the rows read, the skipped one included
+    rows, part = run([b"x"] * 6)
+    assert rows.num_rows == 0 and part.stats == {} and part.bad.count == 6 and part.coverage.rows == 6
+    # Without skip_bad_rows the first bad image is a UserError naming its row (the pipeline raises a
+    # stage's UserError as itself: cluster/evaluation/pipeline.py).
+    strict = classification(
+        spec.model_copy(update={"skip_bad_rows": False}),
+        resolve_model(str(tiny_image_model_dir)),
+        LABELS,
+        spec.data,
+    )
     with pytest.raises(UserError, match="image at row 10 cannot be decoded"):
-        strict(broken)
+        strict.preprocess(block.set_column(1, "image", pa.array([b"x"] * 6, pa.binary())))

@@ -6,12 +6,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from cluster.evaluation.run import run_evaluate
 from cluster.models.modality import load_for_training, load_trained
 from cluster.models.modeldir import read_lineage
 from cluster.registry.record import Registry
 from cluster.specs.search_space import SearchSpace
 from cluster.specs.workloads import DataSpec, EvaluateSpec, ResourcesSpec, SchedulerSpec, SweepSpec
-from jobs.evaluate import run_evaluate
 from jobs.sweep import run_sweep
 
 LABELS = ["one", "two", "zero"]  # the sweep sorts the training labels

@@ -196,6 +196,8 @@ BAD_IMAGES = {
     "tiff": (tiff(), r"cannot be decoded as an image \(supported formats"),
     "missing file": ("/no/such/image.png", "names a file that does not exist: /no/such/image.png"),
     "not a source": (12345, "is a int, not image bytes or a path"),
+    "null": (None, r"is null \(no image\)"),
+    "empty path": ("  ", "is an empty path"),
 }
 
 
@@ -216,6 +218,31 @@ def test_skip_bad_rows_counts_and_reports_every_bad_row():
     report = bad_rows_report(decoded.bad)
     assert report["count"] == 3 and report["first_rows"][1] == {"row": 13, "reason": "has zero size (0x0)"}
     assert bad_rows_message(decoded.bad) == "skipped 3 bad image row(s): rows 11, 13, 14"
+
+
+def test_a_zero_byte_or_null_image_is_a_bad_row_that_skip_bad_rows_skips(tmp_path):
+    """issue 28, point 5: the scan before decoding stopped the run on a 0-byte image (exit 2),
+    although --skip-bad-rows leaves out zero-size images."""
+    import pyarrow as pa
+
+    from cluster.data.scan import scan
+    from cluster.specs.workloads import DataSpec
+
+    good = png(np.full((28, 28), 7, np.uint8))
+    path = tmp_path / "d.parquet"
+    pictures = [good, b"", good, None, good]
+    pq.write_table(pa.table({"image": pa.array(pictures, pa.binary()), "label": list("ababa")}), path)
+    spec = DataSpec(path=str(path))
+    summary = scan(spec, modality="image", skip_bad_rows=True)  # left to the decoding, which skips them
+    assert summary.num_rows == 5 and summary.label_counts == {"a": 3, "b": 2}
+    with pytest.raises(
+        UserError, match=r'2 row\(s\) .* null or empty "image" \(first rows: 1, 3\).*--skip-bad'
+    ):
+        scan(spec, modality="image")  # without it: stopped before any model loads, naming the rows
+    decoded = decode_images(pictures, PREP, skip_bad_rows=True)
+    assert [(b.row, b.reason) for b in decoded.bad] == [(1, "is empty (0 bytes)"), (3, "is null (no image)")]
+    with pytest.raises(UserError, match=r"image at row 1 is empty \(0 bytes\).*--skip-bad-rows"):
+        decode_images(pictures, PREP)  # without it: the first bad row stops the run, naming it
 
 
 def test_pixel_and_byte_limits_are_configurable():

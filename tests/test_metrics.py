@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
-from cluster.stats.metrics import batch_stats, compute_metrics, finalize, poisson_weights
+from cluster.stats.metrics import batch_stats, compute_metrics, finalize
+from cluster.stats.rowhash import poisson_weights
 
 
 @st.composite

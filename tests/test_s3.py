@@ -7,16 +7,16 @@ import uuid
 import pandas as pd
 import pytest
 
+from cluster.evaluation.run import run_evaluate
 from cluster.models.resolve import resolve_model
 from cluster.registry.record import Registry
 from cluster.specs.search_space import SearchSpace
 from cluster.specs.workloads import DataSpec, EvaluateSpec, ResourcesSpec, SchedulerSpec, SweepSpec
-from jobs.evaluate import run_evaluate
 from jobs.team import compare_runs
 from tests.test_registry_cli import assert_user_error
 from tests.test_registry_cli import cli as cli  # noqa: F401  (a fixture)
 
-ARTIFACTS = ("metrics.json", "predictions.parquet", "report.html")
+ARTIFACTS = ("metrics.json", "report.html")  # beside predictions/, the part files
 
 
 @pytest.fixture
@@ -60,8 +60,11 @@ def test_evaluate_reads_parquet_csv_and_jsonl_from_s3_and_keeps_artifacts_there(
         run = reg.get_run(result.run_id)
         assert run["status"] == "finished" and run["dataset_path"] == uris[fmt]
         assert run["artifact_path"] == f"s3://{s3_server.bucket}/{prefix}/team/runs/{result.run_id}"
-        keys = s3_server.keys(f"{prefix}/team/runs/{result.run_id}/")
-        assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(ARTIFACTS)
+        base = f"{prefix}/team/runs/{result.run_id}/"
+        files = [k[len(base) :] for k in s3_server.keys(base) if not k.endswith("/")]  # no dir markers
+        parts = [f for f in files if f.startswith("predictions/") and f.endswith(".parquet")]
+        # 4 part files and the artifacts: no _checkpoint left behind.
+        assert len(parts) == 4 and sorted(set(files) - set(parts)) == sorted(ARTIFACTS), files
         assert result.metrics["n"] == 240 and result.metrics["dataset"]["path"] == uris[fmt]
     fingerprints = {reg.get_run(r.run_id)["dataset_fingerprint"] for r in results.values()}
     assert len(fingerprints) == 1  # the same rows in three formats

@@ -282,6 +282,8 @@ def test_status_and_stop(served, tiny_model_dir):
     port = int(url.rsplit(":", 1)[1])
     st = status(port=port)
     assert st["status"] == "RUNNING" and st["model"] == str(tiny_model_dir)
+    # without a port: where the running Serve listens (was: 8000 and no model, issue 28 point 11)
+    assert {k: status()[k] for k in ("url", "model")} == {"url": url, "model": str(tiny_model_dir)}
     assert st["deployments"]["Scorer"]["replicas"] == {"RUNNING": 1}
     assert stop() is True
     assert status(port=port)["status"] == "NOT_DEPLOYED" and stop() is False

@@ -39,7 +39,8 @@ def served_images(ray_cluster, tiny_image_model_dir):
         precision="fp32",
         cpus_per_replica=0.5,
         max_images=4,
-        max_image_bytes=20_000,
+        max_image_bytes=24_000,
+        max_explain_pixels=96 * 96,
     )
     deploy(spec, start_head=False, timeout_s=240, no_api_key=True)
     yield f"http://127.0.0.1:{port}"
@@ -59,6 +60,7 @@ def test_images_are_classified_as_offline(served_images, tiny_image_model_dir):
     np.testing.assert_allclose(got, ref, atol=1e-5)
     info = httpx.get(f"{served_images}/v1/model").json()
     assert info["modality"] == "image" and info["limits"]["max_images"] == 4
+    assert info["limits"]["max_explain_pixels"] == 96 * 96
 
 
 def test_texts_to_an_image_model_name_the_images_field(served_images):
@@ -71,7 +73,7 @@ def test_texts_to_an_image_model_name_the_images_field(served_images):
 def test_limits_and_non_images_are_refused_with_4xx(served_images):
     png = digit_pngs(1)[0]
     noise = np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8)
-    big = encode_png(noise)  # incompressible: well above the 20,000-byte limit
+    big = encode_png(noise)  # incompressible: well above the 24,000-byte limit
     cases = [
         ({"images": [b64(png)] * 5}, 413, "too many images"),
         ({"images": [b64(png), b64(big)]}, 413, "images[1]"),
@@ -95,13 +97,35 @@ def test_explain_returns_saliency_at_the_input_size(served_images):
     assert r.status_code == 200, r.text
     body = r.json()
     sal = body["saliency"]
-    assert (sal["width"], sal["height"]) == (40, 24) and "tokens" not in body
+    assert (sal["width"], sal["height"]) == (40, 24) == (sal["image_width"], sal["image_height"])
+    assert "tokens" not in body
     values = np.array(sal["values"])
     assert values.shape == (24, 40) and np.abs(values).max() > 0
     overlay = Image.open(io.BytesIO(base64.b64decode(sal["overlay_png"])))
     assert overlay.size == (40, 24) and overlay.format == "PNG"
     bad = httpx.post(f"{served_images}/v1/explain", json={"image": b64(b"GIF89a broken")}, timeout=30)
     assert bad.status_code == 422 and "image" in bad.json()["detail"]
+
+
+def test_explaining_a_maximum_size_image_answers_a_bounded_map(served_images):
+    """issue 28, point 3: a 4096x4096 PNG (58 KB) was answered with 371 MB of numbers in 12 s."""
+    img = Image.new("L", (4096, 4096), 0)
+    img.paste(255, (1024, 1024, 3072, 3072))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")  # 21 KB: inside the request limits
+    r = httpx.post(f"{served_images}/v1/explain", json={"image": b64(buf.getvalue())}, timeout=120)
+    assert r.status_code == 200, r.text
+    sal = r.json()["saliency"]
+    assert (sal["image_width"], sal["image_height"]) == (4096, 4096)
+    assert (sal["width"], sal["height"]) == (96, 96)  # max_explain_pixels 96*96
+    assert np.array(sal["values"]).shape == (96, 96) and len(r.content) < 400_000
+    heat = Image.open(io.BytesIO(base64.b64decode(sal["heatmap_png"])))
+    assert heat.size == (96, 96)
+    compact = httpx.post(
+        f"{served_images}/v1/explain", json={"image": b64(buf.getvalue()), "values": False}, timeout=120
+    )
+    assert compact.status_code == 200 and "values" not in compact.json()["saliency"]
+    assert len(compact.content) < 100_000
 
 
 def test_evalctl_query_image_and_explain(served_images, evalctl, tmp_path):
@@ -114,7 +138,7 @@ def test_evalctl_query_image_and_explain(served_images, evalctl, tmp_path):
         "--explain", "--saliency-out", tmp_path / "sal",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "digit0.png" in proc.stdout and "saliency 8x8 values" in proc.stdout
+    assert "digit0.png" in proc.stdout and "saliency map 8x8" in proc.stdout
     assert Image.open(tmp_path / "sal" / "digit1.saliency.png").size == (8, 8)
     missing = evalctl("query", "--url", served_images, "--image", tmp_path / "nope.png")
     assert missing.returncode == 2 and "no such file" in missing.stderr

@@ -62,3 +62,11 @@ def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch):
     assert settings().log_level == "INFO"  # any case
     monkeypatch.setenv("EVALCLUSTER_HOME", "~/elsewhere")
     assert settings().home == Path("~/elsewhere")
+
+
+def test_an_empty_variable_is_unset(monkeypatch):
+    """A submitted job's environment blanks EVALCLUSTER_DB / _DB_FILE to mean "none" (jobs/job_env.py)."""
+    monkeypatch.setenv("EVALCLUSTER_DB_FILE", "")
+    monkeypatch.setenv("EVALCLUSTER_DB", "")
+    s = settings()
+    assert s.db_file is None and s.db is None

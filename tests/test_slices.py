@@ -8,7 +8,8 @@ import pytest
 
 import cluster.stats.slices
 from cluster.errors import UserError
-from cluster.stats.metrics import poisson_weights, scores_from_confusion
+from cluster.stats.metrics import scores_from_confusion
+from cluster.stats.rowhash import poisson_weights
 from cluster.stats.slices import ALL, _replicates, slice_names, slice_stats, weak_slices, wordpiece_words
 
 MARKER = "zebra"  # a whole word of the WordPiece vocabulary that tweets hardly use

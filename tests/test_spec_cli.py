@@ -34,7 +34,9 @@ def test_every_option_shows_the_specs_default_and_help(words):
     assert workload.options, words
     for opt in workload.options:
         param, field = params[opt.name], opt.field
-        assert param.help == field.description, opt.key  # help written once, in the spec
+        assert param.help.startswith(field.description), opt.key  # help written once, in the spec
+        bounds = [m for m in field.metadata if type(m).__name__ in ("Ge", "Gt", "Le", "Lt")]
+        assert param.help.endswith("]") == bool(bounds), opt.key  # and its range, from the field
         expected = None if field.is_required() else field.get_default(call_default_factory=True)
         if expected == {}:  # repeatable METRIC=VALUE options (a gate's conditions): not given = {}
             expected = None

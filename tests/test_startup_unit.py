@@ -25,7 +25,7 @@ def test_process_age_counts_from_the_process_start_not_from_import():
 
 
 def test_timings_are_differences_of_marks():
-    from jobs.evaluate import timings
+    from cluster.evaluation.outcome import timings
 
     p = Phases(start=100.0)
     p.marks["cli_start_s"] = 1.5

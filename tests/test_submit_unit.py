@@ -94,6 +94,68 @@ def test_upload_is_an_allow_list_and_says_what_it_left_out(tmp_path):
     assert not staged.root.exists()
 
 
+# issue 28, point 2: uploaded with a job before (not matched), or left out without being named
+CREDENTIAL_FILES = [
+    "serve/api_token.txt",
+    "serve/.pgpass",
+    "jobs/kubeconfig",
+    "jobs/kubeconfig.yaml",
+    "cluster/.config/gcloud/application_default_credentials.json",
+    "cluster/gcloud/configurations/config_default",
+    "jobs/.azure/msal_token_cache.json",
+    "jobs/azure/config",
+    "serve/.boto",
+    "serve/.s3cfg",
+    "serve/rclone.conf",
+    "jobs/.vault-token",
+    "jobs/.databrickscfg",
+    "jobs/.my.cnf",
+    "serve/.pg_service.conf",
+    "serve/prod.keystore",
+    "serve/service-account.json",
+    "jobs/github_token",
+    "cluster/tls.key",
+    "cluster/db_password.txt",
+]
+
+
+def test_common_credential_files_stay_out_and_each_is_named(tmp_path):
+    root = planted_project(tmp_path / "proj")
+    model = root / "models" / "m1"  # a named model dir: Hugging Face's tokenizer files are no secrets
+    tokenizer_files = [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+    ]
+    for rel in [*CREDENTIAL_FILES, *(f"models/m1/{n}" for n in tokenizer_files)]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("s3cret-value\n" if not rel.startswith("models") else "{}\n")
+    staged = stage(root, [model])
+    try:
+        assert not any(
+            "s3cret" in p.read_text(errors="ignore") for p in staged.root.rglob("*") if p.is_file()
+        )
+        assert {f"models/m1/{n}" for n in tokenizer_files} <= set(staged.files)
+        line = staged.summary()
+        for rel in CREDENTIAL_FILES:  # every one named, not the first 8
+            assert rel in staged.secrets and rel in line, rel
+    finally:
+        staged.cleanup()
+
+
+def test_a_long_list_left_out_says_how_many_more(tmp_path):
+    root = planted_project(tmp_path / "proj")
+    for i in range(60):
+        (root / "serve" / f"k{i:02d}.key").write_text("s3cret\n")
+    staged = stage(root)
+    try:
+        line = staged.summary()
+        assert len(staged.secrets) == 64 and "(+14 more)" in line and "serve/k00.key" in line
+    finally:
+        staged.cleanup()
+
+
 def test_a_named_secret_is_refused(tmp_path):
     root = planted_project(tmp_path / "proj")
     with pytest.raises(UserError, match="looks like a secret"):

@@ -27,6 +27,16 @@ def _trial_dirs(exp: Path) -> dict[str, list[dict]]:
     return {d.name: result_rows(d) for d in exp.iterdir() if (d / "params.json").is_file()}
 
 
+def _as_driver(path: Path, data: bytes) -> None:
+    """Write a state file as the sweep's driver does: signed with its key (cluster/tune/signing.py)."""
+    from cluster.registry.record import default_home
+    from cluster.tune.signing import KEY_FILE, signed_filesystem
+
+    fs, root = signed_filesystem(str(path.parent), default_home() / KEY_FILE)
+    with fs.open_output_stream(f"{root}/{path.name}") as f:
+        f.write(data)
+
+
 def _mark_running(snapshot: Path) -> str:
     """The snapshot as the killed driver had it: its first trial still running. Returns its id."""
     state = json.loads(snapshot.read_text())
@@ -34,7 +44,7 @@ def _mark_running(snapshot: Path) -> str:
     trial = json.loads(trial_json)
     trial["status"] = "RUNNING"
     state["trial_data"][0] = [json.dumps(trial), meta]
-    snapshot.write_text(json.dumps(state))
+    _as_driver(snapshot, json.dumps(state).encode())
     return trial["trial_id"]
 
 
@@ -94,7 +104,7 @@ def test_resume_after_a_kill_mid_copy_rebuilds_the_search_state(
 
     # ... and when it is intact but from an earlier save than the snapshot (one trial drawn).
     state["_iterators"][0].counter = 1
-    rebuilt.write_bytes(cloudpickle.dumps(state))
+    _as_driver(rebuilt, cloudpickle.dumps(state))
     repair_experiment_state(spec, str(exp), _trainable(spec))
     assert cloudpickle.loads(rebuilt.read_bytes())["_iterators"][0].counter == 2
 

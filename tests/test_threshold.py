@@ -20,6 +20,7 @@ from sklearn.metrics import (
 
 import cluster.stats.threshold
 from cluster.errors import UserError
+from cluster.stats.exact import SHIFT, exact_sums
 from cluster.stats.threshold import (
     compute_threshold_metrics,
     empty_threshold_stats,
@@ -29,7 +30,7 @@ from cluster.stats.threshold import (
     threshold_stats,
 )
 from cluster.stats.threshold import roc_curve as our_roc_curve
-from cluster.stats.threshold_cells import SHIFT, MergeTree, exact_sums
+from cluster.stats.threshold_cells import MergeTree
 from cluster.stats.threshold_ci import bootstrap_ci
 
 

@@ -106,3 +106,52 @@ def _restarted(spec, storage_root, named):
     trial = _trial(spec, storage_root)
     trial.restore(named)
     return trial
+
+
+@pytest.mark.ray
+def test_a_damaged_checkpoint_is_skipped_loudly_and_recorded(
+    ray_cluster, tiny_model_dir, sample_dir, tmp_path, caplog
+):
+    """issue 28, point 9: a trial whose checkpoints were damaged started over silently (its
+    result.json held iteration 1 twice): now warned, recorded in the trial's directory, and
+    said in the sweep's summary."""
+    import pyarrow.fs as pafs
+
+    from cluster.train.checkpoint import complete_checkpoints
+    from cluster.tune.export import damaged_lines
+    from cluster.tune.trial import resume_notes
+
+    spec = tiny_sweep(
+        tiny_model_dir, sample_dir, tmp_path, max_train_rows=ROWS, max_validation_rows=24,
+        evals_per_epoch=EVALS, search=SearchSpace(learning_rate=1e-4, batch_size=16, epochs=1, max_length=32),
+    )  # fmt: skip
+    first = _run_to_end(_trial(spec, tmp_path))
+    trial_dir, fs = tmp_path / "exp" / "t", pafs.LocalFileSystem()
+    ckpts, _ = complete_checkpoints(fs, str(trial_dir))
+    (newest, _), (older, _), (oldest, _) = ckpts
+    weights = next(p for p in (trial_dir / newest).rglob("*.safetensors") if "model" in p.parts)
+    weights.write_bytes(weights.read_bytes()[:1000])  # damaged: cut short
+    resumed = _run_to_end(_restarted(spec, tmp_path, _named(first[2], newest)))
+    # from the one before: its report sent again (no driver recorded it here), the last step again
+    assert [r["step"] for r in resumed] == [2, 3]
+    (note,) = resume_notes(fs, str(trial_dir))
+    size = (trial_dir / newest / "evalcluster_checkpoint.json").read_text()
+    assert note["resumed_from"] == (trial_dir / older).name and str(weights.stat().st_size) in str(note)
+    why = note["skipped"][0]["why"]
+    assert note["skipped"][0]["checkpoint"] == (trial_dir / newest).name and "its manifest says" in why, size
+    assert f"skipped ({why}); resuming from {(trial_dir / older).name}" in caplog.text
+
+    # Every checkpoint damaged: the trial starts over, and says so (was: silently, iteration 1 again).
+    for ckpt, _ in complete_checkpoints(fs, str(trial_dir))[0]:
+        (trial_dir / ckpt / "evalcluster_checkpoint.json").unlink()
+    again = _run_to_end(_restarted(spec, tmp_path, _named(first[2], newest)))
+    assert [r["step"] for r in again] == [1, 2, 3]
+    notes = resume_notes(fs, str(trial_dir))
+    assert len(notes) == 2 and notes[-1]["resumed_from"] is None
+    assert "no usable checkpoint: it starts over" in caplog.text
+    detail = {"trial_id": "t", "skipped_checkpoints": notes}
+    lines = damaged_lines([detail])
+    assert lines[0].startswith(f"trial t: skipped {(trial_dir / newest).name} (") and lines[0].endswith(
+        f"resumed from {(trial_dir / older).name}"
+    )
+    assert "no evalcluster_checkpoint.json" in lines[1] and lines[1].endswith("; started over")

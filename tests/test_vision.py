@@ -163,21 +163,51 @@ def test_folding_batchnorm_for_inference_keeps_the_outputs(images, tmp_path):
 
 
 def test_saliency_has_the_input_size_and_matches_the_prediction(tiny_image_model, images):
-    sal = explain_image(tiny_image_model, images[3])  # a 20x30 (H x W) RGB image
+    sal = explain_image(tiny_image_model, images[3], max_map_pixels=4096)  # a 20x30 (H x W) RGB image
     assert sal.values.shape == (20, 30) and sal.values.dtype == np.float32
     np.testing.assert_allclose(sal.probs, predict_proba_images(tiny_image_model, [images[3]])[0], atol=1e-6)
     assert sal.target == int(sal.probs.argmax()) and sal.label == LABELS[sal.target]
     overlay = Image.open(io.BytesIO(base64.b64decode(sal.overlay_png)))
     assert overlay.format == "PNG" and overlay.size == (30, 20) and overlay.mode == "RGB"
-    silhouette = explain_image(tiny_image_model, images[0], target="stripes")  # 28x28, black background
+    silhouette = explain_image(
+        tiny_image_model, images[0], target="stripes", max_map_pixels=4096
+    )  # 28x28, black background
     assert silhouette.values.shape == (28, 28) and silhouette.label == "stripes"
     pixels = np.asarray(Image.open(io.BytesIO(images[0])))
     assert (silhouette.values[pixels == 0] == 0).all()  # gradient x input: black pixels contribute 0
     assert np.abs(silhouette.values[pixels > 0]).max() > 0
     with pytest.raises(UserError, match="explain target 'dog' is not a label of this model; labels: circle"):
-        explain_image(tiny_image_model, images[0], target="dog")
+        explain_image(tiny_image_model, images[0], target="dog", max_map_pixels=4096)
     with pytest.raises(UserError, match="image cannot be decoded"):
-        explain_image(tiny_image_model, b"junk")
+        explain_image(tiny_image_model, b"junk", max_map_pixels=4096)
+
+
+def test_saliency_of_a_large_image_is_bounded_and_compact(tiny_image_model):
+    """issue 28, point 3: a 4096x4096 PNG of 58 KB got a per-pixel answer of 371 MB in 12 s."""
+    from serve.images import explain_response
+
+    img = Image.new("RGB", (1600, 1200), (0, 0, 0))
+    img.paste((255, 255, 255), (400, 300, 1200, 900))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    data = buf.getvalue()
+    body = explain_response(tiny_image_model, data, None, 4096 * 4096, 64 * 64, values=False)
+    sal = body["saliency"]
+    assert (sal["image_width"], sal["image_height"]) == (1600, 1200)
+    assert sal["width"] * sal["height"] <= 64 * 64 and abs(sal["width"] / sal["height"] - 4 / 3) < 0.05
+    assert "values" not in sal and len(json.dumps(body)) < 40_000  # the PNGs only
+    probs = predict_proba_images(tiny_image_model, [data])[0]  # the prediction is the full image's
+    assert body["label"] == LABELS[int(probs.argmax())] and abs(body["score"] - probs.max()) < 1e-6
+    heat = Image.open(io.BytesIO(base64.b64decode(sal["heatmap_png"])))
+    assert heat.format == "PNG" and heat.size == (sal["width"], sal["height"]) and heat.mode.startswith("I")
+    decoded = (np.asarray(heat, dtype=np.float64) - 32768) / 32767 * sal["scale"]
+    with_values = explain_response(tiny_image_model, data, None, 4096 * 4096, 64 * 64)
+    values = np.array(with_values["saliency"]["values"])
+    assert values.shape == (sal["height"], sal["width"]) and np.abs(values).max() == pytest.approx(
+        sal["scale"]
+    )
+    np.testing.assert_allclose(decoded, values, atol=sal["scale"] / 32767)
+    assert (values[:5, :5] == 0).all() and np.abs(values).max() > 0  # black corner: no contribution
 
 
 @pytest.mark.real_model

@@ -20,6 +20,7 @@ from cluster.data.storage import join
 from cluster.errors import UserError
 from cluster.registry.artifacts import exists, read_text
 from cluster.registry.heartbeat import stale_reason
+from cluster.registry.overwrites import require_outputs
 from cluster.registry.queries import RunFilter, runs_page
 from cluster.registry.scores import SCORED_KINDS
 from cluster.report import figures
@@ -46,6 +47,7 @@ def run_view(ctx, run: dict) -> dict:
     }
     if run["status"] == "finished" and run.get("artifact_path"):
         try:
+            require_outputs(ctx.registry, run, "its report and metrics")  # a later run's are there now
             view["has_report"] = exists(join(run["artifact_path"], "report.html"))
             if run["kind"] in SCORED_KINDS:
                 view["full"] = finished_metrics(run["id"], run["artifact_path"])

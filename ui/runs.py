@@ -17,6 +17,7 @@ from cluster.data.storage import join
 from cluster.errors import UserError
 from cluster.registry.artifacts import exists, read_text
 from cluster.registry.heartbeat import format_age, seconds_since, stale_after, stale_reason
+from cluster.registry.overwrites import require_outputs
 from cluster.registry.queries import RunFilter, count_runs, runs_page
 from cluster.registry.scores import SCORED_KINDS
 from cluster.stats.metrics import METRICS
@@ -169,6 +170,7 @@ def run_report(request: Request, run_id: str):
     ctx = context(request)
     run = ctx.registry.get_run(run_id)
     location = join(run["artifact_path"], "report.html") if run.get("artifact_path") else None
+    require_outputs(ctx.registry, run, "its report")  # a later --overwrite run's is there now
     if run["status"] != "finished" or location is None or not exists(location):
         raise UserError(f"run {run['id']} ({run['kind']}, {run['status']}) has no report")
     html = ctx.guard.scrub(read_text(location, "report"))

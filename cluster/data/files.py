@@ -2,10 +2,14 @@
 
 A dataset is a file, a directory or a glob, on local disk or behind a pyarrow
 filesystem URI (``s3://``, ``gs://``, ``file://``); all its files share one format.
+CSV and JSONL are text in the DataSpec's ``encoding`` (UTF-8 unless it says otherwise):
+a byte that does not decode is an error naming the file, the byte's offset and its line,
+never a guess (a latin-1 export read as UTF-8 would turn "ä" into "Ã¤").
 """
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 from pathlib import Path
 
@@ -89,8 +93,10 @@ def read_file(
     fmt: str,
     columns: list[str] | None = None,
     row_groups: list[int] | None = None,
+    encoding: str = "utf-8",
 ) -> pa.Table:
-    """Read one file (or some of its Parquet row groups); raise UserError if unreadable."""
+    """Read one file (or some of its Parquet row groups); raise UserError if unreadable.
+    ``encoding``: of a CSV/JSONL file (DataSpec.encoding)."""
     try:
         with fs.open_input_file(path) as f:
             if fmt == "parquet":
@@ -100,31 +106,44 @@ def read_file(
                     if row_groups is not None
                     else pf.read(columns=columns)
                 )
-            if fmt == "csv":
-                table = pacsv.read_csv(
-                    f,
-                    read_options=pacsv.ReadOptions(encoding=_csv_encoding(fs, path)),
-                    parse_options=pacsv.ParseOptions(newlines_in_values=True),  # texts span lines
-                )
-            else:
-                table = pajson.read_json(f)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as exc:
+            text = pa.BufferReader(utf8_bytes(f.read(), encoding, path))
+        if fmt == "csv":
+            # texts span lines; the input is UTF-8 now (utf8_bytes), pyarrow's default
+            table = pacsv.read_csv(text, parse_options=pacsv.ParseOptions(newlines_in_values=True))
+        else:
+            table = pajson.read_json(text)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         raise UserError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from exc
     return table.select(columns) if columns else table
 
 
-def _csv_encoding(fs: pafs.FileSystem, path: str) -> str:
-    """utf8 unless the first 1 MiB does not decode as UTF-8 (then latin-1, a common export)."""
-    with fs.open_input_stream(path) as f:
-        head = f.read(1 << 20)
+_CHUNK = 1 << 20  # UTF-8 is checked a MiB at a time: no str of the whole file
+
+
+def utf8_bytes(raw: bytes, encoding: str, path: str) -> bytes:
+    """``raw`` as UTF-8: checked when ``encoding`` is UTF-8, else decoded from it and re-encoded.
+    A byte that does not decode is a UserError naming ``path``, the byte's offset and its line."""
     try:
-        head.decode("utf-8")
-        return "utf8"
+        if codecs.lookup(encoding).name != "utf-8":
+            return raw.decode(encoding).encode("utf-8")
+        decoder, view = codecs.getincrementaldecoder("utf-8")(), memoryview(raw)
+        for start in range(0, len(raw), _CHUNK):
+            pending = len(decoder.getstate()[0])  # bytes of a sequence cut by the previous chunk
+            try:
+                decoder.decode(view[start : start + _CHUNK], final=start + _CHUNK >= len(raw))
+            except UnicodeDecodeError as exc:
+                exc.start += start - pending  # the offset in the file
+                raise
+        return raw
     except UnicodeDecodeError as exc:
-        return "utf8" if exc.start > len(head) - 4 else "latin1"
+        byte, line = raw[exc.start], raw.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            f"{path}: byte {exc.start} (0x{byte:02x}, line {line}) is not valid {encoding}; save the file "
+            "as UTF-8, or give its encoding (--encoding, data.encoding in YAML: e.g. latin-1, cp1252)"
+        ) from exc
 
 
-def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
+def file_schema(fs: pafs.FileSystem, path: str, fmt: str, encoding: str = "utf-8") -> pa.Schema:
     """Column names and types from metadata (Parquet) or the first rows (CSV/JSONL)."""
     if fmt == "parquet":
         try:
@@ -132,7 +151,7 @@ def file_schema(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
                 return pq.ParquetFile(f).schema_arrow
         except (pa.ArrowInvalid, OSError) as exc:
             raise UserError(f"cannot read {path} as parquet: {str(exc).splitlines()[0]}") from exc
-    return read_file(fs, path, fmt).schema
+    return read_file(fs, path, fmt, encoding=encoding).schema
 
 
 def input_column(spec: DataSpec, modality: str = "text") -> str:
@@ -148,7 +167,7 @@ def source_columns(spec: DataSpec, modality: str = "text") -> list[str]:
 def check_columns(spec: DataSpec, modality: str = "text") -> pa.Schema:
     """Fail with the list of existing columns when a named column is missing."""
     fs, files, fmt = resolve_files(spec.path)
-    schema = file_schema(fs, files[0], fmt)
+    schema = file_schema(fs, files[0], fmt, spec.encoding)
     for role, col in [
         (modality, input_column(spec, modality)),
         ("label", spec.label_column),

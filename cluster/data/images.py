@@ -118,9 +118,13 @@ def read_source(source: Source, base_dir: str | Path | None = None, max_bytes: i
 
     A relative path is taken relative to ``base_dir`` (the dataset's directory) when given.
     """
+    if source is None:
+        raise BadImage("is null (no image)")
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
     elif isinstance(source, str | Path):
+        if not str(source).strip():
+            raise BadImage("is an empty path")
         data = _read_file(str(source), base_dir, max_bytes)
     else:
         raise BadImage(f"is a {type(source).__name__}, not image bytes or a path")

@@ -1,7 +1,7 @@
 """Deterministic text perturbations for robustness runs.
 
 Every perturbation is a pure function of (text, seed, row): its random choices
-come from a generator seeded with :func:`cluster.stats.metrics.hash64` of the row id,
+come from a generator seeded with :func:`cluster.stats.rowhash.hash64` of the row id,
 salted with the seed and the perturbation, so a row is perturbed the same way on
 any shard, worker or rerun. ``rate`` is the probability that each unit is hit:
 
@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from cluster.errors import UserError, did_you_mean
-from cluster.stats.metrics import hash64
+from cluster.stats.rowhash import hash64
 
 PERTURBATIONS = ("identity", "typo", "case", "punct", "whitespace", "homoglyph")
 PUNCTUATION = ".,!?;:"

@@ -35,12 +35,18 @@ class DataSummary:
 
 
 def scan(
-    spec: DataSpec, limit: int | None = None, rows_per_shard: int = ROWS_PER_SHARD, modality: str = "text"
+    spec: DataSpec,
+    limit: int | None = None,
+    rows_per_shard: int = ROWS_PER_SHARD,
+    modality: str = "text",
+    skip_bad_rows: bool = False,
 ) -> DataSummary:
     """Validate every row and fingerprint the content, streaming one shard at a time.
 
-    Raises UserError on an empty dataset, null or empty texts / images (how many, first
-    rows) and null labels. Images are decoded later, by the model's preprocessing.
+    Raises UserError on an empty dataset, null or empty texts or images (how many, first
+    rows) and null labels. Images are decoded later, by the model's preprocessing; with
+    ``skip_bad_rows`` a null or 0-byte image is left to it, a bad row like an undecodable one
+    (left out, counted and listed).
     """
     check_columns(spec, modality)
     fs, shards = plan_shards(spec, limit, rows_per_shard)
@@ -52,7 +58,8 @@ def scan(
     for shard in shards:
         t = read_shard(shard, spec, fs, modality)
         n += t.num_rows
-        bad_text += _rows_where(t["row"], _empty(t[modality]), len(bad_text))
+        if modality == "text" or not skip_bad_rows:
+            bad_text += _rows_where(t["row"], _empty(t[modality]), len(bad_text))
         text_digest.update(_column_bytes(t[modality]))
         if "label" in t.column_names:
             bad_label += _rows_where(t["row"], pc.is_null(t["label"]), len(bad_label))
@@ -90,9 +97,10 @@ def _raise_if_bad(spec: DataSpec, n: int, bad_text: list[int], bad_label: list[i
         raise UserError(f"dataset {spec.path} is empty (0 rows)")
     if bad_text:
         column = spec.image_column if modality == "image" else spec.text_column
+        skip = ", or skip bad images (--skip-bad-rows)" if modality == "image" else ""
         raise UserError(
             f'{len(bad_text)} row(s) of {spec.path} have a null or empty "{column}" '
-            f"(first rows: {first_items(bad_text)}); drop or fill them"
+            f"(first rows: {first_items(bad_text)}); drop or fill them{skip}"
         )
     if bad_label:
         raise UserError(
@@ -139,7 +147,7 @@ def data_modality(spec: DataSpec) -> str:
     if is_image_folder(spec.path):
         return "image"
     fs, files, fmt = resolve_files(spec.path)
-    names = file_schema(fs, files[0], fmt).names
+    names = file_schema(fs, files[0], fmt, spec.encoding).names
     return "image" if spec.image_column in names and spec.text_column not in names else "text"
 
 

@@ -2,16 +2,16 @@
 
 Shards are planned on the driver from cheap metadata (Parquet row groups; CSV/JSONL
 files in pieces) so that every row keeps its 0-based position in the input (``row``),
-which predictions.parquet needs and Ray's own readers do not expose. Each shard is
-read inside a Ray Data task, so no table that grows with the dataset passes through
-the driver.
+which the predictions need and Ray's own readers do not expose. The evaluation reads each
+shard as one Ray Data block (cluster/data/blocks.py), so no table that grows with the dataset
+passes through the driver.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -24,9 +24,6 @@ from cluster.specs.workloads import DataSpec
 
 log = logging.getLogger(__name__)
 ROWS_PER_SHARD = 1024  # default target rows per shard (= per Ray Data block, the unit of parallel work)
-# Image shards per actor: with 4, an actor that ends first idles at most about a quarter of its
-# share while the others finish (the driver keeps 2 shards in flight per actor).
-SHARDS_PER_ACTOR = 4
 MAX_PIECES_PER_TEXT_FILE = 8  # a CSV/JSONL piece re-reads its whole file: cap the re-reads
 
 
@@ -57,7 +54,7 @@ def plan_shards(
             groups = _row_group_sizes(fs, path, uri)
             n, size = sum(groups), rows_per_shard
         else:  # a CSV/JSONL piece re-reads its whole file: at most MAX_PIECES_PER_TEXT_FILE pieces
-            groups, n = None, read_file(fs, path, fmt, columns=None).num_rows
+            groups, n = None, read_file(fs, path, fmt, columns=None, encoding=spec.encoding).num_rows
             size = rows_per_shard * max(1, -(-n // (MAX_PIECES_PER_TEXT_FILE * rows_per_shard)))
         shards += _aligned(uri, fmt, offset, n, size, groups)
         offset += n
@@ -108,29 +105,6 @@ def _cut(shards: list[Shard], limit: int) -> list[Shard]:
     return out
 
 
-def shards_for_actors(shards: list[Shard], actors: int, align: int) -> list[Shard]:
-    """The same rows cut into about SHARDS_PER_ACTOR shards per actor, at multiples of ``align``
-    input rows (the batch size: every batch an actor runs then holds the same rows however the
-    input was sharded). Shards only get smaller; each piece re-reads its shard's row groups
-    and slices them (``start``), light next to decoding and inference.
-
-    For images, whose inputs all have one size: in bf16 an image's probabilities do not
-    depend on the other rows of its batch nor on its size (checked bit for bit:
-    benchmarks/image_throughput.py ``parts``); in fp32 they move by ~5e-7 with the batch's
-    size, which aligned cuts keep the same for all but a file's last batch.
-    """
-    total = sum(s.num_rows for s in shards)
-    per_shard = -(-total // max(1, SHARDS_PER_ACTOR * actors))  # rows, rounded up
-    size = max(1, -(-per_shard // align)) * align
-    out = []
-    for s in shards:
-        cuts = range((s.offset // size + 1) * size, s.offset + s.num_rows, size)
-        bounds = [s.offset, *cuts, s.offset + s.num_rows]
-        for lo, hi in itertools.pairwise(bounds):
-            out.append(Shard(s.uri, s.fmt, lo, hi - lo, s.row_groups, s.start + lo - s.offset))
-    return out
-
-
 def read_shard(
     shard: Shard, spec: DataSpec, fs: pafs.FileSystem | None = None, modality: str = "text"
 ) -> pa.Table:
@@ -141,7 +115,7 @@ def read_shard(
     else:
         path = shard.uri.split("://", 1)[-1]
     wanted = source_columns(spec, modality)
-    table = read_file(fs, path, shard.fmt, columns=wanted, row_groups=shard.row_groups)
+    table = read_file(fs, path, shard.fmt, wanted, shard.row_groups, encoding=spec.encoding)
     table = table.slice(shard.start, shard.num_rows)
     out = {"row": pa.array(range(shard.offset, shard.offset + table.num_rows), pa.int64())}
     if modality == "image":
@@ -168,45 +142,3 @@ def _image_values(col: pa.ChunkedArray, spec: DataSpec) -> pa.ChunkedArray:
         f'image column "{spec.image_column}" of {spec.path} is {t}; '
         "allowed: binary (PNG/JPEG bytes) or string (a path or URI of an image file)"
     )
-
-
-def to_ray_dataset(
-    spec: DataSpec, limit: int | None = None, read_cpus: float = 0.0, rows_per_shard: int = ROWS_PER_SHARD
-):
-    """A ``ray.data.Dataset`` with one block per shard: columns row, text[, label, id, slice]."""
-    _, shards = plan_shards(spec, limit, rows_per_shard)
-    return shards_dataset(spec, shards, read_cpus)
-
-
-def shards_dataset(spec: DataSpec, shards: list[Shard], read_cpus: float = 0.0, modality: str = "text"):
-    """A ``ray.data.Dataset`` reading the planned ``shards``, one block each.
-
-    ``read_cpus``: CPUs each read task asks for. Reading a shard is light I/O next
-    to inference, and with 0 the reads never wait behind inference actors that
-    hold every CPU of a small machine (Ray Data's backpressure still bounds them).
-    """
-    import ray.data
-
-    items = [asdict(s) for s in shards]
-
-    def read_shards(batch: dict) -> pa.Table:
-        tables = [
-            read_shard(Shard(**{k: batch[k][i] for k in batch}), spec, modality=modality)
-            for i in range(len(batch["uri"]))
-        ]
-        return pa.concat_tables(tables)
-
-    # batch_size=1: one input item (a shard) per task call, so blocks follow shards.
-    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
-        _to_lists(read_shards), batch_size=1, batch_format="pyarrow", num_cpus=read_cpus
-    )
-
-
-def _to_lists(fn):
-    def wrapped(batch: pa.Table) -> pa.Table:  # Arrow list cells -> Python lists
-        d = batch.to_pydict()
-        d["row_groups"] = [list(v) if v is not None else None for v in d.get("row_groups", [])]
-        return fn(d)
-
-    wrapped.__name__ = fn.__name__  # Ray Data names the stage after the function
-    return wrapped

@@ -1,56 +1,33 @@
-"""The sections an evaluation adds beside its core metrics: the analyses, the gate, the lineage.
+"""The sections an evaluation adds beside its scores: the gate, the lineage, what the registry keeps.
 
-jobs/evaluate.py runs the pipeline with :class:`cluster.stats.analyses.Analyses`; these
-functions turn what came back into metrics.json's sections (threshold metrics, weak
-slices, mistakes with token attributions, robustness), judge the quality gate, and
-say where the model came from and what the registry keeps of a robustness run.
+cluster/evaluation/run.py runs the pipeline (the task's statistics become the scores and the
+analyses' sections); these functions judge the quality gate, say where the model came from and
+what the registry keeps of a run.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from cluster.errors import UserError
-
-
-def scores(stats, parts: dict, spec, labels: list[str], explainer) -> tuple[dict, dict]:
-    """metrics.json's scores: the core statistics, the analyses' sections, the mistakes'
-    attributions (by ``explainer``, the run's cluster.evaluation.pipeline.Actors; None: none); and the
-    seconds each step took (finalize_s, attributions_s)."""
-    from cluster.stats.analyses import finalize as finalize_parts
-    from cluster.stats.metrics import finalize, slice_metrics
-
-    t0 = time.perf_counter()
-    metrics = finalize(stats, labels)
-    if spec.data.slice_column:
-        metrics["slices"] = slice_metrics(stats, labels)
-    finalize_parts(parts, spec, labels, metrics)
-    took = {"finalize_s": time.perf_counter() - t0}
-    if explainer is not None:
-        from cluster.evaluation.explainer import add_attributions
-
-        t0 = time.perf_counter()
-        add_attributions(metrics.get("mistakes", []), explainer.handles, spec.max_length)
-        took["attributions_s"] = time.perf_counter() - t0
-    return metrics, took
+from cluster.evaluation.baseline import paired_with, resolve_baseline
 
 
 def gate_baseline(spec, registry, summary, labels: list[str]) -> dict | None:
     """The gate's baseline run on the same data (refused, one line, when there is none)."""
     if spec.gate is None or spec.gate.baseline is None:
         return None
-    from jobs.gate import resolve_baseline
-
     return resolve_baseline(registry, spec.gate.baseline, summary.fingerprint, spec.data.path, labels)
 
 
 def judge_gate(spec, metrics: dict, predictions: Path, baseline: dict | None) -> dict:
     """The gate's verdicts (cluster/stats/gates.py); with a baseline, paired against its predictions."""
     from cluster.stats.gates import judge
-    from jobs.gate import paired_with
 
-    paired = paired_with(baseline, predictions, metrics["labels"], spec.gate, spec.seed) if baseline else None
+    paired = None
+    if baseline:
+        args = (metrics["labels"], spec.gate, spec.seed, metrics.get("task"))
+        paired = paired_with(baseline, predictions, *args)
     return judge(spec.gate, metrics, paired)
 
 
@@ -123,7 +100,7 @@ def robustness_digest(rob: dict) -> dict:
 def run_info(job, run_id: str) -> dict:
     """metrics.json's record of the run: model, lineage, dataset as given, settings, Ray.
     A text run's ``dataset`` is as it always was; an image run's says ``modality: image`` and
-    names its ``image_column``."""
+    names its ``image_column``; a segmentation run's its ``mask_column`` and ``ignore_index``."""
     from cluster.data.files import input_column
 
     spec, model, summary = job.spec, job.model, job.summary
@@ -132,7 +109,10 @@ def run_info(job, run_id: str) -> dict:
         dataset["text_column"] = spec.data.text_column
     else:
         dataset.update(modality=model.modality, image_column=input_column(spec.data, model.modality))
-    dataset.update(label_column=spec.data.label_column, slice_column=spec.data.slice_column)
+    if job.task == "segmentation":
+        dataset.update(mask_column=spec.data.mask_column, ignore_index=spec.data.ignore_index)
+    else:
+        dataset.update(label_column=spec.data.label_column, slice_column=spec.data.slice_column)
     return {
         "model": {"id": model.model_id, "path": model.location or str(model.path)},
         "lineage": model_lineage(model, job.registry),
@@ -142,6 +122,5 @@ def run_info(job, run_id: str) -> dict:
         "max_length": spec.max_length,
         "bootstrap": spec.bootstrap,
         "seed": spec.seed,
-        "ray": job.actors.joined,
-        "warm_actors": job.actors.reused,
+        "ray": job.joined,
     }

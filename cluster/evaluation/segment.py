@@ -10,16 +10,17 @@
     finalize     metrics.json's scores (docs/contracts.md: segmentation)
 
 Pipeline columns: ``image``, ``mask``, ``id`` (as the data spec names them), then the ``_``
-columns below. An image's whole confusion matrix is a column the model stage adds (``_cm_cells``,
-``_cm_counts``: its non-zero cells), so the write stage only adds matrices up: the statistics of a
-part file are a pure function of its rows and merge exactly.
+columns of cluster/evaluation/segment_columns.py. An image's whole confusion matrix is a column
+the model stage adds (``_cm_cells``, ``_cm_counts``: its non-zero cells), so the write stage only
+adds matrices up: the statistics of a part file are a pure function of its rows and merge exactly.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,22 +29,28 @@ import pyarrow.compute as pc
 
 from cluster.data.images import Preprocessing
 from cluster.data.masks import MaskRules, decode_pairs
+from cluster.evaluation.segment_columns import (
+    CELLS,
+    COUNTS,
+    ID,
+    IMAGE,
+    MASK,
+    PIXELS,
+    PRED,
+    SIZE,
+    THUMB,
+    TRUE,
+    fixed_binary,
+    thumb_side,
+)
+from cluster.evaluation.task import BAD, BATCH, CONTENT, ROW, EvalTask
 from cluster.stats import segmentation as seg
 
-ROW, BAD, BATCH = "row", "_bad", "_batch"  # cluster/evaluation/task.py's conventions
-IMAGE, MASK, ID = "image", "mask", "id"
-PIXELS = "_pixels"  # decoded uint8 (3, S, S) model input, fixed-size binary (null for a bad row)
-TRUE = "_true"  # the true mask at the image's size, a PNG label map (255 = unlabelled)
-SIZE = "_size"  # (width, height) of the image as given
-CELLS, COUNTS = "_cm_cells", "_cm_counts"  # the image's pixel confusion matrix, non-zero cells
-PRED = "_pred"  # the predicted mask at the image's size, a palette PNG label map
-THUMB = "_thumb"  # the model input at thumb_side(), uint8 (3, T, T), for the worst images' overlays
-THUMB_SIDE = 96  # at most
 BLOCK_BYTES = 64 << 20  # decoded bytes per block at most
 
 
 @dataclass
-class SegmentTask:
+class SegmentTask(EvalTask):
     """A segmentation model on image + mask data."""
 
     name: ClassVar[str] = "segmentation"
@@ -56,8 +63,9 @@ class SegmentTask:
     ignore_index: int = seg.IGNORE_INDEX  # the data's unlabelled value (read as 255 from then on)
     id_name: str | None = None
     base_dir: str | None = None
-    threads: int | None = None
-    extra: dict = field(default_factory=dict)
+    threads: int | None = None  # torch threads per model actor (None: the CPUs Ray gave it)
+    run_token: str = ""  # a warm actor tells runs apart by it (cluster/evaluation/warm.py)
+    content_hash: bool = False  # add ``_content`` (a ray.data.Dataset's fingerprint)
 
     # ------------------------------------------------------------------ driver
 
@@ -94,6 +102,8 @@ class SegmentTask:
         reasons = {b.row: b.reason for b in d.bad}
         first = int(pc.min(block[ROW]).as_py()) if n else 0
         out = block.drop_columns([IMAGE, MASK])
+        if self.content_hash:
+            out = out.append_column(CONTENT, content_hashes(block))
         side = self.preprocessing.image_size
         out = out.append_column(PIXELS, fixed_binary(d.pixels, kept, 3 * side * side))
         out = out.append_column(TRUE, pa.array(true, pa.binary()))
@@ -195,9 +205,10 @@ def refuse_classification_analyses(spec, model_id: str) -> None:
         )
 
 
-def segment_task(spec, model, labels: list[str], data) -> SegmentTask:
+def segment_task(spec, model, labels: list[str], data, run_token: str = "") -> SegmentTask:
     """The task of a segmentation ``model`` (a cluster.models.resolve.ModelRef) on ``data`` (a DataSpec:
-    image, mask and id columns, ``ignore_index``); its preprocessing from the model's config.json."""
+    image, mask and id columns, ``ignore_index``); its preprocessing from the model's config.json.
+    cluster/evaluation/tasks.py ``task_for`` calls it for a model whose config.json says segmentation."""
     from cluster.data.pairs import data_dir
     from cluster.models.segmentation import read_segmentation_config
 
@@ -213,6 +224,7 @@ def segment_task(spec, model, labels: list[str], data) -> SegmentTask:
         ignore_index=data.ignore_index,
         id_name=data.id_column,
         base_dir=data_dir(data.path),
+        run_token=run_token,
     )
 
 
@@ -228,21 +240,17 @@ def confusions(rows: pa.Table, k: int) -> np.ndarray:
     return out.reshape(-1, k, k)
 
 
-def thumb_side(prep: Preprocessing) -> int:
-    return min(prep.image_size, THUMB_SIDE)
-
-
-def fixed_binary(pixels: np.ndarray, kept: np.ndarray, size: int) -> pa.Array:
-    """(n,) binary of ``size`` bytes each: the uint8 arrays of ``pixels`` (the ``kept`` rows' ones, in
-    order) at those rows, null elsewhere; the type is the same whichever rows were kept."""
-    n = len(kept)
-    full = np.zeros((n, size), np.uint8)
-    if len(pixels):
-        full[kept] = pixels.reshape(len(pixels), size)
-    validity = pa.array(kept, pa.bool_()).buffers()[1]
-    return pa.Array.from_buffers(
-        pa.binary(size), n, [validity, pa.py_buffer(full)], null_count=int((~kept).sum())
-    )
+def content_hashes(block: pa.Table) -> pa.Array:
+    """(n,) uint64: a hash of each row's position, image and mask (bytes, or a path as UTF-8)."""
+    out = np.empty(block.num_rows, np.uint64)
+    cols = zip(block[ROW].to_pylist(), block[IMAGE].to_pylist(), block[MASK].to_pylist(), strict=True)
+    for i, (row, image, mask) in enumerate(cols):
+        h = hashlib.blake2b(f"{row}\x1f".encode(), digest_size=8)
+        for value in (image, mask):
+            h.update(value if isinstance(value, bytes) else str(value).encode())
+            h.update(b"\x1f")
+        out[i] = int.from_bytes(h.digest(), "little")
+    return pa.array(out)
 
 
 def _resized_label_map(png: bytes, side: int) -> np.ndarray:

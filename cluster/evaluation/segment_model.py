@@ -16,8 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.evaluation.segment import (
-    BAD,
+from cluster.evaluation.segment_columns import (
     CELLS,
     COUNTS,
     PIXELS,
@@ -28,6 +27,7 @@ from cluster.evaluation.segment import (
     fixed_binary,
     thumb_side,
 )
+from cluster.evaluation.task import BAD
 
 
 class SegmentModel:

@@ -55,17 +55,23 @@ def ensure_auth_token(create: bool = True) -> None:
     for path in _token_files():
         if path.is_file() and path.stat().st_mode & 0o077:
             old = oct(path.stat().st_mode & 0o777)[2:]
-            path.chmod(0o600)
+            try:
+                path.chmod(0o600)
+            except PermissionError:  # another user's file: say so, it is theirs to fix
+                log.warning("%s is readable by others (mode %s) and not yours to tighten", path, old)
+                continue
             log.warning("%s was readable by others (mode %s); it is now 0600 (owner only)", path, old)
 
 
 def ensure_client_auth() -> None:
-    """Turn on token mode for this process (and children) when a token exists.
+    """Turn on token mode for this process (and children) when a token exists, and tighten a token
+    file others can read (as `evalctl cluster up` does), whichever cluster this process joins.
 
     Respects an explicit RAY_AUTH_MODE. Without a token the request is sent
     unauthenticated and the server's refusal is turned into a clear message
     by :func:`auth_hint`.
     """
+    ensure_auth_token(create=False)
     if os.environ.get("RAY_AUTH_MODE") is None and find_auth_token():
         os.environ["RAY_AUTH_MODE"] = "token"
         # Ray caches its config (auth mode included) at first use: refresh it, as

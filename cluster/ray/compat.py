@@ -122,3 +122,13 @@ def load_tune_snapshot(data: bytes) -> dict:
     from ray.tune.utils.serialization import _loads_with_cloudpickle
 
     return _loads_with_cloudpickle(data)
+
+
+def available_resources_per_node() -> dict[str, dict[str, float]]:
+    """Node id -> the resources free on it now (CPU, GPU, ...), alive nodes only: what a trial can
+    be placed on. Ray's public API has the cluster's sum (ray.available_resources) and each node's
+    totals (ray.nodes), not what is free on each node."""
+    check_ray_version()
+    from ray._private.state import available_resources_per_node as per_node
+
+    return per_node()

@@ -5,7 +5,9 @@ embedded instances. A head started by `evalctl cluster up` is one Ray session: i
 server is the process serving the recorded GCS port, every process Ray starts for it
 names the session on its command line, and workers are children of its raylet. So the
 head can be stopped alone, and two heads (different RAY_TMPDIR, different ports) can
-live side by side on one machine.
+live side by side on one machine. One process of the head names neither: Ray's client server
+(``python -m ray.util.client.server --address=HOST:GCS_PORT ...``), started by `ray start` and
+left to init when that exits; it is found by the head's GCS port on its command line.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ def session_of(gcs_port: int) -> str | None:
     return None
 
 
-def session_processes(session: str) -> list:
-    """Every process of a Ray session: those naming it on their command line, and their children."""
+def session_processes(session: str, gcs_port: int | None = None) -> list:
+    """Every process of a Ray session: those naming it on their command line, the Ray client
+    server of the head serving ``gcs_port``, and their children."""
     import psutil
 
     found = {}
     for proc in psutil.process_iter(["cmdline"]):
-        if any(session in arg for arg in proc.info["cmdline"] or []):
+        args = proc.info["cmdline"] or []
+        if any(session in arg for arg in args) or (gcs_port and _client_server_of(args, gcs_port)):
             found[proc.pid] = proc
     for proc in list(found.values()):
         try:
@@ -44,6 +48,13 @@ def session_processes(session: str) -> list:
         except psutil.NoSuchProcess:
             continue
     return list(found.values())
+
+
+def _client_server_of(args: list[str], gcs_port: int) -> bool:
+    """Whether ``args`` run Ray's client server for the GCS on ``gcs_port`` (of this machine)."""
+    return "ray.util.client.server" in args and any(
+        a.startswith("--address=") and a.rsplit(":", 1)[-1] == str(gcs_port) for a in args
+    )
 
 
 def stop_session(gcs_port: int, grace_s: float = 10.0) -> int:
@@ -54,7 +65,7 @@ def stop_session(gcs_port: int, grace_s: float = 10.0) -> int:
     session = session_of(gcs_port)
     if session is None:
         return 0
-    procs = session_processes(session)
+    procs = session_processes(session, gcs_port)
     for proc in procs:
         try:
             proc.terminate()

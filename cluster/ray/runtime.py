@@ -100,12 +100,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
             f"{address} is a job-server address; it is used to submit jobs, "
             "not to run here (drop --address to run locally)"
         )
-    # ray.init handles token auth itself: on for a new local instance, and on when
-    # joining a cluster if a token is found. (Forcing the mode here would desync it.)
     level = "INFO" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "WARNING"
     kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True, "logging_level": level}
     if address:
         kwargs["address"], joined = address, address
+        ensure_client_auth()  # a HOST:6379 address: Ray itself turns token mode on only for "auto"
     elif head_running():
         # the persistent local head (`evalctl cluster up`), by its address: "auto" would also
         # take a RAY_ADDRESS or another head's file

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 # Actor class names of evalcluster's work, as Ray records them (prefix match).
 WORK_KINDS = {
     "ServeReplica:evalcluster:": "serve replica",
-    "ModelActor": "evaluation actor",
+    "MapWorker(MapBatches(ModelStage))": "evaluation actor",  # Ray Data's model-stage actors
+    "WarmModel": "warm model",  # their warm model actors on a running head (cluster/evaluation/warm.py)
     "SweepTrial": "sweep trial",
     "RayTrainWorker": "pretrain worker",
     "ServeController": "serve controller",

@@ -1,7 +1,8 @@
 """Warm model actors on a persistent Ray: loaded once, reused by later evaluations from any client.
 
 An evaluation on a running head (`evalctl cluster up`, or a cluster it was submitted to)
-leaves its model actors loaded for ``keep_warm_s`` idle seconds. They are detached,
+leaves its model actors loaded for ``keep_warm_s`` idle seconds: the Ray Data model stage's actors
+reach these long-lived actors (cluster/evaluation/warm.py), each claiming one for its run. They are detached,
 named actors in the ``evalcluster`` namespace, named after a *key*: a digest of the
 model directory's files (path, size, mtime of each: a changed model is a new key, never
 served stale), what is loaded from it (modality, classifier or bare encoder), the
@@ -74,8 +75,11 @@ def model_key(model_path: str | Path, precision: str, gpus: float, kind: str = "
 PROCESS_BYTES = 450 * 2**20  # a model actor's memory besides its weights (torch + transformers), measured
 
 
-def actor_kind(modality: str, classifier: bool) -> str:
-    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift) or ``image-classifier``."""
+def actor_kind(modality: str, classifier: bool, task: str = "classification") -> str:
+    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift), ``image-classifier``
+    or, for another evaluation task, ``{modality}-{task}`` (``image-segmentation``)."""
+    if task != "classification":
+        return f"{modality}-{task}"
     return f"{modality}-{'classifier' if classifier else 'encoder'}"
 
 
@@ -117,6 +121,7 @@ class Entry:
     leases: int = 0
     last_used: float = field(default_factory=time.time)
     touched: float = field(default_factory=time.time)
+    holders: dict[str, str] = field(default_factory=dict)  # actor name -> the run using it now
 
 
 class WarmPool:
@@ -155,12 +160,34 @@ class WarmPool:
         if key in self.entries:
             self.entries[key].touched = time.time()
 
-    async def release(self, key: str, rss_bytes: int) -> list:
-        """An evaluation is done with ``key`` (``rss_bytes``: its actors' memory now); returns
-        the keys evicted (this one too when it may not stay: ``keep_s`` 0, or over the limits)."""
+    async def claim(self, key: str, run: str, node: str) -> tuple[str, bool]:
+        """A model actor of ``key`` on ``node`` for the run ``run`` alone: the name of one no other
+        run holds (``True``: it was made before, so it is loaded or loading), else a new name on that
+        node (``False``: the caller creates it). Each model-stage actor of a run claims one."""
+        entry = self.entries[key]
+        on_node = [n for n in entry.names if n.startswith(f"{MODEL_PREFIX}{key}-{node[:12]}-")]
+        free = [n for n in on_node if n not in entry.holders]
+        if free:
+            entry.holders[free[0]] = run
+            return free[0], True
+        name = next(n for n in actor_names(key, [node] * (len(on_node) + 1)) if n not in entry.names)
+        entry.names.append(name)
+        entry.holders[name] = run
+        return name, False
+
+    async def held(self, key: str, run: str) -> list[str]:
+        """The names of the actors ``run`` holds."""
+        entry = self.entries.get(key)
+        return [] if entry is None else sorted(n for n, r in entry.holders.items() if r == run)
+
+    async def release(self, key: str, rss_bytes: int, run: str | None = None) -> list:
+        """An evaluation is done with ``key`` (``rss_bytes``: its actors' memory now; ``run``: the
+        actors it claimed are free again); returns the keys evicted (this one too when it may not
+        stay: ``keep_s`` 0, or over the limits)."""
         entry = self.entries.get(key)
         if entry is None:
             return []
+        entry.holders = {n: r for n, r in entry.holders.items() if r != run}
         entry.leases = max(0, entry.leases - 1)
         entry.bytes, entry.last_used = rss_bytes, time.time()
         if entry.keep_s <= 0 and entry.leases == 0:
@@ -214,7 +241,7 @@ class WarmPool:
         """Drop stale leases, unload models idle past their time; leave when long empty."""
         for e in list(self.entries.values()):
             if e.leases and now - e.touched > LEASE_STALE_S:
-                e.leases, e.last_used = 0, e.touched
+                e.leases, e.last_used, e.holders = 0, e.touched, {}
             if not e.leases and now - e.last_used > e.keep_s:
                 self._evict(e.key)
         if not self.entries and now - self.empty_since > EXIT_WHEN_EMPTY_S:
@@ -237,14 +264,15 @@ def kill_actors(names: list[str]) -> None:
 # ------------------------------------------------------------------ the client side
 
 
-def pool_actor():
-    """The warm pool of this code version on the connected Ray (started on first use)."""
+def pool_actor(name: str | None = None):
+    """The warm pool ``name`` (default: this code version's) on the connected Ray, started on first
+    use. A run's workers use the pool its driver named, even if their code was read later."""
     import ray
 
     return (
         ray.remote(WarmPool)
         .options(
-            name=pool_name(),
+            name=name or pool_name(),
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,

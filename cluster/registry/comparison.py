@@ -13,6 +13,7 @@ import json
 from cluster.data.storage import join
 from cluster.errors import UserError, did_you_mean
 from cluster.registry.artifacts import read_text
+from cluster.registry.overwrites import require_outputs
 from cluster.registry.predictions import run_predictions
 from cluster.registry.record import Registry
 from cluster.stats.compare import (
@@ -97,6 +98,7 @@ def evaluation(registry: Registry, ref: str) -> dict:
         raise UserError(
             f"run {run['id']} is a {run['status']} {run['kind']} run; compare finished evaluations"
         )
+    require_outputs(registry, run, "its predictions")  # a later --overwrite run's are there now
     return run
 
 

@@ -50,6 +50,20 @@ class Predictions:
         if held:
             yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
 
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """Every row at once, in row order (small runs, notebooks, tests)."""
+        tables = []
+        for part in self.parts:
+            with self.fs.open_input_file(part) as f:
+                tables.append(pq.read_table(f, columns=None if columns is None else list(columns)))
+        return pa.concat_tables(tables)
+
+
+def read_predictions(location, columns: Sequence[str] | None = None):
+    """The predictions at ``location`` (a file or a directory of parts; a path, URI or
+    ``pathlib.Path``) as a pandas DataFrame in row order."""
+    return open_predictions(str(location)).read(columns).to_pandas()
+
 
 def run_predictions(artifact_path: str) -> Predictions:
     """The predictions in a run's artifact directory (a path or a URI), in either form."""

@@ -31,6 +31,7 @@ from cluster.errors import UserError, did_you_mean, printable
 from cluster.registry import aliases as alias_moves
 from cluster.registry.db.schema import STATUSES, aliases, decode_row, models, runs
 from cluster.registry.db.store import Database
+from cluster.registry.deferred import RecordLater
 from cluster.registry.heartbeat import Heartbeat, heartbeat_period, owner_process, seconds_since, stale_reason
 from cluster.registry.provenance import default_owner, git_state, package_versions
 from cluster.registry.queries import RunFilter
@@ -185,16 +186,15 @@ class Registry:
 
     @contextmanager
     def run(self, kind: str, spec: dict, **kwargs: Any) -> Iterator[str]:
-        """Start a run and keep its heartbeat while the block runs; mark it failed if the block raises.
-
-        The caller finishes the run (``finish_run``) inside the block.
-        """
+        """Start a run and keep its heartbeat while the block runs; mark it failed if the block raises
+        (not RecordLater: that run finished). The caller finishes the run inside the block."""
         run_id = self.start_run(kind, spec, **kwargs)
         heartbeat = Heartbeat(lambda: self.beat(run_id), heartbeat_period(), f"heartbeat-{run_id}").start()
         try:
             yield run_id
         except BaseException as exc:
-            self.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+            if not isinstance(exc, RecordLater):  # a finished run: `evalctl runs record` records it
+                self.fail_run(run_id, f"{type(exc).__name__}: {exc}")
             raise
         finally:
             heartbeat.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, Strict
@@ -9,6 +10,15 @@ from pydantic import AfterValidator, Field, Strict
 from cluster.errors import UserError
 from cluster.specs.parse import PathField
 from cluster.stats.metrics import metric_info, slice_metrics_allowed
+
+# Upper limits (sanity bounds, in README's "Limits"): a value past one is a typo, not a bigger run.
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are 32-bit
+MAX_BATCH = 65536  # rows per optimizer step or forward pass
+MAX_LENGTH = 8192  # tokens per text
+MAX_BOOTSTRAP = 100_000  # bootstrap replicates
+MAX_WORKERS = 4096  # actors, trials or replicas at once
+MAX_CPUS = 4096
+MAX_GPUS = 64
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Bool = Annotated[bool, Strict()]
@@ -26,6 +36,15 @@ def _known_metric(name: str) -> str:
     return name
 
 
+def _known_encoding(name: str) -> str:
+    try:
+        codecs.lookup(name)
+    except LookupError as exc:
+        raise ValueError(f"unknown encoding {name!r}; e.g. utf-8, latin-1, cp1252, utf-16") from exc
+    return name
+
+
+Encoding = Annotated[str, AfterValidator(_known_encoding)]  # a Python codec name
 Metric = Annotated[str, AfterValidator(_known_metric)]  # a row of cluster.stats.metrics.METRICS
 
 

@@ -49,13 +49,39 @@ class PathField:
 # ------------------------------------------------------------------ loading
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """A SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base`: its keys may be overridden on purpose
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (list, dict)):
+                    continue  # unhashable: the base class reports it
+                if key in seen:
+                    first = seen[key]
+                    problem = f"duplicate key {key!r} (first on line {first + 1}); write each key once"
+                    raise _DuplicateKey(None, None, problem, key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict:
-    """The mapping in a YAML file; an empty or non-mapping file is a user error."""
+    """The mapping in a YAML file; an empty or non-mapping file, or a key written twice, is a user error."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as exc:
+        raise UserError(f"{path.name}: line {exc.problem_mark.line + 1}: {exc.problem}") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -193,6 +219,8 @@ def _message(err: dict, cls: type[BaseModel], key: Key) -> str:
         return f"must be {op} {bound}, got {value!r}"
     if kind == "union_tag_not_found":
         return "give a value or one distribution as a one-key mapping, e.g. {choice: [16, 32]}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {value!r}"
     if kind in ("too_short", "too_long"):
         return f"needs {_count(ctx)}, got {_kind(value)} of {ctx.get('actual_length')}"
     if kind == "string_pattern_mismatch":

@@ -8,27 +8,43 @@ In YAML a distribution is a one-key mapping, a discriminated union on that key:
     batch_size:    {choice: [16, 32]}                # sampled from the list
     epochs:        {grid: [1, 2]}                    # every value (search_alg: grid)
 
-Each field's range applies to every value a distribution can give, and integer
-fields (batch_size, epochs, max_length, seed) accept only integer distributions.
+Each field's range applies to every value a distribution can give, every number is finite
+(no .inf/.nan), and integer fields (batch_size, epochs, max_length, seed) accept only integer
+distributions.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Strict, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Strict,
+    Tag,
+    model_validator,
+)
 
+from cluster.specs.fields import MAX_BATCH, MAX_LENGTH, MAX_SEED
 from cluster.specs.parse import Spec
 
 
-def _no_bool(value: Any) -> Any:
+def _number(value: Any) -> Any:
+    """Before the range: .nan compares false with every bound, and .inf would be named as out of range."""
     if isinstance(value, bool):
         raise ValueError(f"must be a number, got a boolean {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
     return value
 
 
 Int = Annotated[int, Strict()]  # no silent bool/str/float -> int
-Float = Annotated[float, BeforeValidator(_no_bool)]  # ints are fine; booleans are not
+# ints are fine; booleans, .inf and .nan are not (a non-finite value would reach Ray, the registry's JSON)
+Float = Annotated[float, BeforeValidator(_number), AllowInfNan(False)]
 
 
 class Choice(Spec):
@@ -85,12 +101,13 @@ def kind_of(value: Any) -> str:
 
 
 def values_of(value: Any) -> list:
-    """Every value a parameter can take (the two bounds for a continuous range)."""
+    """The values to check a parameter's range on: every listed value, or a range's extremes
+    (randint's high is excluded; its values are never listed, [0, 2**32] would take gigabytes)."""
     kind = kind_of(value)
     if kind == "fixed":
         return [value]
     args = list(getattr(value, kind))
-    return list(range(args[0], args[1])) if kind == "randint" else args
+    return [args[0], args[1] - 1] if kind == "randint" else args
 
 
 def _tag(value: Any) -> str | None:
@@ -119,6 +136,8 @@ def _check_one(v: Any, kind: type, ge, gt, le, dist: str) -> None:
     where = "" if dist == "fixed" else f" (in {dist})"
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)):
         raise ValueError(f"must be {'an integer' if kind is int else 'a number'}, got {v!r}{where}")
+    if not math.isfinite(v):
+        raise ValueError(f"must be a finite number, got {v!r}{where}")
     for ok, op, bound in ((ge is None or v >= ge, ">=", ge), (gt is None or v > gt, ">", gt)):
         if not ok:
             raise ValueError(f"must be {op} {bound}, got {v!r}{where}")
@@ -141,11 +160,17 @@ def param(kind: type, *, ge=None, gt=None, le=None):
     ]
 
 
-LearningRate = param(float, gt=0)
-PositiveInt = param(int, ge=1)
+# The upper limits are sanity bounds (an AdamW learning rate above 1 or 1000 epochs is a typo), in
+# README's "Limits" table.
+LearningRate = param(float, gt=0, le=1)
+BatchSize = param(int, ge=1, le=MAX_BATCH)
+Epochs = param(int, ge=1, le=1000)
+TokenLength = param(int, ge=1, le=MAX_LENGTH)
 Ratio = param(float, ge=0, le=1)
-NonNegative = param(float, ge=0)
-Seed = param(int, ge=0)
+WeightDecay = param(float, ge=0, le=1)
+Seed = param(int, ge=0, le=MAX_SEED)
+DiceWeight = param(float, ge=0, le=100)  # segmentation: the Dice term's weight beside the cross-entropy
+DecoderLrScale = param(float, gt=0, le=1000)  # segmentation: a multiple of learning_rate
 
 
 class SearchSpace(Spec):
@@ -154,16 +179,16 @@ class SearchSpace(Spec):
     learning_rate: LearningRate = Field(
         default_factory=lambda: LogUniform(loguniform=[2e-5, 1e-4]), description="AdamW peak learning rate."
     )
-    batch_size: PositiveInt = Field(32, description="Rows per optimizer step.")
-    epochs: PositiveInt = Field(2, description="Passes over the training rows.")
+    batch_size: BatchSize = Field(32, description="Rows per optimizer step.")
+    epochs: Epochs = Field(2, description="Passes over the training rows.")
     warmup_ratio: Ratio = Field(0.1, description="Share of steps with a linearly rising learning rate.")
-    weight_decay: NonNegative = Field(0.01, description="AdamW weight decay (not on biases, LayerNorm).")
-    max_length: PositiveInt = Field(64, description="Tokens per text; tweets average ~33.")
+    weight_decay: WeightDecay = Field(0.01, description="AdamW weight decay (not on biases, LayerNorm).")
+    max_length: TokenLength = Field(64, description="Tokens per text; tweets average ~33.")
     seed: Seed = Field(0, description="Seeds the model head's init and the data order.")
-    dice_weight: NonNegative = Field(
+    dice_weight: DiceWeight = Field(
         0.0, description="Segmentation: weight of a soft Dice term added to the cross-entropy (0: none)."
     )
-    decoder_lr_scale: LearningRate = Field(
+    decoder_lr_scale: DecoderLrScale = Field(
         1.0, description="Segmentation: the new decoder's learning rate as a multiple of learning_rate."
     )
 

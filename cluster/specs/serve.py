@@ -6,7 +6,17 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from cluster.specs.fields import PRECISION_HELP, ModelArg, Name, Precision
+from cluster.specs.fields import (
+    MAX_BATCH,
+    MAX_CPUS,
+    MAX_GPUS,
+    MAX_LENGTH,
+    MAX_WORKERS,
+    PRECISION_HELP,
+    ModelArg,
+    Name,
+    Precision,
+)
 from cluster.specs.parse import Spec
 from cluster.specs.search_space import Float, Int
 
@@ -35,16 +45,21 @@ class ServeSpec(Spec):
     """The online scorer (serve/app.py, jobs/deploy.py)."""
 
     model: ModelArg = Field("best", description="Model dir, registered id or alias (best, serving).")
-    replicas: Int = Field(1, ge=1, description="Fixed number of replicas.")
+    replicas: Int = Field(1, ge=1, le=MAX_WORKERS, description="Fixed number of replicas.")
     autoscale: Autoscale = Field(
         None,
         description="MIN:MAX replicas, autoscaled on ongoing requests per replica (instead of --replicas).",
     )
-    target_ongoing_requests: Float = Field(16.0, gt=0, description="Autoscaling target per replica.")
-    max_batch_size: Int = Field(32, ge=1, description="Texts per dynamic batch (1 = batching off).")
+    target_ongoing_requests: Float = Field(
+        16.0, gt=0, le=10_000, description="Autoscaling target per replica."
+    )
+    max_batch_size: Int = Field(
+        32, ge=1, le=MAX_BATCH, description="Texts per dynamic batch (1 = batching off)."
+    )
     batch_wait_ms: Float = Field(
         50.0,
         ge=0,
+        le=10_000,
         description="Under concurrent load, how long a batch waits to fill (ms); a lone request never waits.",
     )
     max_texts: Int = Field(64, ge=1, description="Texts per request (more: 413).")
@@ -56,12 +71,26 @@ class ServeSpec(Spec):
     max_image_pixels: Int = Field(
         4096 * 4096, ge=1, description="Pixels per image, checked from its header (more: 422)."
     )
-    max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
+    max_explain_pixels: Int = Field(
+        128 * 128,
+        ge=64,
+        le=4096 * 4096,
+        description="Pixels of an image's saliency map (/v1/explain): a larger image is explained on a "
+        "map reduced to this, its aspect ratio kept.",
+    )
+    max_length: Int = Field(
+        128, ge=1, le=MAX_LENGTH, description="Tokens per text (longer texts are truncated)."
+    )
     precision: Precision = Field("auto", description=PRECISION_HELP)
     gpus_per_replica: Float | None = Field(
-        None, ge=0, description="GPUs per replica (default: 1 when the cluster has GPUs, else 0)."
+        None,
+        ge=0,
+        le=MAX_GPUS,
+        description="GPUs per replica (default: 1 when the cluster has GPUs, else 0).",
     )
-    cpus_per_replica: Float = Field(1.0, ge=0, description="CPUs (and torch threads) per replica.")
+    cpus_per_replica: Float = Field(
+        1.0, ge=0, le=MAX_CPUS, description="CPUs (and torch threads) per replica."
+    )
     api_key_env: Name = Field(
         "EVALCLUSTER_API_KEY",
         description="Variable holding the API key (or ${NAME}_FILE a file with it); set = requests need it.",

@@ -26,7 +26,8 @@ LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidat
 class Settings(BaseSettings):
     """The process's settings, from ``EVALCLUSTER_<NAME>`` variables (names case-insensitive)."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+    # An empty variable is unset: a submitted job blanks the submitter's registry variables this way.
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True, env_ignore_empty=True)
 
     home: Path = Field(
         Path("~/.evalcluster"), description="The local registry (registry.db), artifacts and caches."
@@ -45,6 +46,13 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field("WARNING", description="Console log level (evalctl --log-level).")
     debug: bool = Field(
         False, description="Print the full traceback above an error's line (evalctl --debug)."
+    )
+    db_retry_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds a registry write waits for an unreachable PostgreSQL server (0: no retry).",
     )
     heartbeat_s: float = Field(30.0, gt=0, description="Seconds between a running run's heartbeats.")
     stale_after_s: float = Field(180.0, gt=0, description="A run silent this long is shown stale.")

@@ -13,12 +13,20 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from cluster.data.perturb import Perturbation, Perturbations
+from cluster.data.perturb import Perturbations
 from cluster.specs.fields import (
+    MAX_BATCH,
+    MAX_BOOTSTRAP,
+    MAX_CPUS,
+    MAX_GPUS,
+    MAX_LENGTH,
+    MAX_SEED,
+    MAX_WORKERS,
     OWNER_HELP,
     PRECISION_HELP,
     Bool,
     DataPath,
+    Encoding,
     Metric,
     ModelArg,
     Name,
@@ -36,7 +44,7 @@ from cluster.specs.search_space import (
 )
 from cluster.specs.segmentation import Classes, check_task, default_metric
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
-from cluster.stats.metrics import metric_mode, paired_metrics, slice_metrics_allowed
+from cluster.stats.metrics import metric_mode, slice_metrics_allowed
 
 
 class DataSpec(Spec):
@@ -48,13 +56,18 @@ class DataSpec(Spec):
         "image", description="Column holding the image (PNG/JPEG bytes, or a path or URI), for image models."
     )
     label_column: Name | None = Field("label", description="Column holding the class name.")
-    id_column: Name | None = Field(None, description="Id column, copied into predictions.parquet.")
+    id_column: Name | None = Field(None, description="Id column, copied into the predictions.")
     slice_column: Name | None = Field(None, description="Metrics per value of this column.")
     mask_column: Name = Field(
         "mask", description="Segmentation: column holding the mask, a PNG label map (value = class index)."
     )
     ignore_index: Int = Field(
         255, ge=0, le=255, description="Segmentation: mask value of an unlabelled pixel (not scored)."
+    )
+    encoding: Encoding = Field(
+        "utf-8",
+        description="Text encoding of CSV/JSONL files, e.g. latin-1 or cp1252 for some exports "
+        "(a byte that does not decode is refused, naming it: never guessed).",
     )
 
 
@@ -88,38 +101,55 @@ class GateSpec(Spec):
         default_factory=dict,
         description="METRIC=POINTS: at most this drop against --baseline, in points (1.0 = 0.01).",
     )
-    gate_bootstrap: Int = Field(1000, ge=1, description="Paired bootstrap replicates against the baseline.")
+    gate_bootstrap: Int = Field(
+        1000, ge=1, le=MAX_BOOTSTRAP, description="Paired bootstrap replicates against the baseline."
+    )
     _consistent = model_validator(mode="after")(consistent_gate)
 
 
 class PipelineSpec(Spec):
-    """How a workload runs a model over sharded data (cluster/evaluation/predictor.py); shared by the
-    specs below."""
+    """How a workload runs a model over its data in the Ray Data pipeline (cluster/evaluation/
+    pipeline.py); shared by the specs below."""
 
-    batch_size: Int = Field(64, ge=1, description="Rows per forward pass.")
+    batch_size: Int = Field(64, ge=1, le=MAX_BATCH, description="Rows per forward pass.")
     workers: Int | None = Field(
         None,
         ge=1,
-        description="Inference actors (default: one per GPU, else one per CPU; at most one per shard).",
+        le=MAX_WORKERS,
+        description="Model actors at most (default: one per GPU, else one per CPU; at most one per block).",
+    )
+    min_workers: Int | None = Field(
+        None,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Model actors at least: Ray Data scales the pool between this and --workers "
+        "(default: --workers, a fixed pool).",
     )
     gpus_per_worker: Float | None = Field(
-        None, ge=0, description="GPUs per actor (default: 1 when the cluster has GPUs, else 0)."
+        None, ge=0, le=MAX_GPUS, description="GPUs per actor (default: 1 when the cluster has GPUs, else 0)."
     )
     precision: Precision = Field("auto", description=PRECISION_HELP)
-    max_length: Int = Field(128, ge=1, description="Tokens per text (longer texts are truncated).")
-    bootstrap: Int = Field(1000, ge=0, description="Poisson bootstrap replicates for the 95% CIs (0 = off).")
+    max_length: Int = Field(
+        128, ge=1, le=MAX_LENGTH, description="Tokens per text (longer texts are truncated)."
+    )
+    bootstrap: Int = Field(
+        1000, ge=0, le=MAX_BOOTSTRAP, description="Poisson bootstrap replicates for the 95% CIs (0 = off)."
+    )
     limit: Int | None = Field(None, ge=1, description="Evaluate only the first N rows.")
     rows_per_shard: Int = Field(
-        1024, ge=1, description="Rows per shard, the unit of parallel work (a multiple of --sort-rows)."
+        1024,
+        ge=1,
+        description="Rows per block, the unit of parallel work and of a part file; a multiple of "
+        "--sort-rows (images: fewer rows, so a decoded block stays under 64 MiB).",
     )
     sort_rows: Int = Field(
         1024,
         ge=1,
         description="Texts are length-sorted into batches within aligned groups of this many input rows "
         "(row // sort_rows), so a row's batch, and its probabilities to the last bit, are the same "
-        "whatever the sharding, workers or nodes.",
+        "whatever the blocks, workers or nodes.",
     )
-    seed: Int = Field(0, ge=0, description="Bootstrap seed.")
+    seed: Int = Field(0, ge=0, le=MAX_SEED, description="Bootstrap seed.")
     skip_bad_rows: Bool = Field(
         False,
         description="Leave out images that cannot be decoded, counted and listed in metrics.json "
@@ -130,6 +160,7 @@ class PipelineSpec(Spec):
     keep_warm_s: Float = Field(
         600.0,
         ge=0,
+        le=7 * 86400,
         description="On a running Ray head or cluster: keep the model loaded for later evaluations "
         "until idle this many seconds (0 = unload when done). An embedded Ray ends with the command.",
     )
@@ -183,7 +214,9 @@ class RobustnessSpec(EvaluateSpec):
         description="Comma-separated perturbations: identity, typo, case, punct, whitespace, homoglyph.",
     )
     rate: Float = Field(0.1, ge=0, le=1, description="Probability that each character or word is perturbed.")
-    seed: Int = Field(0, ge=0, description="Seeds the perturbations (per row) and the bootstrap.")
+    seed: Int = Field(
+        0, ge=0, le=MAX_SEED, description="Seeds the perturbations (per row) and the bootstrap."
+    )
 
 
 OptionalModel = Annotated[str | None, PathField("model")]
@@ -205,8 +238,10 @@ class SchedulerSpec(Spec):
     """Early stopping of weak trials."""
 
     kind: Literal["asha", "none"] = Field("asha", description="asha: stop weak trials early; none: run all.")
-    grace_period: Int = Field(1, ge=1, description="Validations before a trial can be stopped.")
-    reduction_factor: Int = Field(2, ge=2, description="Keep the best 1/reduction_factor at each rung.")
+    grace_period: Int = Field(1, ge=1, le=10000, description="Validations before a trial can be stopped.")
+    reduction_factor: Int = Field(
+        2, ge=2, le=100, description="Keep the best 1/reduction_factor at each rung."
+    )
 
 
 class ResourcesSpec(Spec):
@@ -215,10 +250,11 @@ class ResourcesSpec(Spec):
     cpus: Float | None = Field(
         None,
         gt=0,
+        le=MAX_CPUS,
         description="CPUs per trial (default: a node's CPUs / max_concurrent_trials; 1 with GPUs).",
     )
     gpus: Float | None = Field(
-        None, ge=0, description="GPUs per trial (default: 1 when the cluster has GPUs)."
+        None, ge=0, le=MAX_GPUS, description="GPUs per trial (default: 1 when the cluster has GPUs)."
     )
 
 
@@ -275,9 +311,11 @@ class SweepSpec(Spec):
         "random",
         description="random (sample), grid (every grid value) or optuna (TPE; sampled distributions only).",
     )
-    num_samples: Int = Field(4, ge=1, description="random/optuna: trials; grid: repeats of the whole grid.")
+    num_samples: Int = Field(
+        4, ge=1, le=10000, description="random/optuna: trials; grid: repeats of the whole grid."
+    )
     max_concurrent_trials: Int | None = Field(
-        None, ge=1, description="Trials at once (default: as many as the resources allow)."
+        None, ge=1, le=MAX_WORKERS, description="Trials at once (default: as many as the resources allow)."
     )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources per trial.")
     metric: Metric = Field(
@@ -289,7 +327,16 @@ class SweepSpec(Spec):
         None, description="Optional: must agree with the metric's direction (it is derived from the metric)."
     )
     precision: Precision = Field("auto", description=PRECISION_HELP)
-    evals_per_epoch: Int = Field(2, ge=1, description="Validations per epoch (ASHA decides at each one).")
+    evals_per_epoch: Int = Field(
+        2, ge=1, le=100, description="Validations per epoch (ASHA decides at each one)."
+    )
+    min_steps: Int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Optimizer steps each trial takes at least: on small data its epochs are raised to "
+        "reach them (0 = the epochs as given; a budget far below a few hundred steps is warned about).",
+    )
     max_train_rows: Int | None = Field(None, ge=1, description="Stratified subsample of the training rows.")
     max_validation_rows: Int | None = Field(
         None, ge=1, description="Stratified subsample of the validation rows."
@@ -297,10 +344,14 @@ class SweepSpec(Spec):
     storage_path: OutPath = Field(
         None, description="Local dir or URI for trials (default: EVALCLUSTER_HOME/sweeps)."
     )
-    max_failures: Int = Field(2, ge=0, description="Retries of a failed trial, from its last checkpoint.")
-    checkpoints_to_keep: Int = Field(1, ge=1, description="Checkpoints kept per trial, best by the metric.")
+    max_failures: Int = Field(
+        2, ge=0, le=100, description="Retries of a failed trial, from its last checkpoint."
+    )
+    checkpoints_to_keep: Int = Field(
+        1, ge=1, le=100, description="Checkpoints kept per trial, best by the metric."
+    )
     seed: Int = Field(
-        0, ge=0, description="Seeds the search: same spec and seed = same trial configurations."
+        0, ge=0, le=MAX_SEED, description="Seeds the search: same spec and seed = same trial configurations."
     )
     owner: str | None = Field(None, description=OWNER_HELP)
     gate: SweepGateSpec | None = Field(
@@ -324,72 +375,3 @@ class SweepSpec(Spec):
     def metric_mode(self) -> str:
         """Ray Tune's mode for the metric: "max" when higher is better, else "min"."""
         return metric_mode(self.metric)
-
-
-class PretrainSpec(Spec):
-    """Masked-language-model continued pretraining (jobs/pretrain.py)."""
-
-    data: TextSpec = Field(
-        default_factory=lambda: TextSpec(path="data/sample/train.parquet"), description="Unlabelled text."
-    )
-    model: ModelArg = Field(
-        "base", description="MODEL to continue pretraining (base, a dir, an id or alias)."
-    )
-    epochs: Int = Field(1, ge=1, description="Passes over the training texts.")
-    mlm_probability: Float = Field(0.15, gt=0, lt=1, description="Share of tokens masked.")
-    learning_rate: Float = Field(5e-5, gt=0, description="AdamW peak learning rate.")
-    warmup_ratio: Float = Field(0.06, ge=0, le=1, description="Share of steps with a rising learning rate.")
-    weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay (not on biases, LayerNorm).")
-    batch_size: Int = Field(32, ge=1, description="Texts per optimizer step.")
-    max_length: Int = Field(64, ge=1, description="Tokens per text.")
-    max_rows: Int | None = Field(None, ge=1, description="Use at most this many texts.")
-    heldout_fraction: Float = Field(
-        0.05, gt=0, lt=1, description="Share of texts kept aside for perplexity before and after."
-    )
-    precision: Precision = Field("auto", description=PRECISION_HELP)
-    seed: Int = Field(0, ge=0, description="Seeds the held-out split, masking and data order.")
-    out: OutPath = Field(None, description="Model dir to write (default: in the registry).")
-    workers: Int | None = Field(
-        None,
-        ge=1,
-        description="Data-parallel Ray Train workers (default: one per GPU when there are several).",
-    )
-    owner: str | None = Field(None, description=OWNER_HELP)
-
-
-class LeaderboardSpec(Spec):
-    """Which evaluations `evalctl leaderboard` ranks."""
-
-    data: DataSpec | None = Field(None, description="Rank runs on this dataset (by its content fingerprint).")
-    dataset: str | None = Field(None, description="Or give the dataset fingerprint directly.")
-    metric: Metric = Field(
-        "f1_macro", description="Ranking metric (its direction comes from the metric table)."
-    )
-    perturbation: Perturbation | None = Field(
-        None, description="Rank robustness runs by their score under this perturbation (typo, case, ...)."
-    )
-
-    @model_validator(mode="after")
-    def _one_dataset(self):
-        if self.data is not None and self.dataset is not None:
-            raise ValueError("give --data or --dataset, not both")
-        if self.perturbation is not None and self.metric not in paired_metrics():
-            raise ValueError(
-                f"robustness runs are ranked by {', '.join(paired_metrics())}, not {self.metric}"
-            )
-        return self
-
-
-class CompareSpec(Spec):
-    """How `evalctl compare` compares two evaluations."""
-
-    metric: Metric = Field("f1_macro", description="Metric of the one-line verdict.")
-    bootstrap: Int = Field(1000, ge=1, description="Paired bootstrap replicates (the CIs need at least 1).")
-    seed: Int = Field(0, ge=0, description="Bootstrap seed.")
-
-    @model_validator(mode="after")
-    def _comparable(self):
-        comparable = paired_metrics(None)  # of any task: the runs' task picks the comparison
-        if self.metric not in comparable:
-            raise ValueError(f"cannot compare on {self.metric}; choose from {', '.join(comparable)}")
-        return self

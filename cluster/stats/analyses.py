@@ -1,9 +1,9 @@
-"""Per-batch analyses beside an evaluation's core statistics, and the metrics.json sections they become.
+"""Analyses beside an evaluation's core statistics, and the metrics.json sections they become.
 
-An inference actor (cluster/evaluation/predictor.py) calls :meth:`Analyses.batch` on each shard after
-its forward pass; every part it returns is a mergeable statistic (``a + b``: exact and
-order-free, bounded in size), which the driver adds up per name and
-:func:`finalize` turns into sections of metrics.json:
+The evaluation pipeline's write stage (cluster/evaluation/classify.py ``statistics``) calls
+:meth:`Analyses.batch` on the rows of each part file; every part it returns is a mergeable
+statistic (``a + b``: exact and order-free, bounded in size), which the driver adds up per name
+and :func:`finalize` turns into sections of metrics.json:
 
     threshold          cluster/stats/threshold.py    ROC-AUC, AP, top-2 accuracy, Brier, curves, CIs
     slices             cluster/stats/slices.py       weak slices (--auto-slices)
@@ -11,8 +11,10 @@ order-free, bounded in size), which the driver adds up per name and
     robustness:KIND    cluster/stats/robustness.py   clean vs perturbed predictions of the same rows
     profile, embeddings, confidence, predicted  the drift checks' inputs (:class:`DriftAnalyses`)
 
-The actor passes itself as ``runner``: ``runner.probs(texts, rows)`` (class probabilities),
-``runner.token_ids(texts)`` and ``runner.embed(texts)`` (mean-pooled embeddings).
+What needs the model is computed per row in the model stage and reaches ``batch`` as columns:
+the perturbed texts' probabilities (:func:`perturbed_probs`, with the model as ``runner``:
+``runner.probs(texts)`` and ``runner.token_ids(texts)``), the mistakes' token attributions,
+the drift checks' embeddings.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Imported here, not where used: the driver reads these statistics back from part files, and the
+# codec knows a type once its module has registered it (cluster/stats/codec.py).
+from cluster.data.perturb import perturb
+from cluster.stats.drift import profile_from_counts
 from cluster.stats.metrics import metric_names
+from cluster.stats.mistakes import confident_mistakes, mistakes_summary
+from cluster.stats.robustness import robustness_stats, robustness_summary
+from cluster.stats.samples import hash_sample, sampled, value_counts
+from cluster.stats.slices import slice_stats, weak_slices
+from cluster.stats.threshold import threshold_metrics, threshold_stats
 
 
 @dataclass(frozen=True)
@@ -53,11 +64,10 @@ class Analyses:
             bootstrap=spec.bootstrap,
         )
 
-    def batch(self, runner, *, texts: list[str], y_true, probs, rows, slice_values=None) -> dict:
-        """The mergeable parts of one batch (texts (n,), y_true (n,) ids, probs (n, k), rows (n,))."""
-        from cluster.stats.mistakes import confident_mistakes
-        from cluster.stats.slices import slice_stats
-        from cluster.stats.threshold import threshold_stats
+    def batch(self, *, texts, y_true, probs, rows, slice_values=None, perturbed=None, tokens=None) -> dict:
+        """The mergeable parts of some rows: texts (n,) or None (images), y_true (n,) ids, probs (n, k),
+        rows (n,); ``perturbed``: kind -> the perturbed texts' probs (n, k); ``tokens``: (n,) JSON
+        token attributions or None per row (the mistakes' candidates)."""
 
         parts = {}
         if self.threshold:
@@ -73,21 +83,19 @@ class Analyses:
             )
         if self.mistakes:
             parts["mistakes"] = confident_mistakes(
-                texts=texts, y_true=y_true, probs=probs, rows=rows, top=self.mistakes
+                texts=texts, y_true=y_true, probs=probs, rows=rows, top=self.mistakes, tokens=tokens
             )
         for kind in self.perturb:
-            parts[f"robustness:{kind}"] = self._robustness(runner, kind, texts, y_true, probs, rows)
+            parts[f"robustness:{kind}"] = self._robustness(kind, texts, y_true, probs, rows, perturbed[kind])
         return parts
 
-    def _robustness(self, runner, kind: str, texts, y_true, probs, rows):
-        from cluster.data.perturb import perturb
-        from cluster.stats.robustness import robustness_stats
+    def _robustness(self, kind: str, texts, y_true, probs, rows, probs_perturbed):
 
-        new = perturb(texts, kind=kind, rate=self.rate, seed=self.seed, rows=rows)
+        new = perturb(texts, kind=kind, rate=self.rate, seed=self.seed, rows=rows)  # as the model saw them
         return robustness_stats(
             y_true=y_true,
             probs_clean=probs,
-            probs_perturbed=perturbed_probs(runner, texts, new, probs, rows),
+            probs_perturbed=probs_perturbed,
             rows=rows,
             texts=texts,
             perturbed_texts=new,
@@ -116,10 +124,6 @@ def perturbed_probs(
 
 def finalize(parts: dict, spec, labels: list[str], metrics: dict) -> None:
     """Add the sections of the merged ``parts`` to ``metrics`` (a metrics.json dict, in place)."""
-    from cluster.stats.mistakes import mistakes_summary
-    from cluster.stats.robustness import robustness_summary
-    from cluster.stats.slices import weak_slices
-    from cluster.stats.threshold import threshold_metrics
 
     if "threshold" in parts:
         tm = threshold_metrics(parts["threshold"], labels=labels, bootstrap=spec.bootstrap, seed=spec.seed)
@@ -157,16 +161,22 @@ class DriftAnalyses:
     embed_rows: int  # rows kept in the sample
     seed: int = 0
 
-    def batch(self, runner, *, texts: list[str], probs, rows, **_) -> dict:
-        from cluster.stats.drift import text_profile
-        from cluster.stats.samples import hash_sample, sampled, value_counts
+    def embedded(self, rows) -> np.ndarray:
+        """(n,) bool: the rows the model stage embeds (hash-sampled candidates)."""
+
+        return sampled(np.asarray(rows), self.embed_fraction, self.seed)
+
+    def batch(self, *, rows, probs, lengths, unknown, vectors) -> dict:
+        """rows (n,); probs (n, k) or None (a bare encoder); lengths, unknown (n,) tokens and [UNK]
+        tokens per text; vectors: (n,) embeddings (None where a row was not embedded)."""
 
         rows = np.asarray(rows)
-        pick = np.flatnonzero(sampled(rows, self.embed_fraction, self.seed))
-        vectors = runner.embed([texts[i] for i in pick]) if len(pick) else np.zeros((0, 1), np.float32)
+        pick = np.array([v is not None for v in vectors], bool)
+        dim = next((len(v) for v in vectors if v is not None), 1)
+        vecs = np.array([v for v in vectors if v is not None], np.float32).reshape(-1, dim)
         parts = {
-            "profile": text_profile(texts, tokenizer=runner.tokenizer),
-            "embeddings": hash_sample(rows=rows[pick], vectors=vectors, size=self.embed_rows, seed=self.seed),
+            "profile": profile_from_counts(np.asarray(lengths), np.asarray(unknown)),
+            "embeddings": hash_sample(rows=rows[pick], vectors=vecs, size=self.embed_rows, seed=self.seed),
         }
         if probs is not None:
             parts["confidence"] = value_counts(probs.max(1))

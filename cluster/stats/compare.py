@@ -27,7 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from cluster.errors import UserError
-from cluster.stats.metrics import paired_metrics, poisson_weights, scores_from_confusion
+from cluster.stats.metrics import paired_metrics, scores_from_confusion
+from cluster.stats.rowhash import poisson_weights
 
 
 class PredictionSource(Protocol):

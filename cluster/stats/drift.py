@@ -32,6 +32,7 @@ import numpy as np
 from scipy import stats as sps
 
 from cluster.errors import UserError
+from cluster.stats import codec
 
 ALPHA = 0.05
 MAX_TOKENS = 512  # length histogram bins: 0..MAX_TOKENS-1 tokens, the last bin holds longer texts
@@ -92,9 +93,20 @@ class TextProfile:
 
 def text_profile(texts: list[str], *, tokenizer) -> TextProfile:
     """Profile of texts under a Hugging Face tokenizer (WordPiece: [UNK] = ``unk_token_id``)."""
+    return profile_from_counts(*token_counts(texts, tokenizer=tokenizer))
+
+
+def token_counts(texts: list[str], *, tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, [UNK] tokens) of each text, without special tokens or truncation."""
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if len(texts) else []
     t = np.array([len(x) for x in ids], np.int64)
     u = np.array([sum(1 for i in x if i == tokenizer.unk_token_id) for x in ids], np.int64)
+    return t, u
+
+
+def profile_from_counts(t: np.ndarray, u: np.ndarray) -> TextProfile:
+    """The profile of texts with ``t`` tokens and ``u`` [UNK] tokens each."""
+    t, u = np.asarray(t, np.int64), np.asarray(u, np.int64)
     hist = np.bincount(np.minimum(t, MAX_TOKENS), minlength=MAX_TOKENS + 1)
     return TextProfile(
         hist, int(t.sum()), int(u.sum()), int((u * u).sum()), int((u * t).sum()), int((t * t).sum())
@@ -258,3 +270,6 @@ def drift_report(checks: dict[str, dict], *, alpha: float = ALPHA) -> dict:
         out[name] = {**res, "verdict": "drift" if res["p_value"] < level else "no drift"}
     overall = "drift" if any(r["verdict"] == "drift" for r in out.values()) else "no drift"
     return {"checks": out, "alpha": alpha, "alpha_per_check": level, "verdict": overall}
+
+
+codec.register(TextProfile)  # part files hold them (cluster/stats/codec.py)

@@ -22,13 +22,17 @@ Example::
 
 from __future__ import annotations
 
+import math
+
 from cluster.errors import UserError
 from cluster.stats.metrics import metric_info, paired_metrics
 
 
 def parse_conditions(value):
     """METRIC=VALUE conditions from the command line (repeated, or comma-separated) as a mapping;
-    a mapping (YAML) passes through. A pydantic BeforeValidator of GateSpec's conditions."""
+    a mapping (YAML, where a key written twice is refused when read) passes through. A metric
+    given twice is refused: the mapping would keep only the last. A pydantic BeforeValidator of
+    GateSpec's conditions."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
@@ -36,12 +40,18 @@ def parse_conditions(value):
     out = {}
     for item in (part for v in value for part in str(v).split(",")):
         name, sep, number = item.partition("=")
-        if not sep or not name.strip():
+        name = name.strip()
+        if not sep or not name:
             raise ValueError(f"conditions are METRIC=VALUE, e.g. f1_macro=0.75; got {item!r}")
         try:
-            out[name.strip()] = float(number)
+            threshold = float(number)
         except ValueError as exc:
-            raise ValueError(f"{name.strip()}: {number!r} is not a number") from exc
+            raise ValueError(f"{name}: {number!r} is not a number") from exc
+        if name in out:
+            raise ValueError(
+                f"{name} is given twice ({out[name]:g} and {threshold:g}); give each metric one condition"
+            )
+        out[name] = threshold
     return out
 
 
@@ -58,17 +68,26 @@ def direction(kind: str):
 
 
 def check_direction(kind: str, conditions: dict[str, float]) -> dict[str, float]:
-    """``min`` takes higher-is-better metrics, ``max`` lower-is-better ones, ``max_drop`` paired ones."""
+    """``min`` takes higher-is-better metrics, ``max`` lower-is-better ones, ``max_drop`` paired ones;
+    every threshold is finite and within the values the metric can take (its table row's bounds),
+    and a drop is at most the width of that range, in points."""
     for metric, value in conditions.items():
-        higher = metric_info(metric).higher_is_better
-        if kind == "min" and not higher:
+        info = metric_info(metric)
+        if kind == "min" and not info.higher_is_better:
             raise UserError(f"{metric} is lower-is-better; use --max {metric}=VALUE")
-        if kind == "max" and higher:
+        if kind == "max" and info.higher_is_better:
             raise UserError(f"{metric} is higher-is-better; use --min {metric}=VALUE")
         if kind == "max_drop" and metric not in paired_metrics(None):
             raise UserError(f"{metric}: the paired comparison covers {', '.join(paired_metrics(None))}")
+        if not math.isfinite(value):
+            raise UserError(f"{metric}={value:g}: a threshold must be a finite number")
+        low, high = info.bounds
         if kind == "max_drop" and value < 0:
             raise UserError(f"{metric}: give the allowed drop in points (>= 0), got {value}")
+        if kind == "max_drop" and value > (high - low) * 100:
+            raise UserError(f"{metric}={value:g}: a drop is at most {(high - low) * 100:g} points")
+        if kind != "max_drop" and not low <= value <= high:
+            raise UserError(f"{metric}={value:g}: outside the metric's range [{low:g}, {high:g}]")
     return conditions
 
 

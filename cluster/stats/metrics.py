@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cluster.errors import UserError, did_you_mean
+from cluster.stats import codec
+from cluster.stats.exact import as_float, as_floats, exact_sum, exact_sums, exact_weighted_sums
+from cluster.stats.rowhash import poisson_weights
 
 ECE_BINS = 15  # equal-width confidence bins
 
@@ -181,12 +184,12 @@ class Stats:
     """Sufficient statistics of a set of rows (all arrays add elementwise)."""
 
     confusion: np.ndarray  # (k, k) int64, rows = true class, cols = predicted
-    log_loss_sum: float  # sum over rows of -log(clip(p_true))
+    log_loss_sum: int  # sum over rows of -log(clip(p_true)), exact (cluster/stats/exact.py)
     bin_count: np.ndarray  # (ECE_BINS,) rows per confidence bin
-    bin_conf: np.ndarray  # (ECE_BINS,) summed confidence (max probability)
+    bin_conf: np.ndarray  # (ECE_BINS,) object: summed confidence (max probability), exact
     bin_correct: np.ndarray  # (ECE_BINS,) correct predictions
     boot_confusion: np.ndarray  # (B, k, k) Poisson-weighted confusion counts
-    boot_log_loss: np.ndarray  # (B,) Poisson-weighted log-loss sums
+    boot_log_loss: np.ndarray  # (B,) object: Poisson-weighted log-loss sums, exact
     slices: dict[str, Stats] = field(default_factory=dict)  # per value of a slice column
 
     def __add__(self, other: Stats) -> Stats:
@@ -235,18 +238,18 @@ def batch_stats(
     cell = y_true * k + pred  # flat confusion-matrix cell of each row
     stats = Stats(
         confusion=np.bincount(cell, minlength=k * k).reshape(k, k),
-        log_loss_sum=float(row_loss.sum()),
+        log_loss_sum=exact_sum(row_loss),
         bin_count=np.bincount(bins, minlength=ECE_BINS).astype(np.int64),
-        bin_conf=np.bincount(bins, weights=conf, minlength=ECE_BINS),
+        bin_conf=exact_sums(conf, bins, ECE_BINS),
         bin_correct=np.bincount(bins, weights=(pred == y_true), minlength=ECE_BINS),
         boot_confusion=np.zeros((bootstrap, k, k), dtype=np.int64),
-        boot_log_loss=np.zeros(bootstrap),
+        boot_log_loss=np.zeros(bootstrap, dtype=object),
     )
     if bootstrap:
         w = poisson_weights(np.arange(n) if rows is None else np.asarray(rows), bootstrap, seed)
         for c in np.unique(cell):  # (B,) weight of each confusion cell
             stats.boot_confusion[:, c // k, c % k] = w[:, cell == c].sum(1)
-        stats.boot_log_loss = w @ row_loss
+        stats.boot_log_loss = exact_weighted_sums(w, row_loss)
     if slices is not None:  # each slice with its own replicates, under the same row weights
         slices = np.asarray(slices, dtype=object)
         rows = np.arange(n) if rows is None else np.asarray(rows)
@@ -261,47 +264,6 @@ def empty_stats(k: int, bootstrap: int = 0) -> Stats:
 
 
 # ------------------------------------------------------------------ Poisson bootstrap weights
-
-
-_POISSON1_CDF = np.cumsum([np.exp(-1.0) / np.prod(np.arange(1, i + 1)) for i in range(20)])
-
-
-def poisson_weights(rows: np.ndarray, replicates: int, seed: int = 0) -> np.ndarray:
-    """Poisson(1) weights, shape (replicates, len(rows)), a pure function of (seed, row, replicate).
-
-    A counter-based hash (splitmix64) replaces a stateful RNG: any shard can
-    compute any row's weights alone, and the result is the same however rows
-    are split across batches or workers.
-    """
-    rows = np.asarray(rows, dtype=np.uint64)
-    b = np.arange(replicates, dtype=np.uint64)[:, None]
-    with np.errstate(over="ignore"):
-        x = (rows[None, :] * np.uint64(0x9E3779B97F4A7C15)) ^ (b * np.uint64(0xBF58476D1CE4E5B9))
-        x ^= np.uint64(seed) * np.uint64(0x94D049BB133111EB)
-        x = _splitmix64(x)
-    u = (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))  # uniform in [0, 1)
-    return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.int64)
-
-
-def hash64(values: np.ndarray, salt: int = 0) -> np.ndarray:
-    """A well-mixed uint64 hash of each non-negative integer in ``values`` (splitmix64), salted.
-
-    The same counter-based hash as :func:`poisson_weights`, for anything that must be a pure
-    function of a row id (bootstrap buckets, per-row perturbation seeds).
-    """
-    x = np.asarray(values, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = x * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF) * np.uint64(
-            0xD6E8FEB86659FD93
-        )
-        return _splitmix64(x)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 # ------------------------------------------------------------------ scores
@@ -363,11 +325,11 @@ def finalize(stats: Stats, labels: list[str], confidence: float = 0.95) -> dict:
         for i, lab in enumerate(labels)
     }
     out["confusion_matrix"] = stats.confusion.astype(int).tolist()
-    out["log_loss"] = stats.log_loss_sum / stats.n if stats.n else float("nan")
+    out["log_loss"] = as_float(stats.log_loss_sum) / stats.n if stats.n else float("nan")
     out["ece"] = expected_calibration_error(stats)
     out["calibration"] = {
         "bin_count": stats.bin_count.astype(int).tolist(),
-        "bin_confidence": _div(stats.bin_conf, stats.bin_count).tolist(),
+        "bin_confidence": _div(as_floats(stats.bin_conf), stats.bin_count).tolist(),
         "bin_accuracy": _div(stats.bin_correct, stats.bin_count).tolist(),
     }
     out["ci95"] = bootstrap_ci(stats, confidence) if len(stats.boot_log_loss) else {}
@@ -377,13 +339,13 @@ def finalize(stats: Stats, labels: list[str], confidence: float = 0.95) -> dict:
 def expected_calibration_error(stats: Stats) -> float:
     """ECE over equal-width bins: sum_b (n_b / n) * |accuracy_b - confidence_b|."""
     n = stats.bin_count.sum()
-    return float(np.abs(stats.bin_correct - stats.bin_conf).sum() / n) if n else float("nan")
+    return float(np.abs(stats.bin_correct - as_floats(stats.bin_conf)).sum() / n) if n else float("nan")
 
 
 def bootstrap_ci(stats: Stats, confidence: float = 0.95) -> dict[str, list[float]]:
     """Percentile intervals of CI_METRICS over the Poisson bootstrap replicates."""
     reps = scores_from_confusion(stats.boot_confusion)
-    reps["log_loss"] = _div(stats.boot_log_loss, stats.boot_confusion.sum((-2, -1)))
+    reps["log_loss"] = _div(as_floats(stats.boot_log_loss), stats.boot_confusion.sum((-2, -1)))
     alpha = (1 - confidence) / 2
     return {
         m: [float(np.quantile(reps[m], alpha)), float(np.quantile(reps[m], 1 - alpha))]
@@ -430,3 +392,6 @@ def compute_metrics(
 ) -> dict:
     """All metrics of one in-memory set of rows (e.g. a validation split)."""
     return finalize(batch_stats(y_true, probs, bootstrap=bootstrap, seed=seed), labels)
+
+
+codec.register(Stats)  # part files hold them (cluster/stats/codec.py)

@@ -19,17 +19,21 @@ Example::
 from __future__ import annotations
 
 import heapq
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from cluster.stats import codec
+
 
 @dataclass
 class ConfidentMistakes:
-    """Per (true, predicted) pair, up to ``top`` entries (score, -row, p_true, text), best first."""
+    """Per (true, predicted) pair, up to ``top`` entries (score, -row, p_true, text, tokens), best first;
+    ``tokens``: the row's token attributions as JSON (cluster/models/explain.py), or None."""
 
     top: int
-    pairs: dict[tuple[int, int], list[tuple[float, int, float, str]]] = field(default_factory=dict)
+    pairs: dict[tuple[int, int], list[tuple]] = field(default_factory=dict)
 
     def __add__(self, other: ConfidentMistakes) -> ConfidentMistakes:
         pairs = dict(self.pairs)
@@ -39,17 +43,25 @@ class ConfidentMistakes:
 
 
 def confident_mistakes(
-    *, texts: list[str] | None, y_true: np.ndarray, probs: np.ndarray, rows: np.ndarray, top: int = 3
+    *,
+    texts: list[str] | None,
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    rows: np.ndarray,
+    top: int = 3,
+    tokens: list[str | None] | None = None,
 ) -> ConfidentMistakes:
     """One batch's most confident mistakes: texts (n,), y_true (n,) class ids, probs (n, k), rows (n,).
-    ``texts`` None (images): the examples keep their row, scores and labels, text None."""
+    ``texts`` None (images): the examples keep their row, scores and labels, text None. ``tokens``:
+    each row's token attributions (JSON) where the model stage computed them."""
     y, p, rows = np.asarray(y_true), np.asarray(probs), np.asarray(rows)
     pred = p.argmax(1)
     score = p[np.arange(len(y)), pred]
     out = ConfidentMistakes(top)
     for i in np.flatnonzero(pred != y):
         key = (int(y[i]), int(pred[i]))
-        item = (float(score[i]), -int(rows[i]), float(p[i, y[i]]), None if texts is None else texts[i])
+        text, toks = (None if texts is None else texts[i]), (None if tokens is None else tokens[i])
+        item = (float(score[i]), -int(rows[i]), float(p[i, y[i]]), text, toks)
         out.pairs[key] = heapq.nlargest(top, out.pairs.get(key, []) + [item])
     return out
 
@@ -60,10 +72,18 @@ def mistakes_summary(m: ConfidentMistakes, *, labels: list[str], confusion: list
     pairs = []
     for (t, p), items in m.pairs.items():
         count = int(confusion[t][p]) if confusion is not None else len(items)
-        examples = [
-            {"row": -neg_row, "text": text, "label": labels[t], "pred": labels[p], "score": s, "p_true": pt}
-            for s, neg_row, pt, text in sorted(items, reverse=True)
-        ]
+        examples = [_example(item, labels[t], labels[p]) for item in sorted(items, reverse=True)]
         pairs.append({"label": labels[t], "pred": labels[p], "count": count, "examples": examples})
     pairs.sort(key=lambda x: (-x["count"], -x["examples"][0]["score"], x["label"], x["pred"]))
     return pairs
+
+
+def _example(item: tuple, label: str, pred: str) -> dict:
+    score, neg_row, p_true, text, tokens = item
+    out = {"row": -neg_row, "text": text, "label": label, "pred": pred, "score": score, "p_true": p_true}
+    if tokens is not None:
+        out["tokens"] = json.loads(tokens)
+    return out
+
+
+codec.register(ConfidentMistakes)  # part files hold them (cluster/stats/codec.py)

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cluster.errors import UserError
+from cluster.stats import codec
 from cluster.stats.compare import PairedCounts, differences, mcnemar_exact, merge, paired_counts
-from cluster.stats.metrics import poisson_weights
+from cluster.stats.rowhash import poisson_weights
 from cluster.stats.threshold_ci import percentile_ci
 
 TOP = 20  # most damaging examples kept
@@ -158,3 +159,6 @@ def _example(d: Damage, labels: list[str]) -> dict:
         "text": d.text,
         "perturbed_text": d.perturbed_text,
     }
+
+
+codec.register(Damage, RobustnessStats)  # part files hold them (cluster/stats/codec.py)

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cluster.stats.metrics import hash64
+from cluster.stats import codec
+from cluster.stats.rowhash import hash64
 
 SAMPLE_SALT = 0x73616D706C65
 
@@ -97,3 +98,6 @@ class ValueCounts:
 def value_counts(values: np.ndarray) -> ValueCounts:
     values, counts = np.unique(np.asarray(values, np.float64), return_counts=True)
     return ValueCounts(values, counts.astype(np.int64))
+
+
+codec.register(HashSample, ValueCounts)  # part files hold them (cluster/stats/codec.py)

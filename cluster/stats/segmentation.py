@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cluster.stats import codec
+from cluster.stats.exact import as_float, exact_sum
 from cluster.stats.metrics import poisson_weights
 
 IGNORE_INDEX = 255  # the mask value of an unlabelled pixel (PASCAL VOC's convention)
@@ -49,7 +51,7 @@ class SegStats:
 
     confusion: np.ndarray  # (k, k) int64 pixels, rows = true class, cols = predicted
     images: int = 0
-    iou_sum: float = 0.0  # sum over images of the per-image IoU (mean_image_iou)
+    iou_sum: int = 0  # sum over images of the per-image IoU (mean_image_iou), exact: cluster/stats/exact.py
     boot_confusion: np.ndarray | None = None  # (B, k, k) int64 Poisson-weighted pixel counts
     worst: list = field(default_factory=list)  # [(iou, row, payload)] at most WORST, any order
 
@@ -162,12 +164,12 @@ def stats_from_confusions(
             for v, r, p in zip(ious, rows, payloads, strict=True)
         ]
         worst = keep_worst(order)
-    return SegStats(cms.sum(0), n, float(np.nansum(ious)), boot, worst)
+    return SegStats(cms.sum(0), n, exact_sum(ious[~np.isnan(ious)]), boot, worst)
 
 
 def empty_stats(k: int, bootstrap: int = 0) -> SegStats:
     return SegStats(
-        np.zeros((k, k), np.int64), 0, 0.0, np.zeros((bootstrap, k, k), np.int64) if bootstrap else None
+        np.zeros((k, k), np.int64), 0, 0, np.zeros((bootstrap, k, k), np.int64) if bootstrap else None
     )
 
 
@@ -229,7 +231,7 @@ def finalize(stats: SegStats, labels: list[str], confidence: float = 0.95) -> di
     s = scores_from_confusion(stats.confusion)
     out = {"n": stats.images, "pixels": stats.pixels, "labels": list(labels), "task": "segmentation"}
     out.update({m: float(s[m]) for m in SCORES})
-    out["mean_image_iou"] = stats.iou_sum / stats.images if stats.images else float("nan")
+    out["mean_image_iou"] = as_float(stats.iou_sum) / stats.images if stats.images else float("nan")
     out["per_class"] = {
         lab: {
             "iou": _float(s["per_class_iou"][i]),
@@ -268,3 +270,6 @@ def compute_metrics(
     """All scores of one in-memory set of images (e.g. a validation split)."""
     stats = batch_stats(trues, preds, len(labels), bootstrap=bootstrap, seed=seed, ignore_index=ignore_index)
     return finalize(stats, labels)
+
+
+codec.register(SegStats)  # part files hold them (cluster/stats/codec.py)

@@ -49,6 +49,7 @@ import numpy as np
 from scipy import stats as sps
 
 from cluster.errors import UserError
+from cluster.stats import codec
 from cluster.stats.metrics import scores_from_confusion, slice_metrics_allowed
 from cluster.stats.threshold_ci import percentile_ci
 
@@ -233,3 +234,6 @@ def _gap(stats: SliceStats, per: dict, family: str, metric: str, seed: int) -> d
     )
     gap = members[best][metric] - members[worst][metric]
     return {"best": best, "worst": worst, "gap": gap, "ci95": percentile_ci(diff, 0.95)}
+
+
+codec.register(SliceStats)  # part files hold them (cluster/stats/codec.py)

@@ -43,12 +43,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from cluster.errors import UserError
+from cluster.stats import codec
+from cluster.stats.exact import SHIFT, exact_sums
 from cluster.stats.threshold_cells import (
     BUCKETS,
-    SHIFT,
     Cells,
     by_key,
-    exact_sums,
     make_cells,
     merge_cells,
     ranking_from_counts,
@@ -277,3 +277,6 @@ def compute_threshold_metrics(
     """All threshold metrics of one in-memory set of rows."""
     stats = threshold_stats(y_true=y_true, probs=probs)
     return threshold_metrics(stats, labels=labels, bootstrap=bootstrap, seed=seed)
+
+
+codec.register(ThresholdStats)  # part files hold them (cluster/stats/codec.py)

@@ -25,14 +25,12 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from cluster.stats.metrics import hash64
+from cluster.stats import codec
+from cluster.stats.rowhash import hash64
 
 BUCKETS = 256  # bootstrap clusters of rows (see cluster.stats.threshold_ci)
 BUCKET_SALT = 0x7468726573686F6C  # decorrelates the buckets from other uses of the row hash
 MAX_LEVEL = 23
-SHIFT = (
-    1130  # exact sums are integers in units of 2**-SHIFT (>= 1074 + 53: every mantissa bit of a subnormal)
-)
 
 
 @dataclass
@@ -168,33 +166,6 @@ def ranking_from_counts(pos: np.ndarray, neg: np.ndarray, ap_empty: float = 0.0)
 # ------------------------------------------------------------------ exact float sums
 
 
-def exact_sums(values: np.ndarray, groups: np.ndarray, size: int) -> np.ndarray:
-    """Exact sums of non-negative float64 ``values`` per group, as Python ints in units of 2**-SHIFT.
-
-    Integers add exactly in any order, so merged sums do not depend on the sharding.
-    Each value is m * 2**(e - 53) with an integer mantissa m < 2**53 (np.frexp); the
-    mantissas are summed per (group, exponent) in halves of 27 and 26 bits, whose float64
-    bincount sums stay exact (below 2**53) for up to 2**26 rows a batch.
-    """
-    values = np.asarray(values, np.float64)
-    if len(values) >= 1 << 26:
-        raise ValueError("exact_sums: at most 2**26 values per call")
-    out = np.zeros(size, dtype=object)  # Python int 0s
-    if not len(values):
-        return out
-    mant, exp = np.frexp(values)
-    m = (mant * 2.0**53).astype(np.int64)
-    combo = np.asarray(groups, np.int64) * 4096 + (exp.astype(np.int64) + 2048)
-    uniq, inv = np.unique(combo, return_inverse=True)
-    hi = np.bincount(inv, weights=m >> 26)
-    lo = np.bincount(inv, weights=m & ((1 << 26) - 1))
-    for u, h, lw in zip(uniq.tolist(), hi.tolist(), lo.tolist(), strict=True):
-        group, e = divmod(u, 4096)
-        total = (int(h) << 26) + int(lw)
-        out[group] += total << (e - 2048 - 53 + SHIFT)
-    return out
-
-
 # ------------------------------------------------------------------ merging many
 
 
@@ -234,3 +205,6 @@ class MergeTree(Generic[T]):
         for s in held[1:]:
             out = self.add(out, s)
         return out
+
+
+codec.register(Cells)  # part files hold them (cluster/stats/codec.py)

@@ -10,7 +10,7 @@ across fresh samples), so a nominal 95% interval would cover only ~87%
 
 So rows are hashed into BUCKETS = 256 clusters (a pure function of the row id,
 :func:`cluster.stats.threshold_cells.row_buckets`) and each (bucket, replicate) gets
-one Poisson(1) weight (:func:`cluster.stats.metrics.poisson_weights` of the bucket
+one Poisson(1) weight (:func:`cluster.stats.rowhash.poisson_weights` of the bucket
 id): a cluster bootstrap. Rows are exchangeable and the buckets a random
 partition of them, so it estimates the same sampling spread as a row bootstrap;
 its variance estimate has ~255 degrees of freedom, which costs a fraction of a
@@ -27,8 +27,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from cluster.stats.metrics import poisson_weights
-from cluster.stats.threshold_cells import BUCKETS, SHIFT, Cells, by_key, key_index, ranking_from_counts
+from cluster.stats.exact import SHIFT
+from cluster.stats.rowhash import poisson_weights
+from cluster.stats.threshold_cells import BUCKETS, Cells, by_key, key_index, ranking_from_counts
 
 CHUNK_VALUES = 1 << 21  # replicate x bin values computed at once
 BOOT_BINS = 4096  # replicates use at most this many score bins per class (see _score_bins)

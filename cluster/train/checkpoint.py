@@ -180,6 +180,15 @@ def write_manifest(directory: str | Path, step: int, iteration: int, metrics: di
 def complete_checkpoints(fs, trial_dir: str) -> tuple[list[tuple[str, dict]], int]:
     """The complete checkpoints under ``trial_dir`` on pyarrow filesystem ``fs``, newest first,
     as (path, manifest); and the highest checkpoint index present, complete or not (-1: none)."""
+    states = checkpoint_states(fs, trial_dir)
+    complete = [(path, manifest) for path, manifest, _ in states if manifest is not None]
+    highest = int(states[0][0].rsplit("_", 1)[-1]) if states else -1
+    return complete, highest
+
+
+def checkpoint_states(fs, trial_dir: str) -> list[tuple[str, dict | None, str | None]]:
+    """Every checkpoint directory under ``trial_dir``, newest first: (path, its manifest when it is
+    complete, else None and why not)."""
     import pyarrow.fs as pafs
 
     infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
@@ -190,11 +199,11 @@ def complete_checkpoints(fs, trial_dir: str) -> tuple[list[tuple[str, dict]], in
         and i.base_name.startswith(CHECKPOINT_PREFIX)
         and i.base_name[len(CHECKPOINT_PREFIX) :].isdigit()
     )
-    complete = [(path, m) for _, path in reversed(dirs) if (m := _manifest_if_complete(fs, path))]
-    return complete, dirs[-1][0] if dirs else -1
+    return [(path, *_completeness(fs, path)) for _, path in reversed(dirs)]
 
 
-def _manifest_if_complete(fs, path: str) -> dict | None:
+def _completeness(fs, path: str) -> tuple[dict | None, str | None]:
+    """(the manifest, None) when every file it lists is there with its size, else (None, why)."""
     import pyarrow.fs as pafs
 
     try:
@@ -202,7 +211,13 @@ def _manifest_if_complete(fs, path: str) -> dict | None:
             manifest = json.loads(f.read())
         wanted = manifest["files"]
         infos = fs.get_file_info([f"{path}/{name}" for name in wanted])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    found = zip(infos, wanted.values(), strict=True)
-    return manifest if all(i.type == pafs.FileType.File and i.size == n for i, n in found) else None
+    except FileNotFoundError:
+        return None, f"no {MANIFEST}"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"unreadable {MANIFEST} ({type(exc).__name__})"
+    for info, (name, size) in zip(infos, wanted.items(), strict=True):
+        if info.type != pafs.FileType.File:
+            return None, f"{name} is missing"
+        if info.size != size:
+            return None, f"{name} is {info.size} bytes, its manifest says {size}"
+    return manifest, None

@@ -44,6 +44,7 @@ def export_best(spec: SweepSpec, results, registry: Registry, run_id: str, model
         "errored_trials": len(results.errors),
         "trial_epochs": sum(d["epochs"] or 0 for d in details),
         "trial_details": details,
+        "damaged_checkpoints": damaged_lines(details),
         "init": spec.init,
         "metric": spec.metric,
         "curves": [_curve(r, spec.metric) for r in results if r.metrics],
@@ -111,6 +112,7 @@ def _register(spec: SweepSpec, best, trial_id, chosen, registry: Registry, run_i
 def _trial_detail(result, spec: SweepSpec) -> dict:
     """A trial's config, how far it got, the steps it resumed from, and the nodes it ran on."""
     from cluster.train.checkpoint import complete_checkpoints
+    from cluster.tune.trial import resume_notes
 
     df = result.metrics_dataframe
     rows = df if df is not None else None
@@ -125,7 +127,20 @@ def _trial_detail(result, spec: SweepSpec) -> dict:
         "epochs": max(epochs) if epochs else None,
         "resumed_from_steps": sorted({int(x) for x in column("start_step") if x > 0}),
         "nodes": sorted({str(x) for x in column("node_id") if isinstance(x, str)}),
+        "skipped_checkpoints": resume_notes(result.filesystem, result.path),
     }
+
+
+def damaged_lines(details: list[dict]) -> list[str]:
+    """One line per trial restart that skipped a damaged or incomplete checkpoint (the summary's
+    warnings): what was skipped and why, and where the trial went on from."""
+    lines = []
+    for d in details:
+        for event in d["skipped_checkpoints"]:
+            skipped = "; ".join(f"{n['checkpoint']} ({n['why']})" for n in event["skipped"])
+            went_on = f"resumed from {event['resumed_from']}" if event["resumed_from"] else "started over"
+            lines.append(f"trial {d['trial_id']}: skipped {skipped}; {went_on}")
+    return lines
 
 
 def _curve(result, metric: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from cluster.errors import UserError
@@ -21,12 +22,15 @@ def make_tuner(
     splits: tuple,
     resources: tuple,
     resume: bool,
+    key_file: Path,
 ):
-    """The Tuner: function trainable with its data in the object store, scheduler, checkpoints, retries."""
+    """The Tuner: function trainable with its data in the object store, scheduler, checkpoints, retries;
+    its storage signs and checks Tune's pickled state with ``key_file`` (cluster/tune/signing.py)."""
     from ray import tune
 
     from cluster.tune.callbacks import NoTensorBoard
     from cluster.tune.search import param_space, tune_config
+    from cluster.tune.signing import signed_filesystem
     from cluster.tune.trial import TrialContext
 
     # Checkpointing at every validation is the point; Tune's "excessive sync" warning is noise here.
@@ -34,14 +38,17 @@ def make_tuner(
     cpus, gpus = resources
     trainable = make_trainable(TrialContext(spec, str(model_path), labels, *splits), cpus, gpus)
     path = f"{storage.rstrip('/')}/{spec.name}"
+    fs, root = signed_filesystem(path, key_file)
     if resume and tune.Tuner.can_restore(path):
         from cluster.tune.state import repair_experiment_state
 
-        repair_experiment_state(spec, path, trainable)  # a driver killed mid-copy leaves files cut short
-        return tune.Tuner.restore(path, trainable, resume_errored=True)
+        # signatures checked, and a driver killed mid-copy leaves files cut short: before Tune reads
+        repair_experiment_state(spec, path, trainable, key_file)
+        return tune.Tuner.restore(root, trainable, resume_errored=True, storage_filesystem=fs)
     run_config = tune.RunConfig(
         name=spec.name,
-        storage_path=storage,
+        storage_path=root.rsplit("/", 1)[0],
+        storage_filesystem=fs,
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=spec.checkpoints_to_keep,
             checkpoint_score_attribute=spec.metric,
@@ -54,7 +61,7 @@ def make_tuner(
         trainable,
         param_space=param_space(spec),
         run_config=run_config,
-        tune_config=tune_config(spec, concurrency(spec, cpus, gpus)),
+        tune_config=tune_config(spec, concurrency(spec, cpus, gpus), len(splits[0].y)),
     )
 
 
@@ -71,19 +78,21 @@ def make_trainable(ctx, cpus: float, gpus: float):
 
 
 def concurrency(spec: SweepSpec, cpus: float, gpus: float) -> int:
-    """Trials that can run at once: max_concurrent_trials, else what the cluster's resources hold."""
+    """Trials that can run at once: max_concurrent_trials, else what the cluster's free resources
+    hold (a CPU a Serve replica or a warm actor holds is not a trial's)."""
     import ray
 
     if spec.max_concurrent_trials:
         return spec.max_concurrent_trials
-    res = ray.cluster_resources()
-    fits = [res.get("CPU", 1) / cpus] + ([res.get("GPU", 0) / gpus] if gpus else [])
+    res = ray.available_resources()
+    fits = [res.get("CPU", 0) / cpus] + ([res.get("GPU", 0) / gpus] if gpus else [])
     return max(1, int(min(fits)))
 
 
 def trial_resources(spec: SweepSpec) -> tuple[float, float]:
-    """(CPUs, GPUs) per trial; auto = one GPU per trial on GPU clusters. Fails before starting
-    when no node could ever hold a trial (Tune would wait forever)."""
+    """(CPUs, GPUs) per trial; auto = one GPU per trial on GPU clusters, and the CPUs free on the
+    freest node (split among max_concurrent_trials). Fails at once, saying what is missing and how
+    to change it, when no node could hold a trial now (Tune would leave it PENDING, silently)."""
     import ray
 
     from cluster.ray.runtime import max_gpus_per_node
@@ -94,14 +103,51 @@ def trial_resources(spec: SweepSpec) -> tuple[float, float]:
         raise UserError(
             f"resources.gpus = {gpus:g} per trial, but no node has more than {max_gpus_per_node():g} GPUs"
         )
-    max_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
-    cpus = spec.resources.cpus or (
-        1.0 if gpus else float(max(1, max_cpus // (spec.max_concurrent_trials or 1)))
-    )
-    if cpus > max_cpus:
-        raise UserError(f"resources.cpus = {cpus:g} per trial, but no node has more than {max_cpus:g} CPUs")
+    node = _node_cpus(gpus, spec.resources.cpus or 1.0)
+    if node is None:
+        raise UserError(
+            f"resources.gpus = {gpus:g} per trial, but no node has {gpus:g} GPU(s) free now (held by other "
+            "work: `ray status` lists it); free them, or lower resources.gpus"
+        )
+    total, free = node
+    if spec.resources.cpus is None:
+        cpus = 1.0 if gpus else float(max(1, free // (spec.max_concurrent_trials or 1)))
+    else:
+        cpus = spec.resources.cpus
+    held = f"{total:g} CPUs, {total - free:g} held by other work (a Serve replica, an evaluation, "
+    held += "another job: `ray status` lists them)"
+    if cpus > total:
+        raise UserError(f"resources.cpus = {cpus:g} per trial, but no node has more than {total:g} CPUs")
+    if free < 1 and spec.resources.cpus is None:
+        share = f"give resources: {{cpus: {free:g}}} in the sweep's YAML, or " if free > 0 else ""
+        raise UserError(f"no node has a free CPU for a trial (the freest has {held}); {share}free one")
+    if cpus > free:
+        raise UserError(
+            f"resources.cpus = {cpus:g} per trial, but at most {free:g} CPUs are free on one node "
+            f"({held}): a trial would wait for them; lower resources.cpus or free them"
+        )
     log.info("each trial gets %g CPUs and %g GPUs", cpus, gpus)
     return float(cpus), float(gpus)
+
+
+def _node_cpus(gpus: float, want: float, settle_s: float = 2.0) -> tuple[float, float] | None:
+    """(total, free) CPUs of the node with the most free CPUs among those with ``gpus`` GPUs free
+    (None: no such node). Ray's view of what is free lags a finished task by a moment: looked at
+    again for up to ``settle_s`` while it shows less than ``want``."""
+    import ray
+
+    from cluster.ray.compat import available_resources_per_node
+
+    totals = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n.get("Alive")}
+    deadline = time.monotonic() + settle_s
+    while True:
+        free = available_resources_per_node()
+        nodes = [(free.get(i, {}).get("CPU", 0.0), r.get("CPU", 0.0)) for i, r in totals.items()
+                 if free.get(i, {}).get("GPU", 0.0) >= gpus]  # fmt: skip
+        best = max(nodes, default=None)
+        if (best is not None and best[0] >= want) or time.monotonic() > deadline:
+            return (best[1], best[0]) if best is not None else None
+        time.sleep(0.2)
 
 
 # ------------------------------------------------------------------ interrupted sweeps

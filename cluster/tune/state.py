@@ -18,6 +18,11 @@ is rebuilt from the spec by replaying its seeded draws up to the snapshot's tria
 replayed trial must equal the snapshot's: same id, same config) and written back atomically;
 a damaged Optuna state cannot be rebuilt (its model of the finished trials is in it) and is
 refused with one clear line.
+
+Everything is read through the signing filesystem (cluster/tune/signing.py): a state file whose
+bytes this sweep's driver did not write is "damaged" (the newest snapshot and search state, as
+above) or, any other, refused with one line; nothing unsigned is ever unpickled. A staged copy is
+taken only from a file and directory of this user's that nobody else can write.
 """
 
 from __future__ import annotations
@@ -37,16 +42,20 @@ BASIC_VARIANT = "basic-variant-state-*.json"
 OPTUNA = ("search_gen_state-*.json", "searcher-state-*.pkl")
 
 
-def repair_experiment_state(spec: SweepSpec, path: str, trainable) -> None:
-    """Check the experiment directory ``path`` (on storage) before Tune restores it; rebuild a
-    damaged random/grid search state in place, refuse anything else that is damaged."""
-    from cluster.data.storage import resolve
+def repair_experiment_state(
+    spec: SweepSpec, path: str, trainable, key_file: str | Path | None = None
+) -> None:
+    """Check the experiment directory ``path`` (on storage) before Tune restores it: its signatures
+    (``key_file``, default EVALCLUSTER_HOME's); rebuild a damaged random/grid search state in
+    place, refuse anything else that is damaged or unsigned."""
+    from cluster.registry.record import default_home
+    from cluster.tune.signing import KEY_FILE
 
-    fs, root = resolve(path)
-    names = _names(fs, root)
+    fs, root, names = check_signatures(spec, path, key_file or default_home() / KEY_FILE)
     snap_name = _newest(names, SNAPSHOT)
     if snap_name is None:
         return  # nothing to restore: Tuner.can_restore said so already
+    patterns = _search_patterns(spec)
     snapshot, why = _read(fs, f"{root}/{snap_name}", _load_snapshot)
     if snapshot is None:
         snapshot = _restore_staged_copy(fs, root, Path(path).name, snap_name)
@@ -58,7 +67,6 @@ def repair_experiment_state(spec: SweepSpec, path: str, trainable) -> None:
             f"copy is not on this machine; the sweep cannot be resumed: run it again under a new --name"
         )
     session = snap_name[len("experiment_state-") : -len(".json")]
-    patterns = (BASIC_VARIANT,) if spec.search_alg in ("random", "grid") else OPTUNA
     for pattern in patterns:
         # missing: the kill came before the copy reached it; Tune would then restore no search
         # state and silently never draw the trials the snapshot does not hold yet
@@ -113,6 +121,64 @@ def rebuild_basic_variant(spec: SweepSpec, snapshot: dict, trainable, file_name:
         return (Path(tmp) / gen.CKPT_FILE_TMPL.format("rebuilt")).read_bytes()
 
 
+def _search_patterns(spec: SweepSpec) -> tuple[str, ...]:
+    return (BASIC_VARIANT,) if spec.search_alg in ("random", "grid") else OPTUNA
+
+
+def saved_sweep(name: str, path: str, key_file: str | Path) -> bytes:
+    """The bytes of the sweep's spec file (SPEC_FILE) in the experiment directory ``path``, checked
+    like Tune's state (cluster/tune/signing.py) before anything of it is used."""
+    from cluster.tune.signing import SPEC_FILE, UnsignedState, signed_filesystem
+
+    fs, root = signed_filesystem(path, key_file)
+    _require_signed(name, fs, root, path)
+    try:
+        with fs.open_input_stream(f"{root}/{SPEC_FILE}") as f:
+            return f.readall()
+    except UnsignedState as exc:
+        raise UserError(f"sweep {name}: {exc}: not resumed") from exc
+
+
+def check_signatures(spec: SweepSpec, path: str, key_file: str | Path) -> tuple:
+    """Before anything of the experiment directory ``path`` is loaded: every signed state file but
+    the newest snapshot and search state (which repair_experiment_state checks, then repairs or
+    refuses) must carry this machine's signature, else one line. Returns (the signing
+    filesystem, the directory on it, the names of its files)."""
+    import pyarrow.fs as pafs
+
+    from cluster.tune.signing import UnsignedState, is_signed, signed_filesystem
+
+    fs, root = signed_filesystem(path, key_file)
+    names = _names(fs, root)
+    repairable = {_newest(names, p) for p in (SNAPSHOT, *_search_patterns(spec))}
+    _require_signed(spec.name, fs, root, path)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    rels = [i.path[len(root) + 1 :] for i in infos if i.type == pafs.FileType.File]
+    for rel in sorted(r for r in rels if is_signed(r) and r not in repairable):
+        try:
+            fs.handler.checked(f"{root}/{rel}")
+        except UnsignedState as exc:
+            raise UserError(f"sweep {spec.name}: {exc}: not resumed (Tune would unpickle it)") from exc
+    return fs, root, names
+
+
+def _require_signed(name: str, fs, root: str, path: str) -> None:
+    """The experiment directory holds a signature ledger, and this machine the key to check it."""
+    from cluster.tune.signing import LEDGER, driver_key
+
+    if LEDGER not in _names(fs, root):
+        raise UserError(
+            f"sweep {name}: {path} holds no {LEDGER}: its pickled state was not signed (written "
+            "before evalcluster signed it, or the ledger was removed) and is not loaded; run the sweep "
+            "again under a new --name"
+        )
+    if driver_key(fs.handler.key_file) is None:
+        raise UserError(
+            f"sweep {name}: its state was signed where it ran; this machine has no "
+            f"{fs.handler.key_file}: resume it there, or copy that key here (mode 0600)"
+        )
+
+
 def _drawn(state: dict) -> int:
     """Trials a saved BasicVariantGenerator has drawn (its trial iterators count from 0 on)."""
     return state["_iterators"][-1].counter if state.get("_iterators") else 0
@@ -125,6 +191,9 @@ def _restore_staged_copy(fs, root: str, exp_name: str, snap_name: str) -> dict |
     (saved together), each atomically; returns the snapshot, or None."""
     tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
     for staged in sorted(tmp.glob(f"session_*/artifacts/*/{exp_name}/driver_artifacts/{snap_name}")):
+        if not (_private(staged) and _private(staged.parent)):
+            log.warning("staged copy %s: writable by others or not this user's; not used", staged)
+            continue
         try:
             snapshot = _load_snapshot(staged.read_bytes())
         except Exception:  # noqa: BLE001 - a damaged staged copy is no better than none
@@ -157,10 +226,20 @@ def _newest(names: list[str], pattern: str) -> str | None:
     return max(fnmatch.filter(names, pattern), default=None)
 
 
+def _private(path: Path) -> bool:
+    st = path.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def _read(fs, fs_path: str, loader):
-    """(the loaded content, None) or (None, why it cannot be read)."""
-    with fs.open_input_stream(fs_path) as f:
-        data = f.readall()
+    """(the loaded content, None) or (None, why it cannot be read); unsigned bytes are never loaded."""
+    from cluster.tune.signing import UnsignedState
+
+    try:
+        with fs.open_input_stream(fs_path) as f:
+            data = f.readall()
+    except UnsignedState as exc:
+        return None, str(exc).split(": ", 1)[1]
     if not data:
         return None, "0 bytes"
     try:

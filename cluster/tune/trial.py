@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +59,12 @@ def train_trial(config: dict, *, ctx: TrialContext) -> None:
     from cluster.models.device import pick_device, resolve_precision
     from cluster.ray.runtime import worker_threads
     from cluster.train.checkpoint import write_manifest
-    from cluster.train.loop import fine_tune, prepared, steps_per_epoch
+    from cluster.train.loop import budget_epochs, fine_tune, prepared, steps_per_epoch
     from cluster.train.step import make_optimizer
 
     params = TrialParams.of(config)
+    epochs = budget_epochs(params.epochs, len(ctx.train.y), params.batch_size, ctx.spec.min_steps)
+    params = params.model_copy(update={"epochs": epochs})  # on small data: raised to min_steps
     torch.set_num_threads(worker_threads())
     device = pick_device()
     precision = resolve_precision(ctx.spec.precision, device)
@@ -189,11 +192,16 @@ def resume_point(storage, named) -> tuple:
     from ray.train import Checkpoint
 
     from cluster.ray.compat import training_result
-    from cluster.train.checkpoint import complete_checkpoints
+    from cluster.train.checkpoint import checkpoint_states
 
     fs = storage.storage_filesystem
-    complete, highest = complete_checkpoints(fs, storage.trial_fs_path)
+    states = checkpoint_states(fs, storage.trial_fs_path)
+    highest = int(states[0][0].rsplit("_", 1)[-1]) if states else -1
     storage.current_checkpoint_index = max(storage.current_checkpoint_index, highest)
+    complete = [(path, manifest) for path, manifest, _ in states if manifest is not None]
+    skipped = list(itertools.takewhile(lambda state: state[1] is None, states))  # newer than the one used
+    if skipped:
+        note_skipped(fs, storage.trial_fs_path, skipped, complete[0][0] if complete else None)
     if not complete:
         return None, None
     path, manifest = complete[0]
@@ -208,6 +216,40 @@ def resume_point(storage, named) -> tuple:
     )  # a report sent again takes its own
     point = training_result(Checkpoint(path, filesystem=fs), metrics)
     return point, None if recorded else dict(manifest["metrics"])
+
+
+RESUMES = "evalcluster_resumes.json"  # in a trial's directory: checkpoints its restarts skipped
+
+
+def note_skipped(fs, trial_fs_path: str, skipped: list, used: str | None) -> None:
+    """A restart that skips damaged or incomplete checkpoints: warned, and recorded in the trial's
+    directory (RESUMES) for the sweep's summary (cluster/tune/export.py), so a trial that lost
+    work, or started over, never does so silently."""
+    names = [{"checkpoint": Path(path).name, "why": why} for path, _, why in skipped]
+    resumed = Path(used).name if used else None
+    log.warning(
+        "trial %s: %s; %s",
+        Path(trial_fs_path).name,
+        "; ".join(f"{n['checkpoint']} skipped ({n['why']})" for n in names),
+        f"resuming from {resumed}" if resumed else "no usable checkpoint: it starts over",
+    )
+    events = resume_notes(fs, trial_fs_path)
+    event = {"skipped": names, "resumed_from": resumed}
+    if events and {k: events[-1][k] for k in event} == event:
+        return  # the same restart (setup, then Tune's restore)
+    events.append({**event, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    with fs.open_output_stream(f"{trial_fs_path}/{RESUMES}") as f:
+        f.write(json.dumps(events, indent=1).encode())
+
+
+def resume_notes(fs, trial_fs_path: str) -> list[dict]:
+    """The restarts of a trial that skipped checkpoints (RESUMES); [] when none did."""
+    try:
+        with fs.open_input_stream(f"{trial_fs_path}/{RESUMES}") as f:
+            events = json.loads(f.readall())
+    except (FileNotFoundError, ValueError):
+        return []
+    return events if isinstance(events, list) else []
 
 
 def _recorded_iterations(fs, trial_fs_path: str) -> set[int]:

@@ -6,15 +6,20 @@ writes, so a write never fails half-way upgrading a read lock, and DDL is
 transactional). The file is opened read-write only: an engine never creates one.
 
 PostgreSQL: psycopg 3, a connect timeout, pre-ping (a restarted server costs no
-failed command), and each connection names itself ``evalcluster``.
+failed command), and each connection names itself ``evalcluster``. A write that finds the
+server unreachable is tried again with backoff for ``EVALCLUSTER_DB_RETRY_S`` seconds
+(default 30; :func:`with_retries`): a restart or a failover costs a wait, not a lost record.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, exc
@@ -23,8 +28,12 @@ from sqlalchemy.pool import QueuePool
 
 from cluster.errors import UserError
 from cluster.registry.db.url import Target, scrubbed
+from cluster.specs.settings import settings
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 BUSY_TIMEOUT_S = 60
+RETRY_ENV = "EVALCLUSTER_DB_RETRY_S"  # how long a write waits for an unreachable server (settings.py)
 CONNECT_TIMEOUT_S = 10
 SQLITE_MAGIC = b"SQLite format 3\x00"
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied"
@@ -119,6 +128,43 @@ def translated(target: Target) -> Iterator[None]:
         ):
             raise
         raise UserError(describe(err, target)) from scrubbed(err, target.url.password)
+
+
+class Unreachable(UserError):
+    """The registry's server stayed unreachable for the whole retry budget."""
+
+
+def retry_budget_s() -> float:
+    """EVALCLUSTER_DB_RETRY_S (cluster/specs/settings.py)."""
+    return settings().db_retry_s
+
+
+def with_retries(target: Target, attempt: Callable[[], T]) -> T:
+    """``attempt()``, tried again while a PostgreSQL server is unreachable (OperationalError,
+    InterfaceError: refused, reset, shutting down, starting up), 0.5 s apart doubling to 8 s, for
+    up to ``retry_budget_s()``; then Unreachable. SQLite's errors (a lock has its busy timeout; the
+    rest is about the file) and every other error are raised at once, for ``translated``."""
+    budget = retry_budget_s() if target.backend == "postgresql" else 0.0
+    start, delay = time.monotonic(), 0.5
+    while True:
+        try:
+            return attempt()
+        except (exc.OperationalError, exc.InterfaceError) as err:
+            waited = time.monotonic() - start
+            if budget == 0:
+                raise
+            if waited >= budget:
+                raise Unreachable(
+                    f"the registry database {target.display} stayed unreachable for {waited:.0f} s"
+                    f" ({RETRY_ENV}={budget:g}): {driver_message(err, target)}"
+                ) from scrubbed(err, target.url.password)
+            if delay == 0.5:  # the first failure: said once
+                log.warning(
+                    "registry database %s unreachable (%s); trying again for up to %.0f s",
+                    target.display, driver_message(err, target), budget - waited,
+                )  # fmt: skip
+            time.sleep(min(delay, max(0.0, budget - waited)))
+            delay = min(2 * delay, 8.0)
 
 
 def describe(err: exc.DBAPIError, target: Target) -> str:

@@ -13,7 +13,7 @@ import json
 from sqlalchemy import Column, Float, ForeignKey, Integer, MetaData, PrimaryKeyConstraint, Table, Text
 
 STATUSES = ("running", "finished", "failed")
-OUR_TABLES = frozenset({"runs", "models", "aliases", "alias_history", "scores"})
+OUR_TABLES = frozenset({"runs", "models", "aliases", "alias_history", "scores", "overwrites"})
 VERSION_TABLE = "evalcluster_schema"  # Alembic's version table, named so it cannot be another app's
 JSON_COLUMNS = ("spec", "versions", "metrics", "lineage")
 
@@ -91,6 +91,16 @@ scores = Table(  # revision 0004: what leaderboards rank (cluster/registry/score
     Column("ci_high", Float),
     Column("created_at", Text, nullable=False),  # the run's, so ties rank newest first without a join
     PrimaryKeyConstraint("run_id", "metric", "subset", name="pk_scores"),
+)
+
+
+overwrites = Table(  # a run whose outputs a later run overwrote (--overwrite; revision 0005)
+    "overwrites",
+    metadata,
+    Column("run_id", Text, ForeignKey("runs.id"), primary_key=True),
+    Column("by_run", Text, ForeignKey("runs.id"), nullable=False),
+    Column("at", Text, nullable=False),
+    Column("path", Text, nullable=False),  # the directory both runs wrote
 )
 
 

@@ -36,6 +36,7 @@ from cluster.registry.db.engine import (
     set_wal,
     sqlite_engine,
     translated,
+    with_retries,
 )
 from cluster.registry.db.migrate import SchemaState, head_revision, inspect_schema, upgrade
 from cluster.registry.db.url import Target, resolve, scrubbed
@@ -84,16 +85,27 @@ class Database:
         """Run one writing statement as its own transaction; returns the number of rows it changed.
 
         Values passed as ``params`` (not baked into the statement) keep the statement
-        constant, so SQLAlchemy compiles it once per process.
+        constant, so SQLAlchemy compiles it once per process. An unreachable PostgreSQL server is
+        waited for (engine.py: with_retries).
         """
-        with translated(self.target), self._single.begin() as conn:
-            return conn.execute(statement, params).rowcount
+
+        def once() -> int:
+            with self._single.begin() as conn:
+                return conn.execute(statement, params).rowcount
+
+        with translated(self.target):
+            return with_retries(self.target, once)
 
     def write_one_row(self, statement, params: dict | None = None):
         """Like :meth:`write_one`, for a statement that returns rows (RETURNING, or DML in a CTE);
-        returns its first row (None without one)."""
-        with translated(self.target), self._single.begin() as conn:
-            return conn.execute(statement, params).first()
+        returns its first row (None without one). An unreachable server is waited for too."""
+
+        def once():
+            with self._single.begin() as conn:
+                return conn.execute(statement, params).first()
+
+        with translated(self.target):
+            return with_retries(self.target, once)
 
     def state(self) -> SchemaState:
         with self.read() as conn:
