@@ -82,7 +82,7 @@ def evaluate(work: Path, model_id: str, name: str) -> dict:
         **{k: m[k] for k in keep},
         "ci95": m["ci95"],
         "per_class_iou": {c: v["iou"] for c, v in m["per_class"].items()},
-        "predictions": str(out / "predictions.parquet"),
+        "predictions": str(out / "predictions"),  # part files (docs/contracts.md, predictions 2)
     }
 
 
@@ -101,6 +101,7 @@ def trivial_baseline(work: Path, best_predictions: str, bootstrap: int = 1000) -
     from cluster.data.images import Preprocessing
     from cluster.data.masks import MaskRules, decode_pairs
     from cluster.data.segmentation_sample import CLASSES
+    from cluster.registry.predictions import open_predictions
     from cluster.stats import segmentation as seg
     from cluster.stats.segmentation_compare import paired_images, verdict
 
@@ -120,7 +121,7 @@ def trivial_baseline(work: Path, best_predictions: str, bootstrap: int = 1000) -
             "cm_counts": pa.array([n.tolist() for _, n in cells], pa.list_(pa.int64())),
         }
     )
-    best = pq.read_table(best_predictions, columns=["row", "cm_cells", "cm_counts"])
+    best = open_predictions(best_predictions).read(["row", "cm_cells", "cm_counts"])
     paired = paired_images(table, best, k, replicates=bootstrap)
     return {
         "miou": base["miou"],
