@@ -188,7 +188,9 @@ def main() -> None:
     result = {
         "images": rounds[0]["plain"]["rows"],
         "best": best,
-        "ratio_over_plain": {k: round(best["evalctl"][k] / best["plain"][k], 3) for k in keys},
+        "ratio_over_plain": {  # None where the loop had no steady state (data within one batch)
+            k: round(best["evalctl"][k] / best["plain"][k], 3) if best["plain"][k] else None for k in keys
+        },
         "miou": {m: rounds[0][m]["miou"] for m in ("plain", "evalctl")},
         "pixels_differing_max": max(rd["pixels_differing"] for rd in rounds),
         "load_avg_1m": [
