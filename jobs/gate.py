@@ -55,7 +55,9 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
     ) as gate_id:
         predictions = run_predictions(run["artifact_path"]).location
         paired = (
-            paired_with(baseline, predictions, metrics["labels"], gate, metrics.get("seed", 0))
+            paired_with(
+                baseline, predictions, metrics["labels"], gate, metrics.get("seed", 0), metrics.get("task")
+            )
             if baseline
             else None
         )

@@ -53,7 +53,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     registry = registry or Registry()
     spec = spec.model_copy(update={"name": spec.name or new_id("sweep")})
     model = resolve_model(spec.model, registry)
-    train, val, labels, fingerprint = load_splits(spec, model.modality)
+    train, val, labels, fingerprint = load_splits(spec, model.modality, model.path)
     say_budget(spec, len(train.y))
     storage = storage_path(spec, registry)
     check_gate_baseline(spec, registry)  # a wrong baseline is an error now, not after the sweep
@@ -158,12 +158,17 @@ def promote_best(spec: SweepSpec, model_id: str, registry: Registry) -> dict:
 # ------------------------------------------------------------------ data and storage
 
 
-def load_splits(spec: SweepSpec, modality: str = "text"):
+def load_splits(spec: SweepSpec, modality: str = "text", model_path: Path | None = None):
     """Validated train/validation splits as Split objects, labels in sorted order, train fingerprint.
 
     Images stay encoded here (a fraction of their decoded size in the object store); each
-    trial decodes them at its model's input size."""
+    trial decodes them at its model's input size. Segmentation: cluster/train/segmentation_data.py."""
     import tempfile
+
+    if spec.task == "segmentation":
+        from cluster.train.segmentation_data import load_segmentation_splits
+
+        return load_segmentation_splits(spec, modality, model_path)
 
     from cluster.data.scan import image_folder_spec
 
@@ -290,8 +295,9 @@ def print_summary(summary: dict) -> None:
 
     v = summary["validation"]
     console.print(f"best trial {summary['best_trial']}: {summary['best_config']}")
+    shown = [m for m in dict.fromkeys([summary.get("metric"), "accuracy", "f1_macro"]) if m in v]
     console.print(
-        f"validation accuracy {v.get('accuracy', math.nan):.4f}, f1_macro {v.get('f1_macro', math.nan):.4f}"
+        f"validation {', '.join(f'{m} {v[m]:.4f}' for m in shown) or f'accuracy {math.nan}'}"
         f" ({summary['trials']} trials, {summary['trial_epochs']:.1f} trial-epochs, "
         f"{summary['wall_s']:.0f}s)"
     )

@@ -1,6 +1,7 @@
 """The task seam's rules (cluster/evaluation/task.py), checked for each task without Ray: a task's
 statistics merge exactly and in any order, travel through the part-file codec unchanged, and the
-task object travels to workers without a loaded model."""
+task object travels to workers without a loaded model. Tasks: classification (a tiny BERT on tweets)
+and segmentation (a 32 px EfficientNet-Lite0 segmenter on the synthetic scenes)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from cluster.evaluation.stages import model_batches
 from cluster.evaluation.task import ROW
-from cluster.evaluation.tasks import classification
+from cluster.evaluation.tasks import classification as classification_task
 from cluster.models.resolve import resolve_model
 from cluster.specs.workloads import DataSpec, EvaluateSpec
 from cluster.stats import codec
@@ -25,24 +26,49 @@ LABELS = ["negative", "neutral", "positive"]
 ROWS, BLOCK = 240, 60
 
 
+@pytest.fixture(scope="module", params=["classification", "segmentation"])
+def scored(request):
+    """(task, every row through preprocess + model, in blocks as the pipeline cuts them), per task."""
+    task, data, block = request.getfixturevalue(request.param)
+    loaded = task.load("cpu")
+    out = []
+    for start in range(0, data.num_rows, block):
+        pre = task.preprocess(data.slice(start, block))
+        out += [loaded.predict(pre.take(idx)) for idx in model_batches(pre)]
+    return task, pa.concat_tables(out).sort_by(ROW)
+
+
 @pytest.fixture(scope="module")
-def scored(tiny_model_dir, sample_dir):
-    """(task, every row through preprocess + model, in blocks as the pipeline cuts them)."""
+def classification(tiny_model_dir, sample_dir):
     spec = EvaluateSpec(
         model=str(tiny_model_dir), data=DataSpec(path=str(sample_dir / "test.parquet")),
         bootstrap=30, batch_size=16, sort_rows=BLOCK, rows_per_shard=BLOCK, max_length=32,
         mistakes=5, auto_slices=True, precision="fp32",
     )  # fmt: skip
     model = resolve_model(str(tiny_model_dir))
-    task = classification(spec, model, LABELS, spec.data, Analyses.for_spec(spec, len(LABELS)))
+    task = classification_task(spec, model, LABELS, spec.data, Analyses.for_spec(spec, len(LABELS)))
     data = pq.read_table(sample_dir / "test.parquet").slice(0, ROWS)
-    data = data.append_column(ROW, pa.array(np.arange(ROWS), pa.int64()))
-    loaded = task.load("cpu")
-    out = []
-    for start in range(0, ROWS, BLOCK):
-        block = task.preprocess(data.slice(start, BLOCK))
-        out += [loaded.predict(block.take(idx)) for idx in model_batches(block)]
-    return task, pa.concat_tables(out).sort_by(ROW)
+    return task, data.append_column(ROW, pa.array(np.arange(ROWS), pa.int64())), BLOCK
+
+
+@pytest.fixture(scope="module")
+def segmentation(tmp_path_factory):
+    """The synthetic scenes (cluster/data/segmentation_sample.py) and a 32 px segmentation model,
+    through task_for as an evaluation builds it; 24 images in blocks of 8, batches of 4."""
+    from cluster.data.segmentation_sample import CLASSES, sample_segmentation_splits
+    from cluster.evaluation.tasks import task_for
+    from cluster.models.segmentation import new_segmentation_model
+    from cluster.models.segmenter import Segmenter
+
+    root = tmp_path_factory.mktemp("contract-seg")
+    sample_segmentation_splits(root, seed=0, sizes={"train": 1, "validation": 1, "test": 24})
+    path = Segmenter(new_segmentation_model(CLASSES, image_size=32, seed=0), CLASSES).save(root / "m", {})
+    data = DataSpec(path=str(root / "test.parquet"), id_column="id")
+    spec = EvaluateSpec(model=str(path), data=data, bootstrap=30, batch_size=4, precision="fp32")
+    task = task_for(spec, resolve_model(str(path)), CLASSES, data)
+    assert task.name == "segmentation"
+    table = pq.read_table(data.path).select(["image", "mask", "id"])
+    return task, table.append_column(ROW, pa.array(np.arange(table.num_rows), pa.int64())), 8
 
 
 def same(x, y) -> bool:
@@ -70,7 +96,8 @@ def test_statistics_merge_exactly_in_any_order_and_any_split(scored):
     a, b = rows.filter(odd), rows.filter(pc.invert(odd))  # interleaved: no block boundary in common
     assert same(add(task.statistics(a), task.statistics(b)), whole)
     assert same(add(task.statistics(b), task.statistics(a)), whole)
-    thirds = [rows.slice(0, 70), rows.slice(70, 101), rows.slice(171)]
+    n = rows.num_rows  # three uneven parts (70, 101, 69 of 240 rows)
+    thirds = [rows.slice(0, n * 7 // 24), rows.slice(n * 7 // 24, n * 10 // 24), rows.slice(n * 17 // 24)]
     parts = [task.statistics(t) for t in thirds]
     assert same(add(add(parts[2], parts[0]), parts[1]), whole)
     assert task.finalize(add(task.statistics(a), task.statistics(b))) == task.finalize(whole)
@@ -86,7 +113,7 @@ def test_statistics_survive_the_part_file_codec(scored):
 def test_predictions_keep_each_row_once_with_row_first(scored):
     task, rows = scored
     preds = task.predictions(rows)
-    assert preds.column_names[0] == ROW and preds[ROW].to_pylist() == list(range(ROWS))
+    assert preds.column_names[0] == ROW and preds[ROW].to_pylist() == list(range(rows.num_rows))
     assert not [c for c in preds.column_names if c.startswith("_")]  # intermediates never written
 
 

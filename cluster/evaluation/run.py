@@ -68,6 +68,7 @@ class Job:
     joined: str = ""  # what init_ray joined
     dataset: object = None  # a ray.data.Dataset given instead of spec.data's path
     resumed: dict = field(default_factory=dict)  # the run taken over, when resuming
+    task: str = "classification"  # the model's (cluster/models/modality.py model_task): segmentation
 
 
 def run_evaluate(
@@ -119,25 +120,32 @@ def resume_evaluate(
 
 def _job(spec, registry, phases, kind, run_id, dataset, resumed: dict | None = None) -> Job:
     """The model, its labels and the artifacts' place, checked before anything starts."""
-    from cluster.models.modality import refuse_text_analyses
+    from cluster.evaluation.segment import refuse_classification_analyses
+    from cluster.models.modality import model_task, refuse_text_analyses
     from cluster.models.resolve import resolve_model
 
     # A resumed run uses the model it started with (an alias may have moved since).
     model = resolve_model(resumed["model_id"] if resumed else spec.model, registry)
     labels = require_labels(model)
+    task = model_task(model.path)
+    if task == "segmentation":
+        refuse_classification_analyses(spec, model.model_id)
     refuse_text_analyses(spec, model.modality, model.model_id)
     target = artifact_target(spec, run_id(model), registry, resuming=resumed is not None)
-    return Job(spec, spec, model, labels, kind, target, phases, registry, dataset=dataset)
+    return Job(spec, spec, model, labels, kind, target, phases, registry, dataset=dataset, task=task)
 
 
 def _start(job: Job, work: str, address: str | None) -> None:
     """Ray started (or joined) while the data is validated and fingerprinted; the labels checked."""
     from cluster.data.files import check_columns
+    from cluster.data.pairs import mask_folder_spec
     from cluster.data.scan import image_folder_spec
     from cluster.evaluation.sections import gate_baseline
     from cluster.ray.runtime import init_ray
 
-    if job.dataset is None:
+    if job.dataset is None and job.task == "segmentation":  # images/ + masks/ read through an index
+        job.spec = job.spec.model_copy(update={"data": mask_folder_spec(job.spec.data, work)})
+    elif job.dataset is None:
         data = image_folder_spec(job.spec.data, job.model.modality, work)
         job.spec = job.spec.model_copy(update={"data": data})
         check_columns(job.spec.data, job.model.modality)
@@ -154,11 +162,14 @@ def _start(job: Job, work: str, address: str | None) -> None:
 
 
 def _scan(job: Job):
+    from cluster.data.pairs import scan_pairs
     from cluster.data.scan import scan
 
     job.phases.mark("scan_start")
     try:
         spec = job.spec
+        if job.task == "segmentation":  # each pair is checked where it is decoded (the CPU stage)
+            return scan_pairs(spec.data, spec.limit)
         return scan(spec.data, spec.limit, spec.rows_per_shard, job.model.modality, spec.skip_bad_rows)
     finally:
         job.phases.mark("scan_end")

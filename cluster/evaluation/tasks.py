@@ -1,7 +1,8 @@
 """Which task evaluates a model: the task seam's registry (cluster/evaluation/task.py).
 
 A model directory says its task in config.json (``"task"``, cluster/models/modality.py
-``model_task``; absent = classification). Segmentation and translation add their task here.
+``model_task``; absent = classification): classification (cluster/evaluation/classify.py) or
+segmentation (cluster/evaluation/segment.py). Translation adds its task here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cluster.data.images import Preprocessing
 from cluster.errors import UserError
 from cluster.evaluation.classify import ClassifyTask
 from cluster.evaluation.classify_columns import ID, IMAGE, LABEL, SLICE, TEXT
+from cluster.evaluation.segment import segment_task
 from cluster.evaluation.task import EvalTask
 from cluster.specs.workloads import DataSpec, PipelineSpec
 
@@ -24,6 +26,8 @@ def task_for(spec: PipelineSpec, model, labels: list[str] | None, data: DataSpec
     from cluster.models.modality import model_task
 
     kind = model_task(model.path)
+    if kind == "segmentation":
+        return segment_task(spec, model, labels, data, run_token=uuid.uuid4().hex)
     if kind != "classification":
         raise UserError(f"model {model.model_id} is a {kind} model; this version evaluates classifiers")
     return classification(spec, model, labels, data, analyses)

@@ -75,8 +75,11 @@ def model_key(model_path: str | Path, precision: str, gpus: float, kind: str = "
 PROCESS_BYTES = 450 * 2**20  # a model actor's memory besides its weights (torch + transformers), measured
 
 
-def actor_kind(modality: str, classifier: bool) -> str:
-    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift) or ``image-classifier``."""
+def actor_kind(modality: str, classifier: bool, task: str = "classification") -> str:
+    """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift), ``image-classifier``
+    or, for another evaluation task, ``{modality}-{task}`` (``image-segmentation``)."""
+    if task != "classification":
+        return f"{modality}-{task}"
     return f"{modality}-{'classifier' if classifier else 'encoder'}"
 
 

@@ -54,6 +54,9 @@ FAMILIES: dict[str, Family] = {
         Family("counts", "from the confusion matrix (scores_from_confusion)", paired=True),
         Family("probability", "from each row's probability of its true class and its confidence"),
         Family("threshold", "from the order of the scores over all rows (cluster/stats/threshold.py)"),
+        Family(
+            "pixels", "from each image's pixel confusion matrix (cluster/stats/segmentation.py)", paired=True
+        ),
     )
 }
 
@@ -126,6 +129,13 @@ register(
         "brier_score", "Brier score", "threshold", higher_is_better=False, has_ci=True, headline=True,
         bounds=(0.0, 2.0),
     ),
+    # Semantic segmentation (cluster/stats/segmentation.py): from the pixel confusion matrix of each
+    # image, which two evaluations of the same images share (paired over images).
+    MetricInfo("miou", "Mean IoU", "pixels", has_ci=True, headline=True, task="segmentation"),
+    MetricInfo("pixel_accuracy", "Pixel accuracy", "pixels", has_ci=True, headline=True, task="segmentation"),
+    MetricInfo("mean_class_accuracy", "Mean class accuracy", "pixels", has_ci=True, task="segmentation"),
+    MetricInfo("fw_iou", "Frequency-weighted IoU", "pixels", has_ci=True, task="segmentation"),
+    MetricInfo("mean_dice", "Mean Dice", "pixels", has_ci=True, task="segmentation"),
 )  # fmt: skip
 
 
@@ -158,14 +168,15 @@ def metric_names(
     )
 
 
-def paired_metrics() -> tuple[str, ...]:
-    """What a paired comparison of two evaluations gives a CI for (compare, gates' max-drop)."""
-    return metric_names(paired=True, has_ci=True)
+def paired_metrics(task: str | None = "classification") -> tuple[str, ...]:
+    """What a paired comparison of two evaluations of ``task`` (None: any) gives a CI for (compare,
+    gates' max-drop); each task's comparison is its own (cluster/stats/segmentation_compare.py)."""
+    return metric_names(paired=True, has_ci=True, task=task)
 
 
 def slice_metrics_allowed() -> tuple[str, ...]:
-    """What per-slice scores can be ranked by: the paired headline metrics."""
-    return metric_names(paired=True, headline=True)
+    """What per-slice scores can be ranked by: the paired headline metrics (of classification)."""
+    return metric_names(paired=True, headline=True, task="classification")
 
 
 @dataclass
