@@ -100,6 +100,11 @@ def data_sample(
     images: Path | None = typer.Option(
         None, "--images", help="Directory for the three animal-mnist image splits (image, label)."
     ),
+    segmentation: Path | None = typer.Option(
+        None,
+        "--segmentation",
+        help="Directory for the three synthetic segmentation splits (image, mask, id).",
+    ),
     translation: Path | None = typer.Option(
         None,
         "--translation",
@@ -115,11 +120,12 @@ def data_sample(
 ) -> None:
     """Write train/validation/test Parquet splits (80/10/10) of the bundled tweet corpus (--out),
     of animal-mnist, 28x28 animal silhouettes in 10 classes, as PNG bytes (--images), and/or of
-    a parallel corpus for translation (--translation)."""
-    if out is None and images is None and translation is None:
+    synthetic 64x64 scenes of those silhouettes with exact masks, background + 10 classes (--segmentation),
+    and/or of a parallel corpus for translation (--translation)."""
+    if out is None and images is None and segmentation is None and translation is None:
         raise UserError(
-            "give --out DIR (the tweet corpus), --images DIR (animal-mnist) "
-            "or --translation DIR (Bible verses)"
+            "give --out DIR (the tweet corpus), --images DIR (animal-mnist), --segmentation DIR "
+            "(animal scenes with masks) and/or --translation DIR (Bible verses)"
         )
     if by_domain and out is None:
         raise UserError("--by-domain cuts the tweet corpus by domain: give --out DIR with it")
@@ -133,10 +139,22 @@ def data_sample(
         from cluster.data.image_data import ANIMAL_LABELS, sample_image_splits
 
         _print_counts(sample_image_splits(images, seed), ANIMAL_LABELS, f"animal-mnist images -> {images}")
+    if segmentation is not None:
+        _print_segmentation_sample(segmentation, seed)
     if translation is not None:
         from jobs.translate_cli import print_translation_sample
 
         print_translation_sample(translation)
+
+
+def _print_segmentation_sample(segmentation: Path, seed: int) -> None:
+    from cluster.data.segmentation_sample import CLASSES, sample_segmentation_splits
+
+    counts = sample_segmentation_splits(segmentation, seed)
+    table = Table("split", "scenes", *CLASSES[1:], title=f"animal scenes, scenes per class -> {segmentation}")
+    for split, c in counts.items():
+        table.add_row(split, str(c["scenes"]), *[str(c[lab]) for lab in CLASSES[1:]])
+    console.print(table)
 
 
 def _print_counts(counts: dict, labels: list[str], title: str) -> None:
@@ -159,7 +177,15 @@ def _sample_by_domain(out: Path, seed: int) -> None:
 
 
 def _check(spec: DataSpec) -> None:
+    from cluster.data.pairs import check_pairs, is_pairs_data
     from cluster.data.scan import scan_any
+
+    if is_pairs_data(spec.path, spec.mask_column, spec.label_column):  # segmentation: image + mask pairs
+        s = check_pairs(spec)
+        console.print(f"{spec.path}: {s['rows']} image+mask pairs, fingerprint {s['fingerprint']}")
+        for value, n in s["pixels_per_value"].items():
+            console.print(f"  mask value {value}: {n} pixels")
+        return
 
     summary = scan_any(spec)
     console.print(f"{spec.path}: {summary.num_rows} rows, fingerprint {summary.fingerprint}")
@@ -173,7 +199,16 @@ data_app.command("check")(
             spec=DataSpec,
             options=options(
                 DataSpec,
-                ["path", "text_column", "image_column", "label_column", "id_column", "encoding"],
+                [
+                    "path",
+                    "text_column",
+                    "image_column",
+                    "label_column",
+                    "id_column",
+                    "mask_column",
+                    "ignore_index",
+                    "encoding",
+                ],
                 flags={"path": ""},
             ),
             run=_check,

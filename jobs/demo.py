@@ -13,7 +13,8 @@ from pathlib import Path
 
 from cluster.specs.parse import load_spec_file
 from cluster.specs.serve import ServeSpec
-from cluster.specs.workloads import DataSpec, EvaluateSpec, LeaderboardSpec, SweepSpec
+from cluster.specs.team import LeaderboardSpec
+from cluster.specs.workloads import DataSpec, EvaluateSpec, SweepSpec
 from jobs.entry import console
 
 CONFIGS = Path(__file__).resolve().parent / "configs"

@@ -49,11 +49,13 @@ def where_it_ran(m: dict) -> str:
     actors = len({w["actor"] for w in workers})
     line = f"{actors} model actor(s) on {len({w['node'] for w in workers})} node(s)"
     recovery = m.get("recovery") or {}
-    restarted = recovery.get("restarted_actors") or []
-    if restarted:
+    lost = {
+        a["actor"] for a in (recovery.get("lost_actors") or []) + (recovery.get("restarted_actors") or [])
+    }
+    if lost:
         line += (
-            f"; {len(restarted)} actor(s) restarted by Ray on another node after theirs was lost: their "
-            "unfinished blocks ran again, each row counted once"
+            f"; {len(lost)} actor(s) lost with their node, restarted by Ray or replaced on another node: "
+            "their unfinished blocks ran again, each row counted once"
         )
     if recovery.get("resumed_rows"):
         line += f"; resumed: {recovery['resumed_rows']} row(s) kept from before, not computed again"

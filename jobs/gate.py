@@ -61,7 +61,9 @@ def gate_run(registry: Registry, ref: str, gate: GateSpec) -> dict:
     ) as gate_id:
         predictions = run_predictions(run["artifact_path"]).location
         paired = (
-            paired_with(baseline, predictions, labels, gate, metrics.get("seed", 0)) if baseline else None
+            paired_with(baseline, predictions, labels, gate, metrics.get("seed", 0), metrics.get("task"))
+            if baseline
+            else None
         )
         result = {"run": run["id"], "model": run["model_id"], **judge(gate, metrics, paired)}
         out = registry.run_dir(gate_id)

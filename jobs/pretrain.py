@@ -25,7 +25,7 @@ import numpy as np
 
 from cluster.errors import UserError
 from cluster.registry.record import Registry, new_id
-from cluster.specs.workloads import PretrainSpec
+from cluster.specs.pretrain import PretrainSpec
 from jobs.spec_cli import Workload, options, spec_command
 
 log = logging.getLogger(__name__)

@@ -22,14 +22,18 @@ log = logging.getLogger(__name__)
 RETRIES = 4  # connection errors and 5xx are retried with exponential back-off (0.25 s, 0.5 s, ...)
 
 
-def post(url: str, path: str, payload: dict, retries: int = RETRIES, timeout: float = 60) -> dict:
-    """POST JSON; retry connection errors and 5xx (e.g. a replica being replaced); 4xx fail at once."""
+def post(url: str, path: str, payload: dict | None, retries: int = RETRIES, timeout: float = 60) -> dict:
+    """POST JSON (GET when ``payload`` is None); retry connection errors and 5xx (e.g. a replica being
+    replaced); 4xx fail at once."""
     key = api_key()
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     last = ""
     for attempt in range(retries + 1):
         try:
-            r = httpx.post(f"{url.rstrip('/')}{path}", json=payload, headers=headers, timeout=timeout)
+            method = "GET" if payload is None else "POST"
+            r = httpx.request(
+                method, f"{url.rstrip('/')}{path}", json=payload, headers=headers, timeout=timeout
+            )
             if r.status_code < 500:
                 if r.status_code >= 400:
                     raise UserError(f"{url}{path} refused the request ({r.status_code}): {_detail(r)}")
@@ -71,14 +75,24 @@ def query(
     translate: bool = typer.Option(
         False, "--translate", help="Translate the texts (POST /v1/translate) with a served translation model."
     ),
+    out: Path = typer.Option(
+        Path("."), help="Segmentation models: where each image's mask and overlay PNG go."
+    ),
 ) -> None:
-    """Print label, score and probabilities per text or image, or translations with --translate
-    (retries while a replica restarts)."""
+    """Print label, score and probabilities per text or image (retries while a replica restarts); for a
+    segmentation model, write each image's mask and overlay and print its class shares; with
+    --translate, print the served translation model's translations."""
     url = url or settings().url
     if translate:
         from jobs.translate_cli import query_translations
 
         query_translations(_texts(texts, file), url, as_json, post)
+        return
+    if image and post(url, "/v1/model", None).get("task") == "segmentation":
+        from jobs.query_segment import encoded_files, write_segmentations
+
+        result = post(url, "/v1/segment", {"images": encoded_files(list(image))})
+        write_segmentations(list(image), result, as_json, out)
         return
     if image:
         query_images(list(image), url, as_json, explain, saliency_out)

@@ -133,8 +133,10 @@ def runs_list(
     limit: int = 20,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The team's runs, newest first; a running run whose process is gone is shown as stale."""
+    """The team's runs, newest first; a running run whose process is gone is shown as stale, one
+    alive with its progress (as its heartbeat last wrote it)."""
     from cluster.registry.heartbeat import format_age, seconds_since, stale_after, stale_reason
+    from cluster.registry.progress import describe
     from cluster.registry.record import Registry
 
     rows = [
@@ -144,7 +146,7 @@ def runs_list(
     if as_json:
         console.print_json(json.dumps(rows, default=str))
         return
-    table = Table("id", "kind", "status", "owner", "created", "model", "dataset", "heartbeat")
+    table = Table("id", "kind", "status", "owner", "created", "model", "dataset", "heartbeat", "progress")
     for r in rows:
         alive = r["status"] == "running" and not r["stale"]
         seen = f"{format_age(seconds_since(r['heartbeat_at'] or r['created_at']))} ago" if alive else ""
@@ -153,6 +155,7 @@ def runs_list(
             "[bold yellow]stale[/]" if r["stale"] else cell(r["status"]),
             *map(cell, (r["owner"], r["created_at"], r["model_id"], r["dataset_fingerprint"])),
             cell(r["stale"] or seen),
+            cell((describe(r.get("progress")) or "") if r["status"] == "running" else ""),
         )
     console.print(table)
     stale = sum(1 for r in rows if r["stale"])

@@ -15,6 +15,7 @@ and can be re-promoted with `evalctl models alias best MODEL_ID`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -43,6 +44,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
     from cluster.models.resolve import resolve_model
     from cluster.ray.runtime import init_ray
     from cluster.registry.artifacts import ArtifactStore
+    from cluster.tune.callbacks import trials_progress
     from cluster.tune.export import export_best, write_report
     from cluster.tune.setup import make_tuner, trial_resources
     from cluster.tune.signing import KEY_FILE
@@ -58,7 +60,7 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         fingerprint = splits.fingerprint
         say_budget(spec, len(splits.train))
     else:
-        train, val, labels, fingerprint = load_splits(spec, model.modality)
+        train, val, labels, fingerprint = load_splits(spec, model.modality, model.path)
         say_budget(spec, len(train.y))
         splits = (train, val)
     storage = storage_path(spec, registry)
@@ -79,7 +81,9 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         tuner = make_tuner(spec, storage, model.path, labels, splits, resources, resume, key)
         _write_spec_file(storage, spec, run_id, key)
         t0 = time.perf_counter()
-        with InterruptWatch() as watch:
+        # trials ended of the total, written with the run's heartbeat (cluster/tune/callbacks.py)
+        told = functools.partial(_trials_done, registry, run_id)
+        with InterruptWatch() as watch, trials_progress(spec.name, told):
             results = tuner.fit()
         if watch.interrupted():
             raise SweepInterrupted(spec.name, results)  # recorded as failed; `best` stays where it was
@@ -95,6 +99,10 @@ def run_sweep(spec: SweepSpec, registry: Registry | None = None, resume: bool = 
         )
     summary["run_id"] = run_id
     return summary
+
+
+def _trials_done(registry: Registry, run_id: str, done: int, total: int | None) -> None:
+    registry.set_progress(run_id, done, total, "trials")
 
 
 def resume_sweep(name: str, registry: Registry | None = None, storage: str | None = None) -> dict:
@@ -158,12 +166,17 @@ def promote_best(spec: SweepSpec, model_id: str, registry: Registry) -> dict:
 # ------------------------------------------------------------------ data and storage
 
 
-def load_splits(spec: SweepSpec, modality: str = "text"):
+def load_splits(spec: SweepSpec, modality: str = "text", model_path: Path | None = None):
     """Validated train/validation splits as Split objects, labels in sorted order, train fingerprint.
 
     Images stay encoded here (a fraction of their decoded size in the object store); each
-    trial decodes them at its model's input size."""
+    trial decodes them at its model's input size. Segmentation: cluster/train/segmentation_data.py."""
     import tempfile
+
+    if spec.task == "segmentation":
+        from cluster.train.segmentation_data import load_segmentation_splits
+
+        return load_segmentation_splits(spec, modality, model_path)
 
     from cluster.data.scan import image_folder_spec
 
@@ -290,11 +303,12 @@ def print_summary(summary: dict) -> None:
 
     v = summary["validation"]
     console.print(f"best trial {summary['best_trial']}: {summary['best_config']}")
-    shown = ("bleu", "chrf", "ter") if "bleu" in v else ("accuracy", "f1_macro")  # translation or not
+    # the sweep's metric first, then the task's usual ones (translation's, or classification's)
+    usual = ("bleu", "chrf", "ter", "accuracy", "f1_macro")
+    shown = [m for m in dict.fromkeys([summary.get("metric"), *usual]) if m in v]
     console.print(
-        "validation "
-        + ", ".join(f"{k} {v.get(k, math.nan):.4f}" for k in shown)
-        + f" ({summary['trials']} trials, {summary['trial_epochs']:.1f} trial-epochs, "
+        f"validation {', '.join(f'{m} {v[m]:.4f}' for m in shown) or f'accuracy {math.nan}'}"
+        f" ({summary['trials']} trials, {summary['trial_epochs']:.1f} trial-epochs, "
         f"{summary['wall_s']:.0f}s)"
     )
     for line in summary.get("damaged_checkpoints", []):  # work a restart lost: never silent

@@ -24,7 +24,7 @@ from cluster.registry.artifacts import exists, fetch_file
 from cluster.registry.leaderboard import leaderboard
 from cluster.registry.overwrites import require_outputs
 from cluster.registry.record import Registry
-from cluster.specs.workloads import CompareSpec, LeaderboardSpec
+from cluster.specs.team import CompareSpec, LeaderboardSpec
 from jobs.entry import console
 from jobs.registry_cli import cell
 from jobs.spec_cli import Workload, options, spec_command
@@ -170,11 +170,17 @@ def show_comparison(spec: CompareSpec, run_a: str, run_b: str, as_json: bool = F
             f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "",
         )
     console.print(table)
-    mc = result.get("mcnemar")  # classifiers; translations: a paired-bootstrap p-value per metric
+    # classification; segmentation (per-image IoU); translations: a paired-bootstrap p-value per metric
+    mc, wx = result.get("mcnemar"), result.get("wilcoxon")
     if mc:
         console.print(
             f"McNemar: A right/B wrong {mc['a_right_b_wrong']}, A wrong/B right {mc['a_wrong_b_right']}, "
             f"exact p = {mc['p_value']:.3g}"
+        )
+    if wx:
+        console.print(
+            f"Wilcoxon signed-rank on per-image IoU ({wx['images']} images): B better on {wx['b_better']}, "
+            f"A better on {wx['a_better']}, p = {wx['p_value']:.3g}"
         )
     console.print(f"[bold]{result['verdict']}[/]")
     console.print(f"side-by-side report: {result['report']}")

@@ -4,6 +4,7 @@
     POST /v1/predict {"images": [...]}  -> the same for an image model (base64 PNG/JPEG)
     POST /v1/explain {"text": "..."}    -> gradient x input attributions per token
     POST /v1/explain {"image": "..."}   -> gradient x input on a bounded map: PNG heat map and overlay
+    POST /v1/segment {"images": [...]}  -> a segmentation model's masks and class shares (serve/segment.py)
     GET  /v1/model                      -> id, labels, lineage, evaluation metrics
     GET  /healthz                       -> 200 while the last health check passed
 
@@ -46,12 +47,14 @@ from serve.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from serve.segment import SegmentRoutes, segment_router
 
 APP_NAME = "evalcluster"
 # The API key guard and JSON errors: serve/http.py (shared with serve/translate.py's translator).
 api = install(
     FastAPI(title="evalcluster scorer", version="1", description="Online scoring of a fine-tuned classifier.")
 )
+api.include_router(segment_router)  # before the ingress below turns its routes into the Scorer's
 
 
 def batch_wait_s(spec: ServeSpec, last_batch: int) -> float:
@@ -71,7 +74,7 @@ _GRAY_PNG = base64.b64decode(
 # decorated, with the module's names as they are at that point.
 @serve.deployment(name="Scorer", max_ongoing_requests=64, health_check_period_s=10)
 @serve.ingress(api)
-class Scorer:
+class Scorer(SegmentRoutes):
     """One replica: one model, dynamic batching, explanations."""
 
     def __init__(self, args: dict):
@@ -174,7 +177,7 @@ class Scorer:
 
     async def _inputs(self, req: PredictRequest) -> list:
         """The request's texts, or its images decoded (in a thread: decoding is CPU work)."""
-        require_modality(self.modality, "text" if req.texts is not None else "image")
+        require_modality(self.modality, "text" if req.texts is not None else "image", self.clf.task)
         if req.texts is not None:
             self._check_limits(req.texts)
             return req.texts
@@ -197,7 +200,7 @@ class Scorer:
 
     @api.post("/v1/explain", response_model=ExplainResponse, response_model_exclude_none=True)
     async def explain(self, req: ExplainRequest) -> ExplainResponse:
-        require_modality(self.modality, "text" if req.text is not None else "image")
+        require_modality(self.modality, "text" if req.text is not None else "image", self.clf.task)
         if req.image is not None:
             (data,) = request_bytes([req.image], self.spec, field="image")
             args = (self.model, data, req.target, self.spec.max_image_pixels, self.spec.max_explain_pixels)
@@ -227,6 +230,7 @@ class Scorer:
         return ModelInfo(
             id=self.model_id,
             modality=self.modality,
+            task=self.clf.task,
             labels=self.labels,
             **({"path": str(self.path)} if self.key_digest else {}),
             precision=self.precision,

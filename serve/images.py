@@ -21,8 +21,11 @@ from cluster.specs.serve import ServeSpec
 WHAT = {"text": "texts", "image": "images (base64 PNG/JPEG)"}
 
 
-def require_modality(modality: str, sent: str) -> None:
-    """422 naming the field this model takes when a request sent the other modality's."""
+def require_modality(modality: str, sent: str, task: str = "classification") -> None:
+    """422 naming the field this model takes when a request sent the other modality's; 422 naming
+    /v1/segment when the model is a segmentation model (``task``)."""
+    if task == "segmentation":
+        raise HTTPException(422, detail='this model segments images: POST /v1/segment {"images": [...]}')
     if sent != modality:
         raise HTTPException(
             422,

@@ -139,6 +139,9 @@ class ExplainResponse(BaseModel):
 class ModelInfo(BaseModel):
     id: str
     modality: str = Field("text", description='"text" (send "texts") or "image" (send "images").')
+    task: str = Field(
+        "classification", description="classification (POST /v1/predict) or segmentation (/v1/segment)."
+    )
     labels: list[str]
     path: str | None = Field(
         None, description="The model directory on the server: only with an API key configured (and sent)."

@@ -8,7 +8,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+import cluster.evaluation.tasks  # noqa: F401 - every task registers the statistics its part footers hold
+from cluster.evaluation.parts import decode_part
 from cluster.registry.predictions import read_predictions
 from cluster.specs.search_space import LogUniform, SearchSpace
 from cluster.specs.workloads import DataSpec, ResourcesSpec, SchedulerSpec, SweepSpec
@@ -40,16 +44,13 @@ def same_results(a: Path, b: Path) -> None:
 def part_workers(out: Path) -> list[dict]:
     """The model actors (actor, node) named in the footers of the part files written so far under
     ``out/predictions`` (a file still being written is skipped)."""
-    import pyarrow.parquet as pq
-
-    from cluster.evaluation.parts import decode_part
-
     found = []
     for f in sorted((out / "predictions").glob("*.parquet")):
         try:
-            part = decode_part(pq.ParquetFile(f).schema_arrow.metadata, str(f))
-        except Exception:  # noqa: BLE001 - not complete yet
+            metadata = pq.ParquetFile(f).schema_arrow.metadata
+        except (pa.ArrowException, OSError):  # still being written: no footer yet
             continue
+        part = decode_part(metadata, str(f))  # anything else is a failure, never skipped
         found += [json.loads(k) for k in part.workers.rows]
     return found
 

@@ -4,8 +4,9 @@ import pytest
 
 from cluster.errors import UserError
 from cluster.specs.parse import load_spec, load_spec_file, load_yaml, merge, path_fields, replace_paths
+from cluster.specs.pretrain import PretrainSpec
 from cluster.specs.serve import ServeSpec
-from cluster.specs.workloads import DataSpec, EvaluateSpec, PretrainSpec, SweepSpec
+from cluster.specs.workloads import DataSpec, EvaluateSpec, SweepSpec
 
 
 def test_nested_yaml_maps_onto_specs(tmp_path):

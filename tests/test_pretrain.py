@@ -8,7 +8,8 @@ from cluster.models.modeldir import classifier_labels, read_lineage
 from cluster.models.text import load_classifier
 from cluster.registry.record import Registry
 from cluster.specs.parse import load_spec
-from cluster.specs.workloads import PretrainSpec, TextSpec
+from cluster.specs.pretrain import PretrainSpec
+from cluster.specs.workloads import TextSpec
 from jobs.pretrain import run_pretrain
 
 LABELS = ["negative", "neutral", "positive"]

@@ -319,7 +319,7 @@ def test_schema_newer_than_the_code_is_refused(tmp_path):
     run_id = reg.start_run("evaluate", {})
     raw_sql(reg, f"UPDATE {VERSION_TABLE} SET version_num = '9999'")
     with pytest.raises(
-        UserError, match="is at schema revision 9999, newer than this code \\(which knows up to 0005\\)"
+        UserError, match="is at schema revision 9999, newer than this code \\(which knows up to 0006\\)"
     ):
         Registry(tmp_path).get_run(run_id)
 
@@ -342,7 +342,7 @@ def test_pending_upgrade_automatic_on_sqlite_explicit_on_postgresql(tmp_path, ba
     reg.close()
     if backend == "postgresql":
         with pytest.raises(
-            UserError, match="at schema revision 0001, this code needs 0005: run `evalctl db upgrade`"
+            UserError, match="at schema revision 0001, this code needs 0006: run `evalctl db upgrade`"
         ):
             Registry(tmp_path).get_run(run_id)
         Database.open(tmp_path, upgrade=True).close()

@@ -111,11 +111,11 @@ def test_run_lookups_are_literal_and_bounded(cli, main_registry):
 def test_db_status_and_upgrade_on_mains_registry(cli, main_registry):
     proc = cli("db", "status")
     assert proc.returncode == 0, proc.stderr
-    assert "backend   sqlite" in proc.stdout and "revision  unversioned (this code: 0005)" in proc.stdout
+    assert "backend   sqlite" in proc.stdout and "revision  unversioned (this code: 0006)" in proc.stdout
     assert "upgrade pending" in proc.stdout
     proc = cli("db", "upgrade", env=WIDE)
-    assert proc.returncode == 0 and "upgraded from unversioned to 0005" in proc.stdout, proc.stderr
-    assert "already at revision 0005" in cli("db", "upgrade", env=WIDE).stdout
+    assert proc.returncode == 0 and "upgraded from unversioned to 0006" in proc.stdout, proc.stderr
+    assert "already at revision 0006" in cli("db", "upgrade", env=WIDE).stdout
     assert "state     up to date" in cli("db", "status").stdout
 
 
@@ -144,9 +144,9 @@ def test_db_commands_on_postgresql_show_the_url_without_password(cli, pg_server,
     assert "backend   postgresql" in proc.stdout and "no registry yet" in proc.stdout
     assert f"postgresql+psycopg://{pg_server.role}:***@127.0.0.1:{pg_server.port}/" in proc.stdout
     proc = cli("db", "upgrade", env={**env, **WIDE})
-    assert proc.returncode == 0 and "upgraded from none to 0005" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "upgraded from none to 0006" in proc.stdout, proc.stderr
     proc = cli("db", "status", env=env)
-    assert "revision  0005 (this code: 0005)" in proc.stdout and "up to date" in proc.stdout
+    assert "revision  0006 (this code: 0006)" in proc.stdout and "up to date" in proc.stdout
     for out in (proc.stdout, proc.stderr):
         assert pg_server.password not in out
 
@@ -195,7 +195,7 @@ def test_the_url_can_come_from_a_secret_file(cli, pg_url, tmp_path):
     proc = cli("models", "list", "--json", env={"EVALCLUSTER_DB_FILE": str(secret)})
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
     proc = cli("db", "status", env={"EVALCLUSTER_DB_FILE": str(secret)})
-    assert "backend   postgresql" in proc.stdout and "revision  0005" in proc.stdout
+    assert "backend   postgresql" in proc.stdout and "revision  0006" in proc.stdout
 
 
 # ------------------------------------------------------------------ evaluate on the registry

@@ -50,7 +50,7 @@ def test_registry_db_from_main_is_upgraded_in_place_without_losing_a_row(tmp_pat
     assert all(r["host"] is None and r["heartbeat_at"] is None for r in after["runs"])
     assert db.stat().st_ino == inode  # upgraded in place, not replaced
     with sqlite3.connect(db) as con:
-        assert con.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0005",)]
+        assert con.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0006",)]
     # The old records obey the new rules: finished ones are final, the abandoned one is stale.
     with pytest.raises(IntegrityError, match="immutable"), reg.database.write() as conn:
         conn.execute(sa.text("UPDATE runs SET metrics = NULL WHERE id = 'evaluate-20261128-100000-aaaaaa'"))
@@ -72,7 +72,7 @@ def test_an_upgrade_that_cannot_apply_leaves_the_file_as_it_was(tmp_path):
     content = db.read_bytes()
     with pytest.raises(
         UserError,
-        match=r"cannot upgrade registry .* from revision unversioned to 0005, left as it was:.*CHECK",
+        match=r"cannot upgrade registry .* from revision unversioned to 0006, left as it was:.*CHECK",
     ):
         Registry(home).list_runs()
     assert db.read_bytes() == content
@@ -89,7 +89,7 @@ def test_a_new_registry_appears_complete(tmp_path):
     )
     with sqlite3.connect(home / "registry.db") as con:
         assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert con.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0005",)]
+        assert con.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0006",)]
 
 
 @pytest.mark.parametrize("damage", DAMAGE)

@@ -131,6 +131,9 @@ def test_killed_driver_then_resume_finishes_without_rerunning(
     assert (finished / "result.json").read_text().count("\n") == lines_before  # not run again
     runs = {r["status"] for r in Registry().list_runs(kind="sweep")}
     assert runs == {"failed", "finished"}  # the interrupted run is closed, the resumed one finished
+    # tuner.pkl's TrialsProgress reported to the resumed run: the trial finished before counts
+    resumed = Registry().get_run(summary["run_id"])
+    assert resumed["progress"] == {"done": 2, "total": 2, "unit": "trials"}
 
 
 def _wait_for_finished_trial(exp: Path, timeout: float) -> Path:

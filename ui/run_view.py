@@ -21,11 +21,13 @@ from cluster.errors import UserError
 from cluster.registry.artifacts import exists, read_text
 from cluster.registry.heartbeat import stale_reason
 from cluster.registry.overwrites import require_outputs
+from cluster.registry.progress import describe
 from cluster.registry.queries import RunFilter, runs_page
 from cluster.registry.scores import SCORED_KINDS
 from cluster.report import figures
 from cluster.report.html import lineage_rows, metric_rows, report_figures, timing_rows
 from cluster.stats.metrics import METRICS
+from ui.live import live_state
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ def run_view(ctx, run: dict) -> dict:
         "run": run,
         "stale": stale_reason(run),
         "live": run["status"] == "running",
+        "progress": live_state(run) if run["status"] == "running" else {},
+        "ended_at": describe(run.get("progress")),  # how far an ended run got
         "spec_json": json.dumps(run["spec"], indent=2, default=str),
         "versions": run.get("versions") or {},
         "full": None,

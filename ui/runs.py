@@ -3,7 +3,7 @@
 GET /runs?kind=&status=&owner=&model=&dataset=&since=&until=&before=&after=
 GET /runs/{id}              the run: record, scores with CIs, per class, gate, lineage, timings...
 GET /runs/{id}/report       the run's own report.html, sandboxed (shown inline in the run page)
-GET /api/runs/live?id=...   status, staleness, heartbeat age of up to 100 runs (polled by live.js)
+GET /api/runs/live?id=...   status, staleness, heartbeat age, progress of up to 100 runs (live.js)
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from fastapi.responses import Response
 from cluster.data.storage import join
 from cluster.errors import UserError
 from cluster.registry.artifacts import exists, read_text
-from cluster.registry.heartbeat import format_age, seconds_since, stale_after, stale_reason
+from cluster.registry.heartbeat import format_age, stale_after, stale_reason
 from cluster.registry.overwrites import require_outputs
 from cluster.registry.queries import RunFilter, count_runs, runs_page
 from cluster.registry.scores import SCORED_KINDS
 from cluster.stats.metrics import METRICS
 from ui.context import context, json_response, render
+from ui.live import live_state
 from ui.run_view import run_view
 from ui.security import HEADERS, REPORT_CSP
 
@@ -130,15 +131,6 @@ def _listed(run: dict) -> dict:
     elif run["kind"] == "gate" and "passed" in m:
         score = ("gate", "passed" if m["passed"] else "FAILED")
     return {**run, "stale": stale_reason(run), "live": live_state(run), "score": score}
-
-
-def live_state(run: dict) -> dict:
-    """What the page updates while a run is running: status, stale reason, heartbeat age, elapsed."""
-    out = {"status": run["status"], "stale": stale_reason(run)}
-    if run["status"] == "running":
-        out["heartbeat"] = format_age(seconds_since(run["heartbeat_at"] or run["created_at"]))
-        out["elapsed"] = format_age(seconds_since(run["created_at"]))
-    return out
 
 
 @router.get("/api/runs/live")

@@ -11,7 +11,8 @@ the same result: ``EvalResult(run_id, out, metrics, predictions)`` (docs/contrac
 API"). ``data`` is a path or URI (Parquet/CSV/JSONL files, a directory, a glob, a label-folder
 tree of images) or a ``ray.data.Dataset``; the options are EvaluateSpec's fields (``batch_size``,
 ``bootstrap``, ``limit``, ``out``, ``workers``, ``gate``, ...) and DataSpec's (``text_column``,
-``image_column``, ``label_column``, ``id_column``, ``slice_column``), checked as the CLI checks them.
+``image_column``, ``label_column``, ``id_column``, ``slice_column``; a segmentation model's
+``mask_column``, ``ignore_index``), checked as the CLI checks them.
 A Ray already initialised in the calling process is used as it is (and left running).
 
 A dataset may carry ``row`` (unique non-negative integers, e.g. the rows' positions): the

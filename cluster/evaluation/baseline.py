@@ -13,6 +13,7 @@ from cluster.registry.predictions import open_predictions, run_predictions
 from cluster.registry.record import Registry
 from cluster.specs.workloads import GateSpec
 from cluster.stats.compare import compare_predictions, mcnemar_exact
+from cluster.stats.segmentation_compare import compare_sources
 
 EVALUATIONS = ("evaluate", "robustness")  # run kinds with metrics.json and predictions
 
@@ -65,14 +66,26 @@ def _latest_evaluation(registry: Registry, ref: str, fingerprint: str, data_path
     return mine[0]  # newest first
 
 
-def paired_with(baseline: dict, predictions: str, labels: list[str], gate: GateSpec, seed: int = 0) -> dict:
+def paired_with(
+    baseline: dict,
+    predictions: str,
+    labels: list[str],
+    gate: GateSpec,
+    seed: int = 0,
+    task: str | None = "classification",
+) -> dict:
     """The gated run's predictions (a path or URI) against the baseline's, row by row (baseline = A,
-    run = B); both stream from wherever they are kept (a directory, or the artifact store)."""
+    run = B); both stream from wherever they are kept (a directory, or the artifact store).
+    Segmentation: paired over images, with the Wilcoxon test (cluster/stats/segmentation_compare.py)."""
     mine, theirs = open_predictions(str(predictions)), run_predictions(baseline["artifact_path"])
+    who = {"baseline": baseline["id"], "baseline_model": baseline["model_id"]}
+    if task == "segmentation":
+        seg = compare_sources(theirs, mine, labels, "miou", gate.gate_bootstrap, seed)
+        p = seg["wilcoxon"]["p_value"]
+        return {**who, "n": seg["n"], "metrics": seg["metrics"], "p_value": p, "test": "Wilcoxon"}
     counts, diffs = compare_predictions(theirs, mine, labels, gate.gate_bootstrap, seed)
     return {
-        "baseline": baseline["id"],
-        "baseline_model": baseline["model_id"],
+        **who,
         "n": int(counts.cm_a.sum()),
         "metrics": diffs,
         "mcnemar_p": mcnemar_exact(counts.b, counts.c),

@@ -9,6 +9,7 @@ adds how the run ran (where, on what, how long), the gate's verdicts, and writes
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 
@@ -19,6 +20,7 @@ from cluster.evaluation.pipeline import (
     Layout,
     Output,
     build,
+    dead_nodes,
     expected_coverage,
     leave_a_cpu,
     plan_layout,
@@ -26,9 +28,11 @@ from cluster.evaluation.pipeline import (
     room_for_user_tasks,
     run_pipeline,
 )
+from cluster.evaluation.progress import parts_progress
 from cluster.evaluation.tasks import task_for
 from cluster.evaluation.warm import warm_lease
 from cluster.registry.artifacts import exists
+from cluster.registry.heartbeat import heartbeat_period
 
 BLOCKS_PER_IMAGE_ACTOR = 4  # an image actor that ends first idles at most about a quarter of its share
 
@@ -63,8 +67,15 @@ def infer(job) -> tuple[dict, dict]:
     task = task_for(spec, job.model, job.labels, spec.data, analyses)
     task, layout, ds, expected = source(job, task)
     output = _output(job)
-    with warm_lease(spec, job.model, task, layout, job.joined) as warm:  # on a running head
+    total = expected.rows if expected is not None else None  # a ray.data.Dataset's: known at the end
+    tell = functools.partial(job.registry.set_progress, job.target.run_id, total=total)
+    tell(0)
+    with (
+        warm_lease(spec, job.model, task, layout, job.joined) as warm,  # on a running head
+        parts_progress(output.fs, output.path, tell, heartbeat_period()),
+    ):
         merged = run_pipeline(build(ds, task, spec, layout, warm), task, layout, output, expected)
+    job.registry.set_progress(job.target.run_id, merged.coverage.rows, total=merged.coverage.rows)
     job.phases.mark("last_result")
     _mark(job.phases, merged)
     if job.dataset is not None:
@@ -72,7 +83,7 @@ def infer(job) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     metrics = {"task": task.name, **task.finalize(merged.stats)}
     took = {"finalize_s": time.perf_counter() - t0}
-    metrics.update(how_it_ran(merged, layout))
+    metrics.update(how_it_ran(merged, layout, dead_nodes()))
     if job.model.modality == "image" or job.translation:  # the tasks that mark ``_bad`` rows
         metrics["bad_rows"] = merged.bad.report()
     return metrics, took
@@ -161,16 +172,18 @@ def _mark(phases: Phases, merged: Merged) -> None:
         phases.mark("first_result", merged.written.first)
 
 
-def how_it_ran(merged: Merged, layout: Layout) -> dict:
+def how_it_ran(merged: Merged, layout: Layout, dead: set[str] = frozenset()) -> dict:
     """metrics.json's ``device``, ``precision_mode``, ``warm_actors``, ``workers``, ``worker_plan`` and
-    ``recovery``."""
+    ``recovery`` (``dead``: the ids of the nodes Ray knows as lost, after the run)."""
     workers = merged.workers.report()
     first = workers[0] if workers else {}
-    restarted = _restarted(merged)
     recovery = {
         "rows": merged.coverage.rows,
         "part_files": merged.files,
-        "restarted_actors": restarted,
+        "restarted_actors": _restarted(merged),
+        # A model actor on a lost node is either restarted by Ray (same actor id, listed above) or,
+        # when Ray Data finds it dead first, replaced by a new actor of the pool: both are said here.
+        "lost_actors": [{"actor": w["actor"], "node": w["node"]} for w in workers if w["node"] in dead],
         "resumed_rows": merged.earlier.rows,
     }
     return {

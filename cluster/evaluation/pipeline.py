@@ -96,6 +96,13 @@ def _largest_node_cpus() -> int:
     return max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1) or 1
 
 
+def dead_nodes() -> set[str]:
+    """Ids of the cluster's nodes Ray knows as dead (lost machines; ray.nodes keeps them, not alive)."""
+    import ray
+
+    return {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
+
+
 # ------------------------------------------------------------------ the dataset
 
 

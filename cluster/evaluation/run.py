@@ -125,6 +125,7 @@ def resume_evaluate(
 
 def _job(spec, registry, phases, kind, run_id, dataset, resumed: dict | None = None) -> Job:
     """The model, its labels and the artifacts' place, checked before anything starts."""
+    from cluster.evaluation.segment import refuse_classification_analyses
     from cluster.models.modality import model_task, refuse_text_analyses
     from cluster.models.resolve import resolve_model
 
@@ -136,6 +137,8 @@ def _job(spec, registry, phases, kind, run_id, dataset, resumed: dict | None = N
         labels = []
     else:
         labels = require_labels(model)
+        if task == "segmentation":
+            refuse_classification_analyses(spec, model.model_id)
         refuse_text_analyses(spec, model.modality, model.model_id)
     target = artifact_target(spec, run_id(model), registry, resuming=resumed is not None)
     return Job(spec, spec, model, labels, kind, target, phases, registry, dataset=dataset, task=task)
@@ -144,6 +147,7 @@ def _job(spec, registry, phases, kind, run_id, dataset, resumed: dict | None = N
 def _start(job: Job, work: str, address: str | None) -> None:
     """Ray started (or joined) while the data is validated and fingerprinted; the labels checked."""
     from cluster.data.files import check_columns
+    from cluster.data.pairs import mask_folder_spec
     from cluster.data.parallel import check_pair_columns
     from cluster.data.scan import image_folder_spec
     from cluster.evaluation.sections import gate_baseline
@@ -151,6 +155,8 @@ def _start(job: Job, work: str, address: str | None) -> None:
 
     if job.dataset is None and job.translation:
         check_pair_columns(job.spec.data)
+    elif job.dataset is None and job.task == "segmentation":  # images/ + masks/ read through an index
+        job.spec = job.spec.model_copy(update={"data": mask_folder_spec(job.spec.data, work)})
     elif job.dataset is None:
         data = image_folder_spec(job.spec.data, job.model.modality, work)
         job.spec = job.spec.model_copy(update={"data": data})
@@ -170,6 +176,7 @@ def _start(job: Job, work: str, address: str | None) -> None:
 
 def _scan(job: Job):
     from cluster.data import parallel
+    from cluster.data.pairs import scan_pairs
     from cluster.data.scan import scan
 
     job.phases.mark("scan_start")
@@ -177,6 +184,8 @@ def _scan(job: Job):
         spec = job.spec
         if job.translation:
             return parallel.scan_pairs(spec.data, spec.limit, spec.skip_bad_rows, spec.rows_per_shard)[0]
+        if job.task == "segmentation":  # each pair is checked where it is decoded (the CPU stage)
+            return scan_pairs(spec.data, spec.limit)
         return scan(spec.data, spec.limit, spec.rows_per_shard, job.model.modality, spec.skip_bad_rows)
     finally:
         job.phases.mark("scan_end")

@@ -24,7 +24,10 @@ def judge_gate(spec, metrics: dict, predictions: Path, baseline: dict | None) ->
     """The gate's verdicts (cluster/stats/gates.py); with a baseline, paired against its predictions."""
     from cluster.stats.gates import judge
 
-    paired = paired_with(baseline, predictions, metrics["labels"], spec.gate, spec.seed) if baseline else None
+    paired = None
+    if baseline:
+        args = (metrics["labels"], spec.gate, spec.seed, metrics.get("task"))
+        paired = paired_with(baseline, predictions, *args)
     return judge(spec.gate, metrics, paired)
 
 
@@ -97,7 +100,8 @@ def robustness_digest(rob: dict) -> dict:
 def run_info(job, run_id: str) -> dict:
     """metrics.json's record of the run: model, lineage, dataset as given, settings, Ray.
     A text run's ``dataset`` is as it always was; an image run's says ``modality: image`` and
-    names its ``image_column``; a translation run's names its source, target and reference columns."""
+    names its ``image_column``; a segmentation run's its ``mask_column`` and ``ignore_index``; a
+    translation run's its source, target and reference columns."""
     from cluster.data.files import input_column
 
     spec, model, summary = job.spec, job.model, job.summary
@@ -110,7 +114,9 @@ def run_info(job, run_id: str) -> dict:
         dataset["text_column"] = spec.data.text_column
     else:
         dataset.update(modality=model.modality, image_column=input_column(spec.data, model.modality))
-    if not job.translation:
+    if job.task == "segmentation":
+        dataset.update(mask_column=spec.data.mask_column, ignore_index=spec.data.ignore_index)
+    elif not job.translation:
         dataset.update(label_column=spec.data.label_column, slice_column=spec.data.slice_column)
     return {
         "model": {"id": model.model_id, "path": model.location or str(model.path)},

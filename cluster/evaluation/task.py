@@ -41,9 +41,9 @@ The rules that make the statistics exact (tests/test_task_contract.py checks the
 3. A task object travels to every worker (pickled once per stage): it holds settings and the model's
    location, never a loaded model; ``load`` runs in the model actor.
 
-Implementations: cluster/evaluation/classify.py (text and image classification) and
-cluster/evaluation/translate.py (translation), chosen by :func:`task_for`
-(cluster/evaluation/tasks.py). Segmentation adds a module and a line there.
+Implementations: cluster/evaluation/classify.py (text and image classification),
+cluster/evaluation/segment.py (semantic segmentation) and cluster/evaluation/translate.py
+(translation), chosen by :func:`task_for` (cluster/evaluation/tasks.py).
 """
 
 from __future__ import annotations

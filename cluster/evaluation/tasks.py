@@ -1,8 +1,9 @@
 """Which task evaluates a model: the task seam's registry (cluster/evaluation/task.py).
 
 A model directory says its task in config.json (``"task"``, cluster/models/modality.py
-``model_task``; absent = classification, or translation for a Hugging Face encoder-decoder).
-Segmentation adds its task here.
+``model_task``; absent = classification, or translation for a Hugging Face encoder-decoder):
+classification (cluster/evaluation/classify.py), segmentation (cluster/evaluation/segment.py) or
+translation (cluster/evaluation/translate.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from cluster.data.images import Preprocessing
 from cluster.errors import UserError
 from cluster.evaluation.classify import ClassifyTask
 from cluster.evaluation.classify_columns import ID, IMAGE, LABEL, SLICE, TEXT
+from cluster.evaluation.segment import segment_task
 from cluster.evaluation.task import EvalTask
 from cluster.evaluation.translate import TranslateTask
 from cluster.specs.workloads import DataSpec, PipelineSpec
@@ -28,9 +30,12 @@ def task_for(spec: PipelineSpec, model, labels: list[str] | None, data: DataSpec
     kind = model_task(model.path)
     if kind == "translation":
         return TranslateTask(model=model.source, data=data, spec=spec, run_token=uuid.uuid4().hex)
+    if kind == "segmentation":
+        return segment_task(spec, model, labels, data, run_token=uuid.uuid4().hex)
     if kind != "classification":
         raise UserError(
-            f"model {model.model_id} is a {kind} model; this version evaluates classifiers and translators"
+            f"model {model.model_id} is a {kind} model; this version evaluates classifiers, "
+            "segmenters and translators"
         )
     return classification(spec, model, labels, data, analyses)
 

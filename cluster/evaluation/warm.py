@@ -132,7 +132,7 @@ def warm_lease(spec, model, task, layout, joined: str):
     if joined == EMBEDDED:
         yield None
         return
-    kind = actor_kind(model.modality, getattr(task, "labels", None) is not None, task.name)
+    kind = actor_kind(model.modality, classifier=getattr(task, "labels", None) is not None, task=task.name)
     key = model_key(model.path, spec.precision, layout.gpus_per_actor, kind)
     label = {"model": model.location or str(model.path), "kind": kind, "precision": spec.precision}
     label["device"] = "gpu" if layout.gpus_per_actor else "cpu"

@@ -85,6 +85,7 @@ class Classifier:
     model: Any  # torch.nn.Module; forward(**encode(...)).logits
     labels: list[str]
     tokenizer: Any = None  # text only
+    task: Task = "classification"  # what the model does (a Segmenter, cluster/models/segmenter.py, segments)
 
     # -------------------------------------------------------------- inputs
 
@@ -175,7 +176,12 @@ def refuse_text_analyses(spec, modality: str, model_id: str) -> None:
 
 
 def load_trained(path: str | Path, device: str = "cpu") -> Classifier:
-    """A fine-tuned classifier directory of either modality (labels from its config)."""
+    """A fine-tuned classifier directory of either modality (labels from its config); a segmentation
+    model directory as a Segmenter (cluster/models/segmenter.py: the same operations)."""
+    if model_task(path) == "segmentation":
+        from cluster.models.segmenter import load_segmenter
+
+        return load_segmenter(path, device=device)
     if model_modality(path) == "image":
         from cluster.models.vision import load_image_model
 
@@ -195,10 +201,19 @@ def load_for_training(
     device: str = "cpu",
     init: Init = "pretrained",
     image_size: int = 224,
+    task: Task = "classification",
 ) -> Classifier:
     """The model a trial starts from: ``path``'s weights with a new seeded head for ``labels``
     (a directory that already classifies ``labels`` keeps its head), or with ``init: random``
-    the same architecture randomly initialised throughout (the pretrained-vs-random baseline)."""
+    the same architecture randomly initialised throughout (the pretrained-vs-random baseline).
+    ``task`` segmentation (or a segmentation model directory): a Segmenter (``labels``: its classes)."""
+    if task != "segmentation" and model_task(path) == "segmentation":
+        raise UserError(f"model {path} is a segmentation model: fine-tune it with task: segmentation")
+    if task == "segmentation":
+        from cluster.models.segmenter import segmenter_for_training
+
+        start = dict(seed=seed, device=device, init=init, image_size=image_size)
+        return segmenter_for_training(path, labels, **start)
     if model_modality(path) == "image":
         return _image_for_training(Path(path), labels, seed, device, init, image_size)
     from cluster.models.text import load_classifier
@@ -242,7 +257,5 @@ def save_checkpoint(clf: Classifier, d: Path) -> None:
     if clf.modality == "text":
         clf.model.save_pretrained(d / "model", safe_serialization=True)
         clf.tokenizer.save_pretrained(d / "model")
-    else:
-        from cluster.models.vision import save_image_model_dir
-
-        save_image_model_dir(clf.model, d / "model", {})
+    else:  # an image classifier or a Segmenter: its own model directory
+        clf.save(d / "model", {})

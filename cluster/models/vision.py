@@ -247,7 +247,9 @@ def load_image_model(path: str | Path, device: str = "cpu") -> ImageClassifier:
 def conv_bn_pairs(net: torch.nn.Module) -> list[tuple[torch.nn.Module, str, str]]:
     """(module, conv attribute, BatchNorm attribute) of every convolution followed by its
     BatchNorm in EfficientNet-Lite (stem, each block's expand/depthwise/project, head)."""
-    pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
+    pairs = [(net, "_conv_stem", "_bn0")]
+    if hasattr(net, "_conv_head"):  # an encoder without the classifier's head has none (segmentation)
+        pairs.append((net, "_conv_head", "_bn1"))
     for block in net._blocks:
         if hasattr(block, "_expand_conv"):  # blocks with expand_ratio 1 have none
             pairs.append((block, "_expand_conv", "_bn0"))

@@ -77,9 +77,12 @@ PROCESS_BYTES = 450 * 2**20  # a model actor's memory besides its weights (torch
 
 def actor_kind(modality: str, classifier: bool, task: str = "classification") -> str:
     """What a model actor loads: ``text-classifier``, ``text-encoder`` (drift), ``image-classifier``
-    or ``text-translator`` (a seq2seq model with its generation code)."""
+    ``text-translator`` (a seq2seq model with its generation code) or, for another evaluation task,
+    ``{modality}-{task}`` (``image-segmentation``)."""
     if task == "translation":
         return f"{modality}-translator"
+    if task != "classification":
+        return f"{modality}-{task}"
     return f"{modality}-{'classifier' if classifier else 'encoder'}"
 
 

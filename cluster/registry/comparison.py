@@ -49,6 +49,12 @@ def compare_runs(
     if ma["labels"] != mb["labels"]:
         raise UserError(f"the models predict different labels ({ma['labels']} vs {mb['labels']})")
     pa_, pb = (run_predictions(r["artifact_path"]) for r in (a, b))
+    ids = {"a": a["id"], "b": b["id"], "model_a": a["model_id"], "model_b": b["model_id"]}
+    if ma.get("task") == "segmentation":  # paired over images (cluster/stats/segmentation_compare.py)
+        from cluster.stats.segmentation_compare import compare_sources
+
+        seg = compare_sources(pa_, pb, ma["labels"], metric, replicates, seed)
+        return {**ids, "dataset": a["dataset_fingerprint"], **seg}, ma, mb
     counts, diffs = compare_predictions(pa_, pb, ma["labels"], replicates, seed)
     if metric not in diffs:
         raise UserError(
@@ -94,6 +100,8 @@ def compare_in_full(
     """:func:`compare_runs` (1,000 replicates, seed 0, as `evalctl compare`) plus what a page shows
     beside it: per-class and per-slice differences, and where the two runs disagree."""
     result, ma, mb = compare_runs(registry, ref_a, ref_b, metric)
+    if ma.get("task") == "segmentation":
+        raise UserError("this page compares classifiers; compare segmentation runs with `evalctl compare`")
     pa_, pb = (run_predictions(registry.get_run(ref)["artifact_path"]) for ref in (result["a"], result["b"]))
     return {
         "result": result,

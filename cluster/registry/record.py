@@ -33,6 +33,7 @@ from cluster.registry.db.schema import STATUSES, aliases, decode_row, models, ru
 from cluster.registry.db.store import Database
 from cluster.registry.deferred import RecordLater
 from cluster.registry.heartbeat import Heartbeat, heartbeat_period, owner_process, seconds_since, stale_reason
+from cluster.registry.progress import PendingProgress, progress_value
 from cluster.registry.provenance import default_owner, git_state, package_versions
 from cluster.registry.queries import RunFilter
 from cluster.registry.scores import finish_scored, score_rows
@@ -94,6 +95,7 @@ class Registry:
     def __init__(self, home: str | Path | None = None):
         self.home = Path(home).expanduser() if home else default_home()
         self._db: Database | None = None
+        self._progress = PendingProgress()  # written by the runs' heartbeats (set_progress)
 
     @property
     def database(self) -> Database:
@@ -154,6 +156,7 @@ class Registry:
         (cluster/registry/scores.py) are written in the same transaction."""
         encoded = json.dumps(metrics, default=str) if metrics is not None else None
         values = {"metrics": encoded, "artifact_path": artifact_path, "model_id": model_id}
+        values["progress"] = self._progress.peek(run_id)  # how far it got, kept with the record
         rows = score_rows(metrics)
         if not rows:  # one statement: autocommit on PostgreSQL, no BEGIN/COMMIT round trips
             self._transition(run_id, "finished", **values)
@@ -167,7 +170,9 @@ class Registry:
 
     def fail_run(self, run_id: str, error: str) -> None:
         """running -> failed (a no-op for a run that already ended)."""
-        self._transition(run_id, "failed", error=error[:2000], strict=False)
+        self._transition(
+            run_id, "failed", error=error[:2000], progress=self._progress.peek(run_id), strict=False
+        )
 
     def _transition(self, run_id: str, status: str, strict: bool = True, **fields: Any) -> bool:
         values = {
@@ -180,9 +185,22 @@ class Registry:
             raise RuntimeError(_NOT_RUNNING.format(run_id=run_id))
         return changed
 
+    def set_progress(self, run_id: str, done: int, total: int | None = None, unit: str = "rows") -> None:
+        """How far the running run got (cluster/registry/progress.py); kept in memory and written with
+        the run's next heartbeat (or its finish): no database round trip here, whatever the rate."""
+        self._progress.set(run_id, progress_value(done, total, unit))
+
     def beat(self, run_id: str) -> bool:
-        """Record that the run's process is alive; False once the run is no longer running."""
-        return self.database.write_one(_UPDATE_RUNNING, {"run_id": run_id, "heartbeat_at": now()}) == 1
+        """Record that the run's process is alive, with its newest progress; False once the run is no
+        longer running. A beat that fails keeps the progress for the next one."""
+        values = {"run_id": run_id, "heartbeat_at": now()}
+        progress = self._progress.peek(run_id)
+        if progress is not None:
+            values["progress"] = progress
+        alive = self.database.write_one(_UPDATE_RUNNING, values) == 1
+        if progress is not None:
+            self._progress.written(run_id, progress)
+        return alive
 
     @contextmanager
     def run(self, kind: str, spec: dict, **kwargs: Any) -> Iterator[str]:

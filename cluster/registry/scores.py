@@ -105,7 +105,8 @@ _KINDS = ", ".join(f"'{k}'" for k in SCORED_KINDS)
 _PG_FINISH = sa.text(f"""
 WITH done AS (
   UPDATE runs SET status = 'finished', finished_at = :finished_at, metrics = :metrics,
-    artifact_path = COALESCE(:artifact_path, artifact_path), model_id = COALESCE(:model_id, model_id)
+    artifact_path = COALESCE(:artifact_path, artifact_path), model_id = COALESCE(:model_id, model_id),
+    progress = COALESCE(:progress, progress)
   WHERE id = :run_id AND status = 'running'
   RETURNING id, kind, dataset_fingerprint, created_at
 ), written AS (
@@ -124,13 +125,13 @@ SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM written)
 
 def finish_scored(db, run_id: str, values: dict, rows: list[dict]) -> bool:
     """Finish the running run ``run_id`` with ``values`` (finished_at, metrics, and artifact_path /
-    model_id where not None) and write its score ``rows`` when its kind is scored, atomically;
+    model_id / progress where not None) and write its score ``rows`` when its kind is scored, atomically;
     False when no running run matched (nothing written).
 
     PostgreSQL: one statement (the UPDATE and the INSERT as data-modifying CTEs), so a finish stays
     one round trip in autocommit, as unscored finishes are. SQLite: one write transaction."""
     if db.target.backend == "postgresql":
-        params = {"run_id": run_id, "artifact_path": None, "model_id": None, **values}
+        params = {"run_id": run_id, "artifact_path": None, "model_id": None, "progress": None, **values}
         params.update({c: [r[c] for r in rows] for c in ("metric", "subset", "value", "ci_low", "ci_high")})
         return db.write_one_row(_PG_FINISH, params)[0] == 1
     with db.write() as conn:

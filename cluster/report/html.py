@@ -53,6 +53,15 @@ def environment():
 
 def render(m: dict) -> str:
     """The evaluation (or robustness) report as an HTML string."""
+    if m.get("task") == "segmentation":  # its own page (cluster/report/segmentation.py)
+        from cluster.report.segmentation import context
+
+        page = environment().get_template("segmentation.html.j2")
+        return page.render(
+            **context(m),
+            lineage=lineage_rows(m.get("lineage") or {}),
+            timings=timing_rows(m.get("timings") or {}),
+        )
     title = "Robustness evaluation" if "robustness" in m else "Evaluation"
     return (
         environment()
@@ -168,6 +177,14 @@ def timing_rows(t: dict) -> list[tuple[str, str]]:
 
 def render_comparison(result: dict, ma: dict, mb: dict) -> str:
     """Side-by-side HTML of two evaluations: metric differences, both confusion matrices."""
+    if ma.get("task") == "segmentation":  # per-class IoU and the pixel confusion matrices
+        from cluster.report.segmentation import comparison_context
+
+        return (
+            environment()
+            .get_template("compare_segmentation.html.j2")
+            .render(**comparison_context(result, ma, mb))
+        )
     return (
         environment()
         .get_template("compare.html.j2")

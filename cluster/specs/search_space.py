@@ -169,6 +169,8 @@ TokenLength = param(int, ge=1, le=MAX_LENGTH)
 Ratio = param(float, ge=0, le=1)
 WeightDecay = param(float, ge=0, le=1)
 Seed = param(int, ge=0, le=MAX_SEED)
+DiceWeight = param(float, ge=0, le=100)  # segmentation: the Dice term's weight beside the cross-entropy
+DecoderLrScale = param(float, gt=0, le=1000)  # segmentation: a multiple of learning_rate
 
 
 class SearchSpace(Spec):
@@ -183,6 +185,12 @@ class SearchSpace(Spec):
     weight_decay: WeightDecay = Field(0.01, description="AdamW weight decay (not on biases, LayerNorm).")
     max_length: TokenLength = Field(64, description="Tokens per text; tweets average ~33.")
     seed: Seed = Field(0, description="Seeds the model head's init and the data order.")
+    dice_weight: DiceWeight = Field(
+        0.0, description="Segmentation: weight of a soft Dice term added to the cross-entropy (0: none)."
+    )
+    decoder_lr_scale: DecoderLrScale = Field(
+        1.0, description="Segmentation: the new decoder's learning rate as a multiple of learning_rate."
+    )
 
     def kinds(self) -> dict[str, str]:
         """Parameter name -> "fixed" or its distribution's name."""

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from cluster.data.perturb import Perturbation, Perturbations
+from cluster.data.perturb import Perturbations
 from cluster.specs.fields import (
     MAX_BATCH,
     MAX_BOOTSTRAP,
@@ -42,6 +42,7 @@ from cluster.specs.search_space import (
     SearchSpace,
     check_search_alg,
 )
+from cluster.specs.segmentation import Classes, check_task, default_metric
 from cluster.specs.translation import (
     MaxChars,
     MaxNewTokens,
@@ -52,7 +53,7 @@ from cluster.specs.translation import (
     TargetColumn,
 )
 from cluster.stats.gates import consistent_gate, direction, parse_conditions
-from cluster.stats.metrics import metric_mode, metric_names, paired_metrics, slice_metrics_allowed
+from cluster.stats.metrics import metric_mode, slice_metrics_allowed
 
 
 class DataSpec(Spec):
@@ -66,6 +67,12 @@ class DataSpec(Spec):
     label_column: Name | None = Field("label", description="Column holding the class name.")
     id_column: Name | None = Field(None, description="Id column, copied into the predictions.")
     slice_column: Name | None = Field(None, description="Metrics per value of this column.")
+    mask_column: Name = Field(
+        "mask", description="Segmentation: column holding the mask, a PNG label map (value = class index)."
+    )
+    ignore_index: Int = Field(
+        255, ge=0, le=255, description="Segmentation: mask value of an unlabelled pixel (not scored)."
+    )
     encoding: Encoding = Field(
         "utf-8",
         description="Text encoding of CSV/JSONL files, e.g. latin-1 or cp1252 for some exports "
@@ -309,6 +316,9 @@ class SweepSpec(Spec):
         default_factory=Seq2SeqSpec,
         description="task: translation: the new decoder, target vocabulary, limits.",
     )
+    classes: Classes | None = Field(
+        None, description="Segmentation: class names of the mask values 0, 1, ... (comma-separated)."
+    )
     train: DataSpec = Field(default_factory=lambda: _sample("train"), description="Training data.")
     validation: DataSpec = Field(
         default_factory=lambda: _sample("validation"), description="Validation data."
@@ -330,7 +340,8 @@ class SweepSpec(Spec):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources per trial.")
     metric: Metric = Field(
         "f1_macro",
-        description="Validation metric ranking trials and checkpoints (direction from the metric table).",
+        description="Validation metric ranking trials and checkpoints (direction from the metric table; "
+        "miou for task segmentation).",
     )
     mode: Literal["max", "min"] | None = Field(
         None, description="Optional: must agree with the metric's direction (it is derived from the metric)."
@@ -367,8 +378,11 @@ class SweepSpec(Spec):
         None, description="Quality gate: `best` moves only if the best model passes."
     )
 
+    _task_metric = model_validator(mode="before")(default_metric)
+
     @model_validator(mode="after")
     def _consistent(self):
+        check_task(self)
         if self.mode is not None and self.mode != self.metric_mode:
             raise ValueError(
                 f"mode {self.mode} disagrees with metric {self.metric}, which is "
@@ -381,77 +395,3 @@ class SweepSpec(Spec):
     def metric_mode(self) -> str:
         """Ray Tune's mode for the metric: "max" when higher is better, else "min"."""
         return metric_mode(self.metric)
-
-
-class PretrainSpec(Spec):
-    """Masked-language-model continued pretraining (jobs/pretrain.py)."""
-
-    data: TextSpec = Field(
-        default_factory=lambda: TextSpec(path="data/sample/train.parquet"), description="Unlabelled text."
-    )
-    model: ModelArg = Field(
-        "base", description="MODEL to continue pretraining (base, a dir, an id or alias)."
-    )
-    epochs: Int = Field(1, ge=1, le=1000, description="Passes over the training texts.")
-    mlm_probability: Float = Field(0.15, gt=0, lt=1, description="Share of tokens masked.")
-    learning_rate: Float = Field(5e-5, gt=0, le=1, description="AdamW peak learning rate.")
-    warmup_ratio: Float = Field(0.06, ge=0, le=1, description="Share of steps with a rising learning rate.")
-    weight_decay: Float = Field(
-        0.01, ge=0, le=1, description="AdamW weight decay (not on biases, LayerNorm)."
-    )
-    batch_size: Int = Field(32, ge=1, le=MAX_BATCH, description="Texts per optimizer step.")
-    max_length: Int = Field(64, ge=1, le=MAX_LENGTH, description="Tokens per text.")
-    max_rows: Int | None = Field(None, ge=1, description="Use at most this many texts.")
-    heldout_fraction: Float = Field(
-        0.05, gt=0, lt=1, description="Share of texts kept aside for perplexity before and after."
-    )
-    precision: Precision = Field("auto", description=PRECISION_HELP)
-    seed: Int = Field(0, ge=0, le=MAX_SEED, description="Seeds the held-out split, masking and data order.")
-    out: OutPath = Field(None, description="Model dir to write (default: in the registry).")
-    workers: Int | None = Field(
-        None,
-        ge=1,
-        le=MAX_WORKERS,
-        description="Data-parallel Ray Train workers (default: one per GPU when there are several).",
-    )
-    owner: str | None = Field(None, description=OWNER_HELP)
-
-
-class LeaderboardSpec(Spec):
-    """Which evaluations `evalctl leaderboard` ranks."""
-
-    data: DataSpec | None = Field(None, description="Rank runs on this dataset (by its content fingerprint).")
-    dataset: str | None = Field(None, description="Or give the dataset fingerprint directly.")
-    metric: Metric = Field(
-        "f1_macro", description="Ranking metric (its direction comes from the metric table)."
-    )
-    perturbation: Perturbation | None = Field(
-        None, description="Rank robustness runs by their score under this perturbation (typo, case, ...)."
-    )
-
-    @model_validator(mode="after")
-    def _one_dataset(self):
-        if self.data is not None and self.dataset is not None:
-            raise ValueError("give --data or --dataset, not both")
-        if self.perturbation is not None and self.metric not in paired_metrics():
-            raise ValueError(
-                f"robustness runs are ranked by {', '.join(paired_metrics())}, not {self.metric}"
-            )
-        return self
-
-
-class CompareSpec(Spec):
-    """How `evalctl compare` compares two evaluations."""
-
-    metric: Metric = Field("f1_macro", description="Metric of the one-line verdict.")
-    bootstrap: Int = Field(
-        1000, ge=1, le=MAX_BOOTSTRAP, description="Paired bootstrap replicates (the CIs need at least 1)."
-    )
-    seed: Int = Field(0, ge=0, le=MAX_SEED, description="Bootstrap seed.")
-
-    @model_validator(mode="after")
-    def _comparable(self):
-        comparable = paired_metrics() + metric_names(task="translation", has_ci=True)  # sentences paired
-        if self.metric not in comparable:
-            raise ValueError(f"cannot compare on {self.metric}; choose from {', '.join(comparable)}")
-        return self

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from cluster.errors import UserError
+from cluster.stats import codec
 from cluster.stats.metrics import paired_metrics, scores_from_confusion
 from cluster.stats.rowhash import poisson_weights
 
@@ -49,6 +50,9 @@ class PairedCounts:
     boot_b: np.ndarray
     b: int = 0  # A right, B wrong
     c: int = 0  # A wrong, B right
+
+
+codec.register(PairedCounts)  # robustness part files hold them (cluster/stats/codec.py)
 
 
 def paired_counts(

@@ -77,8 +77,8 @@ def check_direction(kind: str, conditions: dict[str, float]) -> dict[str, float]
             raise UserError(f"{metric} is lower-is-better; use --max {metric}=VALUE")
         if kind == "max" and info.higher_is_better:
             raise UserError(f"{metric} is higher-is-better; use --min {metric}=VALUE")
-        if kind == "max_drop" and metric not in paired_metrics():
-            raise UserError(f"{metric}: the paired comparison covers {', '.join(paired_metrics())}")
+        if kind == "max_drop" and metric not in paired_metrics(None):
+            raise UserError(f"{metric}: the paired comparison covers {', '.join(paired_metrics(None))}")
         if not math.isfinite(value):
             raise UserError(f"{metric}={value:g}: a threshold must be a finite number")
         low, high = info.bounds
@@ -158,12 +158,15 @@ def _drop(spec, metric: str, points: float, paired: dict) -> dict:
     judged = ci[1] if spec.use_ci_lower and ci else drop
     passed = judged <= points
     how = f" by its CI upper end {ci[1]:+.2f}" if spec.use_ci_lower and ci else ""
-    p = paired["mcnemar_p"]
+    # Classification: McNemar's test; segmentation: Wilcoxon on per-image IoU (its "p_value", "test").
+    p, test = (
+        (paired["mcnemar_p"], "McNemar") if "mcnemar_p" in paired else (paired["p_value"], paired["test"])
+    )
     p_text = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
     interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
     line = (
         f"{'PASS' if passed else 'FAIL'}  {metric} drop <= {points:.2f} points vs {paired['baseline']}{how}: "
-        f"{drop:+.2f}{interval} points ({d['a']:.4f} -> {d['b']:.4f}), McNemar {p_text}"
+        f"{drop:+.2f}{interval} points ({d['a']:.4f} -> {d['b']:.4f}), {test} {p_text}"
     )
     return {
         "kind": "max_drop",
@@ -173,7 +176,7 @@ def _drop(spec, metric: str, points: float, paired: dict) -> dict:
         "ci95": ci,
         "judged": judged,
         "baseline_value": d["a"],
-        "mcnemar_p": p,
+        ("mcnemar_p" if test == "McNemar" else "p_value"): p,
         "passed": bool(passed),
         "line": line,
     }

@@ -58,6 +58,9 @@ FAMILIES: dict[str, Family] = {
         Family(
             "corpus", "from per-sentence statistics of generated text, summed (cluster/stats/translation.py)"
         ),
+        Family(
+            "pixels", "from each image's pixel confusion matrix (cluster/stats/segmentation.py)", paired=True
+        ),
     )
 }
 
@@ -138,6 +141,13 @@ register(
     _corpus("bleu", "BLEU", bounds=(0.0, 100.0)),
     _corpus("chrf", "chrF2", bounds=(0.0, 100.0)),
     _corpus("ter", "TER", higher_is_better=False, bounds=(0.0, math.inf)),  # edits can outnumber words
+    # Semantic segmentation (cluster/stats/segmentation.py): from the pixel confusion matrix of each
+    # image, which two evaluations of the same images share (paired over images).
+    MetricInfo("miou", "Mean IoU", "pixels", has_ci=True, headline=True, task="segmentation"),
+    MetricInfo("pixel_accuracy", "Pixel accuracy", "pixels", has_ci=True, headline=True, task="segmentation"),
+    MetricInfo("mean_class_accuracy", "Mean class accuracy", "pixels", has_ci=True, task="segmentation"),
+    MetricInfo("fw_iou", "Frequency-weighted IoU", "pixels", has_ci=True, task="segmentation"),
+    MetricInfo("mean_dice", "Mean Dice", "pixels", has_ci=True, task="segmentation"),
 )  # fmt: skip
 
 
@@ -170,14 +180,15 @@ def metric_names(
     )
 
 
-def paired_metrics() -> tuple[str, ...]:
-    """What a paired comparison of two evaluations gives a CI for (compare, gates' max-drop)."""
-    return metric_names(paired=True, has_ci=True)
+def paired_metrics(task: str | None = "classification") -> tuple[str, ...]:
+    """What a paired comparison of two evaluations of ``task`` (None: any) gives a CI for (compare,
+    gates' max-drop); each task's comparison is its own (cluster/stats/segmentation_compare.py)."""
+    return metric_names(paired=True, has_ci=True, task=task)
 
 
 def slice_metrics_allowed() -> tuple[str, ...]:
-    """What per-slice scores can be ranked by: the paired headline metrics."""
-    return metric_names(paired=True, headline=True)
+    """What per-slice scores can be ranked by: the paired headline metrics (of classification)."""
+    return metric_names(paired=True, headline=True, task="classification")
 
 
 @dataclass

@@ -104,7 +104,12 @@ def fine_tune(
     per_epoch = steps_per_epoch(len(train.inputs), bs)
     # Validate after these steps of each epoch (1-based), the epoch's last step included.
     eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
-    y_all = torch.tensor(train.y, dtype=torch.long)  # a copy: train.y may be read-only
+    y_all = torch.tensor(train.y)  # a copy (train.y may be read-only); uint8 masks stay uint8 until used
+    # A model may bring its own loss and validation (a Segmenter: cluster/models/segmenter.py).
+    loss_of = getattr(clf, "loss", None) or (
+        lambda b, y, hp: torch.nn.functional.cross_entropy(clf.logits(b).float(), y)
+    )
+    validate_with = getattr(clf, "validate", None) or (lambda v, *a: validate(clf, v, *a))
     lengths = clf.lengths(train.inputs)
     step_fn = TrainStep(clf.model, optimizer, scheduler, precision)
     window = {"loss": 0.0, "rows": 0, "train_s": 0.0}  # since the last validation
@@ -115,13 +120,13 @@ def fine_tune(
         idx = batches[i]
         t0 = time.perf_counter()
         batch = clf.encode(train.inputs, idx, max_length=max_length)
-        y = y_all[idx].to(device)
-        loss = step_fn(lambda: torch.nn.functional.cross_entropy(clf.logits(batch).float(), y))  # noqa: B023
+        y = y_all[idx].to(device).long()
+        loss = step_fn(lambda: loss_of(batch, y, hp))  # noqa: B023
         window["train_s"] += time.perf_counter() - t0
         window["loss"] += loss * len(idx)
         window["rows"] += len(idx)
         if i + 1 in eval_at:
-            metrics = validate(clf, val, max_length, precision)
+            metrics = validate_with(val, max_length, precision)
             rows = max(window["rows"], 1)
             metrics.update(
                 epoch=(step + 1) / per_epoch,

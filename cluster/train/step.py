@@ -18,18 +18,26 @@ def make_optimizer(model, hp, total_steps: int):
     """AdamW (no weight decay on biases and LayerNorm) + linear warm-up then linear decay.
 
     ``hp``: anything with ``learning_rate``, ``weight_decay`` and ``warmup_ratio`` attributes (a
-    trial's TrialParams, or a PretrainSpec).
+    trial's TrialParams, or a PretrainSpec). A model whose ``new_layers`` names parameter prefixes
+    (a segmentation model's new decoder) trains those at ``hp.decoder_lr_scale`` x the rate.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    decay, no_decay = [], []
+    new = tuple(getattr(model, "new_layers", ()))
+    decay, no_decay, new_decay, new_no_decay = [], [], [], []
     for name, p in model.named_parameters():
-        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=hp.learning_rate,
-    )
+        plain = name.endswith("bias") or "LayerNorm" in name
+        fresh = bool(new) and name.startswith(new)
+        ((new_no_decay if fresh else no_decay) if plain else (new_decay if fresh else decay)).append(p)
+    groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if new:
+        fast = hp.learning_rate * getattr(hp, "decoder_lr_scale", 1.0)
+        groups += [
+            {"params": new_decay, "weight_decay": hp.weight_decay, "lr": fast},
+            {"params": new_no_decay, "weight_decay": 0.0, "lr": fast},
+        ]
+    optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate)
     warmup = int(hp.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 

@@ -9,11 +9,27 @@ TensorBoard event files were never part of the product (learning curves: `evalct
 report`); Tune still writes result.json (which resuming reads) and progress.csv. The callback
 is pickled with the run (tuner.pkl), so a resumed driver has it again; a sweep started before
 it existed resumes with the logger it had.
+
+:class:`TrialsProgress` tells the sweep's registry run how many trials ended of how many the
+search makes (``Registry.set_progress``, unit ``trials``: memory only, the run's heartbeat writes
+it). Pickled with the run too, it holds only the sweep's name: the driver running the sweep now
+names the registry run it reports to (:func:`trials_progress`), so a resumed sweep, a new
+registry run, gets the progress of its own trials, those finished before the resume included.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+
+from ray.tune import Callback
 from ray.tune.logger import TBXLoggerCallback
+
+ENDED = ("TERMINATED", "ERROR")  # Trial.status of a trial that will not run again
+# sweep name -> report(done, total) of the registry run this driver runs it in (trials_progress)
+_REPORTS: dict[str, Callable[[int, int | None], None]] = {}
+_LOCK = threading.Lock()
 
 
 class NoTensorBoard(TBXLoggerCallback):
@@ -30,3 +46,48 @@ class NoTensorBoard(TBXLoggerCallback):
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
         pass
+
+
+@contextlib.contextmanager
+def trials_progress(sweep: str, report: Callable[[int, int | None], None]) -> Iterator[None]:
+    """While the block runs (``tuner.fit()``), the sweep ``sweep``'s TrialsProgress calls ``report``."""
+    with _LOCK:
+        _REPORTS[sweep] = report
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _REPORTS.pop(sweep, None)
+
+
+class TrialsProgress(Callback):
+    """Trials ended (finished, stopped early by the scheduler, or failed for good) of the total the
+    search makes (Tune's ``total_num_samples``: num_samples times the grid's combinations)."""
+
+    def __init__(self, sweep: str):
+        self.sweep = sweep
+        self._total: int | None = None
+        self._told: tuple | None = None
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
+        self._total = total_num_samples if total_num_samples and total_num_samples > 0 else None
+        self._told = None
+        self._tell(0)
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        self._tell(sum(t.status in ENDED for t in trials))
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._tell(sum(t.status in ENDED for t in trials))
+
+    def _tell(self, done: int) -> None:
+        report = _REPORTS.get(self.sweep)
+        if report is not None and (done, self._total) != self._told:
+            report(done, self._total)
+            self._told = (done, self._total)
+
+    def __getstate__(self) -> dict:  # what tuner.pkl keeps: the name, never a driver's state
+        return {"sweep": self.sweep}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["sweep"])

@@ -28,7 +28,7 @@ def make_tuner(
     its storage signs and checks Tune's pickled state with ``key_file`` (cluster/tune/signing.py)."""
     from ray import tune
 
-    from cluster.tune.callbacks import NoTensorBoard
+    from cluster.tune.callbacks import NoTensorBoard, TrialsProgress
     from cluster.tune.search import param_space, tune_config
     from cluster.tune.signing import signed_filesystem
     from cluster.tune.trial import TrialContext
@@ -62,7 +62,8 @@ def make_tuner(
             checkpoint_score_order=spec.metric_mode,
         ),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        callbacks=[NoTensorBoard()],  # pickled with the run (tuner.pkl): a resumed driver has it too
+        # pickled with the run (tuner.pkl): a resumed driver has them too
+        callbacks=[NoTensorBoard(), TrialsProgress(spec.name)],
     )
     return tune.Tuner(
         trainable,

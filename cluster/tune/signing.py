@@ -117,8 +117,7 @@ class SignedStorage(pafs.FileSystemHandler):
             if mac not in macs:
                 ledger[rel] = (macs + [mac])[-LEDGER_DEPTH:]
                 self._write_ledger(ledger)
-        with self.inner.open_output_stream(path) as f:
-            f.write(data)
+        self._write_whole(path, data)  # a driver killed meanwhile leaves the old file, still signed
 
     def checked(self, path: str) -> bytes:
         """The bytes of the signed file ``path``, if this machine's key signed them."""
@@ -144,13 +143,17 @@ class SignedStorage(pafs.FileSystemHandler):
             return {}
 
     def _write_ledger(self, ledger: dict) -> None:
-        data, final = json.dumps(ledger, indent=1).encode(), f"{self.root}/{LEDGER}"
-        if isinstance(self.inner, pafs.LocalFileSystem):  # beside, then renamed: never half a ledger
-            with self.inner.open_output_stream(f"{final}.tmp") as f:
+        self._write_whole(f"{self.root}/{LEDGER}", json.dumps(ledger, indent=1).encode())
+
+    def _write_whole(self, path: str, data: bytes) -> None:
+        """``data`` at ``path``, all of it or none: a driver SIGKILLed mid-write (the resume tests
+        kill drivers at random moments) left a truncated, 0-byte state file, refused on resume."""
+        if isinstance(self.inner, pafs.LocalFileSystem):  # beside, then renamed (atomic on POSIX)
+            with self.inner.open_output_stream(f"{path}.tmp") as f:
                 f.write(data)
-            self.inner.move(f"{final}.tmp", final)
+            self.inner.move(f"{path}.tmp", path)
         else:  # an object store's PUT is atomic
-            with self.inner.open_output_stream(final) as f:
+            with self.inner.open_output_stream(path) as f:
                 f.write(data)
 
     # -------------------------------------------------------------- pyarrow's handler interface

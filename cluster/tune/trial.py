@@ -106,7 +106,7 @@ def _start_model(ckpt_dir: Path | None, ctx: TrialContext, seed: int, device):
     the spec's ``init`` says."""
     from cluster.models.modality import load_for_training
 
-    start = dict(seed=seed, device=device, image_size=ctx.spec.image_size)
+    start = dict(seed=seed, device=device, image_size=ctx.spec.image_size, task=ctx.spec.task)
     if ckpt_dir:
         return load_for_training(ckpt_dir / "model", ctx.labels, **start)
     return load_for_training(ctx.model_path, ctx.labels, init=ctx.spec.init, **start)

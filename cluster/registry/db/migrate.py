@@ -25,7 +25,7 @@ BASELINE = "0001"
 # The revisions in migrations/versions, oldest first (tests check this against Alembic's own
 # reading). Kept here so that opening a registry does not import Alembic: that import is 0.3 s of
 # the 0.7 s a process spends importing the registry (measured with python -X importtime).
-REVISIONS = ("0001", "0002", "0003", "0004", "0005")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 # The columns of the registry.db written before migrations existed (revision 0001).
 BASELINE_COLUMNS = {
     "runs": {

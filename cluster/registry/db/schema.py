@@ -15,7 +15,7 @@ from sqlalchemy import Column, Float, ForeignKey, Integer, MetaData, PrimaryKeyC
 STATUSES = ("running", "finished", "failed")
 OUR_TABLES = frozenset({"runs", "models", "aliases", "alias_history", "scores", "overwrites"})
 VERSION_TABLE = "evalcluster_schema"  # Alembic's version table, named so it cannot be another app's
-JSON_COLUMNS = ("spec", "versions", "metrics", "lineage")
+JSON_COLUMNS = ("spec", "versions", "metrics", "lineage", "progress")
 
 metadata = MetaData()
 
@@ -42,6 +42,7 @@ runs = Table(
     Column("host", Text),  # the process that owns a running run (revision 0002)
     Column("pid", Integer),
     Column("heartbeat_at", Text),
+    Column("progress", Text),  # {"done", "total", "unit"}, written with the heartbeat (revision 0006)
 )
 
 models = Table(
