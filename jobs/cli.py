@@ -180,7 +180,8 @@ def _check(spec: DataSpec) -> None:
     from cluster.data.pairs import check_pairs, is_pairs_data
     from cluster.data.scan import scan_any
 
-    if is_pairs_data(spec.path, spec.mask_column, spec.label_column):  # segmentation: image + mask pairs
+    # segmentation: image + mask pairs
+    if is_pairs_data(spec.path, spec.mask_column, spec.label_column, spec.encoding):
         s = check_pairs(spec)
         console.print(f"{spec.path}: {s['rows']} image+mask pairs, fingerprint {s['fingerprint']}")
         for value, n in s["pixels_per_value"].items():

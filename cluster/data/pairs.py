@@ -136,8 +136,9 @@ def pairs_fingerprint(table: pa.Table) -> str:
     return hashlib.sha256(stream(table["image"]) + stream(table["mask"])).hexdigest()[:16]
 
 
-def is_pairs_data(path: str, mask_column: str, label_column: str | None) -> bool:
-    """A segmentation dataset: a mask folder tree, or a table with the mask column and no label column."""
+def is_pairs_data(path: str, mask_column: str, label_column: str | None, encoding: str = "utf-8") -> bool:
+    """A segmentation dataset: a mask folder tree, or a table with the mask column and no label column
+    (a CSV/JSONL table's first rows read in ``encoding``, the DataSpec's)."""
     if is_mask_folder(path):
         return True
     from cluster.data.files import file_schema, resolve_files
@@ -146,7 +147,7 @@ def is_pairs_data(path: str, mask_column: str, label_column: str | None) -> bool
     if is_image_folder(path):  # LABEL/xxx.png: classification
         return False
     fs, files, fmt = resolve_files(path)
-    names = file_schema(fs, files[0], fmt).names
+    names = file_schema(fs, files[0], fmt, encoding).names
     return mask_column in names and (label_column is None or label_column not in names)
 
 

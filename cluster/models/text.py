@@ -3,16 +3,18 @@ probabilities in length-sorted batches, and save a model directory atomically.""
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from cluster.errors import UserError
 from cluster.models.device import autocast
-from cluster.models.modeldir import LINEAGE_FILE, classifier_labels, require_safetensors, set_offline
+from cluster.models.modeldir import (
+    classifier_labels,
+    require_safetensors,
+    set_offline,
+    write_model_dir,
+)
 
 
 def load_classifier(path: str | Path, labels: list[str] | None = None, seed: int = 0, device: str = "cpu"):
@@ -134,18 +136,10 @@ def save_model_dir(model, tokenizer, out: str | Path, lineage: dict) -> Path:
 
     The directory appears complete or not at all (written beside it, then renamed).
     """
-    out = Path(out)
-    if out.exists():
-        raise UserError(f"model directory {out} already exists")
-    out.parent.mkdir(parents=True, exist_ok=True)
     set_offline()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str))
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return write_model_dir(out, write, lineage)

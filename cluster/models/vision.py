@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +34,12 @@ from cluster.data.images import Preprocessing, decode_images, normalize
 from cluster.errors import UserError
 from cluster.models.device import autocast
 from cluster.models.modeldir import (
-    LINEAGE_FILE,
     WEIGHTS_FILE,
     WEIGHTS_PACKAGE,
     pretrained_weights_path,
     read_lineage,
+    safetensors_files,
+    write_model_dir,
 )
 
 ARCHITECTURE = "efficientnet-lite0"
@@ -203,25 +202,10 @@ def image_labels(path: str | Path) -> list[str]:
 
 def save_image_model_dir(model: ImageClassifier, out: str | Path, lineage: dict) -> Path:
     """Write config.json + model.safetensors + evalcluster.json, appearing complete or not at all."""
-    from safetensors.torch import save_file
-
     if getattr(model, "folded", False):  # its state dict lacks the BatchNorm keys: not loadable
         raise ValueError("a model folded for inference (fold_batchnorm) cannot be saved")
-    out = Path(out)
-    if out.exists():
-        raise UserError(f"model directory {out} already exists")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (tmp / "config.json").write_text(json.dumps(model.config.to_json(), indent=2))
-        state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
-        (tmp / LINEAGE_FILE).write_text(json.dumps({**model.origin, **lineage}, indent=2, default=str))
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    return write_model_dir(out, safetensors_files(model.config.to_json(), state), {**model.origin, **lineage})
 
 
 def load_image_model(path: str | Path, device: str = "cpu") -> ImageClassifier:
