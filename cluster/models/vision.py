@@ -21,7 +21,6 @@ we write is safetensors, never a pickle. This module imports torch.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,10 @@ from cluster.data.images import Preprocessing, decode_images, normalize
 from cluster.errors import UserError
 from cluster.models.device import autocast
 from cluster.models.modeldir import (
-    WEIGHTS_FILE,
-    WEIGHTS_PACKAGE,
+    WEIGHTS_ORIGIN,
+    load_safetensors_into,
     pretrained_weights_path,
+    read_config_json,
     read_lineage,
     safetensors_files,
     write_model_dir,
@@ -177,9 +177,7 @@ def new_image_classifier(
         result = model.net.load_state_dict(backbone, strict=False)
         if set(result.missing_keys) != set(HEAD_KEYS) or result.unexpected_keys:
             raise UserError(f"ImageNet weights do not fit {ARCHITECTURE}: {result}")
-        model.origin.update(
-            weights=f"{WEIGHTS_PACKAGE}==0.1.0:{Path(WEIGHTS_FILE).name}", weights_sha256=digest
-        )
+        model.origin.update(weights=WEIGHTS_ORIGIN, weights_sha256=digest)
     return model.eval()
 
 
@@ -187,12 +185,7 @@ def new_image_classifier(
 
 
 def read_image_config(path: str | Path) -> ImageModelConfig:
-    f = Path(path) / "config.json"
-    try:
-        cfg = json.loads(f.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {f}: {exc}") from exc
-    return ImageModelConfig.from_json(cfg, str(f))
+    return ImageModelConfig.from_json(*read_config_json(path))
 
 
 def image_labels(path: str | Path) -> list[str]:
@@ -210,18 +203,11 @@ def save_image_model_dir(model: ImageClassifier, out: str | Path, lineage: dict)
 
 def load_image_model(path: str | Path, device: str = "cpu") -> ImageClassifier:
     """An image model directory -> ``ImageClassifier`` in eval mode on ``device``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     config = read_image_config(path)
     lineage = read_lineage(path)
     model = ImageClassifier(config, {k: lineage[k] for k in ORIGIN_KEYS if k in lineage})
-    try:
-        state = load_file(path / "model.safetensors")
-        model.net.load_state_dict(state, strict=True)
-    except (OSError, SafetensorError, RuntimeError) as exc:
-        raise UserError(f"cannot load image model weights from {path}: {str(exc).splitlines()[0]}") from exc
+    load_safetensors_into(model.net, path, "image model weights")
     return model.to(device).eval()
 
 
