@@ -16,8 +16,6 @@ generation over length-sorted batches), ``save`` and ``save_checkpoint``.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,22 +149,10 @@ class Translator:
 
     def save(self, out: str | Path, lineage: dict) -> Path:
         """A model directory, written beside ``out`` and renamed (complete or absent)."""
-        from cluster.models.modeldir import LINEAGE_FILE, set_offline
+        from cluster.models.modeldir import set_offline, write_model_dir
 
-        out = Path(out)
-        if out.exists():
-            raise UserError(f"model directory {out} already exists")
-        out.parent.mkdir(parents=True, exist_ok=True)
         set_offline()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            self.save_files(tmp)
-            (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str))
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
+        return write_model_dir(out, self.save_files, lineage)
 
     def save_checkpoint(self, d: Path) -> None:
         """The model part of a trial checkpoint: ``d/model``, a model directory without lineage."""
