@@ -36,7 +36,7 @@ from ray import serve
 from cluster.apikey import api_key_digest
 from cluster.specs.serve import ServeSpec
 from serve.batching import row_or_raise, score_each
-from serve.http import install, latest_metrics, serve_spec
+from serve.http import check_text_limits, install, latest_metrics, serve_spec
 from serve.images import decode_request, explain_response, image_limits, request_bytes, require_modality
 from serve.schemas import (
     ExplainRequest,
@@ -163,23 +163,13 @@ class Scorer(SegmentRoutes):
     def _ref(self) -> dict:
         return {"id": self.model_id, "labels": self.labels}
 
-    def _check_limits(self, texts: list[str]) -> None:
-        """Sizes (the texts themselves were checked by the request schema)."""
-        if len(texts) > self.spec.max_texts:
-            raise HTTPException(413, detail=f"too many texts: {len(texts)} > limit {self.spec.max_texts}")
-        for i, t in enumerate(texts):
-            if len(t) > self.spec.max_chars:
-                raise HTTPException(
-                    413, detail=f"texts[{i}] has {len(t)} characters > limit {self.spec.max_chars}"
-                )
-
     # -------------------------------------------------------------- HTTP routes
 
     async def _inputs(self, req: PredictRequest) -> list:
         """The request's texts, or its images decoded (in a thread: decoding is CPU work)."""
         require_modality(self.modality, "text" if req.texts is not None else "image", self.clf.task)
         if req.texts is not None:
-            self._check_limits(req.texts)
+            check_text_limits(self.spec, req.texts)
             return req.texts
         data = request_bytes(req.images, self.spec)
         prep, limit = self.model.config.preprocessing, self.spec.max_image_pixels
@@ -206,7 +196,7 @@ class Scorer(SegmentRoutes):
             args = (self.model, data, req.target, self.spec.max_image_pixels, self.spec.max_explain_pixels)
             args += (req.values,)
             return ExplainResponse(model=self._ref(), **await asyncio.to_thread(explain_response, *args))
-        self._check_limits([req.text])
+        check_text_limits(self.spec, [req.text])
         return await asyncio.to_thread(self._explain, req.text)
 
     def _explain(self, text: str) -> ExplainResponse:

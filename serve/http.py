@@ -12,7 +12,7 @@ import hmac
 import logging
 import uuid
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -31,6 +31,16 @@ logger = logging.getLogger("ray.serve")
 def serve_spec(args: dict) -> ServeSpec:
     """The ServeSpec of a replica's ``args`` (the resolved values left out)."""
     return load_spec(ServeSpec, {k: v for k, v in args.items() if k not in RUNTIME_ARGS}, where="serve args")
+
+
+def check_text_limits(spec: ServeSpec, texts: list[str]) -> None:
+    """413 when a request has more texts than ``spec.max_texts`` or one longer than ``spec.max_chars``
+    (the texts themselves were checked by the request schema)."""
+    if len(texts) > spec.max_texts:
+        raise HTTPException(413, detail=f"too many texts: {len(texts)} > limit {spec.max_texts}")
+    for i, t in enumerate(texts):
+        if len(t) > spec.max_chars:
+            raise HTTPException(413, detail=f"texts[{i}] has {len(t)} characters > limit {spec.max_chars}")
 
 
 def install(api: FastAPI) -> FastAPI:

@@ -25,7 +25,7 @@ from ray import serve
 
 from cluster.apikey import api_key_digest
 from serve.batching import row_or_raise, score_each
-from serve.http import install, latest_metrics, serve_spec
+from serve.http import check_text_limits, install, latest_metrics, serve_spec
 from serve.schemas import Health
 from serve.translate_schemas import TranslateRequest, TranslateResponse, TranslatorInfo, TranslatorRef
 
@@ -116,20 +116,11 @@ class Translator:
     def _limits(self) -> dict:
         return {"max_texts": self.spec.max_texts, "max_chars": self.spec.max_chars}
 
-    def _check_limits(self, texts: list[str]) -> None:
-        if len(texts) > self.spec.max_texts:
-            raise HTTPException(413, detail=f"too many texts: {len(texts)} > limit {self.spec.max_texts}")
-        for i, t in enumerate(texts):
-            if len(t) > self.spec.max_chars:
-                raise HTTPException(
-                    413, detail=f"texts[{i}] has {len(t)} characters > limit {self.spec.max_chars}"
-                )
-
     # -------------------------------------------------------------- HTTP routes
 
     @api.post("/v1/translate", response_model=TranslateResponse)
     async def translate(self, req: TranslateRequest) -> TranslateResponse:
-        self._check_limits(req.texts)
+        check_text_limits(self.spec, req.texts)
         rows = await asyncio.gather(*(self._batch(t) for t in req.texts))
         return TranslateResponse(
             model=TranslatorRef(id=self.model_id), translations=[row_or_raise(r) for r in rows]

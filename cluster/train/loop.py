@@ -77,6 +77,39 @@ def epoch_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def eval_steps(per_epoch: int, evals_per_epoch: int) -> set[int]:
+    """The steps of each epoch (1-based) after which a trial validates, the epoch's last included."""
+    return {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
+
+
+class Window:
+    """Training loss and speed since the last validation (what a report says beside its scores)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.rows, self.train_s = 0.0, 0, 0.0  # loss summed over rows; seconds of steps
+
+    def add(self, loss: float, rows: int, seconds: float) -> None:
+        self.loss += loss * rows
+        self.rows += rows
+        self.train_s += seconds
+
+    def close(self, step: int, per_epoch: int, start_step: int) -> dict:
+        """The report's training fields after 0-based ``step``; the window starts again."""
+        rows = max(self.rows, 1)
+        fields = {
+            "epoch": (step + 1) / per_epoch,
+            "step": step + 1,
+            "start_step": start_step,
+            "train_loss": self.loss / rows,
+            "train_rows_per_s": self.rows / max(self.train_s, 1e-9),
+        }
+        self.reset()
+        return fields
+
+
 def fine_tune(
     clf,
     optimizer,
@@ -102,8 +135,7 @@ def fine_tune(
     device = next(clf.model.parameters()).device
     bs, epochs, max_length = hp.batch_size, hp.epochs, hp.max_length
     per_epoch = steps_per_epoch(len(train.inputs), bs)
-    # Validate after these steps of each epoch (1-based), the epoch's last step included.
-    eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
+    eval_at = eval_steps(per_epoch, evals_per_epoch)
     y_all = torch.tensor(train.y)  # a copy (train.y may be read-only); uint8 masks stay uint8 until used
     # A model may bring its own loss and validation (a Segmenter: cluster/models/segmenter.py).
     loss_of = getattr(clf, "loss", None) or (
@@ -112,7 +144,7 @@ def fine_tune(
     validate_with = getattr(clf, "validate", None) or (lambda v, *a: validate(clf, v, *a))
     lengths = clf.lengths(train.inputs)
     step_fn = TrainStep(clf.model, optimizer, scheduler, precision)
-    window = {"loss": 0.0, "rows": 0, "train_s": 0.0}  # since the last validation
+    window = Window()
     for step in range(start_step, per_epoch * epochs):
         epoch, i = divmod(step, per_epoch)
         if i == 0 or step == start_step:  # a new epoch, or resuming mid-epoch
@@ -122,21 +154,11 @@ def fine_tune(
         batch = clf.encode(train.inputs, idx, max_length=max_length)
         y = y_all[idx].to(device).long()
         loss = step_fn(lambda: loss_of(batch, y, hp))  # noqa: B023
-        window["train_s"] += time.perf_counter() - t0
-        window["loss"] += loss * len(idx)
-        window["rows"] += len(idx)
+        window.add(loss, len(idx), time.perf_counter() - t0)
         if i + 1 in eval_at:
             metrics = validate_with(val, max_length, precision)
-            rows = max(window["rows"], 1)
-            metrics.update(
-                epoch=(step + 1) / per_epoch,
-                step=step + 1,
-                start_step=start_step,
-                train_loss=window["loss"] / rows,
-                train_rows_per_s=window["rows"] / max(window["train_s"], 1e-9),
-            )
+            metrics.update(window.close(step, per_epoch, start_step))
             report(metrics, step + 1)
-            window = {"loss": 0.0, "rows": 0, "train_s": 0.0}
 
 
 def validate(clf, val: Split, max_length: int, precision: str) -> dict:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cluster.train.loop import MEGABATCH, epoch_batches, steps_per_epoch
+from cluster.train.loop import MEGABATCH, Window, epoch_batches, eval_steps, steps_per_epoch
 from cluster.train.step import TrainStep
 
 
@@ -43,10 +43,10 @@ def fine_tune_translation(
     epochs, max_length = source tokens, seed)."""
     bs, epochs, max_length = hp.batch_size, hp.epochs, hp.max_length
     per_epoch = steps_per_epoch(len(train), bs)
-    eval_at = {max(1, round(per_epoch * (j + 1) / evals_per_epoch)) for j in range(evals_per_epoch)}
+    eval_at = eval_steps(per_epoch, evals_per_epoch)
     lengths = np.array([len(s) for s in train.sources])  # characters: a cheap proxy for tokens
     step_fn = TrainStep(tr.model, optimizer, scheduler, precision)
-    window = {"loss": 0.0, "rows": 0, "train_s": 0.0}  # since the last validation
+    window = Window()  # since the last validation
     for step in range(start_step, per_epoch * epochs):
         epoch, i = divmod(step, per_epoch)
         if i == 0 or step == start_step:
@@ -60,21 +60,11 @@ def fine_tune_translation(
             max_target_length=max_target_length,
         )
         loss = step_fn(lambda: tr.loss(batch))  # noqa: B023
-        window["train_s"] += time.perf_counter() - t0
-        window["loss"] += loss * len(idx)
-        window["rows"] += len(idx)
+        window.add(loss, len(idx), time.perf_counter() - t0)
         if i + 1 in eval_at:
             metrics = validate_translation(tr, val, max_length, max_new_tokens, precision)
-            rows = max(window["rows"], 1)
-            metrics.update(
-                epoch=(step + 1) / per_epoch,
-                step=step + 1,
-                start_step=start_step,
-                train_loss=window["loss"] / rows,
-                train_rows_per_s=window["rows"] / max(window["train_s"], 1e-9),
-            )
+            metrics.update(window.close(step, per_epoch, start_step))
             report(metrics, step + 1)
-            window = {"loss": 0.0, "rows": 0, "train_s": 0.0}
 
 
 def validate_translation(tr, val, max_length: int, max_new_tokens: int, precision: str) -> dict:
