@@ -29,6 +29,9 @@ from cluster.errors import UserError, first_items
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# A new image model's input side in pixels (EfficientNet-Lite0's ImageNet size): the sweep spec's
+# image_size default and every image model builder's.
+IMAGE_SIZE = 224
 MAX_PIXELS = 4096 * 4096  # per image, checked from the header before decoding
 MAX_BYTES = 32 * 2**20  # per encoded image file
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # Pillow decoders we let run on untrusted bytes
@@ -48,7 +51,7 @@ Source = bytes | bytearray | memoryview | str | Path
 class Preprocessing:
     """How an image becomes model input; stored as ``preprocessing`` in the model's config.json."""
 
-    image_size: int = 224  # square side in pixels
+    image_size: int = IMAGE_SIZE  # square side in pixels
     channels: int = 3
     mean: tuple[float, ...] = IMAGENET_MEAN  # per channel, on 0..1 pixel values
     std: tuple[float, ...] = IMAGENET_STD

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cluster.data.images import IMAGE_SIZE
 from cluster.errors import UserError
 from cluster.models.modeldir import pretrained_weights_path
 
@@ -200,7 +201,7 @@ def load_for_training(
     seed: int = 0,
     device: str = "cpu",
     init: Init = "pretrained",
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
     task: Task = "classification",
 ) -> Classifier:
     """The model a trial starts from: ``path``'s weights with a new seeded head for ``labels``

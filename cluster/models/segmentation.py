@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cluster.data.images import Preprocessing
+from cluster.data.images import IMAGE_SIZE, Preprocessing
 from cluster.errors import UserError
 from cluster.models.modeldir import (
     WEIGHTS_ORIGIN,
@@ -228,7 +228,7 @@ def new_segmentation_model(
     labels: Sequence[str],
     *,
     pretrained: bool = True,
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
     seed: int = 0,
 ) -> SegmentationModel:
     """A new segmentation model for ``labels`` (index = mask value): the ImageNet encoder

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster.data.images import IMAGE_SIZE
 from cluster.errors import UserError
 
 IGNORE = 255  # unlabelled pixels, whatever the data's own ignore_index (cluster/data/masks.py)
@@ -188,7 +189,7 @@ def segmenter_for_training(
     seed: int = 0,
     device: str = "cpu",
     init: str = "pretrained",
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
 ) -> Segmenter:
     """The model a segmentation trial starts from: a segmentation model directory's weights (a
     checkpoint's, or a model being fine-tuned further), else a new model on the ImageNet encoder

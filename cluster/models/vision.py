@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from cluster.data.images import Preprocessing, decode_images, normalize
+from cluster.data.images import IMAGE_SIZE, Preprocessing, decode_images, normalize
 from cluster.errors import UserError
 from cluster.models.device import autocast
 from cluster.models.modeldir import (
@@ -152,7 +152,7 @@ def new_image_classifier(
     labels: Sequence[str],
     *,
     pretrained: bool = True,
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
     seed: int = 0,
     preprocessing: Preprocessing | None = None,
 ) -> ImageClassifier:

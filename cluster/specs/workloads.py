@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from cluster.data.images import IMAGE_SIZE
 from cluster.data.perturb import Perturbations
 from cluster.specs.fields import (
     MAX_BATCH,
@@ -310,7 +311,7 @@ class SweepSpec(Spec):
         "initialised (the baseline that shows what pretraining brings).",
     )
     image_size: Int = Field(
-        224, ge=32, le=1024, description="Input side in pixels of a new image classifier (image models only)."
+        IMAGE_SIZE, ge=32, le=1024, description="Input side in pixels of a new image model (image tasks only)"
     )
     translation: Seq2SeqSpec = Field(
         default_factory=Seq2SeqSpec,
