@@ -57,6 +57,9 @@ class Engine:
 
         self.name, self.root, self.model = name, root, model
         base = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(root)}
+        # A registry of its own: an older checkout refuses one a newer revision has upgraded (the model
+        # is passed as a directory, so nothing needs the user's registry).
+        base["EVALCLUSTER_HOME"] = tempfile.mkdtemp(prefix=f"home-{name}-", dir="/tmp")
         base.pop("RAY_ADDRESS", None)
         self.cold_env = {**base, "RAY_TMPDIR": tempfile.mkdtemp(prefix="c", dir="/tmp")}
         self.head_env = {**base, "RAY_TMPDIR": tempfile.mkdtemp(prefix="h", dir="/tmp")}
