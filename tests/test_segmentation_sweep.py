@@ -91,10 +91,11 @@ def test_a_trial_checkpoint_resumes_the_segmenter_and_its_optimizer(tmp_path):
     import numpy as np
     import torch
 
-    from cluster.models.modality import load_for_training
+    from cluster.models.modality import load_for_training, save_checkpoint
     from cluster.specs.search_space import TrialParams
+    from cluster.train.checkpoint import save_trainer_state
     from cluster.train.step import make_optimizer
-    from cluster.tune.trial import TrialContext, _restore, _save, _start_model
+    from cluster.tune.trial import TrialContext, _restore, _start_model
 
     hp = TrialParams(learning_rate=1e-3, weight_decay=0.01, warmup_ratio=0.1)
     seg = load_for_training("unused", CLASSES, init="random", image_size=32, task="segmentation")
@@ -104,7 +105,8 @@ def test_a_trial_checkpoint_resumes_the_segmenter_and_its_optimizer(tmp_path):
     seg.loss(batch, torch.zeros(2, 32, 32, dtype=torch.long), hp).backward()
     opt.step()
     sched.step()
-    _save(tmp_path, seg, opt, sched, step=1)
+    save_checkpoint(seg, tmp_path)  # what a trial's report writes (TrialRun.reporter)
+    save_trainer_state(tmp_path, opt, sched, step=1)
     spec = seg_sweep(Path("unused"), image_size=32, init="random")
     ctx = TrialContext(spec, "efficientnet-lite0", CLASSES, None, None)
     again = _start_model(tmp_path, ctx, 0, "cpu")

@@ -16,13 +16,8 @@ from the same vocabulary.
 
 from __future__ import annotations
 
-import itertools
-import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,42 +42,17 @@ class TranslationContext:
 def train_translation_trial(config: dict, *, ctx: TranslationContext) -> None:
     """Ray Tune function trainable: fine-tune a translator with ``config`` (validated as
     TrialParams here); resume from tune.get_checkpoint()."""
-    import ray
-    import torch
-    from ray import tune
-
-    from cluster.models.device import pick_device, resolve_precision
-    from cluster.ray.runtime import worker_threads
     from cluster.specs.search_space import TrialParams
-    from cluster.train.checkpoint import save_trainer_state, write_manifest
     from cluster.train.loop import steps_per_epoch
     from cluster.train.seq2seq_loop import fine_tune_translation
     from cluster.train.step import make_optimizer
-    from cluster.tune.trial import _iteration_of, _restore
+    from cluster.tune.trial import TrialRun
 
     params, spec, data = TrialParams.of(config), ctx.spec.translation, ctx.data
-    torch.set_num_threads(worker_threads())
-    device = pick_device()
-    precision = resolve_precision(ctx.spec.precision, device)
-    checkpoint = tune.get_checkpoint()
-    ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
-    reports = itertools.count(_iteration_of(ckpt_dir) + 1)
-    node_id = ray.get_runtime_context().get_node_id()
-    tr = _translator(ctx, ckpt_dir, params.seed, device)
+    run = TrialRun.start(ctx.spec.precision)
+    tr = _translator(ctx, run.ckpt_dir, params.seed, run.device)
     total = steps_per_epoch(len(data.train), params.batch_size) * params.epochs
     optimizer, scheduler = make_optimizer(tr.model, params, total)
-    start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
-    if start_step:
-        log.info("trial resumed from its checkpoint at step %d", start_step)
-
-    def report(metrics: dict, step: int) -> None:
-        metrics = {**metrics, "precision": precision, "node_id": node_id}
-        with tempfile.TemporaryDirectory() as d:
-            tr.save_checkpoint(Path(d))
-            save_trainer_state(d, optimizer, scheduler, step)
-            write_manifest(d, step, next(reports), metrics)  # last: it lists every other file
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-
     fine_tune_translation(
         tr,
         optimizer,
@@ -92,10 +62,10 @@ def train_translation_trial(config: dict, *, ctx: TranslationContext) -> None:
         params,
         max_target_length=spec.max_target_length,
         max_new_tokens=spec.max_new_tokens,
-        precision=precision,
+        precision=run.precision,
         evals_per_epoch=ctx.spec.evals_per_epoch,
-        start_step=start_step,
-        report=report,
+        start_step=run.resume_step(optimizer, scheduler),
+        report=run.reporter(tr.save_checkpoint, optimizer, scheduler),
     )
 
 

@@ -26,6 +26,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,41 +53,18 @@ class TrialContext:
 def train_trial(config: dict, *, ctx: TrialContext) -> None:
     """Ray Tune function trainable: fine-tune with ``config`` (validated as :class:`TrialParams`
     here, where the trial starts); resume from tune.get_checkpoint()."""
-    import ray
-    import torch
-    from ray import tune
-
-    from cluster.models.device import pick_device, resolve_precision
-    from cluster.ray.runtime import worker_threads
-    from cluster.train.checkpoint import write_manifest
+    from cluster.models.modality import save_checkpoint
     from cluster.train.loop import budget_epochs, fine_tune, prepared, steps_per_epoch
     from cluster.train.step import make_optimizer
 
     params = TrialParams.of(config)
     epochs = budget_epochs(params.epochs, len(ctx.train.y), params.batch_size, ctx.spec.min_steps)
     params = params.model_copy(update={"epochs": epochs})  # on small data: raised to min_steps
-    torch.set_num_threads(worker_threads())
-    device = pick_device()
-    precision = resolve_precision(ctx.spec.precision, device)
-    checkpoint = tune.get_checkpoint()
-    ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
-    reports = itertools.count(_iteration_of(ckpt_dir) + 1)  # Tune's training_iteration of each report
-    node_id = ray.get_runtime_context().get_node_id()
-    clf = _start_model(ckpt_dir, ctx, params.seed, device)
+    run = TrialRun.start(ctx.spec.precision)
+    clf = _start_model(run.ckpt_dir, ctx, params.seed, run.device)
     train, val = prepared(clf, ctx.train), prepared(clf, ctx.val)
     total = steps_per_epoch(len(train.inputs), params.batch_size) * params.epochs
     optimizer, scheduler = make_optimizer(clf.model, params, total)
-    start_step = _restore(ckpt_dir, optimizer, scheduler) if ckpt_dir else 0
-    if start_step:
-        log.info("trial resumed from its checkpoint at step %d", start_step)
-
-    def report(metrics: dict, step: int) -> None:
-        metrics = {**metrics, "precision": precision, "node_id": node_id}
-        with tempfile.TemporaryDirectory() as d:
-            _save(Path(d), clf, optimizer, scheduler, step)
-            write_manifest(d, step, next(reports), metrics)  # last: it lists every other file
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-
     fine_tune(
         clf,
         optimizer,
@@ -94,11 +72,73 @@ def train_trial(config: dict, *, ctx: TrialContext) -> None:
         train,
         val,
         params,
-        precision=precision,
+        precision=run.precision,
         evals_per_epoch=ctx.spec.evals_per_epoch,
-        start_step=start_step,
-        report=report,
+        start_step=run.resume_step(optimizer, scheduler),
+        report=run.reporter(lambda d: save_checkpoint(clf, d), optimizer, scheduler),
     )
+
+
+@dataclass
+class TrialRun:
+    """What a trial of any task sets up alike around its training loop (the classification and
+    segmentation trial here, the translation trial in cluster/tune/translation_trial.py): torch's
+    threads, the device and precision, the checkpoint it resumes from, and the report that writes
+    each validation's checkpoint (model, trainer state, manifest last) and hands it to Tune."""
+
+    device: str
+    precision: str  # resolved: fp32, bf16 or fp16
+    ckpt_dir: Path | None  # the checkpoint resumed from; None: a fresh start
+    node_id: str
+    reports: Iterator[int]  # Tune's training_iteration of each report from here
+
+    @classmethod
+    def start(cls, precision: str) -> TrialRun:
+        """Inside a Tune trial: ``precision`` is the spec's (auto, fp32, bf16, fp16)."""
+        import ray
+        import torch
+        from ray import tune
+
+        from cluster.models.device import pick_device, resolve_precision
+        from cluster.ray.runtime import worker_threads
+
+        torch.set_num_threads(worker_threads())
+        device = pick_device()
+        checkpoint = tune.get_checkpoint()
+        ckpt_dir = Path(checkpoint.to_directory()) if checkpoint else None
+        node_id = ray.get_runtime_context().get_node_id()
+        iterations = itertools.count(_iteration_of(ckpt_dir) + 1)
+        return cls(device, resolve_precision(precision, device), ckpt_dir, node_id, iterations)
+
+    def resume_step(self, optimizer, scheduler) -> int:
+        """The step to train from: the checkpoint's (its optimizer, scheduler and RNG states
+        restored), 0 on a fresh start."""
+        if self.ckpt_dir is None:
+            return 0
+        step = _restore(self.ckpt_dir, optimizer, scheduler)
+        log.info("trial resumed from its checkpoint at step %d", step)
+        return step
+
+    def reporter(
+        self, save_model: Callable[[Path], None], optimizer, scheduler
+    ) -> Callable[[dict, int], None]:
+        """``report(metrics, step)`` for a training loop; ``save_model(dir)`` writes the model part
+        of a checkpoint (``dir/model``, safetensors). The rest, optimizer, scheduler, step and every
+        RNG state, is safetensors + JSON (cluster/train/checkpoint.py): nothing in a checkpoint is
+        ever unpickled."""
+        from ray import tune
+
+        from cluster.train.checkpoint import save_trainer_state, write_manifest
+
+        def report(metrics: dict, step: int) -> None:
+            metrics = {**metrics, "precision": self.precision, "node_id": self.node_id}
+            with tempfile.TemporaryDirectory() as d:
+                save_model(Path(d))
+                save_trainer_state(d, optimizer, scheduler, step)
+                write_manifest(d, step, next(self.reports), metrics)  # last: it lists every other file
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+        return report
 
 
 def _start_model(ckpt_dir: Path | None, ctx: TrialContext, seed: int, device):
@@ -110,16 +150,6 @@ def _start_model(ckpt_dir: Path | None, ctx: TrialContext, seed: int, device):
     if ckpt_dir:
         return load_for_training(ckpt_dir / "model", ctx.labels, **start)
     return load_for_training(ctx.model_path, ctx.labels, init=ctx.spec.init, **start)
-
-
-def _save(d: Path, clf, optimizer, scheduler, step: int) -> None:
-    """Checkpoint = model (safetensors) + optimizer, scheduler, step and every RNG state
-    (safetensors + JSON: cluster/train/checkpoint.py; nothing in a checkpoint is ever unpickled)."""
-    from cluster.models.modality import save_checkpoint
-    from cluster.train.checkpoint import save_trainer_state
-
-    save_checkpoint(clf, d)
-    save_trainer_state(d, optimizer, scheduler, step)
 
 
 def _restore(d: Path, optimizer, scheduler) -> int:
