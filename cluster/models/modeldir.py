@@ -114,14 +114,16 @@ def write_model_dir(out: str | Path, write_files: Callable[[Path], None], lineag
     return out
 
 
-def safetensors_files(config: dict, state: dict) -> Callable[[Path], None]:
-    """``write_files`` for :func:`write_model_dir`: config.json and model.safetensors (``state``: name ->
-    CPU tensor), the layout of the image and segmentation models."""
+def safetensors_files(config: dict, module) -> Callable[[Path], None]:
+    """``write_files`` for :func:`write_model_dir`: config.json and model.safetensors (``module``'s
+    state dict, a torch.nn.Module's, as contiguous CPU tensors), the layout of the image and
+    segmentation models."""
 
     def write(tmp: Path) -> None:
         from safetensors.torch import save_file  # torch: only where a model is saved
 
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
 
     return write

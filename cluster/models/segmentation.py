@@ -260,8 +260,7 @@ def save_segmentation_model_dir(model: SegmentationModel, out: str | Path, linea
     """Write config.json + model.safetensors + evalcluster.json, appearing complete or not at all."""
     if getattr(model, "folded", False):
         raise ValueError("a model folded for inference (prepare_for_inference) cannot be saved")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return write_model_dir(out, safetensors_files(model.config.to_json(), state), {**model.origin, **lineage})
+    return write_model_dir(out, safetensors_files(model.config.to_json(), model), {**model.origin, **lineage})
 
 
 def load_segmentation_model(path: str | Path, device: str = "cpu") -> SegmentationModel:

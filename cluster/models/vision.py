@@ -197,8 +197,9 @@ def save_image_model_dir(model: ImageClassifier, out: str | Path, lineage: dict)
     """Write config.json + model.safetensors + evalcluster.json, appearing complete or not at all."""
     if getattr(model, "folded", False):  # its state dict lacks the BatchNorm keys: not loadable
         raise ValueError("a model folded for inference (fold_batchnorm) cannot be saved")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
-    return write_model_dir(out, safetensors_files(model.config.to_json(), state), {**model.origin, **lineage})
+    return write_model_dir(
+        out, safetensors_files(model.config.to_json(), model.net), {**model.origin, **lineage}
+    )
 
 
 def load_image_model(path: str | Path, device: str = "cpu") -> ImageClassifier:
